@@ -1,0 +1,36 @@
+"""convscope: build convnets from filters, sample size, padding, stride and pooling; see what they compute."""
+
+from convscope.errors import CheckpointError, ConvscopeError, DataError, SpecError
+from convscope.shapes import infer
+from convscope.spec import (
+    Activation,
+    BatchNorm,
+    Conv,
+    Dense,
+    Dropout,
+    Flatten,
+    GlobalPool,
+    NetSpec,
+    Pool,
+    load_spec,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Activation",
+    "BatchNorm",
+    "CheckpointError",
+    "Conv",
+    "ConvscopeError",
+    "DataError",
+    "Dense",
+    "Dropout",
+    "Flatten",
+    "GlobalPool",
+    "NetSpec",
+    "Pool",
+    "SpecError",
+    "infer",
+    "load_spec",
+]

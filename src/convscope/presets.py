@@ -1,0 +1,47 @@
+"""Named networks, kept as data: each preset is the dict a spec file would hold."""
+
+from __future__ import annotations
+
+from convscope.errors import SpecError
+from convscope.spec import NetSpec
+
+_PRESETS: dict[str, dict] = {
+    "cifar-3conv": {
+        "description": "The TensorFlow CNN tutorial net: 3 conv layers, 2 max pools, 2 dense; 32×32×3 images",
+        "input": "32x32x3",
+        "layers": [
+            {"conv": {"filters": 32, "size": 3, "activation": "relu"}},
+            {"pool": {"kind": "max", "size": 2}},
+            {"conv": {"filters": 64, "size": 3, "activation": "relu"}},
+            {"pool": {"kind": "max", "size": 2}},
+            {"conv": {"filters": 64, "size": 3, "activation": "relu"}},
+            "flatten",
+            {"dense": {"units": 64, "activation": "relu"}},
+            {"dense": {"units": 10}},
+        ],
+    },
+    "lenet5": {
+        "description": "LeCun et al. 1998: 2 conv layers (5×5, tanh), 2 average pools, 3 dense; 28×28×1 digits",
+        "input": "28x28x1",
+        "layers": [
+            {"conv": {"filters": 6, "size": 5, "padding": 2, "activation": "tanh"}},
+            {"pool": {"kind": "avg", "size": 2}},
+            {"conv": {"filters": 16, "size": 5, "activation": "tanh"}},
+            {"pool": {"kind": "avg", "size": 2}},
+            "flatten",
+            {"dense": {"units": 120, "activation": "tanh"}},
+            {"dense": {"units": 84, "activation": "tanh"}},
+            {"dense": {"units": 10}},
+        ],
+    },
+}
+
+
+def preset_names() -> list[str]:
+    return list(_PRESETS)
+
+
+def get_preset(name: str) -> NetSpec:
+    if name not in _PRESETS:
+        raise SpecError(f"unknown preset {name!r}. Presets: {', '.join(_PRESETS)}")
+    return NetSpec.from_dict({"name": name, **_PRESETS[name]})

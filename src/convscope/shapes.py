@@ -1,0 +1,222 @@
+"""Shape arithmetic and the spec linter: pure Python, no torch.
+
+`infer(spec)` walks the layers for the spec's input (H×W×C) and returns, per layer, the output shape, the
+parameter count, the multiply-adds, the receptive field and jump, and the formula (with numbers) that gave the
+spatial size. Every spec that cannot run fails here with a SpecError, before any tensor exists.
+
+Padding, the same here, in the torch layers and in the NumPy reference:
+  valid    out = ⌊(in − k)/s⌋ + 1
+  same     out = ⌈in / s⌉ for any stride; total padding (out − 1)·s + k − in, split as TensorFlow does:
+           half before, the extra one (when the total is odd) after, i.e. on the bottom/right
+  int p    out = ⌊(in + 2p − k)/s⌋ + 1
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+from convscope.errors import SpecError
+from convscope.spec import (
+    BatchNorm,
+    Conv,
+    Dense,
+    Flatten,
+    GlobalPool,
+    Layer,
+    NetSpec,
+    Padding,
+    Pair,
+    Pool,
+    layer_to_dict,
+    shape_text,
+)
+
+Shape = tuple[int, ...]  # (H, W, C) for feature maps, (N,) for vectors
+
+
+def pad_amounts(size: int, kernel: int, stride: int, padding: str | int) -> tuple[int, int]:
+    """Padding (before, after) along one axis of `size` values for a window of `kernel` moved by `stride`."""
+    if padding == "valid":
+        return (0, 0)
+    if padding == "same":
+        out = -(-size // stride)
+        total = max((out - 1) * stride + kernel - size, 0)
+        return (total // 2, total - total // 2)
+    return (padding, padding)
+
+
+def out_size(size: int, kernel: int, stride: int, padding: str | int) -> int:
+    """Output length along one axis; 0 or less means the window does not fit."""
+    before, after = pad_amounts(size, kernel, stride, padding)
+    return (size + before + after - kernel) // stride + 1
+
+
+def padding_2d(in_hw: Pair, size: Pair, stride: Pair, padding: Padding) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right) padding of a 2-D window layer on an H×W input."""
+    axis = [padding, padding] if isinstance(padding, str) else list(padding)
+    top, bottom = pad_amounts(in_hw[0], size[0], stride[0], axis[0])
+    left, right = pad_amounts(in_hw[1], size[1], stride[1], axis[1])
+    return (top, bottom, left, right)
+
+
+def formula(size: int, kernel: int, stride: int, padding: str | int) -> str:
+    """The textbook formula with numbers, e.g. '⌊(32 − 3)/1⌋ + 1 = 30'."""
+    out = out_size(size, kernel, stride, padding)
+    if padding == "valid":
+        return f"⌊({size} − {kernel})/{stride}⌋ + 1 = {out}"
+    if padding == "same":
+        return f"⌈{size}/{stride}⌉ = {out}"
+    return f"⌊({size} + 2·{padding} − {kernel})/{stride}⌋ + 1 = {out}"
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    index: int  # 1-based, as people count layers
+    name: str
+    layer: Layer
+    label: str  # e.g. 'conv 3×3, stride 1, valid'
+    input_shape: Shape
+    output_shape: Shape
+    params: int
+    macs: int  # multiply-adds per image
+    receptive_field: Pair | None  # input pixels one output value sees; None: the whole image
+    jump: Pair | None  # input pixels between neighbouring outputs (the product of strides so far)
+    formula: str  # how the spatial size came out; '' when the layer keeps it
+
+    @property
+    def activations(self) -> int:
+        """Numbers this layer outputs per image."""
+        return math.prod(self.output_shape)
+
+
+@dataclass(frozen=True)
+class ShapeReport:
+    input_shape: Shape
+    layers: tuple[LayerInfo, ...]
+
+    @property
+    def params(self) -> int:
+        return sum(info.params for info in self.layers)
+
+    @property
+    def macs(self) -> int:
+        return sum(info.macs for info in self.layers)
+
+    @property
+    def activation_bytes(self) -> int:
+        """float32 bytes of the input and every layer's output for one image (a forward pass keeps them all)."""
+        return 4 * (math.prod(self.input_shape) + sum(info.activations for info in self.layers))
+
+    @property
+    def output_shape(self) -> Shape:
+        return self.layers[-1].output_shape
+
+    def to_dict(self) -> dict:
+        rows = []
+        for info in self.layers:
+            row = asdict(info)
+            row["layer"] = layer_to_dict(info.layer)  # as written in a spec file
+            row["activations"] = info.activations
+            rows.append(row)
+        return {
+            "input_shape": list(self.input_shape),
+            "layers": rows,
+            "total_params": self.params,
+            "total_macs": self.macs,
+            "activation_bytes_per_image": self.activation_bytes,
+        }
+
+
+def infer(spec: NetSpec, input_shape: Shape | None = None) -> ShapeReport:
+    """Walk `spec` for `input_shape` (default: the spec's own, H×W×C) and check every layer can run."""
+    shape: Shape = tuple(input_shape or spec.input)
+    rf: Pair | None = (1, 1)
+    jump: Pair | None = (1, 1)
+    infos: list[LayerInfo] = []
+    for i, (name, layer) in enumerate(zip(spec.layer_names(), spec.layers, strict=True), 1):
+        where = _Where(i, layer, infos, shape)
+        out, params, macs, text = _step(layer, shape, where)
+        if isinstance(layer, Conv | Pool) and rf is not None and jump is not None:
+            rf = (rf[0] + (layer.size[0] - 1) * jump[0], rf[1] + (layer.size[1] - 1) * jump[1])
+            jump = (jump[0] * layer.stride[0], jump[1] * layer.stride[1])
+        elif isinstance(layer, GlobalPool | Flatten) or (isinstance(layer, Dense) and len(shape) == 1):
+            rf, jump = None, None
+        infos.append(LayerInfo(i, name, layer, layer.label(), shape, out, params, macs, rf, jump, text))
+        shape = out
+    return ShapeReport(tuple(input_shape or spec.input), tuple(infos))
+
+
+@dataclass(frozen=True)
+class _Where:
+    """Enough context to say where a spec fails: this layer, and what fed it."""
+
+    index: int
+    layer: Layer
+    before: list[LayerInfo]
+    shape: Shape
+
+    def fail(self, problem: str, spatial: bool = False) -> SpecError:
+        """`spatial`: the problem is the map's height and width, so show those (the channels are in `problem`)."""
+        shown = shape_text(self.shape[:2] if spatial else self.shape)
+        if self.before:
+            prev = self.before[-1]
+            received = f"Received input {shown} after layer {prev.index} ({prev.label})."
+        else:
+            received = f"Received the network input {shape_text(self.shape)}."
+        detail = f"{problem} {received}"
+        return SpecError(f"layer {self.index} ({self.layer.label()}): {detail}", layer=self.index, detail=detail)
+
+
+def _step(layer: Layer, shape: Shape, where: _Where) -> tuple[Shape, int, int, str]:
+    """(output shape, params, multiply-adds, formula) of one layer on `shape`."""
+    if isinstance(layer, Conv | Pool | GlobalPool) and len(shape) != 3:
+        raise where.fail(f"{layer.layer_type} needs an H×W×C feature map, not a flat vector.")
+    if isinstance(layer, Conv | Pool):
+        return _window_step(layer, shape, where)
+    if isinstance(layer, GlobalPool):
+        return (shape[2],), 0, 0, ""
+    if isinstance(layer, Flatten):
+        return (math.prod(shape),), 0, 0, ""
+    if isinstance(layer, Dense):
+        if len(shape) != 1:
+            raise where.fail("dense needs a flat vector; put a flatten or global_pool layer before it.")
+        params = shape[0] * layer.units + (layer.units if layer.bias else 0)
+        return (layer.units,), params, shape[0] * layer.units, ""
+    if isinstance(layer, BatchNorm):
+        return shape, 2 * shape[-1], 0, ""  # a scale and a shift per channel (running stats are not trained)
+    return shape, 0, 0, ""  # dropout, activation: same shape, nothing to learn
+
+
+def _window_step(layer: Conv | Pool, shape: Shape, where: _Where) -> tuple[Shape, int, int, str]:
+    h, w, c = shape
+    (kh, kw), (sh, sw) = layer.size, layer.stride
+    pad_h, pad_w = (layer.padding, layer.padding) if isinstance(layer.padding, str) else layer.padding
+    top, bottom, left, right = padding_2d((h, w), layer.size, layer.stride, layer.padding)
+    padded = (h + top + bottom, w + left + right)
+    if padded[0] < kh or padded[1] < kw:
+        with_padding = "" if padded == (h, w) else f" ({padded[0]}×{padded[1]} with padding)"
+        raise where.fail(f"input is {h}×{w}×{c}{with_padding}, the window needs at least {kh}×{kw}.", spatial=True)
+    ho, wo = out_size(h, kh, sh, pad_h), out_size(w, kw, sw, pad_w)
+    if isinstance(layer, Pool):
+        _check_pool_windows((h, w), (ho, wo), layer, ((top, bottom), (left, right)), where)
+        out, params, macs = (ho, wo, c), 0, 0
+    else:
+        out = (ho, wo, layer.filters)
+        params = kh * kw * c * layer.filters + (layer.filters if layer.bias else 0)
+        macs = ho * wo * layer.filters * kh * kw * c
+    rows, cols = formula(h, kh, sh, pad_h), formula(w, kw, sw, pad_w)
+    return out, params, macs, rows if (h, kh, sh, pad_h) == (w, kw, sw, pad_w) else f"H: {rows}; W: {cols}"
+
+
+def _check_pool_windows(in_hw, out_hw, layer: Pool, pads, where: _Where) -> None:
+    """Every pooling window must cover at least one real value, or its max/min/mean is undefined."""
+    for axis, side in ((0, "rows"), (1, "columns")):
+        before, _after = pads[axis]
+        k, s = layer.size[axis], layer.stride[axis]
+        last_start = (out_hw[axis] - 1) * s - before
+        if before >= k or last_start >= in_hw[axis]:
+            raise where.fail(
+                f"padding of {before} {side} leaves whole {k}-wide windows in the padding, where a pool has no value;"
+                " use padding smaller than the window."
+            )
