@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -60,6 +61,81 @@ def cmd_presets(args: argparse.Namespace) -> None:
         print(f"{name:<14} {h}×{w}×{c}  {report.params:>9,} params  {spec.description}")
 
 
+def _pair_arg(text: str, what: str) -> tuple[int, int]:
+    """'3' -> (3, 3); '3x5' -> (3, 5)."""
+    parts = text.lower().replace("×", "x").split("x")
+    if len(parts) in (1, 2) and all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        values = [int(p) for p in parts]
+        return (values[0], values[-1])
+    raise SpecError(f"{what} must be a positive integer or H×W like 3x5. Received: {text!r}")
+
+
+def _padding_arg(text: str) -> str | tuple[int, int]:
+    if text in ("valid", "same"):
+        return text
+    parts = text.lower().replace("×", "x").split("x")
+    if len(parts) in (1, 2) and all(p.strip().isdigit() for p in parts):
+        values = [int(p) for p in parts]
+        return (values[0], values[-1])
+    raise SpecError(f"--padding must be valid, same, an integer >= 0 or H×W like 1x2. Received: {text!r}")
+
+
+def _position_arg(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    parts = text.replace(" ", "").split(",")
+    if len(parts) == 2 and all(p.isdigit() for p in parts):
+        return (int(parts[0]), int(parts[1]))
+    raise SpecError(f"--at must be ROW,COLUMN of the output (counting from 0), e.g. 4,7. Received: {text!r}")
+
+
+def cmd_explain(args: argparse.Namespace) -> None:
+    from convscope.explain import explain_conv, explain_pool, load_filter, load_input, walkthrough_text
+
+    resize = None if args.resize == "none" else _pair_arg(args.resize, "--resize")
+    x, source = load_input(args.image, args.array, resize)
+    stride = None if args.stride is None else _pair_arg(args.stride, "--stride")
+    padding, at = _padding_arg(args.padding), _position_arg(args.at)
+    if args.op == "conv":
+        kernel, name = load_filter(args.filter)
+        walk = explain_conv(x, kernel, stride or 1, padding, at, source, name)
+    else:
+        walk = explain_pool(x, args.kind, _pair_arg(args.size, "--size"), stride, padding, at, source)
+    print(walkthrough_text(walk))
+    if args.png:
+        from convscope.explain_plot import save_walkthrough_png
+
+        print(f"picture: {save_walkthrough_png(walk, args.png)}")
+
+
+def _add_explain(sub) -> None:
+    p = sub.add_parser(
+        "explain",
+        help="one output value of a conv or pool, step by step, on a real photo or a small array",
+        description="Follow one output value of a convolution or pooling layer: the window it reads, the filter, "
+        "the products and their sum (or the max/min/mean), and the size of the whole output feature map.",
+    )
+    p.add_argument("op", choices=["conv", "pool"])
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--image", help="a photo file, or a sample: chelsea (default), coffee, astronaut, camera, rocket")
+    src.add_argument("--array", metavar="ROWS", help="a small input like '1 2 3; 4 5 6; 7 8 9'")
+    p.add_argument("--resize", default="32x32", metavar="H×W", help="resize a photo first (default 32x32; 'none')")
+    p.add_argument(
+        "--filter",
+        default="edge-x",
+        help="conv: edge-x, edge-y, blur, sharpen, outline, emboss, identity, or numbers '1 0 -1; 2 0 -2; 1 0 -1'",
+    )
+    p.add_argument("--kind", default="max", choices=["max", "min", "avg"], help="pool: the reduction (default max)")
+    p.add_argument("--size", default="2", metavar="K", help="pool: window size, K or H×W (default 2)")
+    p.add_argument(
+        "--stride", metavar="S", help="step of the window, S or H×W (default: 1 for conv, the size for pool)"
+    )
+    p.add_argument("--padding", default="valid", help="valid (default), same, an integer, or H×W")
+    p.add_argument("--at", metavar="ROW,COL", help="output position, counting from 0 (default: the centre)")
+    p.add_argument("--png", metavar="FILE", help="also draw the walk-through as a picture")
+    p.set_defaults(run=cmd_explain)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="convscope", description="Build convnets from their building blocks and see what they compute."
@@ -75,6 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("presets", help="list the built-in networks")
     p.set_defaults(run=cmd_presets)
+
+    _add_explain(sub)
     return parser
 
 
@@ -86,6 +164,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConvscopeError as err:
         print(f"convscope: error: {err}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:  # output piped into `head` and the like: stop quietly
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - so the interpreter's final flush cannot fail again
+        return 0
     except KeyboardInterrupt:
         print("convscope: interrupted", file=sys.stderr)
         return 130

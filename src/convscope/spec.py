@@ -78,15 +78,15 @@ def _name(kind: str, value: Any) -> str | None:
     raise _invalid(kind, "name", "a word of letters, digits, '_' or '-' (starting with a letter)", value)
 
 
-def _x(pair: Pair) -> str:
+def pair_text(pair: Pair) -> str:
     """(3, 3) -> '3×3'."""
     return f"{pair[0]}×{pair[1]}"
 
 
-def _padding_text(padding: Padding) -> str:
+def padding_text(padding: Padding) -> str:
     if isinstance(padding, str):
         return padding
-    return f"pad {padding[0]}" if padding[0] == padding[1] else f"pad {_x(padding)}"
+    return f"pad {padding[0]}" if padding[0] == padding[1] else f"pad {pair_text(padding)}"
 
 
 def _compact(pair: Pair) -> int | list[int]:
@@ -142,7 +142,7 @@ class Conv(Layer):
             raise _invalid(self.layer_type, "bias", "true or false", self.bias)
 
     def label(self) -> str:
-        return f"conv {_x(self.size)}, stride {_stride_text(self.stride)}, {_padding_text(self.padding)}"
+        return f"conv {pair_text(self.size)}, stride {stride_text(self.stride)}, {padding_text(self.padding)}"
 
 
 @dataclass(frozen=True)
@@ -167,11 +167,11 @@ class Pool(Layer):
         self._set("padding", _padding(self.layer_type, self.padding))
 
     def label(self) -> str:
-        text = f"pool {self.kind} {_x(self.size)}"
+        text = f"pool {self.kind} {pair_text(self.size)}"
         if self.stride != self.size:
-            text += f", stride {_stride_text(self.stride)}"
+            text += f", stride {stride_text(self.stride)}"
         if self.padding != "valid":
-            text += f", {_padding_text(self.padding)}"
+            text += f", {padding_text(self.padding)}"
         return text
 
 
@@ -263,8 +263,8 @@ class Activation(Layer):
         return self.function
 
 
-def _stride_text(stride: Pair) -> str:
-    return str(stride[0]) if stride[0] == stride[1] else _x(stride)
+def stride_text(stride: Pair) -> str:
+    return str(stride[0]) if stride[0] == stride[1] else pair_text(stride)
 
 
 LAYER_TYPES: dict[str, type[Layer]] = {

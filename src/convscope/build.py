@@ -1,0 +1,66 @@
+"""spec -> nn.Module: the one path from a NetSpec to a model."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+from torch import nn
+
+from convscope import layers
+from convscope.errors import DataError
+from convscope.shapes import Shape, infer
+from convscope.spec import Activation, BatchNorm, Conv, Dense, Dropout, Flatten, GlobalPool, Layer, NetSpec, Pool
+
+
+class ConvNet(nn.Sequential):
+    """A built spec: one child module per spec layer, named as in the summary (conv1, pool1, ..., dense2).
+
+    Input N×C×H×W (channels_last welcome); a conv or dense layer's activation is part of that layer, so the output of
+    child `conv1` is the feature map people mean by "conv1's output".
+    """
+
+    def __init__(self, spec: NetSpec):
+        report = infer(spec)  # every spec error is raised here, before a tensor exists
+        children = OrderedDict(
+            (info.name, _module(layer, info.input_shape))
+            for layer, info in zip(spec.layers, report.layers, strict=True)
+        )
+        super().__init__(children)
+        self.spec = spec
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w, c = self.spec.input
+        if x.ndim != 4 or tuple(x.shape[1:]) != (c, h, w):
+            raise DataError(
+                f"{self.spec.name}: expects images of {h}×{w}×{c} (a tensor N×{c}×{h}×{w}). "
+                f"Received a tensor of shape {'×'.join(str(s) for s in x.shape)}"
+            )
+        return super().forward(x)
+
+
+def build(spec: NetSpec) -> ConvNet:
+    return ConvNet(spec)
+
+
+def _module(layer: Layer, shape: Shape) -> nn.Module:
+    """The torch module of one spec layer whose input has `shape` (H×W×C or a flat (N,))."""
+    if isinstance(layer, Conv):
+        return layers.Conv2d(
+            shape[2], layer.filters, layer.size, layer.stride, layer.padding, layer.bias, layer.activation
+        )
+    if isinstance(layer, Pool):
+        return layers.Pool2d(layer.kind, layer.size, layer.stride, layer.padding)
+    if isinstance(layer, GlobalPool):
+        return layers.GlobalPool2d(layer.kind)
+    if isinstance(layer, Dense):
+        return layers.Dense(shape[0], layer.units, layer.bias, layer.activation)
+    if isinstance(layer, Flatten):
+        return nn.Flatten()
+    if isinstance(layer, Dropout):
+        return nn.Dropout(layer.rate)
+    if isinstance(layer, BatchNorm):
+        return nn.BatchNorm2d(shape[-1]) if len(shape) == 3 else nn.BatchNorm1d(shape[0])
+    if isinstance(layer, Activation):
+        return layers.activation(layer.function)
+    raise TypeError(f"no module for layer type {type(layer).__name__}")  # a programming error, not user input

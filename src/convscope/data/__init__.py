@@ -1,0 +1,1 @@
+"""Reading data safely: images, and (later) datasets."""
