@@ -78,3 +78,19 @@ def test_console_script_has_no_traceback_on_errors(tmp_path):
         f"convscope: error: {bad}, line 3: layer 1 (conv): filters must be a positive integer. Received: 0"
     )
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["sumary"], "argument COMMAND: invalid choice: 'sumary'"),
+        (["explain", "conv", "--kind", "median"], "argument --kind: invalid choice: 'median'"),
+        (["summary"], "the following arguments are required: SPEC_FILE|PRESET"),
+    ],
+)
+def test_usage_mistakes_are_one_line_too(capsys, argv, message):
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    err = capsys.readouterr().err
+    assert stop.value.code == 2
+    assert err.count("\n") == 1 and err.startswith("convscope: error: ") and message in err

@@ -17,6 +17,16 @@ from convscope.spec import (
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str):
+    # torch is imported only when a model is built, so `convscope summary` and friends start instantly.
+    if name == "build":
+        from convscope.build import build
+
+        return build
+    raise AttributeError(f"module 'convscope' has no attribute {name!r}")
+
+
 __all__ = [
     "Activation",
     "BatchNorm",
@@ -31,6 +41,7 @@ __all__ = [
     "NetSpec",
     "Pool",
     "SpecError",
+    "build",
     "infer",
     "load_spec",
 ]

@@ -136,8 +136,15 @@ def _add_explain(sub) -> None:
     p.set_defaults(run=cmd_explain)
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage mistakes, like every other error, are one line and exit status 2 (argparse prints the whole usage)."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"convscope: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="convscope", description="Build convnets from their building blocks and see what they compute."
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log what the library does")
