@@ -160,23 +160,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_presets)
 
     _add_explain(sub)
+    from convscope.cli_train import add_parsers
+
+    add_parsers(sub, _console())
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    # Only what the library logs at this level reaches the terminal; train.log gets everything from training.
+    handler = logging.StreamHandler()
+    handler.setLevel(logging.INFO if args.verbose else logging.WARNING)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logging.getLogger().addHandler(handler)
     try:
         args.run(args)
     except ConvscopeError as err:
-        print(f"convscope: error: {err}", file=sys.stderr)
-        return EXIT_USAGE
+        print(f"convscope: {'' if hasattr(err, 'exit_code') else 'error: '}{err}", file=sys.stderr)
+        return getattr(err, "exit_code", EXIT_USAGE)
     except BrokenPipeError:  # output piped into `head` and the like: stop quietly
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - so the interpreter's final flush cannot fail again
         return 0
     except KeyboardInterrupt:
         print("convscope: interrupted", file=sys.stderr)
         return 130
+    finally:
+        logging.getLogger().removeHandler(handler)
     return 0
 
 

@@ -24,3 +24,11 @@ class DataError(ConvscopeError):
 
 class CheckpointError(ConvscopeError):
     """A weights or state file that is missing, damaged, or does not match its model."""
+
+
+class ConfigError(ConvscopeError):
+    """A training setting that is missing, of the wrong type, or impossible."""
+
+
+class TrainingError(ConvscopeError):
+    """Training cannot go on (e.g. the loss stopped being a finite number)."""

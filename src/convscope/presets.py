@@ -5,6 +5,17 @@ from __future__ import annotations
 from convscope.errors import SpecError
 from convscope.spec import NetSpec
 
+
+def _conv_bn_relu_pool(filters: int) -> list:
+    # No conv bias: the batchnorm's shift right after it does the same job.
+    return [
+        {"conv": {"filters": filters, "size": 3, "padding": "same", "activation": "none", "bias": False}},
+        "batchnorm",
+        {"activation": {"function": "relu"}},
+        {"pool": {"kind": "max", "size": 2}},
+    ]
+
+
 _PRESETS: dict[str, dict] = {
     "cifar-3conv": {
         "description": "The TensorFlow CNN tutorial net: 3 conv layers, 2 max pools, 2 dense; 32×32×3 images",
@@ -17,6 +28,18 @@ _PRESETS: dict[str, dict] = {
             {"conv": {"filters": 64, "size": 3, "activation": "relu"}},
             "flatten",
             {"dense": {"units": 64, "activation": "relu"}},
+            {"dense": {"units": 10}},
+        ],
+    },
+    "fashion-fast": {
+        "description": "3 × (conv 3×3 same, batchnorm, relu, max pool) with 32-64-128 filters, dense 10; 28×28×1",
+        "input": "28x28x1",
+        "layers": [
+            *_conv_bn_relu_pool(32),
+            *_conv_bn_relu_pool(64),
+            *_conv_bn_relu_pool(128),
+            "flatten",
+            {"dropout": {"rate": 0.2}},
             {"dense": {"units": 10}},
         ],
     },

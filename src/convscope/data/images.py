@@ -6,7 +6,6 @@ Files are only read, never modified. Every failure is a DataError naming the fil
 from __future__ import annotations
 
 import importlib.util
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -51,11 +50,16 @@ def open_image(path: str | Path) -> Image.Image:
     """Decode `path` fully and return it upright (EXIF orientation applied)."""
     path = Path(path)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path, formats=ALLOWED_FORMATS) as img:
-                img.load()  # decode now: a truncated file fails here instead of later
-                return ImageOps.exif_transpose(img)
+        with Image.open(path, formats=ALLOWED_FORMATS) as img:
+            # Pillow only warns between MAX_IMAGE_PIXELS and twice that; here it is an error. (Checked directly, not
+            # with a warnings filter: those are process-wide and not thread-safe, and folders decode in threads.)
+            if Image.MAX_IMAGE_PIXELS and img.width * img.height > Image.MAX_IMAGE_PIXELS:
+                raise Image.DecompressionBombError(
+                    f"{img.width}×{img.height} = {img.width * img.height:,} pixels, more than the "
+                    f"{Image.MAX_IMAGE_PIXELS:,} allowed"
+                )
+            img.load()  # decode now: a truncated file fails here instead of later
+            return ImageOps.exif_transpose(img)
     except FileNotFoundError:
         raise DataError(f"{path}: no such image file") from None
     except IsADirectoryError:

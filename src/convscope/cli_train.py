@@ -1,0 +1,152 @@
+"""CLI commands around runs: train, evaluate, predict, data get. Parse, call the API, format."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from convscope.training.config import OPTIMIZERS, SCHEDULES
+
+
+def add_parsers(sub, console) -> None:
+    p = sub.add_parser("train", help="train a convnet on Fashion-MNIST, MNIST, CIFAR or an image folder")
+    p.add_argument("--config", metavar="YAML", help="settings file; flags given here override it")
+    p.add_argument("--model", help="preset or spec file (default fashion-fast)")
+    p.add_argument("--data", help="fashion-mnist (default), mnist, cifar10, cifar100 or an image folder")
+    p.add_argument("--data-dir", help="folder of the dataset files (default: the system copy)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float, help="peak learning rate")
+    p.add_argument("--optimizer", choices=OPTIMIZERS)
+    p.add_argument("--schedule", choices=SCHEDULES)
+    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--label-smoothing", type=float)
+    p.add_argument("--augment", help="e.g. flip,translate=2,cutout=8 or none")
+    p.add_argument("--val-fraction", type=float)
+    p.add_argument("--patience", type=int, help="early stopping: epochs without a better validation accuracy")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--threads", type=int)
+    p.add_argument("--out", help="run folder (default runs/MODEL-DATA)")
+    p.add_argument("--resume", metavar="RUN", help="continue a stopped run")
+    p.set_defaults(run=lambda args: cmd_train(args, console))
+
+    p = sub.add_parser("evaluate", help="accuracy, per-class precision/recall/F1 and the confusion matrix of a run")
+    p.add_argument("run_dir", metavar="RUN")
+    p.add_argument("--data", help="evaluate on another dataset's test split")
+    p.add_argument("--data-dir")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=lambda args: cmd_evaluate(args, console))
+
+    p = sub.add_parser("predict", help="labels with probabilities for image files or folders")
+    p.add_argument("run_dir", metavar="RUN")
+    p.add_argument("images", nargs="+", metavar="IMAGE|DIR")
+    p.add_argument("--top-k", type=int, default=3)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=lambda args: cmd_predict(args, console))
+
+    p = sub.add_parser("data", help="get datasets")
+    data_sub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    g = data_sub.add_parser("get", help="download fashion-mnist or mnist (checksums verified)")
+    g.add_argument("name", choices=["fashion-mnist", "mnist"])
+    g.add_argument("--to", required=True, metavar="DIR")
+    g.set_defaults(run=cmd_data_get)
+
+
+_FLAGS = (
+    "model",
+    "data",
+    "data_dir",
+    "epochs",
+    "batch_size",
+    "lr",
+    "optimizer",
+    "schedule",
+    "weight_decay",
+    "label_smoothing",
+    "augment",
+    "val_fraction",
+    "patience",
+    "seed",
+    "threads",
+    "out",
+)
+
+
+def cmd_train(args: argparse.Namespace, console: Console) -> None:
+    from convscope.evaluate import evaluate
+    from convscope.plots import plot_curves
+    from convscope.progress import ProgressBar
+    from convscope.training.config import TrainConfig
+    from convscope.training.loop import train
+
+    bar = ProgressBar(console)
+    try:
+        if args.resume:
+            run = train(resume=args.resume, callbacks=[bar])
+        else:
+            given = {k: getattr(args, k) for k in _FLAGS if getattr(args, k) is not None}
+            config = TrainConfig.load(args.config, **given) if args.config else TrainConfig.from_dict(given, "flags")
+            run = train(config, callbacks=[bar])
+    finally:
+        bar.close()
+    result = evaluate(run)
+    plot_curves(run.metrics(), run.path / "curves.png", title=f"{run.path.name}: learning curves")
+    seconds = run.results()["train_seconds"]
+    console.print(
+        f"test accuracy {result.accuracy:.2%} on {int(result.confusion.sum()):,} test images after "
+        f"{run.results()['epochs']} epochs in {seconds:.0f} s; run: {run.path} (curves.png, confusion.png)"
+    )
+
+
+def cmd_evaluate(args: argparse.Namespace, console: Console) -> None:
+    from convscope.evaluate import evaluate
+
+    result = evaluate(args.run_dir, args.data, args.data_dir)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+        return
+    console.print(f"accuracy {result.accuracy:.2%}  loss {result.loss:.4f}  ({int(result.confusion.sum()):,} images)")
+    table = Table("class", "precision", "recall", "F1", "images")
+    for row in result.per_class():
+        table.add_row(
+            row["class"], f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}", str(row["support"])
+        )
+    console.print(table)
+    confusion = Table("true \\ predicted", *[str(i) for i in range(len(result.classes))], title="confusion matrix")
+    for i, (name, counts) in enumerate(zip(result.classes, result.confusion, strict=True)):
+        confusion.add_row(f"{i} {name}", *[str(n) for n in counts])
+    console.print(confusion)
+    console.print("most confused: " + "; ".join(f"{t} → {p} ({n})" for t, p, n in result.most_confused()))
+    console.print(f"picture: {Path(args.run_dir) / 'confusion.png'}")
+
+
+def cmd_predict(args: argparse.Namespace, console: Console) -> None:
+    from convscope.predict import predict
+
+    results = predict(args.run_dir, args.images, args.top_k)
+    if args.json:
+        print(json.dumps([r.to_dict() for r in results], indent=2))
+    else:
+        for r in results:
+            if r.error:
+                console.print(f"{r.path}: cannot predict: {r.error}")
+            else:
+                top = ", ".join(f"{c} {p:.1%}" for c, p in r.top)
+                console.print(f"{r.path} ({r.conversion}): {top}")
+    if results and all(r.error for r in results):
+        from convscope.errors import DataError
+
+        raise DataError(f"none of the {len(results)} images could be read")
+
+
+def cmd_data_get(args: argparse.Namespace) -> None:
+    from convscope.data.download import download_dataset
+
+    logging.getLogger("convscope").setLevel(logging.INFO)
+    path = download_dataset(args.name, args.to)
+    print(f"{args.name} is in {path}")

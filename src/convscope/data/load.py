@@ -1,0 +1,35 @@
+"""One entry point from a data name to an in-memory Dataset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from convscope.data.dataset import Dataset
+from convscope.errors import DataError
+
+BUILT_IN = ("fashion-mnist", "mnist", "cifar10", "cifar100")
+
+
+def load_dataset(name: str, data_dir: str | None, image_shape: tuple[int, int, int], seed: int) -> Dataset:
+    """`name` is a built-in dataset (read from `data_dir` or its default place) or an image folder.
+
+    image_shape (H, W, C) is what the model takes; image folders are decoded straight to it, built-in datasets
+    keep their own shape (the caller adapts the model to them).
+    """
+    if name in ("fashion-mnist", "mnist"):
+        from convscope.data.idx import load_idx_dataset
+
+        return load_idx_dataset(data_dir, name)
+    if name in ("cifar10", "cifar100"):
+        from convscope.data.cifar import load_cifar
+
+        if data_dir is None:
+            raise DataError(f"{name}: say where the binary CIFAR files are with --data-dir DIR")
+        return load_cifar(data_dir, which=int(name[5:]))
+    folder = Path(name)
+    if not folder.is_dir():
+        raise DataError(f"{name}: not a built-in dataset ({', '.join(BUILT_IN)}) nor an image folder")
+    from convscope.data.folder import load_folder
+
+    h, w, c = image_shape
+    return load_folder(folder, (h, w), c, seed=seed)

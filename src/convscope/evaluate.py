@@ -1,0 +1,80 @@
+"""evaluate: accuracy, per-class precision / recall / F1, the confusion matrix and the most-confused pairs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from convscope.run import Run, load_model, load_run
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    classes: tuple[str, ...]
+    confusion: np.ndarray  # [true class, predicted class] counts
+    loss: float
+
+    @property
+    def accuracy(self) -> float:
+        return float(np.trace(self.confusion) / self.confusion.sum())
+
+    def per_class(self) -> list[dict]:
+        tp = np.diag(self.confusion).astype(float)
+        predicted, actual = self.confusion.sum(0), self.confusion.sum(1)
+        precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
+        recall = np.divide(tp, actual, out=np.zeros_like(tp), where=actual > 0)
+        f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros_like(tp), where=precision + recall > 0)
+        return [
+            {"class": c, "precision": float(p), "recall": float(r), "f1": float(f), "support": int(n)}
+            for c, p, r, f, n in zip(self.classes, precision, recall, f1, actual, strict=True)
+        ]
+
+    def most_confused(self, k: int = 5) -> list[tuple[str, str, int]]:
+        """(true class, predicted as, count) for the k largest off-diagonal cells."""
+        off = self.confusion.copy()
+        np.fill_diagonal(off, 0)
+        order = np.argsort(off, axis=None)[::-1][:k]
+        pairs = [np.unravel_index(i, off.shape) for i in order]
+        return [(self.classes[t], self.classes[p], int(off[t, p])) for t, p in pairs if off[t, p] > 0]
+
+    def to_dict(self) -> dict:
+        return {
+            "accuracy": self.accuracy,
+            "loss": self.loss,
+            "per_class": self.per_class(),
+            "confusion": self.confusion.tolist(),
+            "classes": list(self.classes),
+            "most_confused": [{"true": t, "predicted": p, "count": n} for t, p, n in self.most_confused()],
+        }
+
+
+def evaluate(run: Run | str | Path, data: str | None = None, data_dir: str | None = None) -> Evaluation:
+    """Evaluate a run's best weights on the test split of its data (or of `data`), writing confusion.png."""
+    import torch
+    import torch.nn.functional as F
+
+    from convscope.data.load import load_dataset
+    from convscope.plots import plot_confusion
+    from convscope.training.loop import predict_logits, to_tensor
+
+    run = run if isinstance(run, Run) else load_run(run)
+    torch.set_num_threads(run.config.threads or torch.get_num_threads())
+    dataset = load_dataset(data or run.config.data, data_dir or run.config.data_dir, run.spec.input, run.config.seed)
+    model = load_model(run)
+    c = run.spec.input[2]
+    mean, std = torch.tensor(run.data.mean).view(1, c, 1, 1), torch.tensor(run.data.std).view(1, c, 1, 1)
+    images = to_tensor(dataset.test.images)
+    if tuple(images.shape[1:]) != (c, *run.spec.input[:2]):
+        from convscope.errors import DataError
+
+        raise DataError(f"{dataset.name}: images are {dataset.image_shape}, the model takes {run.spec.input}")
+    logits = predict_logits(model, images, mean, std)
+    labels = torch.from_numpy(dataset.test.labels).long()
+    n = len(run.data.classes)
+    confusion = np.zeros((n, n), dtype=np.int64)
+    np.add.at(confusion, (labels.numpy(), logits.argmax(1).numpy()), 1)
+    result = Evaluation(run.data.classes, confusion, float(F.cross_entropy(logits, labels)))
+    plot_confusion(result, run.path / "confusion.png", title=f"{run.path.name}: test accuracy {result.accuracy:.2%}")
+    return result

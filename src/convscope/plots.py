@@ -1,0 +1,71 @@
+"""The run's pictures: learning curves and the confusion matrix (PNG files people open)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no screen needed
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def plot_curves(rows: list[dict[str, float]], path: Path, title: str) -> Path:
+    """Loss and accuracy per epoch, training and validation, side by side."""
+    epochs = [r["epoch"] for r in rows]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4.2), dpi=110, layout="constrained")
+    for ax, key, name in ((ax_loss, "loss", "loss (cross-entropy)"), (ax_acc, "acc", "accuracy")):
+        ax.plot(epochs, [r[f"train_{key}"] for r in rows], "o-", label="training (augmented batches)")
+        val = [r[f"val_{key}"] for r in rows]
+        if not all(math.isnan(v) for v in val):
+            ax.plot(epochs, val, "s-", label="validation")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.legend()
+    ax_acc.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
+    fig.suptitle(title)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_confusion(evaluation, path: Path, title: str) -> Path:
+    """Counts per (true, predicted) class; rows are coloured by share of the true class."""
+    m = evaluation.confusion
+    n = len(evaluation.classes)
+    share = m / np.maximum(m.sum(1, keepdims=True), 1)
+    size = max(5.5, 0.62 * n + 2.5)
+    fig, ax = plt.subplots(figsize=(size + 1.2, size), dpi=110, layout="constrained")
+    image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    if n <= 30:
+        for (t, p), count in np.ndenumerate(m):
+            if count:
+                ax.text(
+                    p,
+                    t,
+                    str(count),
+                    ha="center",
+                    va="center",
+                    fontsize=8 if n <= 12 else 6,
+                    color="white" if share[t, p] > 0.6 else "black",
+                )
+        ax.set_xticks(range(n), evaluation.classes, rotation=45, ha="right")
+        ax.set_yticks(range(n), evaluation.classes)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    fig.colorbar(
+        image,
+        ax=ax,
+        fraction=0.046,
+        pad=0.04,
+        format=matplotlib.ticker.PercentFormatter(1.0),
+        label="share of the true class",
+    )
+    ax.set_title(title)
+    fig.savefig(path)
+    plt.close(fig)
+    return path

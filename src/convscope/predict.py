@@ -1,0 +1,85 @@
+"""predict: class probabilities for image files of any size and mode, converted to what the model takes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from convscope.data.images import describe, open_image, to_array
+from convscope.errors import DataError
+from convscope.run import Run, load_model, load_run
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+
+
+@dataclass(frozen=True)
+class Prediction:
+    path: str
+    top: list[tuple[str, float]] = field(default_factory=list)  # (class, probability), most likely first
+    conversion: str = ""  # e.g. 'RGB 451×300 → gray 28×28'
+    error: str = ""  # why this file could not be predicted (the others still are)
+
+    def to_dict(self) -> dict:
+        if self.error:
+            return {"path": self.path, "error": self.error}
+        return {
+            "path": self.path,
+            "conversion": self.conversion,
+            "top": [{"class": c, "probability": p} for c, p in self.top],
+        }
+
+
+def image_paths(items: list[str]) -> list[Path]:
+    """Files as given; a folder stands for the image files directly inside it (sorted)."""
+    paths: list[Path] = []
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            if not found:
+                raise DataError(f"{path}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) in this folder")
+            paths += found
+        else:
+            paths.append(path)
+    return paths
+
+
+def prepare(path: Path, shape: tuple[int, int, int]) -> tuple[np.ndarray, str]:
+    """uint8 H×W×C as the model takes it, and how the image was converted."""
+    h, w, c = shape
+    img = open_image(path)
+    before = describe(img)
+    array = to_array(img, c)
+    # Pillow's resize widens its filter when shrinking, so a 451-pixel photo becomes 28 pixels without aliasing.
+    small = Image.fromarray(array[:, :, 0] if c == 1 else array).resize((w, h), Image.Resampling.BILINEAR)
+    out = np.asarray(small, dtype=np.uint8).reshape(h, w, c)
+    return out, f"{before} → {'gray' if c == 1 else 'RGB'} {w}×{h}"
+
+
+def predict(run: Run | str | Path, items: list[str], top_k: int = 3) -> list[Prediction]:
+    import torch
+
+    from convscope.training.loop import normalise, to_tensor
+
+    run = run if isinstance(run, Run) else load_run(run)
+    if top_k < 1:
+        raise DataError(f"--top-k must be at least 1. Received: {top_k}")
+    model = load_model(run)
+    c = run.spec.input[2]
+    mean, std = torch.tensor(run.data.mean).view(1, c, 1, 1), torch.tensor(run.data.std).view(1, c, 1, 1)
+    results: list[Prediction] = []
+    for path in image_paths(items):
+        try:
+            array, conversion = prepare(path, run.spec.input)
+        except DataError as err:
+            results.append(Prediction(str(path), error=str(err)))
+            continue
+        with torch.inference_mode():
+            probs = torch.softmax(model(normalise(to_tensor(array[None]), mean, std)), dim=1)[0]
+        values, index = probs.topk(min(top_k, len(run.data.classes)))
+        top = [(run.data.classes[i], float(v)) for v, i in zip(values, index, strict=True)]
+        results.append(Prediction(str(path), top, conversion))
+    return results

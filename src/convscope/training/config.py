@@ -1,0 +1,104 @@
+"""TrainConfig: every setting of a training run, validated when created; a run saves it resolved as config.yaml."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from convscope.data.augment import Augment
+from convscope.errors import ConfigError
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("onecycle", "cosine", "constant")
+DEFAULT_LR = {"sgd": 0.05, "adam": 2e-3, "adamw": 2e-3}  # peak learning rates that suit the presets
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    model: str = "fashion-fast"  # a preset name or a spec file
+    data: str = "fashion-mnist"  # fashion-mnist | mnist | cifar10 | cifar100 | an image folder
+    data_dir: str | None = None  # where the fashion-mnist / mnist / cifar files are (default: the system copy)
+    epochs: int = 6
+    batch_size: int = 128
+    lr: float | None = None  # None: DEFAULT_LR of the optimizer
+    optimizer: str = "adamw"
+    schedule: str = "onecycle"
+    momentum: float = 0.9  # sgd only (Nesterov)
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.0
+    augment: str | None = None  # 'flip,translate=2,cutout=8' | 'none'; None: flip,translate=2 (translate=2 for digits)
+    val_fraction: float = 0.1  # share of the training images held out for validation when the data has no val split
+    patience: int | None = None  # early stopping: stop after this many epochs without a better validation accuracy
+    seed: int = 0
+    threads: int | None = None  # torch CPU threads (None: all cores)
+    out: str | None = None  # run folder (None: runs/MODEL-DATA, never overwriting)
+
+    def __post_init__(self) -> None:
+        _check(self.epochs, int, "epochs", "a positive integer", lambda v: v >= 1)
+        _check(self.batch_size, int, "batch_size", "a positive integer", lambda v: v >= 1)
+        if self.lr is not None:
+            _check(self.lr, float, "lr", "a positive number", lambda v: v > 0)
+        _check(self.optimizer, str, "optimizer", "one of " + ", ".join(OPTIMIZERS), lambda v: v in OPTIMIZERS)
+        _check(self.schedule, str, "schedule", "one of " + ", ".join(SCHEDULES), lambda v: v in SCHEDULES)
+        _check(self.momentum, float, "momentum", "a number in [0, 1)", lambda v: 0 <= v < 1)
+        _check(self.weight_decay, float, "weight_decay", "a number >= 0", lambda v: v >= 0)
+        _check(self.label_smoothing, float, "label_smoothing", "a number in [0, 1)", lambda v: 0 <= v < 1)
+        _check(self.val_fraction, float, "val_fraction", "a number in [0, 0.9]", lambda v: 0 <= v <= 0.9)
+        if self.patience is not None:
+            _check(self.patience, int, "patience", "a positive integer", lambda v: v >= 1)
+        _check(self.seed, int, "seed", "an integer", lambda v: True)
+        if self.threads is not None:
+            _check(self.threads, int, "threads", "a positive integer", lambda v: v >= 1)
+        if self.augment is not None:
+            Augment.parse(self.augment)
+        for key in ("model", "data"):
+            _check(getattr(self, key), str, key, "text", lambda v: bool(v))
+
+    @property
+    def learning_rate(self) -> float:
+        return self.lr if self.lr is not None else DEFAULT_LR[self.optimizer]
+
+    def augmentation(self) -> Augment:
+        if self.augment is not None:
+            return Augment.parse(self.augment)
+        return Augment(translate=2) if self.data == "mnist" else Augment(flip=True, translate=2)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str = "config") -> TrainConfig:
+        if not isinstance(data, dict):
+            raise ConfigError(f"{where}: expected a mapping of settings. Received: {type(data).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"{where}: unknown setting {unknown[0]!r}. Settings: {', '.join(sorted(known))}")
+        try:
+            return cls(**data)
+        except ConfigError as err:
+            raise ConfigError(f"{where}: {err}") from None
+
+    @classmethod
+    def load(cls, path: str | Path, **overrides: Any) -> TrainConfig:
+        """A YAML file of settings; `overrides` (the CLI flags that were given) win."""
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: no such config file") from None
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML ({err})") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping of settings. Received: {type(data).__name__}")
+        return cls.from_dict({**data, **overrides}, where=str(path))
+
+
+def _check(value: Any, kind: type, key: str, expected: str, ok) -> None:
+    # YAML gives ints for '1' where a float is meant; accept ints for floats, never bools for numbers.
+    good_type = isinstance(value, kind) or (kind is float and isinstance(value, int))
+    if isinstance(value, bool) or not good_type or not ok(value):
+        raise ConfigError(f"{key} must be {expected}. Received: {value!r}")

@@ -1,0 +1,169 @@
+"""Training end to end on a small synthetic image folder: the run folder, crash safety, exact resume."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from convscope.errors import TrainingError
+from convscope.run import load_model, load_run
+from convscope.training.config import TrainConfig
+from convscope.training.loop import train
+
+
+def make_folder(root: Path, per_class: int = 60, size: int = 20) -> Path:
+    """Two classes told apart by brightness, with noise: learnable in a few epochs."""
+    rng = np.random.default_rng(0)
+    for label, name in enumerate(("dark", "light")):
+        folder = root / name
+        folder.mkdir(parents=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 140, (size, size)) + 100 * label
+            Image.fromarray(pixels.astype(np.uint8)).save(folder / f"{i:03}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return make_folder(tmp_path_factory.mktemp("images"))
+
+
+def small(folder, out, **kw):
+    settings = {"model": "lenet5", "data": str(folder), "epochs": 3, "batch_size": 16, "out": str(out), "threads": 1}
+    return TrainConfig(**{**settings, **kw})
+
+
+def test_a_run_folder_has_everything(folder, tmp_path):
+    run = train(small(folder, tmp_path / "run"))
+    names = {p.name for p in run.path.iterdir()}
+    assert {"config.yaml", "spec.yaml", "metrics.csv", "weights", "state", "train.log", "results.json"} <= names
+    assert {p.name for p in (run.path / "weights").iterdir()} == {"best.safetensors", "last.safetensors"}
+    rows = run.metrics()
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    assert rows[-1]["val_acc"] >= 0.9 and rows[-1]["train_loss"] < rows[0]["train_loss"]
+    again = load_run(run.path)
+    assert again.config == run.config and again.spec == run.spec and again.data.classes == ("dark", "light")
+    assert again.spec.input == (28, 28, 1)  # lenet5's own input: the folder's images were resized to it
+    model = load_model(again)
+    assert sum(p.numel() for p in model.parameters()) == 61_706
+    assert run.results()["test_acc"] >= 0.9
+    assert "epoch 3/3" in (run.path / "train.log").read_text()
+
+
+def test_an_existing_run_is_never_overwritten(folder, tmp_path):
+    train(small(folder, tmp_path / "run", epochs=1))
+    with pytest.raises(Exception, match="already holds a run"):
+        train(small(folder, tmp_path / "run", epochs=1))
+
+
+def test_a_non_finite_loss_stops_with_the_step_and_keeps_best(folder, tmp_path):
+    with pytest.raises(TrainingError, match=r"the loss became (nan|inf) at epoch \d+, batch \d+ \(step \d+\)"):
+        train(small(folder, tmp_path / "run", lr=1e12, optimizer="sgd", schedule="constant", epochs=4))
+    best = tmp_path / "run" / "weights" / "best.safetensors"
+    if best.exists():  # written only at the end of a finished epoch, and then only with finite weights
+        assert all(torch.isfinite(t).all() for t in load_file(best).values())
+
+
+def _cli(*args, **kw):
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "convscope", *args],
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        **kw,
+    )
+
+
+def _args(folder, out, epochs):
+    return [
+        "train",
+        "--model",
+        "lenet5",
+        "--data",
+        str(folder),
+        "--epochs",
+        str(epochs),
+        "--batch-size",
+        "8",
+        "--threads",
+        "1",
+        "--out",
+        str(out),
+    ]
+
+
+def _wait_for(predicate, proc, seconds=120):
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        assert proc.poll() is None, f"training ended before it could be stopped: {proc.communicate()}"
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def _same_weights(a: Path, b: Path) -> bool:
+    x, y = load_file(a), load_file(b)
+    return x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    folder = make_folder(tmp_path_factory.mktemp("big"), per_class=400)
+    out = tmp_path_factory.mktemp("runs") / "straight"
+    proc = _cli(*_args(folder, out, epochs=4))
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    return folder, out
+
+
+def test_sigkill_then_resume_gives_exactly_the_uninterrupted_run(uninterrupted, tmp_path):
+    folder, straight = uninterrupted
+    out = tmp_path / "killed"
+    proc = _cli(*_args(folder, out, epochs=4))
+    _wait_for(lambda: (out / "metrics.csv").exists() and len((out / "metrics.csv").read_text().splitlines()) >= 2, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    assert len((out / "metrics.csv").read_text().splitlines()) < 5  # it really died before the end
+    resumed = _cli("train", "--resume", str(out))
+    _, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err
+    assert _metrics_equal(out, straight)
+    assert _same_weights(out / "weights" / "last.safetensors", straight / "weights" / "last.safetensors")
+    assert _same_weights(out / "weights" / "best.safetensors", straight / "weights" / "best.safetensors")
+
+
+def _metrics_equal(a: Path, b: Path) -> bool:
+    """All columns but the wall-clock seconds are identical."""
+
+    def rows(p):
+        lines = (p / "metrics.csv").read_text().splitlines()
+        return [line.rsplit(",", 1)[0] for line in lines]
+
+    return rows(a) == rows(b)
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_sigint_and_sigterm_save_mid_epoch_and_resume_exactly(uninterrupted, tmp_path, sig, code):
+    folder, straight = uninterrupted
+    out = tmp_path / "stopped"
+    proc = _cli(*_args(folder, out, epochs=4))
+    _wait_for(lambda: (out / "metrics.csv").exists(), proc)
+    time.sleep(0.3)  # into the second epoch
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == code
+    assert f"convscope train --resume {out}" in err and "Traceback" not in err
+    resumed = _cli("train", "--resume", str(out))
+    _, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err
+    assert _metrics_equal(out, straight)
+    assert _same_weights(out / "weights" / "last.safetensors", straight / "weights" / "last.safetensors")
