@@ -18,12 +18,22 @@ from convscope.spec import (
 __version__ = "0.1.0"
 
 
-def __getattr__(name: str):
-    # torch is imported only when a model is built, so `convscope summary` and friends start instantly.
-    if name == "build":
-        from convscope.build import build
+_LAZY = {  # torch is imported only when it is needed, so `convscope summary` and friends start instantly
+    "build": "convscope.build",
+    "train": "convscope.training.loop",
+    "TrainConfig": "convscope.training.config",
+    "load_run": "convscope.run",
+    "load_model": "convscope.run",
+    "evaluate": "convscope.evaluate",
+    "predict": "convscope.predict",
+}
 
-        return build
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'convscope' has no attribute {name!r}")
 
 
@@ -41,7 +51,13 @@ __all__ = [
     "NetSpec",
     "Pool",
     "SpecError",
+    "TrainConfig",
     "build",
+    "evaluate",
+    "load_model",
+    "load_run",
+    "predict",
+    "train",
     "infer",
     "load_spec",
 ]
