@@ -111,13 +111,17 @@ def cmd_evaluate(args: argparse.Namespace, console: Console) -> None:
         print(json.dumps(result.to_dict(), indent=2))
         return
     console.print(f"accuracy {result.accuracy:.2%}  loss {result.loss:.4f}  ({int(result.confusion.sum()):,} images)")
-    table = Table("class", "precision", "recall", "F1", "images")
+    table = Table("class")
+    for header in ("precision", "recall", "F1", "images"):
+        table.add_column(header, justify="right")
     for row in result.per_class():
         table.add_row(
             row["class"], f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}", str(row["support"])
         )
     console.print(table)
-    confusion = Table("true \\ predicted", *[str(i) for i in range(len(result.classes))], title="confusion matrix")
+    confusion = Table("true \\ predicted", title="confusion matrix (rows: true class, columns: predicted)")
+    for i in range(len(result.classes)):
+        confusion.add_column(str(i), justify="right")
     for i, (name, counts) in enumerate(zip(result.classes, result.confusion, strict=True)):
         confusion.add_row(f"{i} {name}", *[str(n) for n in counts])
     console.print(confusion)

@@ -66,6 +66,6 @@ def plot_confusion(evaluation, path: Path, title: str) -> Path:
         label="share of the true class",
     )
     ax.set_title(title)
-    fig.savefig(path)
+    fig.savefig(path, bbox_inches="tight", pad_inches=0.15)
     plt.close(fig)
     return path

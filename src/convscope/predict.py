@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from convscope.data.images import describe, open_image, to_array
+from convscope.data.images import describe, open_image, resolve_image, to_array
 from convscope.errors import DataError
 from convscope.run import Run, load_model, load_run
 
@@ -36,7 +36,7 @@ def image_paths(items: list[str]) -> list[Path]:
     """Files as given; a folder stands for the image files directly inside it (sorted)."""
     paths: list[Path] = []
     for item in items:
-        path = Path(item)
+        path = resolve_image(item)  # a file, a folder, or a sample photo's name ('chelsea')
         if path.is_dir():
             found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
             if not found:

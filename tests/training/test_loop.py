@@ -53,7 +53,8 @@ def test_a_run_folder_has_everything(folder, tmp_path):
     assert again.config == run.config and again.spec == run.spec and again.data.classes == ("dark", "light")
     assert again.spec.input == (28, 28, 1)  # lenet5's own input: the folder's images were resized to it
     model = load_model(again)
-    assert sum(p.numel() for p in model.parameters()) == 61_706
+    assert sum(p.numel() for p in model.parameters()) == 61_706 - (84 + 1) * 8  # 10-class head resized to 2
+    assert again.spec.layers[-1].units == 2
     assert run.results()["test_acc"] >= 0.9
     assert "epoch 3/3" in (run.path / "train.log").read_text()
 

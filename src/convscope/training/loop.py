@@ -23,11 +23,11 @@ import torch.nn.functional as F
 from convscope.build import build
 from convscope.data.dataset import Dataset, seeded_split
 from convscope.data.load import load_dataset
-from convscope.errors import ConvscopeError, DataError, TrainingError
+from convscope.errors import ConvscopeError, DataError, SpecError, TrainingError
 from convscope.presets import get_preset, preset_names
 from convscope.run import DataInfo, Run, load_run, new_run_folder
 from convscope.shapes import infer
-from convscope.spec import NetSpec, load_spec
+from convscope.spec import Dense, NetSpec, load_spec
 from convscope.training import checkpoint as ckpt
 from convscope.training.config import TrainConfig
 from convscope.training.metrics import write_metrics_row
@@ -74,6 +74,7 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
     if data.image_shape != spec.input:  # convnets take any size their layers allow: fit the spec to the data
         log.info("%s: input %s adapted to the data's %s", spec.name, spec.input, data.image_shape)
         spec = spec.with_input(data.image_shape)
+    spec = _fit_head(spec, len(data.classes))
     infer(spec)  # a spec that cannot run on these images fails here, before anything is written
     path = new_run_folder(config)
     mean, std = _channel_stats(data.train.images)
@@ -83,6 +84,17 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
     ckpt.atomic_write_text(path / "spec.yaml", spec.to_yaml())
     ckpt.atomic_write_text(path / "config.yaml", run.config_yaml())
     return _Trainer(run, callbacks, resuming=False, data=data).fit()
+
+
+def _fit_head(spec: NetSpec, classes: int) -> NetSpec:
+    """The last layer gives one score (logit) per class: a preset's last dense layer is resized to the data."""
+    last = spec.layers[-1]
+    if not isinstance(last, Dense):
+        raise SpecError(f"{spec.name}: the last layer must be a dense layer with one unit per class ({classes})")
+    if last.units == classes:
+        return spec
+    log.info("%s: last dense layer resized from %d to %d units, one per class", spec.name, last.units, classes)
+    return replace(spec, layers=(*spec.layers[:-1], replace(last, units=classes)))
 
 
 def _set_threads(config: TrainConfig) -> None:
@@ -104,8 +116,11 @@ def _channel_stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, 
 
 
 def to_tensor(images: np.ndarray) -> torch.Tensor:
-    """uint8 N×H×W×C -> uint8 N×C×H×W (a channels_last view: no copy)."""
-    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
+    """uint8 N×H×W×C -> uint8 N×C×H×W (a channels_last view: no copy unless the array is read-only)."""
+    images = np.ascontiguousarray(images)
+    if not images.flags.writeable:  # e.g. np.asarray of a Pillow image; torch wants memory it could write
+        images = images.copy()
+    return torch.from_numpy(images).permute(0, 3, 1, 2)
 
 
 def normalise(batch: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,95 @@
+"""train / evaluate / predict from the command line, on a small synthetic image folder."""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from convscope.cli import main
+
+sys.path.insert(0, str(Path(__file__).parent / "training"))
+from test_loop import make_folder  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    folder = make_folder(tmp_path_factory.mktemp("images"))
+    out = tmp_path_factory.mktemp("runs") / "cli"
+    argv = ["train", "--model", "lenet5", "--data", str(folder), "--epochs", "2", "--batch-size", "16",
+            "--threads", "1", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    return out
+
+
+def test_train_leaves_pictures_and_a_summary_line(run_dir, capsys):
+    assert (run_dir / "curves.png").is_file() and (run_dir / "confusion.png").is_file()
+
+
+def test_evaluate_json(run_dir, capsys):
+    assert main(["evaluate", str(run_dir), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["classes"] == ["dark", "light"]
+    assert sum(map(sum, data["confusion"])) == 12  # 10% of 120 images held out for testing
+    assert data["accuracy"] == pytest.approx(np.trace(data["confusion"]) / 12)
+    assert {row["class"] for row in data["per_class"]} == {"dark", "light"}
+
+
+def test_predict_reports_unreadable_files_and_predicts_the_rest(run_dir, tmp_path, capsys):
+    Image.new("RGB", (40, 30), (250, 250, 250)).save(tmp_path / "bright.png")
+    noise = np.random.default_rng(0).integers(0, 255, (40, 40, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(tmp_path / "whole.png")
+    (tmp_path / "broken.png").write_bytes((tmp_path / "whole.png").read_bytes()[:2000])  # cut off mid-stream
+    (tmp_path / "notes.png").write_text("hello")
+    assert main(["predict", str(run_dir), str(tmp_path), "--json", "--top-k", "2"]) == 0
+    rows = {Path(r["path"]).name: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["bright.png"]["conversion"] == "RGB 40×30 → gray 28×28"
+    assert [t["class"] for t in rows["bright.png"]["top"]][0] == "light"
+    assert sum(t["probability"] for t in rows["bright.png"]["top"]) == pytest.approx(1.0)
+    assert "damaged or truncated" in rows["broken.png"]["error"]
+    assert "not an image in an allowed format" in rows["notes.png"]["error"]
+
+
+def test_predict_fails_when_nothing_is_readable(run_dir, tmp_path, capsys):
+    (tmp_path / "notes.png").write_text("hello")
+    assert main(["predict", str(run_dir), str(tmp_path / "notes.png")]) == 2
+    assert "none of the 1 images could be read" in capsys.readouterr().err
+
+
+def test_config_file_with_flags_on_top(tmp_path, capsys):
+    config = tmp_path / "train.yaml"
+    config.write_text("epochs: 0\nbatch_size: 16\n")
+    assert main(["train", "--config", str(config)]) == 2
+    assert "epochs must be a positive integer. Received: 0" in capsys.readouterr().err
+    config.write_text("epochs: 1\nbatchsize: 16\n")
+    assert main(["train", "--config", str(config)]) == 2
+    assert "unknown setting 'batchsize'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["train", "--data", "no-such-folder"], "no-such-folder: not a built-in dataset"),
+        (["train", "--model", "no-such-net"], "--model 'no-such-net' is neither a preset"),
+        (["train", "--augment", "rotate"], "augment: expected words like 'flip,translate=2,cutout=8'"),
+        (["evaluate", "nowhere"], "nowhere: not a run folder (no config.yaml)"),
+        (["train", "--data", "cifar10"], "cifar10: say where the binary CIFAR files are with --data-dir DIR"),
+    ],
+)
+def test_train_errors_are_one_line(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err
+    assert not (tmp_path / "runs").exists()  # nothing written for a run that could not start
+
+
+@pytest.mark.slow
+def test_fashion_fast_reaches_91_percent(tmp_path):
+    """The preset `make demo` trains: ≥ 91% Fashion-MNIST test accuracy (about 2.5 minutes on 2 cores)."""
+    from convscope.training.loop import train
+
+    run = train(model="fashion-fast", data="fashion-mnist", out=str(tmp_path / "run"))
+    assert run.results()["test_acc"] >= 0.91
