@@ -18,8 +18,21 @@ from test_loop import make_folder  # noqa: E402
 def run_dir(tmp_path_factory):
     folder = make_folder(tmp_path_factory.mktemp("images"))
     out = tmp_path_factory.mktemp("runs") / "cli"
-    argv = ["train", "--model", "lenet5", "--data", str(folder), "--epochs", "2", "--batch-size", "16",
-            "--threads", "1", "--out", str(out)]  # fmt: skip
+    argv = [
+        "train",
+        "--model",
+        "lenet5",
+        "--data",
+        str(folder),
+        "--epochs",
+        "2",
+        "--batch-size",
+        "16",
+        "--threads",
+        "1",
+        "--out",
+        str(out),
+    ]
     assert main(argv) == 0
     return out
 
@@ -84,6 +97,52 @@ def test_train_errors_are_one_line(argv, message, capsys, tmp_path, monkeypatch)
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err
     assert not (tmp_path / "runs").exists()  # nothing written for a run that could not start
+
+
+def test_early_stopping_after_patience_epochs_without_progress(tmp_path):
+    from convscope.training.loop import train
+
+    folder = make_folder(tmp_path / "images", per_class=20)
+    # A learning rate of ~0 cannot improve the validation accuracy: patience 1 stops after epoch 2.
+    run = train(
+        model="lenet5",
+        data=str(folder),
+        epochs=6,
+        lr=1e-12,
+        schedule="constant",
+        patience=1,
+        out=str(tmp_path / "run"),
+        threads=1,
+    )
+    assert [r["epoch"] for r in run.metrics()] == [1, 2]
+    assert run.results()["epochs"] == 2
+
+
+def test_cifar_3conv_trains_on_binary_cifar10(tmp_path, capsys):
+    sys.path.insert(0, str(Path(__file__).parent / "data"))
+    from test_cifar import make_cifar10
+
+    folder = make_cifar10(tmp_path / "cifar", per_batch=8)
+    argv = [
+        "train",
+        "--model",
+        "cifar-3conv",
+        "--data",
+        "cifar10",
+        "--data-dir",
+        str(folder),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--threads",
+        "1",
+        "--out",
+        str(tmp_path / "run"),
+    ]
+    assert main(argv) == 0
+    assert "test accuracy" in capsys.readouterr().out
+    assert (tmp_path / "run" / "weights" / "best.safetensors").is_file()
 
 
 @pytest.mark.slow

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 from pathlib import Path
 
 from rich.console import Console
@@ -54,7 +53,7 @@ def add_parsers(sub, console) -> None:
     g = data_sub.add_parser("get", help="download fashion-mnist or mnist (checksums verified)")
     g.add_argument("name", choices=["fashion-mnist", "mnist"])
     g.add_argument("--to", required=True, metavar="DIR")
-    g.set_defaults(run=cmd_data_get)
+    g.set_defaults(run=lambda args: cmd_data_get(args, console))
 
 
 _FLAGS = (
@@ -148,9 +147,21 @@ def cmd_predict(args: argparse.Namespace, console: Console) -> None:
         raise DataError(f"none of the {len(results)} images could be read")
 
 
-def cmd_data_get(args: argparse.Namespace) -> None:
+def cmd_data_get(args: argparse.Namespace, console: Console) -> None:
+    from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
+
     from convscope.data.download import download_dataset
 
-    logging.getLogger("convscope").setLevel(logging.INFO)
-    path = download_dataset(args.name, args.to)
-    print(f"{args.name} is in {path}")
+    with Progress(*Progress.get_default_columns(), DownloadColumn(), TransferSpeedColumn(), console=console) as bar:
+        tasks: dict[str, int] = {}
+
+        def show(filename: str, done: int, total: int) -> None:
+            if filename not in tasks:
+                tasks[filename] = bar.add_task(filename, total=total)
+            bar.update(tasks[filename], completed=done)
+
+        path = download_dataset(args.name, args.to, progress=show)
+    console.print(
+        f"{args.name} is in {path} (checksums verified); train on it with "
+        f"convscope train --data {args.name} --data-dir {path}"
+    )
