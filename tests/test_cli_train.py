@@ -11,29 +11,14 @@ from PIL import Image
 from convscope.cli import main
 
 sys.path.insert(0, str(Path(__file__).parent / "training"))
-from test_loop import make_folder  # noqa: E402
+from test_loop import make_folder, train_args  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     folder = make_folder(tmp_path_factory.mktemp("images"))
     out = tmp_path_factory.mktemp("runs") / "cli"
-    argv = [
-        "train",
-        "--model",
-        "lenet5",
-        "--data",
-        str(folder),
-        "--epochs",
-        "2",
-        "--batch-size",
-        "16",
-        "--threads",
-        "1",
-        "--out",
-        str(out),
-    ]
-    assert main(argv) == 0
+    assert main(train_args(folder, out, epochs=2, batch_size=16)) == 0
     return out
 
 

@@ -85,7 +85,7 @@ def _cli(*args, **kw):
     )
 
 
-def _args(folder, out, epochs):
+def train_args(folder, out, epochs, batch_size=8):
     return [
         "train",
         "--model",
@@ -95,7 +95,7 @@ def _args(folder, out, epochs):
         "--epochs",
         str(epochs),
         "--batch-size",
-        "8",
+        str(batch_size),
         "--threads",
         "1",
         "--out",
@@ -120,7 +120,7 @@ def _same_weights(a: Path, b: Path) -> bool:
 def uninterrupted(tmp_path_factory):
     folder = make_folder(tmp_path_factory.mktemp("big"), per_class=400)
     out = tmp_path_factory.mktemp("runs") / "straight"
-    proc = _cli(*_args(folder, out, epochs=4))
+    proc = _cli(*train_args(folder, out, epochs=4))
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
     return folder, out
@@ -129,7 +129,7 @@ def uninterrupted(tmp_path_factory):
 def test_sigkill_then_resume_gives_exactly_the_uninterrupted_run(uninterrupted, tmp_path):
     folder, straight = uninterrupted
     out = tmp_path / "killed"
-    proc = _cli(*_args(folder, out, epochs=4))
+    proc = _cli(*train_args(folder, out, epochs=4))
     _wait_for(lambda: (out / "metrics.csv").exists() and len((out / "metrics.csv").read_text().splitlines()) >= 2, proc)
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
@@ -156,7 +156,7 @@ def _metrics_equal(a: Path, b: Path) -> bool:
 def test_sigint_and_sigterm_save_mid_epoch_and_resume_exactly(uninterrupted, tmp_path, sig, code):
     folder, straight = uninterrupted
     out = tmp_path / "stopped"
-    proc = _cli(*_args(folder, out, epochs=4))
+    proc = _cli(*train_args(folder, out, epochs=4))
     _wait_for(lambda: (out / "metrics.csv").exists(), proc)
     time.sleep(0.3)  # into the second epoch
     proc.send_signal(sig)
