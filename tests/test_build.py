@@ -96,3 +96,16 @@ def test_wrong_input_is_a_clear_error():
 def test_specs_that_cannot_run_are_refused_before_building():
     with pytest.raises(SpecError, match="layer 2 \\(dense 10\\)"):
         build(NetSpec(input="8x8x1", layers=[Conv(4), Dense(10)]))
+
+
+def test_forward_intermediates_are_the_exact_layer_outputs():
+    torch.manual_seed(0)
+    model = build(get_preset("cifar-3conv")).eval()
+    x = torch.randn(2, 3, 32, 32)
+    out, maps = model.forward_intermediates(x, ["conv1", "pool2"])
+    assert set(maps) == {"conv1", "pool2"}
+    assert torch.equal(out, model(x))
+    assert torch.equal(maps["conv1"], model.conv1(x))
+    assert torch.equal(maps["pool2"], model[:4](x))
+    with pytest.raises(DataError, match="no layer named 'conv9'"):
+        model.forward_intermediates(x, ["conv9"])

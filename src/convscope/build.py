@@ -38,6 +38,25 @@ class ConvNet(nn.Sequential):
             )
         return super().forward(x)
 
+    def forward_intermediates(self, x: torch.Tensor, names=None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The output and the outputs of the layers in `names` (default: all), exactly as the forward pass makes them.
+
+        Each is N×C×H×W for feature maps or N×F for vectors; these are the "feature maps" of each layer.
+        """
+        wanted = set(self.spec.layer_names() if names is None else names)
+        unknown = wanted - set(self.spec.layer_names())
+        if unknown:
+            raise DataError(
+                f"{self.spec.name}: no layer named {sorted(unknown)[0]!r}. Layers: {', '.join(self.spec.layer_names())}"
+            )
+        self.forward(x[:0])  # the input check, without doing the work twice
+        kept = {}
+        for name, layer in self.named_children():
+            x = layer(x)
+            if name in wanted:
+                kept[name] = x
+        return x, kept
+
 
 def build(spec: NetSpec) -> ConvNet:
     return ConvNet(spec)

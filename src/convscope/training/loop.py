@@ -67,7 +67,7 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
         return _Trainer(run, callbacks, resuming=True).fit()
     config = config or TrainConfig()
     if settings:
-        config = replace(config, **settings)
+        config = TrainConfig.from_dict({**config.to_dict(), **settings}, where="train()")
     spec = resolve_model(config.model)
     _set_threads(config)
     data = load_dataset(config.data, config.data_dir, spec.input, config.seed)
