@@ -38,6 +38,12 @@ class ConvNet(nn.Sequential):
             )
         return super().forward(x)
 
+    def __getitem__(self, index):
+        """model[i] is a layer; model[a:b] the plain nn.Sequential of those layers (a slice is not a whole spec)."""
+        if isinstance(index, slice):
+            return nn.Sequential(OrderedDict(list(self._modules.items())[index]))
+        return super().__getitem__(index)
+
     def forward_intermediates(self, x: torch.Tensor, names=None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The output and the outputs of the layers in `names` (default: all), exactly as the forward pass makes them.
 
