@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +15,16 @@ class Evaluation:
     classes: tuple[str, ...]
     confusion: np.ndarray  # [true class, predicted class] counts
     loss: float
+    labels: np.ndarray | None = field(default=None, repr=False)  # N true classes of the test images
+    probabilities: np.ndarray | None = field(default=None, repr=False)  # N×classes softmax outputs
+    images: np.ndarray | None = field(default=None, repr=False)  # N×H×W×C uint8, as the model saw them
+
+    def confidently_wrong(self, k: int = 8) -> list[int]:
+        """Indices of the k wrong predictions the model was most sure of."""
+        predicted = self.probabilities.argmax(1)
+        wrong = np.flatnonzero(predicted != self.labels)
+        confidence = self.probabilities[wrong, predicted[wrong]]
+        return [int(i) for i in wrong[np.argsort(-confidence, kind="stable")][:k]]
 
     @property
     def accuracy(self) -> float:
@@ -75,6 +85,8 @@ def evaluate(run: Run | str | Path, data: str | None = None, data_dir: str | Non
     n = len(run.data.classes)
     confusion = np.zeros((n, n), dtype=np.int64)
     np.add.at(confusion, (labels.numpy(), logits.argmax(1).numpy()), 1)
-    result = Evaluation(run.data.classes, confusion, float(F.cross_entropy(logits, labels)))
+    loss = float(F.cross_entropy(logits, labels))
+    probabilities = torch.softmax(logits, 1).numpy()
+    result = Evaluation(run.data.classes, confusion, loss, labels.numpy(), probabilities, dataset.test.images)
     plot_confusion(result, run.path / "confusion.png", title=f"{run.path.name}: test accuracy {result.accuracy:.2%}")
     return result

@@ -1,0 +1,1 @@
+"""See inside a convnet: feature maps, filters, top activations, Grad-CAM, the run report."""

@@ -1,0 +1,255 @@
+"""Feature maps: what each conv and pool layer outputs for one image, as numbers and as one PNG sheet per layer.
+
+>>> maps = feature_maps("runs/demo", "runs/demo/samples/test-0-ankle-boot.png")   # doctest: +SKIP
+>>> maps["conv1"].maps.shape, maps["conv1"].shape                                  # doctest: +SKIP
+((32, 28, 28), (28, 28, 32))
+>>> save_feature_map_sheets(maps, "featuremaps/")                                 # doctest: +SKIP
+[PosixPath('featuremaps/01-conv1.png'), PosixPath('featuremaps/04-pool1.png'), ...]
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no screen needed
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from matplotlib.cm import ScalarMappable  # noqa: E402
+from matplotlib.colors import Normalize  # noqa: E402
+
+from convscope.build import ConvNet  # noqa: E402
+from convscope.data.images import resolve_image  # noqa: E402
+from convscope.errors import DataError  # noqa: E402
+from convscope.predict import prepare  # noqa: E402
+from convscope.run import Run, load_model, load_run  # noqa: E402
+from convscope.shapes import infer  # noqa: E402
+from convscope.spec import Activation, BatchNorm, Conv, Dense, NetSpec, shape_text  # noqa: E402
+
+DEFAULT_KINDS = ("conv", "pool")  # layer types shown when no layers are named
+NONNEGATIVE = ("relu", "relu6", "sigmoid")  # activations whose output is never below 0
+
+
+@dataclass(frozen=True)
+class LayerMaps:
+    index: int  # 1-based position in the spec, as people count layers
+    name: str  # e.g. 'conv1'
+    label: str  # e.g. 'conv 3×3, stride 1, same' (+ ', relu' for a conv with an activation)
+    shape: tuple[int, int, int]  # H×W×C, as people write it
+    maps: np.ndarray  # float32 C×H×W: the layer's exact output for the image, one map per filter/channel
+    signed: bool  # True when the layer can output negative values (a conv without ReLU, a batchnorm, tanh ...)
+
+
+@dataclass(frozen=True)
+class FeatureMaps:
+    image: np.ndarray  # uint8 H×W×C: the input as the network saw it (before normalisation)
+    conversion: str  # how the file became that, e.g. 'RGB 451×300 → gray 28×28'
+    layers: tuple[LayerMaps, ...]
+
+    def __getitem__(self, name: str) -> LayerMaps:
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise KeyError(name)
+
+    def names(self) -> list[str]:
+        return [layer.name for layer in self.layers]
+
+
+def feature_maps(run: Run | str | Path, image: str | Path, layers: list[str] | None = None) -> FeatureMaps:
+    """The outputs of `layers` (default: every conv and pool layer) for one image file, with the run's best weights.
+
+    The image is converted exactly as `convscope predict` converts it (size, gray/RGB) and normalised with the run's
+    per-channel mean and std; the model is in eval mode (batchnorm uses its running statistics, dropout is off).
+    """
+    from convscope.training.loop import normalise, to_tensor
+
+    run = run if isinstance(run, Run) else load_run(run)
+    model = load_model(run)
+    array, conversion = prepare(resolve_image(str(image)), run.spec.input)  # a file, or a sample photo's name
+    c = run.spec.input[2]
+    mean = torch.tensor(run.data.mean, dtype=torch.float32).view(1, c, 1, 1)
+    std = torch.tensor(run.data.std, dtype=torch.float32).view(1, c, 1, 1)
+    x = normalise(to_tensor(array[None]), mean, std)
+    return FeatureMaps(array, conversion, layer_maps(model, x, layers))
+
+
+def layer_maps(
+    model: ConvNet, x: torch.Tensor, layers: list[str] | None = None, spec: NetSpec | None = None
+) -> tuple[LayerMaps, ...]:
+    """The lower level: the chosen layers' outputs for a tensor `x` already normalised, 1×C×H×W (or C×H×W).
+
+    `spec` defaults to the model's own. The model is run in eval mode and left in the mode it was in.
+    """
+    spec = spec or model.spec
+    if x.ndim == 3:
+        x = x[None]
+    if x.ndim != 4 or x.shape[0] != 1:
+        raise DataError(f"feature maps are for one image: a tensor 1×C×H×W. Received shape {tuple(x.shape)}")
+    report = infer(spec, (x.shape[2], x.shape[3], x.shape[1]))
+    infos = {info.name: info for info in report.layers}
+    with_maps = [info.name for info in report.layers if len(info.output_shape) == 3]
+    if layers is None:
+        layers = [info.name for info in report.layers if info.layer.layer_type in DEFAULT_KINDS]
+    for name in layers:
+        if name not in with_maps:
+            what = "has no feature maps (its output is a vector)" if name in infos else "is not a layer of this model"
+            raise DataError(f"{spec.name}: {name!r} {what}. Layers with feature maps: {', '.join(with_maps)}")
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            _, kept = model.forward_intermediates(x, layers)
+    finally:
+        model.train(was_training)
+    signed = _signed(spec)
+    result = []
+    for name in sorted(set(layers), key=lambda n: infos[n].index):  # network order, whatever order they were asked in
+        info = infos[name]
+        maps = kept[name][0].float().contiguous().numpy().copy()  # C×H×W, an own copy in plain C order
+        label = info.label + (activation_text(info.layer.activation) if isinstance(info.layer, Conv) else "")
+        can_be_negative = signed[info.index - 1] or bool(maps.min() < 0)
+        result.append(LayerMaps(info.index, name, label, info.output_shape, maps, can_be_negative))
+    return tuple(result)
+
+
+def activation_text(name: str) -> str:
+    return ", no activation" if name == "none" else f", {name}"
+
+
+def _signed(spec: NetSpec) -> list[bool]:
+    """Per layer: can its output be negative? (The input is normalised, so it can.)"""
+    negative, out = True, []
+    for layer in spec.layers:
+        if isinstance(layer, Conv | Dense):
+            negative = layer.activation not in NONNEGATIVE
+        elif isinstance(layer, Activation) and layer.function != "none":
+            negative = layer.function not in NONNEGATIVE
+        elif isinstance(layer, BatchNorm):
+            negative = True
+        # pools, flatten and dropout keep the sign of their input (a pool of values >= 0 is >= 0)
+        out.append(negative)
+    return out
+
+
+def save_feature_map_sheets(maps: FeatureMaps, out_dir: str | Path) -> list[Path]:
+    """One PNG per layer, e.g. out_dir/04-pool1.png: all its maps as tiles, beside the input as the network saw it."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    h, w, c = maps.image.shape
+    side = (maps.image, f"input {shape_text((h, w, c))}\n({maps.conversion})")
+    paths = []
+    for layer in maps.layers:
+        low, high = float(layer.maps.min()), float(layer.maps.max())
+        if layer.signed:  # a diverging map centred on 0: red positive, blue negative, white 0
+            limit = max(abs(low), abs(high)) or 1.0
+            cmap, vmin, vmax = "RdBu_r", -limit, limit
+            scale = "red > 0 > blue, one colour scale for all maps"
+        else:  # responses >= 0: dark is 0 (nothing found), bright is a strong response
+            cmap, vmin, vmax = "magma", 0.0, high or 1.0
+            scale = "dark = 0, one colour scale for all maps"
+        title = (
+            f"{layer.name}: {layer.label} — output {shape_text(layer.shape)} "
+            f"({layer.shape[2]} maps of {layer.shape[0]}×{layer.shape[1]})\n"
+            f"values {value_text(low)} … {value_text(high)}; {scale}"
+        )
+        path, tiles = out_dir / f"{layer.index:02d}-{layer.name}.png", list(layer.maps)
+        # A map that is 0 everywhere is easy to miss among dark tiles: say so (a ReLU that nothing here switched on).
+        labels = [f"{i} (all 0)" if not m.any() else str(i) for i, m in enumerate(tiles)]
+        bar = "response (same scale for every map)"
+        paths.append(draw_sheet(path, tiles, labels, title, cmap, vmin, vmax, bar, side=side))
+    return paths
+
+
+def grid_columns(n: int, most: int = 16) -> int:
+    """Columns for n tiles: the smallest count >= √n that fills whole rows (32 → 8, 128 → 16), at most `most`."""
+    start = min(most, math.ceil(math.sqrt(n)))
+    for cols in range(start, min(most, n) + 1):
+        if n % cols == 0:
+            return cols
+    return start
+
+
+def value_text(value: float) -> str:
+    return f"{value:.3g}".replace("-", "−")
+
+
+# Sheet geometry, in inches: tiles big enough to read a 3×3 map's cells and a 28×28 map's shapes.
+TILE, GAP, LABEL = 1.0, 0.08, 0.2  # a tile's side, the space between tiles, the index label above each tile
+SIDE = 2.2  # the input image's panel
+NO_VALUE = "#d0d0d0"  # NaN cells (a mosaic's unused blocks): light gray, not white, which means 0 in RdBu_r
+BLOCK_LINES = "#6e6e6e"  # between a mosaic's blocks: gray, never mistaken for a value of a diverging map
+
+
+def draw_sheet(
+    path: Path,
+    tiles: list[np.ndarray],
+    labels: list[str],
+    title: str,
+    cmap: str | None,
+    vmin: float | None,
+    vmax: float | None,
+    bar_label: str,
+    side: tuple[np.ndarray, str] | None = None,
+    tile: float | None = None,
+    blocks: tuple[int, int] | None = None,
+) -> Path:
+    """A titled grid of same-shaped tiles (H×W values, or H×W×3 RGB in [0, 1] when cmap is None), each labelled, with
+    one shared colour scale and its colorbar, and optionally an image (uint8 H×W×C) with its caption on the left.
+
+    `tile` is a tile's width in inches (default: 1.25 for up to 8 columns, else 1.0). `blocks` (rows, columns): draw
+    gray lines between blocks of that many cells, for tiles that are mosaics (lines, not gap cells: at 1-2 pixels a
+    cell, nearest-neighbour drawing would drop some gap cells). NaN cells are drawn light gray."""
+    n = len(tiles)
+    cols = grid_columns(n)
+    rows = math.ceil(n / cols)
+    tile_w = tile or (TILE if cols > 8 else 1.25)
+    tile_h = tile_w * min(max(tiles[0].shape[0] / tiles[0].shape[1], 0.4), 2.5)  # wide mosaics get wide tiles
+    grid_w, grid_h = cols * tile_w + (cols - 1) * GAP, rows * (tile_h + LABEL)
+    left = 0.35 + (SIDE + 0.55 if side else 0.0)  # where the grid starts
+    bar = 1.25 if cmap else 0.0
+    longest = max(len(line) for line in title.split("\n"))
+    width = max(left + grid_w + 0.3 + bar, 10.0, 0.5 + 0.09 * longest)  # 0.09 inch: a wide character at 12 pt
+    top = 0.3 + 0.24 * (title.count("\n") + 1)  # the title's lines at 12 pt, and a margin
+    height = top + max(grid_h, SIDE + 0.9 if side else 0.0) + 0.25
+    left += (width - (left + grid_w + 0.3 + bar)) / 2  # a narrow grid is centred in the minimum width
+    fig = plt.figure(figsize=(width, height), dpi=100)
+
+    def box(x: float, y: float, w: float, h: float):  # an axes placed in inches from the figure's top-left
+        return fig.add_axes((x / width, 1 - (y + h) / height, w / width, h / height))
+
+    colours = plt.get_cmap(cmap).with_extremes(bad=NO_VALUE) if cmap else None
+    for i, (values, text) in enumerate(zip(tiles, labels, strict=True)):
+        r, c = divmod(i, cols)
+        ax = box(left + c * (tile_w + GAP), top + r * (tile_h + LABEL) + LABEL, tile_w, tile_h)
+        ax.imshow(values, cmap=colours, vmin=vmin, vmax=vmax, interpolation="nearest")
+        if blocks:
+            for y in range(blocks[0], values.shape[0], blocks[0]):
+                ax.axhline(y - 0.5, color=BLOCK_LINES, linewidth=1.0)
+            for x in range(blocks[1], values.shape[1], blocks[1]):
+                ax.axvline(x - 0.5, color=BLOCK_LINES, linewidth=1.0)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for spine in ax.spines.values():
+            spine.set_color("#999999")
+        ax.set_title(text, fontsize=8, pad=2)
+    if side:
+        image, caption = side
+        ax = box(0.35, top + 0.55, SIDE, SIDE)
+        gray = image.shape[2] == 1
+        ax.imshow(image[:, :, 0] if gray else image, cmap="gray" if gray else None, vmin=0, vmax=255)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(caption, fontsize=9)
+    if cmap:
+        cax = box(left + grid_w + 0.3, top + LABEL, 0.18, min(grid_h - LABEL, 4.0))
+        fig.colorbar(ScalarMappable(Normalize(vmin, vmax), colours), cax=cax).set_label(bar_label)
+    fig.suptitle(title, y=1 - 0.15 / height, va="top", fontsize=12)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
