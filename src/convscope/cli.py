@@ -160,9 +160,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_presets)
 
     _add_explain(sub)
-    from convscope.cli_train import add_parsers
+    from convscope import cli_inspect, cli_train
 
-    add_parsers(sub, _console())
+    console = _console()
+    cli_train.add_parsers(sub, console)
+    cli_inspect.add_parsers(sub, console)
     return parser
 
 
