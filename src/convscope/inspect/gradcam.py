@@ -1,0 +1,194 @@
+"""Grad-CAM (Selvaraju et al. 2017): where in the image the evidence for a class is, as the network sees it.
+
+For a layer's feature maps A_k (k = 1..C, each h×w) and the logit y_c of class c:
+    w_k = mean over positions of ∂y_c/∂A_k          (how much the class score grows with map k, on average)
+    cam = ReLU(Σ_k w_k A_k)                          (h×w: positions whose features raise the score)
+then cam is upsampled bilinearly to the input's H×W and divided by its maximum, so 1 is the strongest evidence
+in this image (the scale is relative: heatmaps of two images are not comparable).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from convscope.errors import DataError
+from convscope.shapes import infer
+from convscope.spec import Activation, Conv, NetSpec
+
+
+@dataclass(frozen=True)
+class GradCam:
+    heatmap: np.ndarray  # float32 H×W in [0, 1], the input's size (all zeros: no positive evidence anywhere)
+    layer_map: np.ndarray  # float32 h×w, ReLU(Σ w_k A_k) at the layer's resolution, not rescaled
+    class_index: int
+    probability: float  # softmax probability of class_index for this image
+    layer: str
+    class_name: str = ""  # filled in when the class names are known (gradcam_for_run)
+    image: np.ndarray | None = None  # uint8 H×W×C as the model took it (gradcam_for_run), for the picture
+
+
+def default_layer(spec: NetSpec) -> str:
+    """The last feature-map layer before the network turns maps into a vector (flatten / global_pool).
+
+    Among those, the last conv block's activation output is preferred (a conv with an activation, or an
+    activation layer): it is the latest map with the most positions, whereas a pool after it halves the
+    resolution and adds nothing Grad-CAM needs.
+    """
+    spatial = []
+    for info in infer(spec).layers:
+        if len(info.output_shape) != 3:
+            break
+        spatial.append(info)
+    if not spatial:
+        raise DataError(f"{spec.name}: no layer outputs a feature map (H×W×C), so there is nothing to localise")
+    activated = [
+        i
+        for i in spatial
+        if (isinstance(i.layer, Conv) and i.layer.activation != "none")
+        or (isinstance(i.layer, Activation) and i.layer.function != "none")
+    ]
+    convs = [i for i in spatial if isinstance(i.layer, Conv)]
+    return (activated or convs or spatial)[-1].name
+
+
+def spatial_layers(spec: NetSpec) -> list[str]:
+    return [info.name for info in infer(spec).layers if len(info.output_shape) == 3]
+
+
+def gradcam(model, x: torch.Tensor, layer: str | None = None, class_index: int | None = None) -> GradCam:
+    """Grad-CAM of one normalised image x (1×C×H×W) for `class_index` (default: the predicted class).
+
+    The forward pass is the model's own, child by child: the chosen layer's output is detached and made a leaf
+    that requires grad, and the rest of the forward continues from it, so the gradient stops there. Nothing is
+    registered on the model; it runs in eval mode (and goes back to the mode it was in), its parameters'
+    requires_grad and .grad are left as they were.
+    """
+    spec = getattr(model, "spec", None)
+    if spec is None:
+        raise DataError("gradcam needs a convscope model (built from a spec, e.g. by load_model)")
+    names = spatial_layers(spec)
+    layer = layer or default_layer(spec)
+    if layer not in names:
+        raise DataError(
+            f"{spec.name}: Grad-CAM needs a layer with a feature map; {layer!r} is not one. Choose from: "
+            + ", ".join(names)
+        )
+    if x.ndim != 4 or x.shape[0] != 1:
+        raise DataError(f"gradcam takes one image, a tensor 1×C×H×W. Received {tuple(x.shape)}")
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode(False), torch.enable_grad():
+            h = x.detach().clone().float()
+            model.forward(h[:0])  # the model's input check (shape, channels), without the work
+            feature = None
+            for name, module in model.named_children():
+                h = module(h)
+                if name == layer:
+                    feature = h = h.detach().requires_grad_(True)  # a leaf: the gradient stops here
+            logits = h
+            classes = logits.shape[1]
+            chosen = int(logits.argmax(1)) if class_index is None else class_index
+            if not 0 <= chosen < classes:
+                raise DataError(f"class_index must be in 0..{classes - 1}. Received: {class_index}")
+            (grad,) = torch.autograd.grad(logits[0, chosen], feature)
+    finally:
+        model.train(was_training)
+    with torch.no_grad():
+        weights = grad[0].mean(dim=(1, 2))  # C: spatial mean of d(logit)/d(A_k)
+        cam = torch.relu(torch.einsum("c,chw->hw", weights, feature[0].detach()))
+        up = F.interpolate(cam[None, None], size=tuple(x.shape[2:]), mode="bilinear", align_corners=False)[0, 0]
+        peak = float(up.max())
+        heatmap = up / peak if peak > 0 else torch.zeros_like(up)
+        probability = float(torch.softmax(logits.detach()[0], 0)[chosen])
+    return GradCam(
+        heatmap=heatmap.numpy().astype(np.float32),
+        layer_map=cam.numpy().astype(np.float32),
+        class_index=chosen,
+        probability=probability,
+        layer=layer,
+    )
+
+
+def gradcam_for_run(run, image_path, class_name: str | None = None, layer: str | None = None) -> GradCam:
+    """Grad-CAM of an image file or sample photo name (any size and mode, converted as `predict` does) for a class
+    named in the run (default: the predicted class)."""
+    from convscope.data.images import resolve_image
+    from convscope.predict import prepare
+    from convscope.run import Run, load_model, load_run
+    from convscope.training.loop import normalise, to_tensor
+
+    run = run if isinstance(run, Run) else load_run(run)
+    classes = run.data.classes
+    index = None
+    if class_name is not None:
+        folded = [c.casefold() for c in classes]
+        if class_name not in classes and folded.count(class_name.casefold()) != 1:
+            raise DataError(f"no class named {class_name!r} in {run.path}. Classes: {', '.join(classes)}")
+        index = classes.index(class_name) if class_name in classes else folded.index(class_name.casefold())
+    array, _conversion = prepare(resolve_image(str(image_path)), run.spec.input)
+    c = run.spec.input[2]
+    mean, std = torch.tensor(run.data.mean).view(1, c, 1, 1), torch.tensor(run.data.std).view(1, c, 1, 1)
+    x = normalise(to_tensor(array[None]), mean, std)
+    result = gradcam(load_model(run), x, layer=layer, class_index=index)
+    return replace(result, class_name=classes[result.class_index], image=array)
+
+
+def overlay(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.5, cmap: str = "jet") -> np.ndarray:
+    """uint8 H×W×3: the image (gray or RGB, uint8 H×W×C or H×W) blended with the coloured heatmap (H×W, [0, 1])."""
+    import matplotlib
+
+    rgb = np.asarray(image, dtype=np.float32)
+    rgb = rgb[:, :, None] if rgb.ndim == 2 else rgb
+    rgb = np.repeat(rgb, 3, axis=2) if rgb.shape[2] == 1 else rgb[:, :, :3]
+    if rgb.shape[:2] != heatmap.shape:
+        raise DataError(f"image {rgb.shape[0]}×{rgb.shape[1]} and heatmap {heatmap.shape[0]}×{heatmap.shape[1]} differ")
+    colour = matplotlib.colormaps[cmap](np.clip(heatmap, 0, 1))[:, :, :3] * 255
+    return np.clip((1 - alpha) * rgb + alpha * colour, 0, 255).round().astype(np.uint8)
+
+
+def save_gradcam_png(result: GradCam, image: np.ndarray, path: str | Path, title: str = "") -> Path:
+    """Three panels: the image as the model takes it, the heatmap, and the heatmap laid over the image."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no screen needed
+    import matplotlib.pyplot as plt
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    path = Path(path)
+    image = np.asarray(image)
+    gray = image.ndim == 2 or image.shape[2] == 1
+    shown = image.reshape(image.shape[:2]) if gray else image
+    h, w = result.heatmap.shape
+    fig, axes = plt.subplots(1, 3, figsize=(12.5, 4.8), dpi=100, layout="constrained")
+    axes[0].imshow(shown, cmap="gray" if gray else None, vmin=0, vmax=255, interpolation="nearest")
+    axes[0].set_title(f"input {h}×{w}", fontsize=11)
+    axes[1].imshow(result.heatmap, cmap="jet", vmin=0, vmax=1, interpolation="nearest")
+    lh, lw = result.layer_map.shape
+    empty = "" if result.heatmap.max() > 0 else "\n(all zero: nothing in the map raises this class)"
+    axes[1].set_title(f"heatmap: {result.layer} map {lh}×{lw}, upsampled{empty}", fontsize=11)
+    axes[2].imshow(overlay(image, result.heatmap), interpolation="nearest")
+    axes[2].set_title("overlay (alpha 0.5)", fontsize=11)
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    bar = fig.colorbar(ScalarMappable(Normalize(0, 1), "jet"), ax=axes[1:], fraction=0.046, pad=0.02)
+    bar.set_label("Grad-CAM (relative)")
+    name = result.class_name or f"class {result.class_index}"
+    what = f"Grad-CAM for '{name}' (probability {_percent(result.probability)}) at layer {result.layer}"
+    fig.suptitle(f"{title}\n{what}" if title else what, fontsize=13)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _percent(p: float) -> str:
+    """0.9999995 -> '> 99.99%', 3e-7 -> '< 0.01%': the two-decimal form would print 100.00% and 0.00%."""
+    return "> 99.99%" if 0.9999 < p < 1 else "< 0.01%" if 0 < p < 0.0001 else f"{p:.2%}"
