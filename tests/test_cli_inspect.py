@@ -53,3 +53,29 @@ def test_inspect_errors_are_one_line(run_dir, argv, message, capsys):
     assert main([a.format(run=run_dir) for a in argv]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err
+
+
+def test_gradcam_for_a_chosen_class(run_dir, tmp_path, capsys):
+    assert main(["gradcam", str(run_dir), "chelsea", "--class", "light", "--out", str(tmp_path / "g.png")]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("light (probability ") and "at layer conv2" in out
+    assert _is_png(tmp_path / "g.png")
+    assert main(["gradcam", str(run_dir), "chelsea", "--class", "cat"]) == 2
+    assert "no class named 'cat'" in capsys.readouterr().err
+
+
+def test_top_activations_scans_the_test_split(run_dir, tmp_path, capsys):
+    argv = ["top-activations", str(run_dir), "--layer", "conv1", "--k", "3", "--filters", "0-2"]
+    assert main([*argv, "--out", str(tmp_path / "t.png")]) == 0
+    assert "conv1: 6 filters, 12 images scanned, receptive field 5×5" in capsys.readouterr().out
+    assert _is_png(tmp_path / "t.png")
+
+
+def test_report_is_one_self_contained_page(run_dir, capsys):
+    assert main(["report", str(run_dir)]) == 0
+    page = (run_dir / "report.html").read_text()
+    for heading in ("Model", "Learning curves", "Test results", "Most confidently wrong", "Feature maps"):
+        assert f"<h2>{heading}" in page
+    assert 'src="http' not in page and 'href="http' not in page  # nothing fetched from outside: works offline
+    assert page.count('src="data:image/png;base64,') >= 4
+    assert (run_dir / "curves.png").is_file() and (run_dir / "featuremaps" / "01-conv1.png").is_file()

@@ -22,6 +22,27 @@ def add_parsers(sub, console: Console) -> None:
     p.add_argument("--out", help="PNG file (default RUN/filters-LAYER.png)")
     p.set_defaults(run=lambda args: cmd_filters(args, console))
 
+    p = sub.add_parser("top-activations", help="for each filter of a layer, the dataset images that excite it most")
+    p.add_argument("run_dir", metavar="RUN")
+    p.add_argument("--layer", required=True, help="a layer with feature maps, e.g. conv2")
+    p.add_argument("--k", type=int, default=9, help="images per filter (default 9)")
+    p.add_argument("--data", help="another dataset (default: the run's own), its test split")
+    p.add_argument("--filters", help="which filters to draw, e.g. 0-15 or 3,7,9 (default: the first 16)")
+    p.add_argument("--out", help="PNG file (default RUN/top-LAYER.png)")
+    p.set_defaults(run=lambda args: cmd_top(args, console))
+
+    p = sub.add_parser("gradcam", help="where in the image the model looked for a class (Grad-CAM heatmap)")
+    p.add_argument("run_dir", metavar="RUN")
+    p.add_argument("image", metavar="IMAGE", help="an image file or a sample photo name")
+    p.add_argument("--class", dest="class_name", help="a class name (default: the predicted class)")
+    p.add_argument("--layer", help="a layer with feature maps (default: the last conv block's output)")
+    p.add_argument("--out", help="PNG file (default RUN/gradcam-IMAGE.png)")
+    p.set_defaults(run=lambda args: cmd_gradcam(args, console))
+
+    p = sub.add_parser("report", help="write RUN/report.html: summary, curves, metrics, mistakes, feature maps")
+    p.add_argument("run_dir", metavar="RUN")
+    p.set_defaults(run=lambda args: cmd_report(args, console))
+
 
 def cmd_featuremaps(args: argparse.Namespace, console: Console) -> None:
     from convscope.inspect.featuremaps import feature_maps, save_feature_map_sheets
@@ -47,3 +68,56 @@ def cmd_filters(args: argparse.Namespace, console: Console) -> None:
         f"{weights.name}: {weights.shape_text}, weights {weights.weights.min():.3g} … "
         f"{weights.weights.max():.3g} → {path}"
     )
+
+
+def _filter_list(text: str | None) -> list[int] | None:
+    from convscope.errors import DataError
+
+    if text is None:
+        return None
+    chosen: list[int] = []
+    try:
+        for part in text.split(","):
+            low, _, high = part.partition("-")
+            chosen += list(range(int(low), int(high or low) + 1))
+    except ValueError:
+        raise DataError(f"--filters must look like 0-15 or 3,7,9. Received: {text!r}") from None
+    return chosen
+
+
+def cmd_top(args: argparse.Namespace, console: Console) -> None:
+    from convscope.data.load import load_dataset
+    from convscope.inspect.top_activations import save_top_activations_png, top_activations
+    from convscope.run import load_run
+
+    run = load_run(args.run_dir)
+    data = None
+    if args.data:
+        data = load_dataset(args.data, None, run.spec.input, run.config.seed)
+    result = top_activations(run, args.layer, k=args.k, data=data)
+    path = Path(args.out) if args.out else run.path / f"top-{args.layer}.png"
+    save_top_activations_png(result, path, filters=_filter_list(args.filters))
+    h, w = result.receptive_field
+    console.print(
+        f"{args.layer}: {len(result.filters)} filters, {result.images_scanned:,} images scanned, "
+        f"receptive field {h}×{w} → {path}"
+    )
+
+
+def cmd_gradcam(args: argparse.Namespace, console: Console) -> None:
+    from convscope.inspect.gradcam import gradcam_for_run, save_gradcam_png
+
+    result = gradcam_for_run(args.run_dir, args.image, args.class_name, args.layer)
+    path = Path(args.out) if args.out else Path(args.run_dir) / f"gradcam-{Path(args.image).stem}.png"
+    save_gradcam_png(result, result.image, path, title=f"{args.run_dir}, {Path(args.image).name}")
+    row, col = divmod(int(result.heatmap.argmax()), result.heatmap.shape[1])
+    console.print(
+        f"{result.class_name} (probability {result.probability:.1%}) at layer {result.layer}: "
+        f"strongest at row {row}, column {col} → {path}"
+    )
+
+
+def cmd_report(args: argparse.Namespace, console: Console) -> None:
+    from convscope.inspect.report import write_report
+
+    console.print(f"report: {write_report(args.run_dir)}")

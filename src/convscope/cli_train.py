@@ -78,7 +78,7 @@ _FLAGS = (
 
 def cmd_train(args: argparse.Namespace, console: Console) -> None:
     from convscope.evaluate import evaluate
-    from convscope.plots import plot_curves
+    from convscope.inspect.report import write_report
     from convscope.progress import ProgressBar
     from convscope.training.config import TrainConfig
     from convscope.training.loop import train
@@ -94,11 +94,11 @@ def cmd_train(args: argparse.Namespace, console: Console) -> None:
     finally:
         bar.close()
     result = evaluate(run)
-    plot_curves(run.metrics(), run.path / "curves.png", title=f"{run.path.name}: learning curves")
+    write_report(run, result)
     seconds = run.results()["train_seconds"]
     console.print(
         f"test accuracy {result.accuracy:.2%} on {int(result.confusion.sum()):,} test images after "
-        f"{run.results()['epochs']} epochs in {seconds:.0f} s; run: {run.path} (curves.png, confusion.png)"
+        f"{run.results()['epochs']} epochs in {seconds:.0f} s; run: {run.path} (report.html)"
     )
 
 
