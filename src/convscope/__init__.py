@@ -26,6 +26,7 @@ _LAZY = {  # torch is imported only when it is needed, so `convscope summary` an
     "load_model": "convscope.run",
     "evaluate": "convscope.evaluate",
     "predict": "convscope.predict",
+    "write_report": "convscope.inspect.report",
 }
 
 

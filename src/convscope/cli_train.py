@@ -77,8 +77,6 @@ _FLAGS = (
 
 
 def cmd_train(args: argparse.Namespace, console: Console) -> None:
-    from convscope.evaluate import evaluate
-    from convscope.inspect.report import write_report
     from convscope.progress import ProgressBar
     from convscope.training.config import TrainConfig
     from convscope.training.loop import train
@@ -93,12 +91,10 @@ def cmd_train(args: argparse.Namespace, console: Console) -> None:
             run = train(config, callbacks=[bar])
     finally:
         bar.close()
-    result = evaluate(run)
-    write_report(run, result)
-    seconds = run.results()["train_seconds"]
+    results = run.results()
     console.print(
-        f"test accuracy {result.accuracy:.2%} on {int(result.confusion.sum()):,} test images after "
-        f"{run.results()['epochs']} epochs in {seconds:.0f} s; run: {run.path} (report.html)"
+        f"test accuracy {results['test_acc']:.2%} on {results['test_images']:,} test images after "
+        f"{results['epochs']} epochs in {results['train_seconds']:.0f} s; run: {run.path} (report: report.html)"
     )
 
 

@@ -40,7 +40,11 @@ def main() -> int:
         status = cli(argv)
         if status:
             return status
-    print(f"\nPictures: {RUN}/curves.png, {RUN}/confusion.png. Also try: convscope explain conv --png conv.png")
+    print(
+        f"\nThe run's report (summary, curves, metrics, mistakes with Grad-CAM, feature maps): {RUN}/report.html\n"
+        f"See inside: convscope featuremaps {RUN} chelsea · convscope gradcam {RUN} {RUN}/samples/test-4-shirt.png · "
+        "convscope explain conv --png conv.png"
+    )
     return 0
 
 

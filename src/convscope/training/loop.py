@@ -60,8 +60,22 @@ def resolve_model(name: str) -> NetSpec:
     raise DataError(f"--model {name!r} is neither a preset ({', '.join(preset_names())}) nor a spec file")
 
 
-def train(config: TrainConfig | None = None, *, resume: str | Path | None = None, callbacks=(), **settings) -> Run:
-    """Train and return the run. `train(model="fashion-fast", epochs=3)` or `train(resume="runs/x")`."""
+def train(
+    config: TrainConfig | None = None, *, resume: str | Path | None = None, callbacks=(), report=True, **settings
+) -> Run:
+    """Train and return the run. `train(model="fashion-fast", epochs=3)` or `train(resume="runs/x")`.
+
+    With `report` (the default) the run folder also gets confusion.png, curves.png and report.html at the end.
+    """
+    run = _train(config, resume, callbacks, settings)
+    if report:
+        from convscope.inspect.report import write_report
+
+        write_report(run)
+    return run
+
+
+def _train(config: TrainConfig | None, resume, callbacks, settings: dict) -> Run:
     if resume is not None:
         run = load_run(resume)
         return _Trainer(run, callbacks, resuming=True).fit()
