@@ -22,7 +22,7 @@ EXIT_USAGE = 2
 
 def _console() -> Console:
     # Not a terminal (a pipe, a file, CI): a fixed width so the tables never wrap differently between machines.
-    return Console(highlight=False, width=None if sys.stdout.isatty() else 110)
+    return Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 110)
 
 
 def resolve_spec(name: str) -> NetSpec:
