@@ -1,4 +1,6 @@
 import os
+import sys
+from pathlib import Path
 
 from hypothesis import settings
 
@@ -6,3 +8,6 @@ from hypothesis import settings
 settings.register_profile("ci", derandomize=True, deadline=None)
 settings.register_profile("dev", deadline=None)
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
+
+# tests/helpers.py is shared by test files in several folders (pytest runs with --import-mode=importlib).
+sys.path.insert(0, str(Path(__file__).parent))

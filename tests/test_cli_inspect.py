@@ -1,15 +1,12 @@
 """featuremaps / filters / gradcam / top-activations / report from the command line, on a small trained run."""
 
-import sys
 from pathlib import Path
 
 import pytest
+from helpers import make_folder, train_args
 from PIL import Image
 
 from convscope.cli import main
-
-sys.path.insert(0, str(Path(__file__).parent / "training"))
-from test_loop import make_folder, train_args  # noqa: E402
 
 
 @pytest.fixture(scope="module")

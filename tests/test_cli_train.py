@@ -6,12 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import make_folder, train_args
 from PIL import Image
 
 from convscope.cli import main
-
-sys.path.insert(0, str(Path(__file__).parent / "training"))
-from test_loop import make_folder, train_args  # noqa: E402
 
 
 @pytest.fixture(scope="module")

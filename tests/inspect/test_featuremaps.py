@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import make_folder
 from PIL import Image
 
 from convscope.build import build
@@ -24,22 +25,10 @@ from convscope.spec import Activation, BatchNorm, Conv, Dense, Flatten, NetSpec,
 from convscope.training.loop import normalise, to_tensor, train
 
 
-def make_folder(root: Path, per_class: int = 12, size: int = 20) -> Path:
-    """Two classes told apart by brightness, with noise (as in tests/training/test_loop.py)."""
-    rng = np.random.default_rng(0)
-    for label, name in enumerate(("dark", "light")):
-        folder = root / name
-        folder.mkdir(parents=True)
-        for i in range(per_class):
-            pixels = rng.integers(0, 140, (size, size)) + 100 * label
-            Image.fromarray(pixels.astype(np.uint8)).save(folder / f"{i:03}.png")
-    return root
-
-
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """lenet5 (input 28×28×1) trained one epoch on 20×20 gray images: conv1 (tanh), pool1 (avg), conv2, pool2, ..."""
-    folder = make_folder(tmp_path_factory.mktemp("images"))
+    folder = make_folder(tmp_path_factory.mktemp("images"), per_class=12)
     out = tmp_path_factory.mktemp("runs") / "run"
     return train(model="lenet5", data=str(folder), epochs=1, batch_size=16, threads=1, out=str(out))
 

@@ -7,28 +7,15 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
+from helpers import make_folder, train_args
 from safetensors.torch import load_file
 
 from convscope.errors import TrainingError
 from convscope.run import load_model, load_run
 from convscope.training.config import TrainConfig
 from convscope.training.loop import train
-
-
-def make_folder(root: Path, per_class: int = 60, size: int = 20) -> Path:
-    """Two classes told apart by brightness, with noise: learnable in a few epochs."""
-    rng = np.random.default_rng(0)
-    for label, name in enumerate(("dark", "light")):
-        folder = root / name
-        folder.mkdir(parents=True)
-        for i in range(per_class):
-            pixels = rng.integers(0, 140, (size, size)) + 100 * label
-            Image.fromarray(pixels.astype(np.uint8)).save(folder / f"{i:03}.png")
-    return root
 
 
 @pytest.fixture(scope="module")
@@ -84,24 +71,6 @@ def _cli(*args, **kw):
         stderr=subprocess.PIPE,
         **kw,
     )
-
-
-def train_args(folder, out, epochs, batch_size=8):
-    return [
-        "train",
-        "--model",
-        "lenet5",
-        "--data",
-        str(folder),
-        "--epochs",
-        str(epochs),
-        "--batch-size",
-        str(batch_size),
-        "--threads",
-        "1",
-        "--out",
-        str(out),
-    ]
 
 
 def _wait_for(predicate, proc, seconds=120):

@@ -1,0 +1,36 @@
+"""Small builders the tests share: a learnable image folder and a `convscope train` command line."""
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+def make_folder(root: Path, per_class: int = 60, size: int = 20) -> Path:
+    """Two classes told apart by brightness, with noise: learnable in a few epochs."""
+    rng = np.random.default_rng(0)
+    for label, name in enumerate(("dark", "light")):
+        folder = root / name
+        folder.mkdir(parents=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 140, (size, size)) + 100 * label
+            Image.fromarray(pixels.astype(np.uint8)).save(folder / f"{i:03}.png")
+    return root
+
+
+def train_args(folder, out, epochs, batch_size=8):
+    return [
+        "train",
+        "--model",
+        "lenet5",
+        "--data",
+        str(folder),
+        "--epochs",
+        str(epochs),
+        "--batch-size",
+        str(batch_size),
+        "--threads",
+        "1",
+        "--out",
+        str(out),
+    ]
