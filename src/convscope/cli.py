@@ -7,14 +7,13 @@ import json
 import logging
 import os
 import sys
-from pathlib import Path
 
 from rich.console import Console
 
 from convscope.errors import ConvscopeError, SpecError
-from convscope.presets import get_preset, preset_names
+from convscope.presets import get_preset, preset_names, resolve_spec
 from convscope.shapes import infer
-from convscope.spec import NetSpec, load_spec, parse_shape
+from convscope.spec import parse_shape
 from convscope.summary import formula_lines, summary_table, totals_lines
 
 EXIT_USAGE = 2
@@ -23,16 +22,6 @@ EXIT_USAGE = 2
 def _console() -> Console:
     # Not a terminal (a pipe, a file, CI): a fixed width so the tables never wrap differently between machines.
     return Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 110)
-
-
-def resolve_spec(name: str) -> NetSpec:
-    """A spec file path or a preset name."""
-    path = Path(name)
-    if path.suffix.lower() in (".yaml", ".yml", ".json") or path.exists():
-        return load_spec(path)
-    if name in preset_names():
-        return get_preset(name)
-    raise SpecError(f"{name!r} is neither a spec file nor a preset. Presets: {', '.join(preset_names())}")
 
 
 def cmd_summary(args: argparse.Namespace) -> None:

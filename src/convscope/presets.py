@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from convscope.errors import SpecError
-from convscope.spec import NetSpec
+from convscope.spec import NetSpec, load_spec
 
 
 def _conv_bn_relu_pool(filters: int) -> list:
@@ -68,3 +70,12 @@ def get_preset(name: str) -> NetSpec:
     if name not in _PRESETS:
         raise SpecError(f"unknown preset {name!r}. Presets: {', '.join(_PRESETS)}")
     return NetSpec.from_dict({"name": name, **_PRESETS[name]})
+
+
+def resolve_spec(name: str) -> NetSpec:
+    """A preset name or a spec file (YAML/JSON) path."""
+    if name in _PRESETS:
+        return get_preset(name)
+    if Path(name).suffix.lower() in (".yaml", ".yml", ".json") or Path(name).exists():
+        return load_spec(name)
+    raise SpecError(f"{name!r} is neither a spec file nor a preset. Presets: {', '.join(_PRESETS)}")

@@ -23,11 +23,11 @@ import torch.nn.functional as F
 from convscope.build import build
 from convscope.data.dataset import Dataset, seeded_split
 from convscope.data.load import load_dataset
-from convscope.errors import ConvscopeError, DataError, SpecError, TrainingError
-from convscope.presets import get_preset, preset_names
+from convscope.errors import ConvscopeError, SpecError, TrainingError
+from convscope.presets import resolve_spec
 from convscope.run import DataInfo, Run, load_run, new_run_folder
 from convscope.shapes import infer
-from convscope.spec import Dense, NetSpec, load_spec
+from convscope.spec import Dense, NetSpec
 from convscope.training import checkpoint as ckpt
 from convscope.training.config import TrainConfig
 from convscope.training.metrics import write_metrics_row
@@ -52,14 +52,6 @@ class Callback:
     def on_end(self, run: Run, results: dict) -> None: ...
 
 
-def resolve_model(name: str) -> NetSpec:
-    if name in preset_names():
-        return get_preset(name)
-    if Path(name).suffix.lower() in (".yaml", ".yml", ".json") or Path(name).exists():
-        return load_spec(name)
-    raise DataError(f"--model {name!r} is neither a preset ({', '.join(preset_names())}) nor a spec file")
-
-
 def train(
     config: TrainConfig | None = None, *, resume: str | Path | None = None, callbacks=(), report=True, **settings
 ) -> Run:
@@ -82,7 +74,7 @@ def _train(config: TrainConfig | None, resume, callbacks, settings: dict) -> Run
     config = config or TrainConfig()
     if settings:
         config = TrainConfig.from_dict({**config.to_dict(), **settings}, where="train()")
-    spec = resolve_model(config.model)
+    spec = resolve_spec(config.model)
     _set_threads(config)
     data = load_dataset(config.data, config.data_dir, spec.input, config.seed)
     if data.image_shape != spec.input:  # convnets take any size their layers allow: fit the spec to the data
