@@ -9,6 +9,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from convscope.errors import DataError
 from convscope.training.config import OPTIMIZERS, SCHEDULES
 
 
@@ -42,9 +43,9 @@ def add_parsers(sub, console) -> None:
     p.set_defaults(run=lambda args: cmd_evaluate(args, console))
 
     p = sub.add_parser("predict", help="labels with probabilities for image files or folders")
-    p.add_argument("run_dir", metavar="RUN")
-    p.add_argument("images", nargs="+", metavar="IMAGE|DIR")
-    p.add_argument("--top-k", type=int, default=3)
+    p.add_argument("items", nargs="+", metavar="RUN IMAGE|DIR", help="a run folder, then images or folders")
+    p.add_argument("--base", help="no run: ImageNet classes from a pretrained base (efficientnet-lite0)")
+    p.add_argument("--top-k", type=int, help="how many classes per image (default 3; 5 with --base)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=lambda args: cmd_predict(args, console))
 
@@ -125,9 +126,14 @@ def cmd_evaluate(args: argparse.Namespace, console: Console) -> None:
 
 
 def cmd_predict(args: argparse.Namespace, console: Console) -> None:
-    from convscope.predict import predict
+    from convscope.predict import predict, predict_imagenet
 
-    results = predict(args.run_dir, args.images, args.top_k)
+    if args.base:
+        results = predict_imagenet(args.base, args.items, args.top_k or 5)
+    elif len(args.items) < 2:
+        raise DataError("predict needs a run folder and at least one image (or --base NAME and images)")
+    else:
+        results = predict(args.items[0], args.items[1:], args.top_k or 3)
     if args.json:
         print(json.dumps([r.to_dict() for r in results], indent=2))
     else:
@@ -138,8 +144,6 @@ def cmd_predict(args: argparse.Namespace, console: Console) -> None:
                 top = ", ".join(f"{c} {p:.1%}" for c, p in r.top)
                 console.print(f"{r.path} ({r.conversion}): {top}")
     if results and all(r.error for r in results):
-        from convscope.errors import DataError
-
         raise DataError(f"none of the {len(results)} images could be read")
 
 

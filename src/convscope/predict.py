@@ -83,3 +83,33 @@ def predict(run: Run | str | Path, items: list[str], top_k: int = 3) -> list[Pre
         top = [(run.data.classes[i], float(v)) for v, i in zip(values, index, strict=True)]
         results.append(Prediction(str(path), top, conversion))
     return results
+
+
+BASES = ("efficientnet-lite0",)
+
+
+def predict_imagenet(base: str, items: list[str], top_k: int = 5) -> list[Prediction]:
+    """ImageNet classes from a pretrained base (no run folder needed): the base's own 1000-class head."""
+    import torch
+
+    from convscope.transfer.efficientnet import efficientnet_lite0, imagenet_classes, preprocess
+
+    if base not in BASES:
+        raise DataError(f"unknown base {base!r}. Bases: {', '.join(BASES)}")
+    model = efficientnet_lite0(pretrained=True).to(memory_format=torch.channels_last)
+    classes = imagenet_classes()
+    results: list[Prediction] = []
+    for path in image_paths(items):
+        try:
+            img = open_image(path)
+            x = preprocess(to_array(img, 3)).contiguous(memory_format=torch.channels_last)
+        except DataError as err:
+            results.append(Prediction(str(path), error=str(err)))
+            continue
+        with torch.inference_mode():
+            probs = torch.softmax(model(x), dim=1)[0]
+        values, index = probs.topk(min(top_k, len(classes)))
+        top = [(f"{classes[i]} ({i})", float(v)) for v, i in zip(values, index, strict=True)]
+        conversion = f"{describe(img)} → RGB 224×224 (shorter side 256, centre crop)"
+        results.append(Prediction(str(path), top, conversion))
+    return results

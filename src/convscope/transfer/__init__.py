@@ -1,0 +1,1 @@
+"""Transfer learning: pretrained convnet bases and their ImageNet weights."""
