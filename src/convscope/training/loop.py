@@ -76,7 +76,7 @@ def _train(config: TrainConfig | None, resume, callbacks, settings: dict) -> Run
         config = TrainConfig.from_dict({**config.to_dict(), **settings}, where="train()")
     spec = resolve_spec(config.model)
     _set_threads(config)
-    data = load_dataset(config.data, config.data_dir, spec.input, config.seed)
+    data = load_dataset(config.data, config.data_dir, spec.input, config.seed, config.val_fraction)
     if data.image_shape != spec.input:  # convnets take any size their layers allow: fit the spec to the data
         log.info("%s: input %s adapted to the data's %s", spec.name, spec.input, data.image_shape)
         spec = spec.with_input(data.image_shape)
@@ -147,7 +147,8 @@ class _Trainer:
         _set_threads(self.config)
         torch.manual_seed(self.config.seed)
         np.random.seed(self.config.seed % 2**32)
-        data = data or load_dataset(self.config.data, self.config.data_dir, run.spec.input, self.config.seed)
+        cfg = self.config
+        data = data or load_dataset(cfg.data, cfg.data_dir, run.spec.input, cfg.seed, cfg.val_fraction)
         self.classes = data.classes
         train, val = data.train, data.val
         if val is None and self.config.val_fraction > 0:
