@@ -54,6 +54,7 @@ def add_parsers(sub, console) -> None:
     g = data_sub.add_parser("get", help="download fashion-mnist or mnist (checksums verified)")
     g.add_argument("name", choices=["fashion-mnist", "mnist"])
     g.add_argument("--to", required=True, metavar="DIR")
+    g.add_argument("--mirror", metavar="URL", help="a folder URL serving the same files (checksums still verified)")
     g.set_defaults(run=lambda args: cmd_data_get(args, console))
 
 
@@ -160,7 +161,7 @@ def cmd_data_get(args: argparse.Namespace, console: Console) -> None:
                 tasks[filename] = bar.add_task(filename, total=total)
             bar.update(tasks[filename], completed=done)
 
-        path = download_dataset(args.name, args.to, progress=show)
+        path = download_dataset(args.name, args.to, base_url=args.mirror, progress=show)
     console.print(
         f"{args.name} is in {path} (checksums verified); train on it with "
         f"convscope train --data {args.name} --data-dir {path}"

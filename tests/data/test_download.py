@@ -226,3 +226,15 @@ def test_a_silent_server_times_out(tmp_path):
 def test_unknown_names_are_refused(tmp_path):
     with pytest.raises(DataError, match=r"unknown dataset to download 'cifar10': expected one of fashion-mnist, mnist"):
         download_dataset("cifar10", tmp_path)
+
+
+def test_the_cli_downloads_from_a_mirror_and_says_where(official_folder, serve, tmp_path, capsys):
+    from convscope.cli import main
+
+    base, requests = serve(official_folder)
+    assert main(["data", "get", "fashion-mnist", "--to", str(tmp_path / "fm"), "--mirror", base]) == 0
+    assert len(requests) == 4
+    out = capsys.readouterr().out
+    assert f"fashion-mnist is in {tmp_path / 'fm'} (checksums verified)" in out
+    assert main(["data", "get", "fashion-mnist", "--to", str(tmp_path / "fm2"), "--mirror", base + "missing/"]) == 2
+    assert "404" in capsys.readouterr().err
