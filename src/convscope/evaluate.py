@@ -67,14 +67,14 @@ def evaluate(run: Run | str | Path, data: str | None = None, data_dir: str | Non
 
     from convscope.data.load import load_dataset
     from convscope.plots import plot_confusion
-    from convscope.training.loop import predict_logits, to_tensor
+    from convscope.training.loop import predict_logits, run_stats, to_tensor
 
     run = run if isinstance(run, Run) else load_run(run)
     torch.set_num_threads(run.config.threads or torch.get_num_threads())
     dataset = load_dataset(data or run.config.data, data_dir or run.config.data_dir, run.spec.input, run.config.seed)
     model = load_model(run)
     c = run.spec.input[2]
-    mean, std = torch.tensor(run.data.mean).view(1, c, 1, 1), torch.tensor(run.data.std).view(1, c, 1, 1)
+    mean, std = run_stats(run)
     images = to_tensor(dataset.test.images)
     if tuple(images.shape[1:]) != (c, *run.spec.input[:2]):
         from convscope.errors import DataError

@@ -8,11 +8,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from convscope.data.folder import IMAGE_SUFFIXES, image_files
 from convscope.data.images import describe, open_image, resolve_image, to_array
 from convscope.errors import DataError
 from convscope.run import Run, load_model, load_run
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
 
 @dataclass(frozen=True)
@@ -38,7 +37,7 @@ def image_paths(items: list[str]) -> list[Path]:
     for item in items:
         path = resolve_image(item)  # a file, a folder, or a sample photo's name ('chelsea')
         if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            found = image_files(path)
             if not found:
                 raise DataError(f"{path}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) in this folder")
             paths += found
@@ -62,14 +61,13 @@ def prepare(path: Path, shape: tuple[int, int, int]) -> tuple[np.ndarray, str]:
 def predict(run: Run | str | Path, items: list[str], top_k: int = 3) -> list[Prediction]:
     import torch
 
-    from convscope.training.loop import normalise, to_tensor
+    from convscope.training.loop import normalise, run_stats, to_tensor
 
     run = run if isinstance(run, Run) else load_run(run)
     if top_k < 1:
         raise DataError(f"--top-k must be at least 1. Received: {top_k}")
     model = load_model(run)
-    c = run.spec.input[2]
-    mean, std = torch.tensor(run.data.mean).view(1, c, 1, 1), torch.tensor(run.data.std).view(1, c, 1, 1)
+    mean, std = run_stats(run)
     results: list[Prediction] = []
     for path in image_paths(items):
         try:

@@ -66,14 +66,12 @@ def feature_maps(run: Run | str | Path, image: str | Path, layers: list[str] | N
     The image is converted exactly as `convscope predict` converts it (size, gray/RGB) and normalised with the run's
     per-channel mean and std; the model is in eval mode (batchnorm uses its running statistics, dropout is off).
     """
-    from convscope.training.loop import normalise, to_tensor
+    from convscope.training.loop import normalise, run_stats, to_tensor
 
     run = run if isinstance(run, Run) else load_run(run)
     model = load_model(run)
     array, conversion = prepare(resolve_image(str(image)), run.spec.input)  # a file, or a sample photo's name
-    c = run.spec.input[2]
-    mean = torch.tensor(run.data.mean, dtype=torch.float32).view(1, c, 1, 1)
-    std = torch.tensor(run.data.std, dtype=torch.float32).view(1, c, 1, 1)
+    mean, std = run_stats(run)
     x = normalise(to_tensor(array[None]), mean, std)
     return FeatureMaps(array, conversion, layer_maps(model, x, layers))
 

@@ -121,7 +121,7 @@ def gradcam_for_run(run, image_path, class_name: str | None = None, layer: str |
     from convscope.data.images import resolve_image
     from convscope.predict import prepare
     from convscope.run import Run, load_model, load_run
-    from convscope.training.loop import normalise, to_tensor
+    from convscope.training.loop import normalise, run_stats, to_tensor
 
     run = run if isinstance(run, Run) else load_run(run)
     classes = run.data.classes
@@ -132,8 +132,7 @@ def gradcam_for_run(run, image_path, class_name: str | None = None, layer: str |
             raise DataError(f"no class named {class_name!r} in {run.path}. Classes: {', '.join(classes)}")
         index = classes.index(class_name) if class_name in classes else folded.index(class_name.casefold())
     array, _conversion = prepare(resolve_image(str(image_path)), run.spec.input)
-    c = run.spec.input[2]
-    mean, std = torch.tensor(run.data.mean).view(1, c, 1, 1), torch.tensor(run.data.std).view(1, c, 1, 1)
+    mean, std = run_stats(run)
     x = normalise(to_tensor(array[None]), mean, std)
     result = gradcam(load_model(run), x, layer=layer, class_index=index)
     return replace(result, class_name=classes[result.class_index], image=array)

@@ -138,14 +138,12 @@ def _wrong_section(run: Run, ev: Evaluation, k: int) -> str:
 
 
 def save_wrong_png(run: Run, ev: Evaluation, index: list[int], path: Path) -> Path:
-    import torch
 
     from convscope.inspect.gradcam import gradcam, overlay
-    from convscope.training.loop import normalise, to_tensor
+    from convscope.training.loop import normalise, run_stats, to_tensor
 
     model = load_model(run)
-    c = run.spec.input[2]
-    mean, std = torch.tensor(run.data.mean).view(1, c, 1, 1), torch.tensor(run.data.std).view(1, c, 1, 1)
+    mean, std = run_stats(run)
     cols = min(4, len(index))
     rows = -(-len(index) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.1 * cols, 3.5 * rows), dpi=110, squeeze=False, layout="constrained")

@@ -100,7 +100,7 @@ def top_activations(
     `model`: the run's network if already loaded (default: load_model(run)).
     """
     from convscope.run import load_model
-    from convscope.training.loop import normalise, to_tensor
+    from convscope.training.loop import normalise, run_stats, to_tensor
 
     if k < 1:
         raise DataError(f"k must be at least 1. Received: {k}")
@@ -112,8 +112,7 @@ def top_activations(
     model = model or load_model(run)
     was_training = model.training
     model.eval()
-    c = run.spec.input[2]
-    mean, std = torch.tensor(run.data.mean).view(1, c, 1, 1), torch.tensor(run.data.std).view(1, c, 1, 1)
+    mean, std = run_stats(run)
     best_v = best_i = best_p = None  # C×k: values, image indices, flat positions so far
     with torch.inference_mode():
         model.forward(normalise(to_tensor(images[:1]), mean, std)[:0])  # the model's input check

@@ -7,6 +7,7 @@ so it can be redrawn), the augmentation draws (a generator whose state is saved)
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -129,6 +130,12 @@ def to_tensor(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(images).permute(0, 3, 1, 2)
 
 
+def run_stats(run: Run) -> tuple[torch.Tensor, torch.Tensor]:
+    """The run's per-channel mean and std (of its training images in [0, 1]) as 1×C×1×1 tensors, for `normalise`."""
+    c = len(run.data.mean)
+    return torch.tensor(run.data.mean).view(1, c, 1, 1), torch.tensor(run.data.std).view(1, c, 1, 1)
+
+
 def normalise(batch: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
     """uint8 N×C×H×W -> float32, scaled to [0, 1] and standardised per channel, channels_last."""
     x = batch.contiguous(memory_format=torch.channels_last).float().div_(255)
@@ -158,9 +165,7 @@ class _Trainer:
             (to_tensor(val.images), torch.from_numpy(val.labels).long()) if val is not None and len(val) else None
         )
         self.test = (to_tensor(data.test.images), torch.from_numpy(data.test.labels).long())
-        c = run.spec.input[2]
-        self.mean = torch.tensor(run.data.mean).view(1, c, 1, 1)
-        self.std = torch.tensor(run.data.std).view(1, c, 1, 1)
+        self.mean, self.std = run_stats(run)
         self.model = build(run.spec).to(memory_format=torch.channels_last)
         self.batches = math.ceil(len(self.train_y) / self.config.batch_size)
         self.optimizer = _optimizer(self.model, self.config)
@@ -310,8 +315,6 @@ class _Trainer:
             "train_seconds": seconds,
             "test_images": len(self.test[1]),
         }
-        import json
-
         ckpt.atomic_write_text(self.run.path / "results.json", json.dumps(results, indent=2) + "\n")
         log.info("test accuracy %.4f after %d epochs", test_acc, self.epoch)
         return results
