@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from convscope.errors import DataError
 from convscope.run import Run, load_model, load_run
 
 
@@ -77,8 +78,6 @@ def evaluate(run: Run | str | Path, data: str | None = None, data_dir: str | Non
     mean, std = run_stats(run)
     images = to_tensor(dataset.test.images)
     if tuple(images.shape[1:]) != (c, *run.spec.input[:2]):
-        from convscope.errors import DataError
-
         raise DataError(f"{dataset.name}: images are {dataset.image_shape}, the model takes {run.spec.input}")
     logits = predict_logits(model, images, mean, std)
     labels = torch.from_numpy(dataset.test.labels).long()

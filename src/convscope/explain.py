@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 
 import numpy as np
+from PIL import Image
 
 from convscope import reference
 from convscope.data.images import describe, open_image, resolve_image, to_array
@@ -92,16 +93,11 @@ def load_input(image: str | None, array: str | None, resize: Pair | None) -> tup
     img = open_image(path)
     before = describe(img)
     if resize is not None:
-        img = img.resize((resize[1], resize[0]), resample=_box())
+        # BOX averages the pixels each new pixel covers: no aliasing when a photo shrinks to a few dozen pixels.
+        img = img.resize((resize[1], resize[0]), resample=Image.Resampling.BOX)
     gray = to_array(img, channels=1)[:, :, 0].astype(np.float64)
     size = f", resized to {gray.shape[0]}×{gray.shape[1]}" if resize is not None else ""
     return gray, f"{path.name} ({before} → gray, values 0–255{size})"
-
-
-def _box():
-    from PIL import Image
-
-    return Image.Resampling.BOX  # averages the pixels each new pixel covers: no aliasing when shrinking a lot
 
 
 def explain_conv(

@@ -24,30 +24,43 @@ def human_bytes(n: int) -> str:
     return f"{n} B"
 
 
-def summary_table(report: ShapeReport, title: str) -> Table:
-    table = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left")
-    for header, justify in (
-        ("#", "right"),
-        ("layer", "left"),
-        ("what", "left"),
-        ("output H×W×C", "right"),
-        ("params", "right"),
-        ("MACs", "right"),
-        ("receptive field", "right"),
-    ):
-        table.add_column(header, justify=justify, no_wrap=True)
-    table.add_row("", "input", "", shape_text(report.input_shape), "", "", "")
+# (header, alignment) of the summary's columns; the CLI table and the HTML report both use them.
+COLUMNS = (
+    ("#", "right"),
+    ("layer", "left"),
+    ("what", "left"),
+    ("output H×W×C", "right"),
+    ("params", "right"),
+    ("MACs", "right"),
+    ("receptive field", "right"),
+)
+
+
+def summary_rows(report: ShapeReport) -> list[tuple[str, ...]]:
+    """The summary as text cells, one row for the input and one per layer, in the order of COLUMNS."""
+    rows = [("", "input", "", shape_text(report.input_shape), "", "", "")]
     for info in report.layers:
         rf = "whole image" if info.receptive_field is None else shape_text(info.receptive_field)
-        table.add_row(
-            str(info.index),
-            info.name,
-            _what(info),
-            shape_text(info.output_shape),
-            f"{info.params:,}",
-            f"{info.macs:,}",
-            rf,
+        rows.append(
+            (
+                str(info.index),
+                info.name,
+                _what(info),
+                shape_text(info.output_shape),
+                f"{info.params:,}",
+                f"{info.macs:,}",
+                rf,
+            )
         )
+    return rows
+
+
+def summary_table(report: ShapeReport, title: str) -> Table:
+    table = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left")
+    for header, justify in COLUMNS:
+        table.add_column(header, justify=justify, no_wrap=True)
+    for row in summary_rows(report):
+        table.add_row(*row)
     return table
 
 

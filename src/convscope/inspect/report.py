@@ -21,7 +21,7 @@ from convscope.evaluate import Evaluation, evaluate  # noqa: E402
 from convscope.plots import plot_curves  # noqa: E402
 from convscope.run import Run, load_model, load_run  # noqa: E402
 from convscope.shapes import infer  # noqa: E402
-from convscope.spec import shape_text  # noqa: E402
+from convscope.summary import COLUMNS, summary_rows  # noqa: E402
 from convscope.training.checkpoint import atomic_write_text  # noqa: E402
 
 log = logging.getLogger("convscope.report")
@@ -95,22 +95,14 @@ def _header(run: Run, ev: Evaluation) -> str:
 
 def _summary_table(run: Run) -> str:
     report = infer(run.spec)
-    rows = [
-        f"<tr><td></td><td class=l>input</td><td></td><td>{shape_text(report.input_shape)}</td><td></td><td></td>"
-        "<td></td></tr>"
-    ]
-    for info in report.layers:
-        rf = "whole image" if info.receptive_field is None else shape_text(info.receptive_field)
-        rows.append(
-            f"<tr><td>{info.index}</td><td class=l>{_e(info.name)}</td><td class=l>{_e(info.label)}</td>"
-            f"<td>{shape_text(info.output_shape)}</td><td>{info.params:,}</td><td>{info.macs:,}</td><td>{rf}</td></tr>"
-        )
-    head = (
-        "<tr><th>#</th><th class=l>layer</th><th class=l>what</th><th>output H×W×C</th><th>params</th>"
-        "<th>MACs</th><th>receptive field</th></tr>"
+    align = [" class=l" if justify == "left" else "" for _, justify in COLUMNS]
+    head = "".join(f"<th{a}>{_e(h)}</th>" for a, (h, _) in zip(align, COLUMNS, strict=True))
+    rows = "".join(
+        "<tr>" + "".join(f"<td{a}>{_e(cell)}</td>" for a, cell in zip(align, row, strict=True)) + "</tr>"
+        for row in summary_rows(report)
     )
     totals = f"<p>Total params <b>{report.params:,}</b> · multiply-adds per image <b>{report.macs:,}</b></p>"
-    return f"<table>{head}{''.join(rows)}</table>{totals}"
+    return f"<table><tr>{head}</tr>{rows}</table>{totals}"
 
 
 def _metrics_table(ev: Evaluation) -> str:

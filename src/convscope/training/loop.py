@@ -12,6 +12,7 @@ import logging
 import math
 import os
 import signal
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import replace
@@ -364,8 +365,6 @@ def _log_file(path: Path):
 @contextmanager
 def _stop_on_signals(trainer: _Trainer):
     """SIGINT / SIGTERM ask the loop to stop at the end of the current batch (then save and raise Interrupted)."""
-    import threading
-
     if threading.current_thread() is not threading.main_thread():
         yield
         return
