@@ -29,13 +29,17 @@ class ConvNet(nn.Sequential):
         super().__init__(children)
         self.spec = spec
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def check_input(self, x: torch.Tensor) -> None:
+        """A DataError unless `x` is a batch N×C×H×W of the images the spec takes."""
         h, w, c = self.spec.input
         if x.ndim != 4 or tuple(x.shape[1:]) != (c, h, w):
             raise DataError(
                 f"{self.spec.name}: expects images of {h}×{w}×{c} (a tensor N×{c}×{h}×{w}). "
                 f"Received a tensor of shape {'×'.join(str(s) for s in x.shape)}"
             )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input(x)
         return super().forward(x)
 
     def __getitem__(self, index):
@@ -55,7 +59,7 @@ class ConvNet(nn.Sequential):
             raise DataError(
                 f"{self.spec.name}: no layer named {sorted(unknown)[0]!r}. Layers: {', '.join(self.spec.layer_names())}"
             )
-        self.forward(x[:0])  # the input check, without doing the work twice
+        self.check_input(x)
         kept = {}
         for name, layer in self.named_children():
             x = layer(x)

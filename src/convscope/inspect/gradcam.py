@@ -85,7 +85,7 @@ def gradcam(model, x: torch.Tensor, layer: str | None = None, class_index: int |
     try:
         with torch.inference_mode(False), torch.enable_grad():
             h = x.detach().clone().float()
-            model.forward(h[:0])  # the model's input check (shape, channels), without the work
+            model.check_input(h)
             feature = None
             for name, module in model.named_children():
                 h = module(h)

@@ -115,7 +115,7 @@ def top_activations(
     mean, std = run_stats(run)
     best_v = best_i = best_p = None  # C×k: values, image indices, flat positions so far
     with torch.inference_mode():
-        model.forward(normalise(to_tensor(images[:1]), mean, std)[:0])  # the model's input check
+        model.check_input(to_tensor(images[:1]))
         for start in range(0, len(images), BATCH):
             x = normalise(to_tensor(images[start : start + BATCH]), mean, std)
             for name, module in model.named_children():  # forward only as far as the layer
