@@ -113,4 +113,4 @@ def load_model(run: Run, which: str = "best"):
 
     model = build(run.spec)
     load_weights(run.weights / f"{which}.safetensors", model)
-    return model.eval()
+    return model.train(False)

@@ -98,7 +98,7 @@ def layer_maps(
             what = "has no feature maps (its output is a vector)" if name in infos else "is not a layer of this model"
             raise DataError(f"{spec.name}: {name!r} {what}. Layers with feature maps: {', '.join(with_maps)}")
     was_training = model.training
-    model.eval()
+    model.train(False)
     try:
         with torch.inference_mode():
             _, kept = model.forward_intermediates(x, layers)

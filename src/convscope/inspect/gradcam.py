@@ -81,7 +81,7 @@ def gradcam(model, x: torch.Tensor, layer: str | None = None, class_index: int |
     if x.ndim != 4 or x.shape[0] != 1:
         raise DataError(f"gradcam takes one image, a tensor 1×C×H×W. Received {tuple(x.shape)}")
     was_training = model.training
-    model.eval()
+    model.train(False)
     try:
         with torch.inference_mode(False), torch.enable_grad():
             h = x.detach().clone().float()

@@ -111,7 +111,7 @@ def top_activations(
         raise DataError(f"the {split} split has no images to scan")
     model = model or load_model(run)
     was_training = model.training
-    model.eval()
+    model.train(False)
     mean, std = run_stats(run)
     best_v = best_i = best_p = None  # C×k: values, image indices, flat positions so far
     with torch.inference_mode():

@@ -161,7 +161,7 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # UnpicklingError for refused or garbled pickles, RuntimeError for a broken zip, ...
-        # torch's own message advises weights_only=False; it is never passed on, only the reason is.
+        # torch's message advises switching the weights-only check off; only the reason is passed on, never that.
         if refused := re.search(r"Unsupported global: GLOBAL (\S+)", str(e)):
             raise CheckpointError(
                 f"{path}: holds a Python object ({refused[1]}); only plain state dicts (names → tensors) are loaded, "

@@ -145,7 +145,7 @@ def normalise(batch: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> tor
 
 @torch.inference_mode()
 def predict_logits(model, images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, batch: int = 1000):
-    model.eval()
+    model.train(False)
     return torch.cat([model(normalise(images[i : i + batch], mean, std)) for i in range(0, len(images), batch)])
 
 

@@ -8,7 +8,7 @@ Lite0 is EfficientNet-B0 made friendly to phones: no squeeze-excitation, ReLU6 i
     head     conv 1×1 → 1280, BN, ReLU6                                 forward_features ends here
     pool     global average → 1280, dropout 0.2, fc → 1000 logits       forward_head
 
->>> model = efficientnet_lite0(pretrained=False).eval()
+>>> model = efficientnet_lite0(pretrained=False).train(False)
 >>> model.forward_features(torch.zeros(1, 3, 160, 160)).shape          # ⌈160 / 32⌉ = 5
 torch.Size([1, 1280, 5, 5])
 """
@@ -243,7 +243,7 @@ def efficientnet_lite0(pretrained: bool = True) -> EfficientNetLite0:
     model = EfficientNetLite0()
     if pretrained:
         load_weights_file(model, weights_path())
-    return model.eval()
+    return model.train(False)
 
 
 # ── inputs and outputs ────────────────────────────────────────────────────────────────────────────────────────────
