@@ -10,7 +10,7 @@ from torch import nn
 from convscope import layers
 from convscope.errors import DataError
 from convscope.shapes import Shape, infer
-from convscope.spec import Activation, BatchNorm, Conv, Dense, Dropout, Flatten, GlobalPool, Layer, NetSpec, Pool
+from convscope.spec import Activation, Base, BatchNorm, Conv, Dense, Dropout, Flatten, GlobalPool, Layer, NetSpec, Pool
 
 
 class ConvNet(nn.Sequential):
@@ -20,10 +20,10 @@ class ConvNet(nn.Sequential):
     child `conv1` is the feature map people mean by "conv1's output".
     """
 
-    def __init__(self, spec: NetSpec):
+    def __init__(self, spec: NetSpec, pretrained: bool = True):
         report = infer(spec)  # every spec error is raised here, before a tensor exists
         children = OrderedDict(
-            (info.name, _module(layer, info.input_shape))
+            (info.name, _module(layer, info.input_shape, pretrained))
             for layer, info in zip(spec.layers, report.layers, strict=True)
         )
         super().__init__(children)
@@ -68,12 +68,17 @@ class ConvNet(nn.Sequential):
         return x, kept
 
 
-def build(spec: NetSpec) -> ConvNet:
-    return ConvNet(spec)
+def build(spec: NetSpec, pretrained: bool = True) -> ConvNet:
+    """The network of `spec`; a base layer comes with its pretrained weights unless `pretrained` is False."""
+    return ConvNet(spec, pretrained)
 
 
-def _module(layer: Layer, shape: Shape) -> nn.Module:
+def _module(layer: Layer, shape: Shape, pretrained: bool) -> nn.Module:
     """The torch module of one spec layer whose input has `shape` (H×W×C or a flat (N,))."""
+    if isinstance(layer, Base):
+        from convscope.transfer.bases import build_base
+
+        return build_base(layer, pretrained)
     if isinstance(layer, Conv):
         return layers.Conv2d(
             shape[2], layer.filters, layer.size, layer.stride, layer.padding, layer.bias, layer.activation

@@ -29,11 +29,38 @@ def add_parsers(sub, console) -> None:
     p.add_argument("--augment", help="e.g. flip,translate=2,cutout=8 or none")
     p.add_argument("--val-fraction", type=float)
     p.add_argument("--patience", type=int, help="early stopping: epochs without a better validation accuracy")
+    p.add_argument("--per-class", type=int, metavar="N", help="train on only N labelled images per class (seeded)")
     p.add_argument("--seed", type=int)
     p.add_argument("--threads", type=int)
     p.add_argument("--out", help="run folder (default runs/MODEL-DATA)")
     p.add_argument("--resume", metavar="RUN", help="continue a stopped run")
     p.set_defaults(run=lambda args: cmd_train(args, console))
+
+    p = sub.add_parser("transfer", help="train a new head on a pretrained base, then fine-tune the base's top blocks")
+    p.add_argument(
+        "--base", default="efficientnet-lite0", help="efficientnet-lite0 (default), torchvision:NAME, timm:NAME"
+    )
+    p.add_argument(
+        "--weights", metavar="PATH", help="the base's weights (.safetensors/.pt/.pth); needed for torchvision/timm"
+    )
+    p.add_argument("--data", help="fashion-mnist (default), mnist, cifar10, cifar100 or an image folder")
+    p.add_argument("--data-dir", help="folder of the dataset files (default: the system copy)")
+    p.add_argument("--image-size", type=int, default=224, help="images are resized to this square (default 224)")
+    p.add_argument("--head-epochs", type=int, dest="epochs", help="phase 1: epochs of the head on the frozen base (5)")
+    p.add_argument("--finetune-epochs", type=int, help="phase 2: epochs with the top blocks unfrozen (default 0)")
+    p.add_argument("--unfreeze-blocks", type=int, help="phase 2: how many of the base's last blocks train")
+    p.add_argument(
+        "--cache-features", action="store_true", default=None, help="phase 1 on the base's features, computed once"
+    )
+    p.add_argument("--per-class", type=int, metavar="N", help="train on only N labelled images per class (seeded)")
+    p.add_argument("--batch-size", type=int, help="default 32")
+    p.add_argument("--lr", type=float, help="peak learning rate of phase 1 (default 1e-3); phase 2 uses a tenth")
+    p.add_argument("--augment", help="default flip; e.g. flip,translate=8 or none")
+    p.add_argument("--val-fraction", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--threads", type=int)
+    p.add_argument("--out", help="run folder (default runs/BASE-DATA)")
+    p.set_defaults(run=lambda args: cmd_transfer(args, console))
 
     p = sub.add_parser("evaluate", help="accuracy, per-class precision/recall/F1 and the confusion matrix of a run")
     p.add_argument("run_dir", metavar="RUN")
@@ -72,6 +99,7 @@ _FLAGS = (
     "augment",
     "val_fraction",
     "patience",
+    "per_class",
     "seed",
     "threads",
     "out",
@@ -93,6 +121,27 @@ def cmd_train(args: argparse.Namespace, console: Console) -> None:
             run = train(config, callbacks=[bar])
     finally:
         bar.close()
+    _print_result(run, console)
+
+
+_TRANSFER_FLAGS = ("data", "data_dir", "epochs", "finetune_epochs", "unfreeze_blocks", "cache_features", "per_class")
+_TRANSFER_FLAGS += ("batch_size", "lr", "augment", "val_fraction", "seed", "threads", "out")
+
+
+def cmd_transfer(args: argparse.Namespace, console: Console) -> None:
+    from convscope.progress import ProgressBar
+    from convscope.transfer.finetune import transfer
+
+    given = {k: getattr(args, k) for k in _TRANSFER_FLAGS if getattr(args, k) is not None}
+    bar = ProgressBar(console)
+    try:
+        run = transfer(args.base, args.image_size, args.weights, callbacks=[bar], **given)
+    finally:
+        bar.close()
+    _print_result(run, console)
+
+
+def _print_result(run, console: Console) -> None:
     results = run.results()
     console.print(
         f"test accuracy {results['test_acc']:.2%} on {results['test_images']:,} test images after "

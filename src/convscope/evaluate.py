@@ -7,8 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from convscope.errors import DataError
-from convscope.run import Run, load_model, load_run
+from convscope.run import Run, load_model, load_run, model_images
 
 
 @dataclass(frozen=True)
@@ -64,28 +63,34 @@ class Evaluation:
 def evaluate(run: Run | str | Path, data: str | None = None, data_dir: str | None = None) -> Evaluation:
     """Evaluate a run's best weights on the test split of its data (or of `data`), writing confusion.png."""
     import torch
-    import torch.nn.functional as F
 
     from convscope.data.load import load_dataset
-    from convscope.plots import plot_confusion
     from convscope.training.loop import predict_logits, run_stats, to_tensor
 
     run = run if isinstance(run, Run) else load_run(run)
     torch.set_num_threads(run.config.threads or torch.get_num_threads())
     dataset = load_dataset(data or run.config.data, data_dir or run.config.data_dir, run.spec.input, run.config.seed)
+    test_images = model_images(run, dataset.test.images, dataset.name)
     model = load_model(run)
-    c = run.spec.input[2]
     mean, std = run_stats(run)
-    images = to_tensor(dataset.test.images)
-    if tuple(images.shape[1:]) != (c, *run.spec.input[:2]):
-        raise DataError(f"{dataset.name}: images are {dataset.image_shape}, the model takes {run.spec.input}")
+    images = to_tensor(test_images)
     logits = predict_logits(model, images, mean, std)
-    labels = torch.from_numpy(dataset.test.labels).long()
+    return evaluation_from_logits(run, logits, dataset.test.labels, test_images)
+
+
+def evaluation_from_logits(run: Run, logits, labels: np.ndarray, images: np.ndarray) -> Evaluation:
+    """The Evaluation of test logits (N×classes tensor) against their labels; writes the run's confusion.png."""
+    import torch
+    import torch.nn.functional as F
+
+    from convscope.plots import plot_confusion
+
+    target = torch.from_numpy(labels).long()
     n = len(run.data.classes)
     confusion = np.zeros((n, n), dtype=np.int64)
-    np.add.at(confusion, (labels.numpy(), logits.argmax(1).numpy()), 1)
-    loss = float(F.cross_entropy(logits, labels))
+    np.add.at(confusion, (labels, logits.argmax(1).numpy()), 1)
+    loss = float(F.cross_entropy(logits, target))
     probabilities = torch.softmax(logits, 1).numpy()
-    result = Evaluation(run.data.classes, confusion, loss, labels.numpy(), probabilities, dataset.test.images)
+    result = Evaluation(run.data.classes, confusion, loss, labels, probabilities, images)
     plot_confusion(result, run.path / "confusion.png", title=f"{run.path.name}: test accuracy {result.accuracy:.2%}")
     return result

@@ -111,6 +111,26 @@ def load_model(run: Run, which: str = "best"):
     from convscope.build import build
     from convscope.training.checkpoint import load_weights
 
-    model = build(run.spec)
+    model = build(run.spec, pretrained=False)  # the run's own weights replace any pretrained ones
     load_weights(run.weights / f"{which}.safetensors", model)
     return model.train(False)
+
+
+def model_images(run: Run, images, dataset: str):
+    """uint8 N×H×W×C images of `dataset` as the run's network takes them.
+
+    A transfer run (its spec starts with a base) resizes and converts them to the base's input, as in training; any
+    other network was fitted to its data, so images of another shape are an error.
+    """
+    from convscope.data.resize import fit_images
+    from convscope.errors import DataError
+    from convscope.transfer.bases import spec_base
+
+    if tuple(images.shape[1:]) == run.spec.input:
+        return images
+    if spec_base(run.spec) is None:
+        shape = "×".join(map(str, images.shape[1:]))
+        raise DataError(
+            f"{dataset}: images are {shape}, the model {run.spec.name} takes {'×'.join(map(str, run.spec.input))}"
+        )
+    return fit_images(images, run.spec.input)

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 
 from convscope.errors import SpecError
 from convscope.spec import (
+    Base,
     BatchNorm,
     Conv,
     Dense,
@@ -31,6 +32,7 @@ from convscope.spec import (
     layer_to_dict,
     shape_text,
 )
+from convscope.transfer.catalog import base_shape
 
 Shape = tuple[int, ...]  # (H, W, C) for feature maps, (N,) for vectors
 
@@ -140,6 +142,9 @@ def infer(spec: NetSpec, input_shape: Shape | None = None) -> ShapeReport:
         if isinstance(layer, Conv | Pool) and rf is not None and jump is not None:
             rf = (rf[0] + (layer.size[0] - 1) * jump[0], rf[1] + (layer.size[1] - 1) * jump[1])
             jump = (jump[0] * layer.stride[0], jump[1] * layer.stride[1])
+        elif isinstance(layer, Base):  # checked by _step: a base is the first layer
+            found = base_shape(layer, shape)
+            rf, jump = (found.receptive_field, found.jump) if found.receptive_field else (None, None)
         elif isinstance(layer, GlobalPool | Flatten) or (isinstance(layer, Dense) and len(shape) == 1):
             rf, jump = None, None
         infos.append(LayerInfo(i, name, layer, layer.label(), shape, out, params, macs, rf, jump, text))
@@ -174,6 +179,8 @@ def _step(layer: Layer, shape: Shape, where: _Where) -> tuple[Shape, int, int, s
         raise where.fail(f"{layer.layer_type} needs an H×W×C feature map, not a flat vector.")
     if isinstance(layer, Conv | Pool):
         return _window_step(layer, shape, where)
+    if isinstance(layer, Base):
+        return _base_step(layer, shape, where)
     if isinstance(layer, GlobalPool):
         return (shape[2],), 0, 0, ""
     if isinstance(layer, Flatten):
@@ -220,3 +227,15 @@ def _check_pool_windows(in_hw, out_hw, layer: Pool, pads, where: _Where) -> None
                 f"padding of {before} {side} leaves whole {k}-wide windows in the padding, where a pool has no value;"
                 " use padding smaller than the window."
             )
+
+
+def _base_step(layer: Base, shape: Shape, where: _Where) -> tuple[Shape, int, int, str]:
+    if where.index != 1:
+        raise where.fail("a base must be the first layer: it takes the image itself.")
+    try:
+        found = base_shape(layer, shape)
+    except SpecError as err:
+        raise where.fail(f"{err}.") from None
+    (h, w, _), (ho, wo, _), s = shape, found.output, found.jump[0]
+    text = f"⌈{h}/{s}⌉ = {ho}" if h == w else f"H: ⌈{h}/{s}⌉ = {ho}; W: ⌈{w}/{s}⌉ = {wo}"
+    return found.output, found.params, found.macs, text

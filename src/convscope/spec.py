@@ -263,12 +263,50 @@ class Activation(Layer):
         return self.function
 
 
+BASE_ARCH = re.compile(r"(torchvision:|timm:)?[A-Za-z0-9_.\-]+")
+
+
+@dataclass(frozen=True)
+class Base(Layer):
+    """A pretrained convnet as the first layer: its feature maps, H×W×3 → ⌈H/stride⌉×⌈W/stride⌉×channels, feed the
+    layers after it (a new head). This is transfer learning: the base already finds edges, textures and parts.
+
+    arch: 'efficientnet-lite0' (built in), 'torchvision:NAME' or 'timm:NAME'. weights: 'imagenet' (the built-in
+    base's ImageNet weights), a .safetensors/.pt/.pth file, or 'none' (random). channels, stride, params: what the
+    base outputs; known for built-in bases, measured and written here by `convscope transfer` for the others.
+    """
+
+    arch: str
+    weights: str = "imagenet"
+    channels: int | None = None
+    stride: int | None = None
+    params: int | None = None
+    name: str | None = None
+    layer_type: ClassVar[str] = "base"
+
+    def _validate(self) -> None:
+        super()._validate()
+        if not isinstance(self.arch, str) or not BASE_ARCH.fullmatch(self.arch):
+            raise _invalid(
+                self.layer_type, "arch", "a base name like efficientnet-lite0 or torchvision:resnet18", self.arch
+            )
+        if not isinstance(self.weights, str) or not self.weights:
+            raise _invalid(self.layer_type, "weights", "'imagenet', 'none' or a weights file", self.weights)
+        for key in ("channels", "stride", "params"):
+            value = getattr(self, key)
+            if value is not None and (not _is_int(value) or value < 1):
+                raise _invalid(self.layer_type, key, "a positive integer", value)
+
+    def label(self) -> str:
+        return f"base {self.arch}"
+
+
 def stride_text(stride: Pair) -> str:
     return str(stride[0]) if stride[0] == stride[1] else pair_text(stride)
 
 
 LAYER_TYPES: dict[str, type[Layer]] = {
-    cls.layer_type: cls for cls in (Conv, Pool, GlobalPool, Dense, Flatten, Dropout, BatchNorm, Activation)
+    cls.layer_type: cls for cls in (Base, Conv, Pool, GlobalPool, Dense, Flatten, Dropout, BatchNorm, Activation)
 }
 
 

@@ -64,3 +64,13 @@ def seeded_split(split: Split, fraction: float, seed: int) -> tuple[Split, Split
     held_out = np.sort(np.concatenate(held))
     rest = np.setdiff1d(np.arange(len(split)), held_out)
     return split.take(rest), split.take(held_out)
+
+
+def per_class_subset(split: Split, per_class: int, seed: int) -> Split:
+    """A seeded random `per_class` images of each class (all of a class that has fewer), in their original order."""
+    rng = np.random.default_rng([seed, per_class])  # its own stream: independent of the validation hold-out
+    kept = []
+    for label in np.unique(split.labels):
+        index = np.flatnonzero(split.labels == label)
+        kept.append(rng.permutation(index)[:per_class])
+    return split.take(np.sort(np.concatenate(kept)))

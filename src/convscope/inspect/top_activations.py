@@ -21,6 +21,7 @@ import torch
 
 from convscope.data.dataset import Dataset, Split, seeded_split
 from convscope.errors import DataError
+from convscope.run import model_images
 from convscope.shapes import infer, padding_2d
 from convscope.spec import Conv, NetSpec, Pair, Pool
 
@@ -78,11 +79,13 @@ def _split(run, data: Dataset | Split | None, split: str) -> Split:
         from convscope.data.load import load_dataset
 
         data = load_dataset(run.config.data, run.config.data_dir, run.spec.input, run.config.seed)
-    if split == "val" and data.val is None:  # the trainer's own hold-out: the same seeded split
-        return seeded_split(data.train, run.config.val_fraction, run.config.seed)[1]
     if split not in ("train", "val", "test"):
         raise DataError(f"split must be train, val or test. Received: {split!r}")
-    return getattr(data, split)
+    if split == "val" and data.val is None:  # the trainer's own hold-out: the same seeded split
+        part = seeded_split(data.train, run.config.val_fraction, run.config.seed)[1]
+    else:
+        part = getattr(data, split)
+    return Split(model_images(run, part.images, data.name), part.labels)
 
 
 def top_activations(

@@ -325,3 +325,15 @@ def load_training_state(
         raise CheckpointError(f"{json_path}: does not match this optimizer/scheduler: {e}") from None
     restore_rng(rng_tensors, rng_data)
     return {"epoch": epoch, "step": step, **extra}
+
+
+def saved_extra(folder: str | os.PathLike) -> dict:
+    """The plain values (numbers, text) of a saved state's `extra`, read without restoring anything; {} if none."""
+    path = Path(folder) / STATE_JSON
+    try:
+        extra = json.loads(path.read_text(encoding="utf-8")).get("extra", {})
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as e:
+        raise CheckpointError(f"{path}: not readable training state: {e}") from None
+    return {k: v for k, v in extra.items() if isinstance(v, int | float | str)} if isinstance(extra, dict) else {}

