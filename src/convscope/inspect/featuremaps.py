@@ -28,9 +28,10 @@ from convscope.errors import DataError  # noqa: E402
 from convscope.predict import prepare  # noqa: E402
 from convscope.run import Run, load_model, load_run  # noqa: E402
 from convscope.shapes import infer  # noqa: E402
-from convscope.spec import Activation, BatchNorm, Conv, Dense, NetSpec, shape_text  # noqa: E402
+from convscope.spec import Activation, Base, BatchNorm, Conv, Dense, NetSpec, shape_text  # noqa: E402
 
-DEFAULT_KINDS = ("conv", "pool")  # layer types shown when no layers are named
+DEFAULT_KINDS = ("base", "conv", "pool")  # layer types shown when no layers are named
+MAX_TILES = 128  # maps per sheet; a layer with more (a base's 1280) shows its strongest
 NONNEGATIVE = ("relu", "relu6", "sigmoid")  # activations whose output is never below 0
 
 
@@ -129,6 +130,8 @@ def _signed(spec: NetSpec) -> list[bool]:
             negative = layer.function not in NONNEGATIVE
         elif isinstance(layer, BatchNorm):
             negative = True
+        elif isinstance(layer, Base):  # ends in an activation (ReLU6, ReLU); SiLU's small negatives: see maps.min()
+            negative = False
         # pools, flatten and dropout keep the sign of their input (a pool of values >= 0 is >= 0)
         out.append(negative)
     return out
@@ -150,14 +153,22 @@ def save_feature_map_sheets(maps: FeatureMaps, out_dir: str | Path) -> list[Path
         else:  # responses >= 0: dark is 0 (nothing found), bright is a strong response
             cmap, vmin, vmax = "magma", 0.0, high or 1.0
             scale = "dark = 0, one colour scale for all maps"
+        shown = np.arange(len(layer.maps))
+        if len(shown) > MAX_TILES:  # a base's 1280 maps: the strongest responses, in filter order
+            shown = np.sort(np.argsort(-layer.maps.mean(axis=(1, 2)), kind="stable")[:MAX_TILES])
+        which = (
+            f"{layer.shape[2]} maps"
+            if len(shown) == len(layer.maps)
+            else (f"the {len(shown)} strongest of {layer.shape[2]} maps")
+        )
         title = (
             f"{layer.name}: {layer.label} — output {shape_text(layer.shape)} "
-            f"({layer.shape[2]} maps of {layer.shape[0]}×{layer.shape[1]})\n"
+            f"({which} of {layer.shape[0]}×{layer.shape[1]})\n"
             f"values {value_text(low)} … {value_text(high)}; {scale}"
         )
-        path, tiles = out_dir / f"{layer.index:02d}-{layer.name}.png", list(layer.maps)
+        path, tiles = out_dir / f"{layer.index:02d}-{layer.name}.png", [layer.maps[i] for i in shown]
         # A map that is 0 everywhere is easy to miss among dark tiles: say so (a ReLU that nothing here switched on).
-        labels = [f"{i} (all 0)" if not m.any() else str(i) for i, m in enumerate(tiles)]
+        labels = [f"{i} (all 0)" if not m.any() else str(i) for i, m in zip(shown, tiles, strict=True)]
         bar = "response (same scale for every map)"
         paths.append(draw_sheet(path, tiles, labels, title, cmap, vmin, vmax, bar, side=side))
     return paths
