@@ -4,6 +4,7 @@ from convscope.errors import CheckpointError, ConvscopeError, DataError, SpecErr
 from convscope.shapes import infer
 from convscope.spec import (
     Activation,
+    Base,
     BatchNorm,
     Conv,
     Dense,
@@ -40,6 +41,7 @@ def __getattr__(name: str):
 
 __all__ = [
     "Activation",
+    "Base",
     "BatchNorm",
     "CheckpointError",
     "Conv",

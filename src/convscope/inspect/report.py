@@ -132,7 +132,7 @@ def _wrong_section(run: Run, ev: Evaluation, k: int) -> str:
 def save_wrong_png(run: Run, ev: Evaluation, index: list[int], path: Path) -> Path:
 
     from convscope.inspect.gradcam import gradcam, overlay
-    from convscope.training.loop import normalise, run_stats, to_tensor
+    from convscope.training.tensors import normalise, run_stats, to_tensor
 
     model = load_model(run)
     mean, std = run_stats(run)

@@ -103,7 +103,7 @@ def top_activations(
     `model`: the run's network if already loaded (default: load_model(run)).
     """
     from convscope.run import load_model
-    from convscope.training.loop import normalise, run_stats, to_tensor
+    from convscope.training.tensors import normalise, run_stats, to_tensor
 
     if k < 1:
         raise DataError(f"k must be at least 1. Received: {k}")

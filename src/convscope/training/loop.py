@@ -34,6 +34,7 @@ from convscope.spec import Dense, NetSpec
 from convscope.training import checkpoint as ckpt
 from convscope.training.config import FINETUNE_LR_SCALE, TrainConfig
 from convscope.training.metrics import write_metrics_row
+from convscope.training.tensors import batch_for, channel_stats, normalise, predict_logits, run_stats, to_tensor
 from convscope.transfer.bases import BaseNet, input_scaling, spec_base
 
 log = logging.getLogger("convscope.train")
@@ -92,6 +93,8 @@ def _train(config: TrainConfig | None, resume, spec: NetSpec | None, callbacks, 
     _set_threads(config)
     data = _subset(load_dataset(config.data, config.data_dir, spec.input, config.seed, config.val_fraction), config)
     base = spec_base(spec)
+    if base is None and (config.finetune_epochs or config.cache_features):
+        raise ConfigError(f"{spec.name}: finetune_epochs and cache_features need a spec that starts with a base")
     if base is None and data.image_shape != spec.input:  # convnets take any size their layers allow: fit the spec
         log.info("%s: input %s adapted to the data's %s", spec.name, spec.input, data.image_shape)
         spec = spec.with_input(data.image_shape)
@@ -99,7 +102,7 @@ def _train(config: TrainConfig | None, resume, spec: NetSpec | None, callbacks, 
     infer(spec)  # a spec that cannot run on these images fails here, before anything is written
     path = new_run_folder(config)
     # A base's weights expect the input scaling they were trained with; a new network, that of its training images.
-    mean, std = input_scaling(base) if base else _channel_stats(data.train.images)
+    mean, std = input_scaling(base) if base else channel_stats(data.train.images)
     info = DataInfo(data.name, data.classes, mean, std, data.source)
     run = Run(path, config, spec, info)
     (path / "weights").mkdir(parents=True, exist_ok=True)
@@ -133,52 +136,6 @@ def _set_threads(config: TrainConfig) -> None:
     torch.set_num_threads(config.threads or os.cpu_count() or 1)
 
 
-def _channel_stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and std of uint8 N×H×W×C images scaled to [0, 1] (computed in chunks: no float copy)."""
-    c = images.shape[-1]
-    total, total_sq, count = np.zeros(c), np.zeros(c), 0
-    for start in range(0, len(images), 4096):
-        chunk = images[start : start + 4096].reshape(-1, c).astype(np.float64) / 255
-        total += chunk.sum(0)
-        total_sq += (chunk**2).sum(0)
-        count += chunk.shape[0]
-    mean = total / count
-    std = np.sqrt(np.maximum(total_sq / count - mean**2, 1e-12))
-    return tuple(float(m) for m in mean), tuple(float(s) for s in std)
-
-
-def to_tensor(images: np.ndarray) -> torch.Tensor:
-    """uint8 N×H×W×C -> uint8 N×C×H×W (a channels_last view: no copy unless the array is read-only)."""
-    images = np.ascontiguousarray(images)
-    if not images.flags.writeable:  # e.g. np.asarray of a Pillow image; torch wants memory it could write
-        images = images.copy()
-    return torch.from_numpy(images).permute(0, 3, 1, 2)
-
-
-def run_stats(run: Run) -> tuple[torch.Tensor, torch.Tensor]:
-    """The run's per-channel mean and std (of its training images in [0, 1]) as 1×C×1×1 tensors, for `normalise`."""
-    c = len(run.data.mean)
-    return torch.tensor(run.data.mean).view(1, c, 1, 1), torch.tensor(run.data.std).view(1, c, 1, 1)
-
-
-def normalise(batch: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """uint8 N×C×H×W -> float32, scaled to [0, 1] and standardised per channel, channels_last."""
-    x = batch.contiguous(memory_format=torch.channels_last).float().div_(255)
-    return x.sub_(mean).div_(std)
-
-
-def batch_for(images: torch.Tensor, limit: int = 1000) -> int:
-    """Images per inference batch: up to `limit`, fewer for large images (224×224×3: 111), so memory stays bounded."""
-    return max(1, min(limit, 2**24 // max(1, images[0].numel())))
-
-
-@torch.inference_mode()
-def predict_logits(model, images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor):
-    model.train(False)
-    batch = batch_for(images)
-    return torch.cat([model(normalise(images[i : i + batch], mean, std)) for i in range(0, len(images), batch)])
-
-
 class _Trainer:
     def __init__(self, run: Run, callbacks, resuming: bool, data: Dataset | None = None):
         self.run, self.callbacks, self.config = run, list(callbacks), run.config
@@ -197,10 +154,6 @@ class _Trainer:
         self.mean, self.std = run_stats(run)
         self.model = build(run.spec).to(memory_format=torch.channels_last)
         self.base = self.model[0] if isinstance(self.model[0], BaseNet) else None
-        if self.base is None and (cfg.finetune_epochs or cfg.cache_features):
-            raise ConfigError(
-                f"{run.spec.name}: finetune_epochs and cache_features need a spec that starts with a base"
-            )
         self.head = self.model[1:]  # the layers after a base, trained on its cached features
         self.total_epochs = cfg.epochs + cfg.finetune_epochs
         self.batches = math.ceil(len(self.train_y) / self.config.batch_size)
