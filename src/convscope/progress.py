@@ -15,7 +15,7 @@ class ProgressBar(Callback):
             TextColumn("epoch {task.fields[epoch]}"),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]:.4f}  acc {task.fields[acc]:.2%}  {task.fields[speed]:,.0f} img/s"),
+            TextColumn("loss {task.fields[loss]:.4f}  {task.fields[acc]}  {task.fields[speed]:,.0f} img/s"),
             TimeElapsedColumn(),
             TextColumn("ETA"),
             TimeRemainingColumn(),
@@ -36,7 +36,7 @@ class ProgressBar(Callback):
             completed=epoch * batches,
             epoch=f"{epoch + 1}/{epochs}",
             loss=0.0,
-            acc=0.0,
+            acc="",
             speed=0.0,
         )
 
@@ -46,18 +46,24 @@ class ProgressBar(Callback):
             completed=epoch * self.batches + batch,
             epoch=f"{epoch + 1}/{self.epochs}",
             loss=loss,
-            acc=accuracy,
+            acc="" if accuracy is None else f"acc {accuracy:.2%}",
             speed=images_per_s,
         )
 
     def on_epoch(self, row):
-        self.progress.console.print(
-            f"epoch {int(row['epoch'])}/{self.epochs}  loss {row['train_loss']:.4f}  acc {row['train_acc']:.2%}  "
-            f"val loss {row['val_loss']:.4f}  val acc {row['val_acc']:.2%}  {row['seconds']:.1f} s"
-        )
+        shown = "  ".join(_cell(k, v) for k, v in row.items() if k not in ("epoch", "lr", "seconds"))
+        self.progress.console.print(f"epoch {int(row['epoch'])}/{self.epochs}  {shown}  {row['seconds']:.1f} s")
 
     def on_end(self, run, results):
         self.progress.stop()
 
     def close(self):
         self.progress.stop()
+
+
+def _cell(key: str, value: float) -> str:
+    """'train_acc', 0.91 → 'acc 91.00%'; 'val_loss', 0.3 → 'val loss 0.3000'; 'val_map50', 0.9 → 'val map50 0.900'."""
+    name = key.removeprefix("train_").replace("_", " ")
+    if key.endswith("_acc"):
+        return f"{name} {value:.2%}"
+    return f"{name} {value:.4f}" if key.endswith("_loss") else f"{name} {value:.3f}"

@@ -156,7 +156,8 @@ class _Trainer:
         self.base = self.model[0] if isinstance(self.model[0], BaseNet) else None
         self.head = self.model[1:]  # the layers after a base, trained on its cached features
         self.total_epochs = cfg.epochs + cfg.finetune_epochs
-        self.batches = math.ceil(len(self.train_y) / self.config.batch_size)
+        self.train_size = len(self.train_y)
+        self.batches = math.ceil(self.train_size / self.config.batch_size)
         self.augment = self.config.augmentation()
         # Resuming continues the phase the run was in (its optimizer state belongs to that phase's parameters).
         self._enter_phase(ckpt.saved_extra(run.path / "state").get("phase", 1) if resuming else 1)
@@ -258,7 +259,7 @@ class _Trainer:
             "training %s on %s: %d images, %d batches of %d per epoch",
             self.run.spec.name,
             self.run.data.name,
-            len(self.train_y),
+            self.train_size,
             self.batches,
             self.config.batch_size,
         )
@@ -290,18 +291,13 @@ class _Trainer:
 
     def _epoch(self) -> dict[str, float]:
         cfg, model = self.config, self.model
-        order = torch.randperm(len(self.train_y), generator=torch.Generator().manual_seed(cfg.seed * 1009 + self.epoch))
+        order = torch.randperm(self.train_size, generator=torch.Generator().manual_seed(cfg.seed * 1009 + self.epoch))
         model.train()
         loss_sum, correct, seen = self.running if self.batch else (0.0, 0, 0)  # a resumed epoch goes on counting
         t0 = time.perf_counter()
         while self.batch < self.batches:
             index = order[self.batch * cfg.batch_size : (self.batch + 1) * cfg.batch_size]
-            y = self.train_y[index]
-            if self.features is not None:  # the frozen base's output, computed once
-                logits = self.head(self.features[0][index])
-            else:
-                logits = model(self.augment(normalise(self.train_x[index], self.mean, self.std), self.generator))
-            loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+            loss, right = self._batch(index)
             value = loss.item()
             if not math.isfinite(value):
                 raise TrainingError(
@@ -314,20 +310,23 @@ class _Trainer:
             self.optimizer.step()
             self.scheduler.step()
             self.batch += 1
-            loss_sum += value * len(y)
-            correct += int((logits.argmax(1) == y).sum())
-            seen += len(y)
+            loss_sum += value * len(index)
+            correct += right
+            seen += len(index)
+            accuracy = correct / seen if self.counts_correct else None
             for cb in self.callbacks:
-                cb.on_batch(self.epoch, self.batch, value, correct / seen, seen / (time.perf_counter() - t0))
+                cb.on_batch(self.epoch, self.batch, value, accuracy, seen / (time.perf_counter() - t0))
             if self.stop_signal is not None:
                 self.running = (loss_sum, correct, seen)
                 self._save()
                 raise self._interrupted()
         seconds = time.perf_counter() - t0
-        row = {"epoch": self.epoch + 1, "train_loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1)}
-        val_loss, val_acc = self._validate() if self.val is not None else (float("nan"), float("nan"))
-        row |= {"val_loss": val_loss, "val_acc": val_acc, "lr": self.scheduler.get_last_lr()[0], "seconds": seconds}
-        score = val_acc if self.val is not None else row["train_acc"]
+        row = {"epoch": self.epoch + 1, "train_loss": loss_sum / max(seen, 1)}
+        if self.counts_correct:
+            row["train_acc"] = correct / max(seen, 1)
+        row |= self._validate()
+        row |= {"lr": self.scheduler.get_last_lr()[0], "seconds": seconds}
+        score = self._score(row)
         self.epoch, self.batch = self.epoch + 1, 0
         if score > self.best:
             self.best, self.stale = score, 0
@@ -336,27 +335,49 @@ class _Trainer:
             self.stale += 1
         write_metrics_row(self.run.path / "metrics.csv", row)
         self._save()
-        log.info(
-            "epoch %d/%d: loss %.4f, accuracy %.4f, validation %.4f (%.1f s)",
-            row["epoch"],
-            self.total_epochs,
-            row["train_loss"],
-            row["train_acc"],
-            val_acc,
-            seconds,
-        )
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in row.items() if k not in ("epoch", "lr", "seconds"))
+        log.info("epoch %d/%d: %s (%.1f s)", row["epoch"], self.total_epochs, shown, seconds)
         return row
 
-    def _validate(self) -> tuple[float, float]:
+    # -- what a task defines (classification here; detection subclasses these) -------------------------------------
+    counts_correct = True  # _batch counts right answers (a training accuracy exists)
+
+    def _batch(self, index: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """The loss on the training images at `index`, and how many of them the model classified right."""
+        y = self.train_y[index]
+        if self.features is not None:  # the frozen base's output, computed once
+            logits = self.head(self.features[0][index])
+        else:
+            logits = self.model(self.augment(normalise(self.train_x[index], self.mean, self.std), self.generator))
+        loss = F.cross_entropy(logits, y, label_smoothing=self.config.label_smoothing)
+        return loss, int((logits.argmax(1) == y).sum())
+
+    def _validate(self) -> dict[str, float]:
+        if self.val is None:
+            return {"val_loss": float("nan"), "val_acc": float("nan")}
         if self.features is not None and self.features[1] is not None:
             with torch.inference_mode():
                 logits = self.head.train(False)(self.features[1])
-            return _loss_accuracy(logits, self.val[1])
-        return self._evaluate(self.val)
+        else:
+            logits = predict_logits(self.model, self.val[0], self.mean, self.std)
+        loss, accuracy = _loss_accuracy(logits, self.val[1])
+        return {"val_loss": loss, "val_acc": accuracy}
 
-    def _evaluate(self, split) -> tuple[float, float]:
-        x, y = split
-        return _loss_accuracy(predict_logits(self.model, x, self.mean, self.std), y)
+    def _score(self, row: dict[str, float]) -> float:
+        """What makes a checkpoint the best one: validation accuracy (training accuracy without validation)."""
+        return row["val_acc"] if self.val is not None else row["train_acc"]
+
+    def _test(self) -> dict:
+        """Evaluate the best weights (already loaded) on the test split: the results.json entries."""
+        from convscope.evaluate import evaluation_from_logits
+
+        x, y = self.test
+        logits = predict_logits(self.model, x, self.mean, self.std)
+        test_loss, test_acc = _loss_accuracy(logits, y)
+        images = x.permute(0, 2, 3, 1).numpy()  # back to N×H×W×C, as the model saw them
+        self.evaluation = evaluation_from_logits(self.run, logits, y.numpy(), images)
+        log.info("test accuracy %.4f after %d epochs", test_acc, self.epoch)
+        return {"test_acc": test_acc, "test_loss": test_loss, "test_images": len(y)}
 
     def _interrupted(self) -> Interrupted:
         name = signal.Signals(self.stop_signal).name
@@ -367,23 +388,9 @@ class _Trainer:
         )
 
     def _finish(self, seconds: float) -> dict:
-        from convscope.evaluate import evaluation_from_logits
-
         ckpt.load_weights(self.run.weights / "best.safetensors", self.model)
-        x, y = self.test
-        logits = predict_logits(self.model, x, self.mean, self.std)
-        test_loss, test_acc = _loss_accuracy(logits, y)
-        images = x.permute(0, 2, 3, 1).numpy()  # back to N×H×W×C, as the model saw them
-        self.evaluation = evaluation_from_logits(self.run, logits, y.numpy(), images)
-        results = {
-            "test_acc": test_acc,
-            "test_loss": test_loss,
-            "epochs": self.epoch,
-            "train_seconds": seconds,
-            "test_images": len(self.test[1]),
-        }
+        results = {**self._test(), "epochs": self.epoch, "train_seconds": seconds}
         ckpt.atomic_write_text(self.run.path / "results.json", json.dumps(results, indent=2) + "\n")
-        log.info("test accuracy %.4f after %d epochs", test_acc, self.epoch)
         return results
 
 
