@@ -9,8 +9,8 @@ from torch import nn
 
 from convscope import layers
 from convscope.errors import DataError
-from convscope.shapes import Shape, infer
-from convscope.spec import Activation, Base, BatchNorm, Conv, Dense, Dropout, Flatten, GlobalPool, Layer, NetSpec, Pool
+from convscope.shapes import LayerInfo, infer
+from convscope.spec import Activation, Base, BatchNorm, Conv, Dense, Detect, Dropout, Flatten, GlobalPool, NetSpec, Pool
 
 
 class ConvNet(nn.Sequential):
@@ -22,10 +22,7 @@ class ConvNet(nn.Sequential):
 
     def __init__(self, spec: NetSpec, pretrained: bool = True):
         report = infer(spec)  # every spec error is raised here, before a tensor exists
-        children = OrderedDict(
-            (info.name, _module(layer, info.input_shape, pretrained))
-            for layer, info in zip(spec.layers, report.layers, strict=True)
-        )
+        children = OrderedDict((info.name, _module(info, pretrained)) for info in report.layers)
         super().__init__(children)
         self.spec = spec
 
@@ -73,8 +70,13 @@ def build(spec: NetSpec, pretrained: bool = True) -> ConvNet:
     return ConvNet(spec, pretrained)
 
 
-def _module(layer: Layer, shape: Shape, pretrained: bool) -> nn.Module:
-    """The torch module of one spec layer whose input has `shape` (H×W×C or a flat (N,))."""
+def _module(info: LayerInfo, pretrained: bool) -> nn.Module:
+    """The torch module of one spec layer, from what shapes.infer found about it (its input H×W×C or (N,), ...)."""
+    layer, shape = info.layer, info.input_shape
+    if isinstance(layer, Detect):
+        from convscope.detect.head import CenterNetHead
+
+        return CenterNetHead(shape[2], layer.classes, layer.channels, upsample=info.output_shape[0] // shape[0])
     if isinstance(layer, Base):
         from convscope.transfer.bases import build_base
 

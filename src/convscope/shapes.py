@@ -22,6 +22,7 @@ from convscope.spec import (
     BatchNorm,
     Conv,
     Dense,
+    Detect,
     Flatten,
     GlobalPool,
     Layer,
@@ -30,6 +31,7 @@ from convscope.spec import (
     Pair,
     Pool,
     layer_to_dict,
+    pair_text,
     shape_text,
 )
 from convscope.transfer.catalog import base_shape
@@ -138,13 +140,17 @@ def infer(spec: NetSpec, input_shape: Shape | None = None) -> ShapeReport:
     infos: list[LayerInfo] = []
     for i, (name, layer) in enumerate(zip(spec.layer_names(), spec.layers, strict=True), 1):
         where = _Where(i, layer, infos, shape)
-        out, params, macs, text = _step(layer, shape, where)
+        out, params, macs, text = (
+            _detect_step(layer, shape, jump, where) if isinstance(layer, Detect) else _step(layer, shape, where)
+        )
         if isinstance(layer, Conv | Pool) and rf is not None and jump is not None:
             rf = (rf[0] + (layer.size[0] - 1) * jump[0], rf[1] + (layer.size[1] - 1) * jump[1])
             jump = (jump[0] * layer.stride[0], jump[1] * layer.stride[1])
+        elif isinstance(layer, Detect) and jump is not None:
+            jump = (layer.stride, layer.stride)  # upsampled: neighbouring outputs are `stride` input pixels apart
         elif isinstance(layer, Base):  # checked by _step: a base is the first layer
             found = base_shape(layer, shape)
-            rf, jump = (found.receptive_field, found.jump) if found.receptive_field else (None, None)
+            rf, jump = found.receptive_field, found.jump  # rf None: not known for bases that are not built in
         elif isinstance(layer, GlobalPool | Flatten) or (isinstance(layer, Dense) and len(shape) == 1):
             rf, jump = None, None
         infos.append(LayerInfo(i, name, layer, layer.label(), shape, out, params, macs, rf, jump, text))
@@ -239,3 +245,20 @@ def _base_step(layer: Base, shape: Shape, where: _Where) -> tuple[Shape, int, in
     (h, w, _), (ho, wo, _), s = shape, found.output, found.jump[0]
     text = f"⌈{h}/{s}⌉ = {ho}" if h == w else f"H: ⌈{h}/{s}⌉ = {ho}; W: ⌈{w}/{s}⌉ = {wo}"
     return found.output, found.params, found.macs, text
+
+
+def _detect_step(layer: Detect, shape: Shape, jump: Pair | None, where: _Where) -> tuple[Shape, int, int, str]:
+    """Upsample by jump/stride (bilinear), 3×3 conv to `channels` + batchnorm + ReLU, 1×1 conv to classes + 4."""
+    if len(shape) != 3 or jump is None:
+        raise where.fail("detect needs H×W×C feature maps (put it after conv/pool layers or a base).")
+    if jump[0] != jump[1] or jump[0] % layer.stride or (jump[0] // layer.stride) & (jump[0] // layer.stride - 1):
+        raise where.fail(
+            f"detect upsamples its input to stride {layer.stride}: the layers before it must reach a stride of "
+            f"{layer.stride}·2ⁿ, not {pair_text(jump)}."
+        )
+    factor = jump[0] // layer.stride
+    h, w, c = shape[0] * factor, shape[1] * factor, shape[2]
+    out = (h, w, layer.classes + 4)
+    params = 9 * c * layer.channels + 2 * layer.channels + layer.channels * out[2] + out[2]
+    macs = h * w * (9 * c * layer.channels + layer.channels * out[2])
+    return out, params, macs, f"{shape[0]}×{factor} = {h} (upsampled to stride {layer.stride})"

@@ -301,12 +301,37 @@ class Base(Layer):
         return f"base {self.arch}"
 
 
+@dataclass(frozen=True)
+class Detect(Layer):
+    """An anchor-free detection head (CenterNet): the feature maps before it, upsampled to `stride` (4: a 128×128
+    image gives 32×32 positions), then per position one centre score per class, the box's width and height, and the
+    centre's offset within the cell. Output H/stride × W/stride × (classes + 4). See convscope.detect.head.
+    """
+
+    classes: int
+    channels: int = 64  # filters of the head's 3×3 conv
+    stride: int = 4
+    name: str | None = None
+    layer_type: ClassVar[str] = "detect"
+
+    def _validate(self) -> None:
+        super()._validate()
+        for key in ("classes", "channels", "stride"):
+            value = getattr(self, key)
+            if not _is_int(value) or value < 1:
+                raise _invalid(self.layer_type, key, "a positive integer", value)
+
+    def label(self) -> str:
+        return f"detect {self.classes} classes, stride {self.stride}"
+
+
 def stride_text(stride: Pair) -> str:
     return str(stride[0]) if stride[0] == stride[1] else pair_text(stride)
 
 
 LAYER_TYPES: dict[str, type[Layer]] = {
-    cls.layer_type: cls for cls in (Base, Conv, Pool, GlobalPool, Dense, Flatten, Dropout, BatchNorm, Activation)
+    cls.layer_type: cls
+    for cls in (Base, Conv, Pool, GlobalPool, Dense, Flatten, Dropout, BatchNorm, Activation, Detect)
 }
 
 

@@ -30,7 +30,7 @@ from convscope.errors import ConfigError, ConvscopeError, SpecError, TrainingErr
 from convscope.presets import resolve_spec
 from convscope.run import DataInfo, Run, load_run, new_run_folder
 from convscope.shapes import infer
-from convscope.spec import Dense, NetSpec
+from convscope.spec import Dense, Detect, NetSpec
 from convscope.training import checkpoint as ckpt
 from convscope.training.config import FINETUNE_LR_SCALE, TrainConfig
 from convscope.training.metrics import write_metrics_row
@@ -83,7 +83,8 @@ def train(
 
 def _train(config: TrainConfig | None, resume, spec: NetSpec | None, callbacks, settings: dict) -> _Trainer:
     if resume is not None:
-        trainer = _Trainer(load_run(resume), callbacks, resuming=True)
+        run = load_run(resume)
+        trainer = trainer_class(run.spec)(run, callbacks, resuming=True)
         trainer.fit()
         return trainer
     config = config or TrainConfig()
@@ -91,14 +92,12 @@ def _train(config: TrainConfig | None, resume, spec: NetSpec | None, callbacks, 
         config = TrainConfig.from_dict({**config.to_dict(), **settings}, where="train()")
     spec = spec or resolve_spec(config.model)
     _set_threads(config)
-    data = _subset(load_dataset(config.data, config.data_dir, spec.input, config.seed, config.val_fraction), config)
+    task = trainer_class(spec)
     base = spec_base(spec)
     if base is None and (config.finetune_epochs or config.cache_features):
         raise ConfigError(f"{spec.name}: finetune_epochs and cache_features need a spec that starts with a base")
-    if base is None and data.image_shape != spec.input:  # convnets take any size their layers allow: fit the spec
-        log.info("%s: input %s adapted to the data's %s", spec.name, spec.input, data.image_shape)
-        spec = spec.with_input(data.image_shape)
-    spec = _fit_head(spec, len(data.classes))
+    data = task.load_data(config, spec)
+    spec = task.fit_spec(spec, data)
     infer(spec)  # a spec that cannot run on these images fails here, before anything is written
     path = new_run_folder(config)
     # A base's weights expect the input scaling they were trained with; a new network, that of its training images.
@@ -108,9 +107,18 @@ def _train(config: TrainConfig | None, resume, spec: NetSpec | None, callbacks, 
     (path / "weights").mkdir(parents=True, exist_ok=True)
     ckpt.atomic_write_text(path / "spec.yaml", spec.to_yaml())
     ckpt.atomic_write_text(path / "config.yaml", run.config_yaml())
-    trainer = _Trainer(run, callbacks, resuming=False, data=data)
+    trainer = task(run, callbacks, resuming=False, data=data)
     trainer.fit()
     return trainer
+
+
+def trainer_class(spec: NetSpec) -> type[_Trainer]:
+    """The trainer of the spec's task: a detector (last layer `detect`) or a classifier."""
+    if isinstance(spec.layers[-1], Detect):
+        from convscope.detect.train import DetectTrainer
+
+        return DetectTrainer
+    return _Trainer
 
 
 def _subset(data: Dataset, config: TrainConfig) -> Dataset:
@@ -121,7 +129,7 @@ def _subset(data: Dataset, config: TrainConfig) -> Dataset:
     return replace(data, train=per_class_subset(data.train, config.per_class, config.seed))
 
 
-def _fit_head(spec: NetSpec, classes: int) -> NetSpec:
+def fit_head(spec: NetSpec, classes: int) -> NetSpec:
     """The last layer gives one score (logit) per class: a preset's last dense layer is resized to the data."""
     last = spec.layers[-1]
     if not isinstance(last, Dense):
@@ -137,28 +145,19 @@ def _set_threads(config: TrainConfig) -> None:
 
 
 class _Trainer:
-    def __init__(self, run: Run, callbacks, resuming: bool, data: Dataset | None = None):
+    def __init__(self, run: Run, callbacks, resuming: bool, data=None):
         self.run, self.callbacks, self.config = run, list(callbacks), run.config
         _set_threads(self.config)
         torch.manual_seed(self.config.seed)
         np.random.seed(self.config.seed % 2**32)
         cfg = self.config
-        data = data or _subset(load_dataset(cfg.data, cfg.data_dir, run.spec.input, cfg.seed, cfg.val_fraction), cfg)
-        self.classes = data.classes
-        train, val = data.train, data.val
-        if val is None and self.config.val_fraction > 0:
-            train, val = seeded_split(train, self.config.val_fraction, self.config.seed)
-        self.train_x, self.train_y = self._tensors(train)
-        self.val = self._tensors(val) if val is not None and len(val) else None
-        self.test = self._tensors(data.test)
+        self._use_data(data or self.load_data(cfg, run.spec))
         self.mean, self.std = run_stats(run)
         self.model = build(run.spec).to(memory_format=torch.channels_last)
         self.base = self.model[0] if isinstance(self.model[0], BaseNet) else None
         self.head = self.model[1:]  # the layers after a base, trained on its cached features
         self.total_epochs = cfg.epochs + cfg.finetune_epochs
-        self.train_size = len(self.train_y)
         self.batches = math.ceil(self.train_size / self.config.batch_size)
-        self.augment = self.config.augmentation()
         # Resuming continues the phase the run was in (its optimizer state belongs to that phase's parameters).
         self._enter_phase(ckpt.saved_extra(run.path / "state").get("phase", 1) if resuming else 1)
         self.generator = torch.Generator().manual_seed(self.config.seed)
@@ -168,6 +167,32 @@ class _Trainer:
         self.stop_signal: int | None = None
         if resuming:
             self._restore()
+
+    # -- data (a task's own) ------------------------------------------------------------------------------------------
+    @staticmethod
+    def load_data(config: TrainConfig, spec: NetSpec) -> Dataset:
+        data = load_dataset(config.data, config.data_dir, spec.input, config.seed, config.val_fraction)
+        return _subset(data, config)
+
+    @staticmethod
+    def fit_spec(spec: NetSpec, data: Dataset) -> NetSpec:
+        """The spec made to fit the data: its input (unless a base fixes it) and one output per class."""
+        if spec_base(spec) is None and data.image_shape != spec.input:  # convnets take any size their layers allow
+            log.info("%s: input %s adapted to the data's %s", spec.name, spec.input, data.image_shape)
+            spec = spec.with_input(data.image_shape)
+        return fit_head(spec, len(data.classes))
+
+    def _use_data(self, data: Dataset) -> None:
+        """Split off validation images (when the data has none) and keep every split as tensors."""
+        cfg = self.config
+        train, val = data.train, data.val
+        if val is None and cfg.val_fraction > 0:
+            train, val = seeded_split(train, cfg.val_fraction, cfg.seed)
+        self.train_x, self.train_y = self._tensors(train)
+        self.val = self._tensors(val) if val is not None and len(val) else None
+        self.test = self._tensors(data.test)
+        self.train_size = len(self.train_y)
+        self.augment = cfg.augmentation()
 
     def _tensors(self, split) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 N×C×H×W images (fitted to the spec's input: a base's size and 3 channels) and int64 labels."""
