@@ -143,9 +143,13 @@ def cmd_transfer(args: argparse.Namespace, console: Console) -> None:
 
 def _print_result(run, console: Console) -> None:
     results = run.results()
+    if "test_map50" in results:  # a detector
+        score = f"test mAP@0.5 {results['test_map50']:.3f}, mAP@0.5:0.95 {results['test_map50_95']:.3f}"
+    else:
+        score = f"test accuracy {results['test_acc']:.2%}"
     console.print(
-        f"test accuracy {results['test_acc']:.2%} on {results['test_images']:,} test images after "
-        f"{results['epochs']} epochs in {results['train_seconds']:.0f} s; run: {run.path} (report: report.html)"
+        f"{score} on {results['test_images']:,} test images after {results['epochs']} epochs in "
+        f"{results['train_seconds']:.0f} s; run: {run.path} (report: report.html)"
     )
 
 

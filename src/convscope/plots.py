@@ -13,16 +13,27 @@ import numpy as np  # noqa: E402
 
 
 def plot_curves(rows: list[dict[str, float]], path: Path, title: str) -> Path:
-    """Loss and accuracy per epoch, training and validation, side by side."""
+    """Loss and accuracy (a detector: validation mAP) per epoch, training and validation, side by side."""
     epochs = [r["epoch"] for r in rows]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4.2), dpi=110, layout="constrained")
-    for ax, key, name in ((ax_loss, "loss", "loss (cross-entropy)"), (ax_acc, "acc", "accuracy")):
-        ax.plot(epochs, [r[f"train_{key}"] for r in rows], "o-", label="training (augmented batches)")
-        val = [r[f"val_{key}"] for r in rows]
-        if not all(math.isnan(v) for v in val):
-            ax.plot(epochs, val, "s-", label="validation")
+    detector = bool(rows) and "val_map50" in rows[0]
+    lines = {  # panel → (label, key) of each line; training first
+        ax_loss: [("training (augmented batches)", "train_loss"), ("validation", "val_loss")],
+        ax_acc: [("validation mAP@0.5", "val_map50"), ("validation mAP@0.5:0.95", "val_map50_95")]
+        if detector
+        else [("training (augmented batches)", "train_acc"), ("validation", "val_acc")],
+    }
+    names = {
+        ax_loss: "loss (focal + box L1)" if detector else "loss (cross-entropy)",
+        ax_acc: "mAP" if detector else "accuracy",
+    }
+    for ax, series in lines.items():
+        for marker, (label, key) in zip(("o-", "s-"), series, strict=True):
+            values = [r[key] for r in rows]
+            if not all(math.isnan(v) for v in values):
+                ax.plot(epochs, values, marker, label=label)
         ax.set_xlabel("epoch")
-        ax.set_ylabel(name)
+        ax.set_ylabel(names[ax])
         ax.grid(alpha=0.3)
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.legend()

@@ -45,6 +45,21 @@ _PRESETS: dict[str, dict] = {
             {"dense": {"units": 10}},
         ],
     },
+    "scenes-det": {
+        "description": "a CenterNet detector: conv stride 2, 3 × (conv 3×3, batchnorm, relu, max pool), conv, "
+        "detect at stride 4; 128×128×3",
+        "input": "128x128x3",
+        "layers": [
+            {"conv": {"filters": 24, "size": 3, "stride": 2, "padding": "same", "activation": "none", "bias": False}},
+            "batchnorm",
+            {"activation": {"function": "relu"}},
+            *_conv_bn_relu_pool(32),
+            *_conv_bn_relu_pool(64),
+            *_conv_bn_relu_pool(128),
+            {"conv": {"filters": 128, "size": 3, "padding": "same"}},
+            {"detect": {"classes": 10, "channels": 32}},
+        ],
+    },
     "lenet5": {
         "description": "LeCun et al. 1998: 2 conv layers (5×5, tanh), 2 average pools, 3 dense; 28×28×1 digits",
         "input": "28x28x1",

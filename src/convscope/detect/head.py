@@ -1,9 +1,10 @@
 """The detection head: CenterNet ("Objects as Points", Zhou et al. 2019), as a spec's `detect` layer.
 
-Why this head for training on a CPU: an object is one point (its centre) on a stride-4 heatmap, so there are no anchor
-boxes to design, no IoU matching of anchors to objects in every batch, and no NMS while training; the targets are a
-Gaussian bump per object, computed once per batch with a few tensor ops, and the loss is dense and cheap (focal loss
-on the heatmap, L1 on size and offset at the centres). Decoding replaces NMS by a 3×3 max-pool (convscope.detect.decode).
+Why this head for training on a CPU: an object is one point (its centre) on a stride-4 heatmap, so there are no
+anchor boxes to design, no IoU matching of anchors to objects in every batch, and no NMS while training; the targets
+are a Gaussian bump per object, computed once per batch with a few tensor ops, and the loss is dense and cheap (focal
+loss on the heatmap, L1 on size and offset at the centres). Decoding replaces NMS by a 3×3 max-pool
+(convscope.detect.decode).
 
     N×C×h×w features at stride s ──upsample ×s/4 (bilinear)──► 3×3 conv (channels) + BN + ReLU ──► 1×1 conv
     ──► N×(K + 4)×H/4×W/4: K centre-heatmap logits, then box width and height (input pixels), then centre offset

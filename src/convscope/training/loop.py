@@ -75,9 +75,7 @@ def train(
     """
     trainer = _train(config, resume, spec, callbacks, settings)
     if report:
-        from convscope.inspect.report import write_report
-
-        write_report(trainer.run, trainer.evaluation)  # the test pass just made, not a second one
+        trainer.write_report()
     return trainer.run
 
 
@@ -411,6 +409,12 @@ class _Trainer:
             f"Resume with: convscope train --resume {self.run.path}",
             128 + self.stop_signal,
         )
+
+    def write_report(self) -> None:
+        """report.html and its pictures, from the test pass just made (not a second one)."""
+        from convscope.inspect.report import write_report
+
+        write_report(self.run, self.evaluation)
 
     def _finish(self, seconds: float) -> dict:
         ckpt.load_weights(self.run.weights / "best.safetensors", self.model)

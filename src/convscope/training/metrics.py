@@ -8,20 +8,19 @@ from pathlib import Path
 
 from convscope.training.checkpoint import atomic_write_text
 
-COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")
-
 
 def write_metrics_row(path: Path, row: dict[str, float]) -> None:
-    """Append `row`, dropping rows of the same or later epochs (a resumed run redoes those)."""
+    """Append `row` (its keys are the columns, in order), dropping rows of the same or later epochs (a resumed run
+    redoes those)."""
     rows = []
     if path.exists():
         with path.open(newline="") as f:
             rows = [r for r in csv.DictReader(f) if int(float(r["epoch"])) < row["epoch"]]
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=COLUMNS, lineterminator="\n")
+    writer = csv.DictWriter(out, fieldnames=list(row), lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    writer.writerow({k: _fmt(row[k]) for k in COLUMNS})
+    writer.writerow({k: _fmt(v) for k, v in row.items()})
     atomic_write_text(path, out.getvalue())
 
 

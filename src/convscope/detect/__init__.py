@@ -1,0 +1,1 @@
+"""Object detection: CenterNet-style targets and decoding, box-aware augmentation, COCO metrics."""

@@ -1,0 +1,90 @@
+"""Box-aware batch augmentation: images N×C×H×W (uint8 or float) with boxes as a list of n×4 xyxy pixel tensors.
+
+As in `convscope.data.augment`, each step is one tensor operation over the whole batch and every random draw comes
+from the `generator` passed in. Boxes of all images are concatenated into one M×4 tensor for the arithmetic and
+split back per image at the end. Pixel i covers [i, i+1), so continuous box edges map exactly like the image.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+MIN_VISIBLE = 0.3  # a moved box keeps its label only if at least this share of its area is still in the image
+MIN_SIDE = 2.0  # ... and both its clipped sides are at least this many pixels
+
+
+def flip(images: Tensor, boxes: list[Tensor], generator: torch.Generator) -> tuple[Tensor, list[Tensor]]:
+    """Mirror a random half of the batch left-right (each image with probability 1/2): x1' = W − x2, x2' = W − x1."""
+    n, width = images.shape[0], images.shape[3]
+    mirror = torch.rand(n, generator=generator) < 0.5  # N
+    images = torch.where(mirror[:, None, None, None], images.flip(3), images)
+    flat, image = _cat(boxes)
+    flipped = torch.stack([width - flat[:, 2], flat[:, 1], width - flat[:, 0], flat[:, 3]], dim=1)
+    flat = torch.where(mirror.to(flat.device)[image][:, None], flipped, flat)
+    return images, list(flat.split([len(b) for b in boxes]))
+
+
+def scale_translate(
+    images: Tensor,
+    boxes: list[Tensor],
+    classes: list[Tensor],
+    generator: torch.Generator,
+    scale: tuple[float, float] = (0.75, 1.25),
+    translate: float = 0.1,
+    fill: float = 0.0,
+) -> tuple[Tensor, list[Tensor], list[Tensor]]:
+    """Zoom each image by s ~ U(scale) about its centre, then shift by up to ±translate of its width and height.
+
+    One `affine_grid`/`grid_sample` call for the batch (bilinear; uncovered pixels get `fill`, e.g. 0 or grey 128
+    for uint8). Boxes follow the same map x' = s·(x − W/2) + W/2 + tx·W, are clipped to the image, and are dropped
+    with their classes when less than 30% of their area, or a side under 2 px, is left inside.
+    """
+    n, _, height, width = images.shape
+    s = torch.empty(n).uniform_(scale[0], scale[1], generator=generator)  # N zoom factors
+    shift = torch.empty(n, 2).uniform_(-translate, translate, generator=generator)  # N×2 (tx, ty), image fractions
+    images = _warp(images, s, shift, fill)
+    flat, image = _cat(boxes)
+    moved, keep = _move_boxes(flat, s.to(flat.device)[image], shift.to(flat.device)[image], (height, width))
+    counts = torch.bincount(image[keep], minlength=n).tolist()
+    flat_classes = torch.cat(classes) if classes else torch.zeros(0, dtype=torch.long)
+    return images, list(moved[keep].split(counts)), list(flat_classes[keep.to(flat_classes.device)].split(counts))
+
+
+def _warp(images: Tensor, s: Tensor, shift: Tensor, fill: float) -> Tensor:
+    """Resample N×C×H×W so output pixel x' shows input x = (x' − W/2 − tx·W)/s + W/2 (likewise y)."""
+    # affine_grid works in normalised coordinates u = 2x/W − 1 (align_corners=False: ±1 are the outer pixel edges),
+    # where the inverse map above becomes u = u'/s − 2·tx/s: one 2×3 matrix per image.
+    theta = torch.zeros(len(s), 2, 3)
+    theta[:, 0, 0] = theta[:, 1, 1] = 1 / s
+    theta[:, :, 2] = -2 * shift / s[:, None]
+    theta = theta.to(images.device)
+    x = images.float() - fill  # zero padding of (image − fill), then + fill: padding by `fill`
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    out = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + fill
+    if images.dtype == torch.uint8:
+        return out.round().clamp(0, 255).to(torch.uint8)
+    return out.to(images.dtype)
+
+
+def _move_boxes(boxes: Tensor, s: Tensor, shift: Tensor, hw: tuple[int, int]) -> tuple[Tensor, Tensor]:
+    """Boxes M×4 with their image's zoom s (M) and shift (M×2, image fractions) → clipped boxes M×4, keep mask M."""
+    height, width = hw
+    size = boxes.new_tensor([width, height, width, height])  # px, per coordinate of xyxy
+    centre = size / 2
+    moved = s[:, None] * (boxes - centre) + centre + shift.repeat(1, 2) * size  # M×4 px, unclipped
+    clipped = torch.minimum(moved.clamp(min=0), size)
+    area = (moved[:, 2:] - moved[:, :2]).prod(dim=1)  # M px²
+    sides = clipped[:, 2:] - clipped[:, :2]  # M×2 px
+    inside = sides.clamp(min=0).prod(dim=1)
+    keep = (inside >= MIN_VISIBLE * area) & (sides >= MIN_SIDE).all(dim=1) & (area > 0)
+    return clipped, keep
+
+
+def _cat(boxes: list[Tensor]) -> tuple[Tensor, Tensor]:
+    """Per-image boxes → M×4 float32 and the image index of each box (M, int64)."""
+    device = boxes[0].device if boxes else torch.device("cpu")
+    flat = torch.cat([b.float().reshape(-1, 4) for b in boxes]) if boxes else torch.zeros(0, 4)
+    counts = torch.tensor([len(b) for b in boxes], device=device)
+    return flat, torch.repeat_interleave(torch.arange(len(boxes), device=device), counts)

@@ -1,0 +1,95 @@
+"""report.html of a detection run: the numbers, the model, the learning curves, precision–recall per class, and test
+images with their predicted boxes (ground truth dashed underneath)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+import numpy as np
+from PIL import Image
+
+from convscope.detect.data import DetectionSplit
+from convscope.detect.draw import draw_detections
+from convscope.detect.metrics import DetectionMetrics, plot_pr_curves
+from convscope.inspect.report import CSS, _e, _img, _section, _summary_table
+from convscope.plots import plot_curves
+from convscope.run import Run
+from convscope.training.checkpoint import atomic_write_text
+
+log = logging.getLogger("convscope.report")
+SHOWN = 8  # test images drawn with their detections
+MIN_SCORE = 0.3  # detections drawn (mAP counts all of them, down to 0.01)
+
+
+def write_detection_report(run: Run, metrics: DetectionMetrics, test: DetectionSplit, found: list):
+    curves = plot_curves(run.metrics(), run.path / "curves.png", title=f"{run.path.name}: learning curves")
+    pr = plot_pr_curves(metrics, run.path / "pr_curves.png", f"{run.path.name}: precision–recall on the test images")
+    samples = save_samples_png(test, found, run.data.classes, run.path / "predictions.png")
+    sections = [
+        _header(run, metrics, len(test)),
+        _section("Model", _summary_table(run)),
+        _section("Learning curves", _img(curves)),
+        _section("Test results", _ap_table(metrics) + _img(pr)),
+        _section(
+            "Predictions on test images",
+            f"<p class=note>Boxes with a score ≥ {MIN_SCORE}; the true boxes are dashed white.</p>" + _img(samples),
+        ),
+    ]
+    page = (
+        f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{_e(run.path.name)} — convscope report</title>"
+        f"<style>{CSS}</style></head><body>{''.join(sections)}</body></html>\n"
+    )
+    path = run.path / "report.html"
+    atomic_write_text(path, page)
+    log.info("report: %s", path)
+    return path
+
+
+def save_samples_png(split: DetectionSplit, found: list, classes: tuple[str, ...], path, count: int = SHOWN):
+    """The first `count` images of the split with their detections, two rows of tiles side by side."""
+    tiles = []
+    for i in range(min(count, len(split))):
+        boxes, scores, labels = found[i]
+        keep = scores >= MIN_SCORE
+        tiles.append(
+            draw_detections(split.images[i], boxes[keep], scores[keep], labels[keep], classes, split.targets[i].xyxy)
+        )
+    cols = min(4, len(tiles))
+    rows = -(-len(tiles) // cols)
+    w, h = tiles[0].size
+    sheet = Image.new("RGB", (cols * w + (cols - 1) * 8, rows * h + (rows - 1) * 8), "white")
+    for i, tile in enumerate(tiles):
+        sheet.paste(tile, ((i % cols) * (w + 8), (i // cols) * (h + 8)))
+    sheet.save(path)
+    return path
+
+
+def _header(run: Run, m: DetectionMetrics, images: int) -> str:
+    results, cfg = run.results(), run.config
+    facts = [
+        ("test mAP@0.5", f"{m.map50:.3f}"),
+        ("mAP@0.5:0.95", f"{m.map50_95:.3f}"),
+        ("test images", f"{images:,}"),
+        ("epochs", results.get("epochs", "?")),
+        ("training time", f"{results.get('train_seconds', float('nan')):.0f} s"),
+        ("data", run.data.name),
+        ("optimizer", f"{cfg.optimizer}, lr {cfg.learning_rate:g}, {cfg.schedule}, batch {cfg.batch_size}"),
+        ("augmentation", cfg.augment or "flip,scale"),
+        ("seed", cfg.seed),
+    ]
+    text = " · ".join(f"{_e(k)} <b>{_e(v)}</b>" for k, v in facts)
+    made = dt.datetime.now().strftime("%Y-%m-%d %H:%M")
+    return f"<h1>{_e(run.path.name)}</h1><p class=facts>{text}</p><p class=note>written {made} by convscope</p>"
+
+
+def _ap_table(m: DetectionMetrics) -> str:
+    rows = "".join(
+        f"<tr><td class=l>{_e(n)}</td><td>{_ap(m.per_class_ap50[n])}</td><td>{_ap(m.per_class_ap50_95[n])}</td></tr>"
+        for n in m.class_names
+    )
+    return f"<table><tr><th class=l>class</th><th>AP@0.5</th><th>AP@0.5:0.95</th></tr>{rows}</table>"
+
+
+def _ap(value: float) -> str:
+    return "–" if np.isnan(value) else f"{value:.3f}"

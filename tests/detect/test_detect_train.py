@@ -1,0 +1,135 @@
+"""The detector end to end: the detect layer in specs and shapes, training on fashion-scenes into an ordinary run
+folder (exact resume included), COCO evaluation, and predictions drawn on image files."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from convscope.build import build
+from convscope.cli import main
+from convscope.detect.predict import detect_images, evaluate_detector
+from convscope.detect.scenes import make_scenes
+from convscope.errors import SpecError
+from convscope.presets import get_preset
+from convscope.shapes import infer
+from convscope.spec import NetSpec
+from convscope.training.loop import Interrupted, train
+
+pytest.importorskip("pycocotools")
+FASHION = "/usr/share/datasets/fashion-mnist"
+if not os.path.isdir(FASHION):
+    pytest.skip("Fashion-MNIST (Debian package dataset-fashion-mnist) is not installed", allow_module_level=True)
+
+SMALL = {"input": "64x64x3", "layers": [{"conv": {"filters": 8, "size": 3, "stride": 2, "padding": "same"}},
+                                        {"conv": {"filters": 16, "size": 3, "stride": 2, "padding": "same"}},
+                                        {"conv": {"filters": 16, "size": 3, "stride": 2, "padding": "same"}},
+                                        {"detect": {"classes": 10, "channels": 8}}]}  # fmt: skip
+
+
+def test_detect_layer_shapes_and_params_match_the_module():
+    spec = get_preset("scenes-det")
+    report = infer(spec)
+    assert report.output_shape == (32, 32, 14)  # 128 / 4 positions, 10 class heatmaps + width, height, 2 offsets
+    model = build(spec)
+    assert sum(p.numel() for p in model.parameters()) == report.params
+    assert tuple(model(torch.zeros(1, 3, 128, 128)).shape) == (1, 14, 32, 32)
+
+
+def test_detect_needs_a_stride_it_can_upsample_to_four():
+    bad = {"input": "60x60x3", "layers": [{"conv": {"filters": 8, "size": 3, "stride": 3, "padding": "same"}},
+                                          {"detect": {"classes": 2}}]}  # fmt: skip
+    with pytest.raises(SpecError, match=r"layer 2 \(detect 2 classes, stride 4\): detect upsamples its input"):
+        infer(NetSpec.from_dict(bad))
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory):
+    return make_scenes(tmp_path_factory.mktemp("scenes"), 60, seed=1, size=64, min_side=10, max_side=28)
+
+
+@pytest.fixture(scope="module")
+def spec_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("spec") / "tiny-det.yaml"
+    path.write_text(NetSpec.from_dict({"name": "tiny-det", **SMALL}).to_yaml())
+    return path
+
+
+def _train(scenes, spec_file, out, **kw):
+    settings = dict(model=str(spec_file), data=str(scenes), epochs=2, batch_size=8, threads=1, out=str(out))
+    return train(**{**settings, **kw})
+
+
+@pytest.fixture(scope="module")
+def run(scenes, spec_file, tmp_path_factory):
+    return _train(scenes, spec_file, tmp_path_factory.mktemp("runs") / "det")
+
+
+def test_a_detection_run_folder_has_everything(run):
+    names = {p.name for p in run.path.iterdir()}
+    assert {"config.yaml", "spec.yaml", "metrics.csv", "results.json", "report.html", "pr_curves.png"} <= names
+    assert {"curves.png", "predictions.png", "coco_eval.txt", "weights", "state"} <= names
+    header = (run.path / "metrics.csv").read_text().splitlines()[0]
+    assert header == "epoch,train_loss,val_loss,val_map50,val_map50_95,lr,seconds"
+    results = json.loads((run.path / "results.json").read_text())
+    assert 0 <= results["test_map50_95"] <= results["test_map50"] <= 1 and results["test_images"] == 6
+    assert set(results["per_class_ap50"]) == set(run.data.classes) and len(run.data.classes) == 10
+
+
+def test_evaluate_reproduces_the_test_numbers(run):
+    metrics = evaluate_detector(run.path)
+    assert metrics.map50 == pytest.approx(run.results()["test_map50"])
+    assert metrics.map50_95 == pytest.approx(run.results()["test_map50_95"])
+
+
+def test_stopped_run_resumes_exactly(scenes, spec_file, run, tmp_path):
+    class StopInEpochTwo:
+        def on_start(self, *a): ...
+        def on_epoch(self, row): ...
+        def on_end(self, *a): ...
+
+        def on_batch(self, epoch, batch, *a):
+            if (epoch, batch) == (1, 2):
+                os.kill(os.getpid(), signal.SIGINT)
+
+    out = tmp_path / "stopped"
+    with pytest.raises(Interrupted):
+        _train(scenes, spec_file, out, callbacks=[StopInEpochTwo()])
+    train(resume=out, report=False)
+    a, b = load_file(out / "weights" / "last.safetensors"), load_file(run.weights / "last.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_predict_maps_boxes_back_to_the_original_image(run, scenes, tmp_path):
+    # A wide copy of a test scene: letterboxing pads it, and boxes must come back in the wide image's pixels.
+    scene = np.asarray(Image.open(next((scenes / "images" / "test").iterdir())).convert("RGB"))
+    wide = np.concatenate([scene, np.full_like(scene, 114)], axis=1)  # 64×128: the scene on the left
+    Image.fromarray(wide).save(tmp_path / "wide.png")
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    found = detect_images(run.path, [str(tmp_path / "wide.png"), str(tmp_path / "broken.png")], 0.0, tmp_path / "out")
+    assert found[1].error and found[0].error is None
+    assert (
+        len(found[0].boxes) > 0 and (found[0].boxes[:, [0, 2]] <= 128).all() and (found[0].boxes[:, 1::2] <= 64).all()
+    )
+    assert found[0].picture.exists() and Image.open(found[0].picture).size[0] >= 384  # enlarged so labels are readable
+
+
+def test_detect_cli_make_scenes_lint_and_predict(run, tmp_path, capsys):
+    assert main(["detect", "make-scenes", "--out", str(tmp_path / "s"), "--n", "10", "--size", "64"]) == 0
+    assert "fashion-scenes: 10 scenes" in capsys.readouterr().out
+    label = next((tmp_path / "s" / "labels" / "train").iterdir())
+    label.write_text(label.read_text() + "3 0.5 0.5 1.4 0.2\n")  # a box wider than the image
+    assert main(["detect", "lint", str(tmp_path / "s")]) == 0
+    out = capsys.readouterr().out
+    assert f"{label.name}, line" in out and "box outside the image" in out
+    image = next((tmp_path / "s" / "images" / "test").iterdir())
+    assert main(["detect", "predict", str(run.path), str(image), "--json", "--min-score", "0"]) == 0
+    [entry] = json.loads(capsys.readouterr().out)
+    assert entry["image"] == str(image) and all(len(o["box"]) == 4 for o in entry["objects"])
