@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from convscope.run import Run, load_model, load_run, model_images
+from convscope.run import Run, classifier_run, load_model, model_images
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ def evaluate(run: Run | str | Path, data: str | None = None, data_dir: str | Non
     from convscope.data.load import load_dataset
     from convscope.training.tensors import predict_logits, run_stats, to_tensor
 
-    run = run if isinstance(run, Run) else load_run(run)
+    run = classifier_run(run, "evaluate")
     torch.set_num_threads(run.config.threads or torch.get_num_threads())
     dataset = load_dataset(data or run.config.data, data_dir or run.config.data_dir, run.spec.input, run.config.seed)
     test_images = model_images(run, dataset.test.images, dataset.name)

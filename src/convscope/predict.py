@@ -11,7 +11,7 @@ from PIL import Image
 from convscope.data.folder import IMAGE_SUFFIXES, image_files
 from convscope.data.images import describe, open_image, resolve_image, to_array
 from convscope.errors import DataError
-from convscope.run import Run, load_model, load_run
+from convscope.run import Run, classifier_run, load_model
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ def predict(run: Run | str | Path, items: list[str], top_k: int = 3) -> list[Pre
 
     from convscope.training.tensors import normalise, run_stats, to_tensor
 
-    run = run if isinstance(run, Run) else load_run(run)
+    run = classifier_run(run, "predict")
     if top_k < 1:
         raise DataError(f"--top-k must be at least 1. Received: {top_k}")
     model = load_model(run)

@@ -134,3 +134,13 @@ def model_images(run: Run, images, dataset: str):
             f"{dataset}: images are {shape}, the model {run.spec.name} takes {'×'.join(map(str, run.spec.input))}"
         )
     return fit_images(images, run.spec.input)
+
+
+def classifier_run(run: Run | str | Path, command: str) -> Run:
+    """The run, which must be a classifier: a detector is evaluated and used with `convscope detect ...`."""
+    run = run if isinstance(run, Run) else load_run(run)
+    if run.spec.layers[-1].layer_type == "detect":
+        from convscope.errors import SpecError
+
+        raise SpecError(f"{run.path} is a detector: use convscope detect {command} {run.path} ...")
+    return run

@@ -133,3 +133,10 @@ def test_detect_cli_make_scenes_lint_and_predict(run, tmp_path, capsys):
     assert main(["detect", "predict", str(run.path), str(image), "--json", "--min-score", "0"]) == 0
     [entry] = json.loads(capsys.readouterr().out)
     assert entry["image"] == str(image) and all(len(o["box"]) == 4 for o in entry["objects"])
+
+
+def test_classifier_commands_point_a_detector_to_detect(run, capsys):
+    assert main(["evaluate", str(run.path)]) == 2
+    assert f"{run.path} is a detector: use convscope detect evaluate" in capsys.readouterr().err
+    assert main(["report", str(run.path)]) == 0  # the report knows both kinds of run
+    assert "mAP@0.5" in (run.path / "report.html").read_text()

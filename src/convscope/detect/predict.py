@@ -31,19 +31,29 @@ def _detector_run(run: Run | str | Path) -> Run:
 def evaluate_detector(run: Run | str | Path, data: str | None = None, data_dir: str | None = None) -> DetectionMetrics:
     """COCO mAP of a run's best weights on the test split of its data (or of `data`); writes pr_curves.png."""
     run = _detector_run(run)
+    metrics, split, _found = _evaluate(run, data, data_dir)
+    plot_pr_curves(metrics, run.path / "pr_curves.png", f"{run.path.name}: precision–recall on {len(split)} images")
+    return metrics
+
+
+def write_detector_report(run: Run | str | Path) -> Path:
+    """report.html of a detection run, evaluated again on its test split (`convscope report RUN`)."""
+    from convscope.detect.report import write_detection_report
+
+    run = _detector_run(run)
+    return write_detection_report(run, *_evaluate(run, None, None))
+
+
+def _evaluate(run: Run, data: str | None, data_dir: str | None):
     cfg = run.config
     size = run.spec.input[0]
     dataset = load_detection(data or cfg.data, data_dir or cfg.data_dir, size, cfg.val_fraction, cfg.seed)
     split = dataset.test or dataset.val
     if tuple(dataset.classes) != tuple(run.data.classes):
-        raise SpecError(
-            f"{dataset.source}: its classes {list(dataset.classes)} are not the run's {list(run.data.classes)}"
-        )
+        raise SpecError(f"{dataset.source}: classes {list(dataset.classes)} are not the run's {list(run.data.classes)}")
     mean, std = run_stats(run)
     found, _loss = detect_split(load_model(run), split, mean, std)
-    metrics = split_metrics(split, found, run.data.classes)
-    plot_pr_curves(metrics, run.path / "pr_curves.png", f"{run.path.name}: precision–recall on {len(split)} images")
-    return metrics
+    return split_metrics(split, found, run.data.classes), split, found
 
 
 @dataclass(frozen=True)

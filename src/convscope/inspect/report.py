@@ -42,6 +42,10 @@ img { max-width: 100%; height: auto; border: 1px solid #eee; }
 def write_report(run: Run | str | Path, evaluation: Evaluation | None = None, wrong: int = 8) -> Path:
     """Write run/report.html (and curves.png, confusion.png, wrong.png, featuremaps/*.png); return its path."""
     run = run if isinstance(run, Run) else load_run(run)
+    if run.spec.layers[-1].layer_type == "detect":  # a detector's report has mAP, PR curves and boxes instead
+        from convscope.detect.predict import write_detector_report
+
+        return write_detector_report(run)
     evaluation = evaluation or evaluate(run)
     curves = plot_curves(run.metrics(), run.path / "curves.png", title=f"{run.path.name}: learning curves")
     sections = [
