@@ -63,7 +63,8 @@ def cmd_make_scenes(args: argparse.Namespace, console: Console) -> None:
 
 
 def cmd_lint(args: argparse.Namespace, console: Console) -> None:
-    from convscope.detect.data import lint_summary, lint_yolo
+    from convscope.detect.data import lint_summary
+    from convscope.detect.yolo import lint_yolo
 
     problems = lint_yolo(args.data)
     for problem in problems:

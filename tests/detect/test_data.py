@@ -9,18 +9,16 @@ import pytest
 from PIL import Image
 
 from convscope import DataError
+from convscope.detect.coco import load_coco
 from convscope.detect.data import (
     PAD_VALUE,
     Boxes,
     DetectionSplit,
     LabelProblem,
-    label_path,
     letterbox,
     lint_summary,
-    lint_yolo,
-    load_coco,
-    load_yolo,
 )
+from convscope.detect.yolo import label_path, lint_yolo, load_yolo
 
 # --- letterbox ------------------------------------------------------------------------------------------------------
 

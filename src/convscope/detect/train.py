@@ -14,10 +14,12 @@ import numpy as np
 import torch
 
 from convscope.detect.augment import flip, scale_translate
-from convscope.detect.data import DetectionDataset, DetectionSplit, load_coco, load_yolo
+from convscope.detect.coco import load_coco
+from convscope.detect.data import DetectionDataset, DetectionSplit
 from convscope.detect.decode import decode, encode_targets, focal_loss, regression_loss
 from convscope.detect.head import split_outputs
 from convscope.detect.metrics import DetectionMetrics, coco_evaluate, plot_pr_curves
+from convscope.detect.yolo import load_yolo
 from convscope.errors import ConfigError, DataError, SpecError
 from convscope.spec import Detect, NetSpec
 from convscope.training import checkpoint as ckpt

@@ -1,0 +1,247 @@
+"""COCO detection datasets: an annotations JSON (images, annotations, categories) and the folder of its images.
+
+`load_coco` reads them into one `DetectionSplit` letterboxed to S×S, with the class names; category ids map to 0..K-1
+in sorted id order and crowd boxes are skipped. Decoding, letterboxing and the lint's conventions are those of
+convscope.detect.data.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+
+from convscope.detect.data import (
+    EDGE_SLACK,
+    DetectionSplit,
+    LabelProblem,
+    _check_size,
+    _compact,
+    _decode,
+    _first_duplicate,
+    _ImageResult,
+    _no_training_data,
+    _to_boxes,
+    _workers,
+    letterbox,
+    lint_summary,
+)
+from convscope.errors import DataError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _CocoImage:
+    id: object
+    file_name: str
+    width: float | None  # as the JSON says; None when it does not
+    height: float | None
+
+
+@dataclass(frozen=True)
+class _CocoBox:
+    id: object  # the annotation id, for messages
+    cls: int
+    xywh: tuple[float, float, float, float]  # pixels of the original image
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file (expected COCO annotations JSON)") from None
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}, line {err.lineno}: not valid JSON ({err.msg})") from None
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: expected UTF-8 JSON, found binary data") from None
+    except OSError as err:
+        raise DataError(f"{path}: cannot read ({err.strerror or err})") from None
+    if not isinstance(doc, dict):
+        raise DataError(f"{path}: expected a JSON object with images, annotations and categories")
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(doc.get(key), list):
+            raise DataError(f"{path}: expected a list under {key!r}, found {type(doc.get(key)).__name__}")
+    return doc
+
+
+def _is_id(value: object) -> bool:
+    return isinstance(value, int | str) and not isinstance(value, bool)
+
+
+def _coco_categories(doc: dict, path: Path) -> tuple[tuple[str, ...], dict[object, int]]:
+    """Class names in sorted category-id order, and category id → index 0..K-1."""
+    names: dict[int, str] = {}
+    for i, category in enumerate(doc["categories"]):
+        cid = category.get("id") if isinstance(category, dict) else None
+        if not isinstance(cid, int) or isinstance(cid, bool):
+            raise DataError(f"{path}: categories[{i}]: expected an integer id, found {cid!r}")
+        if cid in names:
+            raise DataError(f"{path}: categories[{i}]: id {cid} appears twice")
+        names[cid] = str(category.get("name", cid))
+    if not names:
+        raise DataError(f"{path}: expected at least one category, found none")
+    ids = sorted(names)
+    return tuple(names[i] for i in ids), {cid: index for index, cid in enumerate(ids)}
+
+
+def _coco_images(doc: dict, path: Path, problems: list[LabelProblem]) -> list[_CocoImage]:
+    shown = str(path)
+    images, seen = [], set()
+    for i, entry in enumerate(doc["images"]):
+        iid = entry.get("id") if isinstance(entry, dict) else None
+        name = entry.get("file_name") if isinstance(entry, dict) else None
+        if not _is_id(iid) or not isinstance(name, str) or not name:
+            problems.append(LabelProblem(shown, None, f"images[{i}]: expected an id and a file_name, skipped", "entry"))
+            continue
+        if iid in seen:
+            problems.append(
+                LabelProblem(shown, None, f"image {iid} appears twice; the later entry is ignored", "entry")
+            )
+            continue
+        relative = PurePosixPath(name.replace("\\", "/"))
+        if relative.is_absolute() or ".." in relative.parts:
+            why = f"image {iid}: file name {name!r} points outside the images folder, skipped"
+            problems.append(LabelProblem(shown, None, why, "entry"))
+            continue
+        seen.add(iid)
+        w, h = entry.get("width"), entry.get("height")
+        sizes = [v if isinstance(v, int | float) and not isinstance(v, bool) else None for v in (w, h)]
+        images.append(_CocoImage(iid, relative.as_posix(), *sizes))
+    return images
+
+
+def _coco_boxes(
+    doc: dict, path: Path, image_ids: set, category_index: dict[object, int], problems: list[LabelProblem]
+) -> dict[object, list[_CocoBox]]:
+    """image id → its annotations (file order); annotations that cannot be used become problems."""
+    shown = str(path)
+    per_image: dict[object, list[_CocoBox]] = {}
+    for i, ann in enumerate(doc["annotations"]):
+        if not isinstance(ann, dict):
+            problems.append(LabelProblem(shown, None, f"annotations[{i}]: expected an object", "entry"))
+            continue
+        aid = ann.get("id", f"#{i}")
+        where = f"annotation {aid}"
+        bbox = ann.get("bbox")
+        numbers = bbox if isinstance(bbox, list) and len(bbox) == 4 else None
+        if numbers is None or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in numbers):
+            problems.append(LabelProblem(shown, None, f"{where}: expected bbox [x, y, w, h], found {bbox!r}", "entry"))
+            continue
+        if not all(math.isfinite(v) for v in numbers):
+            problems.append(LabelProblem(shown, None, f"{where}: bbox {bbox} is not finite", "number"))
+            continue
+        if not _is_id(ann.get("image_id")) or ann["image_id"] not in image_ids:
+            why = f"{where}: image_id {ann.get('image_id')!r} is not among the usable images"
+            problems.append(LabelProblem(shown, None, why, "unknown-image"))
+            continue
+        if not _is_id(ann.get("category_id")) or ann["category_id"] not in category_index:
+            why = f"{where}: category_id {ann.get('category_id')!r} is not in categories"
+            problems.append(LabelProblem(shown, None, why, "class"))
+            continue
+        if ann.get("iscrowd"):
+            problems.append(LabelProblem(shown, None, f"{where}: iscrowd=1 (a crowd region), skipped", "crowd"))
+            continue
+        box = _CocoBox(aid, category_index[ann["category_id"]], tuple(float(v) for v in numbers))
+        per_image.setdefault(ann["image_id"], []).append(box)
+    return per_image
+
+
+def _check_coco_box(box: _CocoBox, width: int, height: int, scale: float) -> tuple[str, str] | None:
+    """(kind, message) of what is wrong with one annotation on a width×height image, or None."""
+    x, y, w, h = box.xywh
+    where = f"annotation {box.id}"
+    if w <= 0 or h <= 0:
+        return "size", f"{where}: zero-size box (w {w:g}, h {h:g})"
+    # The same tolerance as YOLO's normalised coordinates: 1e-6 of the image side.
+    if (
+        x < -EDGE_SLACK * width
+        or y < -EDGE_SLACK * height
+        or x + w > width * (1 + EDGE_SLACK)
+        or (y + h > height * (1 + EDGE_SLACK))
+    ):
+        return "outside", f"{where}: bbox [{x:g}, {y:g}, {w:g}, {h:g}] outside the {width}×{height} image"
+    if w * scale < 1 or h * scale < 1:
+        return "size", f"{where}: box under 1 pixel after resizing ({w * scale:.2f}×{h * scale:.2f} px)"
+    return None
+
+
+def _read_coco_image(
+    entry: _CocoImage, boxes: list[_CocoBox], images_dir: Path, json_shown: str, out: np.ndarray, index: int
+) -> _ImageResult:
+    """Decode one image into out[index] (letterboxed to out's S) and check its annotations."""
+    image_path = images_dir / entry.file_name
+    shown = str(image_path)
+    if not image_path.is_file():
+        why = f"image {entry.id}: no such file, skipped with its {len(boxes)} annotation(s)"
+        return _ImageResult(None, [LabelProblem(shown, None, why, "missing")])
+    try:
+        array = _decode(image_path)
+    except DataError as err:
+        return _ImageResult(None, [LabelProblem(shown, None, f"unreadable image, skipped: {err}", "unreadable")])
+    height, width = array.shape[:2]
+    if entry.width is not None and entry.height is not None and (entry.width, entry.height) != (width, height):
+        why = f"image {entry.id} is {width}×{height} but the JSON says {entry.width:g}×{entry.height:g}; skipped"
+        return _ImageResult(None, [LabelProblem(shown, None, why, "image-size")])
+    image_size = out.shape[1]
+    out[index], scale, pad = letterbox(array, image_size)
+    problems, rows = [], []
+    kept: list[tuple[np.ndarray, int, object]] = []
+    for box in boxes:
+        wrong = _check_coco_box(box, width, height, scale)
+        if wrong is not None:
+            problems.append(LabelProblem(json_shown, None, wrong[1], wrong[0]))
+            continue
+        x, y, w, h = box.xywh
+        xyxy = np.clip(np.array([x, y, x + w, y + h]), 0, [width, height, width, height])
+        earlier, iou = _first_duplicate(xyxy, box.cls, kept)
+        if earlier is not None:
+            why = f"annotation {box.id}: duplicate of annotation {earlier} (IoU {iou:.2f})"
+            problems.append(LabelProblem(json_shown, None, why, "duplicate"))
+            continue
+        kept.append((xyxy, box.cls, box.id))
+        rows.append((xyxy, box.cls))
+    return _ImageResult(_to_boxes(rows, (scale, scale), pad, float(image_size)), problems)
+
+
+def load_coco(
+    annotations: str | Path, images_dir: str | Path, image_size: int
+) -> tuple[DetectionSplit, tuple[str, ...]]:
+    """A COCO detection JSON and its images as one split letterboxed to image_size, and the class names.
+
+    Category ids (any integers) map to 0..K-1 in sorted id order. Problems (reported with the annotation id) are in
+    `split.problems`; a DataError when no image with a usable box is left.
+    """
+    _check_size(image_size)
+    annotations, images_dir = Path(annotations), Path(images_dir)
+    if not images_dir.is_dir():
+        found = "a file" if images_dir.exists() else "nothing"
+        raise DataError(f"{images_dir}: expected the folder of the COCO images, found {found}")
+    doc = _read_json(annotations)
+    problems: list[LabelProblem] = []
+    classes, category_index = _coco_categories(doc, annotations)
+    entries = _coco_images(doc, annotations, problems)
+    per_image = _coco_boxes(doc, annotations, {e.id for e in entries}, category_index, problems)
+
+    out = np.empty((len(entries), image_size, image_size, 3), dtype=np.uint8)  # filled in place
+
+    def read(index: int) -> _ImageResult:
+        entry = entries[index]
+        return _read_coco_image(entry, per_image.get(entry.id, []), images_dir, str(annotations), out, index)
+
+    with ThreadPoolExecutor(max_workers=_workers()) as pool:
+        results = list(pool.map(read, range(len(entries))))
+    problems += [problem for result in results for problem in result.problems]
+    images, kept = _compact(out, results)
+    if not any(len(results[i].boxes) for i in kept):
+        raise _no_training_data(annotations, problems, f"{len(kept)} usable image(s), none with a usable box")
+    if problems:
+        log.warning("%s: %d annotation problem(s): %s", annotations, len(problems), lint_summary(problems))
+    targets = tuple(results[i].boxes for i in kept)
+    split = DetectionSplit(images, targets, tuple(entries[i].file_name for i in kept), tuple(problems))
+    return split, classes

@@ -1,0 +1,350 @@
+"""YOLO detection datasets: a data.yaml with the class names and train/val/test image folders, a label file per image.
+
+`load_yolo` reads one into a `DetectionDataset` letterboxed to S×S; `lint_yolo` only lists its label problems. A label
+file holds `class cx cy w h` rows in coordinates normalised to the image and is found with `label_path`. Decoding,
+letterboxing and the lint's conventions are those of convscope.detect.data.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from convscope.data.folder import image_files
+from convscope.detect.data import (
+    EDGE_SLACK,
+    Boxes,
+    DetectionDataset,
+    DetectionSplit,
+    LabelProblem,
+    _check_size,
+    _compact,
+    _decode,
+    _first_duplicate,
+    _ImageResult,
+    _no_training_data,
+    _to_boxes,
+    _workers,
+    letterbox,
+    lint_summary,
+)
+from convscope.errors import DataError
+
+log = logging.getLogger(__name__)
+
+SPLIT_NAMES = ("train", "val", "test")
+
+
+def _shown(path: Path, base: Path) -> str:
+    """`path` relative to the dataset folder when it is inside it (shorter messages), else as it is."""
+    try:
+        return path.relative_to(base).as_posix()
+    except ValueError:
+        return str(path)
+
+
+@dataclass(frozen=True)
+class _YoloLayout:
+    yaml_path: Path
+    base: Path  # split paths are relative to this
+    classes: tuple[str, ...]
+    splits: dict[str, list[Path]]  # split name → image folders; only the splits data.yaml names
+
+
+def label_path(image: Path) -> Path:
+    """YOLO's rule: the last folder named `images` becomes `labels` and the suffix `.txt`; with no `images` folder the
+    label file sits next to the image."""
+    parts = image.parts
+    for i in range(len(parts) - 2, -1, -1):
+        if parts[i] == "images":
+            return Path(*parts[:i], "labels", *parts[i + 1 :]).with_suffix(".txt")
+    return image.with_suffix(".txt")
+
+
+def _labels_folder(folder: Path) -> Path | None:
+    """Where the labels of an image folder live, or None when they sit among the images (then no orphan scan)."""
+    parts = folder.parts
+    for i in range(len(parts) - 1, -1, -1):
+        if parts[i] == "images":
+            return Path(*parts[:i], "labels", *parts[i + 1 :])
+    return None
+
+
+def _yaml_file(root: Path) -> Path:
+    if root.is_file():
+        return root
+    if root.is_dir():
+        path = root / "data.yaml"
+        if not path.is_file():
+            raise DataError(f"{root}: expected a YOLO dataset folder with a data.yaml, found no data.yaml")
+        return path
+    raise DataError(f"{root}: no such file or folder (expected a YOLO dataset folder or its data.yaml)")
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.MarkedYAMLError as err:
+        line = f", line {err.problem_mark.line + 1}" if err.problem_mark else ""
+        raise DataError(f"{path}{line}: not valid YAML ({err.problem})") from None
+    except yaml.YAMLError as err:
+        raise DataError(f"{path}: not valid YAML ({err})") from None
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: expected UTF-8 text, found binary data") from None
+    except OSError as err:
+        raise DataError(f"{path}: cannot read ({err.strerror or err})") from None
+    if not isinstance(doc, dict):
+        raise DataError(f"{path}: expected a mapping with names and train/val/test, found {type(doc).__name__}")
+    return doc
+
+
+def _class_names(doc: dict, path: Path) -> tuple[str, ...]:
+    """`names` as a list, or a dict id → name with ids exactly 0..K-1; checked against `nc` when that is given."""
+    names = doc.get("names")
+    if isinstance(names, dict):
+        ids = sorted(names, key=lambda k: (not isinstance(k, int), k if isinstance(k, int) else 0))
+        if ids != list(range(len(names))):
+            raise DataError(f"{path}: names: expected class ids 0..{len(names) - 1}, found {list(names)}")
+        names = [names[i] for i in ids]
+    if not isinstance(names, list) or not names:
+        raise DataError(
+            f"{path}: names: expected a non-empty list of class names (or a dict id → name), found {names!r}"
+        )
+    bad = [n for n in names if not isinstance(n, str | int | float) or isinstance(n, bool)]
+    if bad:
+        raise DataError(f"{path}: names: expected strings, found {bad[0]!r}")
+    nc = doc.get("nc")
+    if nc is not None and nc != len(names):
+        raise DataError(f"{path}: nc is {nc!r} but names lists {len(names)} classes")
+    return tuple(str(n) for n in names)
+
+
+def _split_folders(doc: dict, name: str, base: Path, path: Path) -> list[Path] | None:
+    """The image folders of split `name` (a path or a list of paths, relative to `base`), or None when absent."""
+    value = doc.get(name)
+    if value is None:
+        return None
+    values = value if isinstance(value, list) else [value]
+    folders = []
+    for item in values:
+        if not isinstance(item, str) or not item:
+            raise DataError(f"{path}: {name}: expected a folder path (or a list of them), found {item!r}")
+        folder = base / item
+        if not folder.exists() and item.startswith("../") and (base / item[3:]).exists():
+            # Roboflow exports say `train: ../train/images` next to a train/ folder; Ultralytics retries without ../
+            folder = base / item[3:]
+        if folder.is_file():
+            raise DataError(f"{path}: {name}: {item} is a file; lists of image files are not read, name a folder")
+        if not folder.is_dir():
+            raise DataError(f"{path}: {name}: expected a folder of images at {folder}, found nothing")
+        folders.append(folder)
+    return folders
+
+
+def _layout(root: str | Path) -> _YoloLayout:
+    yaml_path = _yaml_file(Path(root))
+    doc = _read_yaml(yaml_path)
+    base = yaml_path.parent
+    if doc.get("path") is not None:
+        if not isinstance(doc["path"], str):
+            raise DataError(f"{yaml_path}: path: expected a folder path, found {doc['path']!r}")
+        base = base / doc["path"]  # an absolute path replaces the yaml's folder
+    if doc.get("train") is None:
+        raise DataError(f"{yaml_path}: expected a train: entry (the folder of training images), found none")
+    classes = _class_names(doc, yaml_path)
+    splits = {}
+    for name in SPLIT_NAMES:
+        folders = _split_folders(doc, name, base, yaml_path)
+        if folders is not None:
+            splits[name] = folders
+    return _YoloLayout(yaml_path, base, classes, splits)
+
+
+def _number(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _check_row(fields: list[str], n_classes: int, width_px: float, height_px: float, resized: int | None):
+    """(kind, message) of the first thing wrong with one label row, or (class, normalised xyxy) when it is valid.
+
+    width_px×height_px: the image size the box ends up at (after letterboxing when `resized`), for the 1-pixel check.
+    """
+    if len(fields) != 5:
+        return "columns", f"expected 5 columns (class cx cy w h), found {len(fields)}"
+    values = []
+    for text in fields:
+        value = _number(text)
+        if value is None:
+            return "number", f"expected a number, found {text!r}"
+        values.append(value)
+    cls, cx, cy, w, h = values
+    if cls != int(cls):
+        return "class", f"class {fields[0]} is not an integer"
+    if not 0 <= cls < n_classes:
+        return "class", f"class {int(cls)} out of range (0–{n_classes - 1})"
+    if w <= 0 or h <= 0:
+        return "size", f"zero-size box (w {fields[3]}, h {fields[4]})"
+    x1, y1, x2, y2 = cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2
+    if min(x1, y1) < -EDGE_SLACK or max(x2, y2) > 1 + EDGE_SLACK:
+        return "outside", f"coordinates outside [0, 1]: x {x1:.4g} to {x2:.4g}, y {y1:.4g} to {y2:.4g}"
+    if w * width_px < 1 or h * height_px < 1:
+        after = f" after resizing to {resized} px" if resized else ""
+        return "size", f"box under 1 pixel{after} ({w * width_px:.2f}×{h * height_px:.2f} px)"
+    xyxy = np.clip(np.array([x1, y1, x2, y2]), 0.0, 1.0)
+    return int(cls), xyxy
+
+
+def _parse_labels(
+    text: str, shown: str, n_classes: int, width_px: float, height_px: float, resized: int | None
+) -> tuple[list[tuple[np.ndarray, int]], list[LabelProblem]]:
+    """Valid rows of one YOLO label file as (normalised xyxy, class), and a problem for every dropped row."""
+    rows: list[tuple[np.ndarray, int]] = []
+    kept: list[tuple[np.ndarray, int, object]] = []  # (xyxy, class, line) for the duplicate check
+    problems = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        fields = line.split()
+        if not fields:
+            continue
+        first, second = _check_row(fields, n_classes, width_px, height_px, resized)
+        if isinstance(first, str):
+            problems.append(LabelProblem(shown, number, second, first))
+            continue
+        # IoU is unchanged by scaling x and y separately, so normalised coordinates give the pixel IoU.
+        earlier, iou = _first_duplicate(second, first, kept)
+        if earlier is not None:
+            problems.append(LabelProblem(shown, number, f"duplicate of line {earlier} (IoU {iou:.2f})", "duplicate"))
+            continue
+        kept.append((second, first, number))
+        rows.append((second, first))
+    return rows, problems
+
+
+def _read_yolo_image(
+    image_path: Path, base: Path, n_classes: int, image_size: int | None, out: np.ndarray | None, index: int
+) -> _ImageResult:
+    """Decode one image and read its label file; with image_size, the letterboxed pixels go to out[index]."""
+    shown_image = _shown(image_path, base)
+    try:
+        array = _decode(image_path)
+    except DataError as err:
+        return _ImageResult(None, [LabelProblem(shown_image, None, f"unreadable image, skipped: {err}", "unreadable")])
+    height, width = array.shape[:2]
+    scale, pad = 1.0, (0, 0)
+    if image_size is not None:
+        array, scale, pad = letterbox(array, image_size)
+        if out is not None:
+            out[index] = array
+    labels = label_path(image_path)
+    shown_labels = _shown(labels, base)
+    if not labels.is_file():
+        why = f"no label file ({shown_labels}): treated as an image with no objects"
+        return _ImageResult(Boxes.empty(), [LabelProblem(shown_image, None, why, "no-label")])
+    try:
+        text = labels.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        why = "expected UTF-8 text" if isinstance(err, UnicodeDecodeError) else (err.strerror or str(err))
+        problem = LabelProblem(
+            shown_labels, None, f"cannot read the label file ({why}); its image is skipped", "label-file"
+        )
+        return _ImageResult(None, [problem])
+    rows, problems = _parse_labels(text, shown_labels, n_classes, width * scale, height * scale, image_size)
+    size = float(image_size if image_size is not None else max(width, height))
+    boxes = _to_boxes(rows, (width * scale, height * scale), pad, size)
+    return _ImageResult(boxes, problems)
+
+
+def _orphans(folders: list[Path], images: list[Path], base: Path) -> list[LabelProblem]:
+    """Label files under the split's labels folders that belong to no image."""
+    used = {label_path(path) for path in images}
+    problems = []
+    for folder in folders:
+        labels = _labels_folder(folder)
+        if labels is None or not labels.is_dir():
+            continue
+        for path in sorted(labels.rglob("*.txt")):
+            hidden = any(part.startswith(".") for part in path.relative_to(labels).parts)
+            # classes.txt is the class list some labelling tools (LabelImg) write next to the labels.
+            if hidden or path.name == "classes.txt" or path in used or not path.is_file():
+                continue
+            problems.append(LabelProblem(_shown(path, base), None, "label file with no image", "orphan"))
+    return problems
+
+
+def _read_yolo_split(
+    layout: _YoloLayout, name: str, image_size: int | None, keep_images: bool
+) -> tuple[DetectionSplit | None, list[LabelProblem], int]:
+    """(split, problems, images with at least one box); the split is None when nothing was kept or in lint mode."""
+    folders = layout.splits[name]
+    paths = sorted({path for folder in folders for path in image_files(folder, recursive=True)})
+    keep = keep_images and image_size is not None
+    out = np.empty((len(paths), image_size, image_size, 3), dtype=np.uint8) if keep else None  # filled in place
+
+    def read(index: int) -> _ImageResult:
+        return _read_yolo_image(paths[index], layout.base, len(layout.classes), image_size, out, index)
+
+    with ThreadPoolExecutor(max_workers=_workers()) as pool:
+        results = list(pool.map(read, range(len(paths))))
+    problems = [problem for result in results for problem in result.problems]
+    problems += _orphans(folders, paths, layout.base)
+    with_boxes = sum(1 for r in results if r.boxes is not None and len(r.boxes))
+    if out is None or all(r.boxes is None for r in results):
+        return None, problems, with_boxes
+    images, kept = _compact(out, results)
+    names = tuple(_shown(paths[i], layout.base) for i in kept)
+    split = DetectionSplit(images, tuple(results[i].boxes for i in kept), names, tuple(problems))
+    return split, problems, with_boxes
+
+
+def lint_yolo(root: str | Path, image_size: int | None = None) -> list[LabelProblem]:
+    """Every label problem of the YOLO dataset at `root` (its folder or its data.yaml), split by split.
+
+    Images are decoded (a truncated file is only found that way) but not kept. With `image_size`, the 1-pixel check
+    uses the letterboxed size; without, the original one. A missing or malformed data.yaml is a DataError.
+    """
+    if image_size is not None:
+        _check_size(image_size)
+    layout = _layout(root)
+    problems = []
+    for name in layout.splits:
+        problems += _read_yolo_split(layout, name, image_size, keep_images=False)[1]
+    return problems
+
+
+def load_yolo(root: str | Path, image_size: int) -> DetectionDataset:
+    """The YOLO dataset at `root` (its folder or its data.yaml), images letterboxed to image_size×image_size.
+
+    Problems are logged and returned in `problems`; a DataError only when train has no image with a valid box.
+    """
+    _check_size(image_size)
+    layout = _layout(root)
+    splits: dict[str, DetectionSplit | None] = {}
+    problems: list[LabelProblem] = []
+    for name in layout.splits:
+        split, found, with_boxes = _read_yolo_split(layout, name, image_size, keep_images=True)
+        problems += found
+        splits[name] = split
+        if name == "train" and with_boxes == 0:
+            where = ", ".join(_shown(folder, layout.base) for folder in layout.splits["train"])
+            what = f"{len(split) if split else 0} usable image(s), none with a box, in {where}"
+            raise _no_training_data(layout.yaml_path, found, what)
+    if problems:
+        log.warning("%s: %d label problem(s): %s", layout.yaml_path, len(problems), lint_summary(problems))
+    return DetectionDataset(
+        name=layout.yaml_path.parent.resolve().name,
+        classes=layout.classes,
+        train=splits["train"],
+        val=splits.get("val"),
+        test=splits.get("test"),
+        source=str(layout.yaml_path),
+        problems=tuple(problems),
+    )
