@@ -12,10 +12,9 @@ from PIL import Image
 from convscope.detect.data import DetectionSplit
 from convscope.detect.draw import draw_detections
 from convscope.detect.metrics import DetectionMetrics, plot_pr_curves
-from convscope.inspect.report import CSS, _e, _img, _section, _summary_table
+from convscope.inspect.report import _e, _img, _section, _summary_table, save_page
 from convscope.plots import plot_curves
 from convscope.run import Run
-from convscope.training.checkpoint import atomic_write_text
 
 log = logging.getLogger("convscope.report")
 SHOWN = 8  # test images drawn with their detections
@@ -36,14 +35,7 @@ def write_detection_report(run: Run, metrics: DetectionMetrics, test: DetectionS
             f"<p class=note>Boxes with a score ≥ {MIN_SCORE}; the true boxes are dashed white.</p>" + _img(samples),
         ),
     ]
-    page = (
-        f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{_e(run.path.name)} — convscope report</title>"
-        f"<style>{CSS}</style></head><body>{''.join(sections)}</body></html>\n"
-    )
-    path = run.path / "report.html"
-    atomic_write_text(path, page)
-    log.info("report: %s", path)
-    return path
+    return save_page(run, sections)
 
 
 def save_samples_png(split: DetectionSplit, found: list, classes: tuple[str, ...], path, count: int = SHOWN):

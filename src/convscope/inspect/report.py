@@ -56,6 +56,11 @@ def write_report(run: Run | str | Path, evaluation: Evaluation | None = None, wr
         _section("Most confidently wrong", _wrong_section(run, evaluation, wrong)),
         _section("Feature maps of one test image", _featuremap_section(run, evaluation)),
     ]
+    return save_page(run, sections)
+
+
+def save_page(run: Run, sections: list[str]) -> Path:
+    """run/report.html: one self-contained page of `sections` (HTML), pictures inlined."""
     page = (
         f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{_e(run.path.name)} — convscope report</title>"
         f"<style>{CSS}</style></head><body>{''.join(sections)}</body></html>\n"

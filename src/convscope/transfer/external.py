@@ -105,7 +105,7 @@ def timm_trunk(name: str, weights: str | os.PathLike | None) -> Trunk:
     # conv); those with parameters train along with the blocks. Modules forward_features does not use are gone.
     after = ("conv_head", "bn2", "norm_pre", "final_conv", "norm")
     top = [m for n in after if _has_params(m := getattr(model, n, None))]
-    return Trunk(module=model.eval(), forward=model.forward_features, blocks=blocks, top=top)
+    return Trunk(module=model.train(False), forward=model.forward_features, blocks=blocks, top=top)
 
 
 def feature_info(trunk: Trunk, size: int) -> tuple[int, int, int]:
@@ -113,7 +113,7 @@ def feature_info(trunk: Trunk, size: int) -> tuple[int, int, int]:
     first = next(trunk.module.parameters(), None)  # the input goes where the weights are, in their dtype
     x = torch.zeros(1, 3, size, size) if first is None else torch.zeros(1, 3, size, size).to(first)
     modes = {m: m.training for m in trunk.module.modules()}
-    trunk.module.eval()  # no batch-norm statistic is updated and dropout is off
+    trunk.module.train(False)  # no batch-norm statistic is updated and dropout is off
     try:
         with torch.no_grad():
             out = trunk.forward(x)
@@ -141,7 +141,7 @@ def feature_info(trunk: Trunk, size: int) -> tuple[int, int, int]:
 
 # ── helpers ───────────────────────────────────────────────────────────────────────────────────────────────────────
 def _trunk(module: nn.Sequential, blocks: list[nn.Module], top: list[nn.Module]) -> Trunk:
-    return Trunk(module=module.eval(), forward=module, blocks=blocks, top=top)
+    return Trunk(module=module.train(False), forward=module, blocks=blocks, top=top)
 
 
 def _conv_groups(seq: nn.Sequential) -> list[nn.Module]:
@@ -169,7 +169,7 @@ def _drop_unused(model: nn.Module) -> Tensor:
     try:
         with torch.no_grad():
             try:
-                out = model.eval().forward_features(torch.zeros(1, 3, *sizes[0]))
+                out = model.train(False).forward_features(torch.zeros(1, 3, *sizes[0]))
             except (RuntimeError, AssertionError, ValueError):
                 out = model.forward_features(torch.zeros(1, 3, *sizes[1]))
     finally:
