@@ -48,7 +48,7 @@ def add_parsers(sub, console) -> None:
     p.add_argument("--image-size", type=int, default=224, help="images are resized to this square (default 224)")
     p.add_argument("--head-epochs", type=int, dest="epochs", help="phase 1: epochs of the head on the frozen base (5)")
     p.add_argument("--finetune-epochs", type=int, help="phase 2: epochs with the top blocks unfrozen (default 0)")
-    p.add_argument("--unfreeze-blocks", type=int, help="phase 2: how many of the base's last blocks train")
+    p.add_argument("--unfreeze-blocks", type=int, help="phase 2: how many of the base's last blocks train (default 4)")
     p.add_argument(
         "--cache-features", action="store_true", default=None, help="phase 1 on the base's features, computed once"
     )
