@@ -94,12 +94,22 @@ def _header(run: Run, ev: Evaluation) -> str:
         ("training time", f"{results.get('train_seconds', float('nan')):.0f} s"),
         ("data", run.data.name),
         ("optimizer", f"{cfg.optimizer}, lr {cfg.learning_rate:g}, {cfg.schedule}, batch {cfg.batch_size}"),
-        ("augmentation", cfg.augmentation().text()),
+        ("augmentation", _augmentation_text(cfg)),
         ("seed", cfg.seed),
     ]
     text = " · ".join(f"{_e(k)} <b>{_e(v)}</b>" for k, v in facts)
     made = dt.datetime.now().strftime("%Y-%m-%d %H:%M")
     return f"<h1>{_e(run.path.name)}</h1><p class=facts>{text}</p><p class=note>written {made} by convscope</p>"
+
+
+def _augmentation_text(cfg) -> str:
+    text = cfg.augmentation().text()
+    if not cfg.cache_features:
+        return text
+    # The head's phase trains on features computed once, from the images as they are.
+    return (
+        f"none on cached features, then {text} while fine-tuning" if cfg.finetune_epochs else "none (cached features)"
+    )
 
 
 def _summary_table(run: Run) -> str:
