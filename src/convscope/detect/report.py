@@ -4,7 +4,6 @@ images with their predicted boxes (ground truth dashed underneath)."""
 from __future__ import annotations
 
 import datetime as dt
-import logging
 
 import numpy as np
 from PIL import Image
@@ -16,7 +15,6 @@ from convscope.inspect.report import _e, _img, _section, _summary_table, save_pa
 from convscope.plots import plot_curves
 from convscope.run import Run
 
-log = logging.getLogger("convscope.report")
 SHOWN = 8  # test images drawn with their detections
 MIN_SCORE = 0.3  # detections drawn (mAP counts all of them, down to 0.01)
 
