@@ -12,9 +12,7 @@ import logging
 import math
 import os
 import signal
-import threading
 import time
-from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -34,6 +32,7 @@ from convscope.spec import Dense, Detect, NetSpec
 from convscope.training import checkpoint as ckpt
 from convscope.training.config import FINETUNE_LR_SCALE, TrainConfig
 from convscope.training.metrics import write_metrics_row
+from convscope.training.runtime import log_file, optimizer_for, scheduler_for, stop_on_signals
 from convscope.training.tensors import batch_for, channel_stats, normalise, predict_logits, run_stats, to_tensor
 from convscope.transfer.bases import BaseNet, input_scaling, spec_base
 
@@ -211,8 +210,8 @@ class _Trainer:
                 len(self.base.blocks),
             )
         lr = cfg.learning_rate * (FINETUNE_LR_SCALE if phase == 2 else 1)
-        self.optimizer = _optimizer(self.model, cfg, lr)
-        self.scheduler = _scheduler(
+        self.optimizer = optimizer_for(self.model, cfg, lr)
+        self.scheduler = scheduler_for(
             self.optimizer, cfg, self.batches, cfg.finetune_epochs if phase == 2 else cfg.epochs, lr
         )
         self.features = None  # phase 1 with cache_features: computed when training starts (see fit)
@@ -289,7 +288,7 @@ class _Trainer:
         for cb in self.callbacks:
             cb.on_start(self.run, self.total_epochs, self.batches, self.epoch)
         started = time.perf_counter()
-        with _stop_on_signals(self), _log_file(self.run.path / "train.log"):
+        with stop_on_signals(self), log_file(self.run.path / "train.log"):
             if self.phase == 1 and self.config.cache_features and self.epoch < self.config.epochs:
                 self.features = self._cache_features()
             while self.epoch < self.total_epochs:
@@ -425,63 +424,3 @@ class _Trainer:
 
 def _loss_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
     return float(F.cross_entropy(logits, labels)), float((logits.argmax(1) == labels).float().mean())
-
-
-def _optimizer(model, cfg: TrainConfig, lr: float) -> torch.optim.Optimizer:
-    # Only what trains (a frozen base is left out). No weight decay on biases and batchnorm scales/shifts (1-D
-    # parameters): decaying them only hurts.
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in trainable if p.ndim > 1]
-    other = [p for p in trainable if p.ndim <= 1]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": other, "weight_decay": 0.0}]
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(groups, lr=lr)
-    return torch.optim.AdamW(groups, lr=lr)
-
-
-def _scheduler(optimizer, cfg: TrainConfig, batches: int, epochs: int, lr: float):
-    total = epochs * batches + 1  # the schedule's last point is reached by the last step, not one before
-    if cfg.schedule == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=lr, total_steps=total, pct_start=0.25, anneal_strategy="linear"
-        )
-    if cfg.schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
-    return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
-
-
-@contextmanager
-def _log_file(path: Path):
-    """Everything convscope logs while training also goes to the run's train.log."""
-    logger = logging.getLogger("convscope")
-    handler = logging.FileHandler(path, encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO if level in (logging.NOTSET,) or level > logging.INFO else level)
-    try:
-        yield
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
-        handler.close()
-
-
-@contextmanager
-def _stop_on_signals(trainer: _Trainer):
-    """SIGINT / SIGTERM ask the loop to stop at the end of the current batch (then save and raise Interrupted)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def ask_to_stop(signum, _frame):
-        trainer.stop_signal = signum
-
-    previous = {s: signal.signal(s, ask_to_stop) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)

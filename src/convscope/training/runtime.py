@@ -1,0 +1,74 @@
+"""What a training loop runs on besides the model: the optimizer and learning-rate schedule, the run's log file, and
+stopping cleanly on Ctrl-C / SIGTERM."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+from convscope.training.config import TrainConfig
+
+
+def optimizer_for(model, cfg: TrainConfig, lr: float) -> torch.optim.Optimizer:
+    # Only what trains (a frozen base is left out). No weight decay on biases and batchnorm scales/shifts (1-D
+    # parameters): decaying them only hurts.
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in trainable if p.ndim > 1]
+    other = [p for p in trainable if p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": other, "weight_decay": 0.0}]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=lr)
+    return torch.optim.AdamW(groups, lr=lr)
+
+
+def scheduler_for(optimizer, cfg: TrainConfig, batches: int, epochs: int, lr: float):
+    total = epochs * batches + 1  # the schedule's last point is reached by the last step, not one before
+    if cfg.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=lr, total_steps=total, pct_start=0.25, anneal_strategy="linear"
+        )
+    if cfg.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
+    return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+
+
+@contextmanager
+def log_file(path: Path):
+    """Everything convscope logs while training also goes to the run's train.log."""
+    logger = logging.getLogger("convscope")
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO if level in (logging.NOTSET,) or level > logging.INFO else level)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        handler.close()
+
+
+@contextmanager
+def stop_on_signals(trainer):
+    """SIGINT / SIGTERM ask the loop to stop at the end of the current batch (then save and raise Interrupted)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def ask_to_stop(signum, _frame):
+        trainer.stop_signal = signum
+
+    previous = {s: signal.signal(s, ask_to_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
