@@ -247,3 +247,10 @@ def test_transfer_cli_errors_are_one_line(folder, capsys):
 
 def test_lite0_module_without_classifier_has_the_base_parameters():
     assert sum(p.numel() for p in EfficientNetLite0(num_classes=0).parameters()) == 3_371_008
+
+
+def test_a_feature_cache_too_big_for_memory_is_refused_before_anything_is_written(folder, tmp_path, monkeypatch):
+    monkeypatch.setattr("convscope.training.loop.CACHE_LIMIT", 1000)  # bytes: 64 images × 1280 floats is more
+    with pytest.raises(ConfigError, match="cache_features would hold"):
+        _transfer(folder, tmp_path / "big", finetune_epochs=0, cache_features=True)
+    assert not (tmp_path / "big").exists()

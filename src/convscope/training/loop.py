@@ -95,7 +95,12 @@ def _train(config: TrainConfig | None, resume, spec: NetSpec | None, callbacks, 
         raise ConfigError(f"{spec.name}: finetune_epochs and cache_features need a spec that starts with a base")
     data = task.load_data(config, spec)
     spec = task.fit_spec(spec, data)
-    infer(spec)  # a spec that cannot run on these images fails here, before anything is written
+    infer(spec)
+    if config.cache_features and (needed := _cache_bytes(spec, len(data.train))) > CACHE_LIMIT:
+        raise ConfigError(
+            f"cache_features would hold {needed / 2**30:.1f} GiB of features (limit {CACHE_LIMIT / 2**30:.0f}); "
+            "use a smaller image size or per_class, or train without cache_features"
+        )  # a spec that cannot run on these images fails here, before anything is written
     path = new_run_folder(config)
     # A base's weights expect the input scaling they were trained with; a new network, that of its training images.
     mean, std = input_scaling(base) if base else channel_stats(data.train.images)
@@ -116,6 +121,11 @@ def trainer_class(spec: NetSpec) -> type[_Trainer]:
 
         return DetectTrainer
     return _Trainer
+
+
+def _cache_bytes(spec: NetSpec, images: int) -> int:
+    """float32 bytes of the base's features of `images` images (cache_features keeps them in memory)."""
+    return math.prod(infer(spec).layers[0].output_shape) * 4 * images
 
 
 def _subset(data: Dataset, config: TrainConfig) -> Dataset:
@@ -220,13 +230,7 @@ class _Trainer:
     def _cache_features(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The frozen base's feature maps of the training (and validation) images, computed once for phase 1."""
         splits = [self.train_x] + ([self.val[0]] if self.val is not None else [])
-        per_image = math.prod(infer(self.run.spec).layers[0].output_shape) * 4
-        needed = per_image * sum(len(x) for x in splits)
-        if needed > CACHE_LIMIT:
-            raise ConfigError(
-                f"cache_features would hold {needed / 2**30:.1f} GiB of features (limit {CACHE_LIMIT / 2**30:.0f}); "
-                "use a smaller image size or per_class, or train without cache_features"
-            )
+        needed = _cache_bytes(self.run.spec, sum(len(x) for x in splits))
         started = time.perf_counter()
         self.base.train(False)
         cached = []
