@@ -61,9 +61,12 @@ class ProgressBar(Callback):
         self.progress.stop()
 
 
+SHOWN_AS = {"val_map50": "val mAP@0.5", "val_map50_95": "val mAP@0.5:0.95"}
+
+
 def _cell(key: str, value: float) -> str:
-    """'train_acc', 0.91 → 'acc 91.00%'; 'val_loss', 0.3 → 'val loss 0.3000'; 'val_map50', 0.9 → 'val map50 0.900'."""
-    name = key.removeprefix("train_").replace("_", " ")
+    """'train_acc', 0.91 → 'acc 91.00%'; 'val_loss', 0.3 → 'val loss 0.3000'; 'val_map50', 0.9 → 'val mAP@0.5 0.900'."""
+    name = SHOWN_AS.get(key) or key.removeprefix("train_").replace("_", " ")
     if key.endswith("_acc"):
         return f"{name} {value:.2%}"
     return f"{name} {value:.4f}" if key.endswith("_loss") else f"{name} {value:.3f}"
