@@ -11,7 +11,7 @@ from rich.table import Table
 from convscope.errors import DataError
 
 # What the README's fashion-scenes measurement used (about 14 minutes of training on 2 cores).
-TRAIN_DEFAULTS = {"model": "scenes-det", "epochs": 30, "batch_size": 32, "lr": 0.004}
+TRAIN_DEFAULTS = {"model": "scenes-det", "epochs": 30, "batch_size": 32, "lr": 0.008}
 
 
 def add_parsers(sub, console: Console) -> None:
@@ -36,7 +36,7 @@ def add_parsers(sub, console: Console) -> None:
     g.add_argument("--model", help="preset or spec file ending in a detect layer (default scenes-det)")
     g.add_argument("--epochs", type=int, help="default 30")
     g.add_argument("--batch-size", type=int, help="default 32")
-    g.add_argument("--lr", type=float, help="peak learning rate (default 0.004)")
+    g.add_argument("--lr", type=float, help="peak learning rate (default 0.008)")
     g.add_argument("--seed", type=int)
     g.add_argument("--threads", type=int)
     g.add_argument("--augment", help="flip,scale (default) or none")
