@@ -254,3 +254,21 @@ def test_a_feature_cache_too_big_for_memory_is_refused_before_anything_is_writte
     with pytest.raises(ConfigError, match="cache_features would hold"):
         _transfer(folder, tmp_path / "big", finetune_epochs=0, cache_features=True)
     assert not (tmp_path / "big").exists()
+
+
+def test_a_torchvision_base_from_a_local_weights_file(folder, tmp_path, monkeypatch):
+    torchvision = pytest.importorskip("torchvision")
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    save_file(torchvision.models.resnet18().state_dict(), tmp_path / "r18.safetensors")
+    monkeypatch.chdir(tmp_path)  # a relative path is stored absolute, so the run does not depend on where it began
+    run = transfer("torchvision:resnet18", SIZE, "r18.safetensors", data=str(folder), epochs=1, threads=1,
+                   out=str(tmp_path / "r18"), report=False)  # fmt: skip
+    base = load_spec(run.path / "spec.yaml").layers[0]
+    assert base == Base("torchvision:resnet18", str(tmp_path / "r18.safetensors"), 512, 32, 11_176_512)
+    assert run.data.mean == pytest.approx((0.485, 0.456, 0.406))  # torchvision's ImageNet scaling
+    weights = load_file(run.weights / "last.safetensors")
+    assert torch.equal(
+        weights["base1.net.layer4.1.conv2.weight"], load_file("r18.safetensors")["layer4.1.conv2.weight"]
+    )

@@ -10,6 +10,7 @@ report work on it as on any run.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from convscope.errors import ConfigError
@@ -26,7 +27,8 @@ def transfer_spec(arch: str, image_size: int, weights: str | None = None, dropou
     """
     if image_size < 32:
         raise ConfigError(f"image_size must be at least 32 (a base divides it by 32). Received: {image_size}")
-    base = Base(arch, weights=str(weights) if weights else "imagenet")
+    weights = str(Path(weights).resolve()) if weights else None  # absolute: a resumed run may start elsewhere
+    base = Base(arch, weights=weights or "imagenet")
     if arch.startswith(("torchvision:", "timm:")):
         if weights is None:
             raise ConfigError(f"{arch}: pass its weights file with --weights PATH (nothing is downloaded)")
@@ -34,7 +36,7 @@ def transfer_spec(arch: str, image_size: int, weights: str | None = None, dropou
         from convscope.transfer.external import feature_info
 
         channels, stride, params = feature_info(build_trunk(base), image_size)
-        base = Base(arch, weights=str(weights), channels=channels, stride=stride, params=params)
+        base = Base(arch, weights=weights, channels=channels, stride=stride, params=params)
     name = arch.split(":")[-1] + "-transfer"
     layers = (base, GlobalPool("avg"), Dropout(dropout), Dense(10))  # dense resized to the data's classes
     return NetSpec(input=(image_size, image_size, 3), layers=layers, name=name)
