@@ -1,5 +1,7 @@
 """Small builders the tests share: a learnable image folder and a `convscope train` command line."""
 
+import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -34,3 +36,19 @@ def train_args(folder, out, epochs, batch_size=8):
         "--out",
         str(out),
     ]
+
+
+class StopAt:
+    """A training callback that does what Ctrl-C does at batch `batch` of epoch `epoch` (0-based): SIGINT, so the run
+    saves at the end of that batch and stops."""
+
+    def __init__(self, epoch: int, batch: int):
+        self.at = (epoch, batch)
+
+    def on_start(self, *args): ...
+    def on_epoch(self, row): ...
+    def on_end(self, *args): ...
+
+    def on_batch(self, epoch, batch, *args):
+        if (epoch, batch) == self.at:
+            os.kill(os.getpid(), signal.SIGINT)

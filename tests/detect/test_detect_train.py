@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 
 import numpy as np
 import pytest
 import torch
+from helpers import StopAt
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -90,18 +90,9 @@ def test_evaluate_reproduces_the_test_numbers(run):
 
 
 def test_stopped_run_resumes_exactly(scenes, spec_file, run, tmp_path):
-    class StopInEpochTwo:
-        def on_start(self, *a): ...
-        def on_epoch(self, row): ...
-        def on_end(self, *a): ...
-
-        def on_batch(self, epoch, batch, *a):
-            if (epoch, batch) == (1, 2):
-                os.kill(os.getpid(), signal.SIGINT)
-
     out = tmp_path / "stopped"
     with pytest.raises(Interrupted):
-        _train(scenes, spec_file, out, callbacks=[StopInEpochTwo()])
+        _train(scenes, spec_file, out, callbacks=[StopAt(1, 2)])
     train(resume=out, report=False)
     a, b = load_file(out / "weights" / "last.safetensors"), load_file(run.weights / "last.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -3,13 +3,10 @@ and that a transfer run is an ordinary run folder."""
 
 from __future__ import annotations
 
-import os
-import signal
-
 import numpy as np
 import pytest
 import torch
-from helpers import make_folder
+from helpers import StopAt, make_folder
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -195,18 +192,9 @@ def test_cached_features_train_the_same_head(folder, tmp_path):
 
 
 def test_stopped_during_finetuning_resumes_exactly(folder, finetuned, tmp_path):
-    class StopInPhaseTwo:
-        def on_start(self, *a): ...
-        def on_epoch(self, row): ...
-        def on_end(self, *a): ...
-
-        def on_batch(self, epoch, batch, *a):
-            if (epoch, batch) == (1, 2):
-                os.kill(os.getpid(), signal.SIGINT)  # what Ctrl-C does: save at the end of this batch
-
     out = tmp_path / "stopped"
     with pytest.raises(Interrupted, match="epoch 2, batch 2/"):
-        _transfer(folder, out, callbacks=[StopInPhaseTwo()])
+        _transfer(folder, out, callbacks=[StopAt(1, 2)])
     train(resume=out, report=False)
     a, b = load_file(out / "weights" / "last.safetensors"), load_file(finetuned.weights / "last.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -3,15 +3,13 @@ images with their predicted boxes (ground truth dashed underneath)."""
 
 from __future__ import annotations
 
-import datetime as dt
-
 import numpy as np
 from PIL import Image
 
 from convscope.detect.data import DetectionSplit
 from convscope.detect.draw import draw_detections
 from convscope.detect.metrics import DetectionMetrics, plot_pr_curves
-from convscope.inspect.report import _e, _img, _section, _summary_table, save_page
+from convscope.inspect.report import _e, _img, _section, _summary_table, page_header, save_page
 from convscope.plots import plot_curves
 from convscope.run import Run
 
@@ -56,21 +54,8 @@ def save_samples_png(split: DetectionSplit, found: list, classes: tuple[str, ...
 
 
 def _header(run: Run, m: DetectionMetrics, images: int) -> str:
-    results, cfg = run.results(), run.config
-    facts = [
-        ("test mAP@0.5", f"{m.map50:.3f}"),
-        ("mAP@0.5:0.95", f"{m.map50_95:.3f}"),
-        ("test images", f"{images:,}"),
-        ("epochs", results.get("epochs", "?")),
-        ("training time", f"{results.get('train_seconds', float('nan')):.0f} s"),
-        ("data", run.data.name),
-        ("optimizer", f"{cfg.optimizer}, lr {cfg.learning_rate:g}, {cfg.schedule}, batch {cfg.batch_size}"),
-        ("augmentation", cfg.augment or "flip,scale"),
-        ("seed", cfg.seed),
-    ]
-    text = " · ".join(f"{_e(k)} <b>{_e(v)}</b>" for k, v in facts)
-    made = dt.datetime.now().strftime("%Y-%m-%d %H:%M")
-    return f"<h1>{_e(run.path.name)}</h1><p class=facts>{text}</p><p class=note>written {made} by convscope</p>"
+    scores = [("test mAP@0.5", f"{m.map50:.3f}"), ("mAP@0.5:0.95", f"{m.map50_95:.3f}"), ("test images", f"{images:,}")]
+    return page_header(run, scores, run.config.augment or "flip,scale")
 
 
 def _ap_table(m: DetectionMetrics) -> str:

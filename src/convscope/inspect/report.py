@@ -85,16 +85,20 @@ def _section(title: str, body: str) -> str:
 
 
 def _header(run: Run, ev: Evaluation) -> str:
-    results = run.results()
-    cfg = run.config
+    scores = [("test accuracy", f"{ev.accuracy:.2%}"), ("test images", f"{int(ev.confusion.sum()):,}")]
+    return page_header(run, scores, _augmentation_text(run.config))
+
+
+def page_header(run: Run, scores: list[tuple[str, str]], augmentation: str) -> str:
+    """The run's name, then its test `scores` and how it was trained, as one line of facts."""
+    results, cfg = run.results(), run.config
     facts = [
-        ("test accuracy", f"{ev.accuracy:.2%}"),
-        ("test images", f"{int(ev.confusion.sum()):,}"),
+        *scores,
         ("epochs", results.get("epochs", "?")),
         ("training time", f"{results.get('train_seconds', float('nan')):.0f} s"),
         ("data", run.data.name),
         ("optimizer", f"{cfg.optimizer}, lr {cfg.learning_rate:g}, {cfg.schedule}, batch {cfg.batch_size}"),
-        ("augmentation", _augmentation_text(cfg)),
+        ("augmentation", augmentation),
         ("seed", cfg.seed),
     ]
     text = " · ".join(f"{_e(k)} <b>{_e(v)}</b>" for k, v in facts)
