@@ -129,20 +129,50 @@ def save_weights(path: str | os.PathLike, model: nn.Module, metadata: dict[str, 
 def load_weights(path: str | os.PathLike, model: nn.Module) -> dict[str, str]:
     """Load weights saved by `save_weights` into `model`; return their metadata. The model is untouched on any error."""
     tensors, metadata = _read_safetensors(path)
-    expected = model.state_dict()
-    problems = []
-    if missing := [k for k in expected if k not in tensors]:
-        problems.append("missing " + ", ".join(missing))
-    if unexpected := sorted(k for k in tensors if k not in expected):  # file order is offset order: sort for people
-        problems.append("unexpected " + ", ".join(unexpected))
-    for name, mine in expected.items():
-        theirs = tensors.get(name)
-        if theirs is not None and (theirs.shape != mine.shape or theirs.dtype != mine.dtype):
-            problems.append(f"{name} is {_describe(theirs, mine)} in the file, {_describe(mine, theirs)} in the model")
-    if problems:
+    if problems := state_dict_problems(model.state_dict(), tensors, check_dtype=True):
         raise CheckpointError(f"{path}: does not match the model: " + "; ".join(problems))
     model.load_state_dict(tensors, strict=True)
     return metadata
+
+
+def state_dict_problems(
+    expected: Mapping[str, Tensor],
+    tensors: Mapping[str, Tensor],
+    *,
+    in_file: Mapping[str, str] | None = None,
+    limit: int | None = None,
+    check_dtype: bool = False,
+) -> list[str]:
+    """Why `tensors` cannot load strictly into a model whose state dict is `expected`: names missing, names not
+    expected, shapes (and with `check_dtype`, dtypes) that differ; [] when it can. Batchnorm's `num_batches_tracked`
+    may be missing unless dtypes are checked (files from elsewhere often lack it; a run's own file never does).
+
+    in_file: the model's name → the file's, when the file uses other names, so messages name what the file holds.
+    limit: list at most this many names of each kind, then "… and N more".
+    """
+    in_file = in_file or {}
+
+    def listed(names: list[str]) -> str:
+        shown = names if limit is None else names[:limit]
+        more = len(names) - len(shown)
+        return ", ".join(shown) + (f" … and {more} more" if more else "")
+
+    optional = () if check_dtype else (".num_batches_tracked",)
+    problems = []
+    if missing := [k for k in expected if k not in tensors and not (optional and k.endswith(optional))]:
+        problems.append("missing " + listed(missing))
+    if unexpected := sorted(in_file.get(k, k) for k in tensors if k not in expected):  # sorted for people
+        problems.append("unexpected " + listed(unexpected))
+    differ = []
+    for name, mine in expected.items():
+        theirs = tensors.get(name)
+        if theirs is not None and (theirs.shape != mine.shape or (check_dtype and theirs.dtype != mine.dtype)):
+            shown = name if in_file.get(name, name) == name else f"{name} ({in_file[name]} in the file)"
+            differ.append(f"{shown} is {_describe(theirs, mine)} in the file, {_describe(mine, theirs)} in the model")
+    kept = differ if limit is None else differ[:limit]
+    if len(kept) < len(differ):
+        kept.append(f"… and {len(differ) - len(kept)} more of other shapes")
+    return problems + kept
 
 
 def _describe(t: Tensor, other: Tensor) -> str:

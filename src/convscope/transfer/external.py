@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from convscope.errors import CheckpointError, ConfigError
-from convscope.training.checkpoint import load_state_dict_file
+from convscope.training.checkpoint import load_state_dict_file, state_dict_problems
 from convscope.transfer.trunk import Trunk
 
 TORCHVISION_FAMILIES = (
@@ -191,25 +191,10 @@ def _load_strict(model: nn.Module, path: str | os.PathLike, label: str) -> None:
     Only `num_batches_tracked` (batch-norm counters that older checkpoints lack) may be absent.
     """
     tensors = load_state_dict_file(path)
-    expected = model.state_dict()
-    problems = []
-    if missing := [k for k in expected if k not in tensors and not k.endswith(".num_batches_tracked")]:
-        problems.append("missing " + _listed(missing))
-    if unexpected := sorted(k for k in tensors if k not in expected):
-        problems.append("unexpected " + _listed(unexpected))
-    shapes = [
-        f"{k} is {_shape(tensors[k])} in the file, {_shape(v)} in the model"
-        for k, v in expected.items()
-        if k in tensors and tensors[k].shape != v.shape
-    ]
-    problems += shapes[:8] + ([f"… and {len(shapes) - 8} more of other shapes"] if len(shapes) > 8 else [])
+    problems = state_dict_problems(model.state_dict(), tensors, limit=8)
     if problems:
         raise CheckpointError(f"{path}: does not match {label}: " + "; ".join(problems))
     model.load_state_dict(tensors, strict=False)  # strictness checked above, with the optional counters allowed
-
-
-def _listed(keys: list[str]) -> str:
-    return ", ".join(keys[:8]) + (f" … and {len(keys) - 8} more" if len(keys) > 8 else "")
 
 
 def _shape(t: Tensor) -> str:
