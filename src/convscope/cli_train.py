@@ -27,6 +27,11 @@ def add_parsers(sub, console) -> None:
     p.add_argument("--weight-decay", type=float)
     p.add_argument("--label-smoothing", type=float)
     p.add_argument("--augment", help="e.g. flip,translate=2,cutout=8 or none")
+    p.add_argument(
+        "--tta-flip",
+        action=argparse.BooleanOptionalAction,
+        help="classify each test image and its mirror image, average the two (default: when training flips)",
+    )
     p.add_argument("--val-fraction", type=float)
     p.add_argument("--patience", type=int, help="early stopping: epochs without a better validation accuracy")
     p.add_argument("--per-class", type=int, metavar="N", help="train on only N labelled images per class (seeded)")
@@ -97,6 +102,7 @@ _FLAGS = (
     "weight_decay",
     "label_smoothing",
     "augment",
+    "tta_flip",
     "val_fraction",
     "patience",
     "per_class",

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from convscope.run import Run, classifier_run, load_model, model_images
+from convscope.run import Run, classifier_run, load_predictor, model_images
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ def evaluate(run: Run | str | Path, data: str | None = None, data_dir: str | Non
     torch.set_num_threads(run.config.threads or torch.get_num_threads())
     dataset = load_dataset(data or run.config.data, data_dir or run.config.data_dir, run.spec.input, run.config.seed)
     test_images = model_images(run, dataset.test.images, dataset.name)
-    model = load_model(run)
+    model = load_predictor(run)
     mean, std = run_stats(run)
     images = to_tensor(test_images)
     logits = predict_logits(model, images, mean, std)

@@ -218,3 +218,18 @@ def _pair(value: int | Pair) -> Pair:
 
 def _padding(padding: int | Padding) -> Padding:
     return padding if isinstance(padding, str) else _pair(padding)
+
+
+class MirrorAverage(nn.Module):
+    """A classifier's logits averaged over the image and its left-right mirror image (test-time augmentation).
+
+    For a network trained on flipped images both are images it knows, and its mistakes on the two differ, so the
+    average is right more often. `net` is the wrapped network, unchanged.
+    """
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.net(x) + self.net(x.flip(3))) / 2

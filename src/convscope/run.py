@@ -116,6 +116,20 @@ def load_model(run: Run, which: str = "best"):
     return model.train(False)
 
 
+def load_predictor(run: Run, which: str = "best"):
+    """What classifies images for the run: its network, averaged with mirror images when its config says so
+    (`TrainConfig.flips_at_test`). Evaluation, prediction and export use this; the inspection tools `load_model`.
+    A detector's maps are never averaged with mirrored ones (their boxes would not line up)."""
+    model = load_model(run, which)
+    return model if run.spec.layers[-1].layer_type == "detect" else with_test_flips(model, run.config)
+
+
+def with_test_flips(model, config: TrainConfig):
+    from convscope.layers import MirrorAverage
+
+    return MirrorAverage(model) if config.flips_at_test() else model
+
+
 def model_images(run: Run, images, dataset: str):
     """uint8 N×H×W×C images of `dataset` as the run's network takes them.
 

@@ -138,3 +138,26 @@ def test_sigint_and_sigterm_save_mid_epoch_and_resume_exactly(uninterrupted, tmp
     assert resumed.returncode == 0, err
     assert _metrics_equal(out, straight)
     assert _same_weights(out / "weights" / "last.safetensors", straight / "weights" / "last.safetensors")
+
+
+def test_test_time_flips_average_an_image_and_its_mirror_image(folder, tmp_path):
+    from convscope.evaluate import evaluate
+    from convscope.run import load_predictor
+    from convscope.training.tensors import predict_logits, run_stats, to_tensor
+
+    run = train(small(folder, tmp_path / "run", epochs=1, augment="flip"), report=False)
+    assert run.config.flips_at_test()  # the default follows the training flips
+    x = to_tensor(evaluate(run).images)
+    mean, std = run_stats(run)
+    plain, mirrored = (predict_logits(load_model(run), images, mean, std) for images in (x, x.flip(3)))
+    both = predict_logits(load_predictor(run), x, mean, std)
+    assert torch.allclose(both, (plain + mirrored) / 2, atol=1e-5)
+    assert not torch.allclose(plain, mirrored, atol=1e-3)  # the two views really differ
+    assert evaluate(run).accuracy == pytest.approx(run.results()["test_acc"])  # the trainer's test pass uses it too
+
+    off = train(small(folder, tmp_path / "off", epochs=1, augment="flip", tta_flip=False), report=False)
+    assert not off.config.flips_at_test()
+    assert torch.allclose(
+        predict_logits(load_predictor(off), x, mean, std), predict_logits(load_model(off), x, mean, std)
+    )
+    assert not small(folder, tmp_path / "none", augment="none").flips_at_test()

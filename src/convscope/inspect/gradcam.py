@@ -33,11 +33,11 @@ class GradCam:
 
 
 def default_layer(spec: NetSpec) -> str:
-    """The last feature-map layer before the network turns maps into a vector (flatten / global_pool).
+    """The last conv's feature map, as late as possible: its activation output when one follows at the same size.
 
-    Among those, the last conv block's activation output is preferred (a conv with an activation, or an
-    activation layer): it is the latest map with the most positions, whereas a pool after it halves the
-    resolution and adds nothing Grad-CAM needs.
+    That is the latest map with the most positions. A pool after it halves the resolution and adds nothing
+    Grad-CAM needs, so when the network pools before its activation (conv, pool, batchnorm, relu) the conv's own
+    output is taken.
     """
     spatial = []
     for info in infer(spec).layers:
@@ -46,14 +46,19 @@ def default_layer(spec: NetSpec) -> str:
         spatial.append(info)
     if not spatial:
         raise DataError(f"{spec.name}: no layer outputs a feature map (H×W×C), so there is nothing to localise")
-    activated = [
-        i
-        for i in spatial
-        if (isinstance(i.layer, Conv) and i.layer.activation != "none")
-        or (isinstance(i.layer, Activation) and i.layer.function != "none")
+    convs = [i for i, info in enumerate(spatial) if isinstance(info.layer, Conv)]
+    if not convs:
+        return spatial[-1].name
+    last = spatial[convs[-1]]
+    if last.layer.activation != "none":
+        return last.name
+    size = last.output_shape[:2]
+    later = [
+        info
+        for info in spatial[convs[-1] + 1 :]
+        if isinstance(info.layer, Activation) and info.layer.function != "none" and info.output_shape[:2] == size
     ]
-    convs = [i for i in spatial if isinstance(i.layer, Conv)]
-    return (activated or convs or spatial)[-1].name
+    return (later or [last])[-1].name
 
 
 def spatial_layers(spec: NetSpec) -> list[str]:

@@ -31,6 +31,7 @@ class TrainConfig:
     weight_decay: float = 5e-4
     label_smoothing: float = 0.0
     augment: str | None = None  # 'flip,translate=2,cutout=8' | 'none'; None: see augmentation()
+    tta_flip: bool | None = None  # also classify mirror images and average (None: when trained on flips)
     val_fraction: float = 0.1  # share of the training images held out for validation when the data has no val split
     patience: int | None = None  # early stopping: stop after this many epochs without a better validation accuracy
     per_class: int | None = None  # train on only this many labelled images per class (a seeded subset)
@@ -63,6 +64,8 @@ class TrainConfig:
         if self.finetune_epochs and not self.unfreeze_blocks:
             raise ConfigError("finetune_epochs needs unfreeze_blocks >= 1 (how many of the base's top blocks to train)")
         _check(self.cache_features, bool, "cache_features", "true or false", lambda v: True)
+        if self.tta_flip is not None:
+            _check(self.tta_flip, bool, "tta_flip", "true or false", lambda v: True)
         _check(self.seed, int, "seed", "an integer", lambda v: True)
         if self.threads is not None:
             _check(self.threads, int, "threads", "a positive integer", lambda v: v >= 1)
@@ -82,6 +85,11 @@ class TrainConfig:
         # fit (fashion-fast measured: flips alone 92.6% test accuracy after 8 epochs; flips + 2-pixel shifts 90.9%
         # after 6 epochs).
         return {"mnist": Augment(), "fashion-mnist": Augment(flip=True)}.get(self.data, Augment(flip=True, translate=2))
+
+    def flips_at_test(self) -> bool:
+        """Test-time augmentation: a network trained on mirrored images classifies both an image and its mirror
+        image, and their logits are averaged (fashion-fast measured: 92.64% -> 92.83% test accuracy)."""
+        return self.augmentation().flip if self.tta_flip is None else self.tta_flip
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -26,7 +26,7 @@ from convscope.data.load import load_dataset
 from convscope.data.resize import fit_images
 from convscope.errors import ConfigError, ConvscopeError, SpecError, TrainingError
 from convscope.presets import resolve_spec
-from convscope.run import DataInfo, Run, load_run, new_run_folder
+from convscope.run import DataInfo, Run, load_run, new_run_folder, with_test_flips
 from convscope.shapes import infer
 from convscope.spec import Dense, Detect, NetSpec
 from convscope.training import checkpoint as ckpt
@@ -163,6 +163,7 @@ class _Trainer:
         self.model = build(run.spec).to(memory_format=torch.channels_last)
         self.base = self.model[0] if isinstance(self.model[0], BaseNet) else None
         self.head = self.model[1:]  # the layers after a base, trained on its cached features
+        self.predictor = with_test_flips(self.model, cfg)  # what validation and test classify with
         self.total_epochs = cfg.epochs + cfg.finetune_epochs
         self.batches = math.ceil(self.train_size / self.config.batch_size)
         # Resuming continues the phase the run was in (its optimizer state belongs to that phase's parameters).
@@ -385,7 +386,7 @@ class _Trainer:
             with torch.inference_mode():
                 logits = self.head.train(False)(self.features[1])
         else:
-            logits = predict_logits(self.model, self.val[0], self.mean, self.std)
+            logits = predict_logits(self.predictor, self.val[0], self.mean, self.std)
         loss, accuracy = _loss_accuracy(logits, self.val[1])
         return {"val_loss": loss, "val_acc": accuracy}
 
@@ -398,7 +399,7 @@ class _Trainer:
         from convscope.evaluate import evaluation_from_logits
 
         x, y = self.test
-        logits = predict_logits(self.model, x, self.mean, self.std)
+        logits = predict_logits(self.predictor, x, self.mean, self.std)
         test_loss, test_acc = _loss_accuracy(logits, y)
         images = x.permute(0, 2, 3, 1).numpy()  # back to N×H×W×C, as the model saw them
         self.evaluation = evaluation_from_logits(self.run, logits, y.numpy(), images)

@@ -16,7 +16,8 @@ from typing import Any
 from convscope.errors import ConfigError
 from convscope.spec import Base, Dense, Dropout, GlobalPool, NetSpec
 
-DEFAULTS = {"epochs": 5, "batch_size": 32, "lr": 1e-3, "augment": "flip", "unfreeze_blocks": 4}
+# No mirror test-time augmentation by default: the test pass through the base is most of a transfer run's time.
+DEFAULTS = {"epochs": 5, "batch_size": 32, "lr": 1e-3, "augment": "flip", "tta_flip": False, "unfreeze_blocks": 4}
 
 
 def transfer_spec(arch: str, image_size: int, weights: str | None = None, dropout: float = 0.2) -> NetSpec:

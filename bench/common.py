@@ -1,0 +1,186 @@
+"""What every benchmark script shares: the machine's facts, a measured sgemm peak, tables, JSON results, workers.
+
+Scripts run from the project folder: `.venv/bin/python bench/NAME.py [--threads T] [--quick]`. Results go to
+bench/results/NAME.json (gitignored) next to a printed table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+RESULTS = BENCH / "results"
+
+
+def add_common_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="CPU threads (default: all cores)")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test of the script, not a benchmark")
+    parser.add_argument(
+        "--keras", action="store_true", help="also run Keras (creates bench/.venv-keras with TensorFlow the first time)"
+    )
+    parser.add_argument(
+        "--tag", help="results go to bench/results/NAME-TAG.json (default NAME.json; --quick: NAME-quick)"
+    )
+
+
+def result_name(name: str, args: argparse.Namespace) -> str:
+    """The results file's name: a tagged or quick run does not overwrite the full default one."""
+    tag = args.tag or ("quick" if args.quick else "")
+    return f"{name}-{tag}" if tag else name
+
+
+# -- the machine ------------------------------------------------------------------------------------------------------
+def _cpuinfo() -> dict:
+    info: dict = {}
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8")
+    except OSError:
+        return info
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key == "model name" and "model" not in info:
+            info["model"] = value.strip()
+        elif key == "flags" and "flags" not in info:
+            flags = set(value.split())
+            info["avx2"] = "avx2" in flags
+            info["avx512f"] = "avx512f" in flags
+            info["fma"] = "fma" in flags
+    return info
+
+
+def _git(*args: str) -> str:
+    try:
+        done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return done.stdout.rstrip() if done.returncode == 0 else ""  # porcelain lines start with a space
+
+
+def top_snapshot(lines: int = 15) -> str:
+    """`top -bn1 | head -15`: what else was running (the machine is shared, so timings are indicative)."""
+    try:
+        done = subprocess.run(["top", "-bn1"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return "\n".join(done.stdout.splitlines()[:lines])
+
+
+def machine_facts(threads: int) -> dict:
+    import numpy
+    import torch
+
+    import convscope
+
+    cpu = _cpuinfo()
+    return {
+        "cpu": cpu.get("model", platform.processor()),
+        "avx2": cpu.get("avx2"),
+        "avx512f": cpu.get("avx512f"),
+        "cores": os.cpu_count(),
+        "cores_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "threads": threads,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_mkldnn": torch.backends.mkldnn.is_available(),
+        "numpy": numpy.__version__,
+        "convscope": convscope.__version__,
+        "git_commit": _git("rev-parse", "--short", "HEAD"),
+        "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+        # the working tree is measured as it is: the files that differ from the commit
+        "git_changed": [line[3:] for line in _git("status", "--porcelain").splitlines()],
+        "load_average": list(os.getloadavg()),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+    }
+
+
+def sgemm_peak(threads: int, n: int = 2048, repeats: int = 7) -> float:
+    """Measured float32 matmul speed in GFLOP/s (2·n³ per n×n product), best of `repeats`, at `threads` threads.
+
+    The best of several is the machine's attainable peak; it is measured in this process (the engines run in
+    their own subprocesses), so other jobs on the machine lower it as they lower the engines.
+    """
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        g = torch.Generator().manual_seed(0)
+        a = torch.randn(n, n, generator=g)
+        b = torch.randn(n, n, generator=g)
+        out = torch.empty(n, n)
+        torch.mm(a, b, out=out)  # warm-up: thread pool, page faults
+        best = float("inf")
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            torch.mm(a, b, out=out)
+            best = min(best, time.perf_counter() - t0)
+    finally:
+        torch.set_num_threads(previous)
+    return 2 * n**3 / best / 1e9
+
+
+def print_machine(facts: dict, peak: float | None = None, how: str = "") -> None:
+    simd = "AVX-512" if facts.get("avx512f") else "AVX2" if facts.get("avx2") else "no AVX2"
+    line = (
+        f"machine: {facts['cpu']} ({simd}), {facts['cores']} cores, {facts['threads']} threads; "
+        f"python {facts['python']}, torch {facts['torch']}, convscope {facts['convscope']} "
+        f"({facts['git_commit']}{', uncommitted changes' if facts['git_dirty'] else ''})"
+    )
+    print(line)
+    load = ", ".join(f"{x:.2f}" for x in facts["load_average"])
+    print(f"load average {load} at start (the machine is shared: timings are indicative)")
+    if peak is not None:
+        print(f"measured sgemm peak: {peak:.1f} GFLOP/s ({how})")
+
+
+# -- output -----------------------------------------------------------------------------------------------------------
+def print_table(headers: list[str], rows: list[list], title: str = "") -> None:
+    """A Markdown table (pastes into the README as it is); numbers are formatted by the caller."""
+    cells = [[str(c) for c in headers]] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    if title:
+        print(f"\n{title}")
+    print("| " + " | ".join(c.ljust(w) for c, w in zip(cells[0], widths, strict=True)) + " |")
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for row in cells[1:]:
+        print("| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |")
+
+
+def write_json(name: str, data: dict) -> Path:
+    """bench/results/NAME.json, written whole (temp file, then rename)."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+# -- subprocesses -----------------------------------------------------------------------------------------------------
+def run_json(command: list[str], timeout: float, env: dict | None = None) -> dict:
+    """Run `command`; its last stdout line is a JSON object. RuntimeError with the stderr tail when it fails."""
+    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
+    lines = done.stdout.strip().splitlines()
+    if done.returncode or not lines:
+        tail = " | ".join(done.stderr.strip().splitlines()[-8:])
+        raise RuntimeError(f"{' '.join(command[:3])}… failed (exit {done.returncode}): {tail}")
+    return json.loads(lines[-1])
+
+
+def python() -> str:
+    """The interpreter running this script (the project's venv)."""
+    return sys.executable
