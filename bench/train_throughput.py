@@ -70,13 +70,15 @@ def run_convscope(a: dict) -> dict:
         augment="none",
         val_fraction=0.0,
         threads=a["threads"],
+        precision=a.get("precision", "fp32"),
         out=a["out"],
         report=False,
     )
     wall = time.perf_counter() - t0
     with open(Path(a["out"]) / "metrics.csv", newline="") as f:
         seconds = [float(row["seconds"]) for row in csv.DictReader(f)]
-    return {"engine": "convscope", "images": a["images"], "epoch_seconds": seconds, "train_call_seconds": wall}
+    engine = "convscope" if a.get("precision", "fp32") == "fp32" else "convscope-bf16"
+    return {"engine": engine, "images": a["images"], "epoch_seconds": seconds, "train_call_seconds": wall}
 
 
 def run_plain(a: dict) -> dict:
@@ -123,7 +125,12 @@ def run_plain(a: dict) -> dict:
     return {"engine": "plain", "images": len(y), "epoch_seconds": seconds}
 
 
-WORKERS = {"convscope": run_convscope, "plain": run_plain}
+WORKERS = {
+    "convscope": run_convscope,
+    # `--precision bf16`: the forward pass in bfloat16 (weights and optimizer float32); the others stay float32
+    "convscope-bf16": lambda a: run_convscope({**a, "precision": "bf16"}),
+    "plain": run_plain,
+}
 
 
 def run_engine(engine: str, a: dict, keras: keras_env.KerasEnv | None) -> dict:
@@ -154,6 +161,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         choices=["passive", "active"],
         help="OMP_WAIT_POLICY for the PyTorch engines (default: unset, OpenMP's own). On a machine shared with other\n"
         "busy jobs, torch's spinning OpenMP threads lose much time; passive makes idle threads sleep at once",
+    )
+    p.add_argument(
+        "--bf16", action="store_true", help="also convscope --precision bf16 (fast on CPUs with AMX; others stay fp32)"
     )
     p.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     p.add_argument("--worker-args", help=argparse.SUPPRESS)
@@ -188,7 +198,7 @@ def main(argv=None) -> None:
         keras, keras_why = keras_env.ensure(install=True)
         if keras is None:
             print(f"Keras column left out: {keras_why}")
-    engines = ["convscope", "plain"] + (["keras"] if keras else [])
+    engines = ["convscope"] + (["convscope-bf16"] if args.bf16 else []) + ["plain"] + (["keras"] if keras else [])
     macs = infer(get_preset(PRESET)).macs  # forward multiply-adds per image
     train_flops = 3 * 2 * macs  # forward + backward (≈ 2× forward): 3 × forward; 2 FLOPs per multiply-add
 
@@ -211,7 +221,7 @@ def main(argv=None) -> None:
                     "epochs": args.epochs,
                     "batch_size": args.batch_size,
                     "threads": args.threads,
-                    "out": str(Path(tmp) / f"run-{r}"),
+                    "out": str(Path(tmp) / f"run-{r}-{engine}"),
                 }
                 result = run_engine(engine, a, keras)
                 result["round"] = r + 1
@@ -253,7 +263,13 @@ def main(argv=None) -> None:
         f"training throughput, {PRESET}, batch {args.batch_size}, {args.threads} threads"
         + (f", OMP_WAIT_POLICY={args.omp_wait_policy} (PyTorch)" if args.omp_wait_policy else ""),
     )
-    ratios = {f"convscope/{e}": summary["convscope"]["images_per_s"] / summary[e]["images_per_s"] for e in engines[1:]}
+    ours = [e for e in engines if e.startswith("convscope")]
+    ratios = {
+        f"{o}/{e}": summary[o]["images_per_s"] / summary[e]["images_per_s"]
+        for o in ours
+        for e in engines
+        if e not in ours
+    }
     print("ratios: " + ", ".join(f"{k} {v:.2f}×" for k, v in ratios.items()))
     if not keras:
         print(f"no Keras column: {keras_why}")

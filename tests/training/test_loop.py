@@ -161,3 +161,13 @@ def test_test_time_flips_average_an_image_and_its_mirror_image(folder, tmp_path)
         predict_logits(load_predictor(off), x, mean, std), predict_logits(load_model(off), x, mean, std)
     )
     assert not small(folder, tmp_path / "none", augment="none").flips_at_test()
+
+
+def test_bf16_precision_trains_with_float32_weights(folder, tmp_path):
+    run = train(small(folder, tmp_path / "run", epochs=2, precision="bf16"), report=False)
+    rows = run.metrics()
+    assert rows[-1]["train_loss"] < rows[0]["train_loss"] and run.results()["test_acc"] >= 0.9
+    weights = load_file(run.weights / "best.safetensors")
+    assert {t.dtype for t in weights.values()} <= {torch.float32, torch.int64}  # autocast leaves the weights fp32
+    with pytest.raises(Exception, match="precision must be one of fp32, bf16"):
+        TrainConfig(precision="fp16")

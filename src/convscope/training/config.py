@@ -13,6 +13,7 @@ from convscope.errors import ConfigError
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("onecycle", "cosine", "constant")
+PRECISIONS = ("fp32", "bf16")
 DEFAULT_LR = {"sgd": 0.05, "adam": 2e-3, "adamw": 2e-3}  # peak learning rates that suit the presets
 FINETUNE_LR_SCALE = 0.1  # fine-tuning a pretrained base: small steps, so its features are adjusted, not overwritten
 
@@ -40,6 +41,9 @@ class TrainConfig:
     finetune_epochs: int = 0
     unfreeze_blocks: int = 0
     cache_features: bool = False  # frozen phase: compute the base's features once, then train only the head on them
+    # bf16: the forward pass in bfloat16 (torch.autocast; weights, optimizer and evaluation stay float32). Much faster
+    # on CPUs with AMX (Sapphire Rapids and later: cifar-3conv trained 2.8x faster here), slower on CPUs without.
+    precision: str = "fp32"
     seed: int = 0
     threads: int | None = None  # torch CPU threads (None: all cores)
     out: str | None = None  # run folder (None: runs/MODEL-DATA, never overwriting)
@@ -66,6 +70,7 @@ class TrainConfig:
         _check(self.cache_features, bool, "cache_features", "true or false", lambda v: True)
         if self.tta_flip is not None:
             _check(self.tta_flip, bool, "tta_flip", "true or false", lambda v: True)
+        _check(self.precision, str, "precision", "one of " + ", ".join(PRECISIONS), lambda v: v in PRECISIONS)
         _check(self.seed, int, "seed", "an integer", lambda v: True)
         if self.threads is not None:
             _check(self.threads, int, "threads", "a positive integer", lambda v: v >= 1)

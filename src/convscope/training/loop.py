@@ -324,7 +324,8 @@ class _Trainer:
         t0 = time.perf_counter()
         while self.batch < self.batches:
             index = order[self.batch * cfg.batch_size : (self.batch + 1) * cfg.batch_size]
-            loss, right = self._batch(index)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+                loss, right = self._batch(index)
             value = loss.item()
             if not math.isfinite(value):
                 raise TrainingError(
