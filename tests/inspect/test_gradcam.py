@@ -144,9 +144,9 @@ def test_the_model_is_left_as_it_was():
 
 
 def test_the_default_layer_is_the_last_activated_feature_map():
-    assert default_layer(get_preset("fashion-fast")) == "conv3"  # 7×7: it pools (3×3) before its relu
+    assert default_layer(get_preset("fashion-fast")) == "activation3"  # after its pool: conv, pool, batchnorm, relu
     bn_relu_pool = NetSpec((8, 8, 1), (Conv(4, 3, activation="none"), BatchNorm(), Activation("relu"), Pool()))
-    assert default_layer(bn_relu_pool) == "activation1"  # 6×6, the same size as the conv's output
+    assert default_layer(bn_relu_pool) == "activation1"  # 6×6, not pool1 (3×3)
     assert default_layer(SQUARES) == "conv3"
     plain = NetSpec((8, 8, 1), (Conv(4, 3, activation="none"), BatchNorm(), Pool(), Flatten(), Dense(2)))
     assert default_layer(plain) == "conv1"

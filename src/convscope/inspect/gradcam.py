@@ -33,11 +33,13 @@ class GradCam:
 
 
 def default_layer(spec: NetSpec) -> str:
-    """The last conv's feature map, as late as possible: its activation output when one follows at the same size.
+    """The last feature-map layer before the network turns maps into a vector (flatten / global_pool).
 
-    That is the latest map with the most positions. A pool after it halves the resolution and adds nothing
-    Grad-CAM needs, so when the network pools before its activation (conv, pool, batchnorm, relu) the conv's own
-    output is taken.
+    Among those, the last conv block's activation output is preferred (a conv with an activation, or an
+    activation layer): it is the latest map with the most positions, whereas a pool after it halves the
+    resolution and adds nothing Grad-CAM needs. When a block pools before its activation (fashion-fast:
+    conv, pool, batchnorm, relu) that map is the pooled one: the raw conv output before it is larger, but its
+    Grad-CAM lit up empty background in fashion-fast's mistakes, the activation's marks the garment.
     """
     spatial = []
     for info in infer(spec).layers:
@@ -46,19 +48,14 @@ def default_layer(spec: NetSpec) -> str:
         spatial.append(info)
     if not spatial:
         raise DataError(f"{spec.name}: no layer outputs a feature map (H×W×C), so there is nothing to localise")
-    convs = [i for i, info in enumerate(spatial) if isinstance(info.layer, Conv)]
-    if not convs:
-        return spatial[-1].name
-    last = spatial[convs[-1]]
-    if last.layer.activation != "none":
-        return last.name
-    size = last.output_shape[:2]
-    later = [
-        info
-        for info in spatial[convs[-1] + 1 :]
-        if isinstance(info.layer, Activation) and info.layer.function != "none" and info.output_shape[:2] == size
+    activated = [
+        i
+        for i in spatial
+        if (isinstance(i.layer, Conv) and i.layer.activation != "none")
+        or (isinstance(i.layer, Activation) and i.layer.function != "none")
     ]
-    return (later or [last])[-1].name
+    convs = [i for i in spatial if isinstance(i.layer, Conv)]
+    return (activated or convs or spatial)[-1].name
 
 
 def spatial_layers(spec: NetSpec) -> list[str]:
