@@ -11,7 +11,7 @@ from PIL import Image
 from convscope.data.folder import IMAGE_SUFFIXES, image_files
 from convscope.data.images import describe, open_image, resolve_image, to_array
 from convscope.errors import DataError
-from convscope.run import Run, classifier_run, load_model
+from convscope.run import Run, classifier_run, load_predictor
 
 
 @dataclass(frozen=True)
@@ -63,10 +63,14 @@ def predict(run: Run | str | Path, items: list[str], top_k: int = 3) -> list[Pre
 
     from convscope.training.tensors import normalise, run_stats, to_tensor
 
+    if not isinstance(run, Run) and Path(run).suffix.lower() == ".onnx":  # a `convscope export`ed model
+        from convscope.export import predict_onnx
+
+        return predict_onnx(run, items, top_k)
     run = classifier_run(run, "predict")
     if top_k < 1:
         raise DataError(f"--top-k must be at least 1. Received: {top_k}")
-    model = load_model(run)
+    model = load_predictor(run)
     mean, std = run_stats(run)
     results: list[Prediction] = []
     for path in image_paths(items):

@@ -1,0 +1,305 @@
+"""Inference speed of one network on this CPU: eager PyTorch vs ONNX Runtime vs torch.compile.
+
+    .venv/bin/python bench/inference.py                                   # fashion-fast, random weights
+    .venv/bin/python bench/inference.py --model fashion-fast --model cifar-3conv --threads 2
+    .venv/bin/python bench/inference.py --run runs/fashion-fast-fashion-mnist --json /tmp/inference.json
+
+For each network and batch size (1 and 256 by default) it reports images/s and the p50 / p99 latency of one batch for
+  eager          the model in eval mode under torch.inference_mode (what `convscope predict` and `evaluate` run)
+  onnxruntime    the file `convscope.export` writes (checked against eager), CPUExecutionProvider
+  torch.compile  inductor, one compile per batch size (dynamic=False); its compile time is reported separately
+all with the same number of threads. The speed of a network does not depend on its weights, so a preset's random
+initialisation is measured unless --run gives a trained run.
+
+How it measures: every engine is warmed up, then the engines take turns, in a different order each round, for
+--rounds rounds of about --seconds each. Each round gives images/s (batch / its median batch latency) and its p50
+and p99 batch latency; the medians over the rounds are reported. The machine is shared: the load average before and
+after (the "after" includes this benchmark's own threads) goes into the JSON and the printout.
+The inputs are random float32 N×C×H×W (channels_last for torch, as the trainer feeds it; ONNX Runtime reads NCHW).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+DEFAULT_JSON = Path(__file__).parent / "results" / "inference.json"
+ENGINES = ("eager", "onnxruntime", "torch.compile")
+QUIET_IDLE_PERCENT = 90  # less CPU idle than this at the start: say the numbers were taken on a busy machine
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    # Before torch is imported: a fresh inductor cache, so the compile time printed is a cold compile every time.
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", tempfile.mkdtemp(prefix="convscope-inductor-"))
+    import torch
+
+    torch.set_num_threads(args.threads)
+    load_before, idle_before = os.getloadavg(), cpu_idle_percent()
+    results = [bench_network(network, args) for network in networks(args)]
+    report = {
+        "machine": machine_facts(args.threads, load_before, os.getloadavg(), idle_before),
+        "settings": {"batches": args.batch, "rounds": args.rounds, "seconds_per_turn": args.seconds},
+        "networks": results,
+    }
+    print_machine(report["machine"])
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\nwritten: {args.json}")
+    return 0
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--run", action="append", default=[], metavar="RUN", help="a trained run folder (repeatable)")
+    p.add_argument("--model", action="append", default=[], metavar="PRESET", help="a preset, random weights")
+    p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="default: all usable cores")
+    p.add_argument("--batch", type=int, action="append", help="batch sizes (repeatable; default 1 and 256)")
+    p.add_argument("--rounds", type=int, default=5, help="turns per engine (default 5)")
+    p.add_argument("--seconds", type=float, default=0.5, help="length of one turn (default 0.5 s)")
+    p.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"default {DEFAULT_JSON}")
+    args = p.parse_args(argv)
+    args.batch = args.batch or [1, 256]
+    if not args.run and not args.model:
+        args.model = ["fashion-fast"]
+    return args
+
+
+# ── the networks ──────────────────────────────────────────────────────────────────────────────────────────────────
+def networks(args: argparse.Namespace):
+    """(label, Run) for each --run, then for each --model (a run folder made in a temporary directory)."""
+    from convscope.run import load_run
+
+    for path in args.run:
+        yield str(path), load_run(path)
+    for preset in args.model:
+        yield preset, preset_run(preset, Path(tempfile.mkdtemp(prefix="convscope-bench-")))
+
+
+def preset_run(preset: str, folder: Path):
+    """A run folder for `preset` with its random initial weights, so `convscope.export` can export it like any run."""
+    import torch
+
+    from convscope.build import build
+    from convscope.presets import resolve_spec
+    from convscope.run import DataInfo, Run
+    from convscope.training.checkpoint import save_weights
+    from convscope.training.config import TrainConfig
+
+    torch.manual_seed(0)
+    spec = resolve_spec(preset)
+    model = build(spec)
+    last, channels = spec.layers[-1], spec.input[2]
+    classes = tuple(str(i) for i in range(getattr(last, "units", None) or last.classes))  # dense or detect
+    data = DataInfo("random", classes, (0.5,) * channels, (0.25,) * channels)
+    run = Run(folder, TrainConfig(model=preset, data="random"), spec, data)
+    (folder / "spec.yaml").write_text(spec.to_yaml())
+    (folder / "config.yaml").write_text(run.config_yaml())
+    save_weights(folder / "weights" / "best.safetensors", model)
+    return run
+
+
+# ── the engines ───────────────────────────────────────────────────────────────────────────────────────────────────
+def make_engines(run, batches: list[int], threads: int) -> tuple[dict, dict, float]:
+    """{engine: {batch: call()}}, torch.compile's seconds per batch size, and the export's max abs diff."""
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+
+    from convscope.export import export
+    from convscope.run import load_model
+
+    model = load_model(run)
+    exported = export(run, "onnx", Path(tempfile.mkdtemp(prefix="convscope-onnx-")) / "model.onnx")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    session = ort.InferenceSession(str(exported.path), options, ["CPUExecutionProvider"])
+    compiled = torch.compile(model, dynamic=False)
+    h, w, c = run.spec.input
+    engines: dict[str, dict] = {name: {} for name in ENGINES}
+    compile_seconds = {}
+    for n in batches:
+        x = torch.randn(n, c, h, w, generator=torch.Generator().manual_seed(n))
+        x_torch = x.contiguous(memory_format=torch.channels_last)
+        x_numpy = np.ascontiguousarray(x.numpy())
+        engines["eager"][n] = torch_call(model, x_torch)
+        engines["onnxruntime"][n] = lambda x_numpy=x_numpy: session.run(None, {"images": x_numpy})
+        engines["torch.compile"][n] = torch_call(compiled, x_torch)
+        start = time.perf_counter()
+        engines["torch.compile"][n]()  # the first call compiles for this batch size
+        compile_seconds[n] = time.perf_counter() - start
+    return engines, compile_seconds, exported.max_abs_diff
+
+
+def torch_call(model, x):
+    import torch
+
+    def call():
+        with torch.inference_mode():
+            return model(x)
+
+    return call
+
+
+# ── measuring ─────────────────────────────────────────────────────────────────────────────────────────────────────
+def bench_network(network: tuple[str, object], args: argparse.Namespace) -> dict:
+    label, run = network
+    import torch._dynamo
+
+    torch._dynamo.reset()  # each network compiles from scratch
+    engines, compile_seconds, diff = make_engines(run, args.batch, args.threads)
+    rows = []
+    for n in args.batch:
+        calls = {name: engines[name][n] for name in ENGINES}
+        for call in calls.values():
+            warm_up(call)
+        latencies = interleaved(calls, args.rounds, args.seconds)
+        rows += [summarise(name, n, latencies[name]) for name in ENGINES]
+    result = {
+        "network": label,
+        "input_hwc": list(run.spec.input),
+        "threads": args.threads,
+        "onnx_max_abs_diff": diff,
+        "compile_seconds": {str(n): s for n, s in compile_seconds.items()},
+        "results": rows,
+    }
+    print_table(result)
+    return result
+
+
+def warm_up(call, seconds: float = 0.3, least: int = 3) -> None:
+    start, done = time.perf_counter(), 0
+    while done < least or time.perf_counter() - start < seconds:
+        call()
+        done += 1
+
+
+def interleaved(calls: dict, rounds: int, seconds: float) -> dict[str, list[list[float]]]:
+    """{engine: one list of batch latencies (s) per round}; the engines take turns, rotating who goes first."""
+    names = list(calls)
+    latencies: dict[str, list[list[float]]] = {name: [] for name in names}
+    for r in range(rounds):
+        order = names[r % len(names) :] + names[: r % len(names)]
+        for name in order:
+            latencies[name].append(timed_turn(calls[name], seconds))
+    return latencies
+
+
+def timed_turn(call, seconds: float, least: int = 3) -> list[float]:
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < least or time.perf_counter() - start < seconds:
+        t = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - t)
+    return times
+
+
+def summarise(engine: str, batch: int, rounds: list[list[float]]) -> dict:
+    """Medians over the rounds of each round's images/s (batch / its median latency), p50 and p99 latency.
+
+    Per round first, then the median: a round disturbed by another job on the machine moves none of the three
+    numbers, and a fast round (many short batches) does not outweigh a slow one (few).
+    """
+    per_round = {
+        "images_per_s": [batch / statistics.median(turn) for turn in rounds],
+        "p50_ms": [1000 * percentile(sorted(turn), 50) for turn in rounds],
+        "p99_ms": [1000 * percentile(sorted(turn), 99) for turn in rounds],
+    }
+    return {
+        "engine": engine,
+        "batch": batch,
+        **{key: statistics.median(values) for key, values in per_round.items()},
+        "rounds": per_round,
+        "batches_timed": sum(len(turn) for turn in rounds),
+    }
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0–100) of an ascending list: a latency that was actually measured."""
+    rank = max(1, -(-len(sorted_values) * q // 100))  # ⌈n·q/100⌉
+    return sorted_values[int(rank) - 1]
+
+
+# ── reporting ─────────────────────────────────────────────────────────────────────────────────────────────────────
+def machine_facts(threads: int, load_before, load_after, idle_before: float | None) -> dict:
+    import onnxruntime
+    import torch
+
+    return {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "usable_cores": len(os.sched_getaffinity(0)),
+        "threads": threads,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "load_average_before": [round(v, 2) for v in load_before],  # 1, 5, 15 minutes
+        "load_average_after": [round(v, 2) for v in load_after],
+        "cpu_idle_percent_before": idle_before,  # over the 2 s before the first network was built
+    }
+
+
+def cpu_idle_percent(seconds: float = 2.0) -> float | None:
+    """Share of all cores' time spent idle over the next `seconds` (/proc/stat): unlike the load average, which
+    lags by minutes, this says whether other jobs are running right now."""
+
+    def idle_and_total() -> tuple[int, int]:
+        ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        return ticks[3] + ticks[4], sum(ticks[:8])  # idle + iowait; user … steal
+
+    try:
+        idle1, total1 = idle_and_total()
+        time.sleep(seconds)
+        idle2, total2 = idle_and_total()
+    except (OSError, ValueError, IndexError):
+        return None
+    return round(100 * (idle2 - idle1) / max(1, total2 - total1), 1)
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def print_table(result: dict) -> None:
+    h, w, c = result["input_hwc"]
+    print(f"\n{result['network']} ({h}×{w}×{c}, {result['threads']} threads; ONNX max abs diff vs eager "
+          f"{result['onnx_max_abs_diff']:.2g})")  # fmt: skip
+    print(f"{'engine':<14} {'batch':>5} {'images/s':>10} {'p50 ms':>9} {'p99 ms':>9}")
+    for row in result["results"]:
+        print(
+            f"{row['engine']:<14} {row['batch']:>5} {row['images_per_s']:>10,.0f} "
+            f"{row['p50_ms']:>9.3f} {row['p99_ms']:>9.3f}"
+        )
+    compile_text = ", ".join(f"batch {n}: {s:.1f} s" for n, s in result["compile_seconds"].items())
+    print(f"torch.compile time (cold cache): {compile_text}")
+
+
+def print_machine(machine: dict) -> None:
+    print(
+        f"\n{machine['cpu']}, {machine['usable_cores']} usable cores, {machine['threads']} threads, "
+        f"torch {machine['torch']}, onnxruntime {machine['onnxruntime']}; load average (1/5/15 min) "
+        f"{machine['load_average_before']} before, {machine['load_average_after']} after; "
+        f"CPU idle before: {machine['cpu_idle_percent_before']}%"
+    )
+    idle = machine["cpu_idle_percent_before"]
+    if idle is not None and idle < QUIET_IDLE_PERCENT:
+        print("note: other jobs were running when this started; they slow every engine and widen p99")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

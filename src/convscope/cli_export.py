@@ -1,0 +1,30 @@
+"""`convscope export RUN`: the run's network as an ONNX or TorchScript file, checked against PyTorch."""
+
+from __future__ import annotations
+
+import argparse
+
+from rich.console import Console
+
+
+def add_parsers(sub, console: Console) -> None:
+    p = sub.add_parser(
+        "export",
+        help="write a run's network as ONNX or TorchScript (checked against PyTorch), with model.json beside it",
+        description="The exported model takes float32 N×C×H×W images normalised with the run's mean and std (in "
+        "model.json) and returns logits (a detector: its raw heatmap/size/offset maps). "
+        "Run an ONNX export with `convscope predict MODEL.onnx IMAGES...`.",
+    )
+    p.add_argument("run_dir", metavar="RUN")
+    p.add_argument("--format", default="onnx", choices=["onnx", "torchscript"], help="default onnx")
+    p.add_argument("--out", metavar="FILE", help="default RUN/export/model.onnx (or model.pt)")
+    p.set_defaults(run=lambda args: cmd_export(args, console))
+
+
+def cmd_export(args: argparse.Namespace, console: Console) -> None:
+    from convscope.export import TOLERANCE, export
+    from convscope.summary import human_bytes
+
+    result = export(args.run_dir, args.format, args.out)
+    console.print(f"wrote {result.path} ({human_bytes(result.size)}, {result.format}) and {result.sidecar.name}")
+    console.print(f"max abs diff vs eager: {result.max_abs_diff:.3g} (allowed {TOLERANCE:g})")

@@ -1,0 +1,367 @@
+"""export: a run's network as an ONNX or TorchScript file, checked against PyTorch, with a JSON sidecar.
+
+The exported model takes exactly what the eager model takes, and nothing does the preprocessing for you:
+
+    float32 N×C×H×W images, already normalised per channel:  x = (pixels / 255 − mean) / std
+
+with the run's `mean` and `std` (of its training images in [0, 1]); C, H, W are the spec's input and N is free (a
+dynamic batch axis). A classifier returns N×classes logits (no softmax); a detector (spec ending in `detect`) returns
+its raw head output N×(K+4)×h×w: K centre-heatmap logits, box width and height, centre offset (convscope.detect.head).
+
+Next to RUN/export/model.onnx (or model.pt) goes model.json, everything needed to use the file without convscope:
+
+    {"run": "fashion-fast-fashion-mnist", "model": "fashion-fast", "input": [28, 28, 1] (H, W, C),
+     "input_layout": "...", "mean": [0.286], "std": [0.353], "classes": [...], "outputs": "logits",
+     "output_layout": "...",
+     "exports": {"onnx": {"format": "onnx", "file": "model.onnx", "sha256": ..., "max_abs_diff": 1.6e-07,
+                          "opset": 20, "torch": "2.14.1"},
+                 "torchscript": {...}}}
+
+model.onnx and model.pt share their model.json (same stem): exporting the second format adds its entry under
+"exports" when the rest describes the same model, and starts a new file otherwise. The sha256 tells a stale entry
+(the file was replaced since) from a current one.
+
+Every export is checked before it is written: the serialised model runs on 16 images (the sample photos resized to the
+input, then seeded random pixels), at batch 16 and batch 1, and its outputs must match the eager model's within 1e-4.
+Then the file is written atomically (temporary file in the same folder, fsync, rename), so a refused or interrupted
+export leaves nothing half-written.
+
+`predict_onnx` (behind `convscope predict MODEL.onnx IMAGES...`) runs an exported classifier with ONNX Runtime.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from convscope.errors import CheckpointError, ConvscopeError, DataError
+from convscope.run import Run, load_predictor, load_run
+
+FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
+TOLERANCE = 1e-4  # largest allowed |exported − eager| of any fp32 output value
+CHECK_PHOTOS = ("chelsea", "coffee", "astronaut", "camera", "rocket")  # scikit-image's, no download
+CHECK_IMAGES = 16
+INPUT_LAYOUT = "float32 N×C×H×W (N free), normalised per channel: (pixels / 255 − mean) / std"
+OUTPUTS = {
+    "logits": "N×classes logits (no softmax)",
+    "heatmap/size/offset maps": "N×(K+4)×h×w: K centre-heatmap logits, box width and height in input pixels, "
+    "centre offset within the cell",
+}
+
+
+class ExportError(ConvscopeError):
+    """An exported model that does not compute what the PyTorch model computes (it is not written)."""
+
+
+@dataclass(frozen=True)
+class Exported:
+    path: Path  # the model file
+    sidecar: Path  # its model.json
+    format: str  # 'onnx' | 'torchscript'
+    size: int  # bytes of the model file
+    max_abs_diff: float  # largest |exported − eager| over the check images
+    outputs: str  # 'logits' | 'heatmap/size/offset maps'
+
+
+def export(run: Run | str | Path, fmt: str, out: str | Path | None = None) -> Exported:
+    """Write the run's best weights as `fmt` ('onnx' or 'torchscript') to `out` (default RUN/export/model.onnx|.pt)
+    and model.json beside it; an ExportError, and nothing written, if it disagrees with the eager model."""
+    import torch
+
+    from convscope.training.checkpoint import atomic_write_bytes
+
+    if fmt not in FORMATS:
+        raise ExportError(f"export format must be one of {', '.join(FORMATS)}. Received: {fmt!r}")
+    run = run if isinstance(run, Run) else load_run(run)
+    path = Path(out) if out else run.path / "export" / f"model{FORMATS[fmt]}"
+    model = load_predictor(run)  # with the run's mirror test-time augmentation inside, as evaluate/predict use
+    batch = check_batch(run)
+    example = batch[:2].contiguous()  # 2, not 1: torch.export would specialise a batch of 1 into the graph
+    with torch.no_grad():
+        data = _onnx_bytes(model, example, _outputs(run)) if fmt == "onnx" else _torchscript_bytes(model, example)
+    # Checked before anything is written: the very bytes that go to disk, loaded back as a user would.
+    run_exported = _onnx_runner(data, f"{path} (not written)") if fmt == "onnx" else _torchscript_runner(data)
+    diff = max_abs_diff(model, run_exported, batch)
+    if not diff <= TOLERANCE:  # also refuses NaN
+        raise ExportError(
+            f"{path}: not written, the {fmt} model's outputs differ from PyTorch's by up to {diff:.3g} "
+            f"(allowed {TOLERANCE:g})"
+        )
+    atomic_write_bytes(path, data)
+    sidecar = _write_sidecar(run, path, fmt, diff, data)
+    return Exported(path, sidecar, fmt, len(data), diff, _outputs(run))
+
+
+def sidecar_path(model_file: str | Path) -> Path:
+    """model.onnx -> model.json (same folder, same stem)."""
+    return Path(model_file).with_suffix(".json")
+
+
+# ── serialising ───────────────────────────────────────────────────────────────────────────────────────────────────
+def _onnx_bytes(model, example, outputs: str) -> bytes:
+    """The model as an ONNX file's bytes, with a dynamic batch axis named 'batch'.
+
+    Which exporter: torch 2.14's default, dynamo=True (torch.export → ONNX through onnxscript). The legacy TorchScript
+    exporter (dynamo=False) is deprecated, and measured here it is wrong for our pools with TF-style 'same' padding
+    that is uneven (max/min/avg pool 3×3 stride 2 on 13×15: 6×7 outputs instead of 7×8, silently). The dynamo export
+    matches eager to ~1e-7 for every preset, min pools, batchnorm, the detect head and EfficientNet-Lite0.
+    """
+    import torch
+
+    output_name = "logits" if outputs == "logits" else "maps"
+    program = torch.onnx.export(
+        model,
+        (example,),
+        input_names=["images"],
+        output_names=[output_name],
+        dynamic_shapes=({0: torch.export.Dim("batch")},),
+        verbose=False,  # the library logs, it does not print
+    )
+    # One self-contained file (weights inside, not in a model.onnx.data beside it): fine below protobuf's 2 GB limit,
+    # which convnets trained on a CPU are far from.
+    return program.model_proto.SerializeToString()
+
+
+def _torchscript_bytes(model, example) -> bytes:
+    """The model traced to TorchScript (torch.jit.save's bytes); the batch size stays free.
+
+    Tracing records the ops for this example; our layers only branch on H, W and C (padding amounts, input checks),
+    which every input of the run shares, so the trace holds for any N (the check runs batch 16 and 1 to be sure).
+    torch 2.14 deprecates torch.jit in favour of torch.export; it is still what C++/mobile PyTorch loads.
+    """
+    import torch
+
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # "torch.jit.trace is deprecated"
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # the shape checks, constant for a given input size
+        torch.jit.save(torch.jit.trace(model, example, check_trace=False), buffer)
+    return buffer.getvalue()
+
+
+# ── checking ──────────────────────────────────────────────────────────────────────────────────────────────────────
+def check_batch(run: Run):
+    """16 normalised N×C×H×W images for the run's input: the sample photos resized to it, then seeded random pixels.
+
+    Not the run's own data: it may be large, or not on this machine. Photos bring real image statistics; uniform
+    noise reaches every pixel value, the extremes included.
+    """
+    from convscope.data.images import sample_photo
+    from convscope.predict import prepare
+    from convscope.training.tensors import normalise, run_stats, to_tensor
+
+    shape = run.spec.input
+    photos = [prepare(sample_photo(name), shape)[0] for name in CHECK_PHOTOS]
+    noise = np.random.default_rng(0).integers(0, 256, (CHECK_IMAGES - len(photos), *shape), dtype=np.uint8)
+    return normalise(to_tensor(np.concatenate([np.stack(photos), noise])), *run_stats(run))
+
+
+def max_abs_diff(model, run_exported, batch) -> float:
+    """Largest |exported − eager| over `batch` run whole and over its first image alone (the batch axis is free)."""
+    import torch
+
+    diff = 0.0
+    for x in (batch, batch[:1]):
+        with torch.inference_mode():
+            expected = model(x).numpy()
+        got = run_exported(x)
+        if got.shape != expected.shape:
+            return float("inf")
+        diff = max(diff, float(np.abs(got - expected).max()))
+    return diff
+
+
+def _onnx_runner(data: bytes, where: str):
+    session = _onnx_session(data, where)
+    return lambda x: session.run(None, {"images": _contiguous(x)})[0]
+
+
+def _torchscript_runner(data: bytes):
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # "torch.jit.load is deprecated"
+        module = torch.jit.load(io.BytesIO(data))  # our own bytes, made a moment ago
+
+    def run(x):
+        with torch.inference_mode():
+            return module(x).numpy()
+
+    return run
+
+
+def _onnx_session(model: bytes | Path, where: str):
+    """An ONNX Runtime CPU session, using as many threads as torch (so `--threads` means the same for both)."""
+    import onnxruntime as ort
+    import torch
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    options.log_severity_level = 3  # errors only: its warnings are about graph optimisations, not about the user
+    try:
+        return ort.InferenceSession(
+            model if isinstance(model, bytes) else str(model), options, ["CPUExecutionProvider"]
+        )
+    except Exception as err:  # noqa: BLE001 - ONNX Runtime's errors (InvalidProtobuf, Fail, ...) share no base class
+        raise CheckpointError(f"{where}: not a model ONNX Runtime can load ({_first_line(err)})") from None
+
+
+def _contiguous(x) -> np.ndarray:
+    # normalise() makes channels_last tensors; ONNX Runtime reads a plain C-ordered N×C×H×W array.
+    return np.ascontiguousarray(x.numpy(), dtype=np.float32)
+
+
+def _first_line(err: Exception) -> str:
+    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+
+
+# ── the sidecar ───────────────────────────────────────────────────────────────────────────────────────────────────
+def _outputs(run: Run) -> str:
+    return "heatmap/size/offset maps" if run.spec.layers[-1].layer_type == "detect" else "logits"
+
+
+def _write_sidecar(run: Run, path: Path, fmt: str, diff: float, data: bytes) -> Path:
+    """Write (or add this format's entry to) the model.json beside `path`."""
+    from convscope.training.checkpoint import atomic_write_text
+
+    sidecar = sidecar_path(path)
+    about = _about(run)
+    old = _read_json(sidecar)
+    same_model = isinstance(old, dict) and {k: old.get(k) for k in about} == about
+    exports = dict(old["exports"]) if same_model and isinstance(old.get("exports"), dict) else {}
+    exports[fmt] = _export_entry(path, fmt, diff, data)
+    atomic_write_text(sidecar, json.dumps({**about, "exports": exports}, indent=2, ensure_ascii=False) + "\n")
+    return sidecar
+
+
+def _about(run: Run) -> dict[str, Any]:
+    """What every export of this run shares: the input it takes, how to normalise it, what comes out."""
+    outputs = _outputs(run)
+    return {
+        "run": run.path.name,
+        "model": run.spec.name,
+        "input": list(run.spec.input),  # H, W, C
+        "input_layout": INPUT_LAYOUT,
+        "mean": list(run.data.mean),
+        "std": list(run.data.std),
+        "classes": list(run.data.classes),
+        "outputs": outputs,
+        "output_layout": OUTPUTS[outputs],
+        # The logits are already the average over the image and its mirror image: the graph computes both.
+        "mirror_averaged": outputs == "logits" and run.config.flips_at_test(),
+    }
+
+
+def _export_entry(path: Path, fmt: str, diff: float, data: bytes) -> dict[str, Any]:
+    import torch
+
+    entry = {"format": fmt, "file": path.name, "sha256": hashlib.sha256(data).hexdigest(), "max_abs_diff": diff}
+    if fmt == "onnx":
+        import onnx
+
+        opsets = onnx.load_from_string(data).opset_import
+        entry["opset"] = next(o.version for o in opsets if o.domain in ("", "ai.onnx"))
+    return {**entry, "torch": torch.__version__.split("+")[0]}
+
+
+def _read_json(path: Path) -> Any:
+    """The JSON in `path`, or None when there is none or it is not JSON."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+
+
+# ── running an exported model ─────────────────────────────────────────────────────────────────────────────────────
+@dataclass(frozen=True)
+class OnnxModel:
+    """An exported ONNX classifier and what its model.json says: `model(x)` maps N×C×H×W normalised float32 to
+    N×classes logits."""
+
+    path: Path
+    info: dict[str, Any]
+    session: Any
+
+    @property
+    def input(self) -> tuple[int, int, int]:
+        return tuple(self.info["input"])
+
+    def __call__(self, x) -> np.ndarray:
+        return self.session.run(None, {"images": _contiguous(x)})[0]
+
+
+def load_onnx(path: str | Path) -> OnnxModel:
+    """An exported .onnx file and its model.json; a CheckpointError naming the file when either is unusable."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such model file")
+    info = _read_sidecar(path)
+    data = path.read_bytes()
+    if hashlib.sha256(data).hexdigest() != info["exports"]["onnx"]["sha256"]:
+        raise CheckpointError(
+            f"{path}: not the file {sidecar_path(path).name} describes (its sha256 differs: damaged, or replaced "
+            "since the export)"
+        )
+    session = _onnx_session(data, str(path))
+    h, w, c = info["input"]
+    inputs = session.get_inputs()
+    if len(inputs) != 1 or inputs[0].name != "images" or list(inputs[0].shape[1:]) != [c, h, w]:
+        got = ", ".join(f"{i.name} {i.shape}" for i in inputs)
+        raise CheckpointError(f"{path}: expected one input 'images' of N×{c}×{h}×{w} (model.json). Received: {got}")
+    return OnnxModel(path, info, session)
+
+
+def _read_sidecar(path: Path) -> dict[str, Any]:
+    sidecar = sidecar_path(path)
+    if not sidecar.is_file():
+        raise CheckpointError(
+            f"{path}: no {sidecar.name} beside it (convscope export writes one: input size, normalisation, classes)"
+        )
+    info = _read_json(sidecar)
+    try:
+        h, w, c = (int(v) for v in info["input"])
+        mean, std, classes, exports = info["mean"], info["std"], info["classes"], info["exports"]
+        if not (len(mean) == len(std) == c and all(s > 0 for s in std) and isinstance(classes, list)):
+            raise ValueError(f"mean and std need {c} values each (std > 0), classes a list")
+    except (KeyError, TypeError, ValueError) as err:
+        what = "not JSON" if info is None else f"{type(err).__name__}: {err}"
+        raise CheckpointError(f"{sidecar}: not a model.json written by convscope export ({what})") from None
+    if not isinstance(exports.get("onnx"), dict) or "sha256" not in exports["onnx"]:
+        raise CheckpointError(f"{sidecar}: describes no ONNX export (only: {', '.join(exports) or 'nothing'})")
+    return info
+
+
+def predict_onnx(path: str | Path, items: list[str], top_k: int = 3):
+    """`convscope.predict.predict`, with an exported ONNX classifier run by ONNX Runtime instead of PyTorch."""
+    import torch
+
+    from convscope.predict import Prediction, image_paths, prepare
+    from convscope.training.tensors import normalise, to_tensor
+
+    if top_k < 1:
+        raise DataError(f"--top-k must be at least 1. Received: {top_k}")
+    model = load_onnx(path)
+    if model.info["outputs"] != "logits":
+        raise DataError(f"{model.path} is a detector's export: it outputs {model.info['outputs']}, not class scores")
+    c = model.input[2]
+    mean, std = (torch.tensor(model.info[k], dtype=torch.float32).view(1, c, 1, 1) for k in ("mean", "std"))
+    classes = model.info["classes"]
+    results: list[Prediction] = []
+    for image in image_paths(items):
+        try:
+            array, conversion = prepare(image, model.input)
+        except DataError as err:
+            results.append(Prediction(str(image), error=str(err)))
+            continue
+        logits = torch.from_numpy(model(normalise(to_tensor(array[None]), mean, std)))
+        values, index = torch.softmax(logits, dim=1)[0].topk(min(top_k, len(classes)))
+        top = [(classes[i], float(v)) for v, i in zip(values, index, strict=True)]
+        results.append(Prediction(str(image), top, conversion))
+    return results
