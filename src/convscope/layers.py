@@ -230,6 +230,7 @@ class MirrorAverage(nn.Module):
     def __init__(self, net: nn.Module):
         super().__init__()
         self.net = net
+        self.train(net.training)  # a wrapper of an eval-mode network is in eval mode too
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (self.net(x) + self.net(x.flip(3))) / 2
