@@ -42,7 +42,7 @@ class TrainConfig:
     unfreeze_blocks: int = 0
     cache_features: bool = False  # frozen phase: compute the base's features once, then train only the head on them
     # bf16: the forward pass in bfloat16 (torch.autocast; weights, optimizer and evaluation stay float32). Much faster
-    # on CPUs with AMX (Sapphire Rapids and later: cifar-3conv trained 2.8x faster here), slower on CPUs without.
+    # on CPUs with AMX (Sapphire Rapids and later: cifar-3conv trained 2.0x faster here), slower on CPUs without.
     precision: str = "fp32"
     seed: int = 0
     threads: int | None = None  # torch CPU threads (None: all cores)
