@@ -342,26 +342,13 @@ def predict_onnx(path: str | Path, items: list[str], top_k: int = 3):
     """`convscope.predict.predict`, with an exported ONNX classifier run by ONNX Runtime instead of PyTorch."""
     import torch
 
-    from convscope.predict import Prediction, image_paths, prepare
-    from convscope.training.tensors import normalise, to_tensor
+    from convscope.predict import classify_files
 
-    if top_k < 1:
-        raise DataError(f"--top-k must be at least 1. Received: {top_k}")
     model = load_onnx(path)
     if model.info["outputs"] != "logits":
         raise DataError(f"{model.path} is a detector's export: it outputs {model.info['outputs']}, not class scores")
     c = model.input[2]
     mean, std = (torch.tensor(model.info[k], dtype=torch.float32).view(1, c, 1, 1) for k in ("mean", "std"))
-    classes = model.info["classes"]
-    results: list[Prediction] = []
-    for image in image_paths(items):
-        try:
-            array, conversion = prepare(image, model.input)
-        except DataError as err:
-            results.append(Prediction(str(image), error=str(err)))
-            continue
-        logits = torch.from_numpy(model(normalise(to_tensor(array[None]), mean, std)))
-        values, index = torch.softmax(logits, dim=1)[0].topk(min(top_k, len(classes)))
-        top = [(classes[i], float(v)) for v, i in zip(values, index, strict=True)]
-        results.append(Prediction(str(image), top, conversion))
-    return results
+    return classify_files(
+        lambda x: torch.from_numpy(model(x)), model.input, mean, std, model.info["classes"], items, top_k
+    )

@@ -61,28 +61,38 @@ def prepare(path: Path, shape: tuple[int, int, int]) -> tuple[np.ndarray, str]:
 def predict(run: Run | str | Path, items: list[str], top_k: int = 3) -> list[Prediction]:
     import torch
 
-    from convscope.training.tensors import normalise, run_stats, to_tensor
+    from convscope.training.tensors import run_stats
 
     if not isinstance(run, Run) and Path(run).suffix.lower() == ".onnx":  # a `convscope export`ed model
         from convscope.export import predict_onnx
 
         return predict_onnx(run, items, top_k)
     run = classifier_run(run, "predict")
-    if top_k < 1:
-        raise DataError(f"--top-k must be at least 1. Received: {top_k}")
     model = load_predictor(run)
     mean, std = run_stats(run)
+    with torch.inference_mode():
+        return classify_files(model, run.spec.input, mean, std, run.data.classes, items, top_k)
+
+
+def classify_files(logits_of, shape, mean, std, classes, items: list[str], top_k: int) -> list[Prediction]:
+    """The top_k classes of each image file in `items`, by `logits_of` (normalised 1×C×H×W tensor -> 1×classes
+    logits) for images converted to `shape` (H, W, C); an unreadable file gets an error and the rest go on."""
+    import torch
+
+    from convscope.training.tensors import normalise, to_tensor
+
+    if top_k < 1:
+        raise DataError(f"--top-k must be at least 1. Received: {top_k}")
     results: list[Prediction] = []
     for path in image_paths(items):
         try:
-            array, conversion = prepare(path, run.spec.input)
+            array, conversion = prepare(path, shape)
         except DataError as err:
             results.append(Prediction(str(path), error=str(err)))
             continue
-        with torch.inference_mode():
-            probs = torch.softmax(model(normalise(to_tensor(array[None]), mean, std)), dim=1)[0]
-        values, index = probs.topk(min(top_k, len(run.data.classes)))
-        top = [(run.data.classes[i], float(v)) for v, i in zip(values, index, strict=True)]
+        probs = torch.softmax(logits_of(normalise(to_tensor(array[None]), mean, std)), dim=1)[0]
+        values, index = probs.topk(min(top_k, len(classes)))
+        top = [(classes[i], float(v)) for v, i in zip(values, index, strict=True)]
         results.append(Prediction(str(path), top, conversion))
     return results
 
