@@ -8,8 +8,10 @@ For each network and batch size (1 and 256 by default) it reports images/s and t
   eager          the model in eval mode under torch.inference_mode (what `convscope predict` and `evaluate` run)
   onnxruntime    the file `convscope.export` writes (checked against eager), CPUExecutionProvider
   torch.compile  inductor, one compile per batch size (dynamic=False); its compile time is reported separately
-all with the same number of threads. The speed of a network does not depend on its weights, so a preset's random
-initialisation is measured unless --run gives a trained run.
+all with the same number of threads, and all computing the same thing: the run's predictor (`load_predictor`), which
+is also what export writes, so a run with flip test-time augmentation is two passes (image and mirror) in all three.
+The speed of a network does not depend on its weights, so a preset's random initialisation is measured unless --run
+gives a trained run; a preset is measured as one pass, without test-time flips.
 
 How it measures: every engine is warmed up, then the engines take turns, in a different order each round, for
 --rounds rounds of about --seconds each. Each round gives images/s (batch / its median batch latency) and its p50
@@ -37,23 +39,30 @@ QUIET_IDLE_PERCENT = 90  # less CPU idle than this at the start: say the numbers
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    # Before torch is imported: a fresh inductor cache, so the compile time printed is a cold compile every time.
-    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", tempfile.mkdtemp(prefix="convscope-inductor-"))
-    import torch
-
-    torch.set_num_threads(args.threads)
-    load_before, idle_before = os.getloadavg(), cpu_idle_percent()
-    results = [bench_network(network, args) for network in networks(args)]
-    report = {
-        "machine": machine_facts(args.threads, load_before, os.getloadavg(), idle_before),
-        "settings": {"batches": args.batch, "rounds": args.rounds, "seconds_per_turn": args.seconds},
-        "networks": results,
-    }
+    # Preset run folders, ONNX files and inductor's cache go here, and are deleted at the end.
+    with tempfile.TemporaryDirectory(prefix="convscope-bench-") as scratch:
+        args.scratch = Path(scratch)
+        # Before torch is imported: a fresh inductor cache, so the compile time printed is a cold compile every time.
+        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(args.scratch / "inductor"))
+        report = measure(args)
     print_machine(report["machine"])
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2) + "\n")
     print(f"\nwritten: {args.json}")
     return 0
+
+
+def measure(args: argparse.Namespace) -> dict:
+    import torch
+
+    torch.set_num_threads(args.threads)
+    load_before, idle_before = os.getloadavg(), cpu_idle_percent()
+    results = [bench_network(network, args, args.scratch / f"onnx-{i}") for i, network in enumerate(networks(args))]
+    return {
+        "machine": machine_facts(args.threads, load_before, os.getloadavg(), idle_before),
+        "settings": {"batches": args.batch, "rounds": args.rounds, "seconds_per_turn": args.seconds},
+        "networks": results,
+    }
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -80,7 +89,7 @@ def networks(args: argparse.Namespace):
     for path in args.run:
         yield str(path), load_run(path)
     for preset in args.model:
-        yield preset, preset_run(preset, Path(tempfile.mkdtemp(prefix="convscope-bench-")))
+        yield preset, preset_run(preset, args.scratch / f"run-{preset}")
 
 
 def preset_run(preset: str, folder: Path):
@@ -99,7 +108,9 @@ def preset_run(preset: str, folder: Path):
     last, channels = spec.layers[-1], spec.input[2]
     classes = tuple(str(i) for i in range(getattr(last, "units", None) or last.classes))  # dense or detect
     data = DataInfo("random", classes, (0.5,) * channels, (0.25,) * channels)
-    run = Run(folder, TrainConfig(model=preset, data="random"), spec, data)
+    # tta_flip off: the network itself, one pass (a run of data "random" would otherwise average mirror images)
+    run = Run(folder, TrainConfig(model=preset, data="random", tta_flip=False), spec, data)
+    folder.mkdir(parents=True)
     (folder / "spec.yaml").write_text(spec.to_yaml())
     (folder / "config.yaml").write_text(run.config_yaml())
     save_weights(folder / "weights" / "best.safetensors", model)
@@ -107,17 +118,17 @@ def preset_run(preset: str, folder: Path):
 
 
 # ── the engines ───────────────────────────────────────────────────────────────────────────────────────────────────
-def make_engines(run, batches: list[int], threads: int) -> tuple[dict, dict, float]:
+def make_engines(run, batches: list[int], threads: int, folder: Path) -> tuple[dict, dict, float]:
     """{engine: {batch: call()}}, torch.compile's seconds per batch size, and the export's max abs diff."""
     import numpy as np
     import onnxruntime as ort
     import torch
 
     from convscope.export import export
-    from convscope.run import load_model
+    from convscope.run import load_predictor
 
-    model = load_model(run)
-    exported = export(run, "onnx", Path(tempfile.mkdtemp(prefix="convscope-onnx-")) / "model.onnx")
+    model = load_predictor(run)  # what export writes: the network, averaged with mirror images if the run says so
+    exported = export(run, "onnx", folder / "model.onnx")
     options = ort.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
     session = ort.InferenceSession(str(exported.path), options, ["CPUExecutionProvider"])
@@ -149,29 +160,60 @@ def torch_call(model, x):
 
 
 # ── measuring ─────────────────────────────────────────────────────────────────────────────────────────────────────
-def bench_network(network: tuple[str, object], args: argparse.Namespace) -> dict:
+def bench_network(network: tuple[str, object], args: argparse.Namespace, onnx_folder: Path) -> dict:
     label, run = network
     import torch._dynamo
 
     torch._dynamo.reset()  # each network compiles from scratch
-    engines, compile_seconds, diff = make_engines(run, args.batch, args.threads)
-    rows = []
+    engines, compile_seconds, diff = make_engines(run, args.batch, args.threads, onnx_folder)
+    rows, others = [], {}
     for n in args.batch:
         calls = {name: engines[name][n] for name in ENGINES}
         for call in calls.values():
             warm_up(call)
+        watch = OtherJobs()
         latencies = interleaved(calls, args.rounds, args.seconds)
+        others[str(n)] = watch.cpu_percent()
         rows += [summarise(name, n, latencies[name]) for name in ENGINES]
     result = {
         "network": label,
         "input_hwc": list(run.spec.input),
         "threads": args.threads,
         "onnx_max_abs_diff": diff,
+        # The sidecar's name for it: the logits are the average over the image and its mirror (two passes).
+        "mirror_averaged": run.config.flips_at_test() and run.spec.layers[-1].layer_type != "detect",
         "compile_seconds": {str(n): s for n, s in compile_seconds.items()},
+        "other_jobs_cpu_percent": others,  # per batch size, while it was timed
         "results": rows,
     }
     print_table(result)
     return result
+
+
+class OtherJobs:
+    """How much of the machine other processes used since this was made, in % of all cores: the CPU time /proc/stat
+    counts as busy, minus this process's own (all its threads, ONNX Runtime's included). None without /proc."""
+
+    def __init__(self):
+        self.start = self._sample()
+
+    @staticmethod
+    def _sample() -> tuple[float, float, float] | None:
+        try:
+            ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+        except (OSError, ValueError):
+            return None
+        hz, own = os.sysconf("SC_CLK_TCK"), os.times()
+        busy = (sum(ticks) - ticks[3] - ticks[4]) / hz  # all cores' busy seconds (not idle, not iowait)
+        return busy, own.user + own.system, time.monotonic()
+
+    def cpu_percent(self) -> float | None:
+        end = self._sample()
+        if self.start is None or end is None:
+            return None
+        (busy1, own1, t1), (busy2, own2, t2) = self.start, end
+        cores = os.cpu_count() or 1
+        return round(max(0.0, 100 * ((busy2 - busy1) - (own2 - own1)) / ((t2 - t1) * cores)), 1)
 
 
 def warm_up(call, seconds: float = 0.3, least: int = 3) -> None:
@@ -277,7 +319,8 @@ def cpu_model() -> str:
 
 def print_table(result: dict) -> None:
     h, w, c = result["input_hwc"]
-    print(f"\n{result['network']} ({h}×{w}×{c}, {result['threads']} threads; ONNX max abs diff vs eager "
+    passes = "image + mirror averaged" if result["mirror_averaged"] else "one pass"
+    print(f"\n{result['network']} ({h}×{w}×{c}, {passes}, {result['threads']} threads; ONNX max abs diff vs eager "
           f"{result['onnx_max_abs_diff']:.2g})")  # fmt: skip
     print(f"{'engine':<14} {'batch':>5} {'images/s':>10} {'p50 ms':>9} {'p99 ms':>9}")
     for row in result["results"]:
@@ -287,6 +330,8 @@ def print_table(result: dict) -> None:
         )
     compile_text = ", ".join(f"batch {n}: {s:.1f} s" for n, s in result["compile_seconds"].items())
     print(f"torch.compile time (cold cache): {compile_text}")
+    others = ", ".join(f"batch {n}: {p}%" for n, p in result["other_jobs_cpu_percent"].items())
+    print(f"CPU used by other jobs while timing (% of all cores): {others}")
 
 
 def print_machine(machine: dict) -> None:

@@ -76,7 +76,7 @@ def add_parsers(sub, console) -> None:
     p.set_defaults(run=lambda args: cmd_evaluate(args, console))
 
     p = sub.add_parser("predict", help="labels with probabilities for image files or folders")
-    p.add_argument("items", nargs="+", metavar="RUN IMAGE|DIR", help="a run folder, then images or folders")
+    p.add_argument("items", nargs="+", metavar="RUN IMAGE|DIR", help="a run folder or an exported .onnx, then images")
     p.add_argument("--base", help="no run: ImageNet classes from a pretrained base (efficientnet-lite0)")
     p.add_argument("--top-k", type=int, help="how many classes per image (default 3; 5 with --base)")
     p.add_argument("--json", action="store_true")
