@@ -25,12 +25,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402 (bench/ is not a package: scripts run as files)
 
 DEFAULT_JSON = Path(__file__).parent / "results" / "inference.json"
 ENGINES = ("eager", "onnxruntime", "torch.compile")
@@ -272,17 +274,11 @@ def percentile(sorted_values: list[float], q: float) -> float:
 
 # ── reporting ─────────────────────────────────────────────────────────────────────────────────────────────────────
 def machine_facts(threads: int, load_before, load_after, idle_before: float | None) -> dict:
+    """common.machine_facts, with ONNX Runtime's version and how busy the machine was around the measurement."""
     import onnxruntime
-    import torch
 
     return {
-        "cpu": cpu_model(),
-        "cores": os.cpu_count(),
-        "usable_cores": len(os.sched_getaffinity(0)),
-        "threads": threads,
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
+        **common.machine_facts(threads),
         "onnxruntime": onnxruntime.__version__,
         "load_average_before": [round(v, 2) for v in load_before],  # 1, 5, 15 minutes
         "load_average_after": [round(v, 2) for v in load_after],
@@ -307,27 +303,18 @@ def cpu_idle_percent(seconds: float = 2.0) -> float | None:
     return round(100 * (idle2 - idle1) / max(1, total2 - total1), 1)
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def print_table(result: dict) -> None:
     h, w, c = result["input_hwc"]
     passes = "image + mirror averaged" if result["mirror_averaged"] else "one pass"
     print(f"\n{result['network']} ({h}×{w}×{c}, {passes}, {result['threads']} threads; ONNX max abs diff vs eager "
           f"{result['onnx_max_abs_diff']:.2g})")  # fmt: skip
-    print(f"{'engine':<14} {'batch':>5} {'images/s':>10} {'p50 ms':>9} {'p99 ms':>9}")
-    for row in result["results"]:
-        print(
-            f"{row['engine']:<14} {row['batch']:>5} {row['images_per_s']:>10,.0f} "
-            f"{row['p50_ms']:>9.3f} {row['p99_ms']:>9.3f}"
-        )
+    common.print_table(
+        ["engine", "batch", "images/s", "p50 ms", "p99 ms"],
+        [
+            [r["engine"], r["batch"], f"{r['images_per_s']:,.0f}", f"{r['p50_ms']:.3f}", f"{r['p99_ms']:.3f}"]
+            for r in result["results"]
+        ],
+    )
     compile_text = ", ".join(f"batch {n}: {s:.1f} s" for n, s in result["compile_seconds"].items())
     print(f"torch.compile time (cold cache): {compile_text}")
     others = ", ".join(f"batch {n}: {p}%" for n, p in result["other_jobs_cpu_percent"].items())
@@ -335,11 +322,10 @@ def print_table(result: dict) -> None:
 
 
 def print_machine(machine: dict) -> None:
+    common.print_machine(machine)
     print(
-        f"\n{machine['cpu']}, {machine['usable_cores']} usable cores, {machine['threads']} threads, "
-        f"torch {machine['torch']}, onnxruntime {machine['onnxruntime']}; load average (1/5/15 min) "
-        f"{machine['load_average_before']} before, {machine['load_average_after']} after; "
-        f"CPU idle before: {machine['cpu_idle_percent_before']}%"
+        f"onnxruntime {machine['onnxruntime']}; load average (1/5/15 min) {machine['load_average_before']} before, "
+        f"{machine['load_average_after']} after; CPU idle before: {machine['cpu_idle_percent_before']}%"
     )
     idle = machine["cpu_idle_percent_before"]
     if idle is not None and idle < QUIET_IDLE_PERCENT:
