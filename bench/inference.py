@@ -98,7 +98,7 @@ def preset_run(preset: str, folder: Path):
     """A run folder for `preset` with its random initial weights, so `convscope.export` can export it like any run."""
     import torch
 
-    from convscope.build import build
+    from convscope.builder import build
     from convscope.presets import resolve_spec
     from convscope.run import DataInfo, Run
     from convscope.training.checkpoint import save_weights

@@ -4,7 +4,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from convscope import BatchNorm, Conv, DataError, Dense, Dropout, Flatten, GlobalPool, NetSpec, Pool, SpecError, infer
-from convscope.build import build
+from convscope.builder import build
 from convscope.presets import get_preset, preset_names
 from convscope.shapes import out_size
 

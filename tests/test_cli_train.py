@@ -39,7 +39,7 @@ def test_predict_reports_unreadable_files_and_predicts_the_rest(run_dir, tmp_pat
     Image.fromarray(noise).save(tmp_path / "whole.png")
     (tmp_path / "broken.png").write_bytes((tmp_path / "whole.png").read_bytes()[:2000])  # cut off mid-stream
     (tmp_path / "notes.png").write_text("hello")
-    assert main(["predict", str(run_dir), str(tmp_path), "--json", "--top-k", "2"]) == 0
+    assert main(["predict", str(run_dir), str(tmp_path), "--json", "--top-k", "2"]) == 1  # some could not be read
     rows = {Path(r["path"]).name: r for r in json.loads(capsys.readouterr().out)}
     assert rows["bright.png"]["conversion"] == "RGB 40×30 → gray 28×28"
     assert [t["class"] for t in rows["bright.png"]["top"]][0] == "light"

@@ -14,11 +14,11 @@ from helpers import make_folder
 from PIL import Image
 
 from convscope import export as export_module
-from convscope.build import build
+from convscope.builder import build
 from convscope.cli import main
 from convscope.errors import CheckpointError, DataError
 from convscope.export import ExportError, export, load_onnx, predict_onnx
-from convscope.predict import predict
+from convscope.prediction import predict
 from convscope.run import DataInfo, Run, load_model, load_predictor, load_run
 from convscope.spec import NetSpec
 from convscope.training.checkpoint import save_weights

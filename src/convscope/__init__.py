@@ -19,14 +19,17 @@ from convscope.spec import (
 __version__ = "0.1.0"
 
 
-_LAZY = {  # torch is imported only when it is needed, so `convscope summary` and friends start instantly
-    "build": "convscope.build",
+# torch is imported only when it is needed, so `convscope summary` and friends start instantly. No public name is
+# also a submodule's name (the functions live in builder.py, evaluation.py, prediction.py): importing a submodule sets
+# the package attribute of its name, which would replace the function with the module.
+_LAZY = {
+    "build": "convscope.builder",
     "train": "convscope.training.loop",
     "TrainConfig": "convscope.training.config",
     "load_run": "convscope.run",
     "load_model": "convscope.run",
-    "evaluate": "convscope.evaluate",
-    "predict": "convscope.predict",
+    "evaluate": "convscope.evaluation",
+    "predict": "convscope.prediction",
     "write_report": "convscope.inspect.report",
 }
 

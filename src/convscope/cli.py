@@ -11,9 +11,11 @@ import sys
 from rich.console import Console
 
 from convscope.errors import ConvscopeError, SpecError
+from convscope.memory import available_memory, human_bytes, training_memory
 from convscope.presets import get_preset, preset_names, resolve_spec
 from convscope.shapes import infer
-from convscope.spec import parse_shape
+from convscope.signals import StopRequest
+from convscope.spec import parse_shape, shown
 from convscope.summary import formula_lines, summary_table, totals_lines
 
 EXIT_USAGE = 2
@@ -28,18 +30,54 @@ def cmd_summary(args: argparse.Namespace) -> None:
     spec = resolve_spec(args.spec)
     if args.input:
         spec = spec.with_input(parse_shape(args.input, "--input"))
-    report = infer(spec)
+    try:
+        report = infer(spec)
+    except SpecError as err:
+        if args.spec in preset_names() or args.input:  # a preset, or another input: no file to name
+            raise
+        raise SpecError(f"{args.spec}: {err}", layer=err.layer, detail=err.detail) from None
+    memory, warning = _training_memory(report, spec.name)
     if args.json:
-        print(json.dumps({"name": spec.name, **report.to_dict()}, indent=2, ensure_ascii=False))
+        print(json.dumps({"name": spec.name, **report.to_dict(), **memory}, indent=2, ensure_ascii=False))
+        if warning:
+            print(f"convscope: warning: {warning}", file=sys.stderr)
         return
     console = _console()
     title = f"{spec.name}" + (f" — {spec.description}" if spec.description else "")
     console.print(summary_table(report, title))
     for line in totals_lines(report):
         console.print(line)
+    estimate = f"{human_bytes(memory['training_bytes'])} ({memory['training_bytes_text']})"
+    console.print(f"Training memory at batch size {memory['training_batch_size']} (float32, at least): {estimate}")
+    if warning:
+        console.print(f"WARNING: {warning}", markup=False)
     console.print("How each spatial size came out (out = ⌊(in + padding − size)/stride⌋ + 1):")
     for line in formula_lines(report):
         console.print("  " + line)
+
+
+def _training_memory(report, name: str) -> tuple[dict, str | None]:
+    """The training estimate at TrainConfig's default batch size, and the warning when this machine cannot hold
+    it (`train` would refuse it; the spec itself is sound, so `summary` still exits 0)."""
+    from convscope.training.config import TrainConfig
+
+    estimate = training_memory(report, TrainConfig.batch_size)
+    available = available_memory()
+    memory = {
+        "training_batch_size": estimate.batch_size,
+        "training_bytes": estimate.total,
+        "training_bytes_text": estimate.text(),
+        "available_bytes": available,
+    }
+    if available is None or estimate.total <= available:
+        return memory, None
+    top, fits = estimate.largest, estimate.largest_batch(available)
+    return memory, (
+        f"{name} needs {human_bytes(estimate.total)} to train at batch size {estimate.batch_size}, this machine has "
+        f"{human_bytes(available)} available: `convscope train` would refuse it "
+        + (f"(the largest batch size that fits is {fits:,}); " if fits else "(not even one image fits); ")
+        + f"layer {top.index} ({top.name}: {top.label}) needs the most"
+    )
 
 
 def cmd_presets(args: argparse.Namespace) -> None:
@@ -50,32 +88,37 @@ def cmd_presets(args: argparse.Namespace) -> None:
         print(f"{name:<14} {h}×{w}×{c}  {report.params:>9,} params  {spec.description}")
 
 
+EXPLAIN_MAX = 1024  # explain is read by people: no side, window, stride or padding beyond this (and no huge arrays)
+
+
 def _pair_arg(text: str, what: str) -> tuple[int, int]:
-    """'3' -> (3, 3); '3x5' -> (3, 5)."""
+    """'3' -> (3, 3); '3x5' -> (3, 5); each in [1, EXPLAIN_MAX]."""
     parts = text.lower().replace("×", "x").split("x")
-    if len(parts) in (1, 2) and all(p.strip().isdigit() and int(p) > 0 for p in parts):
+    if len(parts) in (1, 2) and all(p.strip().isdigit() and 0 < int(p) <= EXPLAIN_MAX for p in parts):
         values = [int(p) for p in parts]
         return (values[0], values[-1])
-    raise SpecError(f"{what} must be a positive integer or H×W like 3x5. Received: {text!r}")
+    raise SpecError(f"{what} must be an integer in [1, {EXPLAIN_MAX}] or H×W like 3x5. Received: {shown(text, 40)}")
 
 
 def _padding_arg(text: str) -> str | tuple[int, int]:
     if text in ("valid", "same"):
         return text
     parts = text.lower().replace("×", "x").split("x")
-    if len(parts) in (1, 2) and all(p.strip().isdigit() for p in parts):
+    if len(parts) in (1, 2) and all(p.strip().isdigit() and int(p) <= EXPLAIN_MAX for p in parts):
         values = [int(p) for p in parts]
         return (values[0], values[-1])
-    raise SpecError(f"--padding must be valid, same, an integer >= 0 or H×W like 1x2. Received: {text!r}")
+    raise SpecError(
+        f"--padding must be valid, same, an integer in [0, {EXPLAIN_MAX}] or H×W like 1x2. Received: {shown(text, 40)}"
+    )
 
 
 def _position_arg(text: str | None) -> tuple[int, int] | None:
     if text is None:
         return None
     parts = text.replace(" ", "").split(",")
-    if len(parts) == 2 and all(p.isdigit() for p in parts):
+    if len(parts) == 2 and all(p.isdigit() and len(p) <= 18 for p in parts):  # longer: outside any map (and past int())
         return (int(parts[0]), int(parts[1]))
-    raise SpecError(f"--at must be ROW,COLUMN of the output (counting from 0), e.g. 4,7. Received: {text!r}")
+    raise SpecError(f"--at must be ROW,COLUMN of the output (counting from 0), e.g. 4,7. Received: {shown(text, 40)}")
 
 
 def cmd_explain(args: argparse.Namespace) -> None:
@@ -166,6 +209,18 @@ def main(argv: list[str] | None = None) -> int:
     handler.setLevel(logging.INFO if args.verbose else logging.WARNING)
     handler.setFormatter(logging.Formatter("%(message)s"))
     logging.getLogger().addHandler(handler)
+
+    # One Ctrl-C stops any command cleanly (training saves first); more presses cannot break the stop or its message.
+    args.stop = StopRequest()
+    try:
+        with args.stop.installed(exiting=True):
+            return _run(args)
+    finally:
+        logging.getLogger().removeHandler(handler)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """The command, with every error as one line on stderr: its exit status (2 for errors, 130/143 for signals)."""
     try:
         args.run(args)
     except ConvscopeError as err:
@@ -174,11 +229,13 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into `head` and the like: stop quietly
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - so the interpreter's final flush cannot fail again
         return 0
+    except OSError as err:  # a file system error convscope did not foresee: still one line naming the path
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"convscope: error: {where}{err.strerror or err}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print("convscope: interrupted", file=sys.stderr)
-        return 130
-    finally:
-        logging.getLogger().removeHandler(handler)
+        return args.stop.exit_code
     return 0
 
 

@@ -8,11 +8,23 @@ import json
 from rich.console import Console
 from rich.table import Table
 
-from convscope.errors import DataError
+from convscope.cli_args import float_in, int_in
+from convscope.errors import ConvscopeError, DataError
 from convscope.training.config import PRECISIONS
 
 # What the README's fashion-scenes measurement used (about 14 minutes of training on 2 cores).
 TRAIN_DEFAULTS = {"model": "scenes-det", "epochs": 30, "batch_size": 32, "lr": 0.008}
+
+
+LINT_EXIT = """exit status: 0 when no problems were found (notes, such as polygon rows read as boxes, alone
+still give 0), 1 when problems were found (listed on stdout, their summary on stderr), 2 when the dataset cannot be
+read at all (no data.yaml, bad YAML, a missing split folder) or for a usage mistake."""
+
+
+class LintProblems(ConvscopeError):
+    """`convscope detect lint` found label problems: the CLI prints the summary as one line and exits 1."""
+
+    exit_code = 1
 
 
 def add_parsers(sub, console: Console) -> None:
@@ -21,13 +33,19 @@ def add_parsers(sub, console: Console) -> None:
 
     g = dsub.add_parser("make-scenes", help="write the fashion-scenes dataset (Fashion-MNIST items on backgrounds)")
     g.add_argument("--out", required=True, metavar="DIR")
-    g.add_argument("--n", type=int, default=5000, help="scenes, split 80/10/10 (default 5000)")
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--size", type=int, default=128, help="square canvas side in pixels (default 128)")
+    g.add_argument("--n", type=int_in(1, 10_000_000), default=5000, help="scenes, split 80/10/10 (default 5000)")
+    g.add_argument("--seed", type=int_in(0, 2**32 - 1), default=0)
+    g.add_argument("--size", type=int_in(16, 4096), default=128, help="square canvas side in pixels (default 128)")
     g.add_argument("--data-dir", help="folder of the Fashion-MNIST files (default: the system copy)")
     g.set_defaults(run=lambda args: cmd_make_scenes(args, console))
 
-    g = dsub.add_parser("lint", help="check a YOLO dataset's labels: per file and line, then a summary")
+    g = dsub.add_parser(
+        "lint",
+        help="check a YOLO dataset's labels: per file and line, then a summary; exit 1 when problems were found",
+        description="Check every label row of a YOLO dataset (and decode every image) without training. Each "
+        "problem is one line, file and line first.",
+        epilog=LINT_EXIT,
+    )
     g.add_argument("data", metavar="DIR", help="a YOLO dataset folder (with data.yaml)")
     g.set_defaults(run=lambda args: cmd_lint(args, console))
 
@@ -56,7 +74,7 @@ def add_parsers(sub, console: Console) -> None:
     g = dsub.add_parser("predict", help="boxes, labels and scores for images; a PNG with the boxes drawn per image")
     g.add_argument("run_dir", metavar="RUN")
     g.add_argument("images", nargs="+", metavar="IMAGE|DIR")
-    g.add_argument("--min-score", type=float, default=0.3)
+    g.add_argument("--min-score", type=float_in(0, 1), default=0.3)
     g.add_argument("--out", metavar="DIR", help="where the PNGs go (default RUN/detections)")
     g.add_argument("--json", action="store_true")
     g.set_defaults(run=lambda args: cmd_detect_predict(args, console))
@@ -74,10 +92,15 @@ def cmd_lint(args: argparse.Namespace, console: Console) -> None:
     from convscope.detect.data import lint_summary
     from convscope.detect.yolo import lint_yolo
 
-    problems = lint_yolo(args.data)
+    found = lint_yolo(args.data)
+    problems = [problem for problem in found if not problem.is_note]
     for problem in problems:
         console.print(str(problem), markup=False, highlight=False)
-    console.print(f"{len(problems)} problems: {lint_summary(problems)}" if problems else "no problems found")
+    for note in (problem for problem in found if problem.is_note):
+        console.print(f"note: {note}", markup=False, highlight=False)
+    if problems:  # the summary goes to stderr as the CLI's one line, with exit status 1
+        raise LintProblems(f"{len(problems)} label problem(s): {lint_summary(problems)}")
+    console.print("no problems found")
 
 
 def cmd_detect_train(args: argparse.Namespace, console: Console) -> None:
@@ -89,7 +112,7 @@ def cmd_detect_train(args: argparse.Namespace, console: Console) -> None:
     given = {k: getattr(args, k) for k in (*keys, "val_fraction", "patience", "out") if getattr(args, k) is not None}
     bar = ProgressBar(console)
     try:
-        run = train(**{**TRAIN_DEFAULTS, **given}, callbacks=[bar])
+        run = train(**{**TRAIN_DEFAULTS, **given}, callbacks=[bar], stop=args.stop)
     finally:
         bar.close()
     _print_result(run, console)

@@ -7,6 +7,8 @@ from pathlib import Path
 
 from rich.console import Console
 
+from convscope.cli_args import int_in
+
 
 def add_parsers(sub, console: Console) -> None:
     p = sub.add_parser("featuremaps", help="every response map of the chosen layers for one image, as PNG sheets")
@@ -25,7 +27,7 @@ def add_parsers(sub, console: Console) -> None:
     p = sub.add_parser("top-activations", help="for each filter of a layer, the dataset images that excite it most")
     p.add_argument("run_dir", metavar="RUN")
     p.add_argument("--layer", required=True, help="a layer with feature maps, e.g. conv2")
-    p.add_argument("--k", type=int, default=9, help="images per filter (default 9)")
+    p.add_argument("--k", type=int_in(1, 10_000), default=9, help="images per filter (default 9)")
     p.add_argument("--data", help="another dataset (default: the run's own), its test split")
     p.add_argument("--filters", help="which filters to draw, e.g. 0-15 or 3,7,9 (default: the first 16)")
     p.add_argument("--out", help="PNG file (default RUN/top-LAYER.png)")
@@ -110,11 +112,7 @@ def cmd_gradcam(args: argparse.Namespace, console: Console) -> None:
     result = gradcam_for_run(args.run_dir, args.image, args.class_name, args.layer)
     path = Path(args.out) if args.out else Path(args.run_dir) / f"gradcam-{Path(args.image).stem}.png"
     save_gradcam_png(result, result.image, path, title=f"{args.run_dir}, {Path(args.image).name}")
-    row, col = divmod(int(result.heatmap.argmax()), result.heatmap.shape[1])
-    console.print(
-        f"{result.class_name} (probability {result.probability:.1%}) at layer {result.layer}: "
-        f"strongest at row {row}, column {col} → {path}"
-    )
+    console.print(f"{result.summary()} → {path}", markup=False)
 
 
 def cmd_report(args: argparse.Namespace, console: Console) -> None:

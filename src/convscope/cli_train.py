@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
+from convscope.cli_args import int_in
 from convscope.errors import DataError
 from convscope.training.config import OPTIMIZERS, PRECISIONS, SCHEDULES
 
@@ -39,7 +41,12 @@ def add_parsers(sub, console) -> None:
     p.add_argument("--seed", type=int)
     p.add_argument("--threads", type=int)
     p.add_argument("--out", help="run folder (default runs/MODEL-DATA)")
-    p.add_argument("--resume", metavar="RUN", help="continue a stopped run")
+    p.add_argument(
+        "--resume",
+        metavar="RUN",
+        help="continue a stopped run exactly; with --epochs N, train a finished one on to N epochs (nothing else "
+        "may be changed)",
+    )
     p.set_defaults(run=lambda args: cmd_train(args, console))
 
     p = sub.add_parser("transfer", help="train a new head on a pretrained base, then fine-tune the base's top blocks")
@@ -75,10 +82,18 @@ def add_parsers(sub, console) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=lambda args: cmd_evaluate(args, console))
 
-    p = sub.add_parser("predict", help="labels with probabilities for image files or folders")
+    p = sub.add_parser(
+        "predict",
+        help="labels with probabilities for image files or folders",
+        description="Labels with probabilities for image files or folders. Predictions go to stdout (JSON with "
+        "--json, where an unreadable image is an entry with an 'error'); each image that could not be read is "
+        "named on stderr, and the others are still predicted.",
+        epilog="exit status: 0 every image predicted; 1 some images could not be read (the rest were predicted); "
+        "2 none could be read, or a usage error (no run, a bad flag, an unusable run or model).",
+    )
     p.add_argument("items", nargs="+", metavar="RUN IMAGE|DIR", help="a run folder or an exported .onnx, then images")
     p.add_argument("--base", help="no run: ImageNet classes from a pretrained base (efficientnet-lite0)")
-    p.add_argument("--top-k", type=int, help="how many classes per image (default 3; 5 with --base)")
+    p.add_argument("--top-k", type=int_in(1, 100_000), help="how many classes per image (default 3; 5 with --base)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=lambda args: cmd_predict(args, console))
 
@@ -119,14 +134,25 @@ def cmd_train(args: argparse.Namespace, console: Console) -> None:
     from convscope.training.config import TrainConfig
     from convscope.training.loop import train
 
+    given = {k: getattr(args, k) for k in _FLAGS if getattr(args, k) is not None}
+    if args.resume:
+        from convscope.run import load_run
+        from convscope.training.resume import finished_message, is_finished, resumed_config
+
+        run = load_run(args.resume)
+        # Checked before any work: settings a resume may not change are refused, a finished run is left as it is.
+        config = resumed_config(run, given | ({"config": args.config} if args.config else {}))
+        if config == run.config and is_finished(run):
+            console.print(finished_message(run))
+            return
+    else:
+        config = TrainConfig.load(args.config, **given) if args.config else TrainConfig.from_dict(given, "flags")
     bar = ProgressBar(console)
     try:
         if args.resume:
-            run = train(resume=args.resume, callbacks=[bar])
+            run = train(resume=args.resume, callbacks=[bar], stop=args.stop, **given)
         else:
-            given = {k: getattr(args, k) for k in _FLAGS if getattr(args, k) is not None}
-            config = TrainConfig.load(args.config, **given) if args.config else TrainConfig.from_dict(given, "flags")
-            run = train(config, callbacks=[bar])
+            run = train(config, callbacks=[bar], stop=args.stop)
     finally:
         bar.close()
     _print_result(run, console)
@@ -143,7 +169,7 @@ def cmd_transfer(args: argparse.Namespace, console: Console) -> None:
     given = {k: getattr(args, k) for k in _TRANSFER_FLAGS if getattr(args, k) is not None}
     bar = ProgressBar(console)
     try:
-        run = transfer(args.base, args.image_size, args.weights, callbacks=[bar], **given)
+        run = transfer(args.base, args.image_size, args.weights, callbacks=[bar], stop=args.stop, **given)
     finally:
         bar.close()
     _print_result(run, console)
@@ -162,7 +188,7 @@ def _print_result(run, console: Console) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace, console: Console) -> None:
-    from convscope.evaluate import evaluate
+    from convscope.evaluation import evaluate
 
     result = evaluate(args.run_dir, args.data, args.data_dir)
     if args.json:
@@ -188,7 +214,9 @@ def cmd_evaluate(args: argparse.Namespace, console: Console) -> None:
 
 
 def cmd_predict(args: argparse.Namespace, console: Console) -> None:
-    from convscope.predict import predict, predict_imagenet
+    """Predictions on stdout; one line per unreadable image on stderr ("convscope: PATH: reason"), then exit status 1
+    when some images failed (SomeImagesFailed) or 2 when all did (see the parser's epilog)."""
+    from convscope.prediction import SomeImagesFailed, predict, predict_imagenet
 
     if args.base:
         results = predict_imagenet(args.base, args.items, args.top_k or 5)
@@ -200,13 +228,16 @@ def cmd_predict(args: argparse.Namespace, console: Console) -> None:
         print(json.dumps([r.to_dict() for r in results], indent=2))
     else:
         for r in results:
-            if r.error:
-                console.print(f"{r.path}: cannot predict: {r.error}")
-            else:
+            if not r.error:
                 top = ", ".join(f"{c} {p:.1%}" for c, p in r.top)
-                console.print(f"{r.path} ({r.conversion}): {top}")
-    if results and all(r.error for r in results):
+                console.print(f"{r.path} ({r.conversion}): {top}", markup=False)  # a path may hold [brackets]
+    failed = [r for r in results if r.error]
+    for r in failed:
+        print(f"convscope: {r.path}: {r.error}", file=sys.stderr)
+    if failed and len(failed) == len(results):
         raise DataError(f"none of the {len(results)} images could be read")
+    if failed:
+        raise SomeImagesFailed(f"{len(failed)} of {len(results)} images could not be read; the rest were predicted")
 
 
 def cmd_data_get(args: argparse.Namespace, console: Console) -> None:

@@ -26,6 +26,10 @@ class CheckpointError(ConvscopeError):
     """A weights or state file that is missing, damaged, or does not match its model."""
 
 
+class OutputError(ConvscopeError):
+    """A file or folder convscope had to write could not be written (read-only, disk full, no permission)."""
+
+
 class ConfigError(ConvscopeError):
     """A training setting that is missing, of the wrong type, or impossible."""
 

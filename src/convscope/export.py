@@ -154,7 +154,7 @@ def check_batch(run: Run):
     noise reaches every pixel value, the extremes included.
     """
     from convscope.data.images import sample_photo
-    from convscope.predict import prepare
+    from convscope.prediction import prepare
     from convscope.training.tensors import normalise, run_stats, to_tensor
 
     shape = run.spec.input
@@ -339,10 +339,10 @@ def _read_sidecar(path: Path) -> dict[str, Any]:
 
 
 def predict_onnx(path: str | Path, items: list[str], top_k: int = 3):
-    """`convscope.predict.predict`, with an exported ONNX classifier run by ONNX Runtime instead of PyTorch."""
+    """`convscope.prediction.predict`, with an exported ONNX classifier run by ONNX Runtime instead of PyTorch."""
     import torch
 
-    from convscope.predict import classify_files
+    from convscope.prediction import classify_files
 
     model = load_onnx(path)
     if model.info["outputs"] != "logits":

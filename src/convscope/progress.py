@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from convscope.training.loop import Callback
+from convscope.training.trainer import Callback
 
 
 class ProgressBar(Callback):
@@ -58,7 +58,8 @@ class ProgressBar(Callback):
         self.progress.stop()
 
     def close(self):
-        self.progress.stop()
+        if self.task is not None:  # a bar never started would still print an empty line when stopped
+            self.progress.stop()
 
 
 SHOWN_AS = {"val_map50": "val mAP@0.5", "val_map50_95": "val mAP@0.5:0.95"}

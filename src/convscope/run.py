@@ -1,27 +1,47 @@
 """The run folder: everything a training run leaves behind, and the one way back from disk to a usable model.
 
 runs/NAME/
-  config.yaml        the resolved training settings, the data (classes, normalisation) and the spec's input
-  spec.yaml          the network
-  metrics.csv        one row per epoch
-  weights/best.safetensors, weights/last.safetensors
-  state/             optimizer, scheduler, RNG, epoch and step (safetensors + JSON) for --resume
-  train.log, results.json, curves.png, confusion.png
+  config.yaml               the resolved training settings, the data (classes, normalisation) and the spec's input
+  spec.yaml                 the network
+  checkpoint.safetensors    everything --resume needs, in one file replaced atomically (training/state.py)
+  metrics.csv               one row per epoch          } copies of what the checkpoint holds, rewritten after
+  weights/best.safetensors, weights/last.safetensors   } each checkpoint: readers always find complete files
+  train.log, results.json, curves.png, confusion.png, report.html
+  .lock                     held by the one training that writes the folder (the holder is written inside)
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import fcntl
 import json
+import math
+import os
+import socket
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from convscope.errors import CheckpointError
+from convscope.errors import CheckpointError, OutputError
 from convscope.spec import NetSpec, load_spec
+from convscope.training.checkpoint import remove_temp_files
 from convscope.training.config import TrainConfig
+from convscope.yamlfile import read_yaml
+
+CONFIG, SPEC, CHECKPOINT, METRICS, RESULTS, LOG, LOCK = (
+    "config.yaml",
+    "spec.yaml",
+    "checkpoint.safetensors",
+    "metrics.csv",
+    "results.json",
+    "train.log",
+    ".lock",
+)
 
 
 @dataclass(frozen=True)
@@ -54,15 +74,28 @@ class Run:
         return self.path / "weights"
 
     def metrics(self) -> list[dict[str, float]]:
-        path = self.path / "metrics.csv"
-        if not path.exists():
+        """metrics.csv's rows ([] before the first epoch). Raises CheckpointError when the file is damaged."""
+        path = self.path / METRICS
+        if not path.is_file():  # absent (no epoch yet), or not a regular file, which is never read (a pipe blocks)
             return []
-        with path.open(newline="") as f:
-            return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+        try:
+            with path.open(newline="", encoding="utf-8") as f:
+                return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+        except (ValueError, TypeError, UnicodeDecodeError, csv.Error) as err:
+            raise CheckpointError(f"{path}: damaged metrics ({err})") from None
 
     def results(self) -> dict[str, Any]:
-        path = self.path / "results.json"
-        return json.loads(path.read_text()) if path.exists() else {}
+        """results.json ({} until the run has been tested). Raises CheckpointError when it is damaged."""
+        path = self.path / RESULTS
+        if not path.is_file():
+            return {}
+        try:
+            results = json.loads(path.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as err:
+            raise CheckpointError(f"{path}: damaged results ({err})") from None
+        if not isinstance(results, dict) or not all(isinstance(k, str) for k in results):
+            raise CheckpointError(f"{path}: damaged results (expected a mapping of names to values)")
+        return results
 
     def config_yaml(self) -> str:
         body = {
@@ -73,21 +106,112 @@ class Run:
         return yaml.safe_dump(body, sort_keys=False, allow_unicode=True)
 
 
-def new_run_folder(config: TrainConfig) -> Path:
-    """config.out, or runs/MODEL-DATA with -2, -3 ... appended: an existing run is never overwritten."""
-    if config.out:
-        path = Path(config.out)
-        if (path / "config.yaml").exists():
+class RunLock:
+    """The one writer of a run folder: an exclusive `fcntl.flock` on RUN/.lock, held for a training's whole life.
+
+    flock (standard library) rather than a lock file whose existence is the lock: the kernel drops it when the
+    process ends in any way, SIGKILL included, so a stale lock never has to be broken by hand. The holder writes
+    who it is into the file, so a second writer is refused with a line naming it. Readers (evaluate, predict,
+    report) take no lock: they read the complete files the last checkpoint left.
+    Raises CheckpointError when another process holds the folder; OutputError when it cannot be written.
+    """
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        self.fd: int | None = None
+
+    def __enter__(self) -> RunLock:
+        path = self.folder / LOCK
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as err:
+            raise OutputError(f"{self.folder}: cannot write in this folder ({err.strerror})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 1000).decode("utf-8", "replace").strip() or "another process"
+            os.close(fd)
             raise CheckpointError(
-                f"{path}: already holds a run; resume it with --resume {path} or choose another --out"
-            )
-        return path
-    base = Path("runs") / f"{Path(config.model).stem}-{Path(config.data.rstrip('/')).name}"
-    path, n = base, 1
-    while path.exists():
-        n += 1
-        path = base.with_name(f"{base.name}-{n}")
-    return path
+                f"{self.folder}: another training is writing this run ({holder}); "
+                "wait for it to end or use another --out"
+            ) from None
+        try:
+            replaced = os.fstat(fd).st_ino != os.stat(path).st_ino
+        except FileNotFoundError:
+            replaced = True
+        if replaced:  # the training that held it failed and removed the folder it had made: ours is gone
+            os.close(fd)
+            raise CheckpointError(f"{self.folder}: was removed by the training that made it; try again")
+        started = time.strftime("%Y-%m-%d %H:%M:%S")
+        command = " ".join(["convscope", *sys.argv[1:]]) if sys.argv[0].endswith(("convscope", "__main__.py")) else ""
+        holder = f"pid {os.getpid()} on {socket.gethostname()} since {started}" + (f": {command}" if command else "")
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, holder[:900].encode(), 0)
+        self.fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.fd is not None:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self.fd, 0)  # nobody holds it now
+            os.close(self.fd)  # closing the descriptor releases the flock
+            self.fd = None
+
+
+def new_run_folder(config: TrainConfig) -> tuple[Path, bool]:
+    """config.out, or runs/MODEL-DATA with -2, -3 ... appended: an existing run is never overwritten.
+
+    Returns the folder and whether it was made here (so a training that fails before its first checkpoint can remove
+    it). Claiming a new folder is one `mkdir`, which only one process can win; config.out is checked under its lock
+    (`claim_run_folder`). Raises OutputError when the folder cannot be made.
+    """
+    try:
+        if config.out:
+            path = Path(config.out)
+            made = not path.exists()
+            path.mkdir(parents=True, exist_ok=True)
+            return path, made
+        base = Path("runs") / f"{Path(config.model).stem}-{Path(config.data.rstrip('/')).name}"
+        base.parent.mkdir(parents=True, exist_ok=True)
+        path, n = base, 1
+        while True:
+            try:
+                path.mkdir()
+                return path, True
+            except FileExistsError:
+                n += 1
+                path = base.with_name(f"{base.name}-{n}")
+    except OSError as err:
+        raise OutputError(f"{err.filename or config.out}: cannot make the run folder ({err.strerror})") from None
+
+
+def check_run_folder_is_free(path: Path) -> None:
+    """Under the folder's lock: refuse a folder that holds a run with a checkpoint. A run that never reached its first
+    checkpoint holds nothing worth keeping and is started over. Raises CheckpointError."""
+    if (path / CHECKPOINT).exists() or (path / RESULTS).exists():
+        raise CheckpointError(f"{path}: already holds a run; resume it with --resume {path} or choose another --out")
+    remove_temp_files(path)  # left by a training killed before its first checkpoint
+    if (path / CONFIG).exists():
+        for name in (CONFIG, SPEC, METRICS, LOG):
+            (path / name).unlink(missing_ok=True)
+
+
+def remove_unfinished(path: Path, made: bool) -> None:
+    """After a training failed before its first checkpoint: remove what it wrote, so a retry with the same --out
+    starts cleanly, and the folder itself when this training made it. The user's own files are never touched.
+    Called while holding the folder's lock."""
+    if (path / CHECKPOINT).exists():
+        return
+    for name in (CONFIG, SPEC, METRICS, LOG):
+        (path / name).unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        (path / "weights").rmdir()  # only when empty
+    with contextlib.suppress(OSError):
+        if made and {p.name for p in path.iterdir()} == {LOCK}:
+            # Unlinking a held lock file is safe here: a waiting writer re-checks (RunLock) that it locked the
+            # file the folder still has.
+            (path / LOCK).unlink()
+            path.rmdir()
 
 
 def load_run(path: str | Path) -> Run:
@@ -97,18 +221,40 @@ def load_run(path: str | Path) -> Run:
     if not config_file.is_file():
         raise CheckpointError(f"{path}: not a run folder (no config.yaml)")
     try:
-        body = yaml.safe_load(config_file.read_text(encoding="utf-8"))
+        body = read_yaml(config_file, CheckpointError, "run config")  # bounded; its errors pass through
         data = body["data"]
         info = DataInfo(data["name"], tuple(data["classes"]), tuple(data["mean"]), tuple(data["std"]), data["source"])
         config = TrainConfig.from_dict(body["train"], where=str(config_file))
     except (yaml.YAMLError, KeyError, TypeError) as err:
         raise CheckpointError(f"{config_file}: damaged run config ({err})") from None
-    return Run(path, config, load_spec(path / "spec.yaml"), info)
+    spec = load_spec(path / SPEC)
+    _check_data_info(info, spec.input[-1], config_file)
+    return Run(path, config, spec, info)
+
+
+def _check_data_info(info: DataInfo, channels: int, where: Path) -> None:
+    """The data entries of a run's config.yaml, which normalise every image the model sees: refused when edited
+    into values no training could have written."""
+
+    def number(v: Any) -> bool:
+        return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+    problems = []
+    if not isinstance(info.name, str) or not isinstance(info.source, str):
+        problems.append("name and source must be text")
+    if not info.classes or not all(isinstance(c, str) for c in info.classes):
+        problems.append(f"classes must be a list of names. Received: {str(info.classes)[:60]}")
+    if len(info.mean) != channels or not all(number(m) and 0 <= m <= 1 for m in info.mean):
+        problems.append(f"mean must be {channels} number(s) in [0, 1]. Received: {str(info.mean)[:60]}")
+    if len(info.std) != channels or not all(number(s) and 0 < s <= 1 for s in info.std):
+        problems.append(f"std must be {channels} number(s) in (0, 1]. Received: {str(info.std)[:60]}")
+    if problems:
+        raise CheckpointError(f"{where}: damaged run config: data: {problems[0]}")
 
 
 def load_model(run: Run, which: str = "best"):
     """The run's network with its `best` or `last` weights, in eval mode."""
-    from convscope.build import build
+    from convscope.builder import build
     from convscope.training.checkpoint import load_weights
 
     model = build(run.spec, pretrained=False)  # the run's own weights replace any pretrained ones

@@ -38,6 +38,11 @@ from convscope.transfer.catalog import base_shape
 
 Shape = tuple[int, ...]  # (H, W, C) for feature maps, (N,) for vectors
 
+# Absolute bounds, whatever the machine: past them a spec is a mistake (a typo'd 10⁹), not a big network. 2³¹ float32
+# values are 8 GiB; the largest layers of real convnets (VGG-16's first dense: 103 M parameters) are far below.
+MAX_LAYER_PARAMS = 2**31  # trainable parameters of one layer
+MAX_VALUES = 2**31  # values of one feature map (a layer's output, or its padded input) for one image
+
 
 def pad_amounts(size: int, kernel: int, stride: int, padding: str | int) -> tuple[int, int]:
     """Padding (before, after) along one axis of `size` values for a window of `kernel` moved by `stride`."""
@@ -139,7 +144,7 @@ def infer(spec: NetSpec, input_shape: Shape | None = None) -> ShapeReport:
     jump: Pair | None = (1, 1)
     infos: list[LayerInfo] = []
     for i, (name, layer) in enumerate(zip(spec.layer_names(), spec.layers, strict=True), 1):
-        where = _Where(i, layer, infos, shape)
+        where = _Where(i, layer, infos, shape, name)
         out, params, macs, text = (
             _detect_step(layer, shape, jump, where) if isinstance(layer, Detect) else _step(layer, shape, where)
         )
@@ -153,6 +158,7 @@ def infer(spec: NetSpec, input_shape: Shape | None = None) -> ShapeReport:
             rf, jump = found.receptive_field, found.jump  # rf None: not known for bases that are not built in
         elif isinstance(layer, GlobalPool | Flatten) or (isinstance(layer, Dense) and len(shape) == 1):
             rf, jump = None, None
+        _check_bounds(out, params, where)
         infos.append(LayerInfo(i, name, layer, layer.label(), shape, out, params, macs, rf, jump, text))
         shape = out
     return ShapeReport(tuple(input_shape or spec.input), tuple(infos))
@@ -166,6 +172,7 @@ class _Where:
     layer: Layer
     before: list[LayerInfo]
     shape: Shape
+    name: str = ""  # the layer's name in the spec (conv1, or the name given)
 
     def fail(self, problem: str, spatial: bool = False) -> SpecError:
         """`spatial`: the problem is the map's height and width, so show those (the channels are in `problem`)."""
@@ -177,6 +184,24 @@ class _Where:
             received = f"Received the network input {shape_text(self.shape)}."
         detail = f"{problem} {received}"
         return SpecError(f"layer {self.index} ({self.layer.label()}): {detail}", layer=self.index, detail=detail)
+
+
+def _check_bounds(out: Shape, params: int, where: _Where) -> None:
+    """MAX_LAYER_PARAMS and MAX_VALUES; the numbers are Python ints, so a 10²⁰ kernel is counted, not overflowed."""
+    if params > MAX_LAYER_PARAMS:
+        raise where.fail(
+            f"{where.name} would have {params:,} parameters ({_gib(4 * params)} of float32), more than the "
+            f"{MAX_LAYER_PARAMS:,} one layer may have."
+        )
+    if (values := math.prod(out)) > MAX_VALUES:
+        raise where.fail(
+            f"{where.name} would output {shape_text(out)} = {values:,} values per image ({_gib(4 * values)} of "
+            f"float32), more than the {MAX_VALUES:,} one feature map may have."
+        )
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:,.1f} GiB"
 
 
 def _step(layer: Layer, shape: Shape, where: _Where) -> tuple[Shape, int, int, str]:
@@ -206,7 +231,20 @@ def _window_step(layer: Conv | Pool, shape: Shape, where: _Where) -> tuple[Shape
     (kh, kw), (sh, sw) = layer.size, layer.stride
     pad_h, pad_w = (layer.padding, layer.padding) if isinstance(layer.padding, str) else layer.padding
     top, bottom, left, right = padding_2d((h, w), layer.size, layer.stride, layer.padding)
+    for n, k, pad, side in ((h, kh, pad_h, "rows"), (w, kw, pad_w, "columns")):
+        if pad == "same" and k > 2 * n + 1:  # most of such a window only ever reads padding
+            raise where.fail(
+                f"{where.name}'s window of {k:,} {side} is far larger than the input's {n}: with "
+                f"padding 'same' at most 2·{n} + 1 = {2 * n + 1}.",
+                spatial=True,
+            )
     padded = (h + top + bottom, w + left + right)
+    if padded[0] * padded[1] * c > MAX_VALUES:  # the layers pad a copy of the input (TensorFlow-style 'same')
+        raise where.fail(
+            f"padding makes the input {padded[0]:,}×{padded[1]:,}×{c}, more than the {MAX_VALUES:,} values one "
+            "feature map may have.",
+            spatial=True,
+        )
     if padded[0] < kh or padded[1] < kw:
         with_padding = "" if padded == (h, w) else f" ({padded[0]}×{padded[1]} with padding)"
         raise where.fail(f"input is {h}×{w}×{c}{with_padding}, the window needs at least {kh}×{kw}.", spatial=True)

@@ -26,17 +26,26 @@ from typing import Any, ClassVar
 import yaml
 
 from convscope.errors import SpecError
+from convscope.files import check_regular_file
+from convscope.yamlfile import compose_yaml, load_yaml, read_text
 
 ACTIVATIONS = ("relu", "relu6", "leaky_relu", "elu", "gelu", "silu", "sigmoid", "tanh", "none")
 POOL_KINDS = ("max", "avg", "min")
 PADDING_WORDS = ("valid", "same")
 
 Pair = tuple[int, int]
+MAX_INPUT_VALUES = 2**28  # H·W·C of a network's input: a 8192×8192 color photo is 2**27.6
 Padding = str | Pair  # "valid" | "same" | (rows added top and bottom, columns added left and right)
 
 
+def shown(value: Any, limit: int = 80) -> str:
+    """repr(value) cut to `limit` characters: what a message shows of a received value (it may be huge)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _invalid(kind: str, key: str, expected: str, received: Any) -> SpecError:
-    detail = f"{key} must be {expected}. Received: {received!r}"
+    detail = f"{key} must be {expected}. Received: {shown(received)}"
     return SpecError(f"{kind}: {detail}", detail=detail)
 
 
@@ -342,8 +351,13 @@ def parse_shape(value: Any, what: str = "input") -> tuple[int, int, int]:
         parts = re.split(r"\s*[x×,]\s*", value.strip())
         parts = [int(p) if p.isdigit() else p for p in parts]
     if isinstance(parts, list | tuple) and len(parts) == 3 and all(_is_int(p) and p > 0 for p in parts):
+        if parts[0] * parts[1] * parts[2] > MAX_INPUT_VALUES:  # images are resized to it before any layer runs
+            raise SpecError(
+                f"{what}: {shape_text(tuple(parts))} is {parts[0] * parts[1] * parts[2]:,} values per image, more than"
+                f" the {MAX_INPUT_VALUES:,} (1 GiB of float32) an input may have"
+            )
         return (parts[0], parts[1], parts[2])
-    raise SpecError(f"{what} must be H×W×C with positive integers, e.g. 32x32x3. Received: {value!r}")
+    raise SpecError(f"{what} must be H×W×C with positive integers, e.g. 32x32x3. Received: {shown(value)}")
 
 
 def shape_text(shape: tuple[int, ...]) -> str:
@@ -367,7 +381,7 @@ class NetSpec:
             raise SpecError("a network needs at least one layer. Received: an empty layer list")
         for i, layer in enumerate(self.layers, 1):
             if not isinstance(layer, Layer):
-                raise SpecError(f"layer {i}: expected a layer (Conv, Pool, ...). Received: {layer!r}", layer=i)
+                raise SpecError(f"layer {i}: expected a layer (Conv, Pool, ...). Received: {shown(layer)}", layer=i)
         seen: dict[str, int] = {}
         for i, name in enumerate(self.layer_names(), 1):
             if name in seen:
@@ -411,10 +425,10 @@ class NetSpec:
         layers = tuple(layer_from_dict(item, i) for i, item in enumerate(data["layers"], 1))
         name = data.get("name", "net")
         if not isinstance(name, str):
-            raise SpecError(f"spec: name must be text. Received: {name!r}")
+            raise SpecError(f"spec: name must be text. Received: {shown(name)}")
         description = data.get("description", "")
         if not isinstance(description, str):
-            raise SpecError(f"spec: description must be text. Received: {description!r}")
+            raise SpecError(f"spec: description must be text. Received: {shown(description)}")
         return cls(input=parse_shape(data["input"]), layers=layers, name=name, description=description)
 
     def to_yaml(self) -> str:
@@ -436,7 +450,7 @@ def _no_unknown_keys(where: str, data: dict, allowed: tuple[str, ...], layer: in
         if key not in allowed:
             close = difflib.get_close_matches(str(key), allowed, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
-            detail = f"unknown key {key!r}{hint}. Expected one of: {', '.join(allowed)}"
+            detail = f"unknown key {shown(key)}{hint}. Expected one of: {', '.join(allowed)}"
             raise SpecError(f"{where}: {detail}", layer=layer, detail=detail)
 
 
@@ -450,19 +464,19 @@ def layer_from_dict(item: Any, index: int) -> Layer:
     else:
         raise SpecError(
             f"layer {index}: expected one mapping like {{conv: {{filters: 32, size: 3}}}} or a word like 'flatten'. "
-            f"Received: {item!r}",
+            f"Received: {shown(item)}",
             layer=index,
         )
     if kind not in LAYER_TYPES:
         close = difflib.get_close_matches(str(kind), LAYER_TYPES, n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         raise SpecError(
-            f"layer {index}: unknown layer kind {kind!r}{hint}. Expected one of: {', '.join(LAYER_TYPES)}",
+            f"layer {index}: unknown layer kind {shown(kind)}{hint}. Expected one of: {', '.join(LAYER_TYPES)}",
             layer=index,
         )
     where = f"layer {index} ({kind})"
     if not isinstance(params, dict):
-        raise SpecError(f"{where}: settings must be a mapping. Received: {params!r}", layer=index)
+        raise SpecError(f"{where}: settings must be a mapping. Received: {shown(params)}", layer=index)
     cls = LAYER_TYPES[kind]
     _no_unknown_keys(where, params, tuple(f.name for f in fields(cls)), layer=index)
     try:
@@ -479,20 +493,14 @@ def _is_required(f) -> bool:
 
 
 def load_spec(path: str | Path) -> NetSpec:
-    """Read a YAML or JSON spec file; errors name the file and, for a layer, its line."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SpecError(f"{path}: no such spec file") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise SpecError(f"{path}: cannot read the spec file ({err})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"{path}, line {mark.line + 1}" if mark else str(path)
-        raise SpecError(f"{where}: not valid YAML/JSON ({getattr(err, 'problem', err)})") from None
+    """Read a YAML or JSON spec file; errors name the file and, for a layer, its line.
+
+    The YAML is read within convscope.yamlfile's bounds (nesting, expanded aliases, size): a hostile file is a
+    one-line SpecError, not a RecursionError or gigabytes of expanded aliases.
+    """
+    path = check_regular_file(path, "spec file", SpecError)  # stat only: a named pipe would block the read forever
+    text = read_text(path, SpecError, "spec file")
+    data = load_yaml(text, str(path), SpecError, kind="YAML/JSON")
     try:
         return NetSpec.from_dict(data)
     except SpecError as err:
@@ -503,10 +511,7 @@ def load_spec(path: str | Path) -> NetSpec:
 
 def _layer_line(text: str, index: int) -> int | None:
     """1-based line where layer `index` (1-based) starts in a YAML text, if the text has such a layer."""
-    try:
-        root = yaml.compose(text)
-    except yaml.YAMLError:
-        return None
+    root = compose_yaml(text)
     for key, value in getattr(root, "value", []) if isinstance(root, yaml.MappingNode) else []:
         if key.value == "layers" and isinstance(value, yaml.SequenceNode) and index <= len(value.value):
             return value.value[index - 1].start_mark.line + 1

@@ -1,11 +1,15 @@
 import hashlib
 import logging
+import os
+import re
+import threading
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from convscope import DataError
+from convscope.data.dataset import skipped_results
 from convscope.data.folder import image_files, load_folder
 
 SIZE = (8, 6)  # H, W
@@ -202,3 +206,46 @@ def test_bad_settings_are_errors(tmp_path, kwargs, message):
     root = make_flat(tmp_path / "pets", classes=("cat", "dog"), per_class=2)
     with pytest.raises(DataError, match=message):
         load_folder(root, **{"image_size": SIZE, "channels": 1, **kwargs})
+
+
+def test_a_named_pipe_in_a_class_folder_is_skipped_not_waited_on(tmp_path):
+    root = make_flat(tmp_path / "pets", classes=("cat", "dog"), per_class=5)
+    os.mkfifo(root / "dog" / "pipe.png")
+    loaded = []
+    load = lambda: loaded.append(load_folder(root, SIZE, channels=1, val_fraction=0, test_fraction=0.2))  # noqa: E731
+    thread = threading.Thread(target=load, daemon=True)
+    thread.start()
+    thread.join(timeout=30)
+    (data,) = loaded
+    assert data.skipped == (
+        (
+            str(root / "dog" / "pipe.png"),
+            "is a named pipe (FIFO), not a regular file; expected an image file (it was not opened)",
+        ),
+    )
+    assert len(data.train) + len(data.test) == 10
+    assert skipped_results(data.skipped) == {
+        "skipped_count": 1,
+        "skipped_files": [{"path": str(root / "dog" / "pipe.png"), "reason": data.skipped[0].reason}],
+    }
+
+
+def test_training_images_that_all_have_one_value_are_an_error(tmp_path):
+    for name in ("cat", "dog"):
+        for i in range(5):
+            save_gray(tmp_path / "blank" / name / f"{i}.png", 0)
+    message = f"{tmp_path / 'blank'}: all images have the same value (0 of 255 in every pixel): there is nothing"
+    with pytest.raises(DataError, match=re.escape(message)):
+        load_folder(tmp_path / "blank", SIZE, channels=3)
+
+
+def test_a_folder_of_float_tiffs_loads_with_its_contrast(tmp_path):
+    for label, name in enumerate(("dark", "light")):
+        for i in range(5):
+            values = np.full((6, 8), 0.2 + 0.6 * label, dtype=np.float32)  # 0.2 → 51 and 0.8 → 204 of 255
+            path = tmp_path / "floats" / name / f"{i}.tif"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(values, mode="F").save(path)
+    data = load_folder(tmp_path / "floats", SIZE, channels=1, val_fraction=0, test_fraction=0.2)
+    assert sorted(np.unique(data.train.images).tolist()) == [51, 204]
+    assert data.skipped == ()

@@ -133,7 +133,7 @@ def test_a_gzip_crc_mismatch_is_an_error(tmp_path):
 
 
 def test_missing_files_are_errors(tmp_path):
-    with pytest.raises(DataError, match=re.escape(f"{tmp_path / 'nope'}: no such file")):
+    with pytest.raises(DataError, match=re.escape(f"{tmp_path / 'nope'}: no such IDX file")):
         read_idx(tmp_path / "nope")
 
 

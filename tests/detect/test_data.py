@@ -192,7 +192,13 @@ BAD_ROWS = """\
 """
 
 EXPECTED = {
-    ("labels/train/a.txt", 2, "columns", "expected 5 columns (class cx cy w h), found 4"),
+    (
+        "labels/train/a.txt",
+        2,
+        "columns",
+        "expected 5 columns (class cx cy w h) or a polygon (class x1 y1 x2 y2 x3 y3 …: an odd number of columns, "
+        "at least 7), found 4",
+    ),
     ("labels/train/a.txt", 3, "number", "expected a number, found 'abc'"),
     ("labels/train/a.txt", 4, "class", "class 12 out of range (0–2)"),
     ("labels/train/a.txt", 5, "class", "class 1.5 is not an integer"),
@@ -325,7 +331,7 @@ def _coco(tmp_path: Path) -> tuple[Path, Path]:
             {"id": 12, "image_id": 2, "category_id": 3, "bbox": [5, 8, 20, 40]},
             {"id": 13, "image_id": 9, "category_id": 3, "bbox": [0, 0, 5, 5]},
             {"id": 14, "image_id": 1, "category_id": 5, "bbox": [0, 0, 5, 5]},
-            {"id": 15, "image_id": 1, "category_id": 7, "bbox": [0, 0, 50, 50], "iscrowd": 1},
+            {"id": 15, "image_id": 1, "category_id": 7, "bbox": [0, 0, 50, 50], "iscrowd": 1},  # an ignore region
             {"id": 16, "image_id": 1, "category_id": 7, "bbox": [0, 0, 0, 5]},
             {"id": 17, "image_id": 2, "category_id": 7, "bbox": [30, 10, 30, 10]},
             {"id": 18, "image_id": 1, "category_id": 7, "bbox": [20, 10, 50, 40.5]},
@@ -350,6 +356,10 @@ def test_load_coco_letterboxes_and_maps_categories(tmp_path):
     # tall: 50×80 → scale 0.8, width floor(40) → pad (12, 0)
     np.testing.assert_allclose(tall.xyxy, [[5 * 0.8 + 12, 8 * 0.8, 25 * 0.8 + 12, 48 * 0.8]], atol=1e-5)
     assert tall.classes.tolist() == [0]
+    # The crowd annotation 15 is no target; it is wide's ignore region for scoring, letterboxed like the boxes.
+    assert len(split.crowds) == 2 and len(split.crowds[1]) == 0
+    np.testing.assert_allclose(split.crowds[0].xyxy, [np.array([0, 0, 50, 50]) * 0.32 + [0, 16, 0, 16]])
+    assert split.crowds[0].classes.tolist() == [1]
 
 
 def test_coco_problems_name_the_annotation(tmp_path):
@@ -362,7 +372,6 @@ def test_coco_problems_name_the_annotation(tmp_path):
         ("entry", "image 4: file name '../escape.png' points outside the images folder, skipped"),
         ("unknown-image", "annotation 13: image_id 9 is not among the usable images"),
         ("class", "annotation 14: category_id 5 is not in categories"),
-        ("crowd", "annotation 15: iscrowd=1 (a crowd region), skipped"),
         ("size", "annotation 16: zero-size box (w 0, h 5)"),
         ("outside", "annotation 17: bbox [30, 10, 30, 10] outside the 50×80 image"),
         ("duplicate", "annotation 18: duplicate of annotation 10 (IoU 0.99)"),

@@ -13,7 +13,7 @@ from helpers import StopAt
 from PIL import Image
 from safetensors.torch import load_file
 
-from convscope.build import build
+from convscope.builder import build
 from convscope.cli import main
 from convscope.detect.predict import detect_images, evaluate_detector
 from convscope.detect.scenes import make_scenes
@@ -75,7 +75,7 @@ def run(scenes, spec_file, tmp_path_factory):
 def test_a_detection_run_folder_has_everything(run):
     names = {p.name for p in run.path.iterdir()}
     assert {"config.yaml", "spec.yaml", "metrics.csv", "results.json", "report.html", "pr_curves.png"} <= names
-    assert {"curves.png", "predictions.png", "coco_eval.txt", "weights", "state"} <= names
+    assert {"curves.png", "predictions.png", "coco_eval.txt", "weights", "checkpoint.safetensors"} <= names
     header = (run.path / "metrics.csv").read_text().splitlines()[0]
     assert header == "epoch,train_loss,val_loss,val_map50,val_map50_95,lr,seconds"
     results = json.loads((run.path / "results.json").read_text())
@@ -117,9 +117,10 @@ def test_detect_cli_make_scenes_lint_and_predict(run, tmp_path, capsys):
     assert "fashion-scenes: 10 scenes" in capsys.readouterr().out
     label = next((tmp_path / "s" / "labels" / "train").iterdir())
     label.write_text(label.read_text() + "3 0.5 0.5 1.4 0.2\n")  # a box wider than the image
-    assert main(["detect", "lint", str(tmp_path / "s")]) == 0
-    out = capsys.readouterr().out
-    assert f"{label.name}, line" in out and "box outside the image" in out
+    assert main(["detect", "lint", str(tmp_path / "s")]) == 1  # problems found
+    captured = capsys.readouterr()
+    assert f"{label.name}, line" in captured.out and "coordinates outside [0, 1]" in captured.out
+    assert captured.err == "convscope: 1 label problem(s): 1 box outside the image\n"
     image = next((tmp_path / "s" / "images" / "test").iterdir())
     assert main(["detect", "predict", str(run.path), str(image), "--json", "--min-score", "0"]) == 0
     [entry] = json.loads(capsys.readouterr().out)

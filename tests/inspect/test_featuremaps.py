@@ -8,7 +8,7 @@ import torch
 from helpers import make_folder
 from PIL import Image
 
-from convscope.build import build
+from convscope.builder import build
 from convscope.errors import ConvscopeError
 from convscope.inspect.featuremaps import (
     FeatureMaps,
@@ -18,7 +18,7 @@ from convscope.inspect.featuremaps import (
     layer_maps,
     save_feature_map_sheets,
 )
-from convscope.predict import prepare
+from convscope.prediction import prepare
 from convscope.run import load_model
 from convscope.shapes import infer
 from convscope.spec import Activation, BatchNorm, Conv, Dense, Flatten, NetSpec, Pool

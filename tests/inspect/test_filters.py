@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from convscope.build import build
+from convscope.builder import build
 from convscope.errors import ConvscopeError
 from convscope.inspect.filters import _mosaic, filter_weights, save_filter_sheet
 from convscope.presets import get_preset

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from convscope.build import build
+from convscope.builder import build
 from convscope.errors import ConvscopeError, DataError
 from convscope.inspect.gradcam import default_layer, gradcam, gradcam_for_run, overlay, save_gradcam_png
 from convscope.presets import get_preset

@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from convscope.build import build
+from convscope.builder import build
 from convscope.data.dataset import Split
 from convscope.errors import DataError
 from convscope.inspect import top_activations as top_module

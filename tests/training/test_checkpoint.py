@@ -1,24 +1,18 @@
-import json
 import os
-import random
-import re
 
-import numpy as np
 import pytest
 import safetensors.torch
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from convscope.errors import CheckpointError
+from convscope.errors import CheckpointError, OutputError
 from convscope.training import checkpoint
 from convscope.training.checkpoint import (
     atomic_write_bytes,
     atomic_write_text,
     load_state_dict_file,
-    load_training_state,
     load_weights,
-    save_training_state,
+    remove_temp_files,
     save_weights,
 )
 
@@ -54,7 +48,7 @@ def test_failed_replace_leaves_old_file_and_no_temp_files(tmp_path, monkeypatch)
         raise OSError("disk full")
 
     monkeypatch.setattr(checkpoint.os, "replace", broken_replace)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(OutputError, match=r"weights\.bin: cannot write \(disk full\); nothing was changed"):
         atomic_write_bytes(path, b"new")
     assert path.read_bytes() == b"old"
     assert os.listdir(tmp_path) == ["weights.bin"]
@@ -67,6 +61,40 @@ def test_failed_write_leaves_old_file_and_no_temp_files(tmp_path):
         atomic_write_bytes(path, "not bytes")  # the write itself raises, after the temp file exists
     assert path.read_bytes() == b"old"
     assert os.listdir(tmp_path) == ["weights.bin"]
+
+
+@pytest.mark.parametrize("errno_name", ["ENOSPC", "EROFS", "EACCES"])
+def test_os_errors_on_write_are_one_line_naming_the_path(tmp_path, monkeypatch, errno_name):
+    import errno
+
+    path = tmp_path / "last.safetensors"
+    path.write_bytes(b"old")
+    code = getattr(errno, errno_name)
+
+    def failing_fsync(fd):
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(checkpoint.os, "fsync", failing_fsync)
+    with pytest.raises(OutputError) as info:
+        atomic_write_bytes(path, b"new")
+    assert str(info.value) == f"{path}: cannot write ({os.strerror(code)}); nothing was changed"
+    assert path.read_bytes() == b"old" and os.listdir(tmp_path) == ["last.safetensors"]
+
+
+def test_a_folder_that_cannot_be_made_is_one_line(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(OutputError, match=r"file/sub/a\.txt: cannot write \(Not a directory\)"):
+        atomic_write_text(tmp_path / "file" / "sub" / "a.txt", "hello")
+
+
+def test_temp_files_left_by_a_kill_are_found_and_removed(tmp_path):
+    (tmp_path / "weights").mkdir()
+    left = [tmp_path / ".checkpoint.safetensors.abc123_x.tmp", tmp_path / "weights" / ".last.safetensors.9zz_0000.tmp"]
+    for p in left:
+        p.write_bytes(b"half")
+    (tmp_path / "keep.tmp").write_text("a user's file, not ours")
+    assert sorted(remove_temp_files(tmp_path)) == sorted(left)
+    assert not any(p.exists() for p in left) and (tmp_path / "keep.tmp").exists()
 
 
 # ── weights ───────────────────────────────────────────────────────────────────────────────────────────────────────
@@ -206,130 +234,3 @@ def test_pt_that_is_not_a_state_dict_is_refused(tmp_path):
     torch.save({"model": {"w": torch.zeros(1)}, "epoch": 3}, tmp_path / "full.pt")
     with pytest.raises(CheckpointError, match=r"expected a state dict mapping names to tensors; found keys"):
         load_state_dict_file(tmp_path / "full.pt")
-
-
-# ── training state ────────────────────────────────────────────────────────────────────────────────────────────────
-def make_run(kind: str):
-    model = small_net()
-    if kind == "sgd":
-        opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    else:
-        opt = torch.optim.AdamW(model.parameters(), lr=0.01)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.1, total_steps=10)
-    return model, opt, sched
-
-
-def train_step(model, opt, sched) -> float:
-    # Every RNG feeds the weights: torch (data, dropout), numpy (input shift), python random (loss scale).
-    x = torch.randn(8, 1, 8, 8) + float(np.random.rand())
-    y = torch.randint(0, 3, (8,))
-    model.train()
-    loss = F.cross_entropy(model(x), y) * (1 + 0.1 * random.random())
-    opt.zero_grad()
-    loss.backward()
-    opt.step()
-    sched.step()
-    return loss.item()
-
-
-def draws():
-    return torch.rand(3), np.random.rand(3), random.random()
-
-
-def seed_all(seed):
-    torch.manual_seed(seed)
-    np.random.seed(seed)
-    random.seed(seed)
-
-
-@pytest.mark.parametrize("kind", ["sgd", "adamw"])
-def test_resume_is_exact(tmp_path, kind):
-    seed_all(0)
-    model, opt, sched = make_run(kind)
-    for _ in range(3):
-        train_step(model, opt, sched)
-    save_weights(tmp_path / "last.safetensors", model)
-    save_training_state(tmp_path / "state", optimizer=opt, scheduler=sched, epoch=1, step=3, extra={"best": 0.5})
-    losses = [train_step(model, opt, sched) for _ in range(2)]
-    after = draws()
-
-    seed_all(123)  # a different start everywhere: only the restore can make the runs agree
-    model2, opt2, sched2 = make_run(kind)
-    load_weights(tmp_path / "last.safetensors", model2)
-    info = load_training_state(tmp_path / "state", optimizer=opt2, scheduler=sched2)
-    assert info == {"epoch": 1, "step": 3, "best": 0.5}
-    assert [train_step(model2, opt2, sched2) for _ in range(2)] == losses
-    assert_same_state(model, model2)
-    assert sched2.get_last_lr() == sched.get_last_lr()
-    t, n, p = draws()
-    assert torch.equal(t, after[0]) and np.array_equal(n, after[1]) and p == after[2]
-
-
-def test_restored_optimizer_state_is_exact(tmp_path):
-    seed_all(0)
-    model, opt, sched = make_run("adamw")
-    train_step(model, opt, sched)
-    save_training_state(tmp_path, optimizer=opt, scheduler=sched, epoch=0, step=1, extra={"t": torch.arange(3)})
-    _, opt2, sched2 = make_run("adamw")
-    assert torch.equal(load_training_state(tmp_path, optimizer=opt2, scheduler=sched2)["t"], torch.arange(3))
-    a, b = opt.state_dict(), opt2.state_dict()
-    assert a["param_groups"] == b["param_groups"]  # betas come back as a tuple, keys as ints
-    assert a["state"].keys() == b["state"].keys()
-    for i in a["state"]:
-        for k in a["state"][i]:
-            assert torch.equal(a["state"][i][k], b["state"][i][k]), (i, k)
-
-
-SCHEDULERS = {
-    "cosine": lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=10),
-    "lambda": lambda o: torch.optim.lr_scheduler.LambdaLR(o, lambda epoch: 0.9**epoch),
-    "constant": lambda o: torch.optim.lr_scheduler.ConstantLR(o, factor=0.5, total_iters=3),
-    "onecycle": lambda o: torch.optim.lr_scheduler.OneCycleLR(o, max_lr=0.1, total_steps=10),
-}
-
-
-@pytest.mark.parametrize("name", SCHEDULERS)
-def test_scheduler_state_is_plain_json(tmp_path, name):
-    model = nn.Linear(2, 1)
-    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    sched = SCHEDULERS[name](opt)
-    for _ in range(2):
-        opt.step()
-        sched.step()
-    save_training_state(tmp_path, optimizer=opt, scheduler=sched, epoch=0, step=2, extra={})
-    assert "function" not in (tmp_path / "state.json").read_text()
-    opt2 = torch.optim.SGD(nn.Linear(2, 1).parameters(), lr=0.1, momentum=0.9)
-    sched2 = SCHEDULERS[name](opt2)
-    load_training_state(tmp_path, optimizer=opt2, scheduler=sched2)
-    assert sched2.state_dict() == sched.state_dict()
-    opt.step(), sched.step(), opt2.step(), sched2.step()
-    assert sched2.get_last_lr() == sched.get_last_lr()
-
-
-def test_half_written_pair_is_detected(tmp_path, monkeypatch):
-    seed_all(0)
-    model, opt, sched = make_run("sgd")
-    train_step(model, opt, sched)
-    save_training_state(tmp_path, optimizer=opt, scheduler=sched, epoch=0, step=1, extra={})
-    train_step(model, opt, sched)
-
-    def crash(path, text):
-        raise KeyboardInterrupt  # the process dies after state.safetensors, before state.json
-
-    monkeypatch.setattr(checkpoint, "atomic_write_text", crash)
-    with pytest.raises(KeyboardInterrupt):
-        save_training_state(tmp_path, optimizer=opt, scheduler=sched, epoch=0, step=2, extra={})
-    with pytest.raises(CheckpointError, match=r"state\.safetensors: does not belong to .*state\.json"):
-        load_training_state(tmp_path, optimizer=opt, scheduler=sched)
-
-
-def test_missing_or_foreign_state_is_an_error(tmp_path):
-    _, opt, sched = make_run("sgd")
-    with pytest.raises(CheckpointError, match=re.escape(str(tmp_path / "state.json")) + ": no such file"):
-        load_training_state(tmp_path, optimizer=opt, scheduler=sched)
-    save_training_state(tmp_path, optimizer=opt, scheduler=sched, epoch=0, step=0, extra={})
-    doc = json.loads((tmp_path / "state.json").read_text())
-    doc["format"] = "something-else"
-    (tmp_path / "state.json").write_text(json.dumps(doc))
-    with pytest.raises(CheckpointError, match=r"expected format"):
-        load_training_state(tmp_path, optimizer=opt, scheduler=sched)

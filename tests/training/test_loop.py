@@ -31,7 +31,15 @@ def small(folder, out, **kw):
 def test_a_run_folder_has_everything(folder, tmp_path):
     run = train(small(folder, tmp_path / "run"))
     names = {p.name for p in run.path.iterdir()}
-    expected = {"config.yaml", "spec.yaml", "metrics.csv", "weights", "state", "train.log", "results.json"}
+    expected = {
+        "config.yaml",
+        "spec.yaml",
+        "metrics.csv",
+        "weights",
+        "checkpoint.safetensors",
+        "train.log",
+        "results.json",
+    }
     assert expected | {"report.html", "curves.png", "confusion.png", "featuremaps"} <= names
     assert {p.name for p in (run.path / "weights").iterdir()} == {"best.safetensors", "last.safetensors"}
     rows = run.metrics()
@@ -141,7 +149,7 @@ def test_sigint_and_sigterm_save_mid_epoch_and_resume_exactly(uninterrupted, tmp
 
 
 def test_test_time_flips_average_an_image_and_its_mirror_image(folder, tmp_path):
-    from convscope.evaluate import evaluate
+    from convscope.evaluation import evaluate
     from convscope.run import load_predictor
     from convscope.training.tensors import predict_logits, run_stats, to_tensor
 

@@ -10,15 +10,15 @@ from helpers import StopAt, make_folder
 from PIL import Image
 from safetensors.torch import load_file
 
-from convscope.build import build
+from convscope.builder import build
 from convscope.cli import main
 from convscope.data.dataset import Split, per_class_subset
 from convscope.data.resize import fit_images
 from convscope.errors import ConfigError, SpecError
-from convscope.evaluate import evaluate
+from convscope.evaluation import evaluate
 from convscope.inspect.featuremaps import feature_maps
 from convscope.inspect.gradcam import gradcam_for_run
-from convscope.predict import predict
+from convscope.prediction import predict
 from convscope.run import load_run
 from convscope.shapes import infer
 from convscope.spec import Base, NetSpec, load_spec

@@ -17,6 +17,7 @@ import numpy as np
 
 from convscope.data.dataset import Dataset, Split
 from convscope.errors import DataError
+from convscope.files import check_regular_file
 
 PIXELS = 3 * 32 * 32  # bytes of one image: 3 channel planes of 32×32
 
@@ -120,6 +121,9 @@ def _python_version_files(folder: Path, layout: _Layout) -> list[str]:
 
 def _read_names(path: Path, count: int) -> tuple[str, ...]:
     """Class names, one per line (blank lines, like the trailing ones of batches.meta.txt, are skipped)."""
+    if not path.exists():
+        raise DataError(f"{path}: missing (expected {count} class names, one per line)")
+    check_regular_file(path, "text file of class names")  # a named pipe would block the read
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -136,6 +140,9 @@ def _read_names(path: Path, count: int) -> tuple[str, ...]:
 
 def _read_batch(path: Path, layout: _Layout) -> Split:
     """One binary batch file → Split of n×32×32×3 images; the whole file is reshaped at once (no per-record loop)."""
+    if not path.exists():
+        raise DataError(f"{path}: missing (part of {Path(layout.archive).name})")
+    check_regular_file(path, "CIFAR binary file")  # a named pipe would block the read
     try:
         size = path.stat().st_size
     except FileNotFoundError:

@@ -7,6 +7,7 @@ augments whole batches there, so no per-image Python work happens while training
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -31,10 +32,19 @@ class Split:
         return Split(self.images[index], self.labels[index])
 
 
-@dataclass(frozen=True)
-class Skipped:
+class Skipped(NamedTuple):
+    """A file left out of a dataset, and why (e.g. 'damaged or truncated image (…)'); unpacks as (path, reason)."""
+
     path: str
     reason: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"path": self.path, "reason": self.reason}
+
+
+def skipped_results(skipped: tuple[Skipped, ...]) -> dict:
+    """The results.json entries: {"skipped_count": N, "skipped_files": [{"path": …, "reason": …}, …]}."""
+    return {"skipped_count": len(skipped), "skipped_files": [item.to_dict() for item in skipped]}
 
 
 @dataclass(frozen=True)
@@ -51,6 +61,41 @@ class Dataset:
     def image_shape(self) -> tuple[int, int, int]:
         """H×W×C of every image."""
         return tuple(self.train.images.shape[1:])  # type: ignore[return-value]
+
+
+# Below this pixel std (of the 0–1 range; a quarter of one grey level) in every channel, a training set is blank:
+# standardising it would divide by ~0 and the network could learn nothing.
+MIN_PIXEL_STD = 1e-3
+
+
+def pixel_stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std of uint8 N×H×W×C images scaled to [0, 1] (computed in chunks: no float copy); a std
+    is never below 1e-6. Raises DataError when there are no images."""
+    c = images.shape[-1]
+    total, total_sq, count = np.zeros(c), np.zeros(c), 0
+    for start in range(0, len(images), 4096):
+        chunk = images[start : start + 4096].reshape(-1, c).astype(np.float64) / 255
+        total += chunk.sum(0)
+        total_sq += (chunk**2).sum(0)
+        count += chunk.shape[0]
+    if count == 0:
+        raise DataError(f"no images to compute the pixel mean and std of (received shape {images.shape})")
+    mean = total / count
+    std = np.sqrt(np.maximum(total_sq / count - mean**2, 1e-12))  # ≥ 1e-6: a constant channel divides by it
+    return tuple(float(m) for m in mean), tuple(float(s) for s in std)
+
+
+def check_not_blank(name: str, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+    """Raise DataError naming the dataset `name` when every channel's pixel std (0–1 range) is below MIN_PIXEL_STD."""
+    if max(std) < MIN_PIXEL_STD:
+        levels = [f"{m * 255:.4g}" for m in mean]
+        level = levels[0] if len(set(levels)) == 1 else "(" + ", ".join(levels) + ")"
+        spread = max(std) * 255
+        value = f"{level} of 255 in every pixel" if spread < 0.01 else f"{level} of 255, std {spread:.2f}"
+        raise DataError(
+            f"{name}: all images have the same value ({value}): there is nothing to learn from; check that the "
+            "images are not blank and decode as expected"
+        )
 
 
 def seeded_split(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:

@@ -9,7 +9,9 @@ Two layouts are read:
 Inside a class folder, images in subfolders count too (as in Keras and torchvision); hidden files and folders do not.
 
 Every file is decoded with `open_image` (format allowlist, EXIF orientation, bombs and truncation refused), converted to
-gray or RGB and resized to one H×W. A file that cannot be read is left out, untouched, and listed in `Dataset.skipped`.
+gray or RGB and resized to one H×W. A file that cannot be read is left out, untouched, and listed in `Dataset.skipped`
+(a named pipe or device with an image suffix too: refused without being opened). Training images that all have the
+same value are a DataError naming the folder.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from convscope.data.dataset import Dataset, Skipped, Split, seeded_split
+from convscope.data.dataset import Dataset, Skipped, Split, check_not_blank, pixel_stats, seeded_split
 from convscope.data.images import open_image, to_array
 from convscope.errors import DataError
 
@@ -39,7 +41,11 @@ def _hidden(path: Path) -> bool:
 
 
 def image_files(folder: str | Path, recursive: bool = False) -> list[Path]:
-    """Sorted image files in `folder` (by suffix; hidden files and folders left out). Nothing is decoded here."""
+    """Sorted image files in `folder` (by suffix; hidden files and folders left out). Nothing is decoded or opened here.
+
+    Entries with an image suffix that are not folders are listed even when they are not regular files (a named pipe
+    called x.png, a dangling link), so that reading them reports them (open_image refuses them without opening)
+    instead of leaving them out without a word."""
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"{folder}: expected a folder of images, found {'a file' if folder.exists() else 'nothing'}")
@@ -48,7 +54,7 @@ def image_files(folder: str | Path, recursive: bool = False) -> list[Path]:
         relative = path.relative_to(folder)
         if any(part.startswith(".") for part in relative.parts) or path.suffix.lower() not in IMAGE_SUFFIXES:
             continue
-        if path.is_file():
+        if not path.is_dir():
             found.append(path)
     return sorted(found)
 
@@ -200,6 +206,7 @@ def load_folder(
     splits = {name: _load_split(folders[name], found, size, channels, skipped) for name, found in files.items()}
     train, val, test = splits["train"], splits.get("val"), splits.get("test")
     _check_every_class(train, classes, train_dir)
+    check_not_blank(str(root), *pixel_stats(train.images))  # e.g. float images read as black
     if skipped:
         log.warning("%s: %d unreadable file(s) left out", root, len(skipped))
 

@@ -19,6 +19,7 @@ import numpy as np
 
 from convscope.data.dataset import Dataset, Split
 from convscope.errors import DataError
+from convscope.files import check_regular_file
 
 FASHION_CLASSES = (
     "T-shirt/top",
@@ -62,9 +63,10 @@ def read_idx(path: str | Path) -> np.ndarray:
     """The uint8 array stored in the IDX file `path` (`.gz` or raw), shaped by the file's own dimension sizes.
 
     E.g. `train-images-idx3-ubyte.gz` → 60000×28×28, `train-labels-idx1-ubyte.gz` → 60000. The length of the
-    (decompressed) file must be exactly header + prod(dims) bytes: truncated and too long files are errors.
+    (decompressed) file must be exactly header + prod(dims) bytes: truncated and too long files are errors. A path
+    that is not a regular file (a named pipe, a device) is refused without being opened.
     """
-    path = Path(path)
+    path = check_regular_file(path, "IDX file")
     try:
         with path.open("rb") as raw:
             compressed = raw.read(2) == _GZIP_MAGIC  # by content, not by name: a mislabelled file still reads

@@ -9,9 +9,11 @@ import importlib.util
 from pathlib import Path
 
 import numpy as np
+import PIL
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from convscope.errors import DataError
+from convscope.files import check_regular_file, reader_warnings
 
 # Formats people keep photos and datasets in; anything else (EPS, which runs Ghostscript, ...) is refused.
 ALLOWED_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP", "PPM")
@@ -47,45 +49,91 @@ def resolve_image(name_or_path: str) -> Path:
 
 
 def open_image(path: str | Path) -> Image.Image:
-    """Decode `path` fully and return it upright (EXIF orientation applied)."""
-    path = Path(path)
+    """Decode `path` fully and return it upright (EXIF orientation applied).
+
+    Raises DataError naming the file when it is missing or not a regular file (a named pipe or device is refused
+    without being opened), is not in ALLOWED_FORMATS, has more than Image.MAX_IMAGE_PIXELS pixels, is damaged or
+    truncated, or is a float image holding NaN or infinite values. Pillow's own warnings about the file (the
+    decompression-bomb one, damaged metadata) never reach the terminal: the first is this refusal, the others are
+    logged (INFO) with the file's name (see files.reader_warnings).
+    """
+    path = check_regular_file(path, "image file")
     try:
-        with Image.open(path, formats=ALLOWED_FORMATS) as img:
-            # Pillow only warns between MAX_IMAGE_PIXELS and twice that; here it is an error. (Checked directly, not
-            # with a warnings filter: those are process-wide and not thread-safe, and folders decode in threads.)
-            if Image.MAX_IMAGE_PIXELS and img.width * img.height > Image.MAX_IMAGE_PIXELS:
-                raise Image.DecompressionBombError(
-                    f"{img.width}×{img.height} = {img.width * img.height:,} pixels, more than the "
-                    f"{Image.MAX_IMAGE_PIXELS:,} allowed"
-                )
+        # Pillow *warns* (DecompressionBombWarning) between MAX_IMAGE_PIXELS and twice that, inside Image.open before
+        # a caller sees the size; here it is an error. Image.open reads only the header (quick, under the warnings
+        # lock); the pixels are decoded outside it, in parallel when a folder is read with threads.
+        with reader_warnings(path, PIL, errors=(Image.DecompressionBombWarning,)):
+            img = Image.open(path, formats=ALLOWED_FORMATS)
+        with img:
             img.load()  # decode now: a truncated file fails here instead of later
-            return ImageOps.exif_transpose(img)
-    except FileNotFoundError:
+            if img.mode == "F":
+                _check_finite(np.asarray(img))
+            with reader_warnings(path, PIL):  # EXIF parsing warns about damaged tags
+                return ImageOps.exif_transpose(img)
+    except FileNotFoundError:  # removed since it was checked
         raise DataError(f"{path}: no such image file") from None
-    except IsADirectoryError:
-        raise DataError(f"{path}: is a folder, expected an image file") from None
     except UnidentifiedImageError:
         raise DataError(f"{path}: not an image in an allowed format ({', '.join(ALLOWED_FORMATS)})") from None
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as err:
         raise DataError(f"{path}: refused, too many pixels for an image ({err})") from None
+    except DataError as err:
+        raise DataError(f"{path}: {err}") from None
     except (OSError, SyntaxError, ValueError) as err:
         raise DataError(f"{path}: damaged or truncated image ({err})") from None
 
 
+def _check_finite(values: np.ndarray) -> None:
+    bad = int(values.size - np.count_nonzero(np.isfinite(values)))
+    if bad:
+        raise DataError(
+            f"float image with {bad:,} NaN or infinite value(s) among its {values.size:,} pixels; expected finite "
+            "numbers (there is no brightness to give them)"
+        )
+
+
 def to_array(img: Image.Image, channels: int) -> np.ndarray:
-    """uint8 H×W×channels (1 = gray, 3 = RGB). Alpha is dropped; 16-bit values are scaled to 0–255, not clipped."""
+    """uint8 H×W×channels (1 = gray, 3 = RGB). Alpha is dropped.
+
+    Images with more than 8 bits per value are scaled by the range their values are stored in, so that nothing
+    becomes all black or all white by clipping (the first rule that fits applies; values are then rounded):
+
+        16-bit (modes I;16*)                          value / 257          0–65535 → 0–255
+        float (mode F), every value in 0–1            value × 255          0–1 → 0–255
+        float or 32-bit integer, all in 0–255         as they are          8-bit levels stored wide
+        32-bit integer (mode I), all in 0–65535       value / 257          16-bit levels stored wide
+        anything else (negative or larger values)     min → 0, max → 255   stretched to this image's own range
+
+    An image of one value outside 0–255 (nothing to stretch) is clipped to 0 or 255. Raises DataError when
+    `channels` is not 1 or 3, or a float image holds NaN or infinite values.
+    """
     if channels not in (1, 3):
         raise DataError(f"images can be read with 1 (gray) or 3 (RGB) channels. Received: {channels}")
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        wide = np.asarray(img, dtype=np.float64)
-        top = 65535.0 if wide.max(initial=0) <= 65535 else float(wide.max())
-        gray = np.round(np.clip(wide, 0, None) / top * 255).astype(np.uint8)
-        img = Image.fromarray(gray, mode="L")
+    if img.mode.startswith("I") or img.mode == "F":  # I;16*, I (int32), F (float32): one channel, wider than 8 bits
+        img = Image.fromarray(_eight_bit(np.asarray(img, dtype=np.float64), img.mode), mode="L")
     if img.mode == "P" or img.mode == "PA":
         img = img.convert("RGBA")
     img = img.convert("L" if channels == 1 else "RGB")
     array = np.asarray(img, dtype=np.uint8)
     return array[:, :, None] if channels == 1 else array
+
+
+def _eight_bit(values: np.ndarray, mode: str) -> np.ndarray:
+    """uint8 H×W of a float64 H×W holding the values of a `mode` image, by the rules in `to_array`."""
+    _check_finite(values)
+    lo, hi = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+    if mode.startswith("I;16"):
+        scaled = values / 257
+    elif mode == "F" and lo >= 0 and hi <= 1:
+        scaled = values * 255
+    elif lo >= 0 and hi <= 255:
+        scaled = values
+    elif mode == "I" and lo >= 0 and hi <= 65535:
+        scaled = values / 257
+    elif hi > lo:
+        scaled = (values - lo) * (255 / (hi - lo))
+    else:
+        scaled = values
+    return np.round(np.clip(scaled, 0, 255)).astype(np.uint8)
 
 
 def describe(img: Image.Image) -> str:

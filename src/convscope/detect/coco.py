@@ -1,8 +1,9 @@
 """COCO detection datasets: an annotations JSON (images, annotations, categories) and the folder of its images.
 
 `load_coco` reads them into one `DetectionSplit` letterboxed to S×S, with the class names; category ids map to 0..K-1
-in sorted id order and crowd boxes are skipped. Decoding, letterboxing and the lint's conventions are those of
-convscope.detect.data.
+in sorted id order. Crowd annotations (`iscrowd` 1) are not training targets: they go to `split.crowds`, the ignore
+regions of scoring (as pycocotools treats them). Decoding, letterboxing, reading text files and the lint's conventions
+are those of convscope.detect.data.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from convscope.detect.data import (
     _workers,
     letterbox,
     lint_summary,
+    read_text,
 )
 from convscope.errors import DataError
 
@@ -49,11 +51,12 @@ class _CocoBox:
     id: object  # the annotation id, for messages
     cls: int
     xywh: tuple[float, float, float, float]  # pixels of the original image
+    crowd: bool = False  # iscrowd: an ignore region for scoring, not a training target
 
 
 def _read_json(path: Path) -> dict:
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        doc = json.loads(read_text(path))
     except FileNotFoundError:
         raise DataError(f"{path}: no such file (expected COCO annotations JSON)") from None
     except json.JSONDecodeError as err:
@@ -144,16 +147,16 @@ def _coco_boxes(
             why = f"{where}: category_id {ann.get('category_id')!r} is not in categories"
             problems.append(LabelProblem(shown, None, why, "class"))
             continue
-        if ann.get("iscrowd"):
-            problems.append(LabelProblem(shown, None, f"{where}: iscrowd=1 (a crowd region), skipped", "crowd"))
-            continue
-        box = _CocoBox(aid, category_index[ann["category_id"]], tuple(float(v) for v in numbers))
+        crowd = bool(ann.get("iscrowd"))
+        box = _CocoBox(aid, category_index[ann["category_id"]], tuple(float(v) for v in numbers), crowd)
         per_image.setdefault(ann["image_id"], []).append(box)
     return per_image
 
 
 def _check_coco_box(box: _CocoBox, width: int, height: int, scale: float) -> tuple[str, str] | None:
-    """(kind, message) of what is wrong with one annotation on a width×height image, or None."""
+    """(kind, message) of what is wrong with one annotation on a width×height image, or None.
+
+    A crowd region may be under 1 pixel after resizing (it only tells scoring what to ignore)."""
     x, y, w, h = box.xywh
     where = f"annotation {box.id}"
     if w <= 0 or h <= 0:
@@ -166,7 +169,7 @@ def _check_coco_box(box: _CocoBox, width: int, height: int, scale: float) -> tup
         or (y + h > height * (1 + EDGE_SLACK))
     ):
         return "outside", f"{where}: bbox [{x:g}, {y:g}, {w:g}, {h:g}] outside the {width}×{height} image"
-    if w * scale < 1 or h * scale < 1:
+    if not box.crowd and (w * scale < 1 or h * scale < 1):
         return "size", f"{where}: box under 1 pixel after resizing ({w * scale:.2f}×{h * scale:.2f} px)"
     return None
 
@@ -174,7 +177,7 @@ def _check_coco_box(box: _CocoBox, width: int, height: int, scale: float) -> tup
 def _read_coco_image(
     entry: _CocoImage, boxes: list[_CocoBox], images_dir: Path, json_shown: str, out: np.ndarray, index: int
 ) -> _ImageResult:
-    """Decode one image into out[index] (letterboxed to out's S) and check its annotations."""
+    """Decode one image into out[index] (letterboxed to out's S) and check its annotations (crowds apart)."""
     image_path = images_dir / entry.file_name
     shown = str(image_path)
     if not image_path.is_file():
@@ -190,7 +193,7 @@ def _read_coco_image(
         return _ImageResult(None, [LabelProblem(shown, None, why, "image-size")])
     image_size = out.shape[1]
     out[index], scale, pad = letterbox(array, image_size)
-    problems, rows = [], []
+    problems, rows, crowds = [], [], []
     kept: list[tuple[np.ndarray, int, object]] = []
     for box in boxes:
         wrong = _check_coco_box(box, width, height, scale)
@@ -199,6 +202,9 @@ def _read_coco_image(
             continue
         x, y, w, h = box.xywh
         xyxy = np.clip(np.array([x, y, x + w, y + h]), 0, [width, height, width, height])
+        if box.crowd:
+            crowds.append((xyxy, box.cls))
+            continue
         earlier, iou = _first_duplicate(xyxy, box.cls, kept)
         if earlier is not None:
             why = f"annotation {box.id}: duplicate of annotation {earlier} (IoU {iou:.2f})"
@@ -206,7 +212,10 @@ def _read_coco_image(
             continue
         kept.append((xyxy, box.cls, box.id))
         rows.append((xyxy, box.cls))
-    return _ImageResult(_to_boxes(rows, (scale, scale), pad, float(image_size)), problems)
+    size = float(image_size)
+    return _ImageResult(
+        _to_boxes(rows, (scale, scale), pad, size), problems, crowds=_to_boxes(crowds, (scale, scale), pad, size)
+    )
 
 
 def load_coco(
@@ -214,7 +223,8 @@ def load_coco(
 ) -> tuple[DetectionSplit, tuple[str, ...]]:
     """A COCO detection JSON and its images as one split letterboxed to image_size, and the class names.
 
-    Category ids (any integers) map to 0..K-1 in sorted id order. Problems (reported with the annotation id) are in
+    Category ids (any integers) map to 0..K-1 in sorted id order. Crowd annotations go to `split.crowds` (one Boxes
+    per image, when the JSON has any), not to the targets. Problems (reported with the annotation id) are in
     `split.problems`; a DataError when no image with a usable box is left.
     """
     _check_size(image_size)
@@ -243,5 +253,12 @@ def load_coco(
     if problems:
         log.warning("%s: %d annotation problem(s): %s", annotations, len(problems), lint_summary(problems))
     targets = tuple(results[i].boxes for i in kept)
-    split = DetectionSplit(images, targets, tuple(entries[i].file_name for i in kept), tuple(problems))
+    crowds = tuple(results[i].crowds for i in kept)
+    if regions := sum(len(c) for c in crowds):
+        log.info(
+            "%s: %d crowd region(s) kept as ignore regions for scoring, not as training targets", annotations, regions
+        )
+    else:
+        crowds = ()
+    split = DetectionSplit(images, targets, tuple(entries[i].file_name for i in kept), tuple(problems), crowds)
     return split, classes

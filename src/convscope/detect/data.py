@@ -7,16 +7,23 @@ float32 x1, y1, x2, y2 in pixels of that letterboxed image, where pixel i covers
 
 Labels are linted while they load. A bad row (or COCO annotation) is dropped and reported as a `LabelProblem`, the rest
 of its file is kept; an unreadable image is left out; an image with no label file is kept with no objects (YOLO's
-convention). Loading fails only when nothing usable is left to train on.
+convention). Loading fails only when nothing usable is left to train on. A few `LabelProblem`s are notes rather than
+problems (their kind is in NOTE_KINDS): something read differently from the usual, nothing dropped.
+
+Text files (label files, data.yaml, COCO JSON) are read as editors save them: `read_text` drops a UTF-8 byte-order
+mark and decodes UTF-16 with a BOM (Windows Notepad's "Unicode"); CRLF and CR line ends are lines too.
 """
 
 from __future__ import annotations
 
+import codecs
+import errno
 import math
 import os
+import stat
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -44,10 +51,12 @@ PROBLEM_KINDS = {
     "label-file": ("unreadable label file", "unreadable label files"),
     "missing": ("missing image file", "missing image files"),
     "unknown-image": ("annotation of an unknown image", "annotations of unknown images"),
-    "crowd": ("crowd box skipped", "crowd boxes skipped"),
     "entry": ("malformed entry", "malformed entries"),
     "image-size": ("image whose size disagrees with the JSON", "images whose size disagrees with the JSON"),
+    "no-box": ("training split with no box", "training splits with no box"),
 }
+# Kinds that are notes, not problems: nothing was dropped (`convscope detect lint` still exits 0 on them alone).
+NOTE_KINDS = frozenset({"polygon"})
 
 
 # ── data types ────────────────────────────────────────────────────────────────────────────────────────────────────
@@ -61,6 +70,11 @@ class LabelProblem:
     def __str__(self) -> str:
         where = self.path if self.line is None else f"{self.path}, line {self.line}"
         return f"{where}: {self.message}"
+
+    @property
+    def is_note(self) -> bool:
+        """True for a note (e.g. polygon rows read as boxes): nothing was dropped."""
+        return self.kind in NOTE_KINDS
 
 
 @dataclass(frozen=True)
@@ -88,9 +102,12 @@ class Boxes:
 @dataclass(frozen=True)
 class DetectionSplit:
     images: np.ndarray  # uint8 N×S×S×3
-    targets: tuple[Boxes, ...]  # one per image
+    targets: tuple[Boxes, ...]  # one per image: the boxes to find (training targets and scored ground truth)
     names: tuple[str, ...]  # one file name per image, for messages and COCO ids
     problems: tuple[LabelProblem, ...] = ()  # what the lint found while this split was read
+    # () or one per image: COCO iscrowd regions, same pixels as `targets`. Not training targets; in scoring they are
+    # ignore regions (a detection inside one is neither a true nor a false positive), as in pycocotools.
+    crowds: tuple[Boxes, ...] = ()
 
     def __post_init__(self) -> None:
         shape = self.images.shape
@@ -98,6 +115,8 @@ class DetectionSplit:
             raise DataError(f"detection images must be uint8 N×S×S×3. Received {self.images.dtype} {shape}")
         if not len(self.targets) == len(self.names) == shape[0]:
             raise DataError(f"{shape[0]} images but {len(self.targets)} targets and {len(self.names)} names")
+        if self.crowds and len(self.crowds) != shape[0]:
+            raise DataError(f"{shape[0]} images but {len(self.crowds)} entries of crowd regions")
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -115,8 +134,8 @@ class DetectionDataset:
 
 
 def lint_summary(problems: Iterable[LabelProblem]) -> str:
-    """Counts per kind, most frequent first: '3 boxes outside the image, 1 duplicate box'."""
-    counts = Counter(problem.kind for problem in problems)
+    """Counts per kind, most frequent first: '3 boxes outside the image, 1 duplicate box'. Notes are not counted."""
+    counts = Counter(problem.kind for problem in problems if not problem.is_note)
     order = list(PROBLEM_KINDS)
     ranked = sorted(counts.items(), key=lambda kc: (-kc[1], order.index(kc[0]) if kc[0] in order else len(order)))
     parts = []
@@ -124,6 +143,22 @@ def lint_summary(problems: Iterable[LabelProblem]) -> str:
         one, many = PROBLEM_KINDS.get(kind, ("other problem", "other problems"))
         parts.append(f"{count} {one if count == 1 else many}")
     return ", ".join(parts) or "no problems"
+
+
+def read_text(path: Path) -> str:
+    """A text file as people save it: UTF-8 (a byte-order mark dropped) or UTF-16 with its BOM.
+
+    Line ends stay as they are (str.splitlines, YAML and JSON all take CRLF). OSError when the file cannot be read,
+    UnicodeDecodeError when it is not such text.
+    """
+    if not stat.S_ISREG(os.stat(path).st_mode):  # a named pipe would block the read forever
+        raise OSError(
+            errno.EINVAL, "not a regular file (a folder, named pipe, device or socket); it was not opened", str(path)
+        )
+    raw = Path(path).read_bytes()
+    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return raw.decode("utf-16")  # the BOM says the byte order and is dropped
+    return raw.decode("utf-8-sig")
 
 
 # ── letterbox ─────────────────────────────────────────────────────────────────────────────────────────────────────
@@ -205,6 +240,8 @@ def _workers() -> int:
 class _ImageResult:  # what reading one image and its labels gave (the pixels go straight into the split's array)
     boxes: Boxes | None  # None: the image is left out
     problems: list[LabelProblem]
+    polygons: list[tuple[str, int]] = field(default_factory=list)  # YOLO: (label file, line) of polygon rows
+    crowds: Boxes | None = None  # COCO: the image's iscrowd regions (ignore regions for scoring)
 
 
 def _compact(out: np.ndarray, results: list[_ImageResult]) -> tuple[np.ndarray, list[int]]:
@@ -218,6 +255,7 @@ def _compact(out: np.ndarray, results: list[_ImageResult]) -> tuple[np.ndarray, 
 
 def _no_training_data(where: Path, problems: list[LabelProblem], found: str) -> DataError:
     """The error for a training split with nothing usable, quoting the lint summary and the first problems."""
+    problems = [problem for problem in problems if not problem.is_note]
     if not problems:
         return DataError(f"{where}: expected training images with at least one box, found {found}")
     first = "; ".join(map(str, problems[:_SHOWN])) + ("; …" if len(problems) > _SHOWN else "")

@@ -2,7 +2,9 @@
 
 Ground truth and detections stay in memory: they become COCO dicts (xyxy → xywh, image ids 1..N, category ids
 1..K for classes 0..K−1) and COCOeval runs on them with its usual settings (10 IoU thresholds 0.50:0.05:0.95,
-101 recall thresholds, maxDets 100, area 'all').
+101 recall thresholds, maxDets 100, area 'all'). Crowd regions join the ground truth with iscrowd 1, so COCOeval
+treats them as it does in a COCO file: a detection matched to one (IoU = intersection / detection area) is ignored,
+neither a true nor a false positive, and a crowd region is never a missed object.
 """
 
 from __future__ import annotations
@@ -54,23 +56,30 @@ def coco_evaluate(
     detections: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
     class_names: list[str],
     image_size: tuple[int, int],
+    crowds: list[tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> DetectionMetrics:
     """COCO bbox evaluation of one data set.
 
     ground_truth[i] = (boxes n×4 xyxy px, classes n) and detections[i] = (boxes m×4, scores m, classes m) for
     image i; numpy arrays or CPU tensors. image_size = (height, width) in pixels, the same for every image.
+    crowds: None, or crowds[i] = (boxes c×4 xyxy px, classes c), image i's crowd (ignore) regions.
     Detections of a class absent from the ground truth are ignored by COCO (that class's AP is nan).
+    DataError when the lists disagree in length or a class is outside 0..K−1.
     """
     COCO, COCOeval = _import_pycocotools()
-    if len(ground_truth) != len(detections):
+    if len(ground_truth) != len(detections) or (crowds is not None and len(crowds) != len(ground_truth)):
         raise DataError(
-            f"coco_evaluate: expected one detections entry per ground-truth image. "
-            f"Received: {len(ground_truth)} ground-truth images and {len(detections)} detection entries"
+            f"coco_evaluate: expected one detections entry per ground-truth image (and one crowds entry). "
+            f"Received: {len(ground_truth)} ground-truth images, {len(detections)} detection entries"
+            + ("" if crowds is None else f", {len(crowds)} crowd entries")
         )
     num_classes = len(class_names)
     images = [{"id": i + 1, "height": image_size[0], "width": image_size[1]} for i in range(len(ground_truth))]
     categories = [{"id": k + 1, "name": name} for k, name in enumerate(class_names)]
     gt_anns = _annotations([(b, np.ones(len(b)), c) for b, c in ground_truth], num_classes, "ground truth")
+    if crowds is not None:
+        crowd_anns = _annotations([(b, np.ones(len(b)), c) for b, c in crowds], num_classes, "crowd regions", 1)
+        gt_anns += [{**ann, "id": len(gt_anns) + k + 1} for k, ann in enumerate(crowd_anns)]
     dt_anns = _annotations(detections, num_classes, "detections")
     summary = io.StringIO()
     with contextlib.redirect_stdout(summary):  # pycocotools prints progress and its table
@@ -107,7 +116,7 @@ def _import_pycocotools():
     return COCO, COCOeval
 
 
-def _annotations(entries, num_classes: int, what: str) -> list[dict]:
+def _annotations(entries, num_classes: int, what: str, iscrowd: int = 0) -> list[dict]:
     """(boxes n×4 xyxy, scores n, classes n) per image → COCO annotation dicts with xywh boxes, ids from 1.
 
     Ids start at 1 because COCOeval stores 0 for "matched nothing".
@@ -135,7 +144,7 @@ def _annotations(entries, num_classes: int, what: str) -> list[dict]:
                     "category_id": cls + 1,
                     "bbox": box,
                     "area": box[2] * box[3],
-                    "iscrowd": 0,
+                    "iscrowd": iscrowd,
                     "score": score,
                 }
             )

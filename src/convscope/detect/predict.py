@@ -16,7 +16,7 @@ from convscope.detect.head import split_outputs
 from convscope.detect.metrics import DetectionMetrics, plot_pr_curves
 from convscope.detect.train import detect_split, load_detection, split_metrics
 from convscope.errors import ConvscopeError, SpecError
-from convscope.predict import image_paths
+from convscope.prediction import image_paths
 from convscope.run import Run, load_model, load_run
 from convscope.training.tensors import normalise, run_stats, to_tensor
 

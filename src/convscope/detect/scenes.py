@@ -245,6 +245,8 @@ def _previous_files(out: Path) -> set[str]:
     manifest = out / MANIFEST
     refuse = f"{out}: expected an empty folder or a previous {GENERATOR} output"
     try:
+        if manifest.exists() and not manifest.is_file():  # a pipe would block the read
+            raise OSError(f"{MANIFEST} is not a regular file; it was not opened")
         doc = json.loads(manifest.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise DataError(f"{refuse}, found other files and no {MANIFEST}") from None

@@ -15,7 +15,7 @@ import torch
 
 from convscope.detect.augment import flip, scale_translate
 from convscope.detect.coco import load_coco
-from convscope.detect.data import DetectionDataset, DetectionSplit
+from convscope.detect.data import DetectionDataset, DetectionSplit, LabelProblem, lint_summary
 from convscope.detect.decode import decode, encode_targets, focal_loss, regression_loss
 from convscope.detect.head import split_outputs
 from convscope.detect.metrics import DetectionMetrics, coco_evaluate, plot_pr_curves
@@ -24,8 +24,8 @@ from convscope.errors import ConfigError, DataError, SpecError
 from convscope.spec import Detect, NetSpec
 from convscope.training import checkpoint as ckpt
 from convscope.training.config import TrainConfig
-from convscope.training.loop import _Trainer
 from convscope.training.tensors import batch_for, normalise, to_tensor
+from convscope.training.trainer import _Trainer
 
 log = logging.getLogger("convscope.detect")
 
@@ -57,9 +57,9 @@ def _hold_out(split: DetectionSplit, fraction: float, seed: int) -> tuple[Detect
 
 
 def _take(split: DetectionSplit, index: np.ndarray) -> DetectionSplit:
-    return DetectionSplit(
-        split.images[index], tuple(split.targets[i] for i in index), tuple(split.names[i] for i in index)
-    )
+    crowds = tuple(split.crowds[i] for i in index) if split.crowds else ()
+    targets, names = tuple(split.targets[i] for i in index), tuple(split.names[i] for i in index)
+    return DetectionSplit(split.images[index], targets, names, crowds=crowds)
 
 
 def detection_loss(out: torch.Tensor, boxes: list, classes: list, head: Detect) -> torch.Tensor:
@@ -93,9 +93,28 @@ def detect_split(model, split: DetectionSplit, mean: torch.Tensor, std: torch.Te
 
 
 def split_metrics(split: DetectionSplit, found: list, classes: tuple[str, ...]) -> DetectionMetrics:
-    """COCO mAP of detections `found` against the split's boxes (in the letterboxed images' pixels)."""
+    """COCO mAP of detections `found` against the split's boxes (in the letterboxed images' pixels); its crowd
+    regions (COCO iscrowd) are ignore regions, as in pycocotools."""
     truth = [(t.xyxy, t.classes) for t in split.targets]
-    return coco_evaluate(truth, found, list(classes), tuple(split.images.shape[1:3]))
+    crowds = [(c.xyxy, c.classes) for c in split.crowds] if split.crowds else None
+    return coco_evaluate(truth, found, list(classes), tuple(split.images.shape[1:3]), crowds)
+
+
+def log_label_problems(source: str, problems: tuple[LabelProblem, ...]) -> None:
+    """Every label problem (file and line, what was dropped and why) and note, one INFO line each, after a summary.
+
+    The terminal shows them with --verbose only (loading already warned with the summary); train.log keeps them all.
+    """
+    dropped = [problem for problem in problems if not problem.is_note]
+    if dropped:
+        log.info(
+            "%s: %d label problem(s) while loading (paths relative to the dataset folder): %s",
+            source,
+            len(dropped),
+            lint_summary(dropped),
+        )
+    for problem in problems:
+        log.info("%s: %s", "note" if problem.is_note else "label problem", problem)
 
 
 def _augments(config: TrainConfig) -> set[str]:
@@ -140,10 +159,18 @@ class DetectTrainer(_Trainer):
         if self.test is None:
             raise DataError(f"{data.source}: no val or test images to evaluate the detector on")
         self.train_size = len(train)
+        self.label_problems, self.source = data.problems, data.source  # for train.log: see _log_data_notes
         self.augments = _augments(cfg)
         self.head_layer: Detect = self.run.spec.layers[-1]
         self.metrics: DetectionMetrics | None = None  # of the test split, and its detections:
         self.found: list = []
+
+    def _log_data_notes(self) -> None:
+        """Every label problem found while the data loaded, one line each, into train.log: the trainer calls this
+        when training starts, with train.log open (the data is read before the run folder exists). A resumed run
+        reads its data again and logs what it finds again."""
+        super()._log_data_notes()
+        log_label_problems(self.source, self.label_problems)
 
     def _batch(self, index: torch.Tensor) -> tuple[torch.Tensor, int]:
         x = normalise(self.train_x[index], self.mean, self.std)

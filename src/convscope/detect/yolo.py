@@ -1,14 +1,14 @@
 """YOLO detection datasets: a data.yaml with the class names and train/val/test image folders, a label file per image.
 
 `load_yolo` reads one into a `DetectionDataset` letterboxed to S×S; `lint_yolo` only lists its label problems. A label
-file holds `class cx cy w h` rows in coordinates normalised to the image and is found with `label_path`. Decoding,
-letterboxing and the lint's conventions are those of convscope.detect.data.
+file holds `class cx cy w h` rows (or polygons, read as their boxes: convscope.detect.yolo_labels) in coordinates
+normalised to the image and is found with `label_path`. Decoding, letterboxing, reading text files and the lint's
+conventions are those of convscope.detect.data.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +18,6 @@ import yaml
 
 from convscope.data.folder import image_files
 from convscope.detect.data import (
-    EDGE_SLACK,
     Boxes,
     DetectionDataset,
     DetectionSplit,
@@ -26,15 +25,17 @@ from convscope.detect.data import (
     _check_size,
     _compact,
     _decode,
-    _first_duplicate,
     _ImageResult,
     _no_training_data,
     _to_boxes,
     _workers,
     letterbox,
     lint_summary,
+    read_text,
 )
+from convscope.detect.yolo_labels import parse_labels, polygon_note
 from convscope.errors import DataError
+from convscope.yamlfile import safe_load
 
 log = logging.getLogger(__name__)
 
@@ -87,9 +88,23 @@ def _yaml_file(root: Path) -> Path:
     raise DataError(f"{root}: no such file or folder (expected a YOLO dataset folder or its data.yaml)")
 
 
+def _parse_yaml(text: str):
+    """YAML forbids tabs where people type them (`names:<TAB>[a, b]`, a tab-indented `names:` mapping); when only
+    a tab stopped the parser, the text is read again with tabs expanded to 8 columns."""
+    try:
+        return safe_load(text)  # bounded nesting and aliases: see convscope.yamlfile
+    except yaml.YAMLError as err:
+        if "\t" not in text or "'\\t'" not in str(err):
+            raise
+        try:
+            return safe_load(text.expandtabs(8))
+        except yaml.YAMLError:
+            raise err from None
+
+
 def _read_yaml(path: Path) -> dict:
     try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        doc = _parse_yaml(read_text(path))  # a UTF-8 BOM dropped, UTF-16 with a BOM decoded
     except yaml.MarkedYAMLError as err:
         line = f", line {err.problem_mark.line + 1}" if err.problem_mark else ""
         raise DataError(f"{path}{line}: not valid YAML ({err.problem})") from None
@@ -166,69 +181,6 @@ def _layout(root: str | Path) -> _YoloLayout:
     return _YoloLayout(yaml_path, base, classes, splits)
 
 
-def _number(text: str) -> float | None:
-    try:
-        value = float(text)
-    except ValueError:
-        return None
-    return value if math.isfinite(value) else None
-
-
-def _check_row(fields: list[str], n_classes: int, width_px: float, height_px: float, resized: int | None):
-    """(kind, message) of the first thing wrong with one label row, or (class, normalised xyxy) when it is valid.
-
-    width_px×height_px: the image size the box ends up at (after letterboxing when `resized`), for the 1-pixel check.
-    """
-    if len(fields) != 5:
-        return "columns", f"expected 5 columns (class cx cy w h), found {len(fields)}"
-    values = []
-    for text in fields:
-        value = _number(text)
-        if value is None:
-            return "number", f"expected a number, found {text!r}"
-        values.append(value)
-    cls, cx, cy, w, h = values
-    if cls != int(cls):
-        return "class", f"class {fields[0]} is not an integer"
-    if not 0 <= cls < n_classes:
-        return "class", f"class {int(cls)} out of range (0–{n_classes - 1})"
-    if w <= 0 or h <= 0:
-        return "size", f"zero-size box (w {fields[3]}, h {fields[4]})"
-    x1, y1, x2, y2 = cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2
-    if min(x1, y1) < -EDGE_SLACK or max(x2, y2) > 1 + EDGE_SLACK:
-        return "outside", f"coordinates outside [0, 1]: x {x1:.4g} to {x2:.4g}, y {y1:.4g} to {y2:.4g}"
-    if w * width_px < 1 or h * height_px < 1:
-        after = f" after resizing to {resized} px" if resized else ""
-        return "size", f"box under 1 pixel{after} ({w * width_px:.2f}×{h * height_px:.2f} px)"
-    xyxy = np.clip(np.array([x1, y1, x2, y2]), 0.0, 1.0)
-    return int(cls), xyxy
-
-
-def _parse_labels(
-    text: str, shown: str, n_classes: int, width_px: float, height_px: float, resized: int | None
-) -> tuple[list[tuple[np.ndarray, int]], list[LabelProblem]]:
-    """Valid rows of one YOLO label file as (normalised xyxy, class), and a problem for every dropped row."""
-    rows: list[tuple[np.ndarray, int]] = []
-    kept: list[tuple[np.ndarray, int, object]] = []  # (xyxy, class, line) for the duplicate check
-    problems = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        fields = line.split()
-        if not fields:
-            continue
-        first, second = _check_row(fields, n_classes, width_px, height_px, resized)
-        if isinstance(first, str):
-            problems.append(LabelProblem(shown, number, second, first))
-            continue
-        # IoU is unchanged by scaling x and y separately, so normalised coordinates give the pixel IoU.
-        earlier, iou = _first_duplicate(second, first, kept)
-        if earlier is not None:
-            problems.append(LabelProblem(shown, number, f"duplicate of line {earlier} (IoU {iou:.2f})", "duplicate"))
-            continue
-        kept.append((second, first, number))
-        rows.append((second, first))
-    return rows, problems
-
-
 def _read_yolo_image(
     image_path: Path, base: Path, n_classes: int, image_size: int | None, out: np.ndarray | None, index: int
 ) -> _ImageResult:
@@ -250,17 +202,17 @@ def _read_yolo_image(
         why = f"no label file ({shown_labels}): treated as an image with no objects"
         return _ImageResult(Boxes.empty(), [LabelProblem(shown_image, None, why, "no-label")])
     try:
-        text = labels.read_text(encoding="utf-8")
+        text = read_text(labels)
     except (OSError, UnicodeDecodeError) as err:
         why = "expected UTF-8 text" if isinstance(err, UnicodeDecodeError) else (err.strerror or str(err))
         problem = LabelProblem(
             shown_labels, None, f"cannot read the label file ({why}); its image is skipped", "label-file"
         )
         return _ImageResult(None, [problem])
-    rows, problems = _parse_labels(text, shown_labels, n_classes, width * scale, height * scale, image_size)
+    rows, problems, polygons = parse_labels(text, shown_labels, n_classes, width * scale, height * scale, image_size)
     size = float(image_size if image_size is not None else max(width, height))
     boxes = _to_boxes(rows, (width * scale, height * scale), pad, size)
-    return _ImageResult(boxes, problems)
+    return _ImageResult(boxes, problems, polygons)
 
 
 def _orphans(folders: list[Path], images: list[Path], base: Path) -> list[LabelProblem]:
@@ -280,10 +232,15 @@ def _orphans(folders: list[Path], images: list[Path], base: Path) -> list[LabelP
     return problems
 
 
-def _read_yolo_split(
-    layout: _YoloLayout, name: str, image_size: int | None, keep_images: bool
-) -> tuple[DetectionSplit | None, list[LabelProblem], int]:
-    """(split, problems, images with at least one box); the split is None when nothing was kept or in lint mode."""
+@dataclass
+class _SplitRead:
+    split: DetectionSplit | None  # None when no image was kept, or in lint mode
+    problems: list[LabelProblem]
+    with_boxes: int  # images with at least one box
+    polygons: list[tuple[str, int]]  # (label file, line) of the polygon rows read as boxes
+
+
+def _read_yolo_split(layout: _YoloLayout, name: str, image_size: int | None, keep_images: bool) -> _SplitRead:
     folders = layout.splits[name]
     paths = sorted({path for folder in folders for path in image_files(folder, recursive=True)})
     keep = keep_images and image_size is not None
@@ -297,48 +254,63 @@ def _read_yolo_split(
     problems = [problem for result in results for problem in result.problems]
     problems += _orphans(folders, paths, layout.base)
     with_boxes = sum(1 for r in results if r.boxes is not None and len(r.boxes))
+    polygons = [where for result in results for where in result.polygons]
     if out is None or all(r.boxes is None for r in results):
-        return None, problems, with_boxes
+        return _SplitRead(None, problems, with_boxes, polygons)
     images, kept = _compact(out, results)
     names = tuple(_shown(paths[i], layout.base) for i in kept)
     split = DetectionSplit(images, tuple(results[i].boxes for i in kept), names, tuple(problems))
-    return split, problems, with_boxes
+    return _SplitRead(split, problems, with_boxes, polygons)
+
+
+def _with_note(layout: _YoloLayout, problems: list[LabelProblem], reads: list[_SplitRead]) -> list[LabelProblem]:
+    """`problems` and, last, the one note for every split's polygon rows (when there were any)."""
+    note = polygon_note(_shown(layout.yaml_path, layout.base), [where for read in reads for where in read.polygons])
+    return problems if note is None else [*problems, note]
 
 
 def lint_yolo(root: str | Path, image_size: int | None = None) -> list[LabelProblem]:
     """Every label problem of the YOLO dataset at `root` (its folder or its data.yaml), split by split.
 
     Images are decoded (a truncated file is only found that way) but not kept. With `image_size`, the 1-pixel check
-    uses the letterboxed size; without, the original one. A missing or malformed data.yaml is a DataError.
+    uses the letterboxed size; without, the original one. A train split with no image with a box (which training
+    refuses) is a problem of kind "no-box", last but for the note (`is_note`: polygon rows read as boxes). A missing or
+    malformed data.yaml is a DataError.
     """
     if image_size is not None:
         _check_size(image_size)
     layout = _layout(root)
-    problems = []
-    for name in layout.splits:
-        problems += _read_yolo_split(layout, name, image_size, keep_images=False)[1]
-    return problems
+    reads = [_read_yolo_split(layout, name, image_size, keep_images=False) for name in layout.splits]
+    problems = [problem for read in reads for problem in read.problems]
+    if reads[0].with_boxes == 0:  # train is always first (SPLIT_NAMES) and always there (_layout)
+        where = ", ".join(_shown(folder, layout.base) for folder in layout.splits["train"])
+        why = f"no training image with a valid box in {where}: training would be refused"
+        problems.append(LabelProblem(_shown(layout.yaml_path, layout.base), None, why, "no-box"))
+    return _with_note(layout, problems, reads)
 
 
 def load_yolo(root: str | Path, image_size: int) -> DetectionDataset:
     """The YOLO dataset at `root` (its folder or its data.yaml), images letterboxed to image_size×image_size.
 
-    Problems are logged and returned in `problems`; a DataError only when train has no image with a valid box.
+    Problems are logged (a one-line summary) and returned in `problems`, the polygon note last (see lint_yolo); a
+    DataError only when train has no image with a valid box.
     """
     _check_size(image_size)
     layout = _layout(root)
-    splits: dict[str, DetectionSplit | None] = {}
-    problems: list[LabelProblem] = []
+    reads: list[_SplitRead] = []
     for name in layout.splits:
-        split, found, with_boxes = _read_yolo_split(layout, name, image_size, keep_images=True)
-        problems += found
-        splits[name] = split
-        if name == "train" and with_boxes == 0:
+        read = _read_yolo_split(layout, name, image_size, keep_images=True)
+        reads.append(read)
+        if name == "train" and read.with_boxes == 0:
             where = ", ".join(_shown(folder, layout.base) for folder in layout.splits["train"])
-            what = f"{len(split) if split else 0} usable image(s), none with a box, in {where}"
-            raise _no_training_data(layout.yaml_path, found, what)
-    if problems:
-        log.warning("%s: %d label problem(s): %s", layout.yaml_path, len(problems), lint_summary(problems))
+            what = f"{len(read.split) if read.split else 0} usable image(s), none with a box, in {where}"
+            raise _no_training_data(layout.yaml_path, read.problems, what)
+    splits = {name: read.split for name, read in zip(layout.splits, reads, strict=True)}
+    problems = _with_note(layout, [problem for read in reads for problem in read.problems], reads)
+    if dropped := [problem for problem in problems if not problem.is_note]:
+        log.warning("%s: %d label problem(s): %s", layout.yaml_path, len(dropped), lint_summary(dropped))
+    for note in (problem for problem in problems if problem.is_note):
+        log.warning("%s: %s", layout.yaml_path, note.message)
     return DetectionDataset(
         name=layout.yaml_path.parent.resolve().name,
         classes=layout.classes,

@@ -22,10 +22,10 @@ import torch  # noqa: E402
 from matplotlib.cm import ScalarMappable  # noqa: E402
 from matplotlib.colors import Normalize  # noqa: E402
 
-from convscope.build import ConvNet  # noqa: E402
+from convscope.builder import ConvNet  # noqa: E402
 from convscope.data.images import resolve_image  # noqa: E402
 from convscope.errors import DataError  # noqa: E402
-from convscope.predict import prepare  # noqa: E402
+from convscope.prediction import prepare  # noqa: E402
 from convscope.run import Run, load_model, load_run  # noqa: E402
 from convscope.shapes import infer  # noqa: E402
 from convscope.spec import Activation, Base, BatchNorm, Conv, Dense, NetSpec, shape_text  # noqa: E402

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from convscope.build import ConvNet
+from convscope.builder import ConvNet
 from convscope.errors import DataError
 from convscope.inspect.featuremaps import activation_text, draw_sheet, grid_columns, value_text
 from convscope.run import Run, load_model, load_run

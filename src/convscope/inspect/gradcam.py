@@ -23,13 +23,36 @@ from convscope.spec import Activation, Conv, NetSpec
 
 @dataclass(frozen=True)
 class GradCam:
-    heatmap: np.ndarray  # float32 H×W in [0, 1], the input's size (all zeros: no positive evidence anywhere)
+    heatmap: np.ndarray  # float32 H×W in [0, 1], the input's size (all zeros: no positive evidence anywhere, `empty`)
     layer_map: np.ndarray  # float32 h×w, ReLU(Σ w_k A_k) at the layer's resolution, not rescaled
     class_index: int
     probability: float  # softmax probability of class_index for this image
     layer: str
     class_name: str = ""  # filled in when the class names are known (gradcam_for_run)
     image: np.ndarray | None = None  # uint8 H×W×C as the model took it (gradcam_for_run), for the picture
+
+    @property
+    def empty(self) -> bool:
+        """True when the map is all zero: no position's features raise the class's score at this layer (all are
+        zero, or every weighted sum Σ w_k A_k is ≤ 0), so there is no strongest place to point at."""
+        return not bool(np.any(self.heatmap > 0))
+
+    def strongest(self) -> tuple[int, int] | None:
+        """(row, column) of the heatmap's peak, counting from 0 in the input's pixels; None when the map is empty."""
+        if self.empty:
+            return None
+        row, col = divmod(int(self.heatmap.argmax()), self.heatmap.shape[1])
+        return row, col
+
+    def summary(self) -> str:
+        """One line: 'light (probability 97.1%) at layer conv2: strongest at row 3, column 9', or, for an all-zero
+        map, '…: nothing in layer conv2 raises the score of class light: the map is all zero'."""
+        name = self.class_name or f"class {self.class_index}"
+        head = f"{name} (probability {self.probability:.1%}) at layer {self.layer}"
+        peak = self.strongest()
+        if peak is None:
+            return f"{head}: nothing in layer {self.layer} raises the score of class {name}: the map is all zero"
+        return f"{head}: strongest at row {peak[0]}, column {peak[1]}"
 
 
 def default_layer(spec: NetSpec) -> str:
@@ -121,7 +144,7 @@ def gradcam_for_run(run, image_path, class_name: str | None = None, layer: str |
     """Grad-CAM of an image file or sample photo name (any size and mode, converted as `predict` does) for a class
     named in the run (default: the predicted class)."""
     from convscope.data.images import resolve_image
-    from convscope.predict import prepare
+    from convscope.prediction import prepare
     from convscope.run import Run, load_model, load_run
     from convscope.training.tensors import normalise, run_stats, to_tensor
 
@@ -172,7 +195,7 @@ def save_gradcam_png(result: GradCam, image: np.ndarray, path: str | Path, title
     axes[0].set_title(f"input {h}×{w}", fontsize=11)
     axes[1].imshow(result.heatmap, cmap="jet", vmin=0, vmax=1, interpolation="nearest")
     lh, lw = result.layer_map.shape
-    empty = "" if result.heatmap.max() > 0 else "\n(all zero: nothing in the map raises this class)"
+    empty = "\n(all zero: nothing in the map raises this class)" if result.empty else ""
     axes[1].set_title(f"heatmap: {result.layer} map {lh}×{lw}, upsampled{empty}", fontsize=11)
     axes[2].imshow(overlay(image, result.heatmap), interpolation="nearest")
     axes[2].set_title("overlay (alpha 0.5)", fontsize=11)

@@ -17,7 +17,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no screen needed
 import matplotlib.pyplot as plt  # noqa: E402
 
-from convscope.evaluate import Evaluation, evaluate  # noqa: E402
+from convscope.evaluation import Evaluation, evaluate  # noqa: E402
 from convscope.plots import plot_curves  # noqa: E402
 from convscope.run import Run, load_model, load_run  # noqa: E402
 from convscope.shapes import infer  # noqa: E402

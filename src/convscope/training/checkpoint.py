@@ -1,11 +1,8 @@
-"""Everything a training run writes and reads back: atomic writes, safetensors weights, resumable training state.
+"""What a run writes and reads back at the ground floor: atomic writes and safetensors weights.
 
 Safe formats only: tensors go to safetensors, everything else to JSON. Nothing here unpickles anything except through
 `torch.load(..., weights_only=True)`, whose unpickler refuses every class that is not a tensor or plain container.
-
-Training state is two files in one folder: `state.safetensors` (optimizer tensors, torch RNG) and `state.json`
-(everything else, plus the SHA-256 of `state.safetensors`). The JSON is written last, so a save interrupted between
-the two writes leaves a pair whose checksum disagrees, and loading it is an error rather than a silent mix of steps.
+The resumable training state (one file per checkpoint) is `convscope.training.state`.
 """
 
 from __future__ import annotations
@@ -15,49 +12,69 @@ import hashlib
 import json
 import logging
 import os
-import random
 import re
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import safetensors.torch
 import torch
 from safetensors import SafetensorError
 from torch import Tensor, nn
-from torch.optim.lr_scheduler import LRScheduler
 
-from convscope.errors import CheckpointError
+from convscope.errors import CheckpointError, OutputError
 
 logger = logging.getLogger(__name__)
 
 CHECKSUM_KEY = "convscope.sha256"
-STATE_TENSORS = "state.safetensors"
-STATE_JSON = "state.json"
-_STATE_FORMAT = "convscope.training-state/1"
+TEMP_SUFFIX = ".tmp"  # atomic writes' temporary files: `.NAME.RANDOM.tmp` beside their target
+_TEMP_NAME = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
 
 
 # ── atomic writes ─────────────────────────────────────────────────────────────────────────────────────────────────
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Replace `path` by `data` so readers see the old file or the new one, never a mix; makes missing folders."""
+    """Replace `path` by `data` so readers see the old file or the new one, never a mix; makes missing folders.
+
+    Raises OutputError (one line: the path and what the system said) when the folder cannot be made or written to —
+    read-only file system, disk full, permission denied — and the old file, if any, is left as it was.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Same folder as the target: os.replace is only atomic within one file system.
-    tmp = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)
+    tmp_name = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Same folder as the target: os.replace is only atomic within one file system.
+        tmp = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX, delete=False)
+        tmp_name = tmp.name
         with tmp:
             tmp.write(data)
             tmp.flush()
             os.fsync(tmp.fileno())  # the bytes must be on disk before the name points at them
         # NamedTemporaryFile creates 0600; keep the old file's mode, or the usual 0644 for a new one.
-        os.chmod(tmp.name, path.stat().st_mode & 0o777 if path.exists() else 0o644)
-        os.replace(tmp.name, path)
+        os.chmod(tmp_name, path.stat().st_mode & 0o777 if path.exists() else 0o644)
+        os.replace(tmp_name, path)
+    except OSError as err:
+        _remove_quietly(tmp_name)
+        raise OutputError(f"{path}: cannot write ({err.strerror or err}); nothing was changed") from None
     except BaseException:
-        Path(tmp.name).unlink(missing_ok=True)
+        _remove_quietly(tmp_name)
         raise
     _fsync_dir(path.parent)
+
+
+def _remove_quietly(name: str | None) -> None:
+    if name is not None:
+        with contextlib.suppress(OSError):
+            Path(name).unlink(missing_ok=True)
+
+
+def remove_temp_files(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files that atomic writes left in `folder` and its subfolders when the process was killed
+    mid-write (`.NAME.XXXXXXXX.tmp`, as tempfile names them); return them. Only call this while holding the folder
+    (nobody else can be writing there)."""
+    found = [p for p in Path(folder).rglob(f".*{TEMP_SUFFIX}") if _TEMP_NAME.fullmatch(p.name) and p.is_file()]
+    for p in found:
+        _remove_quietly(str(p))
+    return found
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -86,7 +103,7 @@ def tensors_sha256(tensors: Mapping[str, Tensor]) -> str:
     return h.hexdigest()
 
 
-def _to_bytes(tensors: Mapping[str, Tensor], metadata: Mapping[str, str] | None = None) -> bytes:
+def safetensors_bytes(tensors: Mapping[str, Tensor], metadata: Mapping[str, str] | None = None) -> bytes:
     # clone(): state dicts may share storage (tied weights, views), which safetensors refuses to write.
     flat = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
     meta = dict(metadata or {})
@@ -97,7 +114,7 @@ def _to_bytes(tensors: Mapping[str, Tensor], metadata: Mapping[str, str] | None 
     return safetensors.torch.save(flat, metadata=meta)
 
 
-def _read_safetensors(path: str | os.PathLike, data: bytes | None = None) -> tuple[dict[str, Tensor], dict[str, str]]:
+def read_safetensors(path: str | os.PathLike, data: bytes | None = None) -> tuple[dict[str, Tensor], dict[str, str]]:
     """Tensors and metadata of a safetensors file (or of `data`, its bytes), checksum verified when it carries one."""
     if data is None:
         try:
@@ -123,12 +140,12 @@ def _read_safetensors(path: str | os.PathLike, data: bytes | None = None) -> tup
 
 def save_weights(path: str | os.PathLike, model: nn.Module, metadata: dict[str, str] | None = None) -> None:
     """Write the model's parameters and persistent buffers (e.g. batchnorm running stats) as safetensors, atomically."""
-    atomic_write_bytes(path, _to_bytes(model.state_dict(), metadata))
+    atomic_write_bytes(path, safetensors_bytes(model.state_dict(), metadata))
 
 
 def load_weights(path: str | os.PathLike, model: nn.Module) -> dict[str, str]:
     """Load weights saved by `save_weights` into `model`; return their metadata. The model is untouched on any error."""
-    tensors, metadata = _read_safetensors(path)
+    tensors, metadata = read_safetensors(path)
     if problems := state_dict_problems(model.state_dict(), tensors, check_dtype=True):
         raise CheckpointError(f"{path}: does not match the model: " + "; ".join(problems))
     model.load_state_dict(tensors, strict=True)
@@ -183,13 +200,20 @@ def _describe(t: Tensor, other: Tensor) -> str:
 
 
 def load_state_dict_file(path: str | os.PathLike) -> dict[str, Tensor]:
-    """A plain state dict (names → tensors) from a `.safetensors` file or a `.pt`/`.pth` file, never unpickling code."""
+    """A plain state dict (names → tensors) from a `.safetensors` file or a `.pt`/`.pth` file, never unpickling code.
+
+    Raises CheckpointError naming the file when it is missing or not a regular file (a named pipe is refused without
+    being opened), damaged, holds Python objects, or is not a mapping of names to tensors. torch's warnings while it
+    reads (e.g. "Detected pickle protocol 4") are logged at INFO, never printed beside the refusal.
+    """
+    from convscope.files import check_regular_file, reader_warnings  # here: the rest of this module is not touched
+
+    check_regular_file(path, "weights file", CheckpointError)
     if Path(path).suffix == ".safetensors":
-        return _read_safetensors(path)[0]
-    if not Path(path).is_file():
-        raise CheckpointError(f"{path}: no such file")
+        return read_safetensors(path)[0]
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with reader_warnings(path, torch):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # UnpicklingError for refused or garbled pickles, RuntimeError for a broken zip, ...
         # torch's message advises switching the weights-only check off; only the reason is passed on, never that.
         if refused := re.search(r"Unsupported global: GLOBAL (\S+)", str(e)):
@@ -198,172 +222,10 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, Tensor]:
                 "since unpickling other objects can run any code. Save `model.state_dict()`, or convert to safetensors"
             ) from None
         reason = str(e).split("WeightsUnpickler error:")[-1].strip().split("\n")[0]
+        if not reason or reason.strip("'").isdigit():  # e.g. KeyError: 101 for bytes that are no pickle at all
+            reason = f"{type(e).__name__} {reason}".strip()
         raise CheckpointError(f"{path}: cannot be read as a PyTorch state dict (damaged?): {reason}") from None
     if not isinstance(obj, Mapping) or not all(isinstance(k, str) and isinstance(v, Tensor) for k, v in obj.items()):
         found = f"keys {list(obj)[:8]}" if isinstance(obj, Mapping) else type(obj).__name__
         raise CheckpointError(f"{path}: expected a state dict mapping names to tensors; found {found}")
     return dict(obj)
-
-
-# ── plain data ⇄ JSON + tensors ───────────────────────────────────────────────────────────────────────────────────
-# Optimizer and scheduler state dicts are nested dicts/lists/tuples of numbers, strings and tensors, with int keys.
-# JSON has no tuples, int keys or tensors, so those are tagged ("$tuple", "$items", "$tensor") to come back exactly.
-def _encode(obj: Any, path: str, tensors: dict[str, Tensor]) -> Any:
-    if isinstance(obj, Tensor):
-        name = path if path not in tensors else f"{path}#{len(tensors)}"
-        tensors[name] = obj
-        return {"$tensor": name}
-    if obj is None or isinstance(obj, bool | int | float | str):
-        return obj
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, tuple | list):
-        items = [_encode(v, f"{path}/{i}", tensors) for i, v in enumerate(obj)]
-        return {"$tuple": items} if isinstance(obj, tuple) else items
-    if isinstance(obj, Mapping):
-        # Callables (e.g. a scheduler's function in old torch versions) cannot be saved as data; they are dropped so
-        # that load_state_dict, which updates the object's __dict__, keeps the freshly constructed object's own.
-        kept = {k: v for k, v in obj.items() if not callable(v)}
-        if all(isinstance(k, str) and not k.startswith("$") for k in kept):
-            return {k: _encode(v, f"{path}/{k}", tensors) for k, v in kept.items()}
-        if all(isinstance(k, str | int) for k in kept):
-            return {"$items": [[k, _encode(v, f"{path}/{k}", tensors)] for k, v in kept.items()]}
-    raise CheckpointError(f"cannot save {path}: a {type(obj).__name__} is not plain data (numbers, strings, tensors)")
-
-
-def _decode(obj: Any, tensors: Mapping[str, Tensor]) -> Any:
-    if isinstance(obj, list):
-        return [_decode(v, tensors) for v in obj]
-    if not isinstance(obj, dict):
-        return obj
-    if "$tensor" in obj:
-        if obj["$tensor"] not in tensors:
-            raise CheckpointError(f"{STATE_TENSORS} lacks tensor {obj['$tensor']!r} named in {STATE_JSON}")
-        return tensors[obj["$tensor"]]
-    if "$tuple" in obj:
-        return tuple(_decode(v, tensors) for v in obj["$tuple"])
-    if "$items" in obj:
-        return {k: _decode(v, tensors) for k, v in obj["$items"]}
-    return {k: _decode(v, tensors) for k, v in obj.items()}
-
-
-# ── random number generators ──────────────────────────────────────────────────────────────────────────────────────
-def capture_rng() -> tuple[dict[str, Tensor], dict]:
-    """The CPU torch, global NumPy and Python `random` generator states, as (tensors, JSON-able data).
-
-    CUDA generators and `np.random.Generator` objects held by other code are not included; put a generator's
-    `bit_generator.state` (a dict of ints) in the training state's `extra` to keep it.
-    """
-    kind, keys, pos, has_gauss, gauss = np.random.get_state(legacy=True)
-    version, internal, gauss_next = random.getstate()
-    data = {
-        "numpy": {"kind": kind, "keys": keys.tolist(), "pos": int(pos), "has_gauss": int(has_gauss), "gauss": gauss},
-        "python": {"version": version, "internal": list(internal), "gauss_next": gauss_next},
-    }
-    return {"torch": torch.get_rng_state()}, data
-
-
-def restore_rng(tensors: Mapping[str, Tensor], data: Mapping) -> None:
-    """Put back the states returned by `capture_rng`."""
-    try:
-        n, p = data["numpy"], data["python"]
-        numpy_state = (n["kind"], np.asarray(n["keys"], dtype=np.uint32), n["pos"], n["has_gauss"], n["gauss"])
-        python_state = (p["version"], tuple(p["internal"]), p["gauss_next"])
-        torch_state = tensors["torch"]
-        np.random.set_state(numpy_state)
-        random.setstate(python_state)
-        torch.set_rng_state(torch_state)
-    except (KeyError, TypeError, ValueError, RuntimeError) as e:
-        raise CheckpointError(f"random generator state is incomplete or damaged: {e!r}") from None
-
-
-# ── training state ────────────────────────────────────────────────────────────────────────────────────────────────
-def save_training_state(
-    folder: str | os.PathLike,
-    *,
-    optimizer: torch.optim.Optimizer,
-    scheduler: LRScheduler | None,
-    epoch: int,
-    step: int,
-    extra: dict,
-) -> None:
-    """Write what `load_training_state` needs to resume exactly: optimizer, scheduler, RNGs, epoch, step, `extra`.
-
-    `extra` may hold numbers, strings, lists, dicts and tensors. Callables inside the scheduler's state dict are dropped
-    (torch ≥ 2.2 already replaces LambdaLR's plain functions with None), so the resuming scheduler must be constructed
-    with the same functions.
-    """
-    folder = Path(folder)
-    if clash := {"epoch", "step"} & set(extra):
-        raise CheckpointError(f"extra must not hold {sorted(clash)}: they are saved, and returned, on their own")
-    rng_tensors, rng_data = capture_rng()
-    tensors = {f"rng/{k}": v for k, v in rng_tensors.items()}
-    doc = {
-        "format": _STATE_FORMAT,
-        "epoch": int(epoch),
-        "step": int(step),
-        "optimizer": _encode(optimizer.state_dict(), "optimizer", tensors),
-        "scheduler": None if scheduler is None else _encode(scheduler.state_dict(), "scheduler", tensors),
-        "rng": rng_data,
-        "extra": _encode(dict(extra), "extra", tensors),
-    }
-    blob = _to_bytes(tensors)
-    doc[STATE_TENSORS + ".sha256"] = hashlib.sha256(blob).hexdigest()
-    atomic_write_bytes(folder / STATE_TENSORS, blob)
-    atomic_write_text(folder / STATE_JSON, json.dumps(doc) + "\n")  # last: it vouches for the tensors
-
-
-def load_training_state(
-    folder: str | os.PathLike, *, optimizer: torch.optim.Optimizer, scheduler: LRScheduler | None
-) -> dict:
-    """Restore optimizer, scheduler and RNGs saved by `save_training_state`; return {"epoch", "step", **extra}."""
-    folder = Path(folder)
-    json_path, tensors_path = folder / STATE_JSON, folder / STATE_TENSORS
-    try:
-        doc = json.loads(json_path.read_text(encoding="utf-8"))
-        blob = tensors_path.read_bytes()
-    except FileNotFoundError as e:
-        raise CheckpointError(
-            f"{e.filename}: no such file (training state is {STATE_JSON} + {STATE_TENSORS})"
-        ) from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{json_path}: not readable training state: {e}") from None
-    found = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
-    if found != _STATE_FORMAT:
-        raise CheckpointError(f"{json_path}: expected format {_STATE_FORMAT!r}, found {found!r}")
-    if hashlib.sha256(blob).hexdigest() != doc.get(STATE_TENSORS + ".sha256"):
-        raise CheckpointError(
-            f"{tensors_path}: does not belong to {json_path} (a save was interrupted, or a file was replaced or edited)"
-        )
-    tensors, _ = _read_safetensors(tensors_path, blob)  # the bytes just checked, not a second read
-    try:
-        optimizer_state = _decode(doc["optimizer"], tensors)
-        scheduler_state = _decode(doc["scheduler"], tensors)
-        extra = _decode(doc["extra"], tensors)
-        rng_tensors = {k.removeprefix("rng/"): v for k, v in tensors.items() if k.startswith("rng/")}
-        epoch, step, rng_data = doc["epoch"], doc["step"], doc["rng"]
-    except (KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"{json_path}: incomplete or damaged training state: {e!r}") from None
-    if (scheduler is None) != (scheduler_state is None):
-        saved = "no scheduler state" if scheduler_state is None else "a scheduler state"
-        raise CheckpointError(f"{json_path}: holds {saved}, but scheduler={scheduler!r} was given")
-    try:
-        optimizer.load_state_dict(optimizer_state)
-        if scheduler is not None:
-            scheduler.load_state_dict(scheduler_state)
-    except (KeyError, ValueError, TypeError) as e:
-        raise CheckpointError(f"{json_path}: does not match this optimizer/scheduler: {e}") from None
-    restore_rng(rng_tensors, rng_data)
-    return {"epoch": epoch, "step": step, **extra}
-
-
-def saved_extra(folder: str | os.PathLike) -> dict:
-    """The plain values (numbers, text) of a saved state's `extra`, read without restoring anything; {} if none."""
-    path = Path(folder) / STATE_JSON
-    try:
-        extra = json.loads(path.read_text(encoding="utf-8")).get("extra", {})
-    except FileNotFoundError:
-        return {}
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as e:
-        raise CheckpointError(f"{path}: not readable training state: {e}") from None
-    return {k: v for k, v in extra.items() if isinstance(v, int | float | str)} if isinstance(extra, dict) else {}

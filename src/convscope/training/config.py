@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from convscope.data.augment import Augment
 from convscope.errors import ConfigError
+from convscope.yamlfile import read_yaml
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("onecycle", "cosine", "constant")
 PRECISIONS = ("fp32", "bf16")
 DEFAULT_LR = {"sgd": 0.05, "adam": 2e-3, "adamw": 2e-3}  # peak learning rates that suit the presets
 FINETUNE_LR_SCALE = 0.1  # fine-tuning a pretrained base: small steps, so its features are adjusted, not overwritten
+# Upper bounds of the counts: far past any real run, low enough that a typo (an extra digit or ten) is an error,
+# not an hours-long loop or an allocation. Every float must also be finite (no nan, no inf).
+MAX_EPOCHS = 100_000
+MAX_BATCH = 2**20  # images per batch
+MAX_IMAGES = 2**31  # per_class
+MAX_BLOCKS = 1_000  # unfreeze_blocks (a base has tens)
+MAX_THREADS = 1_024
 
 
 @dataclass(frozen=True)
@@ -49,31 +56,31 @@ class TrainConfig:
     out: str | None = None  # run folder (None: runs/MODEL-DATA, never overwriting)
 
     def __post_init__(self) -> None:
-        _check(self.epochs, int, "epochs", "a positive integer", lambda v: v >= 1)
-        _check(self.batch_size, int, "batch_size", "a positive integer", lambda v: v >= 1)
+        _count(self.epochs, "epochs", 1, MAX_EPOCHS)
+        _count(self.batch_size, "batch_size", 1, MAX_BATCH)
         if self.lr is not None:
-            _check(self.lr, float, "lr", "a positive number", lambda v: v > 0)
+            _check(self.lr, float, "lr", "a finite positive number", lambda v: v > 0)
         _check(self.optimizer, str, "optimizer", "one of " + ", ".join(OPTIMIZERS), lambda v: v in OPTIMIZERS)
         _check(self.schedule, str, "schedule", "one of " + ", ".join(SCHEDULES), lambda v: v in SCHEDULES)
         _check(self.momentum, float, "momentum", "a number in [0, 1)", lambda v: 0 <= v < 1)
-        _check(self.weight_decay, float, "weight_decay", "a number >= 0", lambda v: v >= 0)
+        _check(self.weight_decay, float, "weight_decay", "a number in [0, 1]", lambda v: 0 <= v <= 1)
         _check(self.label_smoothing, float, "label_smoothing", "a number in [0, 1)", lambda v: 0 <= v < 1)
         _check(self.val_fraction, float, "val_fraction", "a number in [0, 0.9]", lambda v: 0 <= v <= 0.9)
         if self.patience is not None:
-            _check(self.patience, int, "patience", "a positive integer", lambda v: v >= 1)
+            _count(self.patience, "patience", 1, MAX_EPOCHS)
         if self.per_class is not None:
-            _check(self.per_class, int, "per_class", "a positive integer", lambda v: v >= 1)
-        _check(self.finetune_epochs, int, "finetune_epochs", "an integer >= 0", lambda v: v >= 0)
-        _check(self.unfreeze_blocks, int, "unfreeze_blocks", "an integer >= 0", lambda v: v >= 0)
+            _count(self.per_class, "per_class", 1, MAX_IMAGES)
+        _count(self.finetune_epochs, "finetune_epochs", 0, MAX_EPOCHS)
+        _count(self.unfreeze_blocks, "unfreeze_blocks", 0, MAX_BLOCKS)
         if self.finetune_epochs and not self.unfreeze_blocks:
             raise ConfigError("finetune_epochs needs unfreeze_blocks >= 1 (how many of the base's top blocks to train)")
         _check(self.cache_features, bool, "cache_features", "true or false", lambda v: True)
         if self.tta_flip is not None:
             _check(self.tta_flip, bool, "tta_flip", "true or false", lambda v: True)
         _check(self.precision, str, "precision", "one of " + ", ".join(PRECISIONS), lambda v: v in PRECISIONS)
-        _check(self.seed, int, "seed", "an integer", lambda v: True)
+        _check(self.seed, int, "seed", "an integer from 0 to 2**32 - 1", lambda v: 0 <= v < 2**32)  # NumPy's range
         if self.threads is not None:
-            _check(self.threads, int, "threads", "a positive integer", lambda v: v >= 1)
+            _count(self.threads, "threads", 1, MAX_THREADS)
         if self.augment is not None:
             Augment.parse(self.augment)
         for key in ("model", "data"):
@@ -116,12 +123,7 @@ class TrainConfig:
     def load(cls, path: str | Path, **overrides: Any) -> TrainConfig:
         """A YAML file of settings; `overrides` (the CLI flags that were given) win."""
         path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: no such config file") from None
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML ({err})") from None
+        data = read_yaml(path, ConfigError, "config file") or {}  # bounded: see convscope.yamlfile
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a mapping of settings. Received: {type(data).__name__}")
         return cls.from_dict({**data, **overrides}, where=str(path))
@@ -130,5 +132,23 @@ class TrainConfig:
 def _check(value: Any, kind: type, key: str, expected: str, ok) -> None:
     # YAML gives ints for '1' where a float is meant; accept ints for floats, never bools for numbers.
     good_type = isinstance(value, kind) or (kind is float and isinstance(value, int))
-    if (isinstance(value, bool) and kind is not bool) or not good_type or not ok(value):
-        raise ConfigError(f"{key} must be {expected}. Received: {value!r}")
+    finite = kind is not float or not good_type or _finite(value)  # nan and inf pass some comparisons
+    if (isinstance(value, bool) and kind is not bool) or not good_type or not finite or not ok(value):
+        raise ConfigError(f"{key} must be {expected}. Received: {_shown(value)}")
+
+
+def _count(value: Any, key: str, low: int, high: int) -> None:
+    _check(value, int, key, "a positive integer" if low == 1 else f"an integer >= {low}", lambda v: v >= low)
+    _check(value, int, key, f"at most {high:,}", lambda v: v <= high)
+
+
+def _finite(value: float | int) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int past float's range, e.g. lr: 1e400 written out as digits
+        return False
+
+
+def _shown(value: Any) -> str:
+    text = repr(value) if not isinstance(value, int) or value.bit_length() < 1000 else "an integer of over 300 digits"
+    return text if len(text) <= 80 else text[:79] + "…"

@@ -1,60 +1,46 @@
-"""fit: train a spec on a dataset into a run folder that survives crashes and resumes exactly.
+"""train(): a new run or a resumed one, in its run folder, around the trainer (training/trainer.py).
 
-Randomness has three sources, all restored on resume: the order of the images (a generator seeded by seed and epoch,
-so it can be redrawn), the augmentation draws (a generator whose state is saved), and dropout / initialisation
-(torch's global RNG, saved with the optimizer state).
+A new run: the data is loaded and the spec fitted to it and checked before any file is written; then the run folder
+is claimed (one writer at a time: run.RunLock) and the trainer runs. A resumed run: its settings and checkpoint are
+checked (training/resume.py), then it continues exactly where its last checkpoint left it.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import math
-import os
-import signal
 import time
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
-import torch
-import torch.nn.functional as F
-
-from convscope.build import build
-from convscope.data.dataset import Dataset, per_class_subset, seeded_split
-from convscope.data.load import load_dataset
-from convscope.data.resize import fit_images
-from convscope.errors import ConfigError, ConvscopeError, SpecError, TrainingError
+from convscope.errors import ConfigError
+from convscope.memory import check_training_memory
 from convscope.presets import resolve_spec
-from convscope.run import DataInfo, Run, load_run, new_run_folder, with_test_flips
+from convscope.run import (
+    CONFIG,
+    SPEC,
+    DataInfo,
+    Run,
+    RunLock,
+    check_run_folder_is_free,
+    load_run,
+    new_run_folder,
+    remove_unfinished,
+)
 from convscope.shapes import infer
-from convscope.spec import Dense, Detect, NetSpec
+from convscope.signals import StopRequest
+from convscope.spec import Detect, NetSpec
 from convscope.training import checkpoint as ckpt
-from convscope.training.config import FINETUNE_LR_SCALE, TrainConfig
-from convscope.training.metrics import write_metrics_row
-from convscope.training.runtime import log_file, optimizer_for, scheduler_for, stop_on_signals
-from convscope.training.tensors import batch_for, channel_stats, normalise, predict_logits, run_stats, to_tensor
-from convscope.transfer.bases import BaseNet, input_scaling, spec_base
+from convscope.training.checkpoint import remove_temp_files
+from convscope.training.config import TrainConfig
+from convscope.training.resume import finished_message, is_finished, resumed_config
+from convscope.training.tensors import channel_stats
+from convscope.training.trainer import Interrupted, _cache_bytes, _set_threads, _Trainer
+from convscope.transfer.bases import input_scaling, spec_base
+
+__all__ = ["CACHE_LIMIT", "Interrupted", "train", "trainer_class"]
 
 log = logging.getLogger("convscope.train")
 CACHE_LIMIT = 4 * 2**30  # bytes of cached base features allowed in memory
-
-
-class Interrupted(ConvscopeError):
-    """SIGINT / SIGTERM: training stopped at the end of a batch and saved; `exit_code` is 130 or 143."""
-
-    def __init__(self, message: str, exit_code: int):
-        super().__init__(message)
-        self.exit_code = exit_code
-
-
-class Callback:
-    """Hooks a front end (the CLI's progress bar) uses to show training; the library itself only logs."""
-
-    def on_start(self, run: Run, epochs: int, batches: int, epoch: int) -> None: ...
-    def on_batch(self, epoch: int, batch: int, loss: float, accuracy: float, images_per_s: float) -> None: ...
-    def on_epoch(self, row: dict[str, float]) -> None: ...
-    def on_end(self, run: Run, results: dict) -> None: ...
 
 
 def train(
@@ -64,26 +50,38 @@ def train(
     spec: NetSpec | None = None,
     callbacks=(),
     report=True,
+    stop: StopRequest | None = None,
     **settings,
 ) -> Run:
     """Train and return the run. `train(model="fashion-fast", epochs=3)` or `train(resume="runs/x")`.
 
     `spec`: train this network instead of resolving `config.model` (which then only names it).
+    `resume`: continue the run in that folder exactly where its last checkpoint left it; `settings` may then only
+    raise `epochs` (to train longer) or set `threads` (training.resume). A finished run is returned unchanged.
+    `stop`: the StopRequest that Ctrl-C / SIGTERM feed (the CLI's); by default one is installed while training.
 
+    Only one training writes a run folder at a time (run.RunLock); a second one is refused with CheckpointError.
     With `report` (the default) the run folder also gets confusion.png, curves.png and report.html at the end.
     """
-    trainer = _train(config, resume, spec, callbacks, settings)
-    if report:
-        trainer.write_report()
-    return trainer.run
-
-
-def _train(config: TrainConfig | None, resume, spec: NetSpec | None, callbacks, settings: dict) -> _Trainer:
+    started = time.perf_counter()
     if resume is not None:
         run = load_run(resume)
-        trainer = trainer_class(run.spec)(run, callbacks, resuming=True)
-        trainer.fit()
-        return trainer
+        config = resumed_config(run, settings)
+        if config == run.config and is_finished(run):
+            log.warning("%s", finished_message(run))
+            return run
+        with RunLock(run.path):
+            remove_temp_files(run.path)
+            if config != run.config:
+                run = replace(run, config=config)
+                log.info("%s: now set to train %d epochs", run.path, config.epochs)
+                ckpt.atomic_write_text(run.path / CONFIG, run.config_yaml())
+            _set_threads(config)
+            trainer = trainer_class(run.spec)(run, callbacks, resuming=True, started=started)
+            trainer.fit(stop)
+            if report:
+                trainer.write_report()
+        return run
     config = config or TrainConfig()
     if settings:
         config = TrainConfig.from_dict({**config.to_dict(), **settings}, where="train()")
@@ -96,22 +94,30 @@ def _train(config: TrainConfig | None, resume, spec: NetSpec | None, callbacks, 
     data = task.load_data(config, spec)
     spec = task.fit_spec(spec, data)
     infer(spec)
+    check_training_memory(spec, config.batch_size)  # what this machine cannot hold: refused before any write
     if config.cache_features and (needed := _cache_bytes(spec, len(data.train))) > CACHE_LIMIT:
         raise ConfigError(
             f"cache_features would hold {needed / 2**30:.1f} GiB of features (limit {CACHE_LIMIT / 2**30:.0f}); "
             "use a smaller image size or per_class, or train without cache_features"
         )  # a spec that cannot run on these images fails here, before anything is written
-    path = new_run_folder(config)
-    # A base's weights expect the input scaling they were trained with; a new network, that of its training images.
-    mean, std = input_scaling(base) if base else channel_stats(data.train.images)
-    info = DataInfo(data.name, data.classes, mean, std, data.source)
-    run = Run(path, config, spec, info)
-    (path / "weights").mkdir(parents=True, exist_ok=True)
-    ckpt.atomic_write_text(path / "spec.yaml", spec.to_yaml())
-    ckpt.atomic_write_text(path / "config.yaml", run.config_yaml())
-    trainer = task(run, callbacks, resuming=False, data=data)
-    trainer.fit()
-    return trainer
+    # A base's weights expect the input scaling they were trained with; a new network, that of its images (a set of
+    # blank images is refused here, before anything is written).
+    mean, std = input_scaling(base) if base else channel_stats(data.train.images, data.name)
+    path, made = new_run_folder(config)
+    with RunLock(path):  # refused here, before anything is written, when another training holds the folder
+        check_run_folder_is_free(path)
+        try:
+            run = Run(path, config, spec, DataInfo(data.name, data.classes, mean, std, data.source))
+            ckpt.atomic_write_text(path / SPEC, spec.to_yaml())
+            ckpt.atomic_write_text(path / CONFIG, run.config_yaml())
+            trainer = task(run, callbacks, resuming=False, data=data, started=started)
+            trainer.fit(stop)
+        except Exception:
+            remove_unfinished(path, made)  # nothing of it can be resumed: a retry with this --out must not be blocked
+            raise
+        if report:
+            trainer.write_report()
+    return run
 
 
 def trainer_class(spec: NetSpec) -> type[_Trainer]:
@@ -121,312 +127,3 @@ def trainer_class(spec: NetSpec) -> type[_Trainer]:
 
         return DetectTrainer
     return _Trainer
-
-
-def _cache_bytes(spec: NetSpec, images: int) -> int:
-    """float32 bytes of the base's features of `images` images (cache_features keeps them in memory)."""
-    return math.prod(infer(spec).layers[0].output_shape) * 4 * images
-
-
-def _subset(data: Dataset, config: TrainConfig) -> Dataset:
-    """The dataset with only `config.per_class` training images per class, when that is set."""
-    if config.per_class is None:
-        return data
-    log.info("%s: training on %d images per class (seed %d)", data.name, config.per_class, config.seed)
-    return replace(data, train=per_class_subset(data.train, config.per_class, config.seed))
-
-
-def fit_head(spec: NetSpec, classes: int) -> NetSpec:
-    """The last layer gives one score (logit) per class: a preset's last dense layer is resized to the data."""
-    last = spec.layers[-1]
-    if not isinstance(last, Dense):
-        raise SpecError(f"{spec.name}: the last layer must be a dense layer with one unit per class ({classes})")
-    if last.units == classes:
-        return spec
-    log.info("%s: last dense layer resized from %d to %d units, one per class", spec.name, last.units, classes)
-    return replace(spec, layers=(*spec.layers[:-1], replace(last, units=classes)))
-
-
-def _set_threads(config: TrainConfig) -> None:
-    torch.set_num_threads(config.threads or os.cpu_count() or 1)
-
-
-class _Trainer:
-    def __init__(self, run: Run, callbacks, resuming: bool, data=None):
-        self.run, self.callbacks, self.config = run, list(callbacks), run.config
-        _set_threads(self.config)
-        torch.manual_seed(self.config.seed)
-        np.random.seed(self.config.seed % 2**32)
-        cfg = self.config
-        self._use_data(data or self.load_data(cfg, run.spec))
-        self.mean, self.std = run_stats(run)
-        self.model = build(run.spec).to(memory_format=torch.channels_last)
-        self.base = self.model[0] if isinstance(self.model[0], BaseNet) else None
-        self.head = self.model[1:]  # the layers after a base, trained on its cached features
-        self.predictor = with_test_flips(self.model, cfg)  # what validation and test classify with
-        self.total_epochs = cfg.epochs + cfg.finetune_epochs
-        self.batches = math.ceil(self.train_size / self.config.batch_size)
-        # Resuming continues the phase the run was in (its optimizer state belongs to that phase's parameters).
-        self._enter_phase(ckpt.saved_extra(run.path / "state").get("phase", 1) if resuming else 1)
-        self.generator = torch.Generator().manual_seed(self.config.seed)
-        self.epoch, self.batch, self.best, self.stale = 0, 0, -1.0, 0
-        self.evaluation = None  # of the test split, made at the end
-        self.running = (0.0, 0, 0)  # loss sum, correct, seen of the epoch so far (kept when stopped mid-epoch)
-        self.stop_signal: int | None = None
-        if resuming:
-            self._restore()
-
-    # -- data (a task's own) ------------------------------------------------------------------------------------------
-    @staticmethod
-    def load_data(config: TrainConfig, spec: NetSpec) -> Dataset:
-        data = load_dataset(config.data, config.data_dir, spec.input, config.seed, config.val_fraction)
-        return _subset(data, config)
-
-    @staticmethod
-    def fit_spec(spec: NetSpec, data: Dataset) -> NetSpec:
-        """The spec made to fit the data: its input (unless a base fixes it) and one output per class."""
-        if spec_base(spec) is None and data.image_shape != spec.input:  # convnets take any size their layers allow
-            log.info("%s: input %s adapted to the data's %s", spec.name, spec.input, data.image_shape)
-            spec = spec.with_input(data.image_shape)
-        return fit_head(spec, len(data.classes))
-
-    def _use_data(self, data: Dataset) -> None:
-        """Split off validation images (when the data has none) and keep every split as tensors."""
-        cfg = self.config
-        train, val = data.train, data.val
-        if val is None and cfg.val_fraction > 0:
-            train, val = seeded_split(train, cfg.val_fraction, cfg.seed)
-        self.train_x, self.train_y = self._tensors(train)
-        self.val = self._tensors(val) if val is not None and len(val) else None
-        self.test = self._tensors(data.test)
-        self.train_size = len(self.train_y)
-        self.augment = cfg.augmentation()
-
-    def _tensors(self, split) -> tuple[torch.Tensor, torch.Tensor]:
-        """uint8 N×C×H×W images (fitted to the spec's input: a base's size and 3 channels) and int64 labels."""
-        images = fit_images(split.images, self.run.spec.input)
-        return to_tensor(images), torch.from_numpy(split.labels).long()
-
-    def _enter_phase(self, phase: int) -> None:
-        """Phase 1: a base (if any) frozen, the learning rate of the config. Phase 2: the base's last unfreeze_blocks
-        blocks train too, at a FINETUNE_LR_SCALE× smaller rate, with a schedule of its own."""
-        cfg = self.config
-        self.phase = phase
-        if self.base is not None:
-            self.base.set_trainable(0 if phase == 1 else cfg.unfreeze_blocks)
-            log.info(
-                "phase %d: %s of the base's %d blocks trainable",
-                phase,
-                self.base.trainable_blocks,
-                len(self.base.blocks),
-            )
-        lr = cfg.learning_rate * (FINETUNE_LR_SCALE if phase == 2 else 1)
-        self.optimizer = optimizer_for(self.model, cfg, lr)
-        self.scheduler = scheduler_for(
-            self.optimizer, cfg, self.batches, cfg.finetune_epochs if phase == 2 else cfg.epochs, lr
-        )
-        self.features = None  # phase 1 with cache_features: computed when training starts (see fit)
-
-    @torch.no_grad()  # not inference_mode: the head trains on these tensors
-    def _cache_features(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The frozen base's feature maps of the training (and validation) images, computed once for phase 1."""
-        splits = [self.train_x] + ([self.val[0]] if self.val is not None else [])
-        needed = _cache_bytes(self.run.spec, sum(len(x) for x in splits))
-        started = time.perf_counter()
-        self.base.train(False)
-        cached = []
-        for x in splits:
-            b = batch_for(x)
-            cached.append(
-                torch.cat([self.base(normalise(x[i : i + b], self.mean, self.std)) for i in range(0, len(x), b)])
-            )
-        log.info(
-            "cached the base's features of %d images in %.1f s (%.0f MiB); phase 1 trains without augmentation",
-            sum(len(x) for x in splits),
-            time.perf_counter() - started,
-            needed / 2**20,
-        )
-        return cached[0], (cached[1] if len(cached) > 1 else None)
-
-    # -- checkpoints ------------------------------------------------------------------------------------------
-    def _save(self) -> None:
-        extra = {
-            "batch": self.batch,
-            "best": self.best,
-            "stale": self.stale,
-            "running": list(self.running),
-            "generator": self.generator.get_state(),
-            "phase": self.phase,
-        }
-        ckpt.save_weights(self.run.weights / "last.safetensors", self.model)
-        ckpt.save_training_state(
-            self.run.path / "state",
-            optimizer=self.optimizer,
-            scheduler=self.scheduler,
-            epoch=self.epoch,
-            step=self.epoch * self.batches + self.batch,
-            extra=extra,
-        )
-
-    def _restore(self) -> None:
-        if not (self.run.path / "state" / ckpt.STATE_JSON).exists():
-            # Killed before the first checkpoint: start again; the seeded start is the one the run had.
-            log.info("%s has no saved state yet: training starts from the beginning", self.run.path)
-            return
-        ckpt.load_weights(self.run.weights / "last.safetensors", self.model)
-        state = ckpt.load_training_state(self.run.path / "state", optimizer=self.optimizer, scheduler=self.scheduler)
-        self.epoch, self.batch, self.best, self.stale = state["epoch"], state["batch"], state["best"], state["stale"]
-        self.running = tuple(state["running"])
-        self.generator.set_state(state["generator"])
-        log.info("resuming %s at epoch %d, batch %d", self.run.path, self.epoch + 1, self.batch)
-
-    # -- the loop -----------------------------------------------------------------------------------------------
-    def fit(self) -> Run:
-        log.info(
-            "training %s on %s: %d images, %d batches of %d per epoch",
-            self.run.spec.name,
-            self.run.data.name,
-            self.train_size,
-            self.batches,
-            self.config.batch_size,
-        )
-        for cb in self.callbacks:
-            cb.on_start(self.run, self.total_epochs, self.batches, self.epoch)
-        started = time.perf_counter()
-        with stop_on_signals(self), log_file(self.run.path / "train.log"):
-            if self.phase == 1 and self.config.cache_features and self.epoch < self.config.epochs:
-                self.features = self._cache_features()
-            while self.epoch < self.total_epochs:
-                if self._early_stop():
-                    if self.phase == 2 or not self.config.finetune_epochs:
-                        break
-                    log.info("no better validation accuracy for %d epochs: on to fine-tuning", self.stale)
-                    self.epoch = self.config.epochs
-                if self.phase == 1 and self.epoch >= self.config.epochs:
-                    self._enter_phase(2)
-                    self.stale = 0
-                row = self._epoch()
-                for cb in self.callbacks:
-                    cb.on_epoch(row)
-        results = self._finish(time.perf_counter() - started)
-        for cb in self.callbacks:
-            cb.on_end(self.run, results)
-        return self.run
-
-    def _early_stop(self) -> bool:
-        return self.config.patience is not None and self.stale >= self.config.patience
-
-    def _epoch(self) -> dict[str, float]:
-        cfg, model = self.config, self.model
-        order = torch.randperm(self.train_size, generator=torch.Generator().manual_seed(cfg.seed * 1009 + self.epoch))
-        model.train()
-        loss_sum, correct, seen = self.running if self.batch else (0.0, 0, 0)  # a resumed epoch goes on counting
-        t0 = time.perf_counter()
-        while self.batch < self.batches:
-            index = order[self.batch * cfg.batch_size : (self.batch + 1) * cfg.batch_size]
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
-                loss, right = self._batch(index)
-            value = loss.item()
-            if not math.isfinite(value):
-                raise TrainingError(
-                    f"the loss became {value} at epoch {self.epoch + 1}, batch {self.batch + 1} "
-                    f"(step {self.epoch * self.batches + self.batch + 1}); try a smaller --lr. "
-                    f"weights/best.safetensors was left as it was"
-                )
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            self.scheduler.step()
-            self.batch += 1
-            loss_sum += value * len(index)
-            correct += right
-            seen += len(index)
-            accuracy = correct / seen if self.counts_correct else None
-            for cb in self.callbacks:
-                cb.on_batch(self.epoch, self.batch, value, accuracy, seen / (time.perf_counter() - t0))
-            if self.stop_signal is not None:
-                self.running = (loss_sum, correct, seen)
-                self._save()
-                raise self._interrupted()
-        seconds = time.perf_counter() - t0
-        row = {"epoch": self.epoch + 1, "train_loss": loss_sum / max(seen, 1)}
-        if self.counts_correct:
-            row["train_acc"] = correct / max(seen, 1)
-        row |= self._validate()
-        row |= {"lr": self.scheduler.get_last_lr()[0], "seconds": seconds}
-        score = self._score(row)
-        self.epoch, self.batch = self.epoch + 1, 0
-        if score > self.best:
-            self.best, self.stale = score, 0
-            ckpt.save_weights(self.run.weights / "best.safetensors", model)
-        else:
-            self.stale += 1
-        write_metrics_row(self.run.path / "metrics.csv", row)
-        self._save()
-        shown = ", ".join(f"{k} {v:.4f}" for k, v in row.items() if k not in ("epoch", "lr", "seconds"))
-        log.info("epoch %d/%d: %s (%.1f s)", row["epoch"], self.total_epochs, shown, seconds)
-        return row
-
-    # -- what a task defines (classification here; detection subclasses these) -------------------------------------
-    counts_correct = True  # _batch counts right answers (a training accuracy exists)
-
-    def _batch(self, index: torch.Tensor) -> tuple[torch.Tensor, int]:
-        """The loss on the training images at `index`, and how many of them the model classified right."""
-        y = self.train_y[index]
-        if self.features is not None:  # the frozen base's output, computed once
-            logits = self.head(self.features[0][index])
-        else:
-            logits = self.model(self.augment(normalise(self.train_x[index], self.mean, self.std), self.generator))
-        loss = F.cross_entropy(logits, y, label_smoothing=self.config.label_smoothing)
-        return loss, int((logits.argmax(1) == y).sum())
-
-    def _validate(self) -> dict[str, float]:
-        if self.val is None:
-            return {"val_loss": float("nan"), "val_acc": float("nan")}
-        if self.features is not None and self.features[1] is not None:
-            with torch.inference_mode():
-                logits = self.head.train(False)(self.features[1])
-        else:
-            logits = predict_logits(self.predictor, self.val[0], self.mean, self.std)
-        loss, accuracy = _loss_accuracy(logits, self.val[1])
-        return {"val_loss": loss, "val_acc": accuracy}
-
-    def _score(self, row: dict[str, float]) -> float:
-        """What makes a checkpoint the best one: validation accuracy (training accuracy without validation)."""
-        return row["val_acc"] if self.val is not None else row["train_acc"]
-
-    def _test(self) -> dict:
-        """Evaluate the best weights (already loaded) on the test split: the results.json entries."""
-        from convscope.evaluate import evaluation_from_logits
-
-        x, y = self.test
-        logits = predict_logits(self.predictor, x, self.mean, self.std)
-        test_loss, test_acc = _loss_accuracy(logits, y)
-        images = x.permute(0, 2, 3, 1).numpy()  # back to N×H×W×C, as the model saw them
-        self.evaluation = evaluation_from_logits(self.run, logits, y.numpy(), images)
-        log.info("test accuracy %.4f after %d epochs", test_acc, self.epoch)
-        return {"test_acc": test_acc, "test_loss": test_loss, "test_images": len(y)}
-
-    def _interrupted(self) -> Interrupted:
-        name = signal.Signals(self.stop_signal).name
-        return Interrupted(
-            f"stopped by {name} at epoch {self.epoch + 1}, batch {self.batch}/{self.batches}; saved. "
-            f"Resume with: convscope train --resume {self.run.path}",
-            128 + self.stop_signal,
-        )
-
-    def write_report(self) -> None:
-        """report.html and its pictures, from the test pass just made (not a second one)."""
-        from convscope.inspect.report import write_report
-
-        write_report(self.run, self.evaluation)
-
-    def _finish(self, seconds: float) -> dict:
-        ckpt.load_weights(self.run.weights / "best.safetensors", self.model)
-        results = {**self._test(), "epochs": self.epoch, "train_seconds": seconds}
-        ckpt.atomic_write_text(self.run.path / "results.json", json.dumps(results, indent=2) + "\n")
-        return results
-
-
-def _loss_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
-    return float(F.cross_entropy(logits, labels)), float((logits.argmax(1) == labels).float().mean())

@@ -1,4 +1,4 @@
-"""metrics.csv: one row per epoch, rewritten atomically so a crash never leaves half a row."""
+"""metrics.csv: one row per epoch, a copy of the rows the checkpoint holds, rewritten atomically after each one."""
 
 from __future__ import annotations
 
@@ -9,18 +9,15 @@ from pathlib import Path
 from convscope.training.checkpoint import atomic_write_text
 
 
-def write_metrics_row(path: Path, row: dict[str, float]) -> None:
-    """Append `row` (its keys are the columns, in order), dropping rows of the same or later epochs (a resumed run
-    redoes those)."""
-    rows = []
-    if path.exists():
-        with path.open(newline="") as f:
-            rows = [r for r in csv.DictReader(f) if int(float(r["epoch"])) < row["epoch"]]
+def write_metrics(path: Path, rows: list[dict[str, float]]) -> None:
+    """Write `rows` (the first row's keys are the columns, in order) as metrics.csv, replacing it atomically."""
+    if not rows:
+        path.unlink(missing_ok=True)
+        return
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=list(row), lineterminator="\n")
+    writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
     writer.writeheader()
-    writer.writerows(rows)
-    writer.writerow({k: _fmt(v) for k, v in row.items()})
+    writer.writerows({k: _fmt(v) for k, v in row.items()} for row in rows)
     atomic_write_text(path, out.getvalue())
 
 

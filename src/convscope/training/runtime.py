@@ -1,11 +1,9 @@
-"""What a training loop runs on besides the model: the optimizer and learning-rate schedule, the run's log file, and
-stopping cleanly on Ctrl-C / SIGTERM."""
+"""What a training loop runs on besides the model: the optimizer and learning-rate schedule, and the run's log file.
+(Stopping cleanly on Ctrl-C / SIGTERM: convscope.signals.)"""
 
 from __future__ import annotations
 
 import logging
-import signal
-import threading
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -29,10 +27,15 @@ def optimizer_for(model, cfg: TrainConfig, lr: float) -> torch.optim.Optimizer:
 
 
 def scheduler_for(optimizer, cfg: TrainConfig, batches: int, epochs: int, lr: float):
+    """The learning-rate schedule of `epochs` × `batches` steps (any number ≥ 1 of each)."""
     total = epochs * batches + 1  # the schedule's last point is reached by the last step, not one before
     if cfg.schedule == "onecycle":
+        # torch's OneCycleLR divides by the length of its warm-up (pct_start · total − 1 steps) and of its annealing:
+        # both must be at least one step, so very short runs (total < 8) warm up over two steps and anneal over
+        # the rest. One step (total 2) gets three points, of which it uses two.
+        total = max(total, 3)
         return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=lr, total_steps=total, pct_start=0.25, anneal_strategy="linear"
+            optimizer, max_lr=lr, total_steps=total, pct_start=max(0.25, 2 / total), anneal_strategy="linear"
         )
     if cfg.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
@@ -54,21 +57,3 @@ def log_file(path: Path):
         logger.removeHandler(handler)
         logger.setLevel(level)
         handler.close()
-
-
-@contextmanager
-def stop_on_signals(trainer):
-    """SIGINT / SIGTERM ask the loop to stop at the end of the current batch (then save and raise Interrupted)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def ask_to_stop(signum, _frame):
-        trainer.stop_signal = signum
-
-    previous = {s: signal.signal(s, ask_to_stop) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)

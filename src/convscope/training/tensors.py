@@ -5,21 +5,19 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from convscope.data.dataset import check_not_blank, pixel_stats
 from convscope.run import Run
 
 
-def channel_stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and std of uint8 N×H×W×C images scaled to [0, 1] (computed in chunks: no float copy)."""
-    c = images.shape[-1]
-    total, total_sq, count = np.zeros(c), np.zeros(c), 0
-    for start in range(0, len(images), 4096):
-        chunk = images[start : start + 4096].reshape(-1, c).astype(np.float64) / 255
-        total += chunk.sum(0)
-        total_sq += (chunk**2).sum(0)
-        count += chunk.shape[0]
-    mean = total / count
-    std = np.sqrt(np.maximum(total_sq / count - mean**2, 1e-12))
-    return tuple(float(m) for m in mean), tuple(float(s) for s in std)
+def channel_stats(images: np.ndarray, name: str = "training images") -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std of uint8 N×H×W×C images scaled to [0, 1] (computed in chunks: no float copy).
+
+    Raises DataError naming `name` (the dataset) when every pixel of every image has (nearly) the same value: std
+    below MIN_PIXEL_STD in every channel, which standardising would divide by; and when there are no images.
+    """
+    mean, std = pixel_stats(images)
+    check_not_blank(name, mean, std)
+    return mean, std
 
 
 def to_tensor(images: np.ndarray) -> torch.Tensor:

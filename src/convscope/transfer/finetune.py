@@ -28,6 +28,8 @@ def transfer_spec(arch: str, image_size: int, weights: str | None = None, dropou
     """
     if image_size < 32:
         raise ConfigError(f"image_size must be at least 32 (a base divides it by 32). Received: {image_size}")
+    if image_size > 4096:  # every image is resized to it before anything else runs
+        raise ConfigError(f"image_size must be at most 4096. Received: {image_size}")
     weights = str(Path(weights).resolve()) if weights else None  # absolute: a resumed run may start elsewhere
     base = Base(arch, weights=weights or "imagenet")
     if arch.startswith(("torchvision:", "timm:")):

@@ -1,4 +1,8 @@
-"""predict: class probabilities for image files of any size and mode, converted to what the model takes."""
+"""predict: class probabilities for image files of any size and mode, converted to what the model takes.
+
+A file that cannot be predicted (missing, not an image, damaged, a named pipe: refused without being opened) gets a
+Prediction with `error` set and the others still are; the caller decides what that means (the CLI: exit status 1).
+"""
 
 from __future__ import annotations
 
@@ -10,8 +14,16 @@ from PIL import Image
 
 from convscope.data.folder import IMAGE_SUFFIXES, image_files
 from convscope.data.images import describe, open_image, resolve_image, to_array
-from convscope.errors import DataError
+from convscope.errors import CheckpointError, DataError
+from convscope.files import check_regular_file
 from convscope.run import Run, classifier_run, load_predictor
+
+
+class SomeImagesFailed(DataError):
+    """Some of the images could not be predicted (each is named on its own), the others were: the CLI exits with
+    `exit_code` 1, keeping 2 for "nothing could be predicted" and usage errors."""
+
+    exit_code = 1
 
 
 @dataclass(frozen=True)
@@ -19,7 +31,7 @@ class Prediction:
     path: str
     top: list[tuple[str, float]] = field(default_factory=list)  # (class, probability), most likely first
     conversion: str = ""  # e.g. 'RGB 451×300 → gray 28×28'
-    error: str = ""  # why this file could not be predicted (the others still are)
+    error: str = ""  # why this file could not be predicted, without its path (the others still are)
 
     def to_dict(self) -> dict:
         if self.error:
@@ -59,6 +71,10 @@ def prepare(path: Path, shape: tuple[int, int, int]) -> tuple[np.ndarray, str]:
 
 
 def predict(run: Run | str | Path, items: list[str], top_k: int = 3) -> list[Prediction]:
+    """The top_k classes of each image in `items` (files, folders, sample photo names) by a run folder or an exported
+    .onnx file, in the order given (a folder's images sorted). A file that cannot be read gets a Prediction whose
+    `error` says why; the rest are still predicted. Raises DataError / CheckpointError for an unusable run or model.
+    """
     import torch
 
     from convscope.training.tensors import run_stats
@@ -66,6 +82,7 @@ def predict(run: Run | str | Path, items: list[str], top_k: int = 3) -> list[Pre
     if not isinstance(run, Run) and Path(run).suffix.lower() == ".onnx":  # a `convscope export`ed model
         from convscope.export import predict_onnx
 
+        check_regular_file(run, "model file", CheckpointError)
         return predict_onnx(run, items, top_k)
     run = classifier_run(run, "predict")
     model = load_predictor(run)
@@ -88,13 +105,18 @@ def classify_files(logits_of, shape, mean, std, classes, items: list[str], top_k
         try:
             array, conversion = prepare(path, shape)
         except DataError as err:
-            results.append(Prediction(str(path), error=str(err)))
+            results.append(Prediction(str(path), error=_reason(err, path)))
             continue
         probs = torch.softmax(logits_of(normalise(to_tensor(array[None]), mean, std)), dim=1)[0]
         values, index = probs.topk(min(top_k, len(classes)))
         top = [(classes[i], float(v)) for v, i in zip(values, index, strict=True)]
         results.append(Prediction(str(path), top, conversion))
     return results
+
+
+def _reason(err: DataError, path: Path) -> str:
+    """The error's message without the path it starts with (a Prediction carries the path once, in `path`)."""
+    return str(err).removeprefix(f"{path}: ")
 
 
 BASES = ("efficientnet-lite0",)
@@ -116,7 +138,7 @@ def predict_imagenet(base: str, items: list[str], top_k: int = 5) -> list[Predic
             img = open_image(path)
             x = preprocess(to_array(img, 3)).contiguous(memory_format=torch.channels_last)
         except DataError as err:
-            results.append(Prediction(str(path), error=str(err)))
+            results.append(Prediction(str(path), error=_reason(err, path)))
             continue
         with torch.inference_mode():
             probs = torch.softmax(model(x), dim=1)[0]

@@ -1,0 +1,85 @@
+"""Ground floor for reading the files users give: checks made before anything opens them, and the warnings that
+third-party readers (Pillow, torch) print about them. Imports nothing of convscope but its errors, so every layer
+can use it.
+
+Why check first: `open()` on a named pipe (FIFO) waits until something writes to it, forever if nothing does, and a
+device such as /dev/zero never ends. So an input path is looked at with `os.stat` (which never opens it) and only a
+regular file goes on; a symbolic link is followed, so a link to a regular file is fine.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+import threading
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import ModuleType
+
+from convscope.errors import ConvscopeError, DataError
+
+log = logging.getLogger(__name__)
+
+_KINDS = (  # (test on st_mode, what it is called in a message)
+    (stat.S_ISFIFO, "a named pipe (FIFO)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def check_regular_file(path: str | os.PathLike, what: str = "file", error: type[ConvscopeError] = DataError) -> Path:
+    """`path` as a Path when it is a regular file (or a link to one); otherwise raise `error` naming the path.
+
+    `what` names the expected file in messages, without an article ("image file", "spec file", "IDX file"). The path
+    is only stat-ed, never opened. Raises `error` (default DataError) when the path is missing, is a folder, is a
+    named pipe, a device or a socket, or cannot be looked at (e.g. no permission on a folder above it).
+    """
+    path = Path(path)
+    article = "an" if what[:1].lower() in "aeiou" else "a"
+    try:
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        raise error(f"{path}: no such {what}") from None
+    except OSError as err:  # PermissionError, ELOOP (a link loop), ENAMETOOLONG, ...
+        raise error(f"{path}: cannot look at the {what} ({err.strerror or err})") from None
+    except ValueError as err:  # an embedded NUL byte
+        raise error(f"{path!r}: not a usable file name ({err})") from None
+    if stat.S_ISREG(mode):
+        return path
+    if stat.S_ISDIR(mode):
+        raise error(f"{path}: is a folder, expected {article} {what}")
+    kind = next((name for test, name in _KINDS if test(mode)), "of an unknown kind")
+    raise error(f"{path}: is {kind}, not a regular file; expected {article} {what} (it was not opened)")
+
+
+# Warning filters are process-wide and `warnings.catch_warnings` is not thread-safe: two threads inside it at once
+# restore each other's filters in the wrong order. Every use in convscope goes through this one lock, so convscope's
+# threads (image folders decode in threads) take turns; callers keep the guarded step short (a header, not a decode).
+_WARNINGS_LOCK = threading.Lock()
+
+
+@contextmanager
+def reader_warnings(path: str | os.PathLike, reader: ModuleType, errors: tuple[type[Warning], ...] = ()) -> Iterator:
+    """Run the body with the warnings of `reader` (a package: PIL, torch) about `path` kept off the terminal.
+
+    A warning of a category in `errors` is raised as an exception instead (e.g. Pillow's DecompressionBombWarning,
+    which the caller turns into its refusal); any other warning from inside the `reader` package becomes an INFO log
+    line naming `path`. A warning from elsewhere (another thread's, caught by chance) is shown as it would have been.
+    """
+    home = Path(reader.__file__ or "").parent
+    caught: list[warnings.WarningMessage] = []
+    try:
+        with _WARNINGS_LOCK, warnings.catch_warnings(record=True) as caught:
+            for category in errors:
+                warnings.simplefilter("error", category)
+            yield
+    finally:  # after the filters are restored, so a warning shown here is not recorded again
+        for w in caught:
+            if Path(w.filename).is_relative_to(home):
+                log.info("%s: %s says: %s", path, reader.__name__, w.message)
+            else:
+                warnings.showwarning(w.message, w.category, w.filename, w.lineno)

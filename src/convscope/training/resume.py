@@ -1,0 +1,197 @@
+"""What `--resume` means: which settings a resumed run may change, when a run is finished, whether the values read
+back from its checkpoint can belong to it; and the trainer's checkpoints themselves (`Checkpointing`).
+
+A resumed run keeps its own settings. Two may be given: `threads` (speed only) and `epochs`, to train longer than
+planned. The added epochs get a learning-rate schedule of their own, of the run's kind and peak rate, over just those
+epochs (what `fit_one_cycle` called again does in fastai); the schedule of the epochs already planned is unchanged,
+so an interrupted run that is also extended first finishes its planned schedule.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import replace
+from typing import Any
+
+import torch
+
+from convscope.errors import CheckpointError, ConfigError
+from convscope.run import CHECKPOINT, METRICS, Run
+from convscope.training import checkpoint as ckpt
+from convscope.training.config import TrainConfig
+from convscope.training.metrics import write_metrics
+from convscope.training.state import MAX_COUNT, Checkpoint, restore, save_checkpoint
+
+CHANGEABLE = ("epochs", "threads")  # the settings `--resume` accepts
+
+
+def is_finished(run: Run) -> bool:
+    """The run trained all its epochs (or stopped early) and was tested: results.json was written for its config."""
+    results = run.results()
+    if not results:
+        return False
+    planned = run.config.epochs + run.config.finetune_epochs
+    return bool(results.get("stopped_early")) or results.get("epochs", 0) >= planned
+
+
+def resumed_config(run: Run, settings: dict[str, Any]) -> TrainConfig:
+    """The run's config with the settings a resume may change. Raises ConfigError for any other setting, for fewer
+    epochs than planned, and for extending a two-phase (fine-tuning) run or one that stopped early."""
+    if refused := sorted(set(settings) - set(CHANGEABLE)):
+        flags = ", ".join("--" + name.replace("_", "-") for name in refused)
+        raise ConfigError(
+            f"{run.path}: a resumed run keeps its own settings; {flags} cannot be changed "
+            f"(only --epochs, to train longer, and --threads)"
+        )
+    config = run.config
+    if settings.get("threads") is not None:
+        config = replace(config, threads=settings["threads"])
+    epochs = settings.get("epochs")
+    if epochs is None or epochs == config.epochs:
+        return config
+    if epochs < config.epochs:
+        raise ConfigError(f"{run.path}: is set to train {config.epochs} epochs; --resume can only add epochs")
+    if config.finetune_epochs:
+        raise ConfigError(f"{run.path}: trains in two phases (head, then fine-tuning); --epochs cannot extend it")
+    if run.results().get("stopped_early"):
+        raise ConfigError(f"{run.path}: stopped early (no better validation score for {config.patience} epochs)")
+    return replace(config, epochs=epochs)
+
+
+def finished_message(run: Run) -> str:
+    results = run.results()
+    if "test_map50" in results:
+        score = f"test mAP@0.5 {results['test_map50']:.3f}"
+    else:
+        score = f"test accuracy {results.get('test_acc', float('nan')):.2%}"
+    epochs = results.get("epochs", "?")
+    return (
+        f"{run.path}: finished ({epochs} epochs, {score}); nothing was changed. "
+        f"To train longer: convscope train --resume {run.path} --epochs N (N > {run.config.epochs})"
+    )
+
+
+def check_extra(cp: Checkpoint, config: TrainConfig, batches: int, batch_size: int) -> dict:
+    """The checkpoint's own values, each checked against the run it is resumed into; CheckpointError names the first
+    that cannot belong (a hand-edited file, or a checkpoint from another run)."""
+    extra, where = cp.extra, cp.path
+    total = config.epochs + config.finetune_epochs
+
+    def want(name: str, ok: bool, expected: str) -> None:
+        if not ok:
+            shown = str(extra.get(name, cp.epoch if name == "epoch" else None))[:60]
+            raise CheckpointError(f"{where}: {name} is {shown}, expected {expected} (edited, or from another run?)")
+
+    want("epoch", cp.epoch <= total, f"at most the run's {total} epochs")
+    want("batch", _int(extra.get("batch"), 0, batches - 1), f"a batch from 0 to {batches - 1}")
+    want("batch", cp.epoch < total or extra["batch"] == 0, "0 after the last epoch")
+    want("step", cp.step == cp.epoch * batches + extra["batch"], "epoch × batches per epoch + batch")
+    best = extra.get("best")
+    want("best", best is None or (_number(best) and math.isfinite(best)), "a finite score or none")
+    want("best", (best is None) == (cp.best is None), "a score exactly when best weights are saved")
+    want("stale", _int(extra.get("stale"), 0, cp.epoch), f"an epoch count from 0 to {cp.epoch}")
+    running = extra.get("running")
+    seen_max = extra["batch"] * batch_size
+    want(
+        "running",
+        isinstance(running, list)
+        and len(running) == 3
+        and _number(running[0])
+        and _int(running[1], 0, seen_max)
+        and _int(running[2], 0, seen_max),
+        "[loss sum, correct, seen] of the epoch so far",
+    )
+    generator = extra.get("generator")
+    want("generator", isinstance(generator, torch.Tensor) and generator.dtype == torch.uint8, "a generator state")
+    phase = extra.get("phase")
+    want("phase", phase == 1 or (phase == 2 and config.finetune_epochs > 0), "1, or 2 in a fine-tuning run")
+    schedule = extra.get("schedule")
+    want(
+        "schedule",
+        isinstance(schedule, list)
+        and len(schedule) == 2
+        and _int(schedule[0], 0, cp.epoch)
+        and _int(schedule[1], 1, total - schedule[0]),
+        f"[first epoch, epochs] of a learning-rate schedule inside the run's {total} epochs",
+    )
+    rows = extra.get("metrics")
+    want(
+        "metrics",
+        isinstance(rows, list)
+        and len(rows) <= cp.epoch
+        and all(isinstance(r, dict) and all(isinstance(k, str) and _number(v) for k, v in r.items()) for r in rows),
+        f"a row of numbers per finished epoch (at most {cp.epoch})",
+    )
+    for name in ("train_seconds", "wall_seconds"):
+        value = extra.get(name)
+        want(name, _number(value) and 0 <= value < MAX_COUNT, "a number of seconds")
+    return extra
+
+
+def _int(value: Any, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+class Checkpointing:
+    """The trainer's checkpoints: saving one (and the copies readers use) and continuing from one. A mixin of the
+    trainer (training/trainer.py), whose attributes these methods read and set."""
+
+    def _save(self) -> None:
+        """One checkpoint, one atomic file (the previous one stays until it is replaced); then the copies readers use:
+        weights/last, weights/best and metrics.csv. A kill between the two leaves copies one step old, which resume
+        rewrites from the checkpoint."""
+        now = time.perf_counter()
+        extra = {
+            "batch": self.batch,
+            "best": self.best,
+            "stale": self.stale,
+            "running": list(self.running),
+            "generator": self.generator.get_state(),
+            "phase": self.phase,
+            "schedule": list(self.schedule),
+            "metrics": self.rows,
+            "train_seconds": self.seconds["train_seconds"] + now - self.fit_started,
+            "wall_seconds": self.seconds["wall_seconds"] + now - self.started,
+        }
+        step = self.epoch * self.batches + self.batch
+        save_checkpoint(
+            self.run.path / CHECKPOINT,
+            model=self.model,
+            optimizer=self.optimizer,
+            scheduler=self.scheduler,
+            epoch=self.epoch,
+            step=step,
+            extra=extra,
+            best=self.best_weights,
+        )
+        self._write_copies()
+
+    def _write_copies(self) -> None:
+        weights = self.run.weights
+        ckpt.save_weights(weights / "last.safetensors", self.model)
+        if self.best_weights is not None:
+            ckpt.atomic_write_bytes(weights / "best.safetensors", ckpt.safetensors_bytes(self.best_weights))
+        write_metrics(self.run.path / METRICS, self.rows)
+
+    def _restore(self, saved: Checkpoint) -> None:
+        """Continue from a checkpoint: every value checked against this run first, then everything put back."""
+        extra = check_extra(saved, self.config, self.batches, self.config.batch_size)
+        self._enter_phase(extra["phase"], tuple(extra["schedule"]))
+        restore(saved, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler)
+        self.epoch, self.batch, self.best, self.stale = saved.epoch, extra["batch"], extra["best"], extra["stale"]
+        self.best_weights, self.rows = saved.best, extra["metrics"]
+        self.running = tuple(extra["running"])
+        # A finished run extended with --epochs: its first segment's test pass counts too (results.json has it).
+        earlier = self.run.results()
+        self.seconds = {k: max(extra[k], earlier.get(k, 0.0)) for k in self.seconds}
+        try:
+            self.generator.set_state(extra["generator"])
+        except RuntimeError as e:
+            raise CheckpointError(f"{saved.path}: damaged augmentation generator state ({e})") from None
+        self._write_copies()  # the copies may be one step behind (killed between checkpoint and copies)
+        self.resumed_at = (self.epoch, self.batch)
