@@ -70,7 +70,7 @@ def test_config_file_with_flags_on_top(tmp_path, capsys):
         (["train", "--data", "no-such-folder"], "no-such-folder: not a built-in dataset"),
         (["train", "--model", "no-such-net"], "'no-such-net' is neither a spec file nor a preset"),
         (["train", "--augment", "rotate"], "augment: expected words like 'flip,translate=2,cutout=8'"),
-        (["evaluate", "nowhere"], "nowhere: not a run folder (no config.yaml)"),
+        (["evaluate", "nowhere"], "nowhere: no such run folder"),
         (["train", "--data", "cifar10"], "cifar10: say where the binary CIFAR files are with --data-dir DIR"),
     ],
 )

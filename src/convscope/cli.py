@@ -203,20 +203,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    # Only what the library logs at this level reaches the terminal; train.log gets everything from training.
-    handler = logging.StreamHandler()
-    handler.setLevel(logging.INFO if args.verbose else logging.WARNING)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    logging.getLogger().addHandler(handler)
-
     # One Ctrl-C stops any command cleanly (training saves first); more presses cannot break the stop or its message.
-    args.stop = StopRequest()
-    try:
-        with args.stop.installed(exiting=True):
+    # Installed first: building the parser imports torch, which takes a second or two.
+    stop = StopRequest()
+    with stop.installed(exiting=argv is None):  # argv None: this is the program itself, which ends after main
+        try:
+            args = build_parser().parse_args(argv)
+        except KeyboardInterrupt:
+            print("convscope: interrupted", file=sys.stderr)
+            return stop.exit_code
+        args.stop = stop
+        # Only what the library logs at this level reaches the terminal; train.log gets everything from training.
+        handler = logging.StreamHandler()
+        handler.setLevel(logging.INFO if args.verbose else logging.WARNING)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logging.getLogger().addHandler(handler)
+        try:
             return _run(args)
-    finally:
-        logging.getLogger().removeHandler(handler)
+        finally:
+            stop.done = True  # from here on, a late Ctrl-C could only break the exit
+            logging.getLogger().removeHandler(handler)
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -182,7 +182,8 @@ def _print_result(run, console: Console) -> None:
     else:
         score = f"test accuracy {results['test_acc']:.2%}"
     console.print(
-        f"{score} on {results['test_images']:,} test images after {results['epochs']} epochs in "
+        f"{score} on {results['test_images']:,} test images after {results['epochs']} "
+        f"epoch{'' if results['epochs'] == 1 else 's'} in "
         f"{results['train_seconds']:.0f} s; run: {run.path} (report: report.html)"
     )
 

@@ -218,6 +218,8 @@ def load_run(path: str | Path) -> Run:
     """Read a run folder's config.yaml and spec.yaml (the model itself: `load_model`)."""
     path = Path(path)
     config_file = path / "config.yaml"
+    if not path.is_dir():
+        raise CheckpointError(f"{path}: no such run folder")
     if not config_file.is_file():
         raise CheckpointError(f"{path}: not a run folder (no config.yaml)")
     try:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 from contextlib import contextmanager
 
 
@@ -15,19 +16,30 @@ class StopRequest:
 
     While `armed` (inside the epoch loop, where stopping mid-write would lose work) a signal is only recorded: the loop
     saves and raises Interrupted. Outside it, the first signal raises KeyboardInterrupt right away (a test pass or data
-    loading has nothing to save). Every later signal is ignored, so pressing Ctrl-C three times still gives one clean
-    stop and its message. The CLI installs one for a whole command; `train()` from Python installs one during fit.
+    loading has nothing to save). Later signals are ignored, so pressing Ctrl-C three times still gives one clean stop
+    and its message; but a press REPEAT_AFTER seconds after an unheeded one raises again, since CPython drops an
+    exception raised while it runs a weakref or garbage-collection callback ("Exception ignored in ..."). Once `done`
+    (the command has finished its work), every signal is ignored. The CLI installs one for a whole command; `train()`
+    from Python installs one during fit.
     """
+
+    REPEAT_AFTER = 1.0  # seconds
 
     def __init__(self) -> None:
         self.signal: int | None = None
         self.armed = False
+        self.done = False
+        self._raised_at: float | None = None
 
     def handle(self, signum: int, _frame=None) -> None:
-        if self.signal is not None:
-            return  # already stopping: more presses change nothing
-        self.signal = signum
+        if self.done:
+            return
+        if self.signal is None:
+            self.signal = signum
+        elif self._raised_at is None or time.monotonic() - self._raised_at < self.REPEAT_AFTER:
+            return  # already stopping (the loop saves and stops, or the interrupt is on its way): nothing more
         if not self.armed:
+            self._raised_at = time.monotonic()
             raise KeyboardInterrupt
 
     @property
@@ -38,8 +50,8 @@ class StopRequest:
     def installed(self, *, exiting: bool = False):
         """Handle SIGINT and SIGTERM while the block runs (main thread only; elsewhere signals cannot be caught).
 
-        exiting: the process ends after the block (the CLI). Once a stop was requested, later signals stay ignored
-        instead of reaching the default handlers, which would print a traceback from the interpreter's shutdown.
+        exiting: the process ends after the block (the CLI). Later signals stay ignored instead of reaching the
+        default handlers, which would print a traceback from the interpreter's shutdown.
         """
         if threading.current_thread() is not threading.main_thread():
             yield self
@@ -49,4 +61,4 @@ class StopRequest:
             yield self
         finally:
             for s, handler in previous.items():
-                signal.signal(s, signal.SIG_IGN if exiting and self.signal is not None else handler)
+                signal.signal(s, signal.SIG_IGN if exiting else handler)

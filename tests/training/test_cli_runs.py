@@ -59,6 +59,20 @@ def test_ctrl_c_pressed_three_times_still_stops_once_cleanly(folder, tmp_path):
     assert lines[0].endswith(f"saved. Resume with: convscope train --resume {out}")
 
 
+def test_ctrl_c_while_the_command_starts_is_one_line(folder, tmp_path):
+    """During the imports of the first second (torch) or while the data loads: no traceback, exit 130, no folder."""
+    out = tmp_path / "run"
+    proc = cli(*train_args(folder, out, epochs=3))
+    time.sleep(0.8)
+    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    if err.strip() == "convscope: interrupted":  # stopped before training: nothing is left that blocks a retry
+        assert not (out / "config.yaml").exists()
+
+
 def test_sigterm_twice_saves_once_and_exits_143(folder, tmp_path):
     out = tmp_path / "run"
     proc = cli(*train_args(folder, out, epochs=3))
@@ -88,7 +102,7 @@ def test_resuming_a_finished_run_says_so_and_changes_nothing(finished):
     proc = cli("train", "--resume", finished)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0 and err == ""
-    assert out.startswith(f"{finished}: finished (1 epochs, test accuracy ")
+    assert out.startswith(f"{finished}: finished (1 epoch, test accuracy ")
     assert f"To train longer: convscope train --resume {finished} --epochs N (N > 1)" in out.replace("\n", " ")
     assert {p: p.stat().st_mtime_ns for p in finished.rglob("*") if p.is_file()} == before
 
@@ -98,7 +112,7 @@ def test_resuming_a_finished_run_says_so_and_changes_nothing(finished):
     [
         (["--lr", "0.1"], "--lr cannot be changed (only --epochs, to train longer, and --threads)"),
         (["--config", "x.yaml"], "--config cannot be changed"),
-        (["--epochs", "0"], "is set to train 1 epochs; --resume can only add epochs"),
+        (["--epochs", "0"], "is set to train 1 epoch; --resume can only add epochs"),
     ],
 )
 def test_resume_with_other_flags_is_refused_in_one_line(finished, flags, message):
@@ -135,3 +149,20 @@ def test_a_run_on_a_read_only_file_system_is_one_line_and_keeps_the_checkpoint(f
         assert saved == (finished / "checkpoint.safetensors").read_bytes()
     finally:
         subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_a_finished_run_without_its_report_says_how_to_write_it(finished, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(finished, copy)
+    (copy / "report.html").unlink()  # killed while the report was being written
+    proc = cli("train", "--resume", copy)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0 and f"Its report is missing: convscope report {copy}." in out.replace("\n", " ")
+
+
+def test_resuming_a_folder_that_does_not_exist_says_so(tmp_path):
+    proc = cli("train", "--resume", tmp_path / "nowhere")
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2 and err == f"convscope: error: {tmp_path / 'nowhere'}: no such run folder\n"

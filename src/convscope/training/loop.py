@@ -112,7 +112,7 @@ def train(
             ckpt.atomic_write_text(path / CONFIG, run.config_yaml())
             trainer = task(run, callbacks, resuming=False, data=data, started=started)
             trainer.fit(stop)
-        except Exception:
+        except (Exception, KeyboardInterrupt):  # a stop before the first checkpoint has nothing to resume either
             remove_unfinished(path, made)  # nothing of it can be resumed: a retry with this --out must not be blocked
             raise
         if report:

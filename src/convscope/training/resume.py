@@ -51,7 +51,8 @@ def resumed_config(run: Run, settings: dict[str, Any]) -> TrainConfig:
     if epochs is None or epochs == config.epochs:
         return config
     if epochs < config.epochs:
-        raise ConfigError(f"{run.path}: is set to train {config.epochs} epochs; --resume can only add epochs")
+        planned = f"{config.epochs} epoch{'' if config.epochs == 1 else 's'}"
+        raise ConfigError(f"{run.path}: is set to train {planned}; --resume can only add epochs")
     if config.finetune_epochs:
         raise ConfigError(f"{run.path}: trains in two phases (head, then fine-tuning); --epochs cannot extend it")
     if run.results().get("stopped_early"):
@@ -66,9 +67,10 @@ def finished_message(run: Run) -> str:
     else:
         score = f"test accuracy {results.get('test_acc', float('nan')):.2%}"
     epochs = results.get("epochs", "?")
+    missing = "" if (run.path / "report.html").is_file() else f" Its report is missing: convscope report {run.path}."
     return (
-        f"{run.path}: finished ({epochs} epochs, {score}); nothing was changed. "
-        f"To train longer: convscope train --resume {run.path} --epochs N (N > {run.config.epochs})"
+        f"{run.path}: finished ({epochs} epoch{'' if epochs == 1 else 's'}, {score}); nothing was changed. "
+        f"To train longer: convscope train --resume {run.path} --epochs N (N > {run.config.epochs}).{missing}"
     )
 
 

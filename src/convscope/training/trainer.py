@@ -262,6 +262,8 @@ class _Trainer(Checkpointing):
                 row = self._epoch()
                 for cb in self.callbacks:
                     cb.on_epoch(row)
+            if self.stop.signal is not None:  # asked during the last epoch's last batch or its validation
+                raise self._interrupted()
         finally:
             self.stop.armed = False
 
@@ -282,8 +284,8 @@ class _Trainer(Checkpointing):
             if not math.isfinite(value):
                 raise TrainingError(
                     f"the loss became {value} at epoch {self.epoch + 1}, batch {self.batch + 1} "
-                    f"(step {self.epoch * self.batches + self.batch + 1}); try a smaller --lr. "
-                    f"weights/best.safetensors was left as it was"
+                    f"(step {self.epoch * self.batches + self.batch + 1}); try a smaller --lr"
+                    + (f". The checkpoint of epoch {self.epoch} is kept" if self.epoch else "")
                 )
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -362,6 +364,8 @@ class _Trainer(Checkpointing):
 
     def _interrupted(self) -> Interrupted:
         name = signal.Signals(self.stop.signal).name
+        if not (self.run.path / CHECKPOINT).exists():  # stopped before the first one (e.g. caching a base's features)
+            return Interrupted(f"stopped by {name} before the first checkpoint: nothing to resume", self.stop.exit_code)
         where = f"epoch {self.epoch + 1}, batch {self.batch}/{self.batches}" if self.batch else f"epoch {self.epoch}"
         return Interrupted(
             f"stopped by {name} at {where}; saved. Resume with: convscope train --resume {self.run.path}",
