@@ -254,3 +254,14 @@ def test_hand_edited_values_inside_the_checkpoint_are_refused(folder, tmp_path):
         match=r"checkpoint\.safetensors: batch is 1000000000000000000000000000000, expected a batch from 0 to 3",
     ):
         train(resume=run.path, report=False)
+
+
+def test_a_run_in_the_earlier_two_file_format_is_refused_not_restarted(folder, tmp_path):
+    run = train(config(folder, tmp_path / "run", epochs=1), report=False)
+    (run.path / CHECKPOINT).unlink()
+    (run.path / "state").mkdir()
+    (run.path / "state" / "state.json").write_text("{}")
+    (run.path / "results.json").unlink()
+    with pytest.raises(CheckpointError, match=r"its checkpoint \(state/\) is in the format of an earlier convscope"):
+        train(resume=run.path, report=False)
+    assert (run.path / "metrics.csv").exists()  # nothing was started over

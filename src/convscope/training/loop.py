@@ -32,7 +32,7 @@ from convscope.spec import Detect, NetSpec
 from convscope.training import checkpoint as ckpt
 from convscope.training.checkpoint import remove_temp_files
 from convscope.training.config import TrainConfig
-from convscope.training.resume import finished_message, is_finished, resumed_config
+from convscope.training.resume import check_format, finished_message, is_finished, resumed_config
 from convscope.training.tensors import channel_stats
 from convscope.training.trainer import Interrupted, _cache_bytes, _set_threads, _Trainer
 from convscope.transfer.bases import input_scaling, spec_base
@@ -66,6 +66,7 @@ def train(
     started = time.perf_counter()
     if resume is not None:
         run = load_run(resume)
+        check_format(run)
         config = resumed_config(run, settings)
         if config == run.config and is_finished(run):
             log.warning("%s", finished_message(run))

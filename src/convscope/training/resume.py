@@ -35,6 +35,16 @@ def is_finished(run: Run) -> bool:
     return bool(results.get("stopped_early")) or results.get("epochs", 0) >= planned
 
 
+def check_format(run: Run) -> None:
+    """Refuse a run whose checkpoint an earlier convscope wrote (a state/ folder of two files): resuming it would
+    silently start over."""
+    if (run.path / "state").is_dir() and not (run.path / CHECKPOINT).exists():
+        raise CheckpointError(
+            f"{run.path}: its checkpoint (state/) is in the format of an earlier convscope, which is no longer read; "
+            "train it again with another --out"
+        )
+
+
 def resumed_config(run: Run, settings: dict[str, Any]) -> TrainConfig:
     """The run's config with the settings a resume may change. Raises ConfigError for any other setting, for fewer
     epochs than planned, and for extending a two-phase (fine-tuning) run or one that stopped early."""
@@ -189,7 +199,7 @@ class Checkpointing:
         self.best_weights, self.rows = saved.best, extra["metrics"]
         self.running = tuple(extra["running"])
         # A finished run extended with --epochs: its first segment's test pass counts too (results.json has it).
-        earlier = self.run.results()
+        earlier = {k: v for k, v in self.run.results().items() if _number(v) and math.isfinite(v)}
         self.seconds = {k: max(extra[k], earlier.get(k, 0.0)) for k in self.seconds}
         try:
             self.generator.set_state(extra["generator"])
