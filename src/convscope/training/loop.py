@@ -12,9 +12,9 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from convscope.errors import ConfigError
+from convscope.errors import ConfigError, SpecError
 from convscope.memory import check_training_memory
-from convscope.presets import resolve_spec
+from convscope.presets import preset_names, resolve_spec
 from convscope.run import (
     CONFIG,
     SPEC,
@@ -94,8 +94,13 @@ def train(
         raise ConfigError(f"{spec.name}: finetune_epochs and cache_features need a spec that starts with a base")
     data = task.load_data(config, spec)
     spec = task.fit_spec(spec, data)
-    infer(spec)
-    check_training_memory(spec, config.batch_size)  # what this machine cannot hold: refused before any write
+    try:
+        infer(spec)
+        check_training_memory(spec, config.batch_size)  # what this machine cannot hold: refused before any write
+    except SpecError as err:  # name the spec file, as `convscope summary` does
+        if config.model in preset_names() or not Path(config.model).is_file():
+            raise
+        raise SpecError(f"{config.model}: {err}", layer=err.layer, detail=err.detail) from None
     if config.cache_features and (needed := _cache_bytes(spec, len(data.train))) > CACHE_LIMIT:
         raise ConfigError(
             f"cache_features would hold {needed / 2**30:.1f} GiB of features (limit {CACHE_LIMIT / 2**30:.0f}); "
