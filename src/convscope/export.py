@@ -75,7 +75,7 @@ def export(run: Run | str | Path, fmt: str, out: str | Path | None = None) -> Ex
     and model.json beside it; an ExportError, and nothing written, if it disagrees with the eager model."""
     import torch
 
-    from convscope.training.checkpoint import atomic_write_bytes
+    from convscope.files import atomic_write_bytes
 
     if fmt not in FORMATS:
         raise ExportError(f"export format must be one of {', '.join(FORMATS)}. Received: {fmt!r}")
@@ -229,7 +229,7 @@ def _outputs(run: Run) -> str:
 
 def _write_sidecar(run: Run, path: Path, fmt: str, diff: float, data: bytes) -> Path:
     """Write (or add this format's entry to) the model.json beside `path`."""
-    from convscope.training.checkpoint import atomic_write_text
+    from convscope.files import atomic_write_text
 
     sidecar = sidecar_path(path)
     about = _about(run)

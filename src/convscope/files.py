@@ -1,6 +1,6 @@
-"""Ground floor for reading the files users give: checks made before anything opens them, and the warnings that
-third-party readers (Pillow, torch) print about them. Imports nothing of convscope but its errors, so every layer
-can use it.
+"""Ground floor for files: checks made before anything opens a user's file, the warnings third-party readers
+(Pillow, torch) print about them, and atomic writes. Imports nothing of convscope but its errors, so every layer can
+use it.
 
 Why check first: `open()` on a named pipe (FIFO) waits until something writes to it, forever if nothing does, and a
 device such as /dev/zero never ends. So an input path is looked at with `os.stat` (which never opens it) and only a
@@ -9,9 +9,12 @@ regular file goes on; a symbolic link is followed, so a link to a regular file i
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import re
 import stat
+import tempfile
 import threading
 import warnings
 from collections.abc import Iterator
@@ -19,9 +22,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 
-from convscope.errors import ConvscopeError, DataError
+from convscope.errors import ConvscopeError, DataError, OutputError
 
 log = logging.getLogger(__name__)
+TEMP_SUFFIX = ".tmp"  # atomic writes' temporary files: `.NAME.RANDOM.tmp` beside their target
+_TEMP_NAME = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
 
 _KINDS = (  # (test on st_mode, what it is called in a message)
     (stat.S_ISFIFO, "a named pipe (FIFO)"),
@@ -83,3 +88,64 @@ def reader_warnings(path: str | os.PathLike, reader: ModuleType, errors: tuple[t
                 log.info("%s: %s says: %s", path, reader.__name__, w.message)
             else:
                 warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+
+
+# ── atomic writes ─────────────────────────────────────────────────────────────────────────────────────────────────
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Replace `path` by `data` so readers see the old file or the new one, never a mix; makes missing folders.
+
+    Raises OutputError (one line: the path and what the system said) when the folder cannot be made or written to —
+    read-only file system, disk full, permission denied — and the old file, if any, is left as it was.
+    """
+    path = Path(path)
+    tmp_name = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Same folder as the target: os.replace is only atomic within one file system.
+        tmp = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX, delete=False)
+        tmp_name = tmp.name
+        with tmp:
+            tmp.write(data)
+            tmp.flush()
+            os.fsync(tmp.fileno())  # the bytes must be on disk before the name points at them
+        # NamedTemporaryFile creates 0600; keep the old file's mode, or the usual 0644 for a new one.
+        os.chmod(tmp_name, path.stat().st_mode & 0o777 if path.exists() else 0o644)
+        os.replace(tmp_name, path)
+    except OSError as err:
+        _remove_quietly(tmp_name)
+        raise OutputError(f"{path}: cannot write ({err.strerror or err}); nothing was changed") from None
+    except BaseException:
+        _remove_quietly(tmp_name)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _remove_quietly(name: str | None) -> None:
+    if name is not None:
+        with contextlib.suppress(OSError):
+            Path(name).unlink(missing_ok=True)
+
+
+def remove_temp_files(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files that atomic writes left in `folder` and its subfolders when the process was killed
+    mid-write (`.NAME.XXXXXXXX.tmp`, as tempfile names them); return them. Only call this while holding the folder
+    (nobody else can be writing there)."""
+    found = [p for p in Path(folder).rglob(f".*{TEMP_SUFFIX}") if _TEMP_NAME.fullmatch(p.name) and p.is_file()]
+    for p in found:
+        _remove_quietly(str(p))
+    return found
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """`atomic_write_bytes` for UTF-8 text."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _fsync_dir(folder: Path) -> None:
+    # Makes the rename itself durable. Best effort: some systems (Windows, some network mounts) cannot open a folder.
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

@@ -28,8 +28,8 @@ from typing import Any
 import yaml
 
 from convscope.errors import CheckpointError, OutputError
+from convscope.files import remove_temp_files
 from convscope.spec import NetSpec, load_spec
-from convscope.training.checkpoint import remove_temp_files
 from convscope.training.config import TrainConfig
 from convscope.yamlfile import read_yaml
 

@@ -5,14 +5,12 @@ import safetensors.torch
 import torch
 from torch import nn
 
+from convscope import files
 from convscope.errors import CheckpointError, OutputError
-from convscope.training import checkpoint
+from convscope.files import atomic_write_bytes, atomic_write_text, remove_temp_files
 from convscope.training.checkpoint import (
-    atomic_write_bytes,
-    atomic_write_text,
     load_state_dict_file,
     load_weights,
-    remove_temp_files,
     save_weights,
 )
 
@@ -47,7 +45,7 @@ def test_failed_replace_leaves_old_file_and_no_temp_files(tmp_path, monkeypatch)
     def broken_replace(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr(checkpoint.os, "replace", broken_replace)
+    monkeypatch.setattr(files.os, "replace", broken_replace)
     with pytest.raises(OutputError, match=r"weights\.bin: cannot write \(disk full\); nothing was changed"):
         atomic_write_bytes(path, b"new")
     assert path.read_bytes() == b"old"
@@ -74,7 +72,7 @@ def test_os_errors_on_write_are_one_line_naming_the_path(tmp_path, monkeypatch, 
     def failing_fsync(fd):
         raise OSError(code, os.strerror(code))
 
-    monkeypatch.setattr(checkpoint.os, "fsync", failing_fsync)
+    monkeypatch.setattr(files.os, "fsync", failing_fsync)
     with pytest.raises(OutputError) as info:
         atomic_write_bytes(path, b"new")
     assert str(info.value) == f"{path}: cannot write ({os.strerror(code)}); nothing was changed"

@@ -12,9 +12,9 @@ import torch
 from helpers import make_folder
 from safetensors.torch import load_file
 
+from convscope import files
 from convscope.errors import CheckpointError, ConfigError, OutputError
 from convscope.run import CHECKPOINT, RunLock
-from convscope.training import checkpoint as ckpt
 from convscope.training.config import TrainConfig
 from convscope.training.loop import train
 from convscope.training.state import read_checkpoint
@@ -70,7 +70,7 @@ def straight(folder, tmp_path_factory):
         real(src, dst)
 
     mp = pytest.MonkeyPatch()
-    mp.setattr(ckpt.os, "replace", counting)
+    mp.setattr(files.os, "replace", counting)
     try:
         train(config(folder, out), report=False)
     finally:
@@ -105,10 +105,10 @@ def test_a_kill_at_every_write_boundary_resumes_to_the_identical_run(folder, str
                 raise Killed  # renamed, then killed before anything else
             real(src, dst)
 
-        monkeypatch.setattr(ckpt.os, "replace", dying)
+        monkeypatch.setattr(files.os, "replace", dying)
         with pytest.raises(Killed):
             train(config(folder, out), report=False)
-        monkeypatch.setattr(ckpt.os, "replace", real)
+        monkeypatch.setattr(files.os, "replace", real)
         if (out / "config.yaml").exists() and not (out / "results.json").exists():
             train(resume=out, report=False)  # what a user does after a crash
         elif not (out / "config.yaml").exists():
@@ -202,7 +202,7 @@ def test_a_full_disk_mid_training_is_one_line_and_the_last_checkpoint_survives(f
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         real_fsync(fd)
 
-    monkeypatch.setattr(ckpt.os, "fsync", fsync)
+    monkeypatch.setattr(files.os, "fsync", fsync)
     with pytest.raises(OutputError) as info:
         train(config(folder, out), report=False)
     assert str(info.value) == f"{out / CHECKPOINT}: cannot write (No space left on device); nothing was changed"

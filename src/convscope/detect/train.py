@@ -21,8 +21,8 @@ from convscope.detect.head import split_outputs
 from convscope.detect.metrics import DetectionMetrics, coco_evaluate, plot_pr_curves
 from convscope.detect.yolo import load_yolo
 from convscope.errors import ConfigError, DataError, SpecError
+from convscope.files import atomic_write_text
 from convscope.spec import Detect, NetSpec
-from convscope.training import checkpoint as ckpt
 from convscope.training.config import TrainConfig
 from convscope.training.tensors import batch_for, normalise, to_tensor
 from convscope.training.trainer import _Trainer
@@ -202,7 +202,7 @@ class DetectTrainer(_Trainer):
         self.metrics = metrics
         title = f"{self.run.path.name}: test mAP@0.5 {metrics.map50:.3f}, mAP@0.5:0.95 {metrics.map50_95:.3f}"
         plot_pr_curves(metrics, self.run.path / "pr_curves.png", title)
-        ckpt.atomic_write_text(self.run.path / "coco_eval.txt", metrics.summary + "\n")
+        atomic_write_text(self.run.path / "coco_eval.txt", metrics.summary + "\n")
         log.info("test mAP@0.5 %.4f, mAP@0.5:0.95 %.4f after %d epochs", metrics.map50, metrics.map50_95, self.epoch)
         return {
             "test_map50": metrics.map50,

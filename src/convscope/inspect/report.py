@@ -18,11 +18,11 @@ matplotlib.use("Agg")  # files only, no screen needed
 import matplotlib.pyplot as plt  # noqa: E402
 
 from convscope.evaluation import Evaluation, evaluate  # noqa: E402
+from convscope.files import atomic_write_text  # noqa: E402
 from convscope.plots import plot_curves  # noqa: E402
 from convscope.run import Run, load_model, load_run  # noqa: E402
 from convscope.shapes import infer  # noqa: E402
 from convscope.summary import COLUMNS, summary_rows  # noqa: E402
-from convscope.training.checkpoint import atomic_write_text  # noqa: E402
 
 log = logging.getLogger("convscope.report")
 

@@ -13,6 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from convscope.errors import ConfigError, SpecError
+from convscope.files import atomic_write_text, remove_temp_files
 from convscope.memory import check_training_memory
 from convscope.presets import preset_names, resolve_spec
 from convscope.run import (
@@ -29,8 +30,6 @@ from convscope.run import (
 from convscope.shapes import infer
 from convscope.signals import StopRequest
 from convscope.spec import Detect, NetSpec
-from convscope.training import checkpoint as ckpt
-from convscope.training.checkpoint import remove_temp_files
 from convscope.training.config import TrainConfig
 from convscope.training.resume import check_format, finished_message, is_finished, resumed_config
 from convscope.training.tensors import channel_stats
@@ -76,7 +75,7 @@ def train(
             if config != run.config:
                 run = replace(run, config=config)
                 log.info("%s: now set to train %d epochs", run.path, config.epochs)
-                ckpt.atomic_write_text(run.path / CONFIG, run.config_yaml())
+                atomic_write_text(run.path / CONFIG, run.config_yaml())
             _set_threads(config)
             trainer = trainer_class(run.spec)(run, callbacks, resuming=True, started=started)
             trainer.fit(stop)
@@ -114,8 +113,8 @@ def train(
         check_run_folder_is_free(path)
         try:
             run = Run(path, config, spec, DataInfo(data.name, data.classes, mean, std, data.source))
-            ckpt.atomic_write_text(path / SPEC, spec.to_yaml())
-            ckpt.atomic_write_text(path / CONFIG, run.config_yaml())
+            atomic_write_text(path / SPEC, spec.to_yaml())
+            atomic_write_text(path / CONFIG, run.config_yaml())
             trainer = task(run, callbacks, resuming=False, data=data, started=started)
             trainer.fit(stop)
         except (Exception, KeyboardInterrupt):  # a stop before the first checkpoint has nothing to resume either

@@ -6,7 +6,7 @@ import csv
 import io
 from pathlib import Path
 
-from convscope.training.checkpoint import atomic_write_text
+from convscope.files import atomic_write_text
 
 
 def write_metrics(path: Path, rows: list[dict[str, float]]) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from convscope.errors import CheckpointError, ConfigError
+from convscope.files import atomic_write_bytes
 from convscope.run import CHECKPOINT, METRICS, Run
 from convscope.training import checkpoint as ckpt
 from convscope.training.config import TrainConfig
@@ -187,7 +188,7 @@ class Checkpointing:
         weights = self.run.weights
         ckpt.save_weights(weights / "last.safetensors", self.model)
         if self.best_weights is not None:
-            ckpt.atomic_write_bytes(weights / "best.safetensors", ckpt.safetensors_bytes(self.best_weights))
+            atomic_write_bytes(weights / "best.safetensors", ckpt.safetensors_bytes(self.best_weights))
         write_metrics(self.run.path / METRICS, self.rows)
 
     def _restore(self, saved: Checkpoint) -> None:

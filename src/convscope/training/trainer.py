@@ -25,6 +25,7 @@ from convscope.data.dataset import Dataset, per_class_subset, seeded_split, skip
 from convscope.data.load import load_dataset
 from convscope.data.resize import fit_images
 from convscope.errors import ConvscopeError, SpecError, TrainingError
+from convscope.files import atomic_write_text
 from convscope.run import (
     CHECKPOINT,
     LOG,
@@ -35,7 +36,6 @@ from convscope.run import (
 from convscope.shapes import infer
 from convscope.signals import StopRequest
 from convscope.spec import Dense, NetSpec
-from convscope.training import checkpoint as ckpt
 from convscope.training.config import FINETUNE_LR_SCALE, TrainConfig
 from convscope.training.resume import Checkpointing
 from convscope.training.runtime import log_file, optimizer_for, scheduler_for
@@ -392,7 +392,7 @@ class _Trainer(Checkpointing):
         results["stopped_early"] = self.epoch < self.total_epochs
         results |= skipped_results(self.skipped)
         results["wall_seconds"] = self.seconds["wall_seconds"] + time.perf_counter() - self.started
-        ckpt.atomic_write_text(self.run.path / RESULTS, json.dumps(results, indent=2) + "\n")
+        atomic_write_text(self.run.path / RESULTS, json.dumps(results, indent=2) + "\n")
         return results
 
 
