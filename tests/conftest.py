@@ -1,5 +1,6 @@
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 from hypothesis import settings
@@ -8,6 +9,10 @@ from hypothesis import settings
 settings.register_profile("ci", derandomize=True, deadline=None)
 settings.register_profile("dev", deadline=None)
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
+
+# The decoded-folder cache (convscope.data.cache) of this test session lives in a folder of its own, never in the
+# user's ~/.cache; subprocesses inherit it. Set before any test imports convscope.
+os.environ["CONVSCOPE_CACHE_DIR"] = tempfile.mkdtemp(prefix="convscope-test-cache-")
 
 # tests/helpers.py is shared by test files in several folders (pytest runs with --import-mode=importlib).
 sys.path.insert(0, str(Path(__file__).parent))

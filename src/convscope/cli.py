@@ -207,9 +207,12 @@ def main(argv: list[str] | None = None) -> int:
     # Installed first: building the parser imports torch, which takes a second or two.
     stop = StopRequest()
     with stop.installed(exiting=argv is None):  # argv None: this is the program itself, which ends after main
-        try:
-            args = build_parser().parse_args(argv)
-        except KeyboardInterrupt:
+        # Recorded, not raised, while the parser is built: an interrupt raised inside an import (torch, numpy) can
+        # leave that module half made, and the command then fails later with a confusing error.
+        stop.armed = True
+        args = build_parser().parse_args(argv)
+        stop.armed = False
+        if stop.signal is not None:
             print("convscope: interrupted", file=sys.stderr)
             return stop.exit_code
         args.stop = stop

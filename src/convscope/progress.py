@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from convscope.training.trainer import Callback
+from convscope.training.callbacks import Callback
 
 
 class ProgressBar(Callback):
@@ -24,6 +24,28 @@ class ProgressBar(Callback):
         )
         self.task = None
         self.epochs = self.batches = 0
+        self.loading = None  # the "reading images" bar, while a folder is decoded
+
+    def on_data(self, done, total):
+        if self.loading is None:
+            if done >= total:  # all at once: read from the decoded cache, nothing to show
+                return
+            self.loading = Progress(
+                TextColumn("reading images"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+                console=self.console,
+                transient=True,
+            )
+            self.loading.start()
+            self.loading_task = self.loading.add_task("read", total=total)
+        self.loading.update(self.loading_task, completed=done, total=total)
+        if done >= total:
+            self.loading.stop()
+            self.loading = None
 
     def on_start(self, run, epochs, batches, epoch):
         self.epochs, self.batches = epochs, batches
@@ -58,6 +80,8 @@ class ProgressBar(Callback):
         self.progress.stop()
 
     def close(self):
+        if self.loading is not None:  # stopped while reading
+            self.loading.stop()
         if self.task is not None:  # a bar never started would still print an empty line when stopped
             self.progress.stop()
 

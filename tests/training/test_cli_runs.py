@@ -7,15 +7,17 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from helpers import make_folder, train_args
 
 
 def cli(*args):
+    """The `convscope` command as users run it: the script pip installed beside this Python."""
     env = {**os.environ, "PYTHONHASHSEED": "0"}
     return subprocess.Popen(
-        [sys.executable, "-m", "convscope", *map(str, args)],
+        [str(Path(sys.executable).with_name("convscope")), *map(str, args)],
         env=env,
         text=True,
         stdout=subprocess.PIPE,

@@ -18,17 +18,21 @@ from __future__ import annotations
 
 import logging
 import os
+import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from convscope.data import cache
 from convscope.data.dataset import Dataset, Skipped, Split, check_not_blank, pixel_stats, seeded_split
 from convscope.data.images import open_image, to_array
 from convscope.errors import DataError
 
 log = logging.getLogger(__name__)
+Progress = Callable[[int, int], None]  # (images read so far, images in all), called from the loading thread
 
 # Suffixes worth trying to decode; anything else (README.txt, labels.csv, …) is ignored without a word.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
@@ -85,12 +89,34 @@ def _decode_into(out: np.ndarray, index: int, path: Path, channels: int) -> str 
 
 
 def _read(
-    files: list[tuple[Path, int]], image_size: tuple[int, int], channels: int, skipped: list[Skipped]
+    files: list[tuple[Path, int]],
+    image_size: tuple[int, int],
+    channels: int,
+    skipped: list[Skipped],
+    progress: Progress | None = None,
 ) -> tuple[Split, list[tuple[Path, str]]]:
-    """Decode (path, label) pairs in order, with threads (Pillow releases the GIL while decoding and resizing)."""
+    """Decode (path, label) pairs in order, from the decoded-folder cache when it has them (data/cache.py), otherwise
+    with threads (Pillow releases the GIL while decoding and resizing), reporting progress(done, total) as it goes."""
+    name = cache.key(files, image_size, channels)
+    hit = cache.load(name)
+    if hit is not None:
+        images, labels, reasons = hit
+        if progress:
+            progress(len(files), len(files))
+        failed = [(Path(path), reason) for path, reason in reasons]
+        for path, reason in failed:
+            log.warning("skipped %s: %s", path, reason)
+            skipped.append(Skipped(str(path), reason))
+        return Split(images, labels), failed
     out = np.empty((len(files), *image_size, channels), dtype=np.uint8)  # filled in place: no list of arrays
+    reasons = [None] * len(files)
     with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
-        reasons = list(pool.map(lambda i: _decode_into(out, i, files[i][0], channels), range(len(files))))
+        jobs = pool.map(lambda i: _decode_into(out, i, files[i][0], channels), range(len(files)))
+        every = max(1, len(files) // 200)  # about 200 updates, whatever the size
+        for i, reason in enumerate(jobs):
+            reasons[i] = reason
+            if progress and ((i + 1) % every == 0 or i + 1 == len(files)):
+                progress(i + 1, len(files))
     kept, failed = [], []
     for index, ((path, _), reason) in enumerate(zip(files, reasons, strict=True)):
         if reason is None:
@@ -103,7 +129,9 @@ def _read(
         if dst != src:
             out[dst] = out[src]
     labels = np.array([files[i][1] for i in kept], dtype=np.int64)
-    return Split(out[: len(kept)], labels), failed
+    split = Split(out[: len(kept)], labels)
+    cache.store(name, split.images, split.labels, [(str(path), reason) for path, reason in failed])
+    return split, failed
 
 
 def _files_of(folder: Path, classes: tuple[str, ...]) -> list[tuple[Path, int]]:
@@ -124,8 +152,9 @@ def _load_split(
     image_size: tuple[int, int],
     channels: int,
     skipped: list[Skipped],
+    progress: Progress | None = None,
 ) -> Split:
-    split, failed = _read(files, image_size, channels, skipped)
+    split, failed = _read(files, image_size, channels, skipped, progress)
     if len(split) == 0:
         reasons = "; ".join(f"{path.name}: {reason}" for path, reason in failed[:_REASONS_SHOWN])
         why = (
@@ -159,11 +188,15 @@ def load_folder(
     val_fraction: float = 0.1,
     test_fraction: float = 0.1,
     seed: int = 0,
+    progress: Progress | None = None,
 ) -> Dataset:
     """Read an image-folder dataset; images become uint8 N×H×W×C with (H, W) = image_size and C = channels (1 or 3).
 
     Splits missing on disk (all three for a flat layout, val/ or test/ otherwise) are seeded stratified fractions of
-    the training images: the same seed gives the same split.
+    the training images: the same seed gives the same split. With train/ and a held-out folder (val/, valid/ or
+    validation/) but no test/, the held-out folder is the test split, as in the tutorials that report accuracy on it,
+    and the validation images come from train/. progress(done, total) is called as images are decoded (all splits
+    together); a second read of the same unchanged folder comes from the decoded cache (data/cache.py).
     """
     root = Path(root)
     if not root.is_dir():
@@ -187,6 +220,10 @@ def load_folder(
         raise DataError(f"{root}: expected one validation folder, found {', '.join(p.name for p in val_dirs)}")
     val_dir = val_dirs[0] if val_dirs else None
     test_dir = top.get("test") if train_dir != root else None
+    if test_dir is None and val_dir is not None:
+        # Shown (warning level): which images the test accuracy is measured on is worth a line on screen.
+        log.warning("%s: %s/ is the test split (no test/); validation images come from train/", root, val_dir.name)
+        test_dir, val_dir = val_dir, None
     if train_dir != root:
         extra = sorted(set(top) - {"train", "test", *VAL_NAMES})
         if extra:
@@ -203,7 +240,22 @@ def load_folder(
     files = {name: _files_of(folder, classes) for name, folder in folders.items() if folder is not None}
     skipped: list[Skipped] = []
     size = (int(image_size[0]), int(image_size[1]))
-    splits = {name: _load_split(folders[name], found, size, channels, skipped) for name, found in files.items()}
+    offsets, total = {}, 0  # where each split starts in the progress count
+    for name, found in files.items():
+        offsets[name], total = total, total + len(found)
+    started = time.perf_counter()
+    splits = {
+        name: _load_split(
+            folders[name],
+            found,
+            size,
+            channels,
+            skipped,
+            progress and (lambda done, _, start=offsets[name]: progress(start + done, total)),
+        )
+        for name, found in files.items()
+    }
+    log.info("%s: %d images read in %.1f s", root, total, time.perf_counter() - started)
     train, val, test = splits["train"], splits.get("val"), splits.get("test")
     _check_every_class(train, classes, train_dir)
     check_not_blank(str(root), *pixel_stats(train.images))  # e.g. float images read as black

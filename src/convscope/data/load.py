@@ -11,13 +11,19 @@ BUILT_IN = ("fashion-mnist", "mnist", "cifar10", "cifar100")
 
 
 def load_dataset(
-    name: str, data_dir: str | None, image_shape: tuple[int, int, int], seed: int, val_fraction: float = 0.1
+    name: str,
+    data_dir: str | None,
+    image_shape: tuple[int, int, int],
+    seed: int,
+    val_fraction: float = 0.1,
+    progress=None,
 ) -> Dataset:
     """`name` is a built-in dataset (read from `data_dir` or its default place) or an image folder.
 
     image_shape (H, W, C) is what the model takes; image folders are decoded straight to it, built-in datasets
     keep their own shape (the caller adapts the model to them). val_fraction: the share of an image folder without a
-    val/ split held out for validation (its test split does not depend on it).
+    val/ split held out for validation (its test split does not depend on it). progress(done, total): called as an
+    image folder's files are read.
     """
     if name in ("fashion-mnist", "mnist"):
         from convscope.data.idx import load_idx_dataset
@@ -35,4 +41,4 @@ def load_dataset(
     from convscope.data.folder import load_folder
 
     h, w, c = image_shape
-    return load_folder(folder, (h, w), c, val_fraction=val_fraction, seed=seed)
+    return load_folder(folder, (h, w), c, val_fraction=val_fraction, seed=seed, progress=progress)

@@ -129,7 +129,7 @@ class DetectTrainer(_Trainer):
     counts_correct = False  # no training accuracy: validation gives mAP instead
 
     @staticmethod
-    def load_data(config: TrainConfig, spec: NetSpec) -> DetectionDataset:
+    def load_data(config: TrainConfig, spec: NetSpec, progress=None) -> DetectionDataset:  # progress: not shown yet
         h, w, c = spec.input
         if h != w or c != 3:
             raise SpecError(f"{spec.name}: a detector takes square color images (S×S×3). Received input {h}×{w}×{c}")

@@ -30,10 +30,11 @@ from convscope.run import (
 from convscope.shapes import infer
 from convscope.signals import StopRequest
 from convscope.spec import Detect, NetSpec
+from convscope.training.callbacks import Interrupted, data_progress
 from convscope.training.config import TrainConfig
 from convscope.training.resume import check_format, finished_message, is_finished, resumed_config
 from convscope.training.tensors import channel_stats
-from convscope.training.trainer import Interrupted, _cache_bytes, _set_threads, _Trainer
+from convscope.training.trainer import _cache_bytes, _set_threads, _Trainer
 from convscope.transfer.bases import input_scaling, spec_base
 
 __all__ = ["CACHE_LIMIT", "Interrupted", "train", "trainer_class"]
@@ -91,7 +92,7 @@ def train(
     base = spec_base(spec)
     if base is None and (config.finetune_epochs or config.cache_features):
         raise ConfigError(f"{spec.name}: finetune_epochs and cache_features need a spec that starts with a base")
-    data = task.load_data(config, spec)
+    data = task.load_data(config, spec, data_progress(callbacks))
     spec = task.fit_spec(spec, data)
     try:
         infer(spec)

@@ -24,7 +24,7 @@ from convscope.builder import build
 from convscope.data.dataset import Dataset, per_class_subset, seeded_split, skipped_results
 from convscope.data.load import load_dataset
 from convscope.data.resize import fit_images
-from convscope.errors import ConvscopeError, SpecError, TrainingError
+from convscope.errors import SpecError, TrainingError
 from convscope.files import atomic_write_text
 from convscope.run import (
     CHECKPOINT,
@@ -36,6 +36,7 @@ from convscope.run import (
 from convscope.shapes import infer
 from convscope.signals import StopRequest
 from convscope.spec import Dense, NetSpec
+from convscope.training.callbacks import Interrupted, data_progress
 from convscope.training.config import FINETUNE_LR_SCALE, TrainConfig
 from convscope.training.resume import Checkpointing
 from convscope.training.runtime import log_file, optimizer_for, scheduler_for
@@ -44,23 +45,6 @@ from convscope.training.tensors import batch_for, normalise, predict_logits, run
 from convscope.transfer.bases import BaseNet, spec_base
 
 log = logging.getLogger("convscope.train")
-
-
-class Interrupted(ConvscopeError):
-    """SIGINT / SIGTERM: training stopped at the end of a batch and saved; `exit_code` is 130 or 143."""
-
-    def __init__(self, message: str, exit_code: int):
-        super().__init__(message)
-        self.exit_code = exit_code
-
-
-class Callback:
-    """Hooks a front end (the CLI's progress bar) uses to show training; the library itself only logs."""
-
-    def on_start(self, run: Run, epochs: int, batches: int, epoch: int) -> None: ...
-    def on_batch(self, epoch: int, batch: int, loss: float, accuracy: float, images_per_s: float) -> None: ...
-    def on_epoch(self, row: dict[str, float]) -> None: ...
-    def on_end(self, run: Run, results: dict) -> None: ...
 
 
 def _cache_bytes(spec: NetSpec, images: int) -> int:
@@ -101,7 +85,7 @@ class _Trainer(Checkpointing):
         cfg = self.config
         # Read before anything is built: a damaged or foreign checkpoint is refused before the data is loaded.
         saved = read_checkpoint(run.path / CHECKPOINT) if resuming and (run.path / CHECKPOINT).exists() else None
-        self._use_data(data or self.load_data(cfg, run.spec))
+        self._use_data(data or self.load_data(cfg, run.spec, data_progress(self.callbacks)))
         self.mean, self.std = run_stats(run)
         self.model = build(run.spec).to(memory_format=torch.channels_last)
         self.base = self.model[0] if isinstance(self.model[0], BaseNet) else None
@@ -153,8 +137,8 @@ class _Trainer(Checkpointing):
 
     # -- data (a task's own) ------------------------------------------------------------------------------------------
     @staticmethod
-    def load_data(config: TrainConfig, spec: NetSpec) -> Dataset:
-        data = load_dataset(config.data, config.data_dir, spec.input, config.seed, config.val_fraction)
+    def load_data(config: TrainConfig, spec: NetSpec, progress=None) -> Dataset:
+        data = load_dataset(config.data, config.data_dir, spec.input, config.seed, config.val_fraction, progress)
         return _subset(data, config)
 
     @staticmethod
