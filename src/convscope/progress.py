@@ -21,6 +21,7 @@ class ProgressBar(Callback):
             TimeRemainingColumn(),
             console=console,
             transient=True,
+            disable=not console.is_terminal,  # a pipe or a log file gets the epoch lines, not bar frames
         )
         self.task = None
         self.epochs = self.batches = 0
@@ -39,6 +40,7 @@ class ProgressBar(Callback):
                 TimeRemainingColumn(),
                 console=self.console,
                 transient=True,
+                disable=not self.console.is_terminal,
             )
             self.loading.start()
             self.loading_task = self.loading.add_task("read", total=total)
