@@ -62,6 +62,11 @@ def train(
 
     Only one training writes a run folder at a time (run.RunLock); a second one is refused with CheckpointError.
     With `report` (the default) the run folder also gets confusion.png, curves.png and report.html at the end.
+
+    Raises (all ConvscopeError, one line each): ConfigError for settings, SpecError for a network that cannot run or
+    does not fit in memory, DataError for the data, CheckpointError for a run folder that is taken, damaged or not
+    resumable, OutputError when a file cannot be written, TrainingError when the loss stops being finite, and
+    Interrupted (exit_code 130/143) after Ctrl-C / SIGTERM. Nothing is written before the first four are checked.
     """
     started = time.perf_counter()
     if resume is not None:
