@@ -2,6 +2,7 @@
 
 import os
 import signal
+import time
 from pathlib import Path
 
 import numpy as np
@@ -52,3 +53,12 @@ class StopAt:
     def on_batch(self, epoch, batch, *args):
         if (epoch, batch) == self.at:
             os.kill(os.getpid(), signal.SIGINT)
+
+
+def wait_for(predicate, proc, seconds=120):
+    """Poll `predicate` until it holds; fail if the process `proc` ended first or `seconds` passed."""
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        assert proc.poll() is None, f"ended before it could be stopped: {proc.communicate()}"
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)

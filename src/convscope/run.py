@@ -42,6 +42,7 @@ CONFIG, SPEC, CHECKPOINT, METRICS, RESULTS, LOG, LOCK = (
     "train.log",
     ".lock",
 )
+_STARTED_FILES = (CONFIG, SPEC, METRICS, LOG)  # what a training writes before its first checkpoint
 
 
 @dataclass(frozen=True)
@@ -192,7 +193,7 @@ def check_run_folder_is_free(path: Path) -> None:
         raise CheckpointError(f"{path}: already holds a run; resume it with --resume {path} or choose another --out")
     remove_temp_files(path)  # left by a training killed before its first checkpoint
     if (path / CONFIG).exists():
-        for name in (CONFIG, SPEC, METRICS, LOG):
+        for name in _STARTED_FILES:
             (path / name).unlink(missing_ok=True)
 
 
@@ -202,7 +203,7 @@ def remove_unfinished(path: Path, made: bool) -> None:
     Called while holding the folder's lock."""
     if (path / CHECKPOINT).exists():
         return
-    for name in (CONFIG, SPEC, METRICS, LOG):
+    for name in _STARTED_FILES:
         (path / name).unlink(missing_ok=True)
     with contextlib.suppress(OSError):
         (path / "weights").rmdir()  # only when empty

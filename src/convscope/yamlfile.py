@@ -108,13 +108,10 @@ def load_yaml(text: str, where: str, error: type[ConvscopeError] = ConvscopeErro
     the document): "data.yaml, line 3: not valid YAML (…)" or "spec.yaml, line 4: refused: YAML nested more than
     100 levels deep". `kind` names the language in messages ('YAML/JSON' for specs).
     """
-    loader = _BoundedLoader(text)
     try:
-        return loader.get_single_data()
+        return safe_load(text)
     except yaml.YAMLError as err:
         raise _fail(err, where, error, kind) from None
-    finally:
-        loader.dispose()
 
 
 def safe_load(text: str) -> Any:

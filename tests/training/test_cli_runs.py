@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import make_folder, train_args
+from helpers import make_folder, train_args, wait_for
 
 
 def cli(*args):
@@ -37,14 +37,6 @@ def finished(folder, tmp_path_factory):
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
     return out
-
-
-def wait_for(predicate, proc, seconds=120):
-    deadline = time.monotonic() + seconds
-    while not predicate():
-        assert proc.poll() is None, f"ended too early: {proc.communicate()}"
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
 
 
 def test_ctrl_c_pressed_three_times_still_stops_once_cleanly(folder, tmp_path):

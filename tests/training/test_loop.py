@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import make_folder, train_args
+from helpers import make_folder, train_args, wait_for
 from safetensors.torch import load_file
 
 from convscope.errors import TrainingError
@@ -81,14 +81,6 @@ def _cli(*args, **kw):
     )
 
 
-def _wait_for(predicate, proc, seconds=120):
-    deadline = time.monotonic() + seconds
-    while not predicate():
-        assert proc.poll() is None, f"training ended before it could be stopped: {proc.communicate()}"
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
-
-
 def _same_weights(a: Path, b: Path) -> bool:
     x, y = load_file(a), load_file(b)
     return x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
@@ -108,7 +100,7 @@ def test_sigkill_then_resume_gives_exactly_the_uninterrupted_run(uninterrupted, 
     folder, straight = uninterrupted
     out = tmp_path / "killed"
     proc = _cli(*train_args(folder, out, epochs=4))
-    _wait_for(lambda: (out / "metrics.csv").exists() and len((out / "metrics.csv").read_text().splitlines()) >= 2, proc)
+    wait_for(lambda: (out / "metrics.csv").exists() and len((out / "metrics.csv").read_text().splitlines()) >= 2, proc)
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
     assert len((out / "metrics.csv").read_text().splitlines()) < 5  # it really died before the end
@@ -135,7 +127,7 @@ def test_sigint_and_sigterm_save_mid_epoch_and_resume_exactly(uninterrupted, tmp
     folder, straight = uninterrupted
     out = tmp_path / "stopped"
     proc = _cli(*train_args(folder, out, epochs=4))
-    _wait_for(lambda: (out / "metrics.csv").exists(), proc)
+    wait_for(lambda: (out / "metrics.csv").exists(), proc)
     time.sleep(0.3)  # into the second epoch
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)

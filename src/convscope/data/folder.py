@@ -96,18 +96,28 @@ def _read(
     progress: Progress | None = None,
 ) -> tuple[Split, list[tuple[Path, str]]]:
     """Decode (path, label) pairs in order, from the decoded-folder cache when it has them (data/cache.py), otherwise
-    with threads (Pillow releases the GIL while decoding and resizing), reporting progress(done, total) as it goes."""
+    with threads; report progress(done, total) as it goes, and every file left out (log and `skipped`)."""
     name = cache.key(files, image_size, channels)
     hit = cache.load(name)
     if hit is not None:
         images, labels, reasons = hit
+        split, failed = Split(images, labels), [(Path(path), reason) for path, reason in reasons]
         if progress:
             progress(len(files), len(files))
-        failed = [(Path(path), reason) for path, reason in reasons]
-        for path, reason in failed:
-            log.warning("skipped %s: %s", path, reason)
-            skipped.append(Skipped(str(path), reason))
-        return Split(images, labels), failed
+    else:
+        split, failed = _decode_all(files, image_size, channels, progress)
+        cache.store(name, split.images, split.labels, [(str(path), reason) for path, reason in failed])
+    for path, reason in failed:
+        log.warning("skipped %s: %s", path, reason)
+        skipped.append(Skipped(str(path), reason))
+    return split, failed
+
+
+def _decode_all(
+    files: list[tuple[Path, int]], image_size: tuple[int, int], channels: int, progress: Progress | None
+) -> tuple[Split, list[tuple[Path, str]]]:
+    """Decode every file with threads (Pillow releases the GIL while decoding and resizing); the split of those that
+    could be read, and (path, reason) for the others."""
     out = np.empty((len(files), *image_size, channels), dtype=np.uint8)  # filled in place: no list of arrays
     reasons = [None] * len(files)
     with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
@@ -117,21 +127,13 @@ def _read(
             reasons[i] = reason
             if progress and ((i + 1) % every == 0 or i + 1 == len(files)):
                 progress(i + 1, len(files))
-    kept, failed = [], []
-    for index, ((path, _), reason) in enumerate(zip(files, reasons, strict=True)):
-        if reason is None:
-            kept.append(index)
-        else:
-            log.warning("skipped %s: %s", path, reason)
-            skipped.append(Skipped(str(path), reason))
-            failed.append((path, reason))
+    kept = [i for i, reason in enumerate(reasons) if reason is None]
+    failed = [(files[i][0], reason) for i, reason in enumerate(reasons) if reason is not None]
     for dst, src in enumerate(kept):  # compact in place rather than copying the whole array
         if dst != src:
             out[dst] = out[src]
     labels = np.array([files[i][1] for i in kept], dtype=np.int64)
-    split = Split(out[: len(kept)], labels)
-    cache.store(name, split.images, split.labels, [(str(path), reason) for path, reason in failed])
-    return split, failed
+    return Split(out[: len(kept)], labels), failed
 
 
 def _files_of(folder: Path, classes: tuple[str, ...]) -> list[tuple[Path, int]]:

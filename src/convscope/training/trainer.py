@@ -230,8 +230,6 @@ class _Trainer(Checkpointing):
         self.stop.armed = True  # from here a signal only asks the loop to stop at the end of a batch
         try:
             while self.epoch < self.total_epochs:
-                if self.stop.signal is not None:  # asked to stop during the last epoch's validation or save
-                    raise self._interrupted()
                 if self._early_stop():
                     if self.phase == 2 or not self.config.finetune_epochs:
                         break
@@ -246,8 +244,8 @@ class _Trainer(Checkpointing):
                 row = self._epoch()
                 for cb in self.callbacks:
                     cb.on_epoch(row)
-            if self.stop.signal is not None:  # asked during the last epoch's last batch or its validation
-                raise self._interrupted()
+                if self.stop.signal is not None:  # asked during the epoch's last batch, its validation or its save
+                    raise self._interrupted()
         finally:
             self.stop.armed = False
 
