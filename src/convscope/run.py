@@ -130,7 +130,7 @@ class RunLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.read(fd, 1000).decode("utf-8", "replace").strip() or "another process"
+            holder = _read_holder(fd)
             os.close(fd)
             raise CheckpointError(
                 f"{self.folder}: another training is writing this run ({holder}); "
@@ -157,6 +157,17 @@ class RunLock:
                 os.ftruncate(self.fd, 0)  # nobody holds it now
             os.close(self.fd)  # closing the descriptor releases the flock
             self.fd = None
+
+
+def _read_holder(fd: int) -> str:
+    """Who holds the lock. The holder writes its line just after taking the lock, so an empty file is retried
+    for up to a second before the line falls back to "another process"."""
+    for _ in range(50):
+        holder = os.pread(fd, 1000, 0).decode("utf-8", "replace").strip()
+        if holder:
+            return holder
+        time.sleep(0.02)
+    return "another process"
 
 
 def new_run_folder(config: TrainConfig) -> tuple[Path, bool]:
