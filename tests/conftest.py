@@ -1,4 +1,6 @@
+import atexit
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -13,6 +15,7 @@ settings.load_profile("ci" if os.environ.get("CI") else "dev")
 # The decoded-folder cache (convscope.data.cache) of this test session lives in a folder of its own, never in the
 # user's ~/.cache; subprocesses inherit it. Set before any test imports convscope.
 os.environ["CONVSCOPE_CACHE_DIR"] = tempfile.mkdtemp(prefix="convscope-test-cache-")
+atexit.register(shutil.rmtree, os.environ["CONVSCOPE_CACHE_DIR"], ignore_errors=True)  # nothing left behind in /tmp
 
 # tests/helpers.py is shared by test files in several folders (pytest runs with --import-mode=importlib).
 sys.path.insert(0, str(Path(__file__).parent))

@@ -18,7 +18,9 @@ from convscope.training.config import OPTIMIZERS, PRECISIONS, SCHEDULES
 def add_parsers(sub, console) -> None:
     p = sub.add_parser("train", help="train a convnet on Fashion-MNIST, MNIST, CIFAR or an image folder")
     p.add_argument("--config", metavar="YAML", help="settings file; flags given here override it")
-    p.add_argument("--model", help="preset or spec file (default fashion-fast)")
+    p.add_argument(
+        "--model", help="preset or spec file (default fashion-fast); cifar-fast brings its own settings (a recipe)"
+    )
     p.add_argument("--data", help="fashion-mnist (default), mnist, cifar10, cifar100 or an image folder")
     p.add_argument("--data-dir", help="folder of the dataset files (default: the system copy)")
     p.add_argument("--epochs", type=int)
@@ -37,7 +39,11 @@ def add_parsers(sub, console) -> None:
     p.add_argument("--val-fraction", type=float)
     p.add_argument("--patience", type=int, help="early stopping: epochs without a better validation accuracy")
     p.add_argument("--per-class", type=int, metavar="N", help="train on only N labelled images per class (seeded)")
-    p.add_argument("--precision", choices=PRECISIONS, help="bf16: much faster on CPUs with AMX (default fp32)")
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        help="bf16: much faster on CPUs with AMX or AVX512-BF16; auto: bf16 on those (default fp32)",
+    )
     p.add_argument("--seed", type=int)
     p.add_argument("--threads", type=int)
     p.add_argument("--out", help="run folder (default runs/MODEL-DATA)")
@@ -147,6 +153,8 @@ def cmd_train(args: argparse.Namespace, console: Console) -> None:
             return
     else:
         config = TrainConfig.load(args.config, **given) if args.config else TrainConfig.from_dict(given, "flags")
+        if config.recipe_line():
+            console.print(config.recipe_line(), style="dim", highlight=False)
     bar = ProgressBar(console)
     try:
         if args.resume:

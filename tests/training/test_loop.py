@@ -169,5 +169,5 @@ def test_bf16_precision_trains_with_float32_weights(folder, tmp_path):
     assert rows[-1]["train_loss"] < rows[0]["train_loss"] and run.results()["test_acc"] >= 0.9
     weights = load_file(run.weights / "best.safetensors")
     assert {t.dtype for t in weights.values()} <= {torch.float32, torch.int64}  # autocast leaves the weights fp32
-    with pytest.raises(Exception, match="precision must be one of fp32, bf16"):
+    with pytest.raises(Exception, match="precision must be one of fp32, bf16, auto"):
         TrainConfig(precision="fp16")

@@ -9,11 +9,12 @@ from typing import Any
 
 from convscope.data.augment import Augment
 from convscope.errors import ConfigError
+from convscope.presets import preset_recipe
 from convscope.yamlfile import read_yaml
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("onecycle", "cosine", "constant")
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "auto")
 DEFAULT_LR = {"sgd": 0.05, "adam": 2e-3, "adamw": 2e-3}  # peak learning rates that suit the presets
 FINETUNE_LR_SCALE = 0.1  # fine-tuning a pretrained base: small steps, so its features are adjusted, not overwritten
 # Upper bounds of the counts: far past any real run, low enough that a typo (an extra digit or ten) is an error,
@@ -49,7 +50,8 @@ class TrainConfig:
     unfreeze_blocks: int = 0
     cache_features: bool = False  # frozen phase: compute the base's features once, then train only the head on them
     # bf16: the forward pass in bfloat16 (torch.autocast; weights, optimizer and evaluation stay float32). Much faster
-    # on CPUs with AMX (Sapphire Rapids and later: cifar-3conv trained 2.0x faster here), slower on CPUs without.
+    # on CPUs with bf16 instructions (AMX or AVX512-BF16: cifar-3conv trained 2.0x faster here), slower on CPUs
+    # without. auto: bf16 on such CPUs, else fp32 (training.runtime.uses_bf16).
     precision: str = "fp32"
     seed: int = 0
     threads: int | None = None  # torch CPU threads (None: all cores)
@@ -103,13 +105,25 @@ class TrainConfig:
         image, and their logits are averaged (fashion-fast measured: 92.64% -> 92.83% test accuracy)."""
         return self.augmentation().flip if self.tta_flip is None else self.tta_flip
 
+    def recipe_line(self) -> str:
+        """'cifar-fast's recipe: epochs 12, ...' with the values this config uses, or '' when the model has none."""
+        recipe = preset_recipe(self.model)
+        if not recipe:
+            return ""
+        shown = ", ".join(f"{key} {getattr(self, key)}" for key in recipe)
+        return f"{self.model}'s recipe: {shown} (settings given override it)"
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "config") -> TrainConfig:
+        """The settings in `data`; those not given come from the model's preset recipe (presets.preset_recipe), then
+        from the defaults above. Raises ConfigError naming `where` for an unknown or invalid setting."""
         if not isinstance(data, dict):
             raise ConfigError(f"{where}: expected a mapping of settings. Received: {type(data).__name__}")
+        model = data.get("model", cls.model)
+        data = (preset_recipe(model) if isinstance(model, str) else {}) | data
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:

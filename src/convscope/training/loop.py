@@ -88,8 +88,9 @@ def train(
             if report:
                 trainer.write_report()
         return run
-    config = config or TrainConfig()
-    if settings:
+    if config is None:
+        config = TrainConfig.from_dict(settings, where="train()")  # a preset's recipe fills what is not given
+    elif settings:
         config = TrainConfig.from_dict({**config.to_dict(), **settings}, where="train()")
     spec = spec or resolve_spec(config.model)
     _set_threads(config)

@@ -39,7 +39,7 @@ from convscope.spec import Dense, NetSpec
 from convscope.training.callbacks import Interrupted, data_progress
 from convscope.training.config import FINETUNE_LR_SCALE, TrainConfig
 from convscope.training.resume import Checkpointing
-from convscope.training.runtime import log_file, optimizer_for, scheduler_for
+from convscope.training.runtime import log_file, optimizer_for, scheduler_for, uses_bf16
 from convscope.training.state import read_checkpoint
 from convscope.training.tensors import batch_for, normalise, predict_logits, run_stats, to_tensor
 from convscope.transfer.bases import BaseNet, spec_base
@@ -208,6 +208,8 @@ class _Trainer(Checkpointing):
                 self.batches,
                 self.config.batch_size,
             )
+            if self.config.recipe_line():
+                log.info("%s", self.config.recipe_line())
             if self.resumed_at is not None:
                 log.info("resuming %s at epoch %d, batch %d", self.run.path, self.resumed_at[0] + 1, self.resumed_at[1])
             self._log_data_notes()
@@ -260,7 +262,7 @@ class _Trainer(Checkpointing):
         t0 = time.perf_counter()
         while self.batch < self.batches:
             index = order[self.batch * cfg.batch_size : (self.batch + 1) * cfg.batch_size]
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=uses_bf16(cfg)):
                 loss, right = self._batch(index)
             value = loss.item()
             if not math.isfinite(value):

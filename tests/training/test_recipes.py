@@ -1,0 +1,82 @@
+"""A preset's recipe (its own training settings) and precision 'auto'."""
+
+import pytest
+import torch
+from helpers import make_folder
+
+from convscope import build, train
+from convscope.cli import main
+from convscope.presets import get_preset, preset_recipe
+from convscope.shapes import infer
+from convscope.training import runtime
+from convscope.training.config import TrainConfig
+
+
+def test_cifar_fast_pools_31_to_15_7_3_and_ends_in_one_score_per_class():
+    report = infer(get_preset("cifar-fast"))
+    sizes = [layer.output_shape[:2] for layer in report.layers if layer.output_shape and len(layer.output_shape) == 3]
+    assert sizes[0] == (31, 31) and (15, 15) in sizes and (7, 7) in sizes and sizes[-1] == (3, 3)
+    logits = build(get_preset("cifar-fast")).eval()(torch.zeros(2, 3, 32, 32))
+    assert logits.shape == (2, 10)
+
+
+def test_the_recipe_fills_only_the_settings_not_given(tmp_path):
+    config = TrainConfig.from_dict({"model": "cifar-fast", "epochs": 3}, "flags")
+    recipe = preset_recipe("cifar-fast")
+    assert config.epochs == 3  # given wins
+    assert (config.optimizer, config.batch_size, config.lr, config.precision) == (
+        recipe["optimizer"],
+        recipe["batch_size"],
+        recipe["lr"],
+        "auto",
+    )
+    file = tmp_path / "train.yaml"
+    file.write_text("model: cifar-fast\nlr: 0.05\n")
+    assert TrainConfig.load(file, batch_size=64).lr == 0.05 and TrainConfig.load(file).batch_size == 256
+    # Other models keep the plain defaults, and the recipe's values are the ones a run records.
+    assert TrainConfig.from_dict({"model": "fashion-fast"}) == TrainConfig()
+    assert "epochs 3" in config.recipe_line() and "optimizer sgd" in config.recipe_line()
+    assert TrainConfig().recipe_line() == ""
+
+
+def test_train_with_settings_uses_the_recipe_and_the_cli_says_so(tmp_path, capsys):
+    folder = make_folder(tmp_path / "images", per_class=100, size=32)  # 2% of 90 a class: 2 held out for validation
+    run = train(
+        model="cifar-fast", data=str(folder), epochs=1, batch_size=8, threads=1, out=str(tmp_path / "r"), report=False
+    )
+    assert run.config.optimizer == "sgd" and run.config.label_smoothing == 0.2 and run.config.val_fraction == 0.02
+    assert "cifar-fast's recipe: epochs 1, batch_size 8, optimizer sgd" in (run.path / "train.log").read_text()
+    argv = ["train", "--model", "cifar-fast", "--data", str(folder), "--epochs", "1", "--batch-size", "8"]
+    assert main([*argv, "--threads", "1", "--out", str(tmp_path / "cli")]) == 0
+    assert "cifar-fast's recipe: epochs 1, batch_size 8" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [("fpu avx512f avx512_bf16", True), ("fpu amx_tile amx_bf16", True), ("fpu avx512f avx512bw", False)],
+)
+def test_auto_precision_is_bf16_only_on_cpus_with_bf16_instructions(monkeypatch, tmp_path, flags, expected):
+    info = tmp_path / "cpuinfo"
+    info.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+    real_open = open
+    monkeypatch.setattr(
+        "builtins.open", lambda path, *a, **k: real_open(info if path == "/proc/cpuinfo" else path, *a, **k)
+    )
+    runtime.cpu_has_fast_bf16.cache_clear()
+    try:
+        assert runtime.uses_bf16(TrainConfig(precision="auto")) is expected
+        assert runtime.uses_bf16(TrainConfig(precision="bf16")) and not runtime.uses_bf16(TrainConfig())
+    finally:
+        runtime.cpu_has_fast_bf16.cache_clear()
+
+
+def test_auto_precision_is_fp32_where_cpuinfo_cannot_be_read(monkeypatch):
+    def refuse(path, *args, **kwargs):
+        raise FileNotFoundError(path)
+
+    monkeypatch.setattr("builtins.open", refuse)
+    runtime.cpu_has_fast_bf16.cache_clear()
+    try:
+        assert not runtime.cpu_has_fast_bf16()
+    finally:
+        runtime.cpu_has_fast_bf16.cache_clear()
