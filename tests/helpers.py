@@ -62,3 +62,17 @@ def wait_for(predicate, proc, seconds=120):
         assert proc.poll() is None, f"ended before it could be stopped: {proc.communicate()}"
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.01)
+
+
+# Real photos shared by the team (../shared/data beside the checkout): tests that need them skip where it is missing.
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def shared_data(name: str) -> Path:
+    """../shared/data/NAME, or a skip (with the reason) when this machine does not have it."""
+    import pytest
+
+    path = SHARED_DATA / name
+    if not path.is_dir():
+        pytest.skip(f"{path} is not on this machine (real data shared by the team; see its README)")
+    return path

@@ -33,11 +33,18 @@ def add_parsers(sub, console: Console) -> None:
     p.add_argument("--out", help="PNG file (default RUN/top-LAYER.png)")
     p.set_defaults(run=lambda args: cmd_top(args, console))
 
-    p = sub.add_parser("gradcam", help="where in the image the model looked for a class (Grad-CAM heatmap)")
+    p = sub.add_parser("gradcam", help="where in the image the model looked for a class (HiResCAM or Grad-CAM heatmap)")
     p.add_argument("run_dir", metavar="RUN")
     p.add_argument("image", metavar="IMAGE", help="an image file or a sample photo name")
     p.add_argument("--class", dest="class_name", help="a class name (default: the predicted class)")
     p.add_argument("--layer", help="a layer with feature maps (default: the last conv block's output)")
+    p.add_argument(
+        "--method",
+        choices=("hirescam", "gradcam"),
+        default="hirescam",
+        help="hirescam (default: each position's own gradient, never all-zero for the predicted class in our "
+        "measurements) or gradcam (the original, one averaged weight per feature map)",
+    )
     p.add_argument("--out", help="PNG file (default RUN/gradcam-IMAGE.png)")
     p.set_defaults(run=lambda args: cmd_gradcam(args, console))
 
@@ -109,7 +116,7 @@ def cmd_top(args: argparse.Namespace, console: Console) -> None:
 def cmd_gradcam(args: argparse.Namespace, console: Console) -> None:
     from convscope.inspect.gradcam import gradcam_for_run, save_gradcam_png
 
-    result = gradcam_for_run(args.run_dir, args.image, args.class_name, args.layer)
+    result = gradcam_for_run(args.run_dir, args.image, args.class_name, args.layer, args.method)
     path = Path(args.out) if args.out else Path(args.run_dir) / f"gradcam-{Path(args.image).stem}.png"
     save_gradcam_png(result, result.image, path, title=f"{args.run_dir}, {Path(args.image).name}")
     console.print(f"{result.summary()} → {path}", markup=False)

@@ -111,8 +111,8 @@ def test_for_a_layer_before_global_average_pooling_grad_cam_is_cam(squares):
     x = normalise(to_tensor(image[None, :, :, None]), mean, std)
     _, maps = model.forward_intermediates(x, ["conv3"])
     a = maps["conv3"][0].detach()
-    for class_index in (0, 1):
-        result = gradcam(model, x, class_index=class_index)
+    for class_index, method in ((0, "gradcam"), (1, "gradcam"), (0, "hirescam"), (1, "hirescam")):
+        result = gradcam(model, x, class_index=class_index, method=method)  # the two agree before an average pool
         weights = model.dense1.weight[class_index].detach()
         expected = torch.relu(torch.einsum("k,khw->hw", weights, a)) / a[0].numel()
         assert result.layer == "conv3" and result.layer_map.shape == (16, 16)
@@ -161,6 +161,8 @@ def test_wrong_layer_class_or_input_is_a_readable_error():
         gradcam(model, x, layer="dense1")
     with pytest.raises(DataError, match="class_index must be in 0..1"):
         gradcam(model, x, class_index=2)
+    with pytest.raises(DataError, match="method must be one of hirescam, gradcam. Received: 'cam'"):
+        gradcam(model, x, method="cam")
     with pytest.raises(DataError, match="one image"):
         gradcam(model, torch.zeros(2, 1, SIZE, SIZE))
     with pytest.raises(DataError, match="expects images of 32×32×1"):

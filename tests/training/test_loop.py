@@ -171,3 +171,18 @@ def test_bf16_precision_trains_with_float32_weights(folder, tmp_path):
     assert {t.dtype for t in weights.values()} <= {torch.float32, torch.int64}  # autocast leaves the weights fp32
     with pytest.raises(Exception, match="precision must be one of fp32, bf16, auto"):
         TrainConfig(precision="fp16")
+
+
+def test_the_best_checkpoint_breaks_accuracy_ties_by_the_lower_validation_loss():
+    from types import SimpleNamespace
+
+    from convscope.training.trainer import _Trainer
+
+    trainer = SimpleNamespace(val=(None, torch.zeros(200)))  # 200 validation images: accuracy moves in steps of 0.005
+
+    def score(acc, loss):
+        return _Trainer._score(trainer, {"val_acc": acc, "val_loss": loss})
+
+    assert score(0.99, 0.0565) < score(0.99, 0.0351)  # the same accuracy, a lower loss: better
+    assert score(0.99, 0.0) < score(0.995, 1e6)  # one more right answer beats any loss
+    assert _Trainer._score(SimpleNamespace(val=None), {"train_acc": 0.7}) == 0.7

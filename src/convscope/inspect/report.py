@@ -1,7 +1,8 @@
 """runs/NAME/report.html: one self-contained offline page (images inlined) about a run, and the same pictures as PNGs.
 
 Sections: the model summary, the learning curves, per-class metrics and the confusion matrix, the test images the model
-got wrong most confidently with Grad-CAM overlays (where it looked), and the feature maps of one test image.
+got wrong most confidently with class activation maps (HiResCAM: where it looked), and the feature maps of one test
+image.
 """
 
 from __future__ import annotations
@@ -146,8 +147,9 @@ def _wrong_section(run: Run, ev: Evaluation, k: int) -> str:
         return "<p>The model got every test image right.</p>"
     path = save_wrong_png(run, ev, index, run.path / "wrong.png")
     note = (
-        "<p class=note>The test images the model was most sure of and still got wrong. The colours are Grad-CAM "
-        "for the predicted class: where the last feature maps pushed the model towards its (wrong) answer.</p>"
+        "<p class=note>The test images the model was most sure of and still got wrong. The colours are the "
+        "HiResCAM map of the predicted class (a Grad-CAM that keeps each position's own gradient): where the last "
+        "feature maps pushed the model towards its (wrong) answer.</p>"
     )
     return note + _img(path, "most confidently wrong test images")
 
@@ -174,7 +176,7 @@ def save_wrong_png(run: Run, ev: Evaluation, index: list[int], path: Path) -> Pa
             f"({ev.probabilities[i, predicted]:.1%})",
             fontsize=9,
         )
-    fig.suptitle("Most confidently wrong test images, with Grad-CAM of the predicted class")
+    fig.suptitle("Most confidently wrong test images, with the HiResCAM map of the predicted class")
     fig.savefig(path)
     plt.close(fig)
     return path

@@ -331,8 +331,13 @@ class _Trainer(Checkpointing):
         return {"val_loss": loss, "val_acc": accuracy}
 
     def _score(self, row: dict[str, float]) -> float:
-        """What makes a checkpoint the best one: validation accuracy (training accuracy without validation)."""
-        return row["val_acc"] if self.val is not None else row["train_acc"]
+        """What makes a checkpoint the best one: validation accuracy (training accuracy without validation); between
+        equal accuracies, the lower validation loss. A small validation split ties often (cats vs dogs: 200 images,
+        99.0% after head training and again after fine-tuning), and the first of the tied epochs is not the better
+        one. The loss term is below one image's share of the accuracy, so it never outweighs a right answer."""
+        if self.val is None:
+            return row["train_acc"]
+        return row["val_acc"] + 1 / (len(self.val[1]) + 1) / (1 + row["val_loss"])
 
     def _test(self) -> dict:
         """Evaluate the best weights (already loaded) on the test split: the results.json entries."""
