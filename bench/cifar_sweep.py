@@ -178,8 +178,11 @@ def main(argv=None) -> None:
         for split in (data.train, data.test)
         for k in (0, 1)
     ]
-    if args.quick:
-        tensors = [t[:2000] for t in tensors]
+    if args.quick:  # a seeded sample of every class (the folder's images come sorted by class)
+        train_pick, test_pick = (
+            torch.randperm(len(t), generator=torch.Generator().manual_seed(0))[:2000] for t in tensors[::2]
+        )
+        tensors = [tensors[0][train_pick], tensors[1][train_pick], tensors[2][test_pick], tensors[3][test_pick]]
     out = common.RESULTS / f"cifar_sweep{'-quick' if args.quick else ''}.jsonl"
     out.parent.mkdir(parents=True, exist_ok=True)
     names = args.runs.split(",") if args.runs else list(GRID)
