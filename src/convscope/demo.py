@@ -41,7 +41,8 @@ def main() -> int:
         if status:
             return status
     print(
-        f"\nThe run's report (summary, curves, metrics, mistakes with Grad-CAM, feature maps): {RUN}/report.html\n"
+        f"\nThe run's report (summary, curves, metrics, mistakes with their class activation maps, feature maps): "
+        f"{RUN}/report.html\n"
         f"See inside: convscope featuremaps {RUN} chelsea · convscope gradcam {RUN} {RUN}/samples/test-4-shirt.png · "
         "convscope explain conv --png conv.png"
     )

@@ -33,6 +33,10 @@ def test_the_recipe_fills_only_the_settings_not_given(tmp_path):
     file = tmp_path / "train.yaml"
     file.write_text("model: cifar-fast\nlr: 0.05\n")
     assert TrainConfig.load(file, batch_size=64).lr == 0.05 and TrainConfig.load(file).batch_size == 256
+    # Another optimizer keeps the recipe's other settings, but its own default rate (SGD's 0.2 would wreck AdamW).
+    adamw = TrainConfig.from_dict({"model": "cifar-fast", "optimizer": "adamw"})
+    assert adamw.lr is None and adamw.learning_rate == 2e-3 and adamw.batch_size == 256
+    assert TrainConfig.from_dict({"model": "cifar-fast", "optimizer": "adamw", "lr": 0.01}).lr == 0.01
     # Other models keep the plain defaults, and the recipe's values are the ones a run records.
     assert TrainConfig.from_dict({"model": "fashion-fast"}) == TrainConfig()
     assert "epochs 3" in config.recipe_line() and "optimizer sgd" in config.recipe_line()

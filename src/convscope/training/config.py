@@ -106,7 +106,7 @@ class TrainConfig:
         return self.augmentation().flip if self.tta_flip is None else self.tta_flip
 
     def recipe_line(self) -> str:
-        """'cifar-fast's recipe: epochs 12, ...' with the values this config uses, or '' when the model has none."""
+        """'cifar-fast's recipe: epochs 14, ...' with the values this config uses, or '' when the model has none."""
         recipe = preset_recipe(self.model)
         if not recipe:
             return ""
@@ -123,7 +123,10 @@ class TrainConfig:
         if not isinstance(data, dict):
             raise ConfigError(f"{where}: expected a mapping of settings. Received: {type(data).__name__}")
         model = data.get("model", cls.model)
-        data = (preset_recipe(model) if isinstance(model, str) else {}) | data
+        recipe = preset_recipe(model) if isinstance(model, str) else {}
+        if data.get("optimizer", recipe.get("optimizer")) != recipe.get("optimizer"):
+            recipe.pop("lr", None)  # the recipe's rate suits its own optimizer only (SGD's 0.2 would wreck AdamW)
+        data = recipe | data
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
