@@ -7,8 +7,9 @@
 Every engine evaluates the 10,000 test images after each epoch (the tutorial's `validation_data`), and its rows give
 test accuracy and wall seconds since the process was launched: interpreter, imports, reading the folder, training
 and those test passes included. convscope runs in a subprocess of this script (`--worker`), calling `convscope.train`
-as `convscope train --model M --data FOLDER --seed S` would, with a callback that scores the epoch's weights on the
-test images (the same mirror-image averaging as its final test pass, when the run trains on flips). Its first run of
+as `convscope train --model M --data FOLDER --seed S` would (less the report it writes at the end), with a callback
+that scores the epoch's weights on the test images (the same mirror-image averaging as its final test pass, when the
+run trains on flips; the callback reads the test images from the decoded cache before the first epoch). Its first run of
 the session reads the JPEGs into an empty decoded cache (cold); later runs find them there (warm). The last row of a
 convscope run is its own final test accuracy (results.json). Results: bench/results/cifar.json.
 """

@@ -36,6 +36,7 @@ def test_the_recipe_fills_only_the_settings_not_given(tmp_path):
     # Another optimizer keeps the recipe's other settings, but its own default rate (SGD's 0.2 would wreck AdamW).
     adamw = TrainConfig.from_dict({"model": "cifar-fast", "optimizer": "adamw"})
     assert adamw.lr is None and adamw.learning_rate == 2e-3 and adamw.batch_size == 256
+    assert "optimizer adamw, lr 0.002," in adamw.recipe_line()  # the rate it will use, not 'None'
     assert TrainConfig.from_dict({"model": "cifar-fast", "optimizer": "adamw", "lr": 0.01}).lr == 0.01
     # Other models keep the plain defaults, and the recipe's values are the ones a run records.
     assert TrainConfig.from_dict({"model": "fashion-fast"}) == TrainConfig()

@@ -110,7 +110,7 @@ class TrainConfig:
         recipe = preset_recipe(self.model)
         if not recipe:
             return ""
-        shown = ", ".join(f"{key} {getattr(self, key)}" for key in recipe)
+        shown = ", ".join(f"{key} {self.learning_rate if key == 'lr' else getattr(self, key)}" for key in recipe)
         return f"{self.model}'s recipe: {shown} (settings given override it)"
 
     def to_dict(self) -> dict[str, Any]:
