@@ -215,5 +215,5 @@ def test_gradcam_of_a_layer_that_is_all_zero_says_nothing_raises_the_class(run_d
     argv = ["gradcam", str(run), str(tmp_path / "grey.png"), "--class", "light", "--out", str(tmp_path / "g.png")]
     assert main(argv) == 0
     out = capsys.readouterr().out
-    assert "at layer conv2: nothing in layer conv2 raises the score of class light: the map is all zero" in out
+    assert "HiResCAM at layer conv2: nothing in layer conv2 raises the score of class light: the map is all zero" in out
     assert "strongest" not in out

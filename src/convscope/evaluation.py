@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from convscope.run import Run, classifier_run, load_predictor, model_images
+
+log = logging.getLogger("convscope.evaluate")
 
 
 @dataclass(frozen=True)
@@ -94,3 +97,24 @@ def evaluation_from_logits(run: Run, logits, labels: np.ndarray, images: np.ndar
     result = Evaluation(run.data.classes, confusion, loss, labels, probabilities, images)
     plot_confusion(result, run.path / "confusion.png", title=f"{run.path.name}: test accuracy {result.accuracy:.2%}")
     return result
+
+
+def warn_if_one_class(predicted, labels, classes: tuple[str, ...]) -> None:
+    """A warning (shown on screen) when the model gives one class to at least 90% of the test images although that
+    class is under half of them: it has not learned to tell the classes apart (too few images or steps, or a
+    learning rate too high for them), and its accuracy, pictures and maps mean little. predicted, labels: N class
+    indices (torch tensors)."""
+    import torch
+
+    counts = torch.bincount(predicted, minlength=len(classes))
+    top = int(counts.argmax())
+    share, truth = float(counts[top]) / len(predicted), float((labels == top).float().mean())
+    if len(classes) > 1 and share >= 0.9 and truth < 0.5:
+        log.warning(
+            "the model predicts %s for %.0f%% of the test images (%.0f%% of them are %s): it has not learned to tell "
+            "the classes apart; train on more images or for more epochs, or with a smaller --lr",
+            classes[top],
+            100 * share,
+            100 * truth,
+            classes[top],
+        )

@@ -21,7 +21,7 @@ def test_a_layer_that_is_all_zero_gives_an_empty_map_and_says_so():
     assert not result.heatmap.any() and result.heatmap.shape == (8, 8)
     named = GradCam(result.heatmap, result.layer_map, 2, 0.25, "conv1", class_name="owl")
     assert named.summary() == (
-        "owl (probability 25.0%) at layer conv1: "
+        "owl (probability 25.00%), HiResCAM at layer conv1: "
         "nothing in layer conv1 raises the score of class owl: the map is all zero"
     )
 
@@ -31,4 +31,6 @@ def test_a_map_with_a_peak_names_its_row_and_column():
     heatmap[2, 3] = 1.0
     result = GradCam(heatmap, heatmap, 0, 0.9, "conv2", class_name="cat")
     assert not result.empty and result.strongest() == (2, 3)
-    assert result.summary() == "cat (probability 90.0%) at layer conv2: strongest at row 2, column 3"
+    assert result.summary() == (
+        "cat (probability 90.00%), HiResCAM at layer conv2: strongest at row 2, column 3 of the 4×5 input"
+    )

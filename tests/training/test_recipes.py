@@ -36,11 +36,13 @@ def test_the_recipe_fills_only_the_settings_not_given(tmp_path):
     # Another optimizer keeps the recipe's other settings, but its own default rate (SGD's 0.2 would wreck AdamW).
     adamw = TrainConfig.from_dict({"model": "cifar-fast", "optimizer": "adamw"})
     assert adamw.lr is None and adamw.learning_rate == 2e-3 and adamw.batch_size == 256
-    assert "optimizer adamw, lr 0.002," in adamw.recipe_line()  # the rate it will use, not 'None'
+    assert "optimizer adamw (given; recipe sgd), lr 0.002 (adamw's default; the recipe's 0.2 is for sgd)," in (
+        adamw.recipe_line()
+    )
     assert TrainConfig.from_dict({"model": "cifar-fast", "optimizer": "adamw", "lr": 0.01}).lr == 0.01
     # Other models keep the plain defaults, and the recipe's values are the ones a run records.
     assert TrainConfig.from_dict({"model": "fashion-fast"}) == TrainConfig()
-    assert "epochs 3" in config.recipe_line() and "optimizer sgd" in config.recipe_line()
+    assert config.recipe_line().startswith("cifar-fast trains with its recipe: epochs 3 (given; recipe 14), batch_size")
     assert TrainConfig().recipe_line() == ""
 
 
@@ -50,10 +52,13 @@ def test_train_with_settings_uses_the_recipe_and_the_cli_says_so(tmp_path, capsy
         model="cifar-fast", data=str(folder), epochs=1, batch_size=8, threads=1, out=str(tmp_path / "r"), report=False
     )
     assert run.config.optimizer == "sgd" and run.config.label_smoothing == 0.2 and run.config.val_fraction == 0.02
-    assert "cifar-fast's recipe: epochs 1, batch_size 8, optimizer sgd" in (run.path / "train.log").read_text()
+    log = (run.path / "train.log").read_text()
+    assert "cifar-fast trains with its recipe: epochs 1 (given; recipe 14), batch_size 8 (given; recipe 256)" in log
+    assert "precision auto: " in log  # resolved to bf16 or fp32 for this CPU
     argv = ["train", "--model", "cifar-fast", "--data", str(folder), "--epochs", "1", "--batch-size", "8"]
     assert main([*argv, "--threads", "1", "--out", str(tmp_path / "cli")]) == 0
-    assert "cifar-fast's recipe: epochs 1, batch_size 8" in capsys.readouterr().out
+    shown = capsys.readouterr().out
+    assert "cifar-fast trains with its recipe: epochs 1 (given; recipe 14)" in shown and "precision auto: " in shown
 
 
 @pytest.mark.parametrize(
@@ -85,3 +90,14 @@ def test_auto_precision_is_fp32_where_cpuinfo_cannot_be_read(monkeypatch):
         assert not runtime.cpu_has_fast_bf16()
     finally:
         runtime.cpu_has_fast_bf16.cache_clear()
+
+
+def test_a_model_that_gives_every_image_one_class_is_called_out(caplog):
+    from convscope.evaluation import warn_if_one_class
+
+    labels = torch.arange(100) % 10  # ten classes, 10 images each
+    with caplog.at_level("WARNING", logger="convscope"):
+        warn_if_one_class(torch.full((100,), 5), labels, tuple("abcdefghij"))
+        warn_if_one_class(labels.clone(), labels, tuple("abcdefghij"))  # a model that learned: no warning
+    assert len(caplog.records) == 1
+    assert caplog.records[0].getMessage().startswith("the model predicts f for 100% of the test images (10% of them")

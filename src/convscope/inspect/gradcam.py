@@ -56,14 +56,16 @@ class GradCam:
         return row, col
 
     def summary(self) -> str:
-        """One line: 'light (probability 97.1%) at layer conv2: strongest at row 3, column 9', or, for an all-zero
-        map, '…: nothing in layer conv2 raises the score of class light: the map is all zero'."""
+        """One line: 'light (probability 97.1%), HiResCAM at layer conv2: strongest at row 3, column 9 of the 28×28
+        input', or, for an all-zero map, '…: nothing in layer conv2 raises the score of class light: the map is all
+        zero'. Row and column count pixels of the image as the model took it (resized to its input)."""
         name = self.class_name or f"class {self.class_index}"
-        head = f"{name} (probability {self.probability:.1%}) at layer {self.layer}"
+        head = f"{name} (probability {_percent(self.probability)}), {METHOD_NAMES[self.method]} at layer {self.layer}"
         peak = self.strongest()
         if peak is None:
             return f"{head}: nothing in layer {self.layer} raises the score of class {name}: the map is all zero"
-        return f"{head}: strongest at row {peak[0]}, column {peak[1]}"
+        h, w = self.heatmap.shape
+        return f"{head}: strongest at row {peak[0]}, column {peak[1]} of the {h}×{w} input"
 
 
 def default_layer(spec: NetSpec) -> str:

@@ -106,12 +106,23 @@ class TrainConfig:
         return self.augmentation().flip if self.tta_flip is None else self.tta_flip
 
     def recipe_line(self) -> str:
-        """'cifar-fast's recipe: epochs 14, ...' with the values this config uses, or '' when the model has none."""
+        """'cifar-fast trains with its recipe: epochs 2 (given; recipe 14), batch_size 256, ...': each recipe setting
+        with the value this config uses, saying which were given; '' when the model has no recipe."""
         recipe = preset_recipe(self.model)
         if not recipe:
             return ""
-        shown = ", ".join(f"{key} {self.learning_rate if key == 'lr' else getattr(self, key)}" for key in recipe)
-        return f"{self.model}'s recipe: {shown} (settings given override it)"
+        parts = []
+        for key, value in recipe.items():
+            used = self.learning_rate if key == "lr" else getattr(self, key)
+            if used == value:
+                parts.append(f"{key} {value}")
+            elif key == "lr" and self.lr is None:
+                parts.append(
+                    f"lr {used} ({self.optimizer}'s default; the recipe's {value} is for {recipe['optimizer']})"
+                )
+            else:
+                parts.append(f"{key} {used} (given; recipe {value})")
+        return f"{self.model} trains with its recipe: " + ", ".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -18,6 +18,15 @@ def uses_bf16(cfg: TrainConfig) -> bool:
     return cfg.precision == "bf16" or (cfg.precision == "auto" and cpu_has_fast_bf16())
 
 
+def precision_line(cfg: TrainConfig) -> str:
+    """'precision auto: bf16 on this CPU (it has bf16 instructions)', or '' when precision is not auto."""
+    if cfg.precision != "auto":
+        return ""
+    return "precision auto: " + (
+        "bf16 on this CPU (it has bf16 instructions)" if uses_bf16(cfg) else "fp32 on this CPU (no bf16 instructions)"
+    )
+
+
 @functools.cache
 def cpu_has_fast_bf16() -> bool:
     """True when the CPU multiplies bfloat16 natively (AMX or AVX512-BF16, read from Linux's /proc/cpuinfo), where

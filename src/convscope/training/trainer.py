@@ -39,7 +39,7 @@ from convscope.spec import Dense, NetSpec
 from convscope.training.callbacks import Interrupted, data_progress
 from convscope.training.config import FINETUNE_LR_SCALE, TrainConfig
 from convscope.training.resume import Checkpointing
-from convscope.training.runtime import log_file, optimizer_for, scheduler_for, uses_bf16
+from convscope.training.runtime import log_file, optimizer_for, precision_line, scheduler_for, uses_bf16
 from convscope.training.state import read_checkpoint
 from convscope.training.tensors import batch_for, normalise, predict_logits, run_stats, to_tensor
 from convscope.transfer.bases import BaseNet, spec_base
@@ -208,8 +208,9 @@ class _Trainer(Checkpointing):
                 self.batches,
                 self.config.batch_size,
             )
-            if self.config.recipe_line():
-                log.info("%s", self.config.recipe_line())
+            for line in (self.config.recipe_line(), precision_line(self.config)):
+                if line:
+                    log.info("%s", line)
             if self.resumed_at is not None:
                 log.info("resuming %s at epoch %d, batch %d", self.run.path, self.resumed_at[0] + 1, self.resumed_at[1])
             self._log_data_notes()
@@ -341,7 +342,7 @@ class _Trainer(Checkpointing):
 
     def _test(self) -> dict:
         """Evaluate the best weights (already loaded) on the test split: the results.json entries."""
-        from convscope.evaluation import evaluation_from_logits
+        from convscope.evaluation import evaluation_from_logits, warn_if_one_class
 
         x, y = self.test
         logits = predict_logits(self.predictor, x, self.mean, self.std)
@@ -349,6 +350,7 @@ class _Trainer(Checkpointing):
         images = x.permute(0, 2, 3, 1).numpy()  # back to N×H×W×C, as the model saw them
         self.evaluation = evaluation_from_logits(self.run, logits, y.numpy(), images)
         log.info("test accuracy %.4f after %d epochs", test_acc, self.epoch)
+        warn_if_one_class(logits.argmax(1), y, self.run.data.classes)
         return {"test_acc": test_acc, "test_loss": test_loss, "test_images": len(y)}
 
     def _interrupted(self) -> Interrupted:
