@@ -59,6 +59,14 @@ def test_gradcam_for_a_chosen_class(run_dir, tmp_path, capsys):
     assert _is_png(tmp_path / "g.png")
     assert main(["gradcam", str(run_dir), "chelsea", "--class", "cat"]) == 2
     assert "no class named 'cat'" in capsys.readouterr().err
+    # Without --out, each choice gets a file of its own: nothing is overwritten by a map of another class or method.
+    assert main(["gradcam", str(run_dir), "chelsea"]) == 0
+    assert (
+        main(["gradcam", str(run_dir), "chelsea", "--class", "light", "--layer", "conv1", "--method", "gradcam"]) == 0
+    )
+    out = capsys.readouterr().out
+    assert "HiResCAM at layer conv2" in out and "Grad-CAM at layer conv1" in out
+    assert _is_png(run_dir / "gradcam-chelsea.png") and _is_png(run_dir / "gradcam-chelsea-light-conv1-gradcam.png")
 
 
 def test_top_activations_scans_the_test_split(run_dir, tmp_path, capsys):

@@ -45,7 +45,7 @@ def add_parsers(sub, console: Console) -> None:
         help="hirescam (default: each position's own gradient, never all-zero for the predicted class in our "
         "measurements) or gradcam (the original, one averaged weight per feature map)",
     )
-    p.add_argument("--out", help="PNG file (default RUN/gradcam-IMAGE.png)")
+    p.add_argument("--out", help="PNG file (default RUN/gradcam-IMAGE[-CLASS][-LAYER][-METHOD].png, what was chosen)")
     p.set_defaults(run=lambda args: cmd_gradcam(args, console))
 
     p = sub.add_parser("report", help="write RUN/report.html: summary, curves, metrics, mistakes, feature maps")
@@ -117,7 +117,13 @@ def cmd_gradcam(args: argparse.Namespace, console: Console) -> None:
     from convscope.inspect.gradcam import gradcam_for_run, save_gradcam_png
 
     result = gradcam_for_run(args.run_dir, args.image, args.class_name, args.layer, args.method)
-    path = Path(args.out) if args.out else Path(args.run_dir) / f"gradcam-{Path(args.image).stem}.png"
+    # Each choice that was given goes into the default name, so maps of other classes, layers or methods do not
+    # overwrite one another.
+    chosen = [
+        part for part in (args.class_name, args.layer, None if args.method == "hirescam" else args.method) if part
+    ]
+    name = "-".join(["gradcam", Path(args.image).stem, *chosen])
+    path = Path(args.out) if args.out else Path(args.run_dir) / f"{name}.png"
     save_gradcam_png(result, result.image, path, title=f"{args.run_dir}, {Path(args.image).name}")
     console.print(f"{result.summary()} → {path}", markup=False)
 
