@@ -109,3 +109,13 @@ def test_forward_intermediates_are_the_exact_layer_outputs():
     assert torch.equal(maps["pool2"], model[:4](x))
     with pytest.raises(DataError, match="no layer named 'conv9'"):
         model.forward_intermediates(x, ["conv9"])
+
+
+def test_build_takes_a_preset_name_or_a_spec_file(tmp_path):
+    assert build("lenet5").spec == get_preset("lenet5")
+    (tmp_path / "net.yaml").write_text(get_preset("lenet5").to_yaml())
+    assert build(tmp_path / "net.yaml").spec.layers == get_preset("lenet5").layers
+    with pytest.raises(SpecError, match="'nope' is neither a spec file nor a preset. Presets: cifar-3conv"):
+        build("nope")
+    with pytest.raises(SpecError, match="build expects a NetSpec, a preset name or a spec file. Received: int"):
+        build(3)

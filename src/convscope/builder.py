@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from collections import OrderedDict
 
 import torch
 from torch import nn
 
 from convscope import layers
-from convscope.errors import DataError
+from convscope.errors import DataError, SpecError
 from convscope.shapes import LayerInfo, infer
 from convscope.spec import Activation, Base, BatchNorm, Conv, Dense, Detect, Dropout, Flatten, GlobalPool, NetSpec, Pool
 
@@ -65,8 +66,16 @@ class ConvNet(nn.Sequential):
         return x, kept
 
 
-def build(spec: NetSpec, pretrained: bool = True) -> ConvNet:
-    """The network of `spec`; a base layer comes with its pretrained weights unless `pretrained` is False."""
+def build(spec: NetSpec | str | os.PathLike, pretrained: bool = True) -> ConvNet:
+    """The network of `spec`: a NetSpec, a preset name ("lenet5") or a spec file (YAML/JSON). A base layer comes with
+    its pretrained weights unless `pretrained` is False. It takes N×C×H×W tensors (C×H×W = the spec's input H×W×C).
+    Raises SpecError for a name that is neither a preset nor a spec file, or for a spec that cannot run."""
+    if isinstance(spec, str | os.PathLike):
+        from convscope.presets import resolve_spec
+
+        spec = resolve_spec(os.fspath(spec))
+    elif not isinstance(spec, NetSpec):
+        raise SpecError(f"build expects a NetSpec, a preset name or a spec file. Received: {type(spec).__name__}")
     return ConvNet(spec, pretrained)
 
 
