@@ -5,10 +5,11 @@ builder, optimizer and learning-rate schedule, scored on the CIFAR-10 JPEG folde
 
 It measures accuracy only, so it runs where it is fastest: on a GPU when there is one (the whole grid took about
 5 minutes on one H200), else on the CPU (hours). Each run: the network built from a spec, a seeded 10% (or `val`)
-held out as convscope does, flips and 2-pixel translations drawn on the device, bf16 autocast, test accuracy with and
-without mirror averaging. `white` is airbench's frozen whitening stem (the 2×2 filters set from the eigenvectors of
-the training patches' covariance); `ema` averages the weights (torch.optim.swa_utils). Results: one JSON line per run
-in bench/results/cifar_sweep.jsonl. CPU speed of each network is measured separately, by bench/cifar.py.
+held out as convscope does, flips and 2-pixel translations (convscope's Augment) drawn on the device, bf16
+autocast, test accuracy with and without mirror averaging. `white` is airbench's frozen whitening stem (the 2×2
+filters set from the eigenvectors of the training patches' covariance); `ema` averages the weights
+(torch.optim.swa_utils). Results: one JSON line per run in bench/results/cifar_sweep.jsonl. CPU speed of each
+network is measured separately, by bench/cifar.py.
 """
 
 from __future__ import annotations
@@ -93,23 +94,11 @@ def whiten(conv, x: torch.Tensor, eps: float = 5e-4) -> None:
     conv.weight.requires_grad_(False)
 
 
-def augment(x: torch.Tensor, g: torch.Generator, pad: int) -> torch.Tensor:
-    """convscope's flip and translate (data/augment.py), drawn on x's device."""
-    n, dev = x.shape[0], x.device
-    x = torch.where((torch.rand(n, generator=g, device=dev) < 0.5)[:, None, None, None], x.flip(3), x)
-    if pad:
-        padded = F.pad(x, (pad, pad, pad, pad)).permute(0, 2, 3, 1)
-        dy, dx = (torch.randint(0, 2 * pad + 1, (n,), generator=g, device=dev) for _ in range(2))
-        ar = torch.arange(x.shape[2], device=dev)
-        rows, cols = (dy[:, None] + ar)[:, :, None], (dx[:, None] + ar)[:, None, :]
-        x = padded[torch.arange(n, device=dev)[:, None, None], rows, cols].permute(0, 3, 1, 2)
-    return x
-
-
 def train_one(data, device, seed=0, widths=(64, 128, 256), second=True, activation="gelu", head="max", stem=0,
               epochs=12, batch_size=512, optimizer="sgd", lr=0.2, label_smoothing=0.2, weight_decay=5e-4,
               translate=2, val=0.1, white=False, ema=0.0, bn_momentum=0.1) -> dict:  # fmt: skip
     from convscope.builder import build
+    from convscope.data.augment import Augment
     from convscope.training.config import TrainConfig
     from convscope.training.runtime import optimizer_for, scheduler_for
 
@@ -132,6 +121,7 @@ def train_one(data, device, seed=0, widths=(64, 128, 256), second=True, activati
     batches = -(-len(x) // batch_size)
     schedule = scheduler_for(opt, cfg, batches, epochs, lr)
     g = torch.Generator(device=device).manual_seed(seed)
+    augment = Augment(flip=True, translate=translate)
     started = time.perf_counter()
     for _ in range(epochs):
         model.train()
@@ -139,7 +129,7 @@ def train_one(data, device, seed=0, widths=(64, 128, 256), second=True, activati
         for b in range(batches):
             i = order[b * batch_size : (b + 1) * batch_size]
             with torch.autocast(device.type, dtype=torch.bfloat16):
-                loss = F.cross_entropy(model(augment(x[i], g, translate)), y[i], label_smoothing=label_smoothing)
+                loss = F.cross_entropy(model(augment(x[i], g)), y[i], label_smoothing=label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -66,6 +66,24 @@ def _epoch_times(keras, launched: float):
     return EpochTimes()
 
 
+def _test_rows(times) -> list[dict]:
+    """The per-epoch rows of an _epoch_times callback whose fit validated on the test images."""
+    keep = ("epoch", "train_seconds", "eval_seconds", "wall_since_launch")
+    return [
+        {k: r[k] for k in keep} | {"test_acc": r.get("val_accuracy"), "train_acc": r.get("accuracy")}
+        for r in times.rows
+    ]
+
+
+def _compile_like_the_tutorial(keras, model) -> None:
+    """Adam with its defaults, cross-entropy on logits, accuracy: the tutorial's compile()."""
+    model.compile(
+        optimizer="adam",
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+
+
 def _setup(threads: int, seed: int):
     import tensorflow as tf
 
@@ -127,11 +145,7 @@ def fashion(args: dict) -> dict:
     x_test = (x_test / 255.0)[..., None].astype(np.float32)
     loaded = time.time()
     model = tutorial_cnn(keras, (28, 28, 1))
-    model.compile(
-        optimizer="adam",
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
+    _compile_like_the_tutorial(keras, model)
     times = _epoch_times(keras, launched)
     fit_started = time.time()
     model.fit(
@@ -150,17 +164,7 @@ def fashion(args: dict) -> dict:
         "seconds_to_import": imported - launched,
         "seconds_to_load_data": loaded - imported,
         "seconds_to_build": fit_started - loaded,
-        "epochs": [
-            {
-                "epoch": r["epoch"],
-                "train_seconds": r["train_seconds"],
-                "eval_seconds": r["eval_seconds"],
-                "test_acc": r.get("val_accuracy"),
-                "train_acc": r.get("accuracy"),
-                "wall_since_launch": r["wall_since_launch"],
-            }
-            for r in times.rows
-        ],
+        "epochs": _test_rows(times),
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
     }
@@ -180,11 +184,7 @@ def cifar_folder(args: dict) -> dict:
     model = keras.Sequential(
         [keras.Input(shape=(32, 32, 3)), keras.layers.Rescaling(1.0 / 255), tutorial_cnn(keras, (32, 32, 3))]
     )
-    model.compile(
-        optimizer="adam",
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
+    _compile_like_the_tutorial(keras, model)
     times = _epoch_times(keras, launched)
     built = time.time()
     model.fit(train, epochs=args["epochs"], validation_data=test, verbose=0, callbacks=[times])
@@ -192,17 +192,7 @@ def cifar_folder(args: dict) -> dict:
         "engine": "keras",
         "seconds_to_import": imported - launched,
         "seconds_to_build": built - imported,  # image_dataset_from_directory lists the files; decoding is per epoch
-        "epochs": [
-            {
-                "epoch": r["epoch"],
-                "train_seconds": r["train_seconds"],
-                "eval_seconds": r["eval_seconds"],
-                "test_acc": r.get("val_accuracy"),
-                "train_acc": r.get("accuracy"),
-                "wall_since_launch": r["wall_since_launch"],
-            }
-            for r in times.rows
-        ],
+        "epochs": _test_rows(times),
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
     }
