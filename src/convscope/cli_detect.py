@@ -1,4 +1,5 @@
-"""`convscope detect ...`: make the fashion-scenes dataset, lint labels, train, evaluate and predict with a detector."""
+"""`convscope detect ...`: make the fashion-scenes dataset, lint and convert labelled datasets (YOLO, Pascal VOC,
+COCO), train, evaluate and predict with a detector."""
 
 from __future__ import annotations
 
@@ -12,13 +13,16 @@ from convscope.cli_args import float_in, int_in
 from convscope.errors import ConvscopeError, DataError
 from convscope.training.config import PRECISIONS
 
-# What the README's fashion-scenes measurement used (about 14 minutes of training on 2 cores).
-TRAIN_DEFAULTS = {"model": "scenes-det", "epochs": 30, "batch_size": 32, "lr": 0.008}
+LINT_EXIT = """exit status: 0 when no problems were found (notes, such as polygon rows read as boxes or VOC boxes
+clipped to the image, alone still give 0), 1 when problems were found (listed on stdout, their summary on stderr), 2
+when the dataset cannot be read at all (no data.yaml, bad YAML, a missing split folder, no VOC XML files, a COCO JSON
+that is not one) or for a usage mistake."""
 
-
-LINT_EXIT = """exit status: 0 when no problems were found (notes, such as polygon rows read as boxes, alone
-still give 0), 1 when problems were found (listed on stdout, their summary on stderr), 2 when the dataset cannot be
-read at all (no data.yaml, bad YAML, a missing split folder) or for a usage mistake."""
+CONVERT_ABOUT = """Formats: yolo (data.yaml, images/ and labels/ per split), coco (SPLIT.json per split, images in
+images/SPLIT/) and voc (Annotations/, JPEGImages/, ImageSets/Main/). Boxes stay in the images' own pixels (VOC's whole
+pixels: within half a pixel), classes keep their order, splits are kept, images are copied unchanged. Rows the lint
+drops are not written (`convscope detect lint SRC` lists them). YOLO has no ignore regions: COCO crowds and VOC
+difficult objects are left out when converting to it. OUT must be new or empty; a failure leaves nothing there."""
 
 
 class LintProblems(ConvscopeError):
@@ -28,7 +32,7 @@ class LintProblems(ConvscopeError):
 
 
 def add_parsers(sub, console: Console) -> None:
-    p = sub.add_parser("detect", help="object detection: make-scenes, lint, train, evaluate, predict")
+    p = sub.add_parser("detect", help="object detection: make-scenes, lint, convert, train, evaluate, predict")
     dsub = p.add_subparsers(dest="detect_command", required=True, metavar="ACTION")
 
     g = dsub.add_parser("make-scenes", help="write the fashion-scenes dataset (Fashion-MNIST items on backgrounds)")
@@ -41,27 +45,60 @@ def add_parsers(sub, console: Console) -> None:
 
     g = dsub.add_parser(
         "lint",
-        help="check a YOLO dataset's labels: per file and line, then a summary; exit 1 when problems were found",
-        description="Check every label row of a YOLO dataset (and decode every image) without training. Each "
-        "problem is one line, file and line first.",
+        help="check a dataset's labels (YOLO, Pascal VOC, COCO): per file and line, then a summary; exit 1 when "
+        "problems were found",
+        description="Check every label of a YOLO dataset, a Pascal VOC folder or a COCO JSON (and decode every "
+        "image) without training. Each problem is one line, file and line first.",
         epilog=LINT_EXIT,
     )
-    g.add_argument("data", metavar="DIR", help="a YOLO dataset folder (with data.yaml)")
+    g.add_argument(
+        "data", metavar="DIR|JSON", help="a YOLO folder (with data.yaml), a Pascal VOC folder, or a COCO .json"
+    )
+    g.add_argument("--data-dir", metavar="DIR", help="COCO: the folder of its images (default: images/ beside it)")
     g.set_defaults(run=lambda args: cmd_lint(args, console))
 
-    g = dsub.add_parser("train", help="train a detector (default scenes-det) on a YOLO folder or COCO JSON")
-    g.add_argument("--data", required=True, help="a YOLO dataset folder or a COCO .json")
+    g = dsub.add_parser(
+        "convert",
+        help="convert a detection dataset between YOLO, COCO and Pascal VOC (splits kept, images copied)",
+        description=CONVERT_ABOUT,
+    )
+    g.add_argument(
+        "src",
+        metavar="SRC",
+        help="a YOLO folder (data.yaml), a Pascal VOC folder, a COCO .json, or a folder of COCO split JSONs",
+    )
+    g.add_argument("--to", required=True, choices=("yolo", "coco", "voc"), help="the format to write")
+    g.add_argument("--out", required=True, metavar="DIR", help="a new or empty folder")
+    g.add_argument("--data-dir", metavar="DIR", help="COCO source: the folder of its images (default: images/)")
+    g.add_argument("--seed", type=int_in(0, 2**32 - 1), default=0, help="VOC without ImageSets: the split's seed")
+    g.add_argument(
+        "--val-fraction",
+        type=float_in(0, 0.45),
+        default=0.1,
+        help="VOC without ImageSets: share drawn for val, and as much for test (default 0.1)",
+    )
+    g.set_defaults(run=lambda args: cmd_convert(args, console))
+
+    g = dsub.add_parser("train", help="train a detector (default scenes-det) on a YOLO or VOC folder or a COCO JSON")
+    g.add_argument("--data", required=True, help="a YOLO dataset folder, a Pascal VOC folder or a COCO .json")
     g.add_argument("--data-dir", help="COCO: the folder of its images (default: images/ beside the JSON)")
-    g.add_argument("--model", help="preset or spec file ending in a detect layer (default scenes-det)")
-    g.add_argument("--epochs", type=int, help="default 30")
+    g.add_argument(
+        "--model",
+        help="preset (scenes-det, the default; lite0-det: a pretrained EfficientNet-Lite0 base) or spec file ending "
+        "in a detect layer; unset settings come from the model's recipe",
+    )
+    g.add_argument("--epochs", type=int, help="default 30 (with a base: the epochs with the base frozen)")
+    g.add_argument("--finetune-epochs", type=int, help="with a base: epochs that also train its last blocks")
+    g.add_argument("--unfreeze-blocks", type=int, help="with a base: how many of its last blocks fine-tuning trains")
     g.add_argument("--batch-size", type=int, help="default 32")
-    g.add_argument("--lr", type=float, help="peak learning rate (default 0.008)")
+    g.add_argument("--lr", type=float, help="peak learning rate (default 0.008; fine-tuning uses a tenth)")
     g.add_argument("--precision", choices=PRECISIONS, help="bf16: much faster on CPUs with AMX (default fp32)")
     g.add_argument("--seed", type=int)
     g.add_argument("--threads", type=int)
     g.add_argument("--augment", help="flip,scale (default) or none")
     g.add_argument("--val-fraction", type=float)
-    g.add_argument("--patience", type=int)
+    g.add_argument("--patience", type=int, help="early stopping: validations without a better mAP@0.5:0.95")
+    g.add_argument("--val-every", type=int, metavar="N", help="validate every N epochs and at the end (default 1)")
     g.add_argument("--out", help="run folder")
     g.set_defaults(run=lambda args: cmd_detect_train(args, console))
 
@@ -71,12 +108,30 @@ def add_parsers(sub, console: Console) -> None:
     g.add_argument("--json", action="store_true")
     g.set_defaults(run=lambda args: cmd_detect_evaluate(args, console))
 
-    g = dsub.add_parser("predict", help="boxes, labels and scores for images; a PNG with the boxes drawn per image")
+    g = dsub.add_parser(
+        "predict",
+        help="boxes, labels and scores for images; a picture with the boxes drawn per image",
+        description="Boxes are in each image's own pixels as it is displayed (EXIF orientation applied): x1, y1, x2, "
+        "y2. One object can get boxes of two classes; a box overlapping a higher-scoring one of any class with IoU "
+        ">= 0.7 is the same object, and is neither drawn nor listed (--all-classes lists it, marked not drawn). "
+        "Pictures: NAME-detections.jpg for JPEG photos, NAME-detections.png otherwise; longer side at most 2000 px.",
+    )
     g.add_argument("run_dir", metavar="RUN")
     g.add_argument("images", nargs="+", metavar="IMAGE|DIR")
     g.add_argument("--min-score", type=float_in(0, 1), default=0.3)
-    g.add_argument("--out", metavar="DIR", help="where the PNGs go (default RUN/detections)")
-    g.add_argument("--json", action="store_true")
+    g.add_argument("--out", metavar="DIR", help="where the pictures go (default RUN/detections)")
+    g.add_argument(
+        "--json",
+        action="store_true",
+        help="print a list of {image, size: [w, h], objects: [{label, score, box, drawn}], suppressed: how many "
+        "boxes were left out as the same object, picture}",
+    )
+    g.add_argument(
+        "--all-classes",
+        action="store_true",
+        help="also list the boxes of other classes on an object already boxed ('drawn': false, 'same_object_as': "
+        "the index of the box drawn); the picture is the same",
+    )
     g.set_defaults(run=lambda args: cmd_detect_predict(args, console))
 
 
@@ -89,10 +144,18 @@ def cmd_make_scenes(args: argparse.Namespace, console: Console) -> None:
 
 
 def cmd_lint(args: argparse.Namespace, console: Console) -> None:
-    from convscope.detect.data import lint_summary
+    from pathlib import Path
+
+    from convscope.detect.coco import lint_coco
+    from convscope.detect.data import dataset_format, lint_summary
+    from convscope.detect.voc import lint_voc
     from convscope.detect.yolo import lint_yolo
 
-    found = lint_yolo(args.data)
+    kind = dataset_format(args.data)  # a DataError (exit 2) naming the three formats when it is none of them
+    if kind == "coco":
+        found = lint_coco(args.data, args.data_dir or Path(args.data).parent / "images")
+    else:
+        found = lint_voc(args.data) if kind == "voc" else lint_yolo(args.data)
     problems = [problem for problem in found if not problem.is_note]
     for problem in problems:
         console.print(str(problem), markup=False, highlight=False)
@@ -103,16 +166,25 @@ def cmd_lint(args: argparse.Namespace, console: Console) -> None:
     console.print("no problems found")
 
 
+def cmd_convert(args: argparse.Namespace, console: Console) -> None:
+    from convscope.detect.convert import convert
+
+    summary = convert(args.src, args.to, args.out, args.data_dir, seed=args.seed, val_fraction=args.val_fraction)
+    console.print(summary.line(), markup=False, highlight=False)
+
+
 def cmd_detect_train(args: argparse.Namespace, console: Console) -> None:
     from convscope.cli_train import _print_result
     from convscope.progress import ProgressBar
     from convscope.training.loop import train
 
-    keys = ("data", "data_dir", "model", "epochs", "batch_size", "lr", "precision", "seed", "threads", "augment")
-    given = {k: getattr(args, k) for k in (*keys, "val_fraction", "patience", "out") if getattr(args, k) is not None}
+    keys = ("data", "data_dir", "model", "epochs", "finetune_epochs", "unfreeze_blocks", "batch_size", "lr")
+    keys += ("precision", "seed", "threads", "augment")
+    keys += ("val_fraction", "patience", "val_every", "out")
+    given = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
     bar = ProgressBar(console)
     try:
-        run = train(**{**TRAIN_DEFAULTS, **given}, callbacks=[bar], stop=args.stop)
+        run = train(**{"model": "scenes-det", **given}, callbacks=[bar], stop=args.stop)  # + its recipe
     finally:
         bar.close()
     _print_result(run, console)
@@ -142,15 +214,12 @@ def cmd_detect_predict(args: argparse.Namespace, console: Console) -> None:
     from convscope.detect.predict import detect_images
 
     out = Path(args.out) if args.out else Path(args.run_dir) / "detections"
-    results = detect_images(args.run_dir, args.images, args.min_score, out)
+    results = detect_images(args.run_dir, args.images, args.min_score, out, all_classes=args.all_classes)
     if args.json:
         print(json.dumps([r.to_dict() for r in results], indent=2))
     else:
         for r in results:
-            if r.error:
-                console.print(f"{r.path}: cannot read: {r.error}", markup=False)
-                continue
-            found = ", ".join(f"{label} {s:.2f}" for label, s in zip(r.labels, r.scores, strict=True)) or "nothing"
-            console.print(f"{r.path} ({r.conversion}): {found} → {r.picture}", markup=False, highlight=False)
+            for line in r.text_lines():
+                console.print(line, markup=False, highlight=False)
     if results and all(r.error for r in results):
         raise DataError(f"none of the {len(results)} images could be read")

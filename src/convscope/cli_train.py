@@ -37,7 +37,8 @@ def add_parsers(sub, console) -> None:
         help="classify each test image and its mirror image, average the two (default: when training flips)",
     )
     p.add_argument("--val-fraction", type=float)
-    p.add_argument("--patience", type=int, help="early stopping: epochs without a better validation accuracy")
+    p.add_argument("--patience", type=int, help="early stopping: validations without a better validation accuracy")
+    p.add_argument("--val-every", type=int, metavar="N", help="validate every N epochs and at the end (default 1)")
     p.add_argument("--per-class", type=int, metavar="N", help="train on only N labelled images per class (seeded)")
     p.add_argument(
         "--precision",
@@ -127,6 +128,7 @@ _FLAGS = (
     "tta_flip",
     "val_fraction",
     "patience",
+    "val_every",
     "per_class",
     "precision",
     "seed",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from convscope.errors import SpecError
+from convscope.errors import ConvscopeError, SpecError
 from convscope.spec import NetSpec, load_spec
 
 
@@ -100,6 +100,20 @@ _PRESETS: dict[str, dict] = {
             {"detect": {"classes": 10, "channels": 32}},
         ],
     },
+    "lite0-det": {
+        # A pretrained base for detecting objects in photos: Lite0's ImageNet features at stride 16 (blocks 0–10),
+        # one 3×3 conv, and the CenterNet head upsampling to stride 4. Trained in two phases (detect/recipes.py).
+        "description": "a CenterNet detector on a pretrained EfficientNet-Lite0 cut at stride 16, conv 3×3 128, "
+        "detect at stride 4; 320×320×3",
+        "input": "320x320x3",
+        "layers": [
+            {"base": {"arch": "efficientnet-lite0", "stride": 16}},
+            {"conv": {"filters": 128, "size": 3, "padding": "same", "activation": "none", "bias": False}},
+            "batchnorm",
+            {"activation": {"function": "relu"}},
+            {"detect": {"classes": 3, "channels": 64}},
+        ],
+    },
     "lenet5": {
         "description": "LeCun et al. 1998: 2 conv layers (5×5, tanh), 2 average pools, 3 dense; 28×28×1 digits",
         "input": "28x28x1",
@@ -138,8 +152,23 @@ _RECIPES: dict[str, dict] = {
 
 
 def preset_recipe(name: str) -> dict:
-    """The training settings a preset comes with ({} for most): defaults that given settings override."""
-    return dict(_RECIPES.get(name, {}))
+    """The training settings a model comes with ({} for most): defaults that given settings override. Detectors (a
+    detection preset, or a spec file whose last layer is detect) take theirs from convscope.detect.recipes."""
+    from convscope.detect.recipes import DETECTOR, RECIPES
+
+    if name in _RECIPES or name in RECIPES:
+        return dict(_RECIPES.get(name) or RECIPES[name])
+    return dict(DETECTOR) if _is_detector_file(name) else {}
+
+
+def _is_detector_file(name: str) -> bool:
+    """True for a readable spec file whose last layer is detect (a bad file is reported later, where it is built)."""
+    if name in _PRESETS or Path(name).suffix.lower() not in (".yaml", ".yml", ".json") or not Path(name).is_file():
+        return False
+    try:
+        return load_spec(name).layers[-1].layer_type == "detect"
+    except ConvscopeError:
+        return False
 
 
 def preset_names() -> list[str]:

@@ -101,3 +101,24 @@ def test_a_model_that_gives_every_image_one_class_is_called_out(caplog):
         warn_if_one_class(labels.clone(), labels, tuple("abcdefghij"))  # a model that learned: no warning
     assert len(caplog.records) == 1
     assert caplog.records[0].getMessage().startswith("the model predicts f for 100% of the test images (10% of them")
+
+
+def test_detectors_get_the_detection_recipe_from_python_as_from_the_cli(tmp_path):
+    from convscope.detect.recipes import DETECTOR, RECIPES
+
+    assert TrainConfig.from_dict({"model": "scenes-det"}).epochs == DETECTOR["epochs"] == 30
+    scenes = TrainConfig.from_dict({"model": "scenes-det", "lr": 0.004})
+    assert (scenes.lr, scenes.batch_size) == (0.004, 32)  # given wins
+    assert TrainConfig.from_dict({"model": "lite0-det"}).finetune_epochs == RECIPES["lite0-det"]["finetune_epochs"]
+    spec = tmp_path / "my-det.yaml"
+    spec.write_text("input: 64x64x3\nlayers:\n  - conv: {filters: 8, size: 3, stride: 4}\n  - detect: {classes: 2}\n")
+    mine = TrainConfig.from_dict({"model": str(spec)})
+    assert (mine.epochs, mine.batch_size, mine.lr) == (30, 32, 0.008)
+    assert mine.recipe_line() == f"{spec} trains with its recipe: epochs 30, batch_size 32, lr 0.008"
+    # A classifier spec file, a broken one and a missing one keep the plain defaults (the last two fail when built).
+    spec.write_text("input: 28x28x1\nlayers:\n  - flatten\n  - dense: {units: 10}\n")
+    assert TrainConfig.from_dict({"model": str(spec)}) == TrainConfig(model=str(spec))
+    spec.write_text("input: [")
+    assert TrainConfig.from_dict({"model": str(spec)}).epochs == TrainConfig.epochs
+    # AdamW given by name is the recipe's own optimizer: its rate stays.
+    assert TrainConfig.from_dict({"model": "scenes-det", "optimizer": "adamw"}).lr == 0.008

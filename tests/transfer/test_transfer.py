@@ -51,6 +51,27 @@ def test_base_shapes_params_and_macs_match_the_network():
         assert tuple(out.shape[1:]) == (1280, *infer(_spec().with_input((h, w, 3))).layers[0].output_shape[:2])
 
 
+@pytest.mark.parametrize(("stride", "channels", "blocks"), [(8, 40, 5), (16, 112, 11), (32, 1280, 16)])
+def test_lite0_cut_for_a_detector_matches_its_shapes_and_keeps_the_imagenet_weights(stride, channels, blocks):
+    spec = NetSpec.from_dict({"input": "320x320x3", "layers": [{"base": {"arch": "efficientnet-lite0",
+                                                                         "stride": stride}}]})  # fmt: skip
+    base = infer(spec).layers[0]
+    assert base.output_shape == (320 // stride, 320 // stride, channels) and base.jump == (stride, stride)
+    module = build_base(spec.layers[0]).train(False)
+    assert base.params == sum(p.numel() for p in module.parameters()) and len(module.blocks) == blocks
+    assert tuple(module(torch.zeros(1, 3, 320, 320)).shape[1:]) == (channels, 320 // stride, 320 // stride)
+    whole = build_base(Base("efficientnet-lite0")).state_dict()
+    kept = module.state_dict()
+    assert kept and all(torch.equal(value, whole[name]) for name, value in kept.items())  # the same ImageNet weights
+
+
+def test_lite0_cannot_be_cut_at_another_stride():
+    with pytest.raises(SpecError, match="can be cut at stride 8, 16 or 32"):
+        infer(
+            NetSpec.from_dict({"input": "64x64x3", "layers": [{"base": {"arch": "efficientnet-lite0", "stride": 4}}]})
+        )
+
+
 def test_base_spec_round_trips_through_yaml(tmp_path):
     spec = NetSpec.from_dict(
         {"input": "64x64x3", "layers": [{"base": {"arch": "torchvision:resnet18", "weights": "r18.safetensors",

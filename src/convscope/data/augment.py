@@ -29,6 +29,8 @@ class Augment:
         values: dict = {}
         for part in text.split(","):
             m = re.fullmatch(r"\s*(flip|translate|cutout)\s*(?:=\s*(\d+))?\s*", part)
+            if part.strip() == "scale":
+                raise ConfigError("augment: scale (zooming images and their boxes together) is for detectors")
             if not m:
                 raise ConfigError(
                     f"augment: expected words like 'flip,translate=2,cutout=8' or 'none'. Received: {part.strip()!r}"

@@ -2,8 +2,9 @@
 
 `load_coco` reads them into one `DetectionSplit` letterboxed to S×S, with the class names; category ids map to 0..K-1
 in sorted id order. Crowd annotations (`iscrowd` 1) are not training targets: they go to `split.crowds`, the ignore
-regions of scoring (as pycocotools treats them). Decoding, letterboxing, reading text files and the lint's conventions
-are those of convscope.detect.data.
+regions of scoring (as pycocotools treats them). `lint_coco` only lists the problems; `read_coco_raw` gives every
+image's boxes in its own pixels (for `convscope detect convert`). Decoding, letterboxing, reading text files and the
+lint's conventions are those of convscope.detect.data.
 """
 
 from __future__ import annotations
@@ -21,12 +22,14 @@ from convscope.detect.data import (
     EDGE_SLACK,
     DetectionSplit,
     LabelProblem,
+    RawImage,
     _check_size,
     _compact,
     _decode,
     _first_duplicate,
     _ImageResult,
     _no_training_data,
+    _raw_images,
     _to_boxes,
     _workers,
     letterbox,
@@ -175,9 +178,16 @@ def _check_coco_box(box: _CocoBox, width: int, height: int, scale: float) -> tup
 
 
 def _read_coco_image(
-    entry: _CocoImage, boxes: list[_CocoBox], images_dir: Path, json_shown: str, out: np.ndarray, index: int
+    entry: _CocoImage,
+    boxes: list[_CocoBox],
+    images_dir: Path,
+    json_shown: str,
+    image_size: int | None,
+    out: np.ndarray | None,
+    index: int,
 ) -> _ImageResult:
-    """Decode one image into out[index] (letterboxed to out's S) and check its annotations (crowds apart)."""
+    """Decode one image and check its annotations (crowds apart); with image_size, the letterboxed pixels go to
+    out[index] (when out is given) and the boxes follow them, else the boxes stay in the image's own pixels."""
     image_path = images_dir / entry.file_name
     shown = str(image_path)
     if not image_path.is_file():
@@ -191,8 +201,11 @@ def _read_coco_image(
     if entry.width is not None and entry.height is not None and (entry.width, entry.height) != (width, height):
         why = f"image {entry.id} is {width}×{height} but the JSON says {entry.width:g}×{entry.height:g}; skipped"
         return _ImageResult(None, [LabelProblem(shown, None, why, "image-size")])
-    image_size = out.shape[1]
-    out[index], scale, pad = letterbox(array, image_size)
+    scale, pad = 1.0, (0, 0)
+    if image_size is not None:
+        array, scale, pad = letterbox(array, image_size)
+        if out is not None:
+            out[index] = array
     problems, rows, crowds = [], [], []
     kept: list[tuple[np.ndarray, int, object]] = []
     for box in boxes:
@@ -212,10 +225,9 @@ def _read_coco_image(
             continue
         kept.append((xyxy, box.cls, box.id))
         rows.append((xyxy, box.cls))
-    size = float(image_size)
-    return _ImageResult(
-        _to_boxes(rows, (scale, scale), pad, size), problems, crowds=_to_boxes(crowds, (scale, scale), pad, size)
-    )
+    size = float(image_size if image_size is not None else max(width, height))
+    targets, regions = _to_boxes(rows, (scale, scale), pad, size), _to_boxes(crowds, (scale, scale), pad, size)
+    return _ImageResult(targets, problems, crowds=regions, size=(width, height))
 
 
 def load_coco(
@@ -229,24 +241,7 @@ def load_coco(
     """
     _check_size(image_size)
     annotations, images_dir = Path(annotations), Path(images_dir)
-    if not images_dir.is_dir():
-        found = "a file" if images_dir.exists() else "nothing"
-        raise DataError(f"{images_dir}: expected the folder of the COCO images, found {found}")
-    doc = _read_json(annotations)
-    problems: list[LabelProblem] = []
-    classes, category_index = _coco_categories(doc, annotations)
-    entries = _coco_images(doc, annotations, problems)
-    per_image = _coco_boxes(doc, annotations, {e.id for e in entries}, category_index, problems)
-
-    out = np.empty((len(entries), image_size, image_size, 3), dtype=np.uint8)  # filled in place
-
-    def read(index: int) -> _ImageResult:
-        entry = entries[index]
-        return _read_coco_image(entry, per_image.get(entry.id, []), images_dir, str(annotations), out, index)
-
-    with ThreadPoolExecutor(max_workers=_workers()) as pool:
-        results = list(pool.map(read, range(len(entries))))
-    problems += [problem for result in results for problem in result.problems]
+    classes, entries, results, problems, out = _read_coco(annotations, images_dir, image_size, keep_images=True)
     images, kept = _compact(out, results)
     if not any(len(results[i].boxes) for i in kept):
         raise _no_training_data(annotations, problems, f"{len(kept)} usable image(s), none with a usable box")
@@ -262,3 +257,54 @@ def load_coco(
         crowds = ()
     split = DetectionSplit(images, targets, tuple(entries[i].file_name for i in kept), tuple(problems), crowds)
     return split, classes
+
+
+def _read_coco(annotations: Path, images_dir: Path, image_size: int | None, keep_images: bool):
+    """(classes, image entries, a result per entry, problems, the letterboxed images when kept, else None)."""
+    if not images_dir.is_dir():
+        found = "a file" if images_dir.exists() else "nothing"
+        raise DataError(f"{images_dir}: expected the folder of the COCO images, found {found}")
+    doc = _read_json(annotations)
+    problems: list[LabelProblem] = []
+    classes, category_index = _coco_categories(doc, annotations)
+    entries = _coco_images(doc, annotations, problems)
+    per_image = _coco_boxes(doc, annotations, {e.id for e in entries}, category_index, problems)
+    out = None
+    if keep_images and image_size is not None:
+        out = np.empty((len(entries), image_size, image_size, 3), dtype=np.uint8)  # filled in place
+
+    def read(index: int) -> _ImageResult:
+        entry = entries[index]
+        boxes = per_image.get(entry.id, [])
+        return _read_coco_image(entry, boxes, images_dir, str(annotations), image_size, out, index)
+
+    with ThreadPoolExecutor(max_workers=_workers()) as pool:
+        results = list(pool.map(read, range(len(entries))))
+    problems += [problem for result in results for problem in result.problems]
+    return classes, entries, results, problems, out
+
+
+def read_coco_raw(
+    annotations: str | Path, images_dir: str | Path
+) -> tuple[tuple[str, ...], tuple[RawImage, ...], list[LabelProblem]]:
+    """A COCO detection JSON's images with their boxes in their own pixels (x1, y1, x2, y2 float32, pixel i covering
+    [i, i+1)); crowd annotations as ignore regions. Returns (class names in sorted category-id order, the readable
+    images, every problem), after the same lint as load_coco. A DataError when the JSON or the folder is unusable."""
+    annotations, images_dir = Path(annotations), Path(images_dir)
+    classes, entries, results, problems, _ = _read_coco(annotations, images_dir, None, keep_images=False)
+    paths = [images_dir / entry.file_name for entry in entries]
+    return classes, _raw_images(paths, [entry.file_name for entry in entries], results), problems
+
+
+def lint_coco(annotations: str | Path, images_dir: str | Path, image_size: int | None = None) -> list[LabelProblem]:
+    """Every problem of a COCO detection JSON and its images (decoded, not kept), as load_coco finds them; with
+    `image_size`, the 1-pixel check uses the letterboxed size. No image with a usable box (which training refuses) is
+    a problem of kind "no-box", last. A DataError when the JSON or the folder cannot be read at all."""
+    if image_size is not None:
+        _check_size(image_size)
+    annotations, images_dir = Path(annotations), Path(images_dir)
+    _, _, results, problems, _ = _read_coco(annotations, images_dir, image_size, keep_images=False)
+    if not any(result.boxes is not None and len(result.boxes) for result in results):
+        why = "no image with a usable box: training would be refused"
+        problems.append(LabelProblem(str(annotations), None, why, "no-box"))
+    return problems

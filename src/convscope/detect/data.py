@@ -1,5 +1,5 @@
-"""Detection data types (Boxes, DetectionSplit, DetectionDataset, LabelProblem), letterboxing, and what the YOLO
-and COCO readers (convscope.detect.yolo, convscope.detect.coco) share.
+"""Detection data types (Boxes, DetectionSplit, DetectionDataset, LabelProblem, RawImage), letterboxing, and what the
+YOLO, COCO and Pascal VOC readers (convscope.detect.yolo, .coco, .voc) share.
 
 Every image is decoded with `open_image` (format allowlist, EXIF orientation, bombs refused), made RGB and letterboxed
 to S×S: the aspect ratio is kept, the longer side becomes S, and the rest is padded with YOLO's gray 114. Boxes are
@@ -9,6 +9,9 @@ Labels are linted while they load. A bad row (or COCO annotation) is dropped and
 of its file is kept; an unreadable image is left out; an image with no label file is kept with no objects (YOLO's
 convention). Loading fails only when nothing usable is left to train on. A few `LabelProblem`s are notes rather than
 problems (their kind is in NOTE_KINDS): something read differently from the usual, nothing dropped.
+
+Each reader also has a raw mode (`RawImage`): the same parsing and lint, the boxes left in the original image's pixels
+instead of letterboxed, for `convscope detect convert`.
 
 Text files (label files, data.yaml, COCO JSON) are read as editors save them: `read_text` drops a UTF-8 byte-order
 mark and decodes UTF-16 with a BOM (Windows Notepad's "Unicode"); CRLF and CR line ends are lines too.
@@ -52,11 +55,17 @@ PROBLEM_KINDS = {
     "missing": ("missing image file", "missing image files"),
     "unknown-image": ("annotation of an unknown image", "annotations of unknown images"),
     "entry": ("malformed entry", "malformed entries"),
-    "image-size": ("image whose size disagrees with the JSON", "images whose size disagrees with the JSON"),
+    "image-size": (
+        "image whose size disagrees with its annotation",
+        "images whose size disagrees with their annotation",
+    ),
+    "xml": ("malformed or refused XML file", "malformed or refused XML files"),
+    "set-entry": ("image set entry with no XML file", "image set entries with no XML file"),
     "no-box": ("training split with no box", "training splits with no box"),
 }
 # Kinds that are notes, not problems: nothing was dropped (`convscope detect lint` still exits 0 on them alone).
-NOTE_KINDS = frozenset({"polygon"})
+# "clipped": VOC boxes running past the image edge, clipped to it as the other tools do (convscope.detect.voc).
+NOTE_KINDS = frozenset({"polygon", "clipped"})
 
 
 # ── data types ────────────────────────────────────────────────────────────────────────────────────────────────────
@@ -133,6 +142,29 @@ class DetectionDataset:
     problems: tuple[LabelProblem, ...] = ()  # every split's problems, train first
 
 
+@dataclass(frozen=True)
+class RawImage:
+    """One image's annotations as read, in its own pixels (not letterboxed): what `convscope detect convert` writes."""
+
+    path: Path  # the image file (copied, never changed)
+    name: str  # as shown to people: relative to the dataset folder when inside it
+    width: int  # pixels of the decoded image (EXIF orientation applied), which the boxes are in
+    height: int
+    boxes: Boxes  # the objects: x1, y1, x2, y2 in this image's pixels, pixel i covering [i, i+1), clipped to it
+    ignore: Boxes  # COCO iscrowd / VOC difficult regions: not training targets, ignore regions in scoring
+
+
+@dataclass(frozen=True)
+class RawDataset:
+    """A dataset in its original pixels, split by split ("train", "val", "test": those it has, in that order)."""
+
+    format: str  # "yolo", "coco" or "voc": what it was read from
+    classes: tuple[str, ...]
+    splits: dict[str, tuple[RawImage, ...]]
+    source: str  # the path it was read from
+    problems: tuple[LabelProblem, ...] = ()  # what the lint dropped (and its notes), every split's
+
+
 def lint_summary(problems: Iterable[LabelProblem]) -> str:
     """Counts per kind, most frequent first: '3 boxes outside the image, 1 duplicate box'. Notes are not counted."""
     counts = Counter(problem.kind for problem in problems if not problem.is_note)
@@ -159,6 +191,39 @@ def read_text(path: Path) -> str:
     if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         return raw.decode("utf-16")  # the BOM says the byte order and is dropped
     return raw.decode("utf-8-sig")
+
+
+def child_folder(root: Path, *names: str) -> Path | None:
+    """The first of `root`'s folders named one of `names`, case ignored (Annotations, annotations, …), or None."""
+    wanted = [name.lower() for name in names]
+    try:
+        found = {p.name.lower(): p for p in sorted(Path(root).iterdir()) if p.is_dir()}
+    except OSError:
+        return None
+    return next((found[name] for name in wanted if name in found), None)
+
+
+def dataset_format(path: str | Path) -> str:
+    """Which reader a dataset path is for: "coco" (a .json file), "yolo" (a .yaml file, or a folder with data.yaml),
+    "voc" (a folder with .xml files in its Annotations folder, or beside the images). A DataError naming the three
+    formats otherwise."""
+    path = Path(path)
+    expected = (
+        "expected a YOLO dataset folder (with data.yaml), a Pascal VOC folder (Annotations/*.xml, or XML files "
+        "beside their images) or a COCO .json file"
+    )
+    if path.is_file() and path.suffix.lower() == ".json":
+        return "coco"
+    if path.is_file() and path.suffix.lower() in (".yaml", ".yml"):
+        return "yolo"
+    if not path.is_dir():
+        raise DataError(f"{path}: {expected}, found {'a file' if path.exists() else 'nothing'}")
+    if (path / "data.yaml").is_file():
+        return "yolo"
+    folders = [folder for folder in (child_folder(path, "annotations"), path) if folder is not None]
+    if any(p.suffix.lower() == ".xml" for folder in folders for p in folder.iterdir()):
+        return "voc"
+    raise DataError(f"{path}: {expected}, found a folder with none of them")
 
 
 # ── letterbox ─────────────────────────────────────────────────────────────────────────────────────────────────────
@@ -241,7 +306,18 @@ class _ImageResult:  # what reading one image and its labels gave (the pixels go
     boxes: Boxes | None  # None: the image is left out
     problems: list[LabelProblem]
     polygons: list[tuple[str, int]] = field(default_factory=list)  # YOLO: (label file, line) of polygon rows
-    crowds: Boxes | None = None  # COCO: the image's iscrowd regions (ignore regions for scoring)
+    crowds: Boxes | None = None  # COCO iscrowd / VOC difficult regions (ignore regions for scoring)
+    size: tuple[int, int] = (0, 0)  # width, height of the decoded image, before letterboxing
+    clipped: list[tuple[str, int | None]] = field(default_factory=list)  # VOC: (XML file, line) of clipped boxes
+
+
+def _raw_images(paths: list[Path], names: list[str], results: list[_ImageResult]) -> tuple[RawImage, ...]:
+    """The kept images of a split read with image_size None (boxes in original pixels) as RawImages."""
+    return tuple(
+        RawImage(path, name, *result.size, result.boxes, result.crowds or Boxes.empty())
+        for path, name, result in zip(paths, names, results, strict=True)
+        if result.boxes is not None
+    )
 
 
 def _compact(out: np.ndarray, results: list[_ImageResult]) -> tuple[np.ndarray, list[int]]:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import io
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from convscope.data.images import describe, open_image, to_array
 from convscope.detect.data import letterbox
@@ -14,8 +16,9 @@ from convscope.detect.decode import decode
 from convscope.detect.draw import draw_detections
 from convscope.detect.head import split_outputs
 from convscope.detect.metrics import DetectionMetrics, plot_pr_curves
-from convscope.detect.train import detect_split, load_detection, split_metrics
+from convscope.detect.train import detect_split, detector_maps, flips_at_test, load_detection, split_metrics
 from convscope.errors import ConvscopeError, SpecError
+from convscope.files import atomic_write_bytes
 from convscope.prediction import image_paths
 from convscope.run import Run, load_model, load_run
 from convscope.training.tensors import normalise, run_stats, to_tensor
@@ -52,13 +55,20 @@ def _evaluate(run: Run, data: str | None, data_dir: str | None):
     if tuple(dataset.classes) != tuple(run.data.classes):
         raise SpecError(f"{dataset.source}: classes {list(dataset.classes)} are not the run's {list(run.data.classes)}")
     mean, std = run_stats(run)
-    found, _loss = detect_split(load_model(run), split, mean, std)
+    found, _loss = detect_split(load_model(run), split, mean, std, flips_at_test(cfg))
     return split_metrics(split, found, run.data.classes), split, found
 
 
 @dataclass(frozen=True)
 class Found:
-    """The objects found in one image file: boxes in its own pixels (x1, y1, x2, y2), best score first."""
+    """The objects found in one image file, best score first.
+
+    boxes: n×4 float, (x1, y1, x2, y2) in pixels of the image as it is displayed (EXIF orientation applied, pixel i
+    covering [i, i+1)); scores: n in [0, 1]; labels: n class names; same_as: n int, -1 for a box that is drawn,
+    else the index of the higher-scoring box it was judged the same object as (IoU ≥ SAME_OBJECT_IOU), which is
+    drawn in its place. Without `all_classes` such boxes are left out and only counted in `suppressed`.
+    size: (width, height) of the image as displayed; picture: the file with the boxes drawn, when one was written.
+    """
 
     path: Path
     conversion: str
@@ -67,26 +77,79 @@ class Found:
     labels: tuple[str, ...]
     picture: Path | None = None
     error: str | None = None
+    same_as: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # n int, -1 = drawn
+    suppressed: int = 0  # boxes left out as the same object as a better one (only without all_classes)
+    size: tuple[int, int] = (0, 0)
 
     def to_dict(self) -> dict:
+        """The JSON entry of `detect predict --json`: image, size [w, h], objects (label, score, box [x1, y1, x2,
+        y2] in the image's pixels, drawn, and for a box not drawn same_object_as: the index of the one drawn),
+        suppressed (how many boxes were left out as duplicates), picture; or image and error."""
         if self.error:
             return {"image": str(self.path), "error": self.error}
-        objects = [
-            {"label": label, "score": round(float(s), 4), "box": [round(float(v), 1) for v in box]}
-            for box, s, label in zip(self.boxes, self.scores, self.labels, strict=True)
-        ]
-        return {"image": str(self.path), "objects": objects, "picture": str(self.picture) if self.picture else None}
+        objects = []
+        for box, s, label, same in zip(self.boxes, self.scores, self.labels, self._same(), strict=True):
+            entry = {"label": label, "score": round(float(s), 4), "box": [round(float(v), 1) for v in box]}
+            objects.append({**entry, "drawn": bool(same < 0), **({"same_object_as": int(same)} if same >= 0 else {})})
+        picture = str(self.picture) if self.picture else None
+        return {"image": str(self.path), "size": list(self.size), "objects": objects,
+                "suppressed": self.suppressed, "picture": picture}  # fmt: skip
+
+    def text_lines(self) -> list[str]:
+        """What `detect predict` prints for the image: a line naming the image, its size, the count and the picture,
+        then one indented line per object, 'Bag 0.97 at x 1250–2100, y 400–1390' (whole pixels of the image)."""
+        if self.error:
+            return [f"{self.path}: cannot read: {self.error}"]
+        same = self._same()
+        drawn = int((same < 0).sum())
+        head = f"{self.path} ({self.conversion}): " + (f"{drawn} object{'s' * (drawn != 1)}" if drawn else "nothing")
+        if self.suppressed:
+            head += f" (+{self.suppressed} more box(es) on objects already listed; --all-classes lists them)"
+        lines = [head + (f" → {self.picture}" if self.picture else "")]
+        for box, s, label, k in zip(self.boxes, self.scores, self.labels, same, strict=True):
+            x1, y1, x2, y2 = (round(float(v)) for v in box)
+            line = f"  {label} {s:.2f} at x {x1}–{x2}, y {y1}–{y2}"
+            if k >= 0:
+                line += f"  (not drawn: the same object as {self.labels[k]} {self.scores[k]:.2f})"
+            lines.append(line)
+        return lines
+
+    def _same(self) -> np.ndarray:
+        return self.same_as if len(self.same_as) == len(self.scores) else np.full(len(self.scores), -1)
+
+
+SAME_OBJECT_IOU = 0.7  # boxes overlapping this much are one object (Ultralytics' default NMS IoU is 0.7 too)
+PICTURE_JPEG_QUALITY = 90
 
 
 @torch.inference_mode()
-def detect_images(run: Run | str | Path, items: list[str], min_score: float = 0.3, out: str | Path | None = None):
-    """Objects in image files, folders or sample-photo names; with `out`, a PNG per image with the boxes drawn.
+def detect_images(
+    run: Run | str | Path,
+    items: list[str],
+    min_score: float = 0.3,
+    out: str | Path | None = None,
+    all_classes: bool = False,
+) -> list[Found]:
+    """Objects in image files, folders or sample-photo names, as one Found per image (in the order given).
 
-    Each image is letterboxed to the model's input as in training, and the boxes mapped back to its own pixels.
-    An unreadable file is reported in its Found.error; the others are still processed.
+    Each image is turned upright (EXIF orientation), letterboxed to the model's input as in training, and the boxes
+    mapped back exactly to its own pixels (`to_image_pixels`); boxes with a score below `min_score` are dropped.
+    The head finds a peak per class, so one object can get boxes of two classes (a shirt that is half a coat): a
+    box that overlaps a higher-scoring box of any class with IoU ≥ SAME_OBJECT_IOU is the same object
+    (`same_object_as`, class-agnostic as Ultralytics' agnostic_nms). Such boxes are never drawn; they are left out
+    of the Found too, only counted (`suppressed`), unless `all_classes` is true: then they are listed, each with
+    `same_as` naming the box drawn in its place. (Evaluation keeps every class's boxes, as COCO mAP expects.)
+
+    With `out` (a folder, made if needed), a picture per image with the drawn boxes (see convscope.detect.draw:
+    longer side at most 2000 px, labels scaled to it) is written atomically as NAME-detections.jpg (JPEG quality
+    90) when the image is a .jpg/.jpeg file, a photo whose PNG would be ten times larger, else NAME-detections.png
+    (exact pixels for scenes, drawings and screenshots). An unreadable file is reported in its Found.error and
+    the others are still processed. Raises SpecError when `run` is not a detector, CheckpointError when it cannot
+    be loaded, DataError when an item names no image, OutputError when a picture cannot be written.
     """
     run = _detector_run(run)
     model, (mean, std) = load_model(run), run_stats(run)
+    flip = flips_at_test(run.config)  # as evaluated: averaged with the mirror image when trained on mirrors
     head, size = run.spec.layers[-1], run.spec.input[0]
     results = []
     for path in image_paths(items):
@@ -95,19 +158,81 @@ def detect_images(run: Run | str | Path, items: list[str], min_score: float = 0.
         except ConvscopeError as err:
             results.append(Found(path, "", np.zeros((0, 4)), np.zeros(0), (), error=str(err)))
             continue
-        array = to_array(img, 3)
-        boxed, scale, (pad_x, pad_y) = letterbox(array, size)
-        out_maps = model(normalise(to_tensor(boxed[None]), mean, std))
+        array = to_array(img, 3)  # H×W×3 uint8, upright
+        boxed, scale, pad = letterbox(array, size)
+        out_maps = detector_maps(model, normalise(to_tensor(boxed[None]), mean, std), flip)
         [(boxes, scores, classes)] = decode(*split_outputs(out_maps, head.classes), stride=head.stride)
-        keep = scores >= min_score
-        boxes = ((boxes[keep].numpy() - [pad_x, pad_y, pad_x, pad_y]) / scale).clip(0, [*array.shape[1::-1]] * 2)
-        labels = tuple(run.data.classes[int(k)] for k in classes[keep])
+        keep = (scores >= min_score).numpy()
+        boxes = to_image_pixels(boxes.numpy()[keep], scale, pad, (img.width, img.height))
+        scores, classes = scores.numpy()[keep], classes.numpy()[keep]
+        same = same_object_as(boxes, scores)
+        suppressed = int((same >= 0).sum())
+        if not all_classes:
+            boxes, scores, classes, same = boxes[same < 0], scores[same < 0], classes[same < 0], same[same < 0]
         picture = None
         if out is not None:
-            picture = Path(out) / f"{path.stem}-detections.png"
-            picture.parent.mkdir(parents=True, exist_ok=True)
-            drawn = draw_detections(array, boxes, scores[keep].numpy(), classes[keep].numpy(), run.data.classes)
-            drawn.save(picture)
+            drawn = same < 0
+            jpeg = path.suffix.lower() in (".jpg", ".jpeg")
+            picture = Path(out) / f"{path.stem}-detections.{'jpg' if jpeg else 'png'}"
+            image = draw_detections(array, boxes[drawn], scores[drawn], classes[drawn], run.data.classes)
+            _save_picture(image, picture, jpeg)
+        labels = tuple(run.data.classes[int(k)] for k in classes)
         conversion = f"{describe(img)} → letterboxed to {size}×{size}"
-        results.append(Found(path, conversion, boxes, scores[keep].numpy(), labels, picture))
+        suppressed = 0 if all_classes else suppressed
+        results.append(
+            Found(path, conversion, boxes, scores, labels, picture, same_as=same, suppressed=suppressed, size=img.size)
+        )
     return results
+
+
+def to_image_pixels(boxes: np.ndarray, scale: float, pad: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
+    """Boxes n×4 (x1, y1, x2, y2) in pixels of the letterboxed input → pixels of the image it was made from.
+
+    Inverts `letterbox`'s x' = x·scale + pad_x, y' = y·scale + pad_y exactly: x = (x' − pad_x) / scale; then clips
+    to the image, size = (width, height), as a box reaching into the gray bands ends at the image's edge.
+    A 4000×3000 photo letterboxed to 128: scale 0.032, pad (0, 16), so x' = 64 → x = 2000 and y' = 16 → y = 0.
+    """
+    pad_x, pad_y = pad
+    width, height = size
+    mapped = (np.asarray(boxes, dtype=np.float64).reshape(-1, 4) - [pad_x, pad_y, pad_x, pad_y]) / scale
+    return mapped.clip(0, [width, height, width, height])
+
+
+def same_object_as(boxes: np.ndarray, scores: np.ndarray, iou: float = SAME_OBJECT_IOU) -> np.ndarray:
+    """Class-agnostic suppression: n int, -1 for a box to keep, else the index of the kept box it is the same
+    object as.
+
+    boxes n×4 xyxy (any unit), scores n. Greedy by score, as NMS: a box is kept unless it overlaps an already kept,
+    higher-scoring box with IoU ≥ `iou` (then it points at the best such box). Ties keep the earlier box.
+    """
+    n = len(boxes)
+    same = np.full(n, -1, dtype=np.int64)
+    if n < 2:
+        return same
+    overlap = _pairwise_iou(np.asarray(boxes, dtype=np.float64))
+    kept: list[int] = []
+    for i in np.argsort(-np.asarray(scores), kind="stable"):
+        hit = next((j for j in kept if overlap[i, j] >= iou), None)
+        if hit is None:
+            kept.append(int(i))
+        else:
+            same[i] = hit
+    return same
+
+
+def _pairwise_iou(boxes: np.ndarray) -> np.ndarray:
+    """n×4 xyxy → n×n IoU (0 between boxes without area)."""
+    lo = np.maximum(boxes[:, None, :2], boxes[None, :, :2])
+    hi = np.minimum(boxes[:, None, 2:], boxes[None, :, 2:])
+    inter = (hi - lo).clip(0).prod(axis=-1)
+    area = (boxes[:, 2:] - boxes[:, :2]).clip(0).prod(axis=-1)
+    return inter / np.maximum(area[:, None] + area[None, :] - inter, 1e-12)
+
+
+def _save_picture(image: Image.Image, path: Path, jpeg: bool) -> None:
+    buffer = io.BytesIO()
+    if jpeg:
+        image.save(buffer, "JPEG", quality=PICTURE_JPEG_QUALITY)
+    else:
+        image.save(buffer, "PNG")
+    atomic_write_bytes(path, buffer.getvalue())

@@ -15,10 +15,11 @@ import torch
 
 from convscope.detect.augment import flip, scale_translate
 from convscope.detect.coco import load_coco
-from convscope.detect.data import DetectionDataset, DetectionSplit, LabelProblem, lint_summary
+from convscope.detect.data import DetectionDataset, DetectionSplit, LabelProblem, dataset_format, lint_summary
 from convscope.detect.decode import decode, encode_targets, focal_loss, regression_loss
 from convscope.detect.head import split_outputs
 from convscope.detect.metrics import DetectionMetrics, coco_evaluate, plot_pr_curves
+from convscope.detect.voc import load_voc
 from convscope.detect.yolo import load_yolo
 from convscope.errors import ConfigError, DataError, SpecError
 from convscope.files import atomic_write_text
@@ -36,8 +37,10 @@ AUGMENTS = ("flip", "scale")  # the box-aware augmentations; `augment: flip,scal
 
 
 def load_detection(data: str, data_dir: str | None, image_size: int, val_fraction: float, seed: int):
-    """A YOLO folder (or its data.yaml), or a COCO JSON whose images are in `data_dir` (default: an `images` folder
-    beside the JSON). A COCO file is one split: val_fraction of it is held out, and serves as the test split too."""
+    """A YOLO folder (or its data.yaml), a Pascal VOC folder, or a COCO JSON whose images are in `data_dir` (default:
+    an `images` folder beside the JSON). A COCO file is one split: val_fraction of it is held out, and serves as the
+    test split too. A VOC folder without ImageSets/Main holds out val_fraction for val and as much for test (seeded).
+    A DataError naming the three formats for anything else."""
     path = Path(data)
     if path.suffix.lower() == ".json":
         images = Path(data_dir) if data_dir else path.parent / "images"
@@ -45,9 +48,11 @@ def load_detection(data: str, data_dir: str | None, image_size: int, val_fractio
         train, held = _hold_out(split, val_fraction or 0.1, seed)
         log.info("%s: %d images for training, %d held out for validation and test", path, len(train), len(held))
         return DetectionDataset(path.stem, classes, train, held, held, str(path), split.problems)
-    if path.is_dir() or path.suffix.lower() in (".yaml", ".yml"):
+    if path.suffix.lower() in (".yaml", ".yml"):
         return load_yolo(path, image_size)
-    raise DataError(f"{data}: expected a YOLO dataset folder (with data.yaml) or a COCO .json file")
+    if dataset_format(path) == "voc":  # a DataError naming the three formats when it is none of them
+        return load_voc(path, image_size, seed=seed, val_fraction=val_fraction or 0.1)
+    return load_yolo(path, image_size)
 
 
 def _hold_out(split: DetectionSplit, fraction: float, seed: int) -> tuple[DetectionSplit, DetectionSplit]:
@@ -73,22 +78,45 @@ def detection_loss(out: torch.Tensor, boxes: list, classes: list, head: Detect) 
     )
 
 
+def detector_maps(model, x: torch.Tensor, flip: bool = False) -> torch.Tensor:
+    """The detector's N×(K+4)×h×w maps of normalised images x (N×3×H×W). With `flip`, those of the images and of
+    their mirror images averaged, as CenterNet tests ("Objects as Points", Zhou et al. 2019, flip augmentation):
+    heatmap probabilities and box sizes are averaged (the mirror's maps flipped back), centre offsets are the
+    image's own (a mirrored offset points the other way within its cell)."""
+    out = model(x)
+    if not flip:
+        return out
+    k = model.spec.layers[-1].classes
+    mirror = model(x.flip(-1)).flip(-1)
+    heat = (out[:, :k].sigmoid() + mirror[:, :k].sigmoid()) / 2
+    size = (out[:, k : k + 2] + mirror[:, k : k + 2]) / 2
+    return torch.cat([torch.logit(heat, eps=1e-6), size, out[:, k + 2 :]], dim=1)
+
+
+def flips_at_test(config: TrainConfig) -> bool:
+    """Test-time mirror averaging: tta_flip when set, else when the detector was trained on mirrored images."""
+    return config.tta_flip if config.tta_flip is not None else "flip" in _augments(config)
+
+
 @torch.inference_mode()
-def detect_split(model, split: DetectionSplit, mean: torch.Tensor, std: torch.Tensor) -> tuple[list, float]:
-    """Detections (numpy boxes, scores, classes) for every image of `split`, and the mean loss against its boxes."""
+def detect_split(
+    model, split: DetectionSplit, mean: torch.Tensor, std: torch.Tensor, flip: bool = False
+) -> tuple[list, float]:
+    """Detections (numpy boxes, scores, classes) for every image of `split`, and the mean loss against its boxes.
+    flip: average with the mirror images' maps (detector_maps)."""
     model.train(False)
     head: Detect = model.spec.layers[-1]
     images = to_tensor(split.images)
     found, loss_sum = [], 0.0
     step = batch_for(images, 256)
     for start in range(0, len(images), step):
-        out = model(normalise(images[start : start + step], mean, std))
+        out = detector_maps(model, normalise(images[start : start + step], mean, std), flip)
         targets = split.targets[start : start + step]
         boxes = [torch.from_numpy(t.xyxy) for t in targets]
         classes = [torch.from_numpy(t.classes) for t in targets]
         loss_sum += float(detection_loss(out, boxes, classes, head)) * len(targets)
         for b, s, c in decode(*split_outputs(out, head.classes), stride=head.stride):
-            found.append((b.numpy(), s.numpy(), c.numpy()))
+            found.append((b.float().numpy(), s.float().numpy(), c.numpy()))
     return found, loss_sum / max(len(images), 1)
 
 
@@ -127,14 +155,15 @@ def _augments(config: TrainConfig) -> set[str]:
 
 class DetectTrainer(_Trainer):
     counts_correct = False  # no training accuracy: validation gives mAP instead
+    validation_keys = ("val_loss", "val_map50", "val_map50_95")
 
     @staticmethod
     def load_data(config: TrainConfig, spec: NetSpec, progress=None) -> DetectionDataset:  # progress: not shown yet
         h, w, c = spec.input
         if h != w or c != 3:
             raise SpecError(f"{spec.name}: a detector takes square color images (S×S×3). Received input {h}×{w}×{c}")
-        if config.per_class or config.cache_features or config.finetune_epochs:
-            raise ConfigError("per_class, cache_features and finetune_epochs are for classification, not detection")
+        if config.per_class or config.cache_features:  # boxes move with augmentation: no cached features
+            raise ConfigError("per_class and cache_features are for classification, not detection")
         _augments(config)  # a bad setting fails before any data is read
         return load_detection(config.data, config.data_dir, h, config.val_fraction, config.seed)
 
@@ -183,13 +212,13 @@ class DetectTrainer(_Trainer):
         return detection_loss(self.model(x), boxes, classes, self.head_layer), 0
 
     def _evaluate_split(self, split: DetectionSplit) -> tuple[DetectionMetrics, float]:
-        found, loss = detect_split(self.model, split, self.mean, self.std)
+        found, loss = detect_split(self.model, split, self.mean, self.std, flips_at_test(self.config))
         self.found = found
         return split_metrics(split, found, self.run.data.classes), loss
 
     def _validate(self) -> dict[str, float]:
         if self.val is None:
-            return {"val_loss": float("nan"), "val_map50": float("nan"), "val_map50_95": float("nan")}
+            return dict.fromkeys(self.validation_keys, float("nan"))
         metrics, loss = self._evaluate_split(self.val)
         return {"val_loss": loss, "val_map50": metrics.map50, "val_map50_95": metrics.map50_95}
 

@@ -1,6 +1,7 @@
 """YOLO detection datasets: a data.yaml with the class names and train/val/test image folders, a label file per image.
 
-`load_yolo` reads one into a `DetectionDataset` letterboxed to S×S; `lint_yolo` only lists its label problems. A label
+`load_yolo` reads one into a `DetectionDataset` letterboxed to S×S; `lint_yolo` only lists its label problems;
+`read_yolo_raw` gives every image's boxes in its own pixels (for `convscope detect convert`). A label
 file holds `class cx cy w h` rows (or polygons, read as their boxes: convscope.detect.yolo_labels) in coordinates
 normalised to the image and is found with `label_path`. Decoding, letterboxing, reading text files and the lint's
 conventions are those of convscope.detect.data.
@@ -22,11 +23,14 @@ from convscope.detect.data import (
     DetectionDataset,
     DetectionSplit,
     LabelProblem,
+    RawDataset,
+    RawImage,
     _check_size,
     _compact,
     _decode,
     _ImageResult,
     _no_training_data,
+    _raw_images,
     _to_boxes,
     _workers,
     letterbox,
@@ -200,7 +204,7 @@ def _read_yolo_image(
     shown_labels = _shown(labels, base)
     if not labels.is_file():
         why = f"no label file ({shown_labels}): treated as an image with no objects"
-        return _ImageResult(Boxes.empty(), [LabelProblem(shown_image, None, why, "no-label")])
+        return _ImageResult(Boxes.empty(), [LabelProblem(shown_image, None, why, "no-label")], size=(width, height))
     try:
         text = read_text(labels)
     except (OSError, UnicodeDecodeError) as err:
@@ -212,7 +216,7 @@ def _read_yolo_image(
     rows, problems, polygons = parse_labels(text, shown_labels, n_classes, width * scale, height * scale, image_size)
     size = float(image_size if image_size is not None else max(width, height))
     boxes = _to_boxes(rows, (width * scale, height * scale), pad, size)
-    return _ImageResult(boxes, problems, polygons)
+    return _ImageResult(boxes, problems, polygons, size=(width, height))
 
 
 def _orphans(folders: list[Path], images: list[Path], base: Path) -> list[LabelProblem]:
@@ -238,6 +242,7 @@ class _SplitRead:
     problems: list[LabelProblem]
     with_boxes: int  # images with at least one box
     polygons: list[tuple[str, int]]  # (label file, line) of the polygon rows read as boxes
+    raw: tuple[RawImage, ...] = ()  # with image_size None: the kept images, boxes in their own pixels
 
 
 def _read_yolo_split(layout: _YoloLayout, name: str, image_size: int | None, keep_images: bool) -> _SplitRead:
@@ -255,6 +260,9 @@ def _read_yolo_split(layout: _YoloLayout, name: str, image_size: int | None, kee
     problems += _orphans(folders, paths, layout.base)
     with_boxes = sum(1 for r in results if r.boxes is not None and len(r.boxes))
     polygons = [where for result in results for where in result.polygons]
+    if image_size is None:
+        raw = _raw_images(paths, [_shown(path, layout.base) for path in paths], results)
+        return _SplitRead(None, problems, with_boxes, polygons, raw)
     if out is None or all(r.boxes is None for r in results):
         return _SplitRead(None, problems, with_boxes, polygons)
     images, kept = _compact(out, results)
@@ -320,3 +328,14 @@ def load_yolo(root: str | Path, image_size: int) -> DetectionDataset:
         source=str(layout.yaml_path),
         problems=tuple(problems),
     )
+
+
+def read_yolo_raw(root: str | Path) -> RawDataset:
+    """Every split of the YOLO dataset at `root` with each image's boxes in its own pixels (x1, y1, x2, y2, float32;
+    pixel i covers [i, i+1)), after the same lint as `lint_yolo` (its problems, the polygon note last, are in
+    `problems`; the dropped rows are not in the boxes). YOLO has no ignore regions. A DataError as for lint_yolo."""
+    layout = _layout(root)
+    reads = [_read_yolo_split(layout, name, None, keep_images=False) for name in layout.splits]
+    problems = _with_note(layout, [problem for read in reads for problem in read.problems], reads)
+    splits = {name: read.raw for name, read in zip(layout.splits, reads, strict=True)}
+    return RawDataset("yolo", layout.classes, splits, str(layout.yaml_path), tuple(problems))

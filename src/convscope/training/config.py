@@ -39,10 +39,14 @@ class TrainConfig:
     momentum: float = 0.9  # sgd only (Nesterov)
     weight_decay: float = 5e-4
     label_smoothing: float = 0.0
-    augment: str | None = None  # 'flip,translate=2,cutout=8' | 'none'; None: see augmentation()
+    # 'flip,translate=2,cutout=8' | 'none' (classifiers), 'flip,scale' | 'none' (detectors); None: the task's default
+    augment: str | None = None
     tta_flip: bool | None = None  # also classify mirror images and average (None: when trained on flips)
     val_fraction: float = 0.1  # share of the training images held out for validation when the data has no val split
-    patience: int | None = None  # early stopping: stop after this many epochs without a better validation accuracy
+    patience: int | None = None  # early stopping: stop after this many validations without a better score
+    # Validate after every `val_every` epochs and after the last epoch of each phase (a detector's validation mAP
+    # can cost as much as its training epoch); the best checkpoint is chosen among the validated epochs.
+    val_every: int = 1
     per_class: int | None = None  # train on only this many labelled images per class (a seeded subset)
     # Transfer learning (a spec whose first layer is a base): `epochs` train the new head on the frozen base, then
     # `finetune_epochs` also train the base's last `unfreeze_blocks` blocks at a learning rate FINETUNE_LR_SCALE× lower.
@@ -70,6 +74,7 @@ class TrainConfig:
         _check(self.val_fraction, float, "val_fraction", "a number in [0, 0.9]", lambda v: 0 <= v <= 0.9)
         if self.patience is not None:
             _count(self.patience, "patience", 1, MAX_EPOCHS)
+        _count(self.val_every, "val_every", 1, MAX_EPOCHS)
         if self.per_class is not None:
             _count(self.per_class, "per_class", 1, MAX_IMAGES)
         _count(self.finetune_epochs, "finetune_epochs", 0, MAX_EPOCHS)
@@ -83,8 +88,8 @@ class TrainConfig:
         _check(self.seed, int, "seed", "an integer from 0 to 2**32 - 1", lambda v: 0 <= v < 2**32)  # NumPy's range
         if self.threads is not None:
             _count(self.threads, "threads", 1, MAX_THREADS)
-        if self.augment is not None:
-            Augment.parse(self.augment)
+        if self.augment is not None:  # the words of both tasks; each task refuses the other's (scale: detectors)
+            Augment.parse(",".join(w for w in self.augment.split(",") if w.strip() != "scale") or "none")
         for key in ("model", "data"):
             _check(getattr(self, key), str, key, "text", lambda v: bool(v))
 
@@ -118,7 +123,8 @@ class TrainConfig:
                 parts.append(f"{key} {value}")
             elif key == "lr" and self.lr is None:
                 parts.append(
-                    f"lr {used} ({self.optimizer}'s default; the recipe's {value} is for {recipe['optimizer']})"
+                    f"lr {used} ({self.optimizer}'s default; the recipe's {value} is for "
+                    f"{recipe.get('optimizer', TrainConfig.optimizer)})"
                 )
             else:
                 parts.append(f"{key} {used} (given; recipe {value})")
@@ -135,7 +141,8 @@ class TrainConfig:
             raise ConfigError(f"{where}: expected a mapping of settings. Received: {type(data).__name__}")
         model = data.get("model", cls.model)
         recipe = preset_recipe(model) if isinstance(model, str) else {}
-        if data.get("optimizer", recipe.get("optimizer")) != recipe.get("optimizer"):
+        recipe_optimizer = recipe.get("optimizer", cls.optimizer)
+        if data.get("optimizer", recipe_optimizer) != recipe_optimizer:
             recipe.pop("lr", None)  # the recipe's rate suits its own optimizer only (SGD's 0.2 would wreck AdamW)
         data = recipe | data
         known = {f.name for f in fields(cls)}

@@ -291,11 +291,13 @@ class _Trainer(Checkpointing):
         row = {"epoch": self.epoch + 1, "train_loss": loss_sum / max(seen, 1)}
         if self.counts_correct:
             row["train_acc"] = correct / max(seen, 1)
-        row |= self._validate()
+        row |= self._validate() if self._validation_due() else dict.fromkeys(self.validation_keys, math.nan)
         row |= {"lr": self.scheduler.get_last_lr()[0], "seconds": seconds}
         score = self._score(row)
         self.epoch, self.batch, self.running = self.epoch + 1, 0, (0.0, 0, 0)
-        if self.best is None or score > self.best:
+        if math.isnan(score):  # not validated this epoch (val_every): neither better nor counted by patience
+            pass
+        elif self.best is None or score > self.best:
             self.best, self.stale = score, 0
             self.best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
         else:
@@ -306,8 +308,14 @@ class _Trainer(Checkpointing):
         log.info("epoch %d/%d: %s (%.1f s)", row["epoch"], self.total_epochs, shown, seconds)
         return row
 
+    def _validation_due(self) -> bool:
+        """Validate after every val_every epochs, and after the last epoch of each phase."""
+        done, cfg = self.epoch + 1, self.config
+        return self.val is None or done % cfg.val_every == 0 or done in (cfg.epochs, self.total_epochs)
+
     # -- what a task defines (classification here; detection subclasses these) -------------------------------------
     counts_correct = True  # _batch counts right answers (a training accuracy exists)
+    validation_keys = ("val_loss", "val_acc")  # what _validate adds to an epoch's row (NaN when not validated)
     skipped: tuple = ()  # (path, reason) of files the data loader left out
 
     def _batch(self, index: torch.Tensor) -> tuple[torch.Tensor, int]:
@@ -322,7 +330,7 @@ class _Trainer(Checkpointing):
 
     def _validate(self) -> dict[str, float]:
         if self.val is None:
-            return {"val_loss": float("nan"), "val_acc": float("nan")}
+            return dict.fromkeys(self.validation_keys, math.nan)
         if self.features is not None and self.features[1] is not None:
             with torch.inference_mode():
                 logits = self.head.train(False)(self.features[1])

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from convscope.errors import ConfigError
 from convscope.spec import Base, NetSpec
+from convscope.transfer.catalog import lite0_cut
 from convscope.transfer.trunk import Trunk
 
 # Per-channel input scaling in 0–1 units (the trainer's normalise: (x/255 − mean)/std). EfficientNet-Lite0's weights
@@ -81,7 +82,11 @@ def build_trunk(layer: Base, pretrained: bool = True) -> Trunk:
         model = EfficientNetLite0(num_classes=0)
         if weights is not None:
             load_weights_file(model, weights_path() if weights == "imagenet" else Path(weights))
-        return Trunk(model, model.forward_features, list(model.blocks), [model.head])
+        if layer.stride in (None, 32):
+            return Trunk(model, model.forward_features, list(model.blocks), [model.head])
+        kept, _channels = lite0_cut(layer.stride)  # a detector's finer feature maps: the later blocks are dropped
+        model.blocks, model.head = model.blocks[:kept], nn.Identity()
+        return Trunk(model, model.forward_features, list(model.blocks), [])
     if weights == "imagenet":
         raise ConfigError(
             f"{arch}: no ImageNet weights ship with convscope for this base; pass a local weights file (--weights PATH)"

@@ -35,6 +35,20 @@ STAGES = (
 )
 STEM_FILTERS, HEAD_FILTERS = 32, 1280
 BUILT_IN = ("efficientnet-lite0",)
+# Where Lite0 may be cut for a detector: its feature maps at stride 8 (after block 4, 40 channels), 16 (after block
+# 10, 112 channels) or 32 (the whole network and its 1×1 head conv, 1280 channels; what classification uses).
+LITE0_STRIDES = (8, 16, 32)
+
+
+def lite0_cut(stride: int) -> tuple[int, int]:
+    """(blocks kept, output channels) of Lite0 cut at total `stride` (one of LITE0_STRIDES): the blocks whose
+    output is at most that stride; at 32 all of them and the head conv (HEAD_FILTERS channels)."""
+    total, channels = 2, STEM_FILTERS  # the stem has stride 2
+    for kept, (_cin, cout, _k, s, _e) in enumerate(lite0_blocks()):
+        if total * s > stride:
+            return kept, channels
+        total, channels = total * s, cout
+    return len(lite0_blocks()), HEAD_FILTERS
 
 
 def lite0_blocks() -> list[tuple[int, int, int, int, int]]:
@@ -63,9 +77,14 @@ def base_shape(layer: Base, shape: tuple[int, ...]) -> BaseShape:
         raise SpecError("a base takes color images, H×W×3 (grayscale data is repeated into 3 channels)")
     h, w, _ = shape
     if layer.arch == "efficientnet-lite0":
-        found = _lite0(h, w)
-        if layer.channels not in (None, found.output[2]) or layer.stride not in (None, 32):
-            raise SpecError(f"efficientnet-lite0 outputs {HEAD_FILTERS} channels at stride 32; remove channels/stride")
+        stride = 32 if layer.stride is None else layer.stride
+        if stride not in LITE0_STRIDES:
+            raise SpecError(f"efficientnet-lite0 can be cut at stride 8, 16 or 32 (its output); not {stride}")
+        found = _lite0(h, w, stride)
+        if layer.channels not in (None, found.output[2]):
+            raise SpecError(
+                f"efficientnet-lite0 outputs {found.output[2]} channels at stride {stride}; remove channels"
+            )
         return found
     if layer.arch.startswith(("torchvision:", "timm:")):
         if layer.channels is None or layer.stride is None:
@@ -78,16 +97,18 @@ def base_shape(layer: Base, shape: tuple[int, ...]) -> BaseShape:
     raise SpecError(f"unknown base {layer.arch!r}; built in: {', '.join(BUILT_IN)}, or torchvision:NAME / timm:NAME")
 
 
-def _lite0(h: int, w: int) -> BaseShape:
-    """Walk Lite0's convolutions ('same' padding: every stride s maps n to ⌈n/s⌉)."""
+def _lite0(h: int, w: int, stride: int = 32) -> BaseShape:
+    """Walk Lite0's convolutions up to its cut at `stride` ('same' padding: every stride s maps n to ⌈n/s⌉)."""
     total = _Walk(h, w, 3)
     total.conv(STEM_FILTERS, 3, 2)
-    for cin, cout, k, s, e in lite0_blocks():
+    kept, _channels = lite0_cut(stride)
+    for cin, cout, k, s, e in lite0_blocks()[:kept]:
         if e != 1:
             total.conv(cin * e, 1, 1)
         total.conv(cin * e, k, s, groups=cin * e)
         total.conv(cout, 1, 1)
-    total.conv(HEAD_FILTERS, 1, 1)
+    if stride == 32:
+        total.conv(HEAD_FILTERS, 1, 1)
     return BaseShape((total.h, total.w, total.c), total.params, total.macs, total.rf, total.jump, total.activations)
 
 

@@ -1,0 +1,35 @@
+"""val_every: validation after every N epochs and after the last epoch of each phase; the best checkpoint is chosen
+among the validated epochs, and patience counts validations."""
+
+import math
+
+from helpers import make_folder
+
+from convscope.run import load_run
+from convscope.training.loop import train
+from convscope.training.trainer import _Trainer
+
+
+def test_validation_runs_every_n_epochs_and_at_the_end(tmp_path):
+    folder = make_folder(tmp_path / "images", per_class=40)
+    run = train(
+        model="lenet5", data=str(folder), epochs=5, val_every=2, batch_size=16, threads=1, out=str(tmp_path / "r"),
+        report=False,
+    )  # fmt: skip
+    rows = load_run(run.path).metrics()
+    validated = [int(row["epoch"]) for row in rows if not math.isnan(float(row["val_acc"]))]
+    assert validated == [2, 4, 5]
+    assert all(math.isnan(float(row["val_loss"])) for row in rows if int(row["epoch"]) in (1, 3))
+
+
+def test_patience_counts_validations_not_epochs(tmp_path, monkeypatch):
+    folder = make_folder(tmp_path / "images", per_class=40)
+    # Every validation scores the same, so the first one is the best and each later one is stale.
+    monkeypatch.setattr(_Trainer, "_score", lambda self, row: math.nan if math.isnan(row["val_acc"]) else 0.5)
+    run = train(
+        model="lenet5", data=str(folder), epochs=12, val_every=3, patience=1, batch_size=16, threads=1,
+        out=str(tmp_path / "r"), report=False,
+    )  # fmt: skip
+    rows = load_run(run.path).metrics()
+    # Validated at 3 (the best) and 6 (not better): one stale validation stops it after epoch 6, not epoch 4.
+    assert [int(row["epoch"]) for row in rows] == [1, 2, 3, 4, 5, 6]
