@@ -96,6 +96,11 @@ def add_parsers(sub, console: Console) -> None:
     g.add_argument("--seed", type=int)
     g.add_argument("--threads", type=int)
     g.add_argument("--augment", help="flip,scale (default) or none")
+    g.add_argument(
+        "--tta-flip",
+        action=argparse.BooleanOptionalAction,
+        help="evaluate on each image and its mirror image, heatmaps and sizes averaged (default: when training flips)",
+    )
     g.add_argument("--val-fraction", type=float)
     g.add_argument("--patience", type=int, help="early stopping: validations without a better mAP@0.5:0.95")
     g.add_argument("--val-every", type=int, metavar="N", help="validate every N epochs and at the end (default 1)")
@@ -176,15 +181,17 @@ def cmd_convert(args: argparse.Namespace, console: Console) -> None:
 def cmd_detect_train(args: argparse.Namespace, console: Console) -> None:
     from convscope.cli_train import _print_result
     from convscope.progress import ProgressBar
+    from convscope.training.config import TrainConfig
     from convscope.training.loop import train
 
     keys = ("data", "data_dir", "model", "epochs", "finetune_epochs", "unfreeze_blocks", "batch_size", "lr")
-    keys += ("precision", "seed", "threads", "augment")
+    keys += ("precision", "seed", "threads", "augment", "tta_flip")
     keys += ("val_fraction", "patience", "val_every", "out")
     given = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
+    config = TrainConfig.from_dict({"model": "scenes-det", **given}, "flags")  # the model's recipe fills the rest
     bar = ProgressBar(console)
     try:
-        run = train(**{"model": "scenes-det", **given}, callbacks=[bar], stop=args.stop)  # + its recipe
+        run = train(config, callbacks=[bar], stop=args.stop)
     finally:
         bar.close()
     _print_result(run, console)

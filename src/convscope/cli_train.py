@@ -155,11 +155,6 @@ def cmd_train(args: argparse.Namespace, console: Console) -> None:
             return
     else:
         config = TrainConfig.load(args.config, **given) if args.config else TrainConfig.from_dict(given, "flags")
-        from convscope.training.runtime import precision_line
-
-        for line in (config.recipe_line(), precision_line(config)):
-            if line:
-                console.print(line, style="dim", highlight=False)
     bar = ProgressBar(console)
     try:
         if args.resume:

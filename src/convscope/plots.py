@@ -29,9 +29,10 @@ def plot_curves(rows: list[dict[str, float]], path: Path, title: str) -> Path:
     }
     for ax, series in lines.items():
         for marker, (label, key) in zip(("o-", "s-"), series, strict=True):
-            values = [r[key] for r in rows]
-            if not all(math.isnan(v) for v in values):
-                ax.plot(epochs, values, marker, label=label)
+            # Epochs without validation (--val-every) are left out, so the validated ones are joined by a line.
+            measured = [(e, r[key]) for e, r in zip(epochs, rows, strict=True) if not math.isnan(r[key])]
+            if measured:
+                ax.plot(*zip(*measured, strict=True), marker, label=label)
         ax.set_xlabel("epoch")
         ax.set_ylabel(names[ax])
         ax.grid(alpha=0.3)

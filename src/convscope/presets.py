@@ -104,8 +104,8 @@ _PRESETS: dict[str, dict] = {
         # A pretrained base for detecting objects in photos: Lite0's ImageNet features at stride 16 (blocks 0–10),
         # one 3×3 conv, and the CenterNet head upsampling to stride 4. Trained in two phases (detect/recipes.py).
         "description": "a CenterNet detector on a pretrained EfficientNet-Lite0 cut at stride 16, conv 3×3 128, "
-        "detect at stride 4; 320×320×3",
-        "input": "320x320x3",
+        "detect at stride 4; 416×416×3",
+        "input": "416x416x3",
         "layers": [
             {"base": {"arch": "efficientnet-lite0", "stride": 16}},
             {"conv": {"filters": 128, "size": 3, "padding": "same", "activation": "none", "bias": False}},

@@ -50,7 +50,13 @@ class ProgressBar(Callback):
             self.loading = None
 
     def on_start(self, run, epochs, batches, epoch):
+        from convscope.training.runtime import precision_line
+
         self.epochs, self.batches = epochs, batches
+        # Said once training starts, not before: a refused command prints only its one-line error.
+        for line in (run.config.recipe_line(), precision_line(run.config)):
+            if line:
+                self.console.print(line, style="dim", highlight=False)
         h, w, c = run.spec.input
         self.console.print(f"training {run.spec.name} ({h}×{w}×{c}) on {run.data.name} → {run.path}")
         self.progress.start()
@@ -75,7 +81,9 @@ class ProgressBar(Callback):
         )
 
     def on_epoch(self, row):
-        shown = "  ".join(_cell(k, v) for k, v in row.items() if k not in ("epoch", "lr", "seconds"))
+        # NaN: not measured this epoch (no validation split, or not a --val-every epoch): left out, not shown as nan
+        cells = (_cell(k, v) for k, v in row.items() if k not in ("epoch", "lr", "seconds") and v == v)
+        shown = "  ".join(cells)
         self.progress.console.print(f"epoch {int(row['epoch'])}/{self.epochs}  {shown}  {row['seconds']:.1f} s")
 
     def on_end(self, run, results):

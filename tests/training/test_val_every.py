@@ -33,3 +33,17 @@ def test_patience_counts_validations_not_epochs(tmp_path, monkeypatch):
     rows = load_run(run.path).metrics()
     # Validated at 3 (the best) and 6 (not better): one stale validation stops it after epoch 6, not epoch 4.
     assert [int(row["epoch"]) for row in rows] == [1, 2, 3, 4, 5, 6]
+
+
+def test_the_epoch_line_leaves_out_what_was_not_measured():
+    from rich.console import Console
+
+    from convscope.progress import ProgressBar
+
+    console = Console(record=True, width=200)
+    bar = ProgressBar(console)
+    bar.epochs = 5
+    bar.on_epoch({"epoch": 1, "train_loss": 0.5, "val_loss": math.nan, "val_acc": math.nan, "lr": 0.1, "seconds": 2})
+    bar.on_epoch({"epoch": 2, "train_loss": 0.4, "val_loss": 0.3, "val_acc": 0.9, "lr": 0.1, "seconds": 2})
+    lines = console.export_text().splitlines()
+    assert lines == ["epoch 1/5  loss 0.5000  2.0 s", "epoch 2/5  loss 0.4000  val loss 0.3000  val acc 90.00%  2.0 s"]

@@ -59,7 +59,8 @@ class ConvertSummary:
         """One line: what went where, per split, and what was left out."""
         parts = [f"{s} {i:,} images, {b:,} boxes, {c} classes" for s, (i, b, c) in self.splits.items()]
         text = f"{self.source_format} → {self.target} in {self.out}: " + "; ".join(parts)
-        text += f"; {self.dropped} label problem(s) dropped" + (f" ({self.problems})" if self.dropped else "")
+        dropped = f"{self.dropped} label problem(s) dropped ({self.problems})" if self.dropped else "no label problems"
+        text += f"; {dropped}"
         if self.ignore_dropped:
             text += f"; {self.ignore_dropped} ignore region(s) (crowd/difficult) not written: YOLO has none"
         return text

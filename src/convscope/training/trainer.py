@@ -117,15 +117,14 @@ class _Trainer(Checkpointing):
         self.phase = phase
         if self.base is not None:
             self.base.set_trainable(0 if phase == 1 else cfg.unfreeze_blocks)
-            log.info(
-                "phase %d: %s of the base's %d blocks trainable",
-                phase,
-                self.base.trainable_blocks,
-                len(self.base.blocks),
-            )
+            log.info("%s", self._phase_line())
         self.optimizer = optimizer_for(self.model, cfg, self._phase_lr())
         self._new_schedule(*(schedule or ((0, cfg.epochs) if phase == 1 else (cfg.epochs, cfg.finetune_epochs))))
         self.features = None  # phase 1 with cache_features: computed when training starts (see fit)
+
+    def _phase_line(self) -> str:
+        trainable, blocks = self.base.trainable_blocks, len(self.base.blocks)
+        return f"phase {self.phase}: {trainable} of the base's {blocks} blocks trainable"
 
     def _phase_lr(self) -> float:
         return self.config.learning_rate * (FINETUNE_LR_SCALE if self.phase == 2 else 1)
@@ -213,6 +212,8 @@ class _Trainer(Checkpointing):
                     log.info("%s", line)
             if self.resumed_at is not None:
                 log.info("resuming %s at epoch %d, batch %d", self.run.path, self.resumed_at[0] + 1, self.resumed_at[1])
+            if self.base is not None:  # said again now that train.log is open (the phase began before it was)
+                log.info("%s", self._phase_line())
             self._log_data_notes()
             try:
                 self._epochs()
