@@ -87,29 +87,46 @@ def add_parsers(sub, console: Console) -> None:
         help="preset (scenes-det, the default; lite0-det: a pretrained EfficientNet-Lite0 base) or spec file ending "
         "in a detect layer; unset settings come from the model's recipe",
     )
-    g.add_argument("--epochs", type=int, help="default 30 (with a base: the epochs with the base frozen)")
+    g.add_argument(
+        "--epochs", type=int, help="with a base: the epochs with it frozen (default: the model's recipe; scenes-det 30)"
+    )
     g.add_argument("--finetune-epochs", type=int, help="with a base: epochs that also train its last blocks")
     g.add_argument("--unfreeze-blocks", type=int, help="with a base: how many of its last blocks fine-tuning trains")
-    g.add_argument("--batch-size", type=int, help="default 32")
-    g.add_argument("--lr", type=float, help="peak learning rate (default 0.008; fine-tuning uses a tenth)")
-    g.add_argument("--precision", choices=PRECISIONS, help="bf16: much faster on CPUs with AMX (default fp32)")
-    g.add_argument("--seed", type=int)
-    g.add_argument("--threads", type=int)
+    g.add_argument("--batch-size", type=int, help="default: the model's recipe (scenes-det 32, lite0-det 16)")
+    g.add_argument("--lr", type=float, help="peak learning rate (recipe: 0.008; fine-tuning uses a tenth)")
+    g.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        help="bf16: much faster on CPUs with AMX or AVX512-BF16; auto: bf16 on those (scenes-det: fp32, lite0-det: "
+        "auto)",
+    )
+    g.add_argument("--seed", type=int, help="for the split, initialisation, order and augmentation (default 0)")
+    g.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
     g.add_argument("--augment", help="flip,scale (default) or none")
     g.add_argument(
         "--tta-flip",
         action=argparse.BooleanOptionalAction,
         help="evaluate on each image and its mirror image, heatmaps and sizes averaged (default: when training flips)",
     )
-    g.add_argument("--val-fraction", type=float)
+    g.add_argument(
+        "--val-fraction", type=float, help="share held out for validation when the data has no val split (0.1)"
+    )
     g.add_argument("--patience", type=int, help="early stopping: validations without a better mAP@0.5:0.95")
-    g.add_argument("--val-every", type=int, metavar="N", help="validate every N epochs and at the end (default 1)")
+    g.add_argument(
+        "--val-every", type=int, metavar="N", help="validate every N epochs and at the end (scenes-det 1, lite0-det 5)"
+    )
     g.add_argument("--out", help="run folder")
     g.set_defaults(run=lambda args: cmd_detect_train(args, console))
 
-    g = dsub.add_parser("evaluate", help="COCO mAP@0.5 and mAP@0.5:0.95 per class, and pr_curves.png")
+    g = dsub.add_parser(
+        "evaluate",
+        help="COCO mAP@0.5 and mAP@0.5:0.95 per class, and pr_curves.png",
+        description="Score a detection run's best weights with pycocotools on the test split of its data (its val "
+        "split when it has none), or on --data: another dataset's test split, or the whole of a COCO JSON.",
+    )
     g.add_argument("run_dir", metavar="RUN")
-    g.add_argument("--data", help="another dataset (same classes)")
+    g.add_argument("--data", help="another dataset with the same classes (YOLO or VOC folder, COCO JSON or folder)")
+    g.add_argument("--data-dir", metavar="DIR", help="COCO JSON: the folder of its images (default: images/ beside it)")
     g.add_argument("--json", action="store_true")
     g.set_defaults(run=lambda args: cmd_detect_evaluate(args, console))
 
@@ -151,13 +168,17 @@ def cmd_make_scenes(args: argparse.Namespace, console: Console) -> None:
 def cmd_lint(args: argparse.Namespace, console: Console) -> None:
     from pathlib import Path
 
-    from convscope.detect.coco import lint_coco
+    from convscope.detect.coco import coco_images_folder, coco_split_files, lint_coco
     from convscope.detect.data import dataset_format, lint_summary
     from convscope.detect.voc import lint_voc
     from convscope.detect.yolo import lint_yolo
 
-    kind = dataset_format(args.data)  # a DataError (exit 2) naming the three formats when it is none of them
-    if kind == "coco":
+    path = Path(args.data)
+    files = coco_split_files(path) if path.is_dir() and not (path / "data.yaml").is_file() else {}
+    kind = "coco-folder" if files else dataset_format(path)  # a DataError (exit 2) naming the formats otherwise
+    if kind == "coco-folder":  # train.json, val.json, test.json: each JSON with its own images
+        found = [p for file in files.values() for p in lint_coco(file, coco_images_folder(path, file, args.data_dir))]
+    elif kind == "coco":
         found = lint_coco(args.data, args.data_dir or Path(args.data).parent / "images")
     else:
         found = lint_voc(args.data) if kind == "voc" else lint_yolo(args.data)
@@ -200,11 +221,11 @@ def cmd_detect_train(args: argparse.Namespace, console: Console) -> None:
 def cmd_detect_evaluate(args: argparse.Namespace, console: Console) -> None:
     from convscope.detect.predict import evaluate_detector
 
-    metrics = evaluate_detector(args.run_dir, args.data)
+    metrics = evaluate_detector(args.run_dir, args.data, args.data_dir)
     if args.json:
         print(json.dumps(metrics.to_dict(), indent=2))
         return
-    console.print(f"mAP@0.5 {metrics.map50:.3f}  mAP@0.5:0.95 {metrics.map50_95:.3f}")
+    console.print(f"mAP@0.5 {metrics.map50:.3f}  mAP@0.5:0.95 {metrics.map50_95:.3f} on {metrics.images:,} images")
     table = Table("class", "AP@0.5", "AP@0.5:0.95")
     for name in metrics.class_names:
         table.add_row(name, _ap(metrics.per_class_ap50[name]), _ap(metrics.per_class_ap50_95[name]))

@@ -89,6 +89,21 @@ def test_evaluate_reproduces_the_test_numbers(run):
     assert metrics.map50_95 == pytest.approx(run.results()["test_map50_95"])
 
 
+def test_a_coco_folder_from_convert_trains_and_evaluates_like_its_source(run, scenes, tmp_path, capsys):
+    from convscope.detect.convert import convert
+    from convscope.detect.train import load_detection
+
+    convert(scenes, "coco", tmp_path / "coco")
+    folder = load_detection(str(tmp_path / "coco"), None, 64, 0.1, 0)
+    source = load_detection(str(scenes), None, 64, 0.1, 0)
+    assert [len(s) for s in (folder.train, folder.val, folder.test)] == [len(s) for s in (source.train, source.val,
+                                                                                          source.test)]  # fmt: skip
+    # One COCO JSON given to evaluate is scored whole (not a held-out tenth of it), like the source's test split.
+    whole = evaluate_detector(run.path, str(tmp_path / "coco" / "test.json"))
+    assert whole.images == len(source.test) and whole.map50 == pytest.approx(run.results()["test_map50"])
+    assert main(["detect", "lint", str(tmp_path / "coco")]) == 0 and "no problems found" in capsys.readouterr().out
+
+
 def test_stopped_run_resumes_exactly(scenes, spec_file, run, tmp_path):
     out = tmp_path / "stopped"
     with pytest.raises(Interrupted):

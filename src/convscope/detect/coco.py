@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -308,3 +309,32 @@ def lint_coco(annotations: str | Path, images_dir: str | Path, image_size: int |
         why = "no image with a usable box: training would be refused"
         problems.append(LabelProblem(str(annotations), None, why, "no-box"))
     return problems
+
+
+# ── a folder of split JSONs (what `convscope detect convert --to coco` writes, and COCO 2017's layout) ────────
+COCO_SPLIT = re.compile(r"(?:instances_)?(train|val|valid|test)(?:\d{4})?\.json", re.IGNORECASE)
+
+
+def coco_split_files(root: Path) -> dict[str, Path]:
+    """split → its JSON, for a folder of COCO split files (there or in its annotations/ folder)."""
+    found: dict[str, Path] = {}
+    for folder in (root, root / "annotations"):
+        if not folder.is_dir():
+            continue
+        for path in sorted(folder.iterdir()):
+            if match := COCO_SPLIT.fullmatch(path.name):
+                split = "val" if match[1].lower() == "valid" else match[1].lower()
+                found.setdefault(split, path)
+    return found
+
+
+def coco_images_folder(root: Path, json_path: Path, data_dir: str | Path | None) -> Path:
+    """The image folder of a split JSON: `data_dir` when given, else images/ or the folder named like the JSON
+    (COCO 2017's train2017/ for instances_train2017.json), else images/."""
+    if data_dir is not None:
+        return Path(data_dir)
+    stem = json_path.stem.lower().removeprefix("instances_")
+    for folder in (root / "images", root / stem):  # ours (file_name SPLIT/NAME), COCO 2017's train2017/ …
+        if folder.is_dir():
+            return folder
+    return root / "images"

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -34,7 +33,7 @@ from xml.etree import ElementTree
 
 import yaml
 
-from convscope.detect.coco import read_coco_raw
+from convscope.detect.coco import coco_images_folder, coco_split_files, read_coco_raw
 from convscope.detect.data import RawDataset, RawImage, dataset_format, lint_summary
 from convscope.detect.voc import read_voc_raw
 from convscope.detect.yolo import read_yolo_raw
@@ -42,7 +41,6 @@ from convscope.errors import DataError, OutputError
 
 FORMATS = ("yolo", "coco", "voc")
 SPLIT_ORDER = ("train", "val", "test")
-_COCO_SPLIT = re.compile(r"(?:instances_)?(train|val|valid|test)(?:\d{4})?\.json", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -67,35 +65,12 @@ class ConvertSummary:
 
 
 # ── reading ───────────────────────────────────────────────────────────────────────────────────────────────────────
-def _coco_split_files(root: Path) -> dict[str, Path]:
-    """split → its JSON, for a folder of COCO split files (there or in its annotations/ folder)."""
-    found: dict[str, Path] = {}
-    for folder in (root, root / "annotations"):
-        if not folder.is_dir():
-            continue
-        for path in sorted(folder.iterdir()):
-            if match := _COCO_SPLIT.fullmatch(path.name):
-                split = "val" if match[1].lower() == "valid" else match[1].lower()
-                found.setdefault(split, path)
-    return found
-
-
-def _coco_images(root: Path, json_path: Path, data_dir: str | Path | None) -> Path:
-    if data_dir is not None:
-        return Path(data_dir)
-    stem = json_path.stem.lower().removeprefix("instances_")
-    for folder in (root / "images", root / stem):  # ours (file_name SPLIT/NAME), COCO 2017's train2017/ …
-        if folder.is_dir():
-            return folder
-    return root / "images"
-
-
 def read_raw(src: str | Path, data_dir: str | Path | None = None, *, seed: int = 0, val_fraction: float = 0.1):
     """A YOLO folder (or data.yaml), a Pascal VOC folder, a COCO JSON or a folder of COCO split JSONs, read as a
     `RawDataset` (each image's boxes in its own pixels). `data_dir`: a COCO source's image folder. `seed` and
     `val_fraction`: a VOC folder without ImageSets is split as load_voc splits it. DataError when it cannot be read."""
     path = Path(src)
-    if path.is_dir() and not (path / "data.yaml").is_file() and (files := _coco_split_files(path)):
+    if path.is_dir() and not (path / "data.yaml").is_file() and (files := coco_split_files(path)):
         if "train" not in files:
             raise DataError(f"{path}: expected a train JSON among the COCO split files, found {sorted(files)}")
         return _read_coco_splits(path, files, data_dir)
@@ -111,7 +86,7 @@ def read_raw(src: str | Path, data_dir: str | Path | None = None, *, seed: int =
 def _read_coco_splits(root: Path, files: dict[str, Path], data_dir) -> RawDataset:
     classes, splits, problems = None, {}, []
     for split in (s for s in SPLIT_ORDER if s in files):
-        names, images, found = read_coco_raw(files[split], _coco_images(root, files[split], data_dir))
+        names, images, found = read_coco_raw(files[split], coco_images_folder(root, files[split], data_dir))
         if classes is not None and names != classes:
             raise DataError(f"{files[split]}: categories {list(names)} differ from the train JSON's {list(classes)}")
         classes, splits[split] = names, images

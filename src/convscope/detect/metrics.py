@@ -36,6 +36,7 @@ class DetectionMetrics:
     recall: np.ndarray = field(repr=False)  # eval['recall']: T×K×A×M, the recall reached with all detections
     class_names: tuple[str, ...] = ()
     summary: str = field(default="", repr=False)  # COCOeval's printed 12-line table
+    images: int = 0  # how many images were scored
 
     def to_dict(self) -> dict:
         """JSON-ready: floats, with None for nan (a class that never occurs in the ground truth)."""
@@ -101,6 +102,7 @@ def coco_evaluate(
         recall=evaluator.eval["recall"],
         class_names=tuple(class_names),
         summary=_table(summary.getvalue()),
+        images=len(ground_truth),
     )
 
 

@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from convscope.data.images import describe, open_image, to_array
+from convscope.detect.coco import load_coco
 from convscope.detect.data import letterbox
 from convscope.detect.decode import decode
 from convscope.detect.draw import draw_detections
@@ -32,7 +33,9 @@ def _detector_run(run: Run | str | Path) -> Run:
 
 
 def evaluate_detector(run: Run | str | Path, data: str | None = None, data_dir: str | None = None) -> DetectionMetrics:
-    """COCO mAP of a run's best weights on the test split of its data (or of `data`); writes pr_curves.png."""
+    """COCO mAP of a run's best weights on the test split of its data (its val split when it has none), or of
+    `data`: the test split of another dataset with the same classes, or the whole of a COCO JSON (`data_dir`: its
+    images). Writes pr_curves.png. DataError for data that cannot be read, SpecError for other classes."""
     run = _detector_run(run)
     metrics, split, _found = _evaluate(run, data, data_dir)
     plot_pr_curves(metrics, run.path / "pr_curves.png", f"{run.path.name}: precision–recall on {len(split)} images")
@@ -50,10 +53,14 @@ def write_detector_report(run: Run | str | Path) -> Path:
 def _evaluate(run: Run, data: str | None, data_dir: str | None):
     cfg = run.config
     size = run.spec.input[0]
-    dataset = load_detection(data or cfg.data, data_dir or cfg.data_dir, size, cfg.val_fraction, cfg.seed)
-    split = dataset.test or dataset.val
-    if tuple(dataset.classes) != tuple(run.data.classes):
-        raise SpecError(f"{dataset.source}: classes {list(dataset.classes)} are not the run's {list(run.data.classes)}")
+    if data is not None and Path(data).suffix.lower() == ".json":  # another COCO file: scored whole, not a tenth
+        split, classes = load_coco(data, Path(data_dir) if data_dir else Path(data).parent / "images", size)
+        source = data
+    else:
+        dataset = load_detection(data or cfg.data, data_dir or cfg.data_dir, size, cfg.val_fraction, cfg.seed)
+        split, classes, source = dataset.test or dataset.val, dataset.classes, dataset.source
+    if tuple(classes) != tuple(run.data.classes):
+        raise SpecError(f"{source}: classes {list(classes)} are not the run's {list(run.data.classes)}")
     mean, std = run_stats(run)
     found, _loss = detect_split(load_model(run), split, mean, std, flips_at_test(cfg))
     return split_metrics(split, found, run.data.classes), split, found

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from convscope.detect.augment import flip, scale_translate
-from convscope.detect.coco import load_coco
+from convscope.detect.coco import coco_images_folder, coco_split_files, load_coco
 from convscope.detect.data import DetectionDataset, DetectionSplit, LabelProblem, dataset_format, lint_summary
 from convscope.detect.decode import decode, encode_targets, focal_loss, regression_loss
 from convscope.detect.head import split_outputs
@@ -42,6 +42,8 @@ def load_detection(data: str, data_dir: str | None, image_size: int, val_fractio
     test split too. A VOC folder without ImageSets/Main holds out val_fraction for val and as much for test (seeded).
     A DataError naming the three formats for anything else."""
     path = Path(data)
+    if path.is_dir() and not (path / "data.yaml").is_file() and (files := coco_split_files(path)):
+        return _load_coco_folder(path, files, data_dir, image_size)
     if path.suffix.lower() == ".json":
         images = Path(data_dir) if data_dir else path.parent / "images"
         split, classes = load_coco(path, images, image_size)
@@ -53,6 +55,24 @@ def load_detection(data: str, data_dir: str | None, image_size: int, val_fractio
     if dataset_format(path) == "voc":  # a DataError naming the three formats when it is none of them
         return load_voc(path, image_size, seed=seed, val_fraction=val_fraction or 0.1)
     return load_yolo(path, image_size)
+
+
+def _load_coco_folder(root: Path, files: dict[str, Path], data_dir: str | None, image_size: int):
+    """A folder of COCO split JSONs (train.json, val.json, test.json, as `detect convert --to coco` writes them, or
+    COCO 2017's instances_train2017.json …), each split with its own images."""
+    if "train" not in files:
+        raise DataError(f"{root}: expected a train JSON among the COCO split files, found {sorted(files)}")
+    splits, classes = {}, None
+    for name in ("train", "val", "test"):
+        if name in files:
+            splits[name], names = load_coco(files[name], coco_images_folder(root, files[name], data_dir), image_size)
+            if classes is not None and names != classes:
+                raise DataError(f"{files[name]}: categories {list(names)} differ from the train JSON's {list(classes)}")
+            classes = names
+    problems = tuple(problem for split in splits.values() for problem in split.problems)
+    return DetectionDataset(
+        root.name, classes, splits["train"], splits.get("val"), splits.get("test"), str(root), problems
+    )
 
 
 def _hold_out(split: DetectionSplit, fraction: float, seed: int) -> tuple[DetectionSplit, DetectionSplit]:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 from convscope.data.augment import Augment
+from convscope.data.load import BUILT_IN as BUILT_IN_DATA
 from convscope.errors import ConfigError
 from convscope.presets import preset_recipe
 from convscope.yamlfile import read_yaml
@@ -92,6 +93,16 @@ class TrainConfig:
             Augment.parse(",".join(w for w in self.augment.split(",") if w.strip() != "scale") or "none")
         for key in ("model", "data"):
             _check(getattr(self, key), str, key, "text", lambda v: bool(v))
+
+    def with_absolute_paths(self) -> TrainConfig:
+        """This config with `data` (a folder or file, not a built-in dataset's name) and `data_dir` made absolute, so
+        that the run's record still finds them from another working folder (evaluate, report, resume)."""
+        changes = {}
+        if self.data not in BUILT_IN_DATA and Path(self.data).exists():
+            changes["data"] = str(Path(self.data).resolve())
+        if self.data_dir is not None and Path(self.data_dir).exists():
+            changes["data_dir"] = str(Path(self.data_dir).resolve())
+        return replace(self, **changes)
 
     @property
     def learning_rate(self) -> float:

@@ -92,6 +92,7 @@ def train(
         config = TrainConfig.from_dict(settings, where="train()")  # a preset's recipe fills what is not given
     elif settings:
         config = TrainConfig.from_dict({**config.to_dict(), **settings}, where="train()")
+    config = config.with_absolute_paths()  # the run's record works from any folder
     spec = spec or resolve_spec(config.model)
     _set_threads(config)
     task = trainer_class(spec)
