@@ -168,16 +168,16 @@ def cmd_make_scenes(args: argparse.Namespace, console: Console) -> None:
 def cmd_lint(args: argparse.Namespace, console: Console) -> None:
     from pathlib import Path
 
-    from convscope.detect.coco import coco_images_folder, coco_split_files, lint_coco
-    from convscope.detect.data import dataset_format, lint_summary
+    from convscope.detect.coco import coco_images_folder, lint_coco
+    from convscope.detect.data import coco_split_files, dataset_format, lint_summary
     from convscope.detect.voc import lint_voc
     from convscope.detect.yolo import lint_yolo
 
     path = Path(args.data)
-    files = coco_split_files(path) if path.is_dir() and not (path / "data.yaml").is_file() else {}
-    kind = "coco-folder" if files else dataset_format(path)  # a DataError (exit 2) naming the formats otherwise
-    if kind == "coco-folder":  # train.json, val.json, test.json: each JSON with its own images
-        found = [p for file in files.values() for p in lint_coco(file, coco_images_folder(path, file, args.data_dir))]
+    kind = dataset_format(path)  # a DataError (exit 2) naming the formats when it is none of them
+    if kind == "coco-splits":  # train.json, val.json, test.json: each JSON with its own images
+        files = coco_split_files(path).values()
+        found = [p for file in files for p in lint_coco(file, coco_images_folder(path, file, args.data_dir))]
     elif kind == "coco":
         found = lint_coco(args.data, args.data_dir or Path(args.data).parent / "images")
     else:

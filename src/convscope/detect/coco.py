@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -311,23 +310,7 @@ def lint_coco(annotations: str | Path, images_dir: str | Path, image_size: int |
     return problems
 
 
-# ── a folder of split JSONs (what `convscope detect convert --to coco` writes, and COCO 2017's layout) ────────
-COCO_SPLIT = re.compile(r"(?:instances_)?(train|val|valid|test)(?:\d{4})?\.json", re.IGNORECASE)
-
-
-def coco_split_files(root: Path) -> dict[str, Path]:
-    """split → its JSON, for a folder of COCO split files (there or in its annotations/ folder)."""
-    found: dict[str, Path] = {}
-    for folder in (root, root / "annotations"):
-        if not folder.is_dir():
-            continue
-        for path in sorted(folder.iterdir()):
-            if match := COCO_SPLIT.fullmatch(path.name):
-                split = "val" if match[1].lower() == "valid" else match[1].lower()
-                found.setdefault(split, path)
-    return found
-
-
+# ── a folder of split JSONs (data.coco_split_files finds them) ────────────────────────────────────────────────────
 def coco_images_folder(root: Path, json_path: Path, data_dir: str | Path | None) -> Path:
     """The image folder of a split JSON: `data_dir` when given, else images/ or the folder named like the JSON
     (COCO 2017's train2017/ for instances_train2017.json), else images/."""

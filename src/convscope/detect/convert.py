@@ -33,14 +33,13 @@ from xml.etree import ElementTree
 
 import yaml
 
-from convscope.detect.coco import coco_images_folder, coco_split_files, read_coco_raw
-from convscope.detect.data import RawDataset, RawImage, dataset_format, lint_summary
+from convscope.detect.coco import coco_images_folder, read_coco_raw
+from convscope.detect.data import SPLIT_NAMES, RawDataset, RawImage, coco_split_files, dataset_format, lint_summary
 from convscope.detect.voc import read_voc_raw
 from convscope.detect.yolo import read_yolo_raw
 from convscope.errors import DataError, OutputError
 
 FORMATS = ("yolo", "coco", "voc")
-SPLIT_ORDER = ("train", "val", "test")
 
 
 @dataclass(frozen=True)
@@ -70,11 +69,12 @@ def read_raw(src: str | Path, data_dir: str | Path | None = None, *, seed: int =
     `RawDataset` (each image's boxes in its own pixels). `data_dir`: a COCO source's image folder. `seed` and
     `val_fraction`: a VOC folder without ImageSets is split as load_voc splits it. DataError when it cannot be read."""
     path = Path(src)
-    if path.is_dir() and not (path / "data.yaml").is_file() and (files := coco_split_files(path)):
+    kind = dataset_format(path)
+    if kind == "coco-splits":
+        files = coco_split_files(path)
         if "train" not in files:
             raise DataError(f"{path}: expected a train JSON among the COCO split files, found {sorted(files)}")
         return _read_coco_splits(path, files, data_dir)
-    kind = dataset_format(path)
     if kind == "coco":
         images = Path(data_dir) if data_dir is not None else path.parent / "images"
         return _read_coco_splits(path.parent, {"train": path}, images)
@@ -85,7 +85,7 @@ def read_raw(src: str | Path, data_dir: str | Path | None = None, *, seed: int =
 
 def _read_coco_splits(root: Path, files: dict[str, Path], data_dir) -> RawDataset:
     classes, splits, problems = None, {}, []
-    for split in (s for s in SPLIT_ORDER if s in files):
+    for split in (s for s in SPLIT_NAMES if s in files):
         names, images, found = read_coco_raw(files[split], coco_images_folder(root, files[split], data_dir))
         if classes is not None and names != classes:
             raise DataError(f"{files[split]}: categories {list(names)} differ from the train JSON's {list(classes)}")

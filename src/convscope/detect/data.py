@@ -23,6 +23,7 @@ import codecs
 import errno
 import math
 import os
+import re
 import stat
 from collections import Counter
 from collections.abc import Iterable
@@ -35,6 +36,7 @@ from PIL import Image
 from convscope.data.images import open_image, to_array
 from convscope.errors import DataError
 
+SPLIT_NAMES = ("train", "val", "test")  # a detection dataset's splits, in the order they are read and reported
 PAD_VALUE = 114  # the gray YOLO pads letterboxed images with
 DUPLICATE_IOU = 0.95  # a box of the same class overlapping an earlier one more than this is a duplicate
 EDGE_SLACK = 1e-6  # normalised coordinates may overshoot [0, 1] by this much (printing rounds), then are clipped
@@ -203,10 +205,26 @@ def child_folder(root: Path, *names: str) -> Path | None:
     return next((found[name] for name in wanted if name in found), None)
 
 
+COCO_SPLIT = re.compile(r"(?:instances_)?(train|val|valid|test)(?:\d{4})?\.json", re.IGNORECASE)
+
+
+def coco_split_files(root: Path) -> dict[str, Path]:
+    """split → its JSON, for a folder of COCO split files (there or in its annotations/ folder)."""
+    found: dict[str, Path] = {}
+    for folder in (root, root / "annotations"):
+        if not folder.is_dir():
+            continue
+        for path in sorted(folder.iterdir()):
+            if match := COCO_SPLIT.fullmatch(path.name):
+                split = "val" if match[1].lower() == "valid" else match[1].lower()
+                found.setdefault(split, path)
+    return found
+
+
 def dataset_format(path: str | Path) -> str:
     """Which reader a dataset path is for: "coco" (a .json file), "yolo" (a .yaml file, or a folder with data.yaml),
-    "voc" (a folder with .xml files in its Annotations folder, or beside the images). A DataError naming the three
-    formats otherwise."""
+    "coco-splits" (a folder of COCO split JSONs: coco_split_files), "voc" (a folder with .xml files in its
+    Annotations folder, or beside the images). A DataError naming the three formats otherwise."""
     path = Path(path)
     expected = (
         "expected a YOLO dataset folder (with data.yaml), a Pascal VOC folder (Annotations/*.xml, or XML files "
@@ -220,6 +238,8 @@ def dataset_format(path: str | Path) -> str:
         raise DataError(f"{path}: {expected}, found {'a file' if path.exists() else 'nothing'}")
     if (path / "data.yaml").is_file():
         return "yolo"
+    if coco_split_files(path):
+        return "coco-splits"
     folders = [folder for folder in (child_folder(path, "annotations"), path) if folder is not None]
     if any(p.suffix.lower() == ".xml" for folder in folders for p in folder.iterdir()):
         return "voc"

@@ -14,8 +14,16 @@ import numpy as np
 import torch
 
 from convscope.detect.augment import flip, scale_translate
-from convscope.detect.coco import coco_images_folder, coco_split_files, load_coco
-from convscope.detect.data import DetectionDataset, DetectionSplit, LabelProblem, dataset_format, lint_summary
+from convscope.detect.coco import coco_images_folder, load_coco
+from convscope.detect.data import (
+    SPLIT_NAMES,
+    DetectionDataset,
+    DetectionSplit,
+    LabelProblem,
+    coco_split_files,
+    dataset_format,
+    lint_summary,
+)
 from convscope.detect.decode import decode, encode_targets, focal_loss, regression_loss
 from convscope.detect.head import split_outputs
 from convscope.detect.metrics import DetectionMetrics, coco_evaluate, plot_pr_curves
@@ -42,8 +50,6 @@ def load_detection(data: str, data_dir: str | None, image_size: int, val_fractio
     test split too. A VOC folder without ImageSets/Main holds out val_fraction for val and as much for test (seeded).
     A DataError naming the three formats for anything else."""
     path = Path(data)
-    if path.is_dir() and not (path / "data.yaml").is_file() and (files := coco_split_files(path)):
-        return _load_coco_folder(path, files, data_dir, image_size)
     if path.suffix.lower() == ".json":
         images = Path(data_dir) if data_dir else path.parent / "images"
         split, classes = load_coco(path, images, image_size)
@@ -52,7 +58,10 @@ def load_detection(data: str, data_dir: str | None, image_size: int, val_fractio
         return DetectionDataset(path.stem, classes, train, held, held, str(path), split.problems)
     if path.suffix.lower() in (".yaml", ".yml"):
         return load_yolo(path, image_size)
-    if dataset_format(path) == "voc":  # a DataError naming the three formats when it is none of them
+    kind = dataset_format(path)  # a DataError naming the three formats when it is none of them
+    if kind == "coco-splits":
+        return _load_coco_folder(path, coco_split_files(path), data_dir, image_size)
+    if kind == "voc":
         return load_voc(path, image_size, seed=seed, val_fraction=val_fraction or 0.1)
     return load_yolo(path, image_size)
 
@@ -63,7 +72,7 @@ def _load_coco_folder(root: Path, files: dict[str, Path], data_dir: str | None, 
     if "train" not in files:
         raise DataError(f"{root}: expected a train JSON among the COCO split files, found {sorted(files)}")
     splits, classes = {}, None
-    for name in ("train", "val", "test"):
+    for name in SPLIT_NAMES:
         if name in files:
             splits[name], names = load_coco(files[name], coco_images_folder(root, files[name], data_dir), image_size)
             if classes is not None and names != classes:

@@ -28,6 +28,7 @@ import numpy as np
 
 from convscope.data.folder import image_files
 from convscope.detect.data import (
+    SPLIT_NAMES,
     DetectionDataset,
     DetectionSplit,
     LabelProblem,
@@ -52,7 +53,6 @@ from convscope.errors import DataError
 
 log = logging.getLogger(__name__)
 
-SPLIT_NAMES = ("train", "val", "test")
 CLASS_FILES = ("classes.txt", "labels.txt")
 _LABELME_EXTRAS = ("__ignore__", "_background_")  # labelme2voc's labels.txt starts with these; they are not classes
 
@@ -88,16 +88,21 @@ class _ImageFinder:
         return self.by_stem.get(xml.stem.lower())
 
 
+def _lines(path: Path, what: str) -> list[str]:
+    """The lines of a text file the dataset needs (a class list, an image set); a DataError when it is unreadable."""
+    try:
+        return read_text(path).splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise DataError(f"{path}: cannot read {what} ({err})") from None
+
+
 def _class_file(layout_root: Path, annotations: Path) -> tuple[str, ...] | None:
     for folder in dict.fromkeys((layout_root, annotations)):
         for name in CLASS_FILES:
             path = folder / name
             if not path.is_file():
                 continue
-            try:
-                lines = read_text(path).splitlines()
-            except (OSError, UnicodeDecodeError) as err:
-                raise DataError(f"{path}: cannot read the class list ({err})") from None
+            lines = _lines(path, "the class list")
             names = [line.strip() for line in lines if line.strip() and line.strip() not in _LABELME_EXTRAS]
             if not names:
                 raise DataError(f"{path}: expected class names, one a line, found none")
@@ -120,10 +125,7 @@ def _image_sets(root: Path, annotations: Path, xmls: dict[str, Path]) -> tuple[d
         path = folder / f"{name}.txt"
         if not path.is_file():
             continue
-        try:
-            lines = read_text(path).splitlines()
-        except (OSError, UnicodeDecodeError) as err:
-            raise DataError(f"{path}: cannot read the image set ({err})") from None
+        lines = _lines(path, "the image set")
         ids[name] = {}  # XML file → None: a set that keeps the file's order
         for line, text in enumerate(lines, start=1):
             if not text.split():

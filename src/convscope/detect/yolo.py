@@ -19,6 +19,7 @@ import yaml
 
 from convscope.data.folder import image_files
 from convscope.detect.data import (
+    SPLIT_NAMES,
     Boxes,
     DetectionDataset,
     DetectionSplit,
@@ -42,8 +43,6 @@ from convscope.errors import DataError
 from convscope.yamlfile import safe_load
 
 log = logging.getLogger(__name__)
-
-SPLIT_NAMES = ("train", "val", "test")
 
 
 def _shown(path: Path, base: Path) -> str:
