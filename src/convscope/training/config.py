@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ MAX_BATCH = 2**20  # images per batch
 MAX_IMAGES = 2**31  # per_class
 MAX_BLOCKS = 1_000  # unfreeze_blocks (a base has tens)
 MAX_THREADS = 1_024
+DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d{1,3})?")
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,12 @@ class TrainConfig:
     precision: str = "fp32"
     seed: int = 0
     threads: int | None = None  # torch CPU threads (None: all cores)
+    # Where the model, the batches, augmentation and the loss run: auto (CUDA when a GPU is there, then Apple's MPS,
+    # else the CPU), cpu, cuda, cuda:N or mps (convscope.device).
+    device: str = "auto"
+    # Decoded training images kept in memory at most, e.g. '6GiB', '500MB', '0' (always stream); None: half the memory
+    # available when training starts. An image folder larger than this is decoded batch by batch by DataLoader workers.
+    cache_limit: str | None = None
     out: str | None = None  # run folder (None: runs/MODEL-DATA, never overwriting)
 
     def __post_init__(self) -> None:
@@ -89,6 +97,10 @@ class TrainConfig:
         _check(self.seed, int, "seed", "an integer from 0 to 2**32 - 1", lambda v: 0 <= v < 2**32)  # NumPy's range
         if self.threads is not None:
             _count(self.threads, "threads", 1, MAX_THREADS)
+        _check(self.device, str, "device", "auto, cpu, cuda, cuda:N or mps", lambda v: DEVICE.fullmatch(v) is not None)
+        if self.cache_limit is not None:
+            _check(self.cache_limit, str, "cache_limit", "a size such as 6GiB, 500MB or 0", lambda v: True)
+            parse_bytes(self.cache_limit, "cache_limit")
         if self.augment is not None:  # the words of both tasks; each task refuses the other's (scale: detectors)
             Augment.parse(",".join(w for w in self.augment.split(",") if w.strip() != "scale") or "none")
         for key in ("model", "data"):
@@ -173,6 +185,20 @@ class TrainConfig:
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a mapping of settings. Received: {type(data).__name__}")
         return cls.from_dict({**data, **overrides}, where=str(path))
+
+
+UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "kib": 2**10, "m": 10**6, "mb": 10**6, "mib": 2**20}
+UNITS |= {"g": 10**9, "gb": 10**9, "gib": 2**30, "t": 10**12, "tb": 10**12, "tib": 2**40}
+
+
+def parse_bytes(text: str, key: str = "size") -> int:
+    """'6GiB' -> 6442450944, '500MB' -> 500000000, '0' -> 0 (units as written: GB = 10^9, GiB = 2^30; case and a
+    space between are ignored). Raises ConfigError naming `key` for anything else."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", text)
+    unit = match and match.group(2).lower()
+    if not match or unit not in UNITS or float(match.group(1)) * UNITS[unit] >= 2**63:
+        raise ConfigError(f"{key} must be a size such as 6GiB, 500MB or 0. Received: {_shown(text)}")
+    return int(float(match.group(1)) * UNITS[unit])
 
 
 def _check(value: Any, kind: type, key: str, expected: str, ok) -> None:

@@ -1,8 +1,8 @@
 """What `--resume` means: which settings a resumed run may change, when a run is finished, whether the values read
 back from its checkpoint can belong to it; and the trainer's checkpoints themselves (`Checkpointing`).
 
-A resumed run keeps its own settings. Two may be given: `threads` (speed only) and `epochs`, to train longer than
-planned. The added epochs get a learning-rate schedule of their own, of the run's kind and peak rate, over just those
+A resumed run keeps its own settings. Some may be given: `threads` (speed only) and `epochs`, to train longer than
+planned; and where it runs: `device`, `cache_limit`. The added epochs get a learning-rate schedule of their own, of the run's kind and peak rate, over just those
 epochs (what `fit_one_cycle` called again does in fastai); the schedule of the epochs already planned is unchanged,
 so an interrupted run that is also extended first finishes its planned schedule.
 """
@@ -24,7 +24,7 @@ from convscope.training.config import TrainConfig
 from convscope.training.metrics import write_metrics
 from convscope.training.state import MAX_COUNT, Checkpoint, restore, save_checkpoint
 
-CHANGEABLE = ("epochs", "threads")  # the settings `--resume` accepts
+CHANGEABLE = ("epochs", "threads", "device", "cache_limit")  # the settings `--resume` accepts
 
 
 def is_finished(run: Run) -> bool:
@@ -53,11 +53,12 @@ def resumed_config(run: Run, settings: dict[str, Any]) -> TrainConfig:
         flags = ", ".join("--" + name.replace("_", "-") for name in refused)
         raise ConfigError(
             f"{run.path}: a resumed run keeps its own settings; {flags} cannot be changed "
-            f"(only --epochs, to train longer, and --threads)"
+            f"(only --epochs, to train longer, and --threads, --device, --cache-limit)"
         )
     config = run.config
-    if settings.get("threads") is not None:
-        config = replace(config, threads=settings["threads"])
+    for name in ("threads", "device", "cache_limit"):  # where and how fast, not what: a resumed run may move
+        if settings.get(name) is not None:
+            config = replace(config, **{name: settings[name]})
     epochs = settings.get("epochs")
     if epochs is None or epochs == config.epochs:
         return config
