@@ -1,10 +1,11 @@
 """What `--resume` means: which settings a resumed run may change, when a run is finished, whether the values read
 back from its checkpoint can belong to it; and the trainer's checkpoints themselves (`Checkpointing`).
 
-A resumed run keeps its own settings. Some may be given: `threads` (speed only) and `epochs`, to train longer than
-planned; and where it runs: `device`, `cache_limit`. The added epochs get a learning-rate schedule of their own, of the run's kind and peak rate, over just those
-epochs (what `fit_one_cycle` called again does in fastai); the schedule of the epochs already planned is unchanged,
-so an interrupted run that is also extended first finishes its planned schedule.
+A resumed run keeps its own settings. Some may be given: `threads`, `device` and `cache_limit` (where and how fast
+it runs, not what it learns) and `epochs`, to train longer than planned. The added epochs get a learning-rate
+schedule of their own, of the run's kind and peak rate, over just those epochs (what `fit_one_cycle` called again does
+in fastai); the schedule of the epochs already planned is unchanged, so an interrupted run that is also extended first
+finishes its planned schedule.
 """
 
 from __future__ import annotations
