@@ -101,8 +101,8 @@ def preset_run(preset: str, folder: Path):
     from convscope.builder import build
     from convscope.presets import resolve_spec
     from convscope.run import DataInfo, Run
-    from convscope.training.checkpoint import save_weights
     from convscope.training.config import TrainConfig
+    from convscope.weights import save_weights
 
     torch.manual_seed(0)
     spec = resolve_spec(preset)

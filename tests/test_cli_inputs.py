@@ -21,7 +21,7 @@ from PIL import Image
 
 from convscope.cli import main
 from convscope.run import load_model, load_run
-from convscope.training.checkpoint import save_weights
+from convscope.weights import save_weights
 
 CASES = Path(__file__).resolve().parents[2] / "shared" / "cases" / "images"
 

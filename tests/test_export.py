@@ -21,9 +21,9 @@ from convscope.export import ExportError, export, load_onnx, predict_onnx
 from convscope.prediction import predict
 from convscope.run import DataInfo, Run, load_model, load_predictor, load_run
 from convscope.spec import NetSpec
-from convscope.training.checkpoint import save_weights
 from convscope.training.config import TrainConfig
 from convscope.training.loop import train
+from convscope.weights import save_weights
 
 # Every layer kind whose export could go wrong: uneven TF-'same' padding (20 → 10 with stride 2 pads 0 top, 1 bottom),
 # batchnorm with learned statistics, min / avg / max pools, a min global pool, dropout.

@@ -5,9 +5,9 @@ import sys as _sys
 
 # PyTorch's OpenMP threads spin while they wait for work; on a machine where another program keeps a core busy, the
 # spinning threads and the program take turns and training falls to a tenth of its speed (bench/train_throughput.py
-# --busy). Passive waiting (threads sleep) keeps most of it. OpenMP reads this once, when torch loads, so it is set here,
-# before anything imports torch, and only as a default: a value the user set wins. Python API users who import torch
-# before convscope set it themselves (README, "A busy machine").
+# --busy). Passive waiting (threads sleep) keeps most of it. OpenMP reads this once, when torch loads, so it is set
+# here, before anything imports torch, and only as a default: a value the user set wins. Python API users who import
+# torch before convscope set it themselves (README, "A busy machine").
 if "torch" not in _sys.modules:
     _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 

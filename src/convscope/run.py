@@ -269,7 +269,7 @@ def _check_data_info(info: DataInfo, channels: int, where: Path) -> None:
 def load_model(run: Run, which: str = "best"):
     """The run's network with its `best` or `last` weights, in eval mode."""
     from convscope.builder import build
-    from convscope.training.checkpoint import load_weights
+    from convscope.weights import load_weights
 
     model = build(run.spec, pretrained=False)  # the run's own weights replace any pretrained ones
     load_weights(run.weights / f"{which}.safetensors", model)

@@ -12,7 +12,7 @@ from convscope.errors import ConvscopeError
 from convscope.inspect.filters import _mosaic, filter_weights, save_filter_sheet
 from convscope.presets import get_preset
 from convscope.spec import Conv, Flatten, NetSpec, Pool
-from convscope.training.checkpoint import save_weights
+from convscope.weights import save_weights
 
 
 @pytest.fixture(scope="module")

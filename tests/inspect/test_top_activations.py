@@ -12,8 +12,8 @@ from convscope.inspect import top_activations as top_module
 from convscope.inspect.top_activations import receptive_window, save_top_activations_png, top_activations
 from convscope.run import DataInfo, Run
 from convscope.spec import Conv, Dense, GlobalPool, NetSpec, Pool
-from convscope.training.checkpoint import save_weights
 from convscope.training.config import TrainConfig
+from convscope.weights import save_weights
 
 SPEC = NetSpec(
     (12, 12, 1),

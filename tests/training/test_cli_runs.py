@@ -104,7 +104,7 @@ def test_resuming_a_finished_run_says_so_and_changes_nothing(finished):
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        (["--lr", "0.1"], "--lr cannot be changed (only --epochs, to train longer, and --threads, --device, --cache-limit)"),
+        (["--lr", "0.1"], "--lr cannot be changed (only --epochs, to train longer, and --threads, --device"),
         (["--config", "x.yaml"], "--config cannot be changed"),
         (["--epochs", "0"], "is set to train 1 epoch; --resume can only add epochs"),
     ],

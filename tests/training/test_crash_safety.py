@@ -240,8 +240,8 @@ def test_hand_edited_values_inside_the_checkpoint_are_refused(folder, tmp_path):
 
     import safetensors.torch
 
-    from convscope.training.checkpoint import read_safetensors
     from convscope.training.state import DOC_KEY
+    from convscope.weights import read_safetensors
 
     run = train(config(folder, tmp_path / "run", epochs=2), report=False)
     path = run.path / CHECKPOINT

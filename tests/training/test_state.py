@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from convscope.errors import CheckpointError
-from convscope.training.checkpoint import read_safetensors
 from convscope.training.state import DOC_KEY, read_checkpoint, restore, save_checkpoint
+from convscope.weights import read_safetensors
 
 
 def small_net() -> nn.Module:

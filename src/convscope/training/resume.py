@@ -20,10 +20,10 @@ import torch
 from convscope.errors import CheckpointError, ConfigError
 from convscope.files import atomic_write_bytes
 from convscope.run import CHECKPOINT, METRICS, Run
-from convscope.training import checkpoint as ckpt
 from convscope.training.config import TrainConfig
 from convscope.training.metrics import write_metrics
 from convscope.training.state import MAX_COUNT, Checkpoint, restore, save_checkpoint
+from convscope.weights import safetensors_bytes, save_weights
 
 CHANGEABLE = ("epochs", "threads", "device", "cache_limit")  # the settings `--resume` accepts
 
@@ -188,9 +188,9 @@ class Checkpointing:
 
     def _write_copies(self) -> None:
         weights = self.run.weights
-        ckpt.save_weights(weights / "last.safetensors", self.model)
+        save_weights(weights / "last.safetensors", self.model)
         if self.best_weights is not None:
-            atomic_write_bytes(weights / "best.safetensors", ckpt.safetensors_bytes(self.best_weights))
+            atomic_write_bytes(weights / "best.safetensors", safetensors_bytes(self.best_weights))
         write_metrics(self.run.path / METRICS, self.rows)
 
     def _restore(self, saved: Checkpoint) -> None:

@@ -25,7 +25,7 @@ from torch.optim.lr_scheduler import LRScheduler
 
 from convscope.errors import CheckpointError
 from convscope.files import atomic_write_bytes
-from convscope.training.checkpoint import read_safetensors, safetensors_bytes, state_dict_problems
+from convscope.weights import read_safetensors, safetensors_bytes, state_dict_problems
 
 FORMAT = "convscope.checkpoint/1"
 DOC_KEY = "convscope.checkpoint"  # metadata entry holding the JSON document

@@ -16,8 +16,8 @@ import torch
 from torch import Tensor, nn
 
 from convscope.errors import CheckpointError, ConfigError
-from convscope.training.checkpoint import load_state_dict_file, state_dict_problems
 from convscope.transfer.trunk import Trunk
+from convscope.weights import load_state_dict_file, state_dict_problems
 
 TORCHVISION_FAMILIES = (
     "resnet/resnext/wide_resnet, regnet, shufflenet_v2, vgg, alexnet, squeezenet, densenet, mobilenet_v2, "

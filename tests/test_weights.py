@@ -8,7 +8,7 @@ from torch import nn
 from convscope import files
 from convscope.errors import CheckpointError, OutputError
 from convscope.files import atomic_write_bytes, atomic_write_text, remove_temp_files
-from convscope.training.checkpoint import (
+from convscope.weights import (
     load_state_dict_file,
     load_weights,
     save_weights,
