@@ -184,3 +184,92 @@ def run_json(command: list[str], timeout: float, env: dict | None = None) -> dic
 def python() -> str:
     """The interpreter running this script (the project's venv)."""
     return sys.executable
+
+
+# -- competitors: other programs keeping cores busy --------------------------------------------------------------------
+# A user's other program, as the benchmark's `--busy N` starts it: a single-threaded CPU-bound loop of pure Python
+# arithmetic in its own process. It stops when terminated (SIGTERM/SIGINT), when its parent is gone (it polls
+# getppid, so a benchmark killed with SIGKILL leaves nothing behind for long) and at its own deadline; on the way out
+# it prints one JSON line: how many loops it ran in how many seconds (how much CPU it got).
+COMPETITOR_CODE = r"""
+import json, os, signal, sys, time
+parent, limit = int(sys.argv[1]), float(sys.argv[2])
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+started = time.monotonic()
+loops = 0
+try:
+    while os.getppid() == parent and time.monotonic() - started < limit:
+        x = 0
+        for i in range(20_000):  # about a millisecond of arithmetic between checks
+            x = (x * 31 + i) % 1_000_003
+        loops += 1
+except KeyboardInterrupt:
+    pass
+finally:
+    print(json.dumps({"pid": os.getpid(), "loops": loops, "seconds": time.monotonic() - started}), flush=True)
+"""
+# Every threading knob at one thread: the competitor is one busy core's worth of work, no more.
+COMPETITOR_ENV = {
+    "OMP_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "NUMEXPR_NUM_THREADS": "1",
+    "VECLIB_MAXIMUM_THREADS": "1",
+}
+
+
+class Competitors:
+    """`with Competitors(n, limit_s) as c:` runs n competitor processes for the block; afterwards `c.results` holds
+    each one's {"pid", "loops", "seconds"} and `c.loops_per_s` their rates. Stopped in __exit__ whatever happened
+    (terminate, then kill after 5 s); each also exits by itself after `limit_s` or when this process is gone."""
+
+    def __init__(self, n: int, limit_s: float):
+        self.n, self.limit_s = n, limit_s
+        self.procs: list[subprocess.Popen] = []
+        self.results: list[dict] = []
+
+    def __enter__(self) -> Competitors:
+        env = {**os.environ, **COMPETITOR_ENV}
+        try:
+            for _ in range(self.n):
+                command = [sys.executable, "-I", "-S", "-c", COMPETITOR_CODE, str(os.getpid()), str(self.limit_s)]
+                self.procs.append(
+                    subprocess.Popen(
+                        command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env
+                    )
+                )
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.terminate()
+        for p in self.procs:
+            try:
+                out, _ = p.communicate(timeout=5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                out, _ = p.communicate()
+            try:
+                self.results.append(json.loads(out.strip().splitlines()[-1]))
+            except (ValueError, IndexError):
+                self.results.append({"pid": p.pid, "exit": p.returncode})
+        self.procs = []
+
+    @property
+    def loops_per_s(self) -> list[float]:
+        return [r["loops"] / r["seconds"] for r in self.results if r.get("seconds")]
+
+
+def competitor_rate(seconds: float = 2.0) -> float:
+    """Loops per second of one competitor running alone (nothing else of the benchmark running): the yardstick for
+    how much of a core a competitor got next to an engine."""
+    with Competitors(1, seconds + 60) as c:
+        time.sleep(seconds)
+    return c.loops_per_s[0] if c.loops_per_s else float("nan")

@@ -17,8 +17,9 @@ from convscope import export as export_module
 from convscope.builder import build
 from convscope.cli import main
 from convscope.errors import CheckpointError, DataError
-from convscope.export import ExportError, export, load_onnx, predict_onnx
-from convscope.prediction import predict
+from convscope.export import ExportError, export
+from convscope.onnx_model import load_onnx
+from convscope.prediction import predict, predict_onnx
 from convscope.run import DataInfo, Run, load_model, load_predictor, load_run
 from convscope.spec import NetSpec
 from convscope.training.config import TrainConfig

@@ -9,9 +9,9 @@ import json
 from rich.console import Console
 from rich.table import Table
 
-from convscope.cli_args import float_in, int_in
+from convscope.cli_args import add_config_flags, add_device_flag, config_settings, float_in, int_in
+from convscope.detect.recipes import RECIPES
 from convscope.errors import ConvscopeError, DataError
-from convscope.training.config import PRECISIONS
 
 LINT_EXIT = """exit status: 0 when no problems were found (notes, such as polygon rows read as boxes or VOC boxes
 clipped to the image, alone still give 0), 1 when problems were found (listed on stdout, their summary on stderr), 2
@@ -29,6 +29,47 @@ class LintProblems(ConvscopeError):
     """`convscope detect lint` found label problems: the CLI prints the summary as one line and exits 1."""
 
     exit_code = 1
+
+
+# The settings `detect train` has flags for; the others come from the model's recipe, then TrainConfig's defaults.
+DETECT_SETTINGS = ("data", "data_dir", "model", "epochs", "finetune_epochs", "unfreeze_blocks", "batch_size", "lr")
+DETECT_SETTINGS += ("precision", "seed", "threads", "device", "cache_limit", "augment", "tta_flip", "val_fraction")
+DETECT_SETTINGS += ("patience", "val_every", "out")
+
+
+def _detect_help() -> dict[str, dict]:
+    """`detect train`'s own words for its settings: detection data, and the defaults of the detectors' recipes."""
+    from convscope.training.config import TrainConfig
+
+    scenes, lite0 = RECIPES["scenes-det"], RECIPES["lite0-det"]
+
+    def per_model(key: str) -> str:  # "scenes-det 32, lite0-det 16": a recipe's value, else TrainConfig's default
+        default = getattr(TrainConfig, key)
+        return f"scenes-det {scenes.get(key, default)}, lite0-det {lite0.get(key, default)}"
+
+    return {
+        "data": {"required": True, "help": "a YOLO dataset folder, a Pascal VOC folder or a COCO .json"},
+        "data_dir": {"help": "COCO: the folder of its images (default: images/ beside the JSON)"},
+        "model": {
+            "help": "preset (scenes-det, the default; lite0-det: a pretrained EfficientNet-Lite0 base) or spec file "
+            "ending in a detect layer; unset settings come from the model's recipe"
+        },
+        "epochs": {
+            "help": f"with a base: the epochs with it frozen (default: the model's recipe; {per_model('epochs')})"
+        },
+        "batch_size": {"help": f"default: the model's recipe ({per_model('batch_size')})"},
+        "lr": {"help": f"peak learning rate (recipe: {scenes['lr']:g}; fine-tuning uses a tenth)"},
+        "precision": {
+            "help": "bf16: much faster on CPUs with AMX or AVX512-BF16; auto: bf16 on those (default: the model's "
+            f"recipe; {per_model('precision')})"
+        },
+        "augment": {"help": "flip,scale (default) or none"},
+        "tta_flip": {
+            "help": "evaluate on each image and its mirror image, heatmaps and sizes averaged (default: when training "
+            "flips)"
+        },
+        "val_every": {"help": f"validate every N epochs and at the end ({per_model('val_every')})"},
+    }
 
 
 def add_parsers(sub, console: Console) -> None:
@@ -80,42 +121,7 @@ def add_parsers(sub, console: Console) -> None:
     g.set_defaults(run=lambda args: cmd_convert(args, console))
 
     g = dsub.add_parser("train", help="train a detector (default scenes-det) on a YOLO or VOC folder or a COCO JSON")
-    g.add_argument("--data", required=True, help="a YOLO dataset folder, a Pascal VOC folder or a COCO .json")
-    g.add_argument("--data-dir", help="COCO: the folder of its images (default: images/ beside the JSON)")
-    g.add_argument(
-        "--model",
-        help="preset (scenes-det, the default; lite0-det: a pretrained EfficientNet-Lite0 base) or spec file ending "
-        "in a detect layer; unset settings come from the model's recipe",
-    )
-    g.add_argument(
-        "--epochs", type=int, help="with a base: the epochs with it frozen (default: the model's recipe; scenes-det 30)"
-    )
-    g.add_argument("--finetune-epochs", type=int, help="with a base: epochs that also train its last blocks")
-    g.add_argument("--unfreeze-blocks", type=int, help="with a base: how many of its last blocks fine-tuning trains")
-    g.add_argument("--batch-size", type=int, help="default: the model's recipe (scenes-det 32, lite0-det 16)")
-    g.add_argument("--lr", type=float, help="peak learning rate (recipe: 0.008; fine-tuning uses a tenth)")
-    g.add_argument(
-        "--precision",
-        choices=PRECISIONS,
-        help="bf16: much faster on CPUs with AMX or AVX512-BF16; auto: bf16 on those (scenes-det: fp32, lite0-det: "
-        "auto)",
-    )
-    g.add_argument("--seed", type=int, help="for the split, initialisation, order and augmentation (default 0)")
-    g.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
-    g.add_argument("--augment", help="flip,scale (default) or none")
-    g.add_argument(
-        "--tta-flip",
-        action=argparse.BooleanOptionalAction,
-        help="evaluate on each image and its mirror image, heatmaps and sizes averaged (default: when training flips)",
-    )
-    g.add_argument(
-        "--val-fraction", type=float, help="share held out for validation when the data has no val split (0.1)"
-    )
-    g.add_argument("--patience", type=int, help="early stopping: validations without a better mAP@0.5:0.95")
-    g.add_argument(
-        "--val-every", type=int, metavar="N", help="validate every N epochs and at the end (scenes-det 1, lite0-det 5)"
-    )
-    g.add_argument("--out", help="run folder")
+    add_config_flags(g, DETECT_SETTINGS, **_detect_help())
     g.set_defaults(run=lambda args: cmd_detect_train(args, console))
 
     g = dsub.add_parser(
@@ -128,6 +134,7 @@ def add_parsers(sub, console: Console) -> None:
     g.add_argument("--data", help="another dataset with the same classes (YOLO or VOC folder, COCO JSON or folder)")
     g.add_argument("--data-dir", metavar="DIR", help="COCO JSON: the folder of its images (default: images/ beside it)")
     g.add_argument("--json", action="store_true")
+    add_device_flag(g)
     g.set_defaults(run=lambda args: cmd_detect_evaluate(args, console))
 
     g = dsub.add_parser(
@@ -154,6 +161,7 @@ def add_parsers(sub, console: Console) -> None:
         help="also list the boxes of other classes on an object already boxed ('drawn': false, 'same_object_as': "
         "the index of the box drawn); the picture is the same",
     )
+    add_device_flag(g)
     g.set_defaults(run=lambda args: cmd_detect_predict(args, console))
 
 
@@ -205,10 +213,7 @@ def cmd_detect_train(args: argparse.Namespace, console: Console) -> None:
     from convscope.training.config import TrainConfig
     from convscope.training.loop import train
 
-    keys = ("data", "data_dir", "model", "epochs", "finetune_epochs", "unfreeze_blocks", "batch_size", "lr")
-    keys += ("precision", "seed", "threads", "augment", "tta_flip")
-    keys += ("val_fraction", "patience", "val_every", "out")
-    given = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
+    given = config_settings(args)
     config = TrainConfig.from_dict({"model": "scenes-det", **given}, "flags")  # the model's recipe fills the rest
     bar = ProgressBar(console)
     try:
@@ -221,7 +226,7 @@ def cmd_detect_train(args: argparse.Namespace, console: Console) -> None:
 def cmd_detect_evaluate(args: argparse.Namespace, console: Console) -> None:
     from convscope.detect.predict import evaluate_detector
 
-    metrics = evaluate_detector(args.run_dir, args.data, args.data_dir)
+    metrics = evaluate_detector(args.run_dir, args.data, args.data_dir, device=args.device or "auto")
     if args.json:
         print(json.dumps(metrics.to_dict(), indent=2))
         return
@@ -242,7 +247,9 @@ def cmd_detect_predict(args: argparse.Namespace, console: Console) -> None:
     from convscope.detect.predict import detect_images
 
     out = Path(args.out) if args.out else Path(args.run_dir) / "detections"
-    results = detect_images(args.run_dir, args.images, args.min_score, out, all_classes=args.all_classes)
+    results = detect_images(
+        args.run_dir, args.images, args.min_score, out, all_classes=args.all_classes, device=args.device or "auto"
+    )
     if args.json:
         print(json.dumps([r.to_dict() for r in results], indent=2))
     else:

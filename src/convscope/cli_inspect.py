@@ -7,7 +7,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from convscope.cli_args import int_in
+from convscope.cli_args import add_device_flag, int_in
 
 
 def add_parsers(sub, console: Console) -> None:
@@ -16,6 +16,7 @@ def add_parsers(sub, console: Console) -> None:
     p.add_argument("image", metavar="IMAGE", help="an image file or a sample photo name (chelsea, coffee, ...)")
     p.add_argument("--layer", action="append", help="a layer name (repeat for more; default: every conv and pool)")
     p.add_argument("--out", help="folder for the PNGs (default RUN/featuremaps)")
+    add_device_flag(p)
     p.set_defaults(run=lambda args: cmd_featuremaps(args, console))
 
     p = sub.add_parser("filters", help="a conv layer's filters as pictures (default: the first conv layer)")
@@ -31,6 +32,7 @@ def add_parsers(sub, console: Console) -> None:
     p.add_argument("--data", help="another dataset (default: the run's own), its test split")
     p.add_argument("--filters", help="which filters to draw, e.g. 0-15 or 3,7,9 (default: the first 16)")
     p.add_argument("--out", help="PNG file (default RUN/top-LAYER.png)")
+    add_device_flag(p)
     p.set_defaults(run=lambda args: cmd_top(args, console))
 
     p = sub.add_parser("gradcam", help="where in the image the model looked for a class (HiResCAM or Grad-CAM heatmap)")
@@ -46,6 +48,7 @@ def add_parsers(sub, console: Console) -> None:
         "measurements) or gradcam (the original, one averaged weight per feature map)",
     )
     p.add_argument("--out", help="PNG file (default RUN/gradcam-IMAGE[-CLASS][-LAYER][-METHOD].png, what was chosen)")
+    add_device_flag(p)
     p.set_defaults(run=lambda args: cmd_gradcam(args, console))
 
     p = sub.add_parser("report", help="write RUN/report.html: summary, curves, metrics, mistakes, feature maps")
@@ -56,7 +59,7 @@ def add_parsers(sub, console: Console) -> None:
 def cmd_featuremaps(args: argparse.Namespace, console: Console) -> None:
     from convscope.inspect.featuremaps import feature_maps, save_feature_map_sheets
 
-    maps = feature_maps(args.run_dir, args.image, args.layer)
+    maps = feature_maps(args.run_dir, args.image, args.layer, device=args.device or "auto")
     out = Path(args.out) if args.out else Path(args.run_dir) / "featuremaps"
     paths = save_feature_map_sheets(maps, out)
     h, w, c = maps.image.shape
@@ -103,7 +106,7 @@ def cmd_top(args: argparse.Namespace, console: Console) -> None:
     data = None
     if args.data:
         data = load_dataset(args.data, None, run.spec.input, run.config.seed)
-    result = top_activations(run, args.layer, k=args.k, data=data)
+    result = top_activations(run, args.layer, k=args.k, data=data, device=args.device or "auto")
     path = Path(args.out) if args.out else run.path / f"top-{args.layer}.png"
     save_top_activations_png(result, path, filters=_filter_list(args.filters))
     h, w = result.receptive_field
@@ -116,7 +119,9 @@ def cmd_top(args: argparse.Namespace, console: Console) -> None:
 def cmd_gradcam(args: argparse.Namespace, console: Console) -> None:
     from convscope.inspect.gradcam import gradcam_for_run, save_gradcam_png
 
-    result = gradcam_for_run(args.run_dir, args.image, args.class_name, args.layer, args.method)
+    result = gradcam_for_run(
+        args.run_dir, args.image, args.class_name, args.layer, args.method, device=args.device or "auto"
+    )
     # Each choice that was given goes into the default name, so maps of other classes, layers or methods do not
     # overwrite one another.
     chosen = [

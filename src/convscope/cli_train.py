@@ -10,49 +10,47 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from convscope.cli_args import int_in
+from convscope.cli_args import add_config_flags, add_device_flag, config_settings, int_in
 from convscope.errors import DataError
-from convscope.training.config import OPTIMIZERS, PRECISIONS, SCHEDULES
+from convscope.transfer.finetune import DEFAULTS as TRANSFER_DEFAULTS
+
+# The settings `transfer` has flags for; the others keep transfer.finetune.DEFAULTS, then TrainConfig's defaults.
+TRANSFER_SETTINGS = ("data", "data_dir", "epochs", "finetune_epochs", "unfreeze_blocks", "cache_features")
+TRANSFER_SETTINGS += ("per_class", "batch_size", "lr", "augment", "val_fraction", "seed", "threads", "device")
+TRANSFER_SETTINGS += ("cache_limit", "out")
+
+
+def _transfer_help() -> dict[str, dict[str, str]]:
+    """`transfer`'s own words for its settings: its two phases, and its defaults (transfer.finetune.DEFAULTS)."""
+    defaults = TRANSFER_DEFAULTS
+    return {
+        "epochs": {
+            "flag": "--head-epochs",
+            "help": f"phase 1: epochs of the head on the frozen base (default {defaults['epochs']})",
+        },
+        "finetune_epochs": {
+            "help": "phase 2: epochs with the top blocks unfrozen, at a tenth of the learning rate (default 0)"
+        },
+        "unfreeze_blocks": {
+            "help": f"phase 2: how many of the base's last blocks train (default {defaults['unfreeze_blocks']})"
+        },
+        "cache_features": {"help": "phase 1 on the base's features, computed once"},
+        "batch_size": {"help": f"images per batch (default {defaults['batch_size']})"},
+        "lr": {"help": f"peak learning rate of phase 1 (default {defaults['lr']:g}); phase 2 uses a tenth"},
+        "augment": {"help": f"default {defaults['augment']}; e.g. flip,translate=8 or none"},
+        "out": {"help": "run folder (default runs/BASE-DATA)"},
+    }
 
 
 def add_parsers(sub, console) -> None:
     p = sub.add_parser("train", help="train a convnet on Fashion-MNIST, MNIST, CIFAR or an image folder")
     p.add_argument("--config", metavar="YAML", help="settings file; flags given here override it")
-    p.add_argument(
-        "--model", help="preset or spec file (default fashion-fast); cifar-fast brings its own settings (a recipe)"
-    )
-    p.add_argument("--data", help="fashion-mnist (default), mnist, cifar10, cifar100 or an image folder")
-    p.add_argument("--data-dir", help="folder of the dataset files (default: the system copy)")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float, help="peak learning rate")
-    p.add_argument("--optimizer", choices=OPTIMIZERS)
-    p.add_argument("--schedule", choices=SCHEDULES)
-    p.add_argument("--weight-decay", type=float)
-    p.add_argument("--label-smoothing", type=float)
-    p.add_argument("--augment", help="e.g. flip,translate=2,cutout=8 or none")
-    p.add_argument(
-        "--tta-flip",
-        action=argparse.BooleanOptionalAction,
-        help="classify each test image and its mirror image, average the two (default: when training flips)",
-    )
-    p.add_argument("--val-fraction", type=float)
-    p.add_argument("--patience", type=int, help="early stopping: validations without a better validation accuracy")
-    p.add_argument("--val-every", type=int, metavar="N", help="validate every N epochs and at the end (default 1)")
-    p.add_argument("--per-class", type=int, metavar="N", help="train on only N labelled images per class (seeded)")
-    p.add_argument(
-        "--precision",
-        choices=PRECISIONS,
-        help="bf16: much faster on CPUs with AMX or AVX512-BF16; auto: bf16 on those (default fp32)",
-    )
-    p.add_argument("--seed", type=int)
-    p.add_argument("--threads", type=int)
-    p.add_argument("--out", help="run folder (default runs/MODEL-DATA)")
+    add_config_flags(p)  # every setting of TrainConfig
     p.add_argument(
         "--resume",
         metavar="RUN",
-        help="continue a stopped run exactly; with --epochs N, train a finished one on to N epochs (nothing else "
-        "may be changed)",
+        help="continue a stopped run exactly; with --epochs N, train a finished one on to N epochs (only --threads, "
+        "--device and --cache-limit may also be given)",
     )
     p.set_defaults(run=lambda args: cmd_train(args, console))
 
@@ -63,23 +61,8 @@ def add_parsers(sub, console) -> None:
     p.add_argument(
         "--weights", metavar="PATH", help="the base's weights (.safetensors/.pt/.pth); needed for torchvision/timm"
     )
-    p.add_argument("--data", help="fashion-mnist (default), mnist, cifar10, cifar100 or an image folder")
-    p.add_argument("--data-dir", help="folder of the dataset files (default: the system copy)")
     p.add_argument("--image-size", type=int, default=224, help="images are resized to this square (default 224)")
-    p.add_argument("--head-epochs", type=int, dest="epochs", help="phase 1: epochs of the head on the frozen base (5)")
-    p.add_argument("--finetune-epochs", type=int, help="phase 2: epochs with the top blocks unfrozen (default 0)")
-    p.add_argument("--unfreeze-blocks", type=int, help="phase 2: how many of the base's last blocks train (default 4)")
-    p.add_argument(
-        "--cache-features", action="store_true", default=None, help="phase 1 on the base's features, computed once"
-    )
-    p.add_argument("--per-class", type=int, metavar="N", help="train on only N labelled images per class (seeded)")
-    p.add_argument("--batch-size", type=int, help="default 32")
-    p.add_argument("--lr", type=float, help="peak learning rate of phase 1 (default 1e-3); phase 2 uses a tenth")
-    p.add_argument("--augment", help="default flip; e.g. flip,translate=8 or none")
-    p.add_argument("--val-fraction", type=float)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--threads", type=int)
-    p.add_argument("--out", help="run folder (default runs/BASE-DATA)")
+    add_config_flags(p, TRANSFER_SETTINGS, **_transfer_help())
     p.set_defaults(run=lambda args: cmd_transfer(args, console))
 
     p = sub.add_parser("evaluate", help="accuracy, per-class precision/recall/F1 and the confusion matrix of a run")
@@ -87,6 +70,7 @@ def add_parsers(sub, console) -> None:
     p.add_argument("--data", help="evaluate on another dataset's test split")
     p.add_argument("--data-dir")
     p.add_argument("--json", action="store_true")
+    add_device_flag(p)
     p.set_defaults(run=lambda args: cmd_evaluate(args, console))
 
     p = sub.add_parser(
@@ -102,6 +86,7 @@ def add_parsers(sub, console) -> None:
     p.add_argument("--base", help="no run: ImageNet classes from a pretrained base (efficientnet-lite0)")
     p.add_argument("--top-k", type=int_in(1, 100_000), help="how many classes per image (default 3; 5 with --base)")
     p.add_argument("--json", action="store_true")
+    add_device_flag(p)
     p.set_defaults(run=lambda args: cmd_predict(args, console))
 
     p = sub.add_parser("data", help="get datasets")
@@ -113,36 +98,12 @@ def add_parsers(sub, console) -> None:
     g.set_defaults(run=lambda args: cmd_data_get(args, console))
 
 
-_FLAGS = (
-    "model",
-    "data",
-    "data_dir",
-    "epochs",
-    "batch_size",
-    "lr",
-    "optimizer",
-    "schedule",
-    "weight_decay",
-    "label_smoothing",
-    "augment",
-    "tta_flip",
-    "val_fraction",
-    "patience",
-    "val_every",
-    "per_class",
-    "precision",
-    "seed",
-    "threads",
-    "out",
-)
-
-
 def cmd_train(args: argparse.Namespace, console: Console) -> None:
     from convscope.progress import ProgressBar
     from convscope.training.config import TrainConfig
     from convscope.training.loop import train
 
-    given = {k: getattr(args, k) for k in _FLAGS if getattr(args, k) is not None}
+    given = config_settings(args)
     if args.resume:
         from convscope.run import load_run
         from convscope.training.resume import finished_message, is_finished, resumed_config
@@ -166,15 +127,11 @@ def cmd_train(args: argparse.Namespace, console: Console) -> None:
     _print_result(run, console)
 
 
-_TRANSFER_FLAGS = ("data", "data_dir", "epochs", "finetune_epochs", "unfreeze_blocks", "cache_features", "per_class")
-_TRANSFER_FLAGS += ("batch_size", "lr", "augment", "val_fraction", "seed", "threads", "out")
-
-
 def cmd_transfer(args: argparse.Namespace, console: Console) -> None:
     from convscope.progress import ProgressBar
     from convscope.transfer.finetune import transfer
 
-    given = {k: getattr(args, k) for k in _TRANSFER_FLAGS if getattr(args, k) is not None}
+    given = config_settings(args)
     bar = ProgressBar(console)
     try:
         run = transfer(args.base, args.image_size, args.weights, callbacks=[bar], stop=args.stop, **given)
@@ -199,7 +156,7 @@ def _print_result(run, console: Console) -> None:
 def cmd_evaluate(args: argparse.Namespace, console: Console) -> None:
     from convscope.evaluation import evaluate
 
-    result = evaluate(args.run_dir, args.data, args.data_dir)
+    result = evaluate(args.run_dir, args.data, args.data_dir, device=args.device or "auto")
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
         return
@@ -232,7 +189,7 @@ def cmd_predict(args: argparse.Namespace, console: Console) -> None:
     elif len(args.items) < 2:
         raise DataError("predict needs a run folder and at least one image (or --base NAME and images)")
     else:
-        results = predict(args.items[0], args.items[1:], args.top_k or 3)
+        results = predict(args.items[0], args.items[1:], args.top_k or 3, device=args.device or "auto")
     if args.json:
         print(json.dumps([r.to_dict() for r in results], indent=2))
     else:

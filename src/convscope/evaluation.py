@@ -63,21 +63,26 @@ class Evaluation:
         }
 
 
-def evaluate(run: Run | str | Path, data: str | None = None, data_dir: str | None = None) -> Evaluation:
-    """Evaluate a run's best weights on the test split of its data (or of `data`), writing confusion.png."""
+def evaluate(
+    run: Run | str | Path, data: str | None = None, data_dir: str | None = None, device: str = "auto"
+) -> Evaluation:
+    """Evaluate a run's best weights on the test split of its data (or of `data`), writing confusion.png. The
+    network runs on `device` (convscope.device.resolve_device: ConfigError when this machine lacks it)."""
     import torch
 
     from convscope.data.load import load_dataset
+    from convscope.device import resolve_device
     from convscope.training.tensors import predict_logits, run_stats, to_tensor
 
     run = classifier_run(run, "evaluate")
     torch.set_num_threads(run.config.threads or torch.get_num_threads())
+    device = resolve_device(device)  # refused before the data is read
     dataset = load_dataset(data or run.config.data, data_dir or run.config.data_dir, run.spec.input, run.config.seed)
     test_images = model_images(run, dataset.test.images, dataset.name)
-    model = load_predictor(run)
+    model = load_predictor(run, device=device)
     mean, std = run_stats(run)
     images = to_tensor(test_images)
-    logits = predict_logits(model, images, mean, std)
+    logits = predict_logits(model, images, mean, std, device)
     return evaluation_from_logits(run, logits, dataset.test.labels, test_images)
 
 

@@ -26,7 +26,8 @@ input, then seeded random pixels), at batch 16 and batch 1, and its outputs must
 Then the file is written atomically (temporary file in the same folder, fsync, rename), so a refused or interrupted
 export leaves nothing half-written.
 
-`predict_onnx` (behind `convscope predict MODEL.onnx IMAGES...`) runs an exported classifier with ONNX Runtime.
+Running an exported classifier (`convscope predict MODEL.onnx IMAGES...`) is convscope.prediction.predict_onnx's job,
+with convscope.onnx_model, which loads and checks model.onnx and model.json.
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ from typing import Any
 
 import numpy as np
 
-from convscope.errors import CheckpointError, ConvscopeError, DataError
+from convscope.errors import ConvscopeError
+from convscope.onnx_model import onnx_input, onnx_session, read_json, sidecar_path
 from convscope.run import Run, load_predictor, load_run
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
@@ -97,11 +99,6 @@ def export(run: Run | str | Path, fmt: str, out: str | Path | None = None) -> Ex
     atomic_write_bytes(path, data)
     sidecar = _write_sidecar(run, path, fmt, diff, data)
     return Exported(path, sidecar, fmt, len(data), diff, _outputs(run))
-
-
-def sidecar_path(model_file: str | Path) -> Path:
-    """model.onnx -> model.json (same folder, same stem)."""
-    return Path(model_file).with_suffix(".json")
 
 
 # ── serialising ───────────────────────────────────────────────────────────────────────────────────────────────────
@@ -179,8 +176,8 @@ def max_abs_diff(model, run_exported, batch) -> float:
 
 
 def _onnx_runner(data: bytes, where: str):
-    session = _onnx_session(data, where)
-    return lambda x: session.run(None, {"images": _contiguous(x)})[0]
+    session = onnx_session(data, where)
+    return lambda x: session.run(None, {"images": onnx_input(x)})[0]
 
 
 def _torchscript_runner(data: bytes):
@@ -197,31 +194,6 @@ def _torchscript_runner(data: bytes):
     return run
 
 
-def _onnx_session(model: bytes | Path, where: str):
-    """An ONNX Runtime CPU session, using as many threads as torch (so `--threads` means the same for both)."""
-    import onnxruntime as ort
-    import torch
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = torch.get_num_threads()
-    options.log_severity_level = 3  # errors only: its warnings are about graph optimisations, not about the user
-    try:
-        return ort.InferenceSession(
-            model if isinstance(model, bytes) else str(model), options, ["CPUExecutionProvider"]
-        )
-    except Exception as err:  # noqa: BLE001 - ONNX Runtime's errors (InvalidProtobuf, Fail, ...) share no base class
-        raise CheckpointError(f"{where}: not a model ONNX Runtime can load ({_first_line(err)})") from None
-
-
-def _contiguous(x) -> np.ndarray:
-    # normalise() makes channels_last tensors; ONNX Runtime reads a plain C-ordered N×C×H×W array.
-    return np.ascontiguousarray(x.numpy(), dtype=np.float32)
-
-
-def _first_line(err: Exception) -> str:
-    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-
-
 # ── the sidecar ───────────────────────────────────────────────────────────────────────────────────────────────────
 def _outputs(run: Run) -> str:
     return "heatmap/size/offset maps" if run.spec.layers[-1].layer_type == "detect" else "logits"
@@ -233,7 +205,7 @@ def _write_sidecar(run: Run, path: Path, fmt: str, diff: float, data: bytes) -> 
 
     sidecar = sidecar_path(path)
     about = _about(run)
-    old = _read_json(sidecar)
+    old = read_json(sidecar)
     same_model = isinstance(old, dict) and {k: old.get(k) for k in about} == about
     exports = dict(old["exports"]) if same_model and isinstance(old.get("exports"), dict) else {}
     exports[fmt] = _export_entry(path, fmt, diff, data)
@@ -269,86 +241,3 @@ def _export_entry(path: Path, fmt: str, diff: float, data: bytes) -> dict[str, A
         opsets = onnx.load_from_string(data).opset_import
         entry["opset"] = next(o.version for o in opsets if o.domain in ("", "ai.onnx"))
     return {**entry, "torch": torch.__version__.split("+")[0]}
-
-
-def _read_json(path: Path) -> Any:
-    """The JSON in `path`, or None when there is none or it is not JSON."""
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None
-
-
-# ── running an exported model ─────────────────────────────────────────────────────────────────────────────────────
-@dataclass(frozen=True)
-class OnnxModel:
-    """An exported ONNX classifier and what its model.json says: `model(x)` maps N×C×H×W normalised float32 to
-    N×classes logits."""
-
-    path: Path
-    info: dict[str, Any]
-    session: Any
-
-    @property
-    def input(self) -> tuple[int, int, int]:
-        return tuple(self.info["input"])
-
-    def __call__(self, x) -> np.ndarray:
-        return self.session.run(None, {"images": _contiguous(x)})[0]
-
-
-def load_onnx(path: str | Path) -> OnnxModel:
-    """An exported .onnx file and its model.json; a CheckpointError naming the file when either is unusable."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such model file")
-    info = _read_sidecar(path)
-    data = path.read_bytes()
-    if hashlib.sha256(data).hexdigest() != info["exports"]["onnx"]["sha256"]:
-        raise CheckpointError(
-            f"{path}: not the file {sidecar_path(path).name} describes (its sha256 differs: damaged, or replaced "
-            "since the export)"
-        )
-    session = _onnx_session(data, str(path))
-    h, w, c = info["input"]
-    inputs = session.get_inputs()
-    if len(inputs) != 1 or inputs[0].name != "images" or list(inputs[0].shape[1:]) != [c, h, w]:
-        got = ", ".join(f"{i.name} {i.shape}" for i in inputs)
-        raise CheckpointError(f"{path}: expected one input 'images' of N×{c}×{h}×{w} (model.json). Received: {got}")
-    return OnnxModel(path, info, session)
-
-
-def _read_sidecar(path: Path) -> dict[str, Any]:
-    sidecar = sidecar_path(path)
-    if not sidecar.is_file():
-        raise CheckpointError(
-            f"{path}: no {sidecar.name} beside it (convscope export writes one: input size, normalisation, classes)"
-        )
-    info = _read_json(sidecar)
-    try:
-        h, w, c = (int(v) for v in info["input"])
-        mean, std, classes, exports = info["mean"], info["std"], info["classes"], info["exports"]
-        if not (len(mean) == len(std) == c and all(s > 0 for s in std) and isinstance(classes, list)):
-            raise ValueError(f"mean and std need {c} values each (std > 0), classes a list")
-    except (KeyError, TypeError, ValueError) as err:
-        what = "not JSON" if info is None else f"{type(err).__name__}: {err}"
-        raise CheckpointError(f"{sidecar}: not a model.json written by convscope export ({what})") from None
-    if not isinstance(exports.get("onnx"), dict) or "sha256" not in exports["onnx"]:
-        raise CheckpointError(f"{sidecar}: describes no ONNX export (only: {', '.join(exports) or 'nothing'})")
-    return info
-
-
-def predict_onnx(path: str | Path, items: list[str], top_k: int = 3):
-    """`convscope.prediction.predict`, with an exported ONNX classifier run by ONNX Runtime instead of PyTorch."""
-    import torch
-
-    from convscope.prediction import classify_files
-
-    model = load_onnx(path)
-    if model.info["outputs"] != "logits":
-        raise DataError(f"{model.path} is a detector's export: it outputs {model.info['outputs']}, not class scores")
-    c = model.input[2]
-    mean, std = (torch.tensor(model.info[k], dtype=torch.float32).view(1, c, 1, 1) for k in ("mean", "std"))
-    return classify_files(
-        lambda x: torch.from_numpy(model(x)), model.input, mean, std, model.info["classes"], items, top_k
-    )

@@ -14,15 +14,30 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from convscope.errors import SpecError
+from convscope.errors import ConfigError, SpecError
 from convscope.shapes import LayerInfo, ShapeReport, infer
 from convscope.spec import NetSpec
 
 FLOAT_BYTES = 4
 STATE_COPIES = 4  # weights, gradients, two Adam moments
+
+
+UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "kib": 2**10, "m": 10**6, "mb": 10**6, "mib": 2**20}
+UNITS |= {"g": 10**9, "gb": 10**9, "gib": 2**30, "t": 10**12, "tb": 10**12, "tib": 2**40}
+
+
+def parse_bytes(text: str, key: str = "size") -> int:
+    """'6GiB' -> 6442450944, '500MB' -> 500000000, '0' -> 0 (units as written: GB = 10^9, GiB = 2^30; case and a
+    space between are ignored). Raises ConfigError naming `key` for anything else."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", text)
+    unit = match and match.group(2).lower()
+    if not match or unit not in UNITS or float(match.group(1)) * UNITS[unit] >= 2**63:
+        raise ConfigError(f"{key} must be a size such as 6GiB, 500MB or 0. Received: {text[:40]!r}")
+    return int(float(match.group(1)) * UNITS[unit])
 
 
 def human_bytes(n: float) -> str:

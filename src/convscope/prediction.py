@@ -16,6 +16,7 @@ from convscope.data.folder import IMAGE_SUFFIXES, image_files
 from convscope.data.images import describe, open_image, resolve_image, to_array
 from convscope.errors import CheckpointError, DataError
 from convscope.files import check_regular_file
+from convscope.onnx_model import load_onnx
 from convscope.run import Run, classifier_run, load_predictor
 
 
@@ -70,25 +71,30 @@ def prepare(path: Path, shape: tuple[int, int, int]) -> tuple[np.ndarray, str]:
     return out, f"{before} → {'gray' if c == 1 else 'RGB'} {w}×{h}"
 
 
-def predict(run: Run | str | Path, items: list[str], top_k: int = 3) -> list[Prediction]:
+def predict(run: Run | str | Path, items: list[str], top_k: int = 3, device: str = "auto") -> list[Prediction]:
     """The top_k classes of each image in `items` (files, folders, sample photo names) by a run folder or an exported
     .onnx file, in the order given (a folder's images sorted). A file that cannot be read gets a Prediction whose
-    `error` says why; the rest are still predicted. Raises DataError / CheckpointError for an unusable run or model.
+    `error` says why; the rest are still predicted. A run's network runs on `device` (convscope.device; an .onnx
+    file on ONNX Runtime's CPU provider). Raises DataError / CheckpointError for an unusable run or model,
+    ConfigError for a device this machine lacks.
     """
     import torch
 
+    from convscope.device import resolve_device
     from convscope.training.tensors import run_stats
 
     if not isinstance(run, Run) and Path(run).suffix.lower() == ".onnx":  # a `convscope export`ed model
-        from convscope.export import predict_onnx
-
         check_regular_file(run, "model file", CheckpointError)
         return predict_onnx(run, items, top_k)
     run = classifier_run(run, "predict")
-    model = load_predictor(run)
-    mean, std = run_stats(run)
+    device = resolve_device(device)
+    model = load_predictor(run, device=device)
+
+    def logits_of(x: torch.Tensor) -> torch.Tensor:
+        return model(x.to(device)).float().cpu()
+
     with torch.inference_mode():
-        return classify_files(model, run.spec.input, mean, std, run.data.classes, items, top_k)
+        return classify_files(logits_of, run.spec.input, *run_stats(run), run.data.classes, items, top_k)
 
 
 def classify_files(logits_of, shape, mean, std, classes, items: list[str], top_k: int) -> list[Prediction]:
@@ -112,6 +118,20 @@ def classify_files(logits_of, shape, mean, std, classes, items: list[str], top_k
         top = [(classes[i], float(v)) for v, i in zip(values, index, strict=True)]
         results.append(Prediction(str(path), top, conversion))
     return results
+
+
+def predict_onnx(path: str | Path, items: list[str], top_k: int = 3) -> list[Prediction]:
+    """`predict`, with an exported ONNX classifier run by ONNX Runtime instead of PyTorch."""
+    import torch
+
+    model = load_onnx(path)
+    if model.info["outputs"] != "logits":
+        raise DataError(f"{model.path} is a detector's export: it outputs {model.info['outputs']}, not class scores")
+    c = model.input[2]
+    mean, std = (torch.tensor(model.info[k], dtype=torch.float32).view(1, c, 1, 1) for k in ("mean", "std"))
+    return classify_files(
+        lambda x: torch.from_numpy(model(x)), model.input, mean, std, model.info["classes"], items, top_k
+    )
 
 
 def _reason(err: DataError, path: Path) -> str:

@@ -50,11 +50,12 @@ class ProgressBar(Callback):
             self.loading = None
 
     def on_start(self, run, epochs, batches, epoch):
-        from convscope.training.runtime import precision_line
+        from convscope.device import device_line, precision_line, resolve_device
 
         self.epochs, self.batches = epochs, batches
+        device = resolve_device(run.config.device)
         # Said once training starts, not before: a refused command prints only its one-line error.
-        for line in (run.config.recipe_line(), precision_line(run.config)):
+        for line in (run.config.recipe_line(), precision_line(device, run.config.precision), device_line(device)):
             if line:
                 self.console.print(line, style="dim", highlight=False)
         h, w, c = run.spec.input

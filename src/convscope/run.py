@@ -266,21 +266,26 @@ def _check_data_info(info: DataInfo, channels: int, where: Path) -> None:
         raise CheckpointError(f"{where}: damaged run config: data: {problems[0]}")
 
 
-def load_model(run: Run, which: str = "best"):
-    """The run's network with its `best` or `last` weights, in eval mode."""
+def load_model(run: Run, which: str = "best", device="cpu"):
+    """The run's network with its `best` or `last` weights, in eval mode, on `device` (a torch.device, or a name for
+    convscope.device.resolve_device: auto, cpu, cuda, cuda:N, mps; ConfigError when this machine lacks it)."""
+    import torch
+
     from convscope.builder import build
+    from convscope.device import resolve_device
     from convscope.weights import load_weights
 
     model = build(run.spec, pretrained=False)  # the run's own weights replace any pretrained ones
     load_weights(run.weights / f"{which}.safetensors", model)
-    return model.train(False)
+    device = device if isinstance(device, torch.device) else resolve_device(device)
+    return model.to(device).train(False)
 
 
-def load_predictor(run: Run, which: str = "best"):
+def load_predictor(run: Run, which: str = "best", device="cpu"):
     """What classifies images for the run: its network, averaged with mirror images when its config says so
     (`TrainConfig.flips_at_test`). Evaluation, prediction and export use this; the inspection tools `load_model`.
     A detector's maps are never averaged with mirrored ones (their boxes would not line up)."""
-    model = load_model(run, which)
+    model = load_model(run, which, device)
     return model if run.spec.layers[-1].layer_type == "detect" else with_test_flips(model, run.config)
 
 

@@ -1,4 +1,4 @@
-"""Layer specs: the vocabulary people learn convnets with, as frozen dataclasses, and NetSpec, a whole network.
+"""NetSpec, a whole network (an input shape and its layers), and reading and writing it as dicts and YAML files.
 
 A spec file (YAML, or JSON, which YAML reads too) is written the way the layers are said aloud:
 
@@ -10,9 +10,10 @@ A spec file (YAML, or JSON, which YAML reads too) is written the way the layers 
       - flatten                 # a layer without settings may be a bare word
       - dense: {units: 10}
 
-Every value is checked when the dataclass is created; a bad one is a SpecError naming the layer, the key, what
-was expected and what was received. Whether the layers fit together (sizes, channels) is checked by
-`convscope.shapes.infer`, which needs no torch.
+The layers themselves (Conv, Pool, ...) are defined in convscope.spec_layers and imported from here. Every value is
+checked when the dataclass is created; a bad one is a SpecError naming the layer, the key, what was expected and what
+was received. Whether the layers fit together (sizes, channels) is checked by `convscope.shapes.infer`, which needs
+no torch.
 """
 
 from __future__ import annotations
@@ -21,327 +22,79 @@ import difflib
 import re
 from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import yaml
 
 from convscope.errors import SpecError
 from convscope.files import check_regular_file
+from convscope.spec_layers import (
+    ACTIVATIONS,
+    BASE_ARCH,
+    LAYER_TYPES,
+    PADDING_WORDS,
+    POOL_KINDS,
+    Activation,
+    Base,
+    BatchNorm,
+    Conv,
+    Dense,
+    Detect,
+    Dropout,
+    Flatten,
+    GlobalPool,
+    Layer,
+    Padding,
+    Pair,
+    Pool,
+    is_int,
+    padding_text,
+    pair_text,
+    shown,
+    stride_text,
+)
 from convscope.yamlfile import compose_yaml, load_yaml, read_text
 
-ACTIVATIONS = ("relu", "relu6", "leaky_relu", "elu", "gelu", "silu", "sigmoid", "tanh", "none")
-POOL_KINDS = ("max", "avg", "min")
-PADDING_WORDS = ("valid", "same")
+# The layer names are part of this module's interface: `from convscope.spec import Conv, NetSpec` is how everyone
+# imports them, whichever module defines them.
+__all__ = [
+    "ACTIVATIONS",
+    "BASE_ARCH",
+    "LAYER_TYPES",
+    "MAX_INPUT_VALUES",
+    "PADDING_WORDS",
+    "POOL_KINDS",
+    "Activation",
+    "Base",
+    "BatchNorm",
+    "Conv",
+    "Dense",
+    "Detect",
+    "Dropout",
+    "Flatten",
+    "GlobalPool",
+    "Layer",
+    "NetSpec",
+    "Padding",
+    "Pair",
+    "Pool",
+    "layer_from_dict",
+    "layer_to_dict",
+    "load_spec",
+    "padding_text",
+    "pair_text",
+    "parse_shape",
+    "shape_text",
+    "shown",
+    "stride_text",
+]
 
-Pair = tuple[int, int]
 MAX_INPUT_VALUES = 2**28  # H·W·C of a network's input: a 8192×8192 color photo is 2**27.6
-Padding = str | Pair  # "valid" | "same" | (rows added top and bottom, columns added left and right)
-
-
-def shown(value: Any, limit: int = 80) -> str:
-    """repr(value) cut to `limit` characters: what a message shows of a received value (it may be huge)."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _invalid(kind: str, key: str, expected: str, received: Any) -> SpecError:
-    detail = f"{key} must be {expected}. Received: {shown(received)}"
-    return SpecError(f"{kind}: {detail}", detail=detail)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _pair(kind: str, key: str, value: Any, minimum: int) -> Pair:
-    """An int or an (h, w) pair of ints >= minimum, as a pair."""
-    if _is_int(value):
-        value = (value, value)
-    if isinstance(value, list | tuple) and len(value) == 2 and all(_is_int(v) for v in value):
-        if min(value) >= minimum:
-            return (value[0], value[1])
-    words = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
-    raise _invalid(kind, key, f"{words} or a pair [h, w] of them", value)
-
-
-def _padding(kind: str, value: Any) -> Padding:
-    if isinstance(value, str):
-        if value in PADDING_WORDS:
-            return value
-        raise _invalid(kind, "padding", "'valid', 'same', an integer >= 0 or a pair [h, w]", value)
-    try:
-        return _pair(kind, "padding", value, 0)
-    except SpecError:
-        raise _invalid(kind, "padding", "'valid', 'same', an integer >= 0 or a pair [h, w]", value) from None
-
-
-def _choice(kind: str, key: str, value: Any, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise _invalid(kind, key, "one of " + ", ".join(choices), value)
-    return value
-
-
-def _name(kind: str, value: Any) -> str | None:
-    if value is None or (isinstance(value, str) and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_\-]*", value)):
-        return value
-    raise _invalid(kind, "name", "a word of letters, digits, '_' or '-' (starting with a letter)", value)
-
-
-def pair_text(pair: Pair) -> str:
-    """(3, 3) -> '3×3'."""
-    return f"{pair[0]}×{pair[1]}"
-
-
-def padding_text(padding: Padding) -> str:
-    if isinstance(padding, str):
-        return padding
-    return f"pad {padding[0]}" if padding[0] == padding[1] else f"pad {pair_text(padding)}"
 
 
 def _compact(pair: Pair) -> int | list[int]:
-    """The inverse of _pair for files: a square pair is written as one int."""
+    """How a pair setting is written to files: a square one as one int, as people write it."""
     return pair[0] if pair[0] == pair[1] else [pair[0], pair[1]]
-
-
-class Layer:
-    """Common behaviour of the layer dataclasses; `layer_type` is the word used in spec files ('conv', ...)."""
-
-    layer_type: ClassVar[str]
-
-    def __post_init__(self) -> None:
-        self._validate()
-
-    def _validate(self) -> None:
-        object.__setattr__(self, "name", _name(self.layer_type, self.name))
-
-    def _set(self, key: str, value: Any) -> None:
-        object.__setattr__(self, key, value)
-
-    def label(self) -> str:
-        """Short description used in messages and summaries, e.g. 'conv 3×3, stride 1, valid'."""
-        return self.layer_type
-
-
-@dataclass(frozen=True)
-class Conv(Layer):
-    """A convolutional layer: `filters` trainable patterns of `size` (the sample size), moved by `stride`.
-
-    padding: 'valid' (no padding: the map shrinks), 'same' (output side = ceil(input / stride), padded as
-    TensorFlow does, extra on the bottom/right when the total is odd) or an int / (h, w) added on every side.
-    """
-
-    filters: int
-    size: int | Pair = 3
-    stride: int | Pair = 1
-    padding: int | Padding = "valid"
-    activation: str = "relu"
-    bias: bool = True
-    name: str | None = None
-    layer_type: ClassVar[str] = "conv"
-
-    def _validate(self) -> None:
-        super()._validate()
-        if not _is_int(self.filters) or self.filters < 1:
-            raise _invalid(self.layer_type, "filters", "a positive integer", self.filters)
-        self._set("size", _pair(self.layer_type, "size", self.size, 1))
-        self._set("stride", _pair(self.layer_type, "stride", self.stride, 1))
-        self._set("padding", _padding(self.layer_type, self.padding))
-        _choice(self.layer_type, "activation", self.activation, ACTIVATIONS)
-        if not isinstance(self.bias, bool):
-            raise _invalid(self.layer_type, "bias", "true or false", self.bias)
-
-    def label(self) -> str:
-        return f"conv {pair_text(self.size)}, stride {stride_text(self.stride)}, {padding_text(self.padding)}"
-
-
-@dataclass(frozen=True)
-class Pool(Layer):
-    """A pooling layer: the max, min or average of each `size` window; stride defaults to the size.
-
-    Padding never wins: max pools pad with -inf, min pools with +inf, and averages count only real values.
-    """
-
-    kind: str = "max"
-    size: int | Pair = 2
-    stride: int | Pair | None = None
-    padding: int | Padding = "valid"
-    name: str | None = None
-    layer_type: ClassVar[str] = "pool"
-
-    def _validate(self) -> None:
-        super()._validate()
-        _choice(self.layer_type, "kind", self.kind, POOL_KINDS)
-        self._set("size", _pair(self.layer_type, "size", self.size, 1))
-        self._set("stride", self.size if self.stride is None else _pair(self.layer_type, "stride", self.stride, 1))
-        self._set("padding", _padding(self.layer_type, self.padding))
-
-    def label(self) -> str:
-        text = f"pool {self.kind} {pair_text(self.size)}"
-        if self.stride != self.size:
-            text += f", stride {stride_text(self.stride)}"
-        if self.padding != "valid":
-            text += f", {padding_text(self.padding)}"
-        return text
-
-
-@dataclass(frozen=True)
-class GlobalPool(Layer):
-    """One number per feature map: its max, min or average over the whole map (H×W×C -> C)."""
-
-    kind: str = "avg"
-    name: str | None = None
-    layer_type: ClassVar[str] = "global_pool"
-
-    def _validate(self) -> None:
-        super()._validate()
-        _choice(self.layer_type, "kind", self.kind, POOL_KINDS)
-
-    def label(self) -> str:
-        return f"global_pool {self.kind}"
-
-
-@dataclass(frozen=True)
-class Dense(Layer):
-    """A fully connected layer of `units` outputs. No activation by default: a last dense layer gives logits."""
-
-    units: int
-    activation: str = "none"
-    bias: bool = True
-    name: str | None = None
-    layer_type: ClassVar[str] = "dense"
-
-    def _validate(self) -> None:
-        super()._validate()
-        if not _is_int(self.units) or self.units < 1:
-            raise _invalid(self.layer_type, "units", "a positive integer", self.units)
-        _choice(self.layer_type, "activation", self.activation, ACTIVATIONS)
-        if not isinstance(self.bias, bool):
-            raise _invalid(self.layer_type, "bias", "true or false", self.bias)
-
-    def label(self) -> str:
-        return f"dense {self.units}"
-
-
-@dataclass(frozen=True)
-class Flatten(Layer):
-    """H×W×C feature maps -> one vector of H·W·C numbers."""
-
-    name: str | None = None
-    layer_type: ClassVar[str] = "flatten"
-
-
-@dataclass(frozen=True)
-class Dropout(Layer):
-    """Zeroes a random fraction `rate` of its inputs while training (and scales the rest); identity otherwise."""
-
-    rate: float = 0.5
-    name: str | None = None
-    layer_type: ClassVar[str] = "dropout"
-
-    def _validate(self) -> None:
-        super()._validate()
-        if isinstance(self.rate, bool) or not isinstance(self.rate, int | float) or not 0 <= self.rate < 1:
-            raise _invalid(self.layer_type, "rate", "a number in [0, 1)", self.rate)
-        self._set("rate", float(self.rate))
-
-    def label(self) -> str:
-        return f"dropout {self.rate:g}"
-
-
-@dataclass(frozen=True)
-class BatchNorm(Layer):
-    """Normalises each channel by its batch statistics (running averages at inference), then scales and shifts."""
-
-    name: str | None = None
-    layer_type: ClassVar[str] = "batchnorm"
-
-
-@dataclass(frozen=True)
-class Activation(Layer):
-    """An activation function on its own, e.g. after a batchnorm."""
-
-    function: str = "relu"
-    name: str | None = None
-    layer_type: ClassVar[str] = "activation"
-
-    def _validate(self) -> None:
-        super()._validate()
-        _choice(self.layer_type, "function", self.function, ACTIVATIONS)
-
-    def label(self) -> str:
-        return self.function
-
-
-BASE_ARCH = re.compile(r"(torchvision:|timm:)?[A-Za-z0-9_.\-]+")
-
-
-@dataclass(frozen=True)
-class Base(Layer):
-    """A pretrained convnet as the first layer: its feature maps, H×W×3 → ⌈H/stride⌉×⌈W/stride⌉×channels, feed the
-    layers after it (a new head). This is transfer learning: the base already finds edges, textures and parts.
-
-    arch: 'efficientnet-lite0' (built in), 'torchvision:NAME' or 'timm:NAME'. weights: 'imagenet' (the built-in
-    base's ImageNet weights), a .safetensors/.pt/.pth file, or 'none' (random). channels, stride, params: what the
-    base outputs; known for built-in bases, measured and written here by `convscope transfer` for the others.
-    """
-
-    arch: str
-    weights: str = "imagenet"
-    channels: int | None = None
-    stride: int | None = None
-    params: int | None = None
-    name: str | None = None
-    layer_type: ClassVar[str] = "base"
-
-    def _validate(self) -> None:
-        super()._validate()
-        if not isinstance(self.arch, str) or not BASE_ARCH.fullmatch(self.arch):
-            raise _invalid(
-                self.layer_type, "arch", "a base name like efficientnet-lite0 or torchvision:resnet18", self.arch
-            )
-        if not isinstance(self.weights, str) or not self.weights:
-            raise _invalid(self.layer_type, "weights", "'imagenet', 'none' or a weights file", self.weights)
-        for key in ("channels", "stride", "params"):
-            value = getattr(self, key)
-            if value is not None and (not _is_int(value) or value < 1):
-                raise _invalid(self.layer_type, key, "a positive integer", value)
-
-    def label(self) -> str:
-        return f"base {self.arch}"
-
-
-@dataclass(frozen=True)
-class Detect(Layer):
-    """An anchor-free detection head (CenterNet): the feature maps before it, upsampled to `stride` (4: a 128×128
-    image gives 32×32 positions), then per position one centre score per class, the box's width and height, and the
-    centre's offset within the cell. Output H/stride × W/stride × (classes + 4). See convscope.detect.head.
-    """
-
-    classes: int
-    channels: int = 64  # filters of the head's 3×3 conv
-    stride: int = 4
-    name: str | None = None
-    layer_type: ClassVar[str] = "detect"
-
-    def _validate(self) -> None:
-        super()._validate()
-        for key in ("classes", "channels", "stride"):
-            value = getattr(self, key)
-            if not _is_int(value) or value < 1:
-                raise _invalid(self.layer_type, key, "a positive integer", value)
-
-    def label(self) -> str:
-        return f"detect {self.classes} classes, stride {self.stride}"
-
-
-def stride_text(stride: Pair) -> str:
-    return str(stride[0]) if stride[0] == stride[1] else pair_text(stride)
-
-
-LAYER_TYPES: dict[str, type[Layer]] = {
-    cls.layer_type: cls
-    for cls in (Base, Conv, Pool, GlobalPool, Dense, Flatten, Dropout, BatchNorm, Activation, Detect)
-}
 
 
 def parse_shape(value: Any, what: str = "input") -> tuple[int, int, int]:
@@ -350,7 +103,7 @@ def parse_shape(value: Any, what: str = "input") -> tuple[int, int, int]:
     if isinstance(value, str):
         parts = re.split(r"\s*[x×,]\s*", value.strip())
         parts = [int(p) if p.isdigit() else p for p in parts]
-    if isinstance(parts, list | tuple) and len(parts) == 3 and all(_is_int(p) and p > 0 for p in parts):
+    if isinstance(parts, list | tuple) and len(parts) == 3 and all(is_int(p) and p > 0 for p in parts):
         if parts[0] * parts[1] * parts[2] > MAX_INPUT_VALUES:  # images are resized to it before any layer runs
             raise SpecError(
                 f"{what}: {shape_text(tuple(parts))} is {parts[0] * parts[1] * parts[2]:,} values per image, more than"
@@ -402,9 +155,11 @@ class NetSpec:
         return tuple(names)
 
     def with_input(self, shape: Any) -> NetSpec:
+        """The same network for another input shape (H×W×C, as parse_shape reads it)."""
         return NetSpec(input=parse_shape(shape), layers=self.layers, name=self.name, description=self.description)
 
     def to_dict(self) -> dict[str, Any]:
+        """The spec as a spec file's mapping (plain values only): from_dict gives back an equal NetSpec."""
         out: dict[str, Any] = {"name": self.name}
         if self.description:
             out["description"] = self.description
@@ -414,6 +169,7 @@ class NetSpec:
 
     @classmethod
     def from_dict(cls, data: Any) -> NetSpec:
+        """A spec file's mapping (name, description, input, layers) as a NetSpec; a SpecError for anything wrong."""
         if not isinstance(data, dict):
             raise SpecError(f"a spec must be a mapping with 'input' and 'layers'. Received: {type(data).__name__}")
         _no_unknown_keys("spec", data, ("name", "description", "input", "layers"))
@@ -432,10 +188,12 @@ class NetSpec:
         return cls(input=parse_shape(data["input"]), layers=layers, name=name, description=description)
 
     def to_yaml(self) -> str:
+        """The spec as spec-file YAML text."""
         return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True, default_flow_style=None)
 
 
 def layer_to_dict(layer: Layer) -> dict[str, Any]:
+    """A layer as a spec file writes it: {kind: {settings}}, a square pair as one int, no name unless one was given."""
     out: dict[str, Any] = {}
     for f in fields(layer):
         value = getattr(layer, f.name)

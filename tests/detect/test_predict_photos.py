@@ -65,7 +65,7 @@ def run_dir(tmp_path, monkeypatch):
     run.path.mkdir()
     (run.path / "config.yaml").write_text(run.config_yaml())
     (run.path / "spec.yaml").write_text(spec.to_yaml())
-    monkeypatch.setattr(predict, "load_model", lambda run: Oracle())
+    monkeypatch.setattr(predict, "load_model", lambda run, device="cpu": Oracle())
     return run.path
 
 

@@ -15,10 +15,10 @@ from safetensors.torch import load_file
 from convscope import files
 from convscope.errors import CheckpointError, ConfigError, OutputError
 from convscope.run import CHECKPOINT, RunLock
+from convscope.tasks import ClassifyTask
 from convscope.training.config import TrainConfig
 from convscope.training.loop import train
 from convscope.training.state import read_checkpoint
-from convscope.training.trainer import _Trainer
 
 
 class Killed(BaseException):
@@ -123,17 +123,17 @@ def test_a_kill_at_every_write_boundary_resumes_to_the_identical_run(folder, str
 def test_a_failure_before_the_first_checkpoint_blocks_no_retry(folder, tmp_path, monkeypatch):
     out = tmp_path / "run"
 
-    def broken(self, index):
+    def broken(self, model, batch, generator):
         raise RuntimeError("out of memory (simulated)")
 
-    monkeypatch.setattr(_Trainer, "_batch", broken)
+    monkeypatch.setattr(ClassifyTask, "loss", broken)
     with pytest.raises(RuntimeError, match="simulated"):
         train(config(folder, out), report=False)
     assert not out.exists()  # this training made the folder, so it goes
     monkeypatch.undo()
     out.mkdir()
     (out / "notes.txt").write_text("the user's own")
-    monkeypatch.setattr(_Trainer, "_batch", broken)
+    monkeypatch.setattr(ClassifyTask, "loss", broken)
     with pytest.raises(RuntimeError):
         train(config(folder, out), report=False)
     assert sorted(p.name for p in out.iterdir()) == [".lock", "notes.txt"]  # the user's folder and file stay

@@ -176,13 +176,13 @@ def test_bf16_precision_trains_with_float32_weights(folder, tmp_path):
 def test_the_best_checkpoint_breaks_accuracy_ties_by_the_lower_validation_loss():
     from types import SimpleNamespace
 
-    from convscope.training.trainer import _Trainer
+    from convscope.tasks import ClassifyTask
 
     trainer = SimpleNamespace(val=(None, torch.zeros(200)))  # 200 validation images: accuracy moves in steps of 0.005
 
     def score(acc, loss):
-        return _Trainer._score(trainer, {"val_acc": acc, "val_loss": loss})
+        return ClassifyTask.score(trainer, {"val_acc": acc, "val_loss": loss})
 
     assert score(0.99, 0.0565) < score(0.99, 0.0351)  # the same accuracy, a lower loss: better
     assert score(0.99, 0.0) < score(0.995, 1e6)  # one more right answer beats any loss
-    assert _Trainer._score(SimpleNamespace(val=None), {"train_acc": 0.7}) == 0.7
+    assert ClassifyTask.score(SimpleNamespace(val=None), {"train_acc": 0.7}) == 0.7

@@ -4,11 +4,10 @@ import pytest
 import torch
 from helpers import make_folder
 
-from convscope import build, train
+from convscope import build, device, train
 from convscope.cli import main
 from convscope.presets import get_preset, preset_recipe
 from convscope.shapes import infer
-from convscope.training import runtime
 from convscope.training.config import TrainConfig
 
 
@@ -72,12 +71,13 @@ def test_auto_precision_is_bf16_only_on_cpus_with_bf16_instructions(monkeypatch,
     monkeypatch.setattr(
         "builtins.open", lambda path, *a, **k: real_open(info if path == "/proc/cpuinfo" else path, *a, **k)
     )
-    runtime.cpu_has_fast_bf16.cache_clear()
+    device.cpu_has_fast_bf16.cache_clear()
     try:
-        assert runtime.uses_bf16(TrainConfig(precision="auto")) is expected
-        assert runtime.uses_bf16(TrainConfig(precision="bf16")) and not runtime.uses_bf16(TrainConfig())
+        cpu = torch.device("cpu")
+        assert (device.autocast_dtype(cpu, "auto") == torch.bfloat16) is expected
+        assert device.autocast_dtype(cpu, "bf16") == torch.bfloat16 and device.autocast_dtype(cpu, "fp32") is None
     finally:
-        runtime.cpu_has_fast_bf16.cache_clear()
+        device.cpu_has_fast_bf16.cache_clear()
 
 
 def test_auto_precision_is_fp32_where_cpuinfo_cannot_be_read(monkeypatch):
@@ -85,11 +85,11 @@ def test_auto_precision_is_fp32_where_cpuinfo_cannot_be_read(monkeypatch):
         raise FileNotFoundError(path)
 
     monkeypatch.setattr("builtins.open", refuse)
-    runtime.cpu_has_fast_bf16.cache_clear()
+    device.cpu_has_fast_bf16.cache_clear()
     try:
-        assert not runtime.cpu_has_fast_bf16()
+        assert not device.cpu_has_fast_bf16()
     finally:
-        runtime.cpu_has_fast_bf16.cache_clear()
+        device.cpu_has_fast_bf16.cache_clear()
 
 
 def test_a_model_that_gives_every_image_one_class_is_called_out(caplog):

@@ -6,8 +6,8 @@ import math
 from helpers import make_folder
 
 from convscope.run import load_run
+from convscope.tasks import ClassifyTask
 from convscope.training.loop import train
-from convscope.training.trainer import _Trainer
 
 
 def test_validation_runs_every_n_epochs_and_at_the_end(tmp_path):
@@ -25,7 +25,7 @@ def test_validation_runs_every_n_epochs_and_at_the_end(tmp_path):
 def test_patience_counts_validations_not_epochs(tmp_path, monkeypatch):
     folder = make_folder(tmp_path / "images", per_class=40)
     # Every validation scores the same, so the first one is the best and each later one is stale.
-    monkeypatch.setattr(_Trainer, "_score", lambda self, row: math.nan if math.isnan(row["val_acc"]) else 0.5)
+    monkeypatch.setattr(ClassifyTask, "score", lambda self, row: math.nan if math.isnan(row["val_acc"]) else 0.5)
     run = train(
         model="lenet5", data=str(folder), epochs=12, val_every=3, patience=1, batch_size=16, threads=1,
         out=str(tmp_path / "r"), report=False,

@@ -1,13 +1,15 @@
-"""In-memory datasets: every loader (IDX, CIFAR binary, image folders) returns a Dataset of uint8 arrays.
+"""Datasets: every loader (IDX, CIFAR binary, image folders) returns a Dataset of uint8 arrays.
 
 Images are N×H×W×C uint8 (the order people write image shapes in); the trainer moves them to torch once and
-augments whole batches there, so no per-image Python work happens while training.
+augments whole batches there, so no per-image Python work happens while training. An image folder larger than the
+memory budget gives FileSplits instead (data/stream.py: file paths and labels, decoded batch by batch); the helpers
+here that only use labels and `take` work on both.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import NamedTuple, Protocol, Self, TypeVar
 
 import numpy as np
 
@@ -32,6 +34,20 @@ class Split:
         return Split(self.images[index], self.labels[index])
 
 
+class LabelledSplit(Protocol):
+    """What the helpers here use of a split: Split (images in memory) and data.stream.FileSplit (image files; not
+    named here, as data.stream imports this module) both have it."""
+
+    labels: np.ndarray  # int64, N
+
+    def __len__(self) -> int: ...
+
+    def take(self, index: np.ndarray) -> Self: ...
+
+
+AnySplit = TypeVar("AnySplit", bound=LabelledSplit)  # seeded_split and per_class_subset return the kind they get
+
+
 class Skipped(NamedTuple):
     """A file left out of a dataset, and why (e.g. 'damaged or truncated image (…)'); unpacks as (path, reason)."""
 
@@ -51,16 +67,19 @@ def skipped_results(skipped: tuple[Skipped, ...]) -> dict:
 class Dataset:
     name: str  # 'fashion-mnist', 'cifar10', or the folder's name
     classes: tuple[str, ...]
-    train: Split
-    test: Split
-    val: Split | None = None  # None: the trainer holds out part of train
+    # Split, or data.stream.FileSplit for an image folder streamed from disk (past the memory budget)
+    train: LabelledSplit
+    test: LabelledSplit
+    val: LabelledSplit | None = None  # None: the trainer holds out part of train
     source: str = ""  # where it was read from
     skipped: tuple[Skipped, ...] = field(default_factory=tuple)  # unreadable files left out (image folders)
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
         """H×W×C of every image."""
-        return tuple(self.train.images.shape[1:])  # type: ignore[return-value]
+        if isinstance(self.train, Split):
+            return tuple(self.train.images.shape[1:])  # type: ignore[return-value]
+        return self.train.shape  # a FileSplit
 
 
 # Below this pixel std (of the 0–1 range; a quarter of one grey level) in every channel, a training set is blank:
@@ -98,7 +117,7 @@ def check_not_blank(name: str, mean: tuple[float, ...], std: tuple[float, ...]) 
         )
 
 
-def seeded_split(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
+def seeded_split(split: AnySplit, fraction: float, seed: int) -> tuple[AnySplit, AnySplit]:
     """(rest, held out): a seeded random `fraction` of `split` held out, stratified by label."""
     rng = np.random.default_rng(seed)
     held = []
@@ -111,7 +130,7 @@ def seeded_split(split: Split, fraction: float, seed: int) -> tuple[Split, Split
     return split.take(rest), split.take(held_out)
 
 
-def per_class_subset(split: Split, per_class: int, seed: int) -> Split:
+def per_class_subset(split: AnySplit, per_class: int, seed: int) -> AnySplit:
     """A seeded random `per_class` images of each class (all of a class that has fewer), in their original order."""
     rng = np.random.default_rng([seed, per_class])  # its own stream: independent of the validation hold-out
     kept = []

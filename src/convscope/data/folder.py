@@ -12,6 +12,9 @@ Every file is decoded with `open_image` (format allowlist, EXIF orientation, bom
 gray or RGB and resized to one H×W. A file that cannot be read is left out, untouched, and listed in `Dataset.skipped`
 (a named pipe or device with an image suffix too: refused without being opened). Training images that all have the
 same value are a DataError naming the folder.
+
+Given a memory budget that the decoded images would exceed, nothing is decoded: the splits are FileSplits, streamed
+batch by batch while training (data/stream.py).
 """
 
 from __future__ import annotations
@@ -24,11 +27,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from convscope.data import cache
-from convscope.data.dataset import Dataset, Skipped, Split, check_not_blank, pixel_stats, seeded_split
-from convscope.data.images import open_image, to_array
+from convscope.data.dataset import AnySplit, Dataset, Skipped, Split, check_not_blank, pixel_stats, seeded_split
+from convscope.data.stream import FileSplit, check_headers, default_workers, file_split
+from convscope.data.stream import decode_into as _decode_into  # by this name: tests count the decodes through it
 from convscope.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -38,6 +41,7 @@ Progress = Callable[[int, int], None]  # (images read so far, images in all), ca
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 VAL_NAMES = ("val", "valid", "validation")
 _REASONS_SHOWN = 3  # skip reasons quoted in an error message
+_BLANK_SAMPLE = 64  # streamed training images decoded to check they are not all blank (~0.3 s at 224×224)
 
 
 def _hidden(path: Path) -> bool:
@@ -65,27 +69,6 @@ def image_files(folder: str | Path, recursive: bool = False) -> list[Path]:
 
 def _class_folders(folder: Path) -> dict[str, Path]:
     return {p.name: p for p in sorted(folder.iterdir()) if p.is_dir() and not _hidden(p)}
-
-
-def _decode_into(out: np.ndarray, index: int, path: Path, channels: int) -> str | None:
-    """Decode `path` into out[index] (uint8 H×W×C); return None, or why the file was left out."""
-    try:
-        array = to_array(open_image(path), channels)
-        height, width = out.shape[1:3]
-        if array.shape[:2] != (height, width):
-            img = Image.fromarray(array[:, :, 0] if channels == 1 else array)
-            # Pillow's resize is antialiased (the filter support grows with the shrink factor, unlike bilinear in
-            # torch or TF), so shrinking a 4000-px photo to 32 px does not alias. reducing_gap=3 first box-reduces by
-            # an integer factor while keeping ≥3× the target size: 4000×3000 → 32×32 took 12 ms instead of 32, and
-            # differed from the exact filter by 0.6 grey levels on average (at most 9, on fine detail).
-            img = img.resize((width, height), Image.Resampling.BILINEAR, reducing_gap=3.0)
-            array = np.asarray(img, dtype=np.uint8).reshape(height, width, channels)
-        out[index] = array
-        return None
-    except DataError as err:
-        return str(err).removeprefix(f"{path}: ")
-    except (OSError, ValueError) as err:  # a mode Pillow cannot convert or resize
-        return f"cannot convert to {channels} channel(s) ({err})"
 
 
 def _read(
@@ -158,22 +141,49 @@ def _load_split(
 ) -> Split:
     split, failed = _read(files, image_size, channels, skipped, progress)
     if len(split) == 0:
-        reasons = "; ".join(f"{path.name}: {reason}" for path, reason in failed[:_REASONS_SHOWN])
-        why = (
-            f", all {len(failed)} skipped ({reasons}{'; …' if len(failed) > _REASONS_SHOWN else ''})" if failed else ""
-        )
-        raise DataError(f"{folder}: expected images in {{class}}/ subfolders, found no readable image{why}")
+        _none_readable(folder, failed)
     return split
 
 
-def _check_every_class(split: Split, classes: tuple[str, ...], folder: Path) -> None:
+def _none_readable(folder: Path, failed: list[tuple[Path, str]]) -> None:
+    reasons = "; ".join(f"{path.name}: {reason}" for path, reason in failed[:_REASONS_SHOWN])
+    why = f", all {len(failed)} skipped ({reasons}{'; …' if len(failed) > _REASONS_SHOWN else ''})" if failed else ""
+    raise DataError(f"{folder}: expected images in {{class}}/ subfolders, found no readable image{why}")
+
+
+def _stream_splits(
+    root: Path,
+    folders: dict[str, Path | None],
+    files: dict[str, list[tuple[Path, int]]],
+    shape: tuple[int, int, int],
+    skipped: list[Skipped],
+    progress: Progress | None,
+) -> dict[str, FileSplit]:
+    """Every split as a FileSplit (nothing decoded): files whose header does not read are left out and recorded as
+    _read records them; what only a full decode finds fails later, at the batch (data/stream.py)."""
+    found = [item for listed in files.values() for item in listed]
+    kept, failed = check_headers(found, progress)
+    for path, reason in failed:
+        log.warning("skipped %s: %s", path, reason)
+        skipped.append(Skipped(str(path), reason))
+    readable = {path for path, _ in kept}
+    splits = {}
+    for name, listed in files.items():
+        splits[name] = file_split([item for item in listed if item[0] in readable], shape)
+        if len(splits[name]) == 0:
+            in_split = {path for path, _ in listed}
+            _none_readable(folders[name], [(path, reason) for path, reason in failed if path in in_split])
+    return splits
+
+
+def _check_every_class(split: Split | FileSplit, classes: tuple[str, ...], folder: Path) -> None:
     counts = np.bincount(split.labels, minlength=len(classes))
     empty = [name for name, count in zip(classes, counts, strict=True) if count == 0]
     if empty:
         raise DataError(f"{folder}: class folder(s) {', '.join(map(repr, empty))} have no readable training image")
 
 
-def _hold_out(train: Split, fraction: float, seed: int, name: str, root: Path) -> tuple[Split, Split]:
+def _hold_out(train: AnySplit, fraction: float, seed: int, name: str, root: Path) -> tuple[AnySplit, AnySplit]:
     rest, held = seeded_split(train, fraction, seed)
     if len(held) == 0:
         raise DataError(
@@ -191,6 +201,7 @@ def load_folder(
     test_fraction: float = 0.1,
     seed: int = 0,
     progress: Progress | None = None,
+    memory_budget: int | None = None,
 ) -> Dataset:
     """Read an image-folder dataset; images become uint8 N×H×W×C with (H, W) = image_size and C = channels (1 or 3).
 
@@ -199,6 +210,11 @@ def load_folder(
     validation/) but no test/, the held-out folder is the test split, as in the tutorials that report accuracy on it,
     and the validation images come from train/. progress(done, total) is called as images are decoded (all splits
     together); a second read of the same unchanged folder comes from the decoded cache (data/cache.py).
+
+    memory_budget: bytes the decoded images of all splits together may take (None: no limit). Past it, nothing is
+    decoded: every split is a FileSplit (data/stream.py) of the same files, labels and split, read batch by batch
+    while training; files whose header does not read are left out as above, and only a sample of the training
+    images is checked for being blank. Raises DataError (one line, naming the folder) for a layout it cannot read.
     """
     root = Path(root)
     if not root.is_dir():
@@ -245,22 +261,42 @@ def load_folder(
     offsets, total = {}, 0  # where each split starts in the progress count
     for name, found in files.items():
         offsets[name], total = total, total + len(found)
+    decoded = total * size[0] * size[1] * channels  # bytes of every split decoded
     started = time.perf_counter()
-    splits = {
-        name: _load_split(
-            folders[name],
-            found,
-            size,
-            channels,
-            skipped,
-            progress and (lambda done, _, start=offsets[name]: progress(start + done, total)),
+    if memory_budget is not None and decoded > memory_budget:
+        workers = default_workers()
+        log.info(
+            "%s: %d images (%.1f GiB decoded) exceed the memory budget of %.1f GiB: streaming them from disk with "
+            "%d worker%s",
+            root,
+            total,
+            decoded / 2**30,
+            memory_budget / 2**30,
+            workers,
+            "" if workers == 1 else "s",
         )
-        for name, found in files.items()
-    }
-    log.info("%s: %d images read in %.1f s", root, total, time.perf_counter() - started)
+        splits = _stream_splits(root, folders, files, (*size, channels), skipped, progress)
+        log.info("%s: %d image headers checked in %.1f s", root, total, time.perf_counter() - started)
+    else:
+        splits = {
+            name: _load_split(
+                folders[name],
+                found,
+                size,
+                channels,
+                skipped,
+                progress and (lambda done, _, start=offsets[name]: progress(start + done, total)),
+            )
+            for name, found in files.items()
+        }
+        log.info("%s: %d images read in %.1f s", root, total, time.perf_counter() - started)
     train, val, test = splits["train"], splits.get("val"), splits.get("test")
     _check_every_class(train, classes, train_dir)
-    check_not_blank(str(root), *pixel_stats(train.images))  # e.g. float images read as black
+    if isinstance(train, Split):
+        check_not_blank(str(root), *pixel_stats(train.images))  # e.g. float images read as black
+    else:  # streamed: on a sample, as decoding every image would cost an epoch
+        sample = train.sample(_BLANK_SAMPLE, seed=0)
+        check_not_blank(f"{root} (a sample of {len(sample)} training images)", *pixel_stats(sample))
     if skipped:
         log.warning("%s: %d unreadable file(s) left out", root, len(skipped))
 

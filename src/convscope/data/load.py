@@ -1,4 +1,4 @@
-"""One entry point from a data name to an in-memory Dataset."""
+"""One entry point from a data name to a Dataset (in memory, or streamed for a large image folder)."""
 
 from __future__ import annotations
 
@@ -17,13 +17,15 @@ def load_dataset(
     seed: int,
     val_fraction: float = 0.1,
     progress=None,
+    memory_budget: int | None = None,
 ) -> Dataset:
     """`name` is a built-in dataset (read from `data_dir` or its default place) or an image folder.
 
     image_shape (H, W, C) is what the model takes; image folders are decoded straight to it, built-in datasets
     keep their own shape (the caller adapts the model to them). val_fraction: the share of an image folder without a
     val/ split held out for validation (its test split does not depend on it). progress(done, total): called as an
-    image folder's files are read.
+    image folder's files are read. memory_budget: bytes (data.stream.memory_budget) that an image folder's decoded
+    images may take; past it its splits are FileSplits streamed from disk. Built-in datasets always stay in memory.
     """
     if name in ("fashion-mnist", "mnist"):
         from convscope.data.idx import load_idx_dataset
@@ -41,4 +43,6 @@ def load_dataset(
     from convscope.data.folder import load_folder
 
     h, w, c = image_shape
-    return load_folder(folder, (h, w), c, val_fraction=val_fraction, seed=seed, progress=progress)
+    return load_folder(
+        folder, (h, w), c, val_fraction=val_fraction, seed=seed, progress=progress, memory_budget=memory_budget
+    )

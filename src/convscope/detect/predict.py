@@ -18,6 +18,7 @@ from convscope.detect.draw import draw_detections
 from convscope.detect.head import split_outputs
 from convscope.detect.metrics import DetectionMetrics, plot_pr_curves
 from convscope.detect.train import detect_split, detector_maps, flips_at_test, load_detection, split_metrics
+from convscope.device import resolve_device
 from convscope.errors import ConvscopeError, SpecError
 from convscope.files import atomic_write_bytes
 from convscope.prediction import image_paths
@@ -32,12 +33,15 @@ def _detector_run(run: Run | str | Path) -> Run:
     return run
 
 
-def evaluate_detector(run: Run | str | Path, data: str | None = None, data_dir: str | None = None) -> DetectionMetrics:
+def evaluate_detector(
+    run: Run | str | Path, data: str | None = None, data_dir: str | None = None, device: str = "auto"
+) -> DetectionMetrics:
     """COCO mAP of a run's best weights on the test split of its data (its val split when it has none), or of
     `data`: the test split of another dataset with the same classes, or the whole of a COCO JSON (`data_dir`: its
-    images). Writes pr_curves.png. DataError for data that cannot be read, SpecError for other classes."""
+    images), computed on `device`. Writes pr_curves.png. DataError for data that cannot be read, SpecError for other
+    classes, ConfigError for a device this machine lacks."""
     run = _detector_run(run)
-    metrics, split, _found = _evaluate(run, data, data_dir)
+    metrics, split, _found = _evaluate(run, data, data_dir, device)
     plot_pr_curves(metrics, run.path / "pr_curves.png", f"{run.path.name}: precision–recall on {len(split)} images")
     return metrics
 
@@ -50,8 +54,10 @@ def write_detector_report(run: Run | str | Path) -> Path:
     return write_detection_report(run, *_evaluate(run, None, None))
 
 
-def _evaluate(run: Run, data: str | None, data_dir: str | None):
+def _evaluate(run: Run, data: str | None, data_dir: str | None, device: str = "auto"):
     cfg = run.config
+    device = resolve_device(device)  # a device this machine lacks is refused before the data is read
+    model = load_model(run, device=device)
     size = run.spec.input[0]
     if data is not None and Path(data).suffix.lower() == ".json":  # another COCO file: scored whole, not a tenth
         split, classes = load_coco(data, Path(data_dir) if data_dir else Path(data).parent / "images", size)
@@ -62,7 +68,7 @@ def _evaluate(run: Run, data: str | None, data_dir: str | None):
     if tuple(classes) != tuple(run.data.classes):
         raise SpecError(f"{source}: classes {list(classes)} are not the run's {list(run.data.classes)}")
     mean, std = run_stats(run)
-    found, _loss = detect_split(load_model(run), split, mean, std, flips_at_test(cfg))
+    found, _loss = detect_split(model, split, mean, std, flips_at_test(cfg), device)
     return split_metrics(split, found, run.data.classes), split, found
 
 
@@ -136,6 +142,7 @@ def detect_images(
     min_score: float = 0.3,
     out: str | Path | None = None,
     all_classes: bool = False,
+    device: str = "auto",
 ) -> list[Found]:
     """Objects in image files, folders or sample-photo names, as one Found per image (in the order given).
 
@@ -151,11 +158,14 @@ def detect_images(
     longer side at most 2000 px, labels scaled to it) is written atomically as NAME-detections.jpg (JPEG quality
     90) when the image is a .jpg/.jpeg file, a photo whose PNG would be ten times larger, else NAME-detections.png
     (exact pixels for scenes, drawings and screenshots). An unreadable file is reported in its Found.error and
-    the others are still processed. Raises SpecError when `run` is not a detector, CheckpointError when it cannot
-    be loaded, DataError when an item names no image, OutputError when a picture cannot be written.
+    the others are still processed. The network runs on `device`. Raises SpecError when `run` is not a detector,
+    CheckpointError when it cannot be loaded, DataError when an item names no image, OutputError when a picture
+    cannot be written, ConfigError for a device this machine lacks.
     """
     run = _detector_run(run)
-    model, (mean, std) = load_model(run), run_stats(run)
+    device = resolve_device(device)
+    model = load_model(run, device=device)
+    mean, std = (t.to(device) for t in run_stats(run))
     flip = flips_at_test(run.config)  # as evaluated: averaged with the mirror image when trained on mirrors
     head, size = run.spec.layers[-1], run.spec.input[0]
     results = []
@@ -167,8 +177,9 @@ def detect_images(
             continue
         array = to_array(img, 3)  # H×W×3 uint8, upright
         boxed, scale, pad = letterbox(array, size)
-        out_maps = detector_maps(model, normalise(to_tensor(boxed[None]), mean, std), flip)
+        out_maps = detector_maps(model, normalise(to_tensor(boxed[None]).to(device), mean, std), flip)
         [(boxes, scores, classes)] = decode(*split_outputs(out_maps, head.classes), stride=head.stride)
+        boxes, scores, classes = boxes.float().cpu(), scores.float().cpu(), classes.cpu()
         keep = (scores >= min_score).numpy()
         boxes = to_image_pixels(boxes.numpy()[keep], scale, pad, (img.width, img.height))
         scores, classes = scores.numpy()[keep], classes.numpy()[keep]

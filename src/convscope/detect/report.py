@@ -9,7 +9,7 @@ from PIL import Image
 from convscope.detect.data import DetectionSplit
 from convscope.detect.draw import draw_detections
 from convscope.detect.metrics import DetectionMetrics, plot_pr_curves
-from convscope.inspect.report import _e, _img, _section, _summary_table, page_header, save_page
+from convscope.inspect.html import escape, inline_image, page_header, save_page, section, summary_table
 from convscope.plots import plot_curves
 from convscope.run import Run
 
@@ -23,12 +23,13 @@ def write_detection_report(run: Run, metrics: DetectionMetrics, test: DetectionS
     samples = save_samples_png(test, found, run.data.classes, run.path / "predictions.png")
     sections = [
         _header(run, metrics, len(test)),
-        _section("Model", _summary_table(run)),
-        _section("Learning curves", _img(curves)),
-        _section("Test results", _ap_table(metrics) + _img(pr)),
-        _section(
+        section("Model", summary_table(run)),
+        section("Learning curves", inline_image(curves)),
+        section("Test results", _ap_table(metrics) + inline_image(pr)),
+        section(
             "Predictions on test images",
-            f"<p class=note>Boxes with a score ≥ {MIN_SCORE}; the true boxes are dashed white.</p>" + _img(samples),
+            f"<p class=note>Boxes with a score ≥ {MIN_SCORE}; the true boxes are dashed white.</p>"
+            + inline_image(samples),
         ),
     ]
     return save_page(run, sections)
@@ -60,7 +61,8 @@ def _header(run: Run, m: DetectionMetrics, images: int) -> str:
 
 def _ap_table(m: DetectionMetrics) -> str:
     rows = "".join(
-        f"<tr><td class=l>{_e(n)}</td><td>{_ap(m.per_class_ap50[n])}</td><td>{_ap(m.per_class_ap50_95[n])}</td></tr>"
+        f"<tr><td class=l>{escape(n)}</td><td>{_ap(m.per_class_ap50[n])}</td>"
+        f"<td>{_ap(m.per_class_ap50_95[n])}</td></tr>"
         for n in m.class_names
     )
     return f"<table><tr><th class=l>class</th><th>AP@0.5</th><th>AP@0.5:0.95</th></tr>{rows}</table>"

@@ -61,19 +61,24 @@ class FeatureMaps:
         return [layer.name for layer in self.layers]
 
 
-def feature_maps(run: Run | str | Path, image: str | Path, layers: list[str] | None = None) -> FeatureMaps:
-    """The outputs of `layers` (default: every conv and pool layer) for one image file, with the run's best weights.
+def feature_maps(
+    run: Run | str | Path, image: str | Path, layers: list[str] | None = None, device: str = "auto"
+) -> FeatureMaps:
+    """The outputs of `layers` (default: every conv and pool layer) for one image file, with the run's best weights,
+    computed on `device` (convscope.device.resolve_device; the maps come back as NumPy arrays).
 
     The image is converted exactly as `convscope predict` converts it (size, gray/RGB) and normalised with the run's
     per-channel mean and std; the model is in eval mode (batchnorm uses its running statistics, dropout is off).
     """
+    from convscope.device import resolve_device
     from convscope.training.tensors import normalise, run_stats, to_tensor
 
     run = run if isinstance(run, Run) else load_run(run)
-    model = load_model(run)
+    device = resolve_device(device)
+    model = load_model(run, device=device)
     array, conversion = prepare(resolve_image(str(image)), run.spec.input)  # a file, or a sample photo's name
     mean, std = run_stats(run)
-    x = normalise(to_tensor(array[None]), mean, std)
+    x = normalise(to_tensor(array[None]), mean, std).to(device)
     return FeatureMaps(array, conversion, layer_maps(model, x, layers))
 
 
@@ -109,7 +114,7 @@ def layer_maps(
     result = []
     for name in sorted(set(layers), key=lambda n: infos[n].index):  # network order, whatever order they were asked in
         info = infos[name]
-        maps = kept[name][0].float().contiguous().numpy().copy()  # C×H×W, an own copy in plain C order
+        maps = kept[name][0].float().cpu().contiguous().numpy().copy()  # C×H×W, an own copy in plain C order
         label = info.label + (activation_text(info.layer.activation) if isinstance(info.layer, Conv) else "")
         can_be_negative = signed[info.index - 1] or bool(maps.min() < 0)
         result.append(LayerMaps(info.index, name, label, info.output_shape, maps, can_be_negative))

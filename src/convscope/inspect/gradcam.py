@@ -153,8 +153,8 @@ def gradcam(
         heatmap = up / peak if peak > 0 else torch.zeros_like(up)
         probability = float(torch.softmax(logits.detach()[0], 0)[chosen])
     return GradCam(
-        heatmap=heatmap.numpy().astype(np.float32),
-        layer_map=cam.numpy().astype(np.float32),
+        heatmap=heatmap.cpu().numpy().astype(np.float32),
+        layer_map=cam.cpu().numpy().astype(np.float32),
         class_index=chosen,
         probability=probability,
         layer=layer,
@@ -163,11 +163,17 @@ def gradcam(
 
 
 def gradcam_for_run(
-    run, image_path, class_name: str | None = None, layer: str | None = None, method: str = "hirescam"
+    run,
+    image_path,
+    class_name: str | None = None,
+    layer: str | None = None,
+    method: str = "hirescam",
+    device: str = "auto",
 ) -> GradCam:
     """The class activation map (`gradcam`) of an image file or sample photo name (any size and mode, converted as
-    `predict` does) for a class named in the run (default: the predicted class)."""
+    `predict` does) for a class named in the run (default: the predicted class), computed on `device`."""
     from convscope.data.images import resolve_image
+    from convscope.device import resolve_device
     from convscope.prediction import prepare
     from convscope.run import Run, load_model, load_run
     from convscope.training.tensors import normalise, run_stats, to_tensor
@@ -182,8 +188,10 @@ def gradcam_for_run(
         index = classes.index(class_name) if class_name in classes else folded.index(class_name.casefold())
     array, _conversion = prepare(resolve_image(str(image_path)), run.spec.input)
     mean, std = run_stats(run)
-    x = normalise(to_tensor(array[None]), mean, std)
-    result = gradcam(load_model(run), x, layer=layer, class_index=index, method=method)
+    device = resolve_device(device)
+    model = load_model(run, device=device)
+    x = normalise(to_tensor(array[None]), mean, std).to(device)
+    result = gradcam(model, x, layer=layer, class_index=index, method=method)
     return replace(result, class_name=classes[result.class_index], image=array)
 
 

@@ -97,11 +97,14 @@ def top_activations(
     max_images=None,
     *,
     model=None,
+    device: str = "auto",
 ) -> TopActivations:
     """Scan `split` of the run's data (or `data`) and keep, per filter of `layer`, the k images it responds to most.
 
-    `model`: the run's network if already loaded (default: load_model(run)).
+    `model`: the run's network if already loaded (default: load_model(run) on `device`; the scan runs where the
+    model is).
     """
+    from convscope.device import resolve_device
     from convscope.run import load_model
     from convscope.training.tensors import normalise, run_stats, to_tensor
 
@@ -112,15 +115,19 @@ def top_activations(
     images, labels = part.images[:max_images], part.labels[:max_images]
     if len(images) == 0:
         raise DataError(f"the {split} split has no images to scan")
-    model = model or load_model(run)
+    if model is None:
+        device = resolve_device(device)
+        model = load_model(run, device=device)
+    else:  # the scan runs where the given model is
+        device = next(model.parameters()).device
     was_training = model.training
     model.train(False)
-    mean, std = run_stats(run)
+    mean, std = (t.to(device) for t in run_stats(run))
     best_v = best_i = best_p = None  # C×k: values, image indices, flat positions so far
     with torch.inference_mode():
-        model.check_input(to_tensor(images[:1]))
+        model.check_input(to_tensor(images[:1]).to(device))
         for start in range(0, len(images), BATCH):
-            x = normalise(to_tensor(images[start : start + BATCH]), mean, std)
+            x = normalise(to_tensor(images[start : start + BATCH]).to(device), mean, std)
             for name, module in model.named_children():  # forward only as far as the layer
                 x = module(x)
                 if name == layer:
@@ -128,7 +135,7 @@ def top_activations(
             n, channels, h, w = x.shape
             values, where = x.reshape(n, channels, h * w).max(dim=2)  # n×C: each image's maximum per filter
             values, where = values.T, where.T  # C×n
-            index = torch.arange(start, start + n).expand(channels, n)
+            index = torch.arange(start, start + n, device=x.device).expand(channels, n)
             if best_v is not None:  # the candidates: the best so far and this batch
                 values, index, where = (
                     torch.cat(pair, 1) for pair in ((best_v, values), (best_i, index), (best_p, where))

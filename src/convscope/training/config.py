@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from convscope.data.augment import Augment
 from convscope.data.load import BUILT_IN as BUILT_IN_DATA
 from convscope.errors import ConfigError
+from convscope.memory import parse_bytes
 from convscope.presets import preset_recipe
 from convscope.yamlfile import read_yaml
 
@@ -31,44 +32,138 @@ DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d{1,3})?")
 
 @dataclass(frozen=True)
 class TrainConfig:
-    model: str = "fashion-fast"  # a preset name or a spec file
-    data: str = "fashion-mnist"  # fashion-mnist | mnist | cifar10 | cifar100 | an image folder
-    data_dir: str | None = None  # where the fashion-mnist / mnist / cifar files are (default: the system copy)
-    epochs: int = 8
-    batch_size: int = 128
-    lr: float | None = None  # None: DEFAULT_LR of the optimizer
-    optimizer: str = "adamw"
-    schedule: str = "onecycle"
-    momentum: float = 0.9  # sgd only (Nesterov)
-    weight_decay: float = 5e-4
-    label_smoothing: float = 0.0
+    # Each field's metadata describes its command-line flag: "help", and the argparse keywords it needs beyond what
+    # its annotation implies ("choices", "metavar"). convscope.cli_args.add_config_flags builds the flags from it.
+    model: str = field(
+        default="fashion-fast",
+        metadata={"help": "preset or spec file (default fashion-fast); cifar-fast brings its own settings (a recipe)"},
+    )
+    data: str = field(
+        default="fashion-mnist",
+        metadata={"help": "fashion-mnist (default), mnist, cifar10, cifar100 or an image folder"},
+    )
+    data_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "folder of the fashion-mnist, mnist or cifar files (default: the system copy)",
+            "metavar": "DIR",
+        },
+    )
+    epochs: int = field(
+        default=8, metadata={"help": "epochs to train (default 8, or the model's recipe)", "metavar": "N"}
+    )
+    batch_size: int = field(
+        default=128, metadata={"help": "images per batch (default 128, or the model's recipe)", "metavar": "N"}
+    )
+    lr: float | None = field(
+        default=None,  # None: DEFAULT_LR of the optimizer
+        metadata={
+            "help": "peak learning rate (default: the optimizer's, "
+            + ", ".join(f"{rate:g} for {name}" for name, rate in DEFAULT_LR.items())
+            + ")",
+            "metavar": "RATE",
+        },
+    )
+    optimizer: str = field(default="adamw", metadata={"help": "default adamw", "choices": OPTIMIZERS})
+    schedule: str = field(
+        default="onecycle", metadata={"help": "learning-rate schedule (default onecycle)", "choices": SCHEDULES}
+    )
+    momentum: float = field(default=0.9, metadata={"help": "sgd only: Nesterov momentum (default 0.9)", "metavar": "M"})
+    weight_decay: float = field(default=5e-4, metadata={"help": "weight decay (default 5e-4)", "metavar": "DECAY"})
+    label_smoothing: float = field(
+        default=0.0,
+        metadata={
+            "help": "share of each target spread evenly over all classes, in [0, 1) (default 0)",
+            "metavar": "AMOUNT",
+        },
+    )
     # 'flip,translate=2,cutout=8' | 'none' (classifiers), 'flip,scale' | 'none' (detectors); None: the task's default
-    augment: str | None = None
-    tta_flip: bool | None = None  # also classify mirror images and average (None: when trained on flips)
-    val_fraction: float = 0.1  # share of the training images held out for validation when the data has no val split
-    patience: int | None = None  # early stopping: stop after this many validations without a better score
+    augment: str | None = field(
+        default=None,
+        metadata={"help": "e.g. flip,translate=2,cutout=8 or none (default: suited to the data)", "metavar": "WORDS"},
+    )
+    tta_flip: bool | None = field(
+        default=None,
+        metadata={
+            "help": "classify each test image and its mirror image, average the two (default: when training flips)"
+        },
+    )
+    val_fraction: float = field(
+        default=0.1,
+        metadata={
+            "help": "share of the training images held out for validation when the data has no val split (default 0.1)",
+            "metavar": "FRACTION",
+        },
+    )
+    patience: int | None = field(
+        default=None,
+        metadata={
+            "help": "early stopping: stop after N validations without a better score (accuracy; detectors: "
+            "mAP@0.5:0.95)",
+            "metavar": "N",
+        },
+    )
     # Validate after every `val_every` epochs and after the last epoch of each phase (a detector's validation mAP
     # can cost as much as its training epoch); the best checkpoint is chosen among the validated epochs.
-    val_every: int = 1
-    per_class: int | None = None  # train on only this many labelled images per class (a seeded subset)
+    val_every: int = field(
+        default=1, metadata={"help": "validate every N epochs and at the end (default 1)", "metavar": "N"}
+    )
+    per_class: int | None = field(
+        default=None, metadata={"help": "train on only N labelled images per class (seeded)", "metavar": "N"}
+    )
     # Transfer learning (a spec whose first layer is a base): `epochs` train the new head on the frozen base, then
     # `finetune_epochs` also train the base's last `unfreeze_blocks` blocks at a learning rate FINETUNE_LR_SCALE× lower.
-    finetune_epochs: int = 0
-    unfreeze_blocks: int = 0
-    cache_features: bool = False  # frozen phase: compute the base's features once, then train only the head on them
+    finetune_epochs: int = field(
+        default=0,
+        metadata={
+            "help": "with a pretrained base: epochs that also train its last blocks, at a tenth of the learning rate "
+            "(default 0)",
+            "metavar": "N",
+        },
+    )
+    unfreeze_blocks: int = field(
+        default=0,
+        metadata={
+            "help": "with a pretrained base: how many of its last blocks fine-tuning trains (default 0)",
+            "metavar": "N",
+        },
+    )
+    cache_features: bool = field(
+        default=False,  # frozen phase: compute the base's features once, then train only the head on them
+        metadata={"help": "with a pretrained base: train the head on the base's features, computed once"},
+    )
     # bf16: the forward pass in bfloat16 (torch.autocast; weights, optimizer and evaluation stay float32). Much faster
     # on CPUs with bf16 instructions (AMX or AVX512-BF16: cifar-3conv trained 2.0x faster here), slower on CPUs
     # without. auto: bf16 on such CPUs, else fp32 (training.runtime.uses_bf16).
-    precision: str = "fp32"
-    seed: int = 0
-    threads: int | None = None  # torch CPU threads (None: all cores)
+    precision: str = field(
+        default="fp32",
+        metadata={
+            "help": "bf16: much faster on CPUs with AMX or AVX512-BF16; auto: bf16 on those (default fp32)",
+            "choices": PRECISIONS,
+        },
+    )
+    seed: int = field(default=0, metadata={"help": "for the split, initialisation, order and augmentation (default 0)"})
+    threads: int | None = field(
+        default=None, metadata={"help": "torch CPU threads (default: all cores)", "metavar": "N"}
+    )
     # Where the model, the batches, augmentation and the loss run: auto (CUDA when a GPU is there, then Apple's MPS,
     # else the CPU), cpu, cuda, cuda:N or mps (convscope.device).
-    device: str = "auto"
-    # Decoded training images kept in memory at most, e.g. '6GiB', '500MB', '0' (always stream); None: half the memory
-    # available when training starts. An image folder larger than this is decoded batch by batch by DataLoader workers.
-    cache_limit: str | None = None
-    out: str | None = None  # run folder (None: runs/MODEL-DATA, never overwriting)
+    device: str = field(
+        default="auto",
+        metadata={"help": "auto (default: a CUDA GPU, else Apple's MPS, else the CPU), cpu, cuda, cuda:N or mps"},
+    )
+    # An image folder larger than this is decoded batch by batch by DataLoader workers.
+    cache_limit: str | None = field(
+        default=None,
+        metadata={
+            "help": "decoded training images kept in memory at most: a size like 6GiB or 500MB, or 0 to always "
+            "stream (default: half the memory available when training starts)",
+            "metavar": "SIZE",
+        },
+    )
+    out: str | None = field(
+        default=None, metadata={"help": "run folder (default runs/MODEL-DATA, never overwriting)", "metavar": "DIR"}
+    )
 
     def __post_init__(self) -> None:
         _count(self.epochs, "epochs", 1, MAX_EPOCHS)
@@ -185,20 +280,6 @@ class TrainConfig:
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a mapping of settings. Received: {type(data).__name__}")
         return cls.from_dict({**data, **overrides}, where=str(path))
-
-
-UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "kib": 2**10, "m": 10**6, "mb": 10**6, "mib": 2**20}
-UNITS |= {"g": 10**9, "gb": 10**9, "gib": 2**30, "t": 10**12, "tb": 10**12, "tib": 2**40}
-
-
-def parse_bytes(text: str, key: str = "size") -> int:
-    """'6GiB' -> 6442450944, '500MB' -> 500000000, '0' -> 0 (units as written: GB = 10^9, GiB = 2^30; case and a
-    space between are ignored). Raises ConfigError naming `key` for anything else."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", text)
-    unit = match and match.group(2).lower()
-    if not match or unit not in UNITS or float(match.group(1)) * UNITS[unit] >= 2**63:
-        raise ConfigError(f"{key} must be a size such as 6GiB, 500MB or 0. Received: {_shown(text)}")
-    return int(float(match.group(1)) * UNITS[unit])
 
 
 def _check(value: Any, kind: type, key: str, expected: str, ok) -> None:

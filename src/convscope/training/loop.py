@@ -1,4 +1,5 @@
-"""train(): a new run or a resumed one, in its run folder, around the trainer (training/trainer.py).
+"""train(): a new run or a resumed one, in its run folder, around the trainer (training/trainer.py) and the task of
+its spec (convscope.tasks.task_for).
 
 A new run: the data is loaded and the spec fitted to it and checked before any file is written; then the run folder
 is claimed (one writer at a time: run.RunLock) and the trainer runs. A resumed run: its settings and checkpoint are
@@ -8,10 +9,12 @@ checked (training/resume.py), then it continues exactly where its last checkpoin
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import replace
 from pathlib import Path
 
+from convscope.device import resolve_device
 from convscope.errors import ConfigError, SpecError
 from convscope.files import atomic_write_text, remove_temp_files
 from convscope.memory import check_training_memory
@@ -29,18 +32,23 @@ from convscope.run import (
 )
 from convscope.shapes import infer
 from convscope.signals import StopRequest
-from convscope.spec import Detect, NetSpec
+from convscope.spec import NetSpec
+from convscope.tasks import task_for
 from convscope.training.callbacks import Interrupted, data_progress
 from convscope.training.config import TrainConfig
 from convscope.training.resume import check_format, finished_message, is_finished, resumed_config
-from convscope.training.tensors import channel_stats
-from convscope.training.trainer import _cache_bytes, _set_threads, _Trainer
+from convscope.training.trainer import Trainer, set_threads
 from convscope.transfer.bases import input_scaling, spec_base
 
-__all__ = ["CACHE_LIMIT", "Interrupted", "train", "trainer_class"]
+__all__ = ["CACHE_LIMIT", "Interrupted", "train"]
 
 log = logging.getLogger("convscope.train")
 CACHE_LIMIT = 4 * 2**30  # bytes of cached base features allowed in memory
+
+
+def _cache_bytes(spec: NetSpec, images: int) -> int:
+    """float32 bytes of the base's features of `images` images (cache_features keeps them in memory)."""
+    return math.prod(infer(spec).layers[0].output_shape) * 4 * images
 
 
 def train(
@@ -73,6 +81,7 @@ def train(
         run = load_run(resume)
         check_format(run)
         config = resumed_config(run, settings)
+        resolve_device(config.device)  # refused before the run's config is touched
         if config == run.config and is_finished(run):
             log.warning("%s", finished_message(run))
             return run
@@ -82,8 +91,7 @@ def train(
                 run = replace(run, config=config)
                 log.info("%s: now set to train %d epochs", run.path, config.epochs)
                 atomic_write_text(run.path / CONFIG, run.config_yaml())
-            _set_threads(config)
-            trainer = trainer_class(run.spec)(run, callbacks, resuming=True, started=started)
+            trainer = Trainer(run, task_for(run.spec), callbacks, resuming=True, started=started)
             trainer.fit(stop)
             if report:
                 trainer.write_report()
@@ -94,8 +102,9 @@ def train(
         config = TrainConfig.from_dict({**config.to_dict(), **settings}, where="train()")
     config = config.with_absolute_paths()  # the run's record works from any folder
     spec = spec or resolve_spec(config.model)
-    _set_threads(config)
-    task = trainer_class(spec)
+    resolve_device(config.device)  # a device this machine lacks is refused before the data is read
+    set_threads(config)
+    task = task_for(spec)
     base = spec_base(spec)
     if base is None and (config.finetune_epochs or config.cache_features):
         raise ConfigError(f"{spec.name}: finetune_epochs and cache_features need a spec that starts with a base")
@@ -115,7 +124,7 @@ def train(
         )  # a spec that cannot run on these images fails here, before anything is written
     # A base's weights expect the input scaling they were trained with; a new network, that of its images (a set of
     # blank images is refused here, before anything is written).
-    mean, std = input_scaling(base) if base else channel_stats(data.train.images, data.name)
+    mean, std = input_scaling(base) if base else task.input_stats(data)
     path, made = new_run_folder(config)
     with RunLock(path):  # refused here, before anything is written, when another training holds the folder
         check_run_folder_is_free(path)
@@ -123,7 +132,7 @@ def train(
             run = Run(path, config, spec, DataInfo(data.name, data.classes, mean, std, data.source))
             atomic_write_text(path / SPEC, spec.to_yaml())
             atomic_write_text(path / CONFIG, run.config_yaml())
-            trainer = task(run, callbacks, resuming=False, data=data, started=started)
+            trainer = Trainer(run, task, callbacks, resuming=False, data=data, started=started)
             trainer.fit(stop)
         except (Exception, KeyboardInterrupt):  # a stop before the first checkpoint has nothing to resume either
             remove_unfinished(path, made)  # nothing of it can be resumed: a retry with this --out must not be blocked
@@ -131,12 +140,3 @@ def train(
         if report:
             trainer.write_report()
     return run
-
-
-def trainer_class(spec: NetSpec) -> type[_Trainer]:
-    """The trainer of the spec's task: a detector (last layer `detect`) or a classifier."""
-    if isinstance(spec.layers[-1], Detect):
-        from convscope.detect.train import DetectTrainer
-
-        return DetectTrainer
-    return _Trainer

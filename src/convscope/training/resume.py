@@ -173,6 +173,8 @@ class Checkpointing:
             "train_seconds": self.seconds["train_seconds"] + now - self.fit_started,
             "wall_seconds": self.seconds["wall_seconds"] + now - self.started,
         }
+        if self.scaler.is_enabled():  # fp16 on CUDA: the loss scale it has found
+            extra["grad_scaler"] = self.scaler.state_dict()
         step = self.epoch * self.batches + self.batch
         save_checkpoint(
             self.run.path / CHECKPOINT,
@@ -201,6 +203,8 @@ class Checkpointing:
         self.epoch, self.batch, self.best, self.stale = saved.epoch, extra["batch"], extra["best"], extra["stale"]
         self.best_weights, self.rows = saved.best, extra["metrics"]
         self.running = tuple(extra["running"])
+        if self.scaler.is_enabled() and isinstance(extra.get("grad_scaler"), dict):
+            self.scaler.load_state_dict(extra["grad_scaler"])
         # A finished run extended with --epochs: its first segment's test pass counts too (results.json has it).
         earlier = {k: v for k, v in self.run.results().items() if _number(v) and math.isfinite(v)}
         self.seconds = {k: max(extra[k], earlier.get(k, 0.0)) for k in self.seconds}

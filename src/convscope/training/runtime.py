@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,33 +10,6 @@ from pathlib import Path
 import torch
 
 from convscope.training.config import TrainConfig
-
-
-def uses_bf16(cfg: TrainConfig) -> bool:
-    """Whether the forward pass runs in bfloat16: precision bf16, or auto on a CPU with bf16 instructions."""
-    return cfg.precision == "bf16" or (cfg.precision == "auto" and cpu_has_fast_bf16())
-
-
-def precision_line(cfg: TrainConfig) -> str:
-    """'precision auto: bf16 on this CPU (it has bf16 instructions)', or '' when precision is not auto."""
-    if cfg.precision != "auto":
-        return ""
-    return "precision auto: " + (
-        "bf16 on this CPU (it has bf16 instructions)" if uses_bf16(cfg) else "fp32 on this CPU (no bf16 instructions)"
-    )
-
-
-@functools.cache
-def cpu_has_fast_bf16() -> bool:
-    """True when the CPU multiplies bfloat16 natively (AMX or AVX512-BF16, read from Linux's /proc/cpuinfo), where
-    bf16 convolutions run 1.6–2.4× faster than fp32 (measured on cifar-fast here: 1.8×). Elsewhere oneDNN emulates
-    bf16 and it is slower, so False; also False where /proc/cpuinfo cannot be read (not Linux)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as info:
-            flags = next((line.split(":", 1)[1].split() for line in info if line.startswith("flags")), [])
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
 def optimizer_for(model, cfg: TrainConfig, lr: float) -> torch.optim.Optimizer:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import random
 from collections.abc import Mapping
@@ -27,6 +28,7 @@ from convscope.errors import CheckpointError
 from convscope.files import atomic_write_bytes
 from convscope.weights import read_safetensors, safetensors_bytes, state_dict_problems
 
+log = logging.getLogger("convscope.train")
 FORMAT = "convscope.checkpoint/1"
 DOC_KEY = "convscope.checkpoint"  # metadata entry holding the JSON document
 MAX_COUNT = 2**53  # epochs and steps beyond this are not counts a run can reach (and not exact in a float)
@@ -76,10 +78,11 @@ def _decode(obj: Any, tensors: Mapping[str, Tensor]) -> Any:
 
 # ── random number generators ──────────────────────────────────────────────────────────────────────────────────────
 def capture_rng() -> tuple[dict[str, Tensor], dict]:
-    """The CPU torch, global NumPy and Python `random` generator states, as (tensors, JSON-able data).
+    """The CPU torch, CUDA (once CUDA is in use: one per GPU), global NumPy and Python `random` generator states, as
+    (tensors, JSON-able data).
 
-    CUDA generators and `np.random.Generator` objects held by other code are not included; put a generator's
-    `bit_generator.state` (a dict of ints) in the checkpoint's `extra` to keep it.
+    `np.random.Generator` objects held by other code are not included; put a generator's `bit_generator.state` (a
+    dict of ints) in the checkpoint's `extra` to keep it.
     """
     kind, keys, pos, has_gauss, gauss = np.random.get_state(legacy=True)
     version, internal, gauss_next = random.getstate()
@@ -87,7 +90,10 @@ def capture_rng() -> tuple[dict[str, Tensor], dict]:
         "numpy": {"kind": kind, "keys": keys.tolist(), "pos": int(pos), "has_gauss": int(has_gauss), "gauss": gauss},
         "python": {"version": version, "internal": list(internal), "gauss_next": gauss_next},
     }
-    return {"torch": torch.get_rng_state()}, data
+    tensors = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():  # dropout on a GPU draws from its own generator
+        tensors |= {f"cuda{i}": state for i, state in enumerate(torch.cuda.get_rng_state_all())}
+    return tensors, data
 
 
 def restore_rng(tensors: Mapping[str, Tensor], data: Mapping) -> None:
@@ -100,8 +106,26 @@ def restore_rng(tensors: Mapping[str, Tensor], data: Mapping) -> None:
         np.random.set_state(numpy_state)
         random.setstate(python_state)
         torch.set_rng_state(torch_state)
+        _restore_cuda_rng(tensors)
     except (KeyError, TypeError, ValueError, RuntimeError, OverflowError) as e:
         raise CheckpointError(f"random generator state is incomplete or damaged: {e!r}") from None
+
+
+def _restore_cuda_rng(tensors: Mapping[str, Tensor]) -> None:
+    """Put back the CUDA generators saved with the checkpoint, where this machine has as many GPUs. A run moved to
+    another device (CPU to GPU, or another GPU count) cannot continue CUDA's draws: its dropout masks differ from an
+    uninterrupted run's from here on (the image order and augmentation still match); said once in the log."""
+    saved = sorted((k for k in tensors if k.startswith("cuda")), key=lambda k: int(k[4:]))
+    available = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if saved and len(saved) == available:
+        torch.cuda.set_rng_state_all([tensors[k] for k in saved])
+    elif saved:
+        log.warning(
+            "the checkpoint holds the random states of %d GPU(s), this machine has %d: dropout draws will differ "
+            "from an uninterrupted run's",
+            len(saved),
+            available,
+        )
 
 
 # ── the checkpoint file ───────────────────────────────────────────────────────────────────────────────────────────

@@ -46,7 +46,16 @@ def batch_for(images: torch.Tensor, limit: int = 1000) -> int:
 
 
 @torch.inference_mode()
-def predict_logits(model, images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor):
+def predict_logits(model, images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, device=None) -> torch.Tensor:
+    """N×classes float32 logits (on the CPU) of uint8 N×C×H×W `images`, in batches of batch_for(images), each run on
+    `device` (default: where mean and std are). `model` is put in inference mode."""
     model.train(False)
+    device = mean.device if device is None else device
+    mean, std = mean.to(device), std.to(device)
     batch = batch_for(images)
-    return torch.cat([model(normalise(images[i : i + batch], mean, std)) for i in range(0, len(images), batch)])
+    return torch.cat(
+        [
+            model(normalise(images[i : i + batch].to(device, non_blocking=True), mean, std)).float().cpu()
+            for i in range(0, len(images), batch)
+        ]
+    )

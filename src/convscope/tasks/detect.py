@@ -1,0 +1,152 @@
+"""Detection: boxes and their classes per image, CenterNet's loss, COCO mAP; the task of every spec ending in `detect`.
+
+Images stay uint8 N×C×H×W on the CPU and boxes a list of n×4 xyxy pixel tensors per image; each batch (images and
+boxes) goes to the device, where box-aware augmentation, the targets and the loss are computed.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator
+from dataclasses import replace
+
+import torch
+
+from convscope.detect.augment import flip, scale_translate
+from convscope.detect.data import DetectionDataset, DetectionSplit
+from convscope.detect.metrics import DetectionMetrics, plot_pr_curves
+from convscope.detect.train import (
+    augments,
+    detect_split,
+    detection_loss,
+    flips_at_test,
+    hold_out,
+    load_detection,
+    log_label_problems,
+    split_metrics,
+)
+from convscope.errors import ConfigError, DataError, SpecError
+from convscope.files import atomic_write_text
+from convscope.run import Run
+from convscope.spec import Detect, NetSpec
+from convscope.training.config import TrainConfig
+from convscope.training.task import Task
+from convscope.training.tensors import channel_stats, normalise, run_stats, to_tensor
+
+log = logging.getLogger("convscope.detect")
+
+
+class DetectTask(Task):
+    counts_correct = False  # no training accuracy: validation gives mAP instead
+    validation_keys = ("val_loss", "val_map50", "val_map50_95")
+
+    @staticmethod
+    def load_data(config: TrainConfig, spec: NetSpec, progress=None) -> DetectionDataset:  # progress: not shown yet
+        h, w, c = spec.input
+        if h != w or c != 3:
+            raise SpecError(f"{spec.name}: a detector takes square color images (S×S×3). Received input {h}×{w}×{c}")
+        if config.per_class or config.cache_features:  # boxes move with augmentation: no cached features
+            raise ConfigError("per_class and cache_features are for classification, not detection")
+        augments(config)  # a bad setting fails before any data is read
+        return load_detection(config.data, config.data_dir, h, config.val_fraction, config.seed)
+
+    @staticmethod
+    def fit_spec(spec: NetSpec, data: DetectionDataset) -> NetSpec:
+        head = spec.layers[-1]
+        if head.classes == len(data.classes):
+            return spec
+        log.info("%s: detect layer set to the data's %d classes", spec.name, len(data.classes))
+        return replace(spec, layers=(*spec.layers[:-1], replace(head, classes=len(data.classes))))
+
+    @staticmethod
+    def input_stats(data: DetectionDataset) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        return channel_stats(data.train.images, data.name)
+
+    def __init__(self, run: Run, data: DetectionDataset, device: torch.device) -> None:
+        super().__init__(run, data, device)
+        cfg = self.config
+        train, val = data.train, data.val
+        if val is None and cfg.val_fraction > 0:
+            train, val = hold_out(train, cfg.val_fraction, cfg.seed)
+        self.train_x = to_tensor(train.images)
+        self.train_boxes = [torch.from_numpy(t.xyxy) for t in train.targets]
+        self.train_classes = [torch.from_numpy(t.classes) for t in train.targets]
+        self.val = val if val is not None and len(val) else None
+        self.test_split = data.test if data.test is not None and len(data.test) else self.val
+        if self.test_split is None:
+            raise DataError(f"{data.source}: no val or test images to evaluate the detector on")
+        self.train_size = len(train)
+        self.label_problems, self.source = data.problems, data.source  # for train.log: see log_data_notes
+        self.augments = augments(cfg)
+        self.head_layer: Detect = run.spec.layers[-1]
+        self.mean, self.std = (t.to(device) for t in run_stats(run))
+        self.metrics: DetectionMetrics | None = None  # of the test split, and its detections:
+        self.found: list = []
+
+    def log_data_notes(self) -> None:
+        """Every label problem found while the data loaded, one line each, into train.log. A resumed run reads its
+        data again and logs what it finds again."""
+        log_label_problems(self.source, self.label_problems)
+
+    def batches(self, order: torch.Tensor, first: int) -> Iterator[tuple]:
+        """(images, boxes, classes) per batch, all on the device: uint8 N×C×H×W, and per image n×4 and n."""
+        size, device = self.config.batch_size, self.device
+        for b in range(first, math.ceil(self.train_size / size)):
+            index = order[b * size : (b + 1) * size]
+            images = self.train_x[index].to(device, non_blocking=True)
+            boxes = [self.train_boxes[i].to(device, non_blocking=True) for i in index]
+            classes = [self.train_classes[i].to(device, non_blocking=True) for i in index]
+            yield images, boxes, classes
+
+    def loss(self, model, batch, generator: torch.Generator) -> tuple[torch.Tensor, int, int]:
+        images, boxes, classes = batch
+        x = normalise(images, self.mean, self.std)
+        if "flip" in self.augments:
+            x, boxes = flip(x, boxes, generator)
+        if "scale" in self.augments:
+            x, boxes, classes = scale_translate(x, boxes, classes, generator)
+        return detection_loss(model(x), boxes, classes, self.head_layer), 0, len(images)
+
+    def _evaluate_split(self, model, split: DetectionSplit) -> tuple[DetectionMetrics, float]:
+        found, loss = detect_split(model, split, self.mean, self.std, flips_at_test(self.config), self.device)
+        self.found = found
+        return split_metrics(split, found, self.run.data.classes), loss
+
+    def validate(self, model) -> dict[str, float]:
+        if self.val is None:
+            return dict.fromkeys(self.validation_keys, math.nan)
+        metrics, loss = self._evaluate_split(model, self.val)
+        return {"val_loss": loss, "val_map50": metrics.map50, "val_map50_95": metrics.map50_95}
+
+    def score(self, row: dict[str, float]) -> float:
+        """The best checkpoint has the best validation mAP@0.5:0.95 (the lowest training loss without validation)."""
+        return row["val_map50_95"] if self.val is not None else -row["train_loss"]
+
+    def test(self, model, epochs: int) -> dict:
+        metrics, loss = self._evaluate_split(model, self.test_split)
+        self.metrics = metrics
+        path = self.run.path
+        plot_pr_curves(
+            metrics,
+            path / "pr_curves.png",
+            f"{path.name}: test mAP@0.5 {metrics.map50:.3f}, " + (f"mAP@0.5:0.95 {metrics.map50_95:.3f}"),
+        )
+        atomic_write_text(path / "coco_eval.txt", metrics.summary + "\n")
+        log.info("test mAP@0.5 %.4f, mAP@0.5:0.95 %.4f after %d epochs", metrics.map50, metrics.map50_95, epochs)
+        per_class = metrics.to_dict()
+        return {
+            "test_map50": metrics.map50,
+            "test_map50_95": metrics.map50_95,
+            "test_loss": loss,
+            "test_images": len(self.test_split),
+            "per_class_ap50": per_class["per_class_ap50"],
+            "per_class_ap50_95": per_class["per_class_ap50_95"],
+            "skipped_count": 0,  # detection readers report label problems instead (train.log, lint)
+            "skipped_files": [],
+        }
+
+    def write_report(self) -> None:
+        from convscope.detect.report import write_detection_report
+
+        write_detection_report(self.run, self.metrics, self.test_split, self.found)

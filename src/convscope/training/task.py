@@ -1,0 +1,86 @@
+"""The Task interface: what a kind of convnet (a classifier, a detector) adds to the trainer, which knows only steps.
+
+The trainer (training/trainer.py) owns epochs, batches, the optimizer and its schedule, checkpoints, Ctrl-C and the
+callbacks; it never asks which task it runs. A task owns the data and what the numbers mean:
+
+    data     load_data(config, spec) → dataset;  fit_spec(spec, dataset) → the spec fitted to it (classes, input)
+    batches  batches(order, first) → the training batches of an epoch, images already on the device
+    loss     loss(model, batch, generator) → (loss, right answers, images) of one training batch
+    validate validate(model) → the row entries named validation_keys;  score(row) → what "best" maximises
+    test     test(model) → results.json entries;  write_report() → report.html and its pictures
+
+`convscope.tasks.task_for(spec)` picks the task of a spec (one place); classification is `tasks/classify.py`,
+detection `tasks/detect.py`. A new task subclasses this class and implements these methods; it does not subclass or
+change the trainer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, ClassVar
+
+import torch
+
+from convscope.run import Run
+from convscope.spec import NetSpec
+from convscope.training.config import TrainConfig
+
+
+class Task:
+    """One task's data, loss, validation, score, test and report (see the module's docstring)."""
+
+    counts_correct: ClassVar[bool] = True  # loss() counts right answers: a training accuracy exists
+    validation_keys: ClassVar[tuple[str, ...]] = ()  # what validate() adds to an epoch's row (NaN when not validated)
+
+    # -- before the run folder exists --------------------------------------------------------------------------------
+    @staticmethod
+    def load_data(config: TrainConfig, spec: NetSpec, progress=None) -> Any:
+        """The dataset of `config.data`. Raises DataError / ConfigError / SpecError before anything is written."""
+        raise NotImplementedError
+
+    @staticmethod
+    def fit_spec(spec: NetSpec, data: Any) -> NetSpec:
+        """The spec fitted to the data (its classes; its input where the network allows)."""
+        raise NotImplementedError
+
+    @staticmethod
+    def input_stats(data: Any) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """Per-channel mean and std of the training images in [0, 1], for a network without a pretrained base."""
+        raise NotImplementedError
+
+    # -- while training ------------------------------------------------------------------------------------------------
+    def __init__(self, run: Run, data: Any, device: torch.device) -> None:
+        self.run, self.config, self.device = run, run.config, device
+        self.train_size = 0  # training images per epoch
+
+    def log_data_notes(self) -> None:
+        """Write to train.log (open now) what loading the data found besides the images: skipped files, label
+        problems. The data is read before the run folder exists, so this is said again once it does."""
+
+    def start_phase(self, model: torch.nn.Module, phase: int, epoch: int) -> None:
+        """Called when training starts or resumes and when a phase begins (2: a base's top blocks unfrozen), with
+        the epoch (0-based) it begins at; e.g. to compute a frozen base's features once."""
+
+    def batches(self, order: torch.Tensor, first: int) -> Iterator[Any]:
+        """The epoch's training batches from batch `first` on (a resumed epoch), in `order` (a permutation of
+        range(train_size)) cut into batches of config.batch_size; each ready for loss() on the device."""
+        raise NotImplementedError
+
+    def loss(self, model: torch.nn.Module, batch: Any, generator: torch.Generator) -> tuple[torch.Tensor, int, int]:
+        """(loss tensor, right answers, images) of one batch; augmentation draws come from `generator` only."""
+        raise NotImplementedError
+
+    def validate(self, model: torch.nn.Module) -> dict[str, float]:
+        """The validation entries of an epoch's row (validation_keys), NaN where there is no validation split."""
+        raise NotImplementedError
+
+    def score(self, row: dict[str, float]) -> float:
+        """What the best checkpoint maximises, from an epoch's row (NaN: not validated this epoch)."""
+        raise NotImplementedError
+
+    def test(self, model: torch.nn.Module, epochs: int) -> dict[str, Any]:
+        """Evaluate `model` (the best weights) on the test split: results.json's entries."""
+        raise NotImplementedError
+
+    def write_report(self) -> None:
+        """report.html and its pictures, from the test pass just made."""

@@ -1,0 +1,117 @@
+"""convscope's modules import each other in layers: no import cycles, and the ground floor imports nothing above it.
+
+The graph is read from the source with `ast`, not by importing: imports inside functions count too (a lazy import
+still ties the two modules together, it only postpones the failure to the first call that needs it).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+PACKAGE = "convscope"
+
+
+def module_files(src: Path = SRC, package: str = PACKAGE) -> dict[str, Path]:
+    """Every module of the package under `src`, by dotted name ('convscope.spec'; a package's __init__.py is
+    the package's own name)."""
+    files = {}
+    for path in sorted((src / package).rglob("*.py")):
+        parts = path.relative_to(src).with_suffix("").parts
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        files[".".join(parts)] = path
+    return files
+
+
+def _imported_names(module: str, path: Path) -> list[str]:
+    """The dotted names every `import` and `from … import` of the file names, relative ones made absolute. For
+    `from a.b import c` both 'a.b' and 'a.b.c' (c may be a submodule or a name in a.b)."""
+    # The package a relative import starts from: the module's own package, or the package itself for an __init__.py.
+    here = module.split(".") if path.name == "__init__.py" else module.split(".")[:-1]
+    names = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = here[: len(here) - (node.level - 1)]
+                base = ".".join([*anchor, base] if base else anchor)
+            names += [base, *(f"{base}.{alias.name}" for alias in node.names)]
+    return names
+
+
+def import_graph(files: dict[str, Path]) -> dict[str, set[str]]:
+    """module -> the package's modules it imports. An imported name counts as its longest prefix that is a module
+    ('convscope.spec.Conv' -> 'convscope.spec'); the module's own packages are left out ('convscope' itself, and
+    'convscope.detect' for convscope.detect.voc), since importing a module always runs its packages first anyway."""
+    graph: dict[str, set[str]] = {}
+    for module, path in files.items():
+        targets = set()
+        for name in _imported_names(module, path):
+            while name and name not in files:
+                name = name.rpartition(".")[0]
+            if name and name != module and not module.startswith(name + "."):
+                targets.add(name)
+        graph[module] = targets
+    return graph
+
+
+def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The cycles a depth-first walk meets (every back edge closes one), each as [a, b, ..., a], starting at its
+    alphabetically first module so a cycle reads the same on every run."""
+    state: dict[str, str] = {}  # 'open' while on the walk's path, 'done' once all it reaches is walked
+    path: list[str] = []
+    found: set[tuple[str, ...]] = set()
+
+    def walk(module: str) -> None:
+        state[module] = "open"
+        path.append(module)
+        for target in sorted(graph[module]):
+            if state.get(target) == "open":
+                cycle = path[path.index(target) :]
+                first = cycle.index(min(cycle))
+                found.add(tuple(cycle[first:] + cycle[:first]))
+            elif target not in state:
+                walk(target)
+        path.pop()
+        state[module] = "done"
+
+    for module in sorted(graph):
+        if module not in state:
+            walk(module)
+    return [[*cycle, cycle[0]] for cycle in sorted(found)]
+
+
+def test_no_import_cycles():
+    cycles = find_cycles(import_graph(module_files()))
+    assert not cycles, f"{len(cycles)} import cycle(s):\n" + "\n".join(" -> ".join(cycle) for cycle in cycles)
+
+
+def test_the_ground_floor_imports_nothing_above_it():
+    graph = import_graph(module_files())
+    assert graph["convscope.errors"] == set()
+    assert graph["convscope.files"] <= {"convscope.errors"}
+    assert graph["convscope.weights"] <= {"convscope.errors", "convscope.files"}
+
+
+def test_the_graph_sees_function_level_and_relative_imports(tmp_path):
+    """The walk itself: what it must count, and what it must leave out."""
+    pkg = tmp_path / "pkg"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("from pkg.low import thing\n")
+    (pkg / "low.py").write_text("thing = 1\n")
+    (pkg / "high.py").write_text("def later():\n    from pkg.sub.mod import name\n")
+    (pkg / "sub" / "__init__.py").write_text("from . import mod\n")
+    (pkg / "sub" / "mod.py").write_text("import pkg\nfrom .. import low\nfrom ..high import later\nname = 2\n")
+    graph = import_graph(module_files(tmp_path, "pkg"))
+    assert graph == {
+        "pkg": {"pkg.low"},
+        "pkg.high": {"pkg.sub.mod"},  # inside a function, and pkg.sub.mod.name is a name in pkg.sub.mod
+        "pkg.low": set(),
+        "pkg.sub": {"pkg.sub.mod"},  # `from . import mod` in a package's __init__.py: its own submodule
+        "pkg.sub.mod": {"pkg.low", "pkg.high"},  # `import pkg`: its own package, left out
+    }
+    assert find_cycles(graph) == [["pkg.high", "pkg.sub.mod", "pkg.high"]]
