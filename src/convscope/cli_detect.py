@@ -12,6 +12,7 @@ from rich.table import Table
 from convscope.cli_args import add_config_flags, add_device_flag, config_settings, float_in, int_in
 from convscope.detect.recipes import RECIPES
 from convscope.errors import ConvscopeError, DataError
+from convscope.run import DETECTIONS
 
 LINT_EXIT = """exit status: 0 when no problems were found (notes, such as polygon rows read as boxes or VOC boxes
 clipped to the image, alone still give 0), 1 when problems were found (listed on stdout, their summary on stderr), 2
@@ -246,7 +247,7 @@ def cmd_detect_predict(args: argparse.Namespace, console: Console) -> None:
 
     from convscope.detect.predict import detect_images
 
-    out = Path(args.out) if args.out else Path(args.run_dir) / "detections"
+    out = Path(args.out) if args.out else Path(args.run_dir) / DETECTIONS
     results = detect_images(
         args.run_dir, args.images, args.min_score, out, all_classes=args.all_classes, device=args.device or "auto"
     )

@@ -8,6 +8,7 @@ from pathlib import Path
 from rich.console import Console
 
 from convscope.cli_args import add_device_flag, int_in
+from convscope.run import FEATUREMAPS
 
 
 def add_parsers(sub, console: Console) -> None:
@@ -60,7 +61,7 @@ def cmd_featuremaps(args: argparse.Namespace, console: Console) -> None:
     from convscope.inspect.featuremaps import feature_maps, save_feature_map_sheets
 
     maps = feature_maps(args.run_dir, args.image, args.layer, device=args.device or "auto")
-    out = Path(args.out) if args.out else Path(args.run_dir) / "featuremaps"
+    out = Path(args.out) if args.out else Path(args.run_dir) / FEATUREMAPS
     paths = save_feature_map_sheets(maps, out)
     h, w, c = maps.image.shape
     console.print(f"input {h}×{w}×{c} ({maps.conversion})")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from convscope.run import Run, classifier_run, load_predictor, model_images
+from convscope.run import CONFUSION, Run, classifier_run, load_predictor, model_images
 
 log = logging.getLogger("convscope.evaluate")
 
@@ -100,7 +100,7 @@ def evaluation_from_logits(run: Run, logits, labels: np.ndarray, images: np.ndar
     loss = float(F.cross_entropy(logits, target))
     probabilities = torch.softmax(logits, 1).numpy()
     result = Evaluation(run.data.classes, confusion, loss, labels, probabilities, images)
-    plot_confusion(result, run.path / "confusion.png", title=f"{run.path.name}: test accuracy {result.accuracy:.2%}")
+    plot_confusion(result, run.path / CONFUSION, title=f"{run.path.name}: test accuracy {result.accuracy:.2%}")
     return result
 
 

@@ -44,7 +44,7 @@ import numpy as np
 
 from convscope.errors import ConvscopeError
 from convscope.onnx_model import onnx_input, onnx_session, read_json, sidecar_path
-from convscope.run import Run, load_predictor, load_run
+from convscope.run import EXPORT, Run, load_predictor, load_run
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
 TOLERANCE = 1e-4  # largest allowed |exported − eager| of any fp32 output value
@@ -82,7 +82,7 @@ def export(run: Run | str | Path, fmt: str, out: str | Path | None = None) -> Ex
     if fmt not in FORMATS:
         raise ExportError(f"export format must be one of {', '.join(FORMATS)}. Received: {fmt!r}")
     run = run if isinstance(run, Run) else load_run(run)
-    path = Path(out) if out else run.path / "export" / f"model{FORMATS[fmt]}"
+    path = Path(out) if out else run.path / EXPORT / f"model{FORMATS[fmt]}"
     model = load_predictor(run)  # with the run's mirror test-time augmentation inside, as evaluate/predict use
     batch = check_batch(run)
     example = batch[:2].contiguous()  # 2, not 1: torch.export would specialise a batch of 1 into the graph

@@ -6,8 +6,13 @@ runs/NAME/
   checkpoint.safetensors    everything --resume needs, in one file replaced atomically (training/state.py)
   metrics.csv               one row per epoch          } copies of what the checkpoint holds, rewritten after
   weights/best.safetensors, weights/last.safetensors   } each checkpoint: readers always find complete files
-  train.log, results.json, curves.png, confusion.png, report.html
+  train.log, results.json   the log of every segment of training; the test results
+  report.html, curves.png   the report and its pictures: a classifier's confusion.png, wrong.png, featuremaps/;
+                            a detector's pr_curves.png, predictions.png, coco_eval.txt (pycocotools' summary)
+  featuremaps/, detections/, export/   what `featuremaps`, `detect predict` and `export` write by default
   .lock                     held by the one training that writes the folder (the holder is written inside)
+
+Every name is defined here, once; the modules that write these files take their names from here.
 """
 
 from __future__ import annotations
@@ -42,6 +47,23 @@ CONFIG, SPEC, CHECKPOINT, METRICS, RESULTS, LOG, LOCK = (
     "train.log",
     ".lock",
 )
+REPORT, CURVES, CONFUSION, WRONG, PR_CURVES, PREDICTIONS, COCO_EVAL = (
+    "report.html",
+    "curves.png",
+    "confusion.png",
+    "wrong.png",
+    "pr_curves.png",
+    "predictions.png",
+    "coco_eval.txt",
+)
+WEIGHTS, FEATUREMAPS, DETECTIONS, EXPORT = "weights", "featuremaps", "detections", "export"  # folders
+
+
+def weights_file(which: str) -> str:
+    """'best.safetensors' or 'last.safetensors': the file name of the run's best or last weights, in WEIGHTS."""
+    return f"{which}.safetensors"
+
+
 _STARTED_FILES = (CONFIG, SPEC, METRICS, LOG)  # what a training writes before its first checkpoint
 
 
@@ -72,7 +94,7 @@ class Run:
 
     @property
     def weights(self) -> Path:
-        return self.path / "weights"
+        return self.path / WEIGHTS
 
     def metrics(self) -> list[dict[str, float]]:
         """metrics.csv's rows ([] before the first epoch). Raises CheckpointError when the file is damaged."""
@@ -217,7 +239,7 @@ def remove_unfinished(path: Path, made: bool) -> None:
     for name in _STARTED_FILES:
         (path / name).unlink(missing_ok=True)
     with contextlib.suppress(OSError):
-        (path / "weights").rmdir()  # only when empty
+        (path / WEIGHTS).rmdir()  # only when empty
     with contextlib.suppress(OSError):
         if made and {p.name for p in path.iterdir()} == {LOCK}:
             # Unlinking a held lock file is safe here: a waiting writer re-checks (RunLock) that it locked the
@@ -276,7 +298,7 @@ def load_model(run: Run, which: str = "best", device="cpu"):
     from convscope.weights import load_weights
 
     model = build(run.spec, pretrained=False)  # the run's own weights replace any pretrained ones
-    load_weights(run.weights / f"{which}.safetensors", model)
+    load_weights(run.weights / weights_file(which), model)
     device = device if isinstance(device, torch.device) else resolve_device(device)
     return model.to(device).train(False)
 

@@ -22,7 +22,7 @@ from convscope.device import resolve_device
 from convscope.errors import ConvscopeError, SpecError
 from convscope.files import atomic_write_bytes
 from convscope.prediction import image_paths
-from convscope.run import Run, load_model, load_run
+from convscope.run import PR_CURVES, Run, load_model, load_run
 from convscope.training.tensors import normalise, run_stats, to_tensor
 
 
@@ -42,7 +42,7 @@ def evaluate_detector(
     classes, ConfigError for a device this machine lacks."""
     run = _detector_run(run)
     metrics, split, _found = _evaluate(run, data, data_dir, device)
-    plot_pr_curves(metrics, run.path / "pr_curves.png", f"{run.path.name}: precision–recall on {len(split)} images")
+    plot_pr_curves(metrics, run.path / PR_CURVES, f"{run.path.name}: precision–recall on {len(split)} images")
     return metrics
 
 

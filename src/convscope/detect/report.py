@@ -11,16 +11,16 @@ from convscope.detect.draw import draw_detections
 from convscope.detect.metrics import DetectionMetrics, plot_pr_curves
 from convscope.inspect.html import escape, inline_image, page_header, save_page, section, summary_table
 from convscope.plots import plot_curves
-from convscope.run import Run
+from convscope.run import CURVES, PR_CURVES, PREDICTIONS, Run
 
 SHOWN = 8  # test images drawn with their detections
 MIN_SCORE = 0.3  # detections drawn (mAP counts all of them, down to 0.01)
 
 
 def write_detection_report(run: Run, metrics: DetectionMetrics, test: DetectionSplit, found: list):
-    curves = plot_curves(run.metrics(), run.path / "curves.png", title=f"{run.path.name}: learning curves")
-    pr = plot_pr_curves(metrics, run.path / "pr_curves.png", f"{run.path.name}: precision–recall on the test images")
-    samples = save_samples_png(test, found, run.data.classes, run.path / "predictions.png")
+    curves = plot_curves(run.metrics(), run.path / CURVES, title=f"{run.path.name}: learning curves")
+    pr = plot_pr_curves(metrics, run.path / PR_CURVES, f"{run.path.name}: precision–recall on the test images")
+    samples = save_samples_png(test, found, run.data.classes, run.path / PREDICTIONS)
     sections = [
         _header(run, metrics, len(test)),
         section("Model", summary_table(run)),

@@ -14,7 +14,7 @@ import logging
 from pathlib import Path
 
 from convscope.files import atomic_write_text
-from convscope.run import Run
+from convscope.run import REPORT, Run
 from convscope.shapes import infer
 from convscope.summary import COLUMNS, summary_rows
 
@@ -40,7 +40,7 @@ def save_page(run: Run, sections: list[str]) -> Path:
         f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{escape(run.path.name)} — convscope report"
         f"</title><style>{CSS}</style></head><body>{''.join(sections)}</body></html>\n"
     )
-    path = run.path / "report.html"
+    path = run.path / REPORT
     atomic_write_text(path, page)
     log.info("report: %s", path)
     return path

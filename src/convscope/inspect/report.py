@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from convscope.evaluation import Evaluation, evaluate  # noqa: E402
 from convscope.inspect.html import escape, inline_image, page_header, save_page, section, summary_table  # noqa: E402
 from convscope.plots import plot_curves  # noqa: E402
-from convscope.run import Run, load_model, load_run  # noqa: E402
+from convscope.run import CONFUSION, CURVES, FEATUREMAPS, WRONG, Run, load_model, load_run  # noqa: E402
 
 
 def write_report(run: Run | str | Path, evaluation: Evaluation | None = None, wrong: int = 8) -> Path:
@@ -28,12 +28,12 @@ def write_report(run: Run | str | Path, evaluation: Evaluation | None = None, wr
 
         return write_detector_report(run)
     evaluation = evaluation or evaluate(run)
-    curves = plot_curves(run.metrics(), run.path / "curves.png", title=f"{run.path.name}: learning curves")
+    curves = plot_curves(run.metrics(), run.path / CURVES, title=f"{run.path.name}: learning curves")
     sections = [
         _header(run, evaluation),
         section("Model", summary_table(run)),
         section("Learning curves", inline_image(curves)),
-        section("Test results", _metrics_table(evaluation) + inline_image(run.path / "confusion.png")),
+        section("Test results", _metrics_table(evaluation) + inline_image(run.path / CONFUSION)),
         section("Most confidently wrong", _wrong_section(run, evaluation, wrong)),
         section("Feature maps of one test image", _featuremap_section(run, evaluation)),
     ]
@@ -71,7 +71,7 @@ def _wrong_section(run: Run, ev: Evaluation, k: int) -> str:
     index = ev.confidently_wrong(k)
     if not index:
         return "<p>The model got every test image right.</p>"
-    path = save_wrong_png(run, ev, index, run.path / "wrong.png")
+    path = save_wrong_png(run, ev, index, run.path / WRONG)
     note = (
         "<p class=note>The test images the model was most sure of and still got wrong. The colours are the "
         "HiResCAM map of the predicted class (a Grad-CAM that keeps each position's own gradient): where the last "
@@ -113,7 +113,7 @@ def _featuremap_section(run: Run, ev: Evaluation) -> str:
 
     from convscope.inspect.featuremaps import feature_maps, save_feature_map_sheets
 
-    folder = run.path / "featuremaps"
+    folder = run.path / FEATUREMAPS
     folder.mkdir(exist_ok=True)
     sample = folder / "input.png"
     image = ev.images[0]

@@ -28,7 +28,7 @@ from convscope.detect.train import (
 )
 from convscope.errors import ConfigError, DataError, SpecError
 from convscope.files import atomic_write_text
-from convscope.run import Run
+from convscope.run import COCO_EVAL, PR_CURVES, Run
 from convscope.spec import Detect, NetSpec
 from convscope.training.config import TrainConfig
 from convscope.training.task import Task
@@ -129,10 +129,10 @@ class DetectTask(Task):
         path = self.run.path
         plot_pr_curves(
             metrics,
-            path / "pr_curves.png",
+            path / PR_CURVES,
             f"{path.name}: test mAP@0.5 {metrics.map50:.3f}, " + (f"mAP@0.5:0.95 {metrics.map50_95:.3f}"),
         )
-        atomic_write_text(path / "coco_eval.txt", metrics.summary + "\n")
+        atomic_write_text(path / COCO_EVAL, metrics.summary + "\n")
         log.info("test mAP@0.5 %.4f, mAP@0.5:0.95 %.4f after %d epochs", metrics.map50, metrics.map50_95, epochs)
         per_class = metrics.to_dict()
         return {

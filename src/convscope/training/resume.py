@@ -19,7 +19,7 @@ import torch
 
 from convscope.errors import CheckpointError, ConfigError
 from convscope.files import atomic_write_bytes
-from convscope.run import CHECKPOINT, METRICS, Run
+from convscope.run import CHECKPOINT, METRICS, REPORT, Run, weights_file
 from convscope.training.config import TrainConfig
 from convscope.training.metrics import write_metrics
 from convscope.training.state import MAX_COUNT, Checkpoint, restore, save_checkpoint
@@ -80,7 +80,7 @@ def finished_message(run: Run) -> str:
     else:
         score = f"test accuracy {results.get('test_acc', float('nan')):.2%}"
     epochs = results.get("epochs", "?")
-    missing = "" if (run.path / "report.html").is_file() else f" Its report is missing: convscope report {run.path}."
+    missing = "" if (run.path / REPORT).is_file() else f" Its report is missing: convscope report {run.path}."
     return (
         f"{run.path}: finished ({epochs} epoch{'' if epochs == 1 else 's'}, {score}); nothing was changed. "
         f"To train longer: convscope train --resume {run.path} --epochs N (N > {run.config.epochs}).{missing}"
@@ -190,9 +190,9 @@ class Checkpointing:
 
     def _write_copies(self) -> None:
         weights = self.run.weights
-        save_weights(weights / "last.safetensors", self.model)
+        save_weights(weights / weights_file("last"), self.model)
         if self.best_weights is not None:
-            atomic_write_bytes(weights / "best.safetensors", safetensors_bytes(self.best_weights))
+            atomic_write_bytes(weights / weights_file("best"), safetensors_bytes(self.best_weights))
         write_metrics(self.run.path / METRICS, self.rows)
 
     def _restore(self, saved: Checkpoint) -> None:
