@@ -9,10 +9,13 @@
 2. decode: images/s of `stream_batches` with 1 DataLoader worker (one core) over up to --decode-images training images
    of the folder (listed with load_folder(memory_budget=0), header checks included in list_seconds). The files were
    just written or read, so they come from the page cache: this is the decoding, not the disk.
-3. training: images/s of a transfer run (EfficientNet-Lite0 base, frozen, a new head; 224×224; transfer's defaults
-   but val_fraction 0) on a subset of M (default 3,000) of the images, small enough to fit in memory: streamed
-   (cache_limit='0') and in memory (cache_limit=None). The figure is training images × epochs ÷ the `seconds` column
-   of metrics.csv (the training loop alone), the first epoch dropped as a warm-up when there are several.
+3. training: images/s of two networks at 224×224 on a subset of M (default 3,000) of the images, small enough to fit
+   in memory, streamed (cache_limit='0') and in memory (cache_limit=None): a transfer run (EfficientNet-Lite0 base,
+   frozen, a new head; transfer's defaults but val_fraction 0) and a network trained from scratch (SCRATCH_SPEC: five
+   convs with stride-2 downsampling; fp32, AdamW, flips). The figure is training images × epochs ÷ the `seconds`
+   column of metrics.csv (the training loop alone), the first epoch dropped as a warm-up when there are several.
+4. the whole folder: one epoch of the transfer run over all N images, streamed (what a folder larger than memory
+   does), for its images/s and peak RSS (--whole-epochs 0 leaves it out).
 
 Every measurement runs in a fresh subprocess, which reports its peak RSS (getrusage ru_maxrss) and that of its largest
 child (a DataLoader worker; forked, so its RSS counts the pages it shares with the parent, torch's among them). A
@@ -56,6 +59,22 @@ PHOTOS = (
     "camera.png",
     "grass.png",
 )
+# A small convnet for 224×224×3 trained from scratch: ~0.3 GMACs per image, as much as the base's frozen forward pass.
+SCRATCH_SPEC = """name: scratch-224
+input: 224x224x3
+layers:
+  - conv: {filters: 32, size: 3, stride: 2, padding: same}
+  - batchnorm: {}
+  - conv: {filters: 32, size: 3, padding: same}
+  - pool: {kind: max}
+  - conv: {filters: 64, size: 3, padding: same}
+  - pool: {kind: max}
+  - conv: {filters: 128, size: 3, padding: same}
+  - pool: {kind: max}
+  - conv: {filters: 128, size: 3, padding: same}
+  - globalpool: {kind: avg}
+  - dense: {units: 10}
+"""
 FORMAT = "stream-bench-photos/1"  # in the folder's marker file; change it when the images change
 MARKER = ".complete.json"  # hidden: the loader ignores it
 WORKER_TIMEOUT = 4 * 3600  # seconds per measurement
@@ -209,8 +228,9 @@ class _StreamingSeen(logging.Handler):
 
 
 def run_train(a: dict) -> dict:
-    """A transfer run on the subset; images/s from metrics.csv's `seconds` (the training loop alone)."""
+    """A transfer or from-scratch run on a folder; images/s from metrics.csv's `seconds` (the training loop alone)."""
     from convscope.data.folder import load_folder
+    from convscope.training.loop import train
     from convscope.transfer.finetune import transfer
 
     # The number of training images: val_fraction 0 (no validation split), the folder's default test hold-out.
@@ -219,23 +239,20 @@ def run_train(a: dict) -> dict:
     logger.setLevel(logging.INFO)
     logger.addHandler(_StreamingSeen())
     t0 = time.perf_counter()
-    transfer(
-        "efficientnet-lite0",
-        SIZE,
-        data=a["folder"],
-        epochs=a["epochs"],
-        batch_size=a["batch_size"],
-        val_fraction=0.0,
-        threads=a["threads"],
-        cache_limit=a["cache_limit"],
-        out=a["out"],
-        report=False,
-    )
+    common_settings = {"data": a["folder"], "epochs": a["epochs"], "batch_size": a["batch_size"], "val_fraction": 0.0}
+    common_settings |= {"threads": a["threads"], "cache_limit": a["cache_limit"], "out": a["out"], "report": False}
+    if a["model"] == "transfer":
+        transfer("efficientnet-lite0", SIZE, **common_settings)
+    else:
+        spec = Path(a["out"]).with_name("scratch-224.yaml")
+        spec.write_text(SCRATCH_SPEC, encoding="utf-8")
+        train(model=str(spec), augment="flip", **common_settings)
     wall = time.perf_counter() - t0
     with open(Path(a["out"]) / "metrics.csv", newline="") as f:
         seconds = [float(row["seconds"]) for row in csv.DictReader(f)]
     timed = seconds[1:] or seconds
     return {
+        "model": a["model"],
         "cache_limit": a["cache_limit"],
         "streamed": _StreamingSeen.seen,
         "images": images,
@@ -266,6 +283,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, help="epochs per training run, the first a warm-up (default 3; --quick 1)")
     p.add_argument("--batch-size", type=int, default=32, help="images per step (default 32, as transfer)")
     p.add_argument("--no-train", action="store_true", help="only generate the folder and measure decoding")
+    p.add_argument("--whole-epochs", type=int, default=1, help="epochs of the streamed run on all images (default 1)")
     p.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     p.add_argument("--worker-args", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -311,20 +329,25 @@ def main(argv=None) -> None:
     if not args.no_train:
         subset = folder.with_name(f"{folder.name}-subset-{args.train_images}")
         make_subset(folder, subset, args.train_images)
+        ways = (("streamed", "0"), ("in memory", None))
+        runs = [(model, way, limit, subset, args.epochs) for model in ("transfer", "scratch") for way, limit in ways]
+        if args.whole_epochs:
+            runs.append(("transfer", f"streamed, all {args.images:,}", "0", folder, args.whole_epochs))
         with tempfile.TemporaryDirectory(prefix="convscope-bench-") as tmp:
-            for name, limit in (("streamed", "0"), ("in memory", None)):
+            for i, (model, name, limit, data, epochs) in enumerate(runs):
                 a = {
-                    "folder": str(subset),
+                    "model": model,
+                    "folder": str(data),
                     "cache_limit": limit,
-                    "epochs": args.epochs,
+                    "epochs": epochs,
                     "batch_size": args.batch_size,
                     "threads": args.threads,
-                    "out": str(Path(tmp) / f"run-{'stream' if limit else 'memory'}"),
+                    "out": str(Path(tmp) / f"run-{i}"),
                 }
-                train.append({"run": name, **measure("train", a)})
+                train.append({"run": f"{model} {name}", **measure("train", a)})
                 t = train[-1]
                 print(
-                    f"  train {name:9s}: {t['images_per_s']:.1f} images/s ({t['images']:,} images, epochs "
+                    f"  train {t['run']}: {t['images_per_s']:.1f} images/s ({t['images']:,} images, epochs "
                     + ", ".join(f"{s:.1f}" for s in t["epoch_seconds"])
                     + f" s); peak RSS {t['peak_rss_mib']:.0f} MiB, largest worker {t['peak_rss_child_mib']:.0f} MiB"
                     + ("" if t["streamed"] or limit is None else "  [NOT streamed: the trainer held it in memory]")

@@ -118,8 +118,20 @@ ENGINES = {
         "the plain PyTorch loop with OMP_WAIT_POLICY=PASSIVE set by its user",
         env={"OMP_WAIT_POLICY": "PASSIVE"},
     ),
+    # libgomp spins GOMP_SPINCOUNT times (default 300,000) before it sleeps: a shorter spin is the middle way
+    # between spinning (fast when quiet, slow when busy) and PASSIVE (no spin at all).
+    **{
+        f"convscope-spin-{n // 1000}k": Engine(
+            "convscope",
+            f"convscope with OMP_WAIT_POLICY unset and GOMP_SPINCOUNT={n}: threads spin that many times, then sleep",
+            env={"GOMP_SPINCOUNT": str(n)},
+            args={"import_torch_first": True},
+        )
+        for n in (10_000, 100_000)
+    },
 }
-VARIANTS = ["convscope-torch-first", "convscope-fewer-threads", "plain-passive"]
+VARIANTS = ["convscope-torch-first", "convscope-fewer-threads", "plain-passive", "convscope-spin-10k"]
+VARIANTS += ["convscope-spin-100k"]
 
 
 def engine_env(engine: Engine) -> dict:
