@@ -72,7 +72,7 @@ layers:
   - conv: {filters: 128, size: 3, padding: same}
   - pool: {kind: max}
   - conv: {filters: 128, size: 3, padding: same}
-  - globalpool: {kind: avg}
+  - global_pool: {kind: avg}
   - dense: {units: 10}
 """
 FORMAT = "stream-bench-photos/1"  # in the folder's marker file; change it when the images change
@@ -283,6 +283,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, help="epochs per training run, the first a warm-up (default 3; --quick 1)")
     p.add_argument("--batch-size", type=int, default=32, help="images per step (default 32, as transfer)")
     p.add_argument("--no-train", action="store_true", help="only generate the folder and measure decoding")
+    p.add_argument("--models", default="transfer,scratch", help="which networks train on the subset (default both)")
     p.add_argument("--whole-epochs", type=int, default=1, help="epochs of the streamed run on all images (default 1)")
     p.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     p.add_argument("--worker-args", help=argparse.SUPPRESS)
@@ -330,7 +331,7 @@ def main(argv=None) -> None:
         subset = folder.with_name(f"{folder.name}-subset-{args.train_images}")
         make_subset(folder, subset, args.train_images)
         ways = (("streamed", "0"), ("in memory", None))
-        runs = [(model, way, limit, subset, args.epochs) for model in ("transfer", "scratch") for way, limit in ways]
+        runs = [(model, way, limit, subset, args.epochs) for model in args.models.split(",") for way, limit in ways]
         if args.whole_epochs:
             runs.append(("transfer", f"streamed, all {args.images:,}", "0", folder, args.whole_epochs))
         with tempfile.TemporaryDirectory(prefix="convscope-bench-") as tmp:

@@ -142,7 +142,7 @@ def cmd_transfer(args: argparse.Namespace, console: Console) -> None:
 
 def _print_result(run, console: Console) -> None:
     results = run.results()
-    if "test_map50" in results:  # a detector
+    if run.spec.is_detector:
         score = f"test mAP@0.5 {results['test_map50']:.3f}, mAP@0.5:0.95 {results['test_map50_95']:.3f}"
     else:
         score = f"test accuracy {results['test_acc']:.2%}"

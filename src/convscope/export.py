@@ -196,7 +196,7 @@ def _torchscript_runner(data: bytes):
 
 # ── the sidecar ───────────────────────────────────────────────────────────────────────────────────────────────────
 def _outputs(run: Run) -> str:
-    return "heatmap/size/offset maps" if run.spec.layers[-1].layer_type == "detect" else "logits"
+    return "heatmap/size/offset maps" if run.spec.is_detector else "logits"
 
 
 def _write_sidecar(run: Run, path: Path, fmt: str, diff: float, data: bytes) -> Path:

@@ -166,7 +166,7 @@ def _is_detector_file(name: str) -> bool:
     if name in _PRESETS or Path(name).suffix.lower() not in (".yaml", ".yml", ".json") or not Path(name).is_file():
         return False
     try:
-        return load_spec(name).layers[-1].layer_type == "detect"
+        return load_spec(name).is_detector
     except ConvscopeError:
         return False
 

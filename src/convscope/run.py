@@ -308,7 +308,7 @@ def load_predictor(run: Run, which: str = "best", device="cpu"):
     (`TrainConfig.flips_at_test`). Evaluation, prediction and export use this; the inspection tools `load_model`.
     A detector's maps are never averaged with mirrored ones (their boxes would not line up)."""
     model = load_model(run, which, device)
-    return model if run.spec.layers[-1].layer_type == "detect" else with_test_flips(model, run.config)
+    return model if run.spec.is_detector else with_test_flips(model, run.config)
 
 
 def with_test_flips(model, config: TrainConfig):
@@ -340,7 +340,7 @@ def model_images(run: Run, images, dataset: str):
 def classifier_run(run: Run | str | Path, command: str) -> Run:
     """The run, which must be a classifier: a detector is evaluated and used with `convscope detect ...`."""
     run = run if isinstance(run, Run) else load_run(run)
-    if run.spec.layers[-1].layer_type == "detect":
+    if run.spec.is_detector:
         from convscope.errors import SpecError
 
         raise SpecError(f"{run.path} is a detector: use convscope detect {command} {run.path} ...")

@@ -154,6 +154,12 @@ class NetSpec:
             names.append(layer.name or f"{layer.layer_type}{counts[layer.layer_type]}")
         return tuple(names)
 
+    @property
+    def is_detector(self) -> bool:
+        """Whether the network finds boxes (its last layer is `detect`) rather than classifying the whole image: the
+        one answer to "which task is this?" (convscope.tasks.task_for, the commands that refuse the other kind)."""
+        return self.layers[-1].layer_type == "detect"
+
     def with_input(self, shape: Any) -> NetSpec:
         """The same network for another input shape (H×W×C, as parse_shape reads it)."""
         return NetSpec(input=parse_shape(shape), layers=self.layers, name=self.name, description=self.description)

@@ -28,7 +28,7 @@ from convscope.training.tensors import normalise, run_stats, to_tensor
 
 def _detector_run(run: Run | str | Path) -> Run:
     run = run if isinstance(run, Run) else load_run(run)
-    if run.spec.layers[-1].layer_type != "detect":
+    if not run.spec.is_detector:
         raise SpecError(f"{run.path}: not a detector (its last layer is {run.spec.layers[-1].layer_type}, not detect)")
     return run
 

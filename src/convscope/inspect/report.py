@@ -23,7 +23,7 @@ from convscope.run import CONFUSION, CURVES, FEATUREMAPS, WRONG, Run, load_model
 def write_report(run: Run | str | Path, evaluation: Evaluation | None = None, wrong: int = 8) -> Path:
     """Write run/report.html (and curves.png, confusion.png, wrong.png, featuremaps/*.png); return its path."""
     run = run if isinstance(run, Run) else load_run(run)
-    if run.spec.layers[-1].layer_type == "detect":  # a detector's report has mAP, PR curves and boxes instead
+    if run.spec.is_detector:  # a detector's report has mAP, PR curves and boxes instead
         from convscope.detect.predict import write_detector_report
 
         return write_detector_report(run)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from convscope.spec import Detect, NetSpec
+from convscope.spec import NetSpec
 from convscope.tasks.classify import ClassifyTask
 from convscope.tasks.detect import DetectTask
 from convscope.training.task import Task
@@ -12,4 +12,4 @@ __all__ = ["ClassifyTask", "DetectTask", "Task", "task_for"]
 
 def task_for(spec: NetSpec) -> type[Task]:
     """The task of a spec: detection when its last layer is `detect`, else classification."""
-    return DetectTask if isinstance(spec.layers[-1], Detect) else ClassifyTask
+    return DetectTask if spec.is_detector else ClassifyTask

@@ -75,7 +75,7 @@ def resumed_config(run: Run, settings: dict[str, Any]) -> TrainConfig:
 
 def finished_message(run: Run) -> str:
     results = run.results()
-    if "test_map50" in results:
+    if run.spec.is_detector:
         score = f"test mAP@0.5 {results['test_map50']:.3f}"
     else:
         score = f"test accuracy {results.get('test_acc', float('nan')):.2%}"
