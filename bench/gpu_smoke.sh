@@ -35,7 +35,7 @@ from PIL import Image, ImageDraw
 out = Path(sys.argv[1]); rng = np.random.default_rng(0)
 def canvas(size):
     return Image.fromarray(rng.integers(0, 90, (size, size, 3), dtype=np.uint8))
-for split, n in (("train", 150), ("test", 30)):
+for split, n in (("train", 300), ("test", 50)):
     for label, shape in enumerate(("circle", "square", "triangle")):
         folder = out / "shapes" / split / shape; folder.mkdir(parents=True)
         for i in range(n):
@@ -62,11 +62,11 @@ print("ok")
 EOF
 
 step "train on $DEVICE (precision auto), an uninterrupted reference run"
-"${CS[@]}" train --model cifar-fast --data "$OUT/shapes" --epochs 4 --batch-size 64 --device "$DEVICE" --precision auto \
+"${CS[@]}" train --model cifar-fast --data "$OUT/shapes" --epochs 6 --batch-size 64 --lr 0.05 --device "$DEVICE" --precision auto \
     --out "$OUT/whole"
 
 step "the same run stopped by SIGTERM in epoch 3, then resumed"
-"${CS[@]}" train --model cifar-fast --data "$OUT/shapes" --epochs 4 --batch-size 64 --device "$DEVICE" --precision auto \
+"${CS[@]}" train --model cifar-fast --data "$OUT/shapes" --epochs 6 --batch-size 64 --lr 0.05 --device "$DEVICE" --precision auto \
     --out "$OUT/stopped" &
 pid=$!
 until [ -f "$OUT/stopped/metrics.csv" ] && [ "$(wc -l < "$OUT/stopped/metrics.csv")" -ge 3 ]; do sleep 0.2; done
@@ -92,7 +92,7 @@ from pathlib import Path
 out = Path(sys.argv[1])
 acc = {d: json.loads((out / f"eval-{d}.json").read_text())["accuracy"] for d in ("gpu", "cpu")}
 pred = {d: json.loads((out / f"predict-{d}.json").read_text()) for d in ("gpu", "cpu")}
-same = sum(a["top"][0]["label"] == b["top"][0]["label"] for a, b in zip(pred["gpu"], pred["cpu"]))
+same = sum(a["top"][0]["class"] == b["top"][0]["class"] for a, b in zip(pred["gpu"], pred["cpu"]))
 gap = max(abs(a["top"][0]["probability"] - b["top"][0]["probability"]) for a, b in zip(pred["gpu"], pred["cpu"]))
 print(f"test accuracy {sys.argv[2]} {acc['gpu']:.4f}, cpu {acc['cpu']:.4f}; top-1 agrees on {same}/{len(pred['cpu'])} "
       f"images; largest top-1 probability difference {gap:.2e}")
@@ -109,7 +109,7 @@ step "transfer: the EfficientNet-Lite0 base, head then two blocks fine-tuned, on
     --device "$DEVICE" --out "$OUT/transfer"
 
 step "detect: train scenes-det briefly on $DEVICE, evaluate on $DEVICE and cpu"
-"${CS[@]}" detect train --data "$OUT/boxes/data.yaml" --epochs 3 --device "$DEVICE" --out "$OUT/detector"
+"${CS[@]}" detect train --data "$OUT/boxes/data.yaml" --epochs 10 --device "$DEVICE" --out "$OUT/detector"
 "${CS[@]}" detect evaluate "$OUT/detector" --device "$DEVICE"
 "${CS[@]}" detect evaluate "$OUT/detector" --device cpu
 "${CS[@]}" detect predict "$OUT/detector" "$OUT/boxes/images/test/000.png" --device "$DEVICE" --out "$OUT/detections"
