@@ -71,7 +71,7 @@ def test_past_the_budget_the_splits_are_file_lists_with_the_same_labels(tmp_path
     memory = load_folder(root, SIZE, 3, seed=1)
     with caplog.at_level(logging.INFO, logger="convscope.data.folder"):
         streamed = load_folder(root, SIZE, 3, seed=1, memory_budget=1000)  # 39 × 16×12×3 bytes is more
-    assert "exceed the memory budget of 0.0 GiB: streaming them from disk with" in caplog.text
+    assert "KiB decoded) exceed the memory budget of 1000 B: streaming them from disk with" in caplog.text
     assert (streamed.name, streamed.classes, streamed.source) == (memory.name, memory.classes, memory.source)
     assert streamed.image_shape == memory.image_shape == (*SIZE, 3) and streamed.skipped == ()
     for name in ("train", "val", "test"):

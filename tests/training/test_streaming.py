@@ -47,7 +47,7 @@ def streamed(folder, tmp_path_factory):
 def test_a_streamed_folder_trains_exactly_the_weights_of_the_in_memory_one(folder, streamed, tmp_path, caplog):
     with caplog.at_level("INFO", logger="convscope"):
         again = train(**settings(folder, tmp_path / "again", cache_limit="0"))
-    assert "exceed the memory budget of 0.0 GiB: streaming them from disk" in caplog.text
+    assert "exceed the memory budget of 0 B: streaming them from disk" in caplog.text
     memory = train(**settings(folder, tmp_path / "memory"))
     assert rows(streamed) == rows(memory) == rows(again)
     assert streamed.results()["test_acc"] == memory.results()["test_acc"]

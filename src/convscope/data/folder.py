@@ -33,6 +33,7 @@ from convscope.data.dataset import AnySplit, Dataset, Skipped, Split, check_not_
 from convscope.data.stream import FileSplit, check_headers, default_workers, file_split
 from convscope.data.stream import decode_into as _decode_into  # by this name: tests count the decodes through it
 from convscope.errors import DataError
+from convscope.memory import human_bytes
 
 log = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]  # (images read so far, images in all), called from the loading thread
@@ -265,13 +266,12 @@ def load_folder(
     started = time.perf_counter()
     if memory_budget is not None and decoded > memory_budget:
         workers = default_workers()
-        log.info(
-            "%s: %d images (%.1f GiB decoded) exceed the memory budget of %.1f GiB: streaming them from disk with "
-            "%d worker%s",
+        log.warning(  # shown on the terminal: memory and speed differ from an in-memory run, the user should know
+            "%s: %d images (%s decoded) exceed the memory budget of %s: streaming them from disk with %d worker%s",
             root,
             total,
-            decoded / 2**30,
-            memory_budget / 2**30,
+            human_bytes(decoded),
+            human_bytes(memory_budget),
             workers,
             "" if workers == 1 else "s",
         )

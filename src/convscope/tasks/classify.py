@@ -22,6 +22,7 @@ from convscope.data.load import load_dataset
 from convscope.data.resize import fit_images
 from convscope.data.stream import FileSplit, memory_budget, stream_batches
 from convscope.errors import SpecError
+from convscope.memory import human_bytes
 from convscope.run import Run, with_test_flips
 from convscope.spec import Dense, NetSpec
 from convscope.training.config import TrainConfig
@@ -98,6 +99,13 @@ class ClassifyTask(Task):
     def log_data_notes(self) -> None:
         for path, reason in self.skipped:
             log.info("skipped %s: %s", path, reason)  # the terminal was told while the data loaded
+        if isinstance(self.train_x, FileSplit):  # said while the data loaded, before train.log was open
+            log.info(
+                "streaming the %d training images from disk (%s decoded; cache_limit %s)",
+                len(self.train_x),
+                human_bytes(self.train_x.nbytes),
+                self.config.cache_limit or "half the available memory",
+            )
 
     # -- a frozen base's features, computed once (cache_features) ----------------------------------------------------
     def start_phase(self, model: torch.nn.Module, phase: int, epoch: int) -> None:
