@@ -18,8 +18,8 @@ MIN_SIDE = 2.0  # ... and both its clipped sides are at least this many pixels
 def flip(images: Tensor, boxes: list[Tensor], generator: torch.Generator) -> tuple[Tensor, list[Tensor]]:
     """Mirror a random half of the batch left-right (each image with probability 1/2): x1' = W − x2, x2' = W − x1."""
     n, width = images.shape[0], images.shape[3]
-    mirror = torch.rand(n, generator=generator) < 0.5  # N
-    images = torch.where(mirror[:, None, None, None], images.flip(3), images)
+    mirror = torch.rand(n, generator=generator) < 0.5  # N, drawn on the generator's device (the CPU)
+    images = torch.where(mirror.to(images.device)[:, None, None, None], images.flip(3), images)
     flat, image = _cat(boxes)
     flipped = torch.stack([width - flat[:, 2], flat[:, 1], width - flat[:, 0], flat[:, 3]], dim=1)
     flat = torch.where(mirror.to(flat.device)[image][:, None], flipped, flat)
@@ -87,4 +87,6 @@ def _cat(boxes: list[Tensor]) -> tuple[Tensor, Tensor]:
     device = boxes[0].device if boxes else torch.device("cpu")
     flat = torch.cat([b.float().reshape(-1, 4) for b in boxes]) if boxes else torch.zeros(0, 4)
     counts = torch.tensor([len(b) for b in boxes], device=device)
-    return flat, torch.repeat_interleave(torch.arange(len(boxes), device=device), counts)
+    # output_size: the total is known here, so a GPU need not be asked for it (a sync)
+    image = torch.repeat_interleave(torch.arange(len(boxes), device=device), counts, output_size=len(flat))
+    return flat, image
