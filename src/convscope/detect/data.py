@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import codecs
 import errno
+import logging
 import math
 import os
 import re
@@ -36,6 +37,7 @@ from PIL import Image
 from convscope.data.images import open_image, to_array
 from convscope.errors import DataError
 
+log = logging.getLogger(__name__)
 SPLIT_NAMES = ("train", "val", "test")  # a detection dataset's splits, in the order they are read and reported
 PAD_VALUE = 114  # the gray YOLO pads letterboxed images with
 DUPLICATE_IOU = 0.95  # a box of the same class overlapping an earlier one more than this is a duplicate
@@ -165,6 +167,27 @@ class RawDataset:
     splits: dict[str, tuple[RawImage, ...]]
     source: str  # the path it was read from
     problems: tuple[LabelProblem, ...] = ()  # what the lint dropped (and its notes), every split's
+
+
+def loaded_dataset(
+    source: Path, name: str, classes: tuple[str, ...], splits: dict[str, DetectionSplit], problems
+) -> DetectionDataset:
+    """The dataset a reader loaded, after one warning with the label problems it dropped (counted by kind) and one
+    per note: how every detection reader (YOLO, VOC) ends."""
+    problems = tuple(problems)
+    if dropped := [problem for problem in problems if not problem.is_note]:
+        log.warning("%s: %d label problem(s): %s", source, len(dropped), lint_summary(dropped))
+    for note in (problem for problem in problems if problem.is_note):
+        log.warning("%s: %s", source, note.message)
+    return DetectionDataset(
+        name=name,
+        classes=classes,
+        train=splits["train"],
+        val=splits.get("val"),
+        test=splits.get("test"),
+        source=str(source),
+        problems=problems,
+    )
 
 
 def lint_summary(problems: Iterable[LabelProblem]) -> str:

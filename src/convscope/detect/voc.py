@@ -44,7 +44,7 @@ from convscope.detect.data import (
     _workers,
     child_folder,
     letterbox,
-    lint_summary,
+    loaded_dataset,
     read_text,
 )
 from convscope.detect.voc_xml import VocFile, check_object, parse_xml, size_problem
@@ -355,17 +355,4 @@ def load_voc(root: str | Path, image_size: int, *, seed: int = 0, val_fraction: 
             split_problems,
             crowds if any(len(c) for c in crowds) else (),
         )
-    problems = read.problems
-    if dropped := [problem for problem in problems if not problem.is_note]:
-        log.warning("%s: %d label problem(s): %s", layout.root, len(dropped), lint_summary(dropped))
-    for note in (problem for problem in problems if problem.is_note):
-        log.warning("%s: %s", layout.root, note.message)
-    return DetectionDataset(
-        name=layout.root.resolve().name,
-        classes=read.classes,
-        train=splits["train"],
-        val=splits.get("val"),
-        test=splits.get("test"),
-        source=str(layout.root),
-        problems=tuple(problems),
-    )
+    return loaded_dataset(layout.root, layout.root.resolve().name, read.classes, splits, read.problems)

@@ -35,7 +35,7 @@ from convscope.detect.data import (
     _to_boxes,
     _workers,
     letterbox,
-    lint_summary,
+    loaded_dataset,
     read_text,
 )
 from convscope.detect.yolo_labels import parse_labels, polygon_note
@@ -314,19 +314,7 @@ def load_yolo(root: str | Path, image_size: int) -> DetectionDataset:
             raise _no_training_data(layout.yaml_path, read.problems, what)
     splits = {name: read.split for name, read in zip(layout.splits, reads, strict=True)}
     problems = _with_note(layout, [problem for read in reads for problem in read.problems], reads)
-    if dropped := [problem for problem in problems if not problem.is_note]:
-        log.warning("%s: %d label problem(s): %s", layout.yaml_path, len(dropped), lint_summary(dropped))
-    for note in (problem for problem in problems if problem.is_note):
-        log.warning("%s: %s", layout.yaml_path, note.message)
-    return DetectionDataset(
-        name=layout.yaml_path.parent.resolve().name,
-        classes=layout.classes,
-        train=splits["train"],
-        val=splits.get("val"),
-        test=splits.get("test"),
-        source=str(layout.yaml_path),
-        problems=tuple(problems),
-    )
+    return loaded_dataset(layout.yaml_path, layout.yaml_path.parent.resolve().name, layout.classes, splits, problems)
 
 
 def read_yolo_raw(root: str | Path) -> RawDataset:

@@ -75,15 +75,12 @@ class ClassifyTask(Task):
 
     def __init__(self, run: Run, data: Dataset, device: torch.device) -> None:
         super().__init__(run, data, device)
-        cfg = self.config
-        train, val = data.train, data.val
-        if val is None and cfg.val_fraction > 0:
-            train, val = seeded_split(train, cfg.val_fraction, cfg.seed)
+        train, val = self.train_and_val(data, seeded_split)
         self.train_x, self.train_y = self._images(train), torch.from_numpy(train.labels).long()
         self.val = (self._images(val), torch.from_numpy(val.labels).long()) if val is not None and len(val) else None
         self.test_split = (self._images(data.test), torch.from_numpy(data.test.labels).long())
         self.train_size = len(train)
-        self.augment = cfg.augmentation()
+        self.augment = self.config.augmentation()
         self.mean, self.std = (t.to(device) for t in run_stats(run))
         self.skipped = data.skipped  # files the loader left out: train.log and results.json
         self.features: tuple[torch.Tensor, torch.Tensor | None] | None = None  # a frozen base's, computed once

@@ -65,10 +65,7 @@ class DetectTask(Task):
 
     def __init__(self, run: Run, data: DetectionDataset, device: torch.device) -> None:
         super().__init__(run, data, device)
-        cfg = self.config
-        train, val = data.train, data.val
-        if val is None and cfg.val_fraction > 0:
-            train, val = hold_out(train, cfg.val_fraction, cfg.seed)
+        train, val = self.train_and_val(data, hold_out)
         self.train_x = to_tensor(train.images)
         self.train_boxes = [torch.from_numpy(t.xyxy) for t in train.targets]
         self.train_classes = [torch.from_numpy(t.classes) for t in train.targets]
@@ -78,7 +75,7 @@ class DetectTask(Task):
             raise DataError(f"{data.source}: no val or test images to evaluate the detector on")
         self.train_size = len(train)
         self.label_problems, self.source = data.problems, data.source  # for train.log: see log_data_notes
-        self.augments = augments(cfg)
+        self.augments = augments(self.config)
         self.head_layer: Detect = run.spec.layers[-1]
         self.mean, self.std = (t.to(device) for t in run_stats(run))
         self.metrics: DetectionMetrics | None = None  # of the test split, and its detections:

@@ -53,6 +53,14 @@ class Task:
         self.run, self.config, self.device = run, run.config, device
         self.train_size = 0  # training images per epoch
 
+    def train_and_val(self, data: Any, hold_out) -> tuple[Any, Any]:
+        """The dataset's train and val splits; without a val split, `hold_out(train, val_fraction, seed)` takes a
+        seeded share of train for validation (none when val_fraction is 0)."""
+        train, val = data.train, data.val
+        if val is None and self.config.val_fraction > 0:
+            train, val = hold_out(train, self.config.val_fraction, self.config.seed)
+        return train, val
+
     def log_data_notes(self) -> None:
         """Write to train.log (open now) what loading the data found besides the images: skipped files, label
         problems. The data is read before the run folder exists, so this is said again once it does."""
