@@ -10,7 +10,7 @@ import sys
 
 from rich.console import Console
 
-from convscope.errors import ConvscopeError, SpecError
+from convscope.errors import ConvscopeError, PeerFailed, SpecError
 from convscope.memory import available_memory, human_bytes, training_memory
 from convscope.presets import get_preset, preset_names, resolve_spec
 from convscope.shapes import infer
@@ -215,10 +215,13 @@ def main(argv: list[str] | None = None) -> int:
         if stop.signal is not None:
             print("convscope: interrupted", file=sys.stderr)
             return stop.exit_code
-        args.stop = stop
+        args.stop, args.argv = stop, list(sys.argv[1:] if argv is None else argv)  # argv: for --nproc's workers
         # Only what the library logs at this level reaches the terminal; train.log gets everything from training.
+        # torchrun's other ranks say only their errors: rank 0 speaks for the training.
         handler = logging.StreamHandler()
         handler.setLevel(logging.INFO if args.verbose else logging.WARNING)
+        if os.environ.get("RANK", "0") != "0":
+            handler.setLevel(logging.ERROR)
         handler.setFormatter(logging.Formatter("%(message)s"))
         logging.getLogger().addHandler(handler)
         try:
@@ -232,8 +235,14 @@ def _run(args: argparse.Namespace) -> int:
     """The command, with every error as one line on stderr: its exit status (2 for errors, 130/143 for signals)."""
     try:
         args.run(args)
+    except PeerFailed:  # torchrun's other ranks: rank 0 has said why
+        return EXIT_USAGE
     except ConvscopeError as err:
-        print(f"convscope: {'' if hasattr(err, 'exit_code') else 'error: '}{err}", file=sys.stderr)
+        rank = os.environ.get("RANK", "0")
+        if rank != "0" and hasattr(err, "exit_code"):  # stopped by a signal: rank 0 says where the run was saved
+            return err.exit_code
+        where = f"rank {rank}: " if rank != "0" else ""
+        print(f"convscope: {where}{'' if hasattr(err, 'exit_code') else 'error: '}{err}", file=sys.stderr)
         return getattr(err, "exit_code", EXIT_USAGE)
     except BrokenPipeError:  # output piped into `head` and the like: stop quietly
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - so the interpreter's final flush cannot fail again

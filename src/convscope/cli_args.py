@@ -18,6 +18,25 @@ from typing import Any
 _GIVEN = "config_flags"  # the namespace attribute holding {setting: dest} of the flags add_config_flags added
 
 
+def add_process_flags(parser: argparse.ArgumentParser) -> None:
+    """--nproc and --max-restarts: the command in N processes on this machine (convscope.training.launch)."""
+    parser.add_argument(
+        "--nproc",
+        type=int_in(1, 1024),
+        metavar="N",
+        help="train in N processes on this machine, started by torchrun (DistributedDataParallel); each trains "
+        "--batch-size images of every step",
+    )
+    parser.add_argument(
+        "--max-restarts",
+        type=int_in(0, 1000),
+        default=0,
+        metavar="K",
+        help="with --nproc: when a process dies, start them all again, up to K times; they resume the run from its "
+        "last checkpoint (default 0)",
+    )
+
+
 def int_in(low: int, high: int) -> Callable[[str], int]:
     """An argparse type: a whole number in [low, high]; '1e3', '-', 23 digits past `high` are refused."""
 

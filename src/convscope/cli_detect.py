@@ -9,7 +9,7 @@ import json
 from rich.console import Console
 from rich.table import Table
 
-from convscope.cli_args import add_config_flags, add_device_flag, config_settings, float_in, int_in
+from convscope.cli_args import add_config_flags, add_device_flag, add_process_flags, config_settings, float_in, int_in
 from convscope.detect.recipes import RECIPES
 from convscope.errors import ConvscopeError, DataError
 from convscope.run import DETECTIONS
@@ -35,7 +35,7 @@ class LintProblems(ConvscopeError):
 # The settings `detect train` has flags for; the others come from the model's recipe, then TrainConfig's defaults.
 DETECT_SETTINGS = ("data", "data_dir", "model", "epochs", "finetune_epochs", "unfreeze_blocks", "batch_size", "lr")
 DETECT_SETTINGS += ("precision", "seed", "threads", "device", "cache_limit", "augment", "tta_flip", "val_fraction")
-DETECT_SETTINGS += ("patience", "val_every", "out")
+DETECT_SETTINGS += ("patience", "val_every", "sync_bn", "out")
 
 
 def _detect_help() -> dict[str, dict]:
@@ -123,6 +123,7 @@ def add_parsers(sub, console: Console) -> None:
 
     g = dsub.add_parser("train", help="train a detector (default scenes-det) on a YOLO or VOC folder or a COCO JSON")
     add_config_flags(g, DETECT_SETTINGS, **_detect_help())
+    add_process_flags(g)
     g.set_defaults(run=lambda args: cmd_detect_train(args, console))
 
     g = dsub.add_parser(
@@ -209,19 +210,14 @@ def cmd_convert(args: argparse.Namespace, console: Console) -> None:
 
 
 def cmd_detect_train(args: argparse.Namespace, console: Console) -> None:
-    from convscope.cli_train import _print_result
-    from convscope.progress import ProgressBar
+    from convscope.cli_train import launched, show
     from convscope.training.config import TrainConfig
     from convscope.training.loop import train
 
     given = config_settings(args)
     config = TrainConfig.from_dict({"model": "scenes-det", **given}, "flags")  # the model's recipe fills the rest
-    bar = ProgressBar(console)
-    try:
-        run = train(config, callbacks=[bar], stop=args.stop)
-    finally:
-        bar.close()
-    _print_result(run, console)
+    if not launched(args, config):
+        show(console, lambda callbacks: train(config, callbacks=callbacks, stop=args.stop))
 
 
 def cmd_detect_evaluate(args: argparse.Namespace, console: Console) -> None:

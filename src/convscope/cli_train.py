@@ -10,8 +10,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from convscope.cli_args import add_config_flags, add_device_flag, config_settings, int_in
-from convscope.errors import DataError
+from convscope.cli_args import add_config_flags, add_device_flag, add_process_flags, config_settings, int_in
+from convscope.errors import ConfigError, DataError
 from convscope.transfer.finetune import DEFAULTS as TRANSFER_DEFAULTS
 
 # The settings `transfer` has flags for; the others keep transfer.finetune.DEFAULTS, then TrainConfig's defaults.
@@ -52,6 +52,7 @@ def add_parsers(sub, console) -> None:
         help="continue a stopped run exactly; with --epochs N, train a finished one on to N epochs (only --threads, "
         "--device and --cache-limit may also be given)",
     )
+    add_process_flags(p)
     p.set_defaults(run=lambda args: cmd_train(args, console))
 
     p = sub.add_parser("transfer", help="train a new head on a pretrained base, then fine-tune the base's top blocks")
@@ -63,6 +64,7 @@ def add_parsers(sub, console) -> None:
     )
     p.add_argument("--image-size", type=int, default=224, help="images are resized to this square (default 224)")
     add_config_flags(p, TRANSFER_SETTINGS, **_transfer_help())
+    add_process_flags(p)
     p.set_defaults(run=lambda args: cmd_transfer(args, console))
 
     p = sub.add_parser("evaluate", help="accuracy, per-class precision/recall/F1 and the confusion matrix of a run")
@@ -99,7 +101,6 @@ def add_parsers(sub, console) -> None:
 
 
 def cmd_train(args: argparse.Namespace, console: Console) -> None:
-    from convscope.progress import ProgressBar
     from convscope.training.config import TrainConfig
     from convscope.training.loop import train
 
@@ -112,29 +113,80 @@ def cmd_train(args: argparse.Namespace, console: Console) -> None:
         # Checked before any work: settings a resume may not change are refused, a finished run is left as it is.
         config = resumed_config(run, given | ({"config": args.config} if args.config else {}))
         if config == run.config and is_finished(run):
-            console.print(finished_message(run))
+            if _is_main():
+                console.print(finished_message(run))
             return
     else:
         config = TrainConfig.load(args.config, **given) if args.config else TrainConfig.from_dict(given, "flags")
-    bar = ProgressBar(console)
-    try:
-        if args.resume:
-            run = train(resume=args.resume, callbacks=[bar], stop=args.stop, **given)
-        else:
-            run = train(config, callbacks=[bar], stop=args.stop)
-    finally:
-        bar.close()
-    _print_result(run, console)
+    if args.nproc and not args.resume:
+        from convscope.presets import resolve_spec
+
+        resolve_spec(config.model)  # refused once, here, rather than by every process
+    if launched(args, None if args.resume else config):
+        return
+    if args.resume:
+        show(console, lambda callbacks: train(resume=args.resume, callbacks=callbacks, stop=args.stop, **given))
+    else:
+        show(console, lambda callbacks: train(config, callbacks=callbacks, stop=args.stop))
 
 
 def cmd_transfer(args: argparse.Namespace, console: Console) -> None:
-    from convscope.progress import ProgressBar
-    from convscope.transfer.finetune import transfer
+    from convscope.training.config import TrainConfig
+    from convscope.transfer.finetune import DEFAULTS, transfer, transfer_spec
 
     given = config_settings(args)
+    if args.nproc:  # the run folder of the workers: named as transfer() names it
+        model = transfer_spec(args.base, args.image_size, args.weights).name
+        config = TrainConfig.from_dict({"model": model, **DEFAULTS, **given}, "flags")
+        if launched(args, config):
+            return
+    show(
+        console,
+        lambda callbacks: transfer(
+            args.base, args.image_size, args.weights, callbacks=callbacks, stop=args.stop, **given
+        ),
+    )
+
+
+def _is_main() -> bool:
+    """Not one of torchrun's other ranks: the process that shows progress and results."""
+    import os
+
+    return os.environ.get("RANK", "0") == "0"
+
+
+def launched(args: argparse.Namespace, config) -> bool:
+    """--nproc N outside torchrun: the command again in N processes (training.launch); True once they have finished.
+    `config`: a new run's settings (None: resuming). Under torchrun, --nproc must say its number of processes."""
+    from convscope.training.distributed import Group
+    from convscope.training.launch import launch
+
+    group = Group.from_env()
+    if group.launched:  # a worker: --nproc was for the command that started it
+        if args.nproc and args.nproc != group.local_world_size:
+            raise ConfigError(
+                f"--nproc {args.nproc}: this process is one of the {group.local_world_size} that torchrun started on "
+                "this machine; leave --nproc out under torchrun"
+            )
+        return False
+    if not args.nproc:
+        if args.max_restarts:
+            raise ConfigError("--max-restarts restarts the processes that --nproc N starts; give --nproc N too")
+        return False
+    launch(args.argv, args.nproc, args.max_restarts, config)
+    return True
+
+
+def show(console: Console, work) -> None:
+    """`work(callbacks)` trains; rank 0 (or the only process) shows its progress bar and result line."""
+    from convscope.progress import ProgressBar
+
+    if not _is_main():
+        work([])
+        return
     bar = ProgressBar(console)
     try:
-        run = transfer(args.base, args.image_size, args.weights, callbacks=[bar], stop=args.stop, **given)
+        run = work([bar])
     finally:
         bar.close()
     _print_result(run, console)

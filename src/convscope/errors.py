@@ -36,3 +36,8 @@ class ConfigError(ConvscopeError):
 
 class TrainingError(ConvscopeError):
     """Training cannot go on (e.g. the loss stopped being a finite number)."""
+
+
+class PeerFailed(ConvscopeError):
+    """Under torchrun: rank 0 failed at a step every process waits on. Rank 0 prints the reason; the other ranks
+    exit with this, quietly, instead of waiting for a step that never comes."""

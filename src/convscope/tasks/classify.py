@@ -138,10 +138,8 @@ class ClassifyTask(Task):
             yield normalise(images[i : i + step].to(self.device, non_blocking=True), self.mean, self.std)
 
     # -- training ----------------------------------------------------------------------------------------------------
-    def batches(self, order: torch.Tensor, first: int) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+    def batches(self, index: list[torch.Tensor]) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
         """(index, uint8 images on the device) per batch; no images when the head trains on cached features."""
-        size = self.config.batch_size
-        index = [order[b * size : (b + 1) * size] for b in range(first, math.ceil(self.train_size / size))]
         if self.features is not None:
             yield from ((i, None) for i in index)
         elif isinstance(self.train_x, FileSplit):

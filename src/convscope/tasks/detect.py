@@ -86,14 +86,13 @@ class DetectTask(Task):
         data again and logs what it finds again."""
         log_label_problems(self.source, self.label_problems)
 
-    def batches(self, order: torch.Tensor, first: int) -> Iterator[tuple]:
+    def batches(self, index: list[torch.Tensor]) -> Iterator[tuple]:
         """(images, boxes, classes) per batch, all on the device: uint8 N×C×H×W, and per image n×4 and n."""
-        size, device = self.config.batch_size, self.device
-        for b in range(first, math.ceil(self.train_size / size)):
-            index = order[b * size : (b + 1) * size]
-            images = self.train_x[index].to(device, non_blocking=True)
-            boxes = [self.train_boxes[i].to(device, non_blocking=True) for i in index]
-            classes = [self.train_classes[i].to(device, non_blocking=True) for i in index]
+        device = self.device
+        for part in index:
+            images = self.train_x[part].to(device, non_blocking=True)
+            boxes = [self.train_boxes[i].to(device, non_blocking=True) for i in part]
+            classes = [self.train_classes[i].to(device, non_blocking=True) for i in part]
             yield images, boxes, classes
 
     def loss(self, model, batch, generator: torch.Generator) -> tuple[torch.Tensor, int, int]:

@@ -152,6 +152,13 @@ class TrainConfig:
         default="auto",
         metadata={"help": "auto (default: a CUDA GPU, else Apple's MPS, else the CPU), cpu, cuda, cuda:N or mps"},
     )
+    # Under torchrun on CUDA GPUs: BatchNorm normalises with the statistics of every process's images
+    # (torch.nn.SyncBatchNorm, which runs only on GPUs). Without it each process uses its own part of the step's
+    # images, and rank 0's running statistics are the ones saved.
+    sync_bn: bool = field(
+        default=False,
+        metadata={"help": "with several processes on CUDA GPUs: BatchNorm over every process's images (SyncBatchNorm)"},
+    )
     # An image folder larger than this is decoded batch by batch by DataLoader workers.
     cache_limit: str | None = field(
         default=None,
@@ -193,6 +200,7 @@ class TrainConfig:
         if self.threads is not None:
             _count(self.threads, "threads", 1, MAX_THREADS)
         _check(self.device, str, "device", "auto, cpu, cuda, cuda:N or mps", lambda v: DEVICE.fullmatch(v) is not None)
+        _check(self.sync_bn, bool, "sync_bn", "true or false", lambda v: True)
         if self.cache_limit is not None:
             _check(self.cache_limit, str, "cache_limit", "a size such as 6GiB, 500MB or 0", lambda v: True)
             parse_bytes(self.cache_limit, "cache_limit")

@@ -87,9 +87,9 @@ def finished_message(run: Run) -> str:
     )
 
 
-def check_extra(cp: Checkpoint, config: TrainConfig, batches: int, batch_size: int) -> dict:
-    """The checkpoint's own values, each checked against the run it is resumed into; CheckpointError names the first
-    that cannot belong (a hand-edited file, or a checkpoint from another run)."""
+def check_extra(cp: Checkpoint, config: TrainConfig, batches: int, batch_size: int, world_size: int = 1) -> dict:
+    """The checkpoint's own values, each checked against the run it is resumed into (trained by `world_size`
+    processes); CheckpointError names the first that cannot belong (a hand-edited file, or another run's)."""
     extra, where = cp.extra, cp.path
     total = config.epochs + config.finetune_epochs
 
@@ -107,7 +107,7 @@ def check_extra(cp: Checkpoint, config: TrainConfig, batches: int, batch_size: i
     want("best", (best is None) == (cp.best is None), "a score exactly when best weights are saved")
     want("stale", _int(extra.get("stale"), 0, cp.epoch), f"an epoch count from 0 to {cp.epoch}")
     running = extra.get("running")
-    seen_max = extra["batch"] * batch_size
+    seen_max = extra["batch"] * batch_size * world_size  # counted over every rank
     want(
         "running",
         isinstance(running, list)
@@ -119,6 +119,15 @@ def check_extra(cp: Checkpoint, config: TrainConfig, batches: int, batch_size: i
     )
     generator = extra.get("generator")
     want("generator", isinstance(generator, torch.Tensor) and generator.dtype == torch.uint8, "a generator state")
+    want("world_size", extra.get("world_size", 1) == world_size, f"{world_size} processes")
+    ranks = extra.get("ranks", [])
+    want(
+        "ranks",
+        isinstance(ranks, list)
+        and len(ranks) == world_size - 1
+        and all(isinstance(r, dict) and all(_bytes(r.get(k)) for k in ("generator", "torch")) for r in ranks),
+        f"the random states of ranks 1 to {world_size - 1}" if world_size > 1 else "none (one process)",
+    )
     phase = extra.get("phase")
     want("phase", phase == 1 or (phase == 2 and config.finetune_epochs > 0), "1, or 2 in a fine-tuning run")
     schedule = extra.get("schedule")
@@ -144,6 +153,10 @@ def check_extra(cp: Checkpoint, config: TrainConfig, batches: int, batch_size: i
     return extra
 
 
+def _bytes(value: Any) -> bool:
+    return isinstance(value, torch.Tensor) and value.dtype == torch.uint8 and value.dim() == 1
+
+
 def _int(value: Any, low: int, high: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
 
@@ -159,7 +172,12 @@ class Checkpointing:
     def _save(self) -> None:
         """One checkpoint, one atomic file (the previous one stays until it is replaced); then the copies readers use:
         weights/last, weights/best and metrics.csv. A kill between the two leaves copies one step old, which resume
-        rewrites from the checkpoint."""
+        rewrites from the checkpoint. Several processes: rank 0 writes it, with the other ranks' random states, and
+        every rank waits until it is complete."""
+        ranks = self.group.rank_states(self.generator)  # a collective: before rank 0 goes its own way
+        if not self.group.is_main:
+            self.group.barrier()
+            return
         now = time.perf_counter()
         extra = {
             "batch": self.batch,
@@ -175,6 +193,8 @@ class Checkpointing:
         }
         if self.scaler.is_enabled():  # fp16 on CUDA: the loss scale it has found
             extra["grad_scaler"] = self.scaler.state_dict()
+        if ranks is not None:
+            extra |= {"world_size": self.group.world_size, "ranks": ranks}
         step = self.epoch * self.batches + self.batch
         save_checkpoint(
             self.run.path / CHECKPOINT,
@@ -187,6 +207,7 @@ class Checkpointing:
             best=self.best_weights,
         )
         self._write_copies()
+        self.group.barrier()
 
     def _write_copies(self) -> None:
         weights = self.run.weights
@@ -197,11 +218,12 @@ class Checkpointing:
 
     def _restore(self, saved: Checkpoint) -> None:
         """Continue from a checkpoint: every value checked against this run first, then everything put back."""
-        extra = check_extra(saved, self.config, self.batches, self.config.batch_size)
+        extra = check_extra(saved, self.config, self.batches, self.config.batch_size, self.group.world_size)
         self._enter_phase(extra["phase"], tuple(extra["schedule"]))
         restore(saved, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler)
         self.epoch, self.batch, self.best, self.stale = saved.epoch, extra["batch"], extra["best"], extra["stale"]
-        self.best_weights, self.rows = saved.best, extra["metrics"]
+        self.best_weights = saved.best if self.group.is_main else None  # rank 0 keeps and saves them
+        self.rows = extra["metrics"]
         self.running = tuple(extra["running"])
         if self.scaler.is_enabled() and isinstance(extra.get("grad_scaler"), dict):
             self.scaler.load_state_dict(extra["grad_scaler"])
@@ -210,7 +232,9 @@ class Checkpointing:
         self.seconds = {k: max(extra[k], earlier.get(k, 0.0)) for k in self.seconds}
         try:
             self.generator.set_state(extra["generator"])
+            self.group.restore_rank_state(extra.get("ranks"), self.generator)  # ranks 1…: their own draws
         except RuntimeError as e:
             raise CheckpointError(f"{saved.path}: damaged augmentation generator state ({e})") from None
-        self._write_copies()  # the copies may be one step behind (killed between checkpoint and copies)
+        if self.group.is_main:
+            self._write_copies()  # the copies may be one step behind (killed between checkpoint and copies)
         self.resumed_at = (self.epoch, self.batch)

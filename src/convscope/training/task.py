@@ -4,7 +4,7 @@ The trainer (training/trainer.py) owns epochs, batches, the optimizer and its sc
 callbacks; it never asks which task it runs. A task owns the data and what the numbers mean:
 
     data     load_data(config, spec) → dataset;  fit_spec(spec, dataset) → the spec fitted to it (classes, input)
-    batches  batches(order, first) → the training batches of an epoch, images already on the device
+    batches  batches(index) → the training batches of an epoch (index: each one's images), on the device
     loss     loss(model, batch, generator) → (loss, right answers, images) of one training batch
     validate validate(model) → the row entries named validation_keys;  score(row) → what "best" maximises
     test     test(model) → results.json entries;  write_report() → report.html and its pictures
@@ -69,9 +69,10 @@ class Task:
         """Called when training starts or resumes and when a phase begins (2: a base's top blocks unfrozen), with
         the epoch (0-based) it begins at; e.g. to compute a frozen base's features once."""
 
-    def batches(self, order: torch.Tensor, first: int) -> Iterator[Any]:
-        """The epoch's training batches from batch `first` on (a resumed epoch), in `order` (a permutation of
-        range(train_size)) cut into batches of config.batch_size; each ready for loss() on the device."""
+    def batches(self, index: list[torch.Tensor]) -> Iterator[Any]:
+        """One training batch per tensor of `index` (the positions of its images in the training split, from the
+        trainer: the epoch's seeded order cut into batch_size images, and into this rank's part under torchrun;
+        those still to train when an epoch resumes), in that order, each ready for loss() on the device."""
         raise NotImplementedError
 
     def loss(self, model: torch.nn.Module, batch: Any, generator: torch.Generator) -> tuple[torch.Tensor, int, int]:

@@ -7,6 +7,9 @@ loss of one, the validation entries and the score, and tests at the end.
 Randomness has three sources, all restored on resume: the order of the images (a generator seeded by seed and epoch,
 so it can be redrawn), the augmentation draws (a CPU generator whose state is saved, so they are the same on every
 device), and dropout / initialisation (torch's global generators, CUDA's included, saved with the optimizer state).
+
+Under torchrun it is one of several processes (training/distributed.py): each trains its part of every step's
+images through DistributedDataParallel, and rank 0 alone validates, writes and tests.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from convscope.run import CHECKPOINT, LOG, RESULTS, Run
 from convscope.signals import StopRequest
 from convscope.training.callbacks import Interrupted, data_progress
 from convscope.training.config import FINETUNE_LR_SCALE, TrainConfig
+from convscope.training.distributed import Group, batches_per_epoch, check_world_size, rank_seed, shard
 from convscope.training.resume import Checkpointing
 from convscope.training.runtime import log_file, optimizer_for, scheduler_for
 from convscope.training.state import read_checkpoint
@@ -39,8 +43,19 @@ from convscope.transfer.bases import BaseNet
 log = logging.getLogger("convscope.train")
 
 
-def set_threads(config: TrainConfig) -> None:
-    torch.set_num_threads(config.threads or os.cpu_count() or 1)
+def set_threads(config: TrainConfig, group: Group | None = None) -> None:
+    """config.threads, or this process's share of the cores (all of them for one process per machine)."""
+    processes = group.local_world_size if group is not None else 1
+    torch.set_num_threads(config.threads or max(1, (os.cpu_count() or 1) // processes))
+
+
+def _lost_peer(err: RuntimeError) -> bool:
+    """A collective that failed because another process is gone: gloo's and NCCL's errors (RuntimeError, or
+    DistBackendError) name their backend or the broken connection."""
+    text = str(err)
+    return isinstance(err, torch.distributed.DistError) or any(
+        word in text for word in ("gloo", "Gloo", "NCCL", "Connection reset", "Connection closed")
+    )
 
 
 class Trainer(Checkpointing):
@@ -48,29 +63,44 @@ class Trainer(Checkpointing):
 
     `data`: the task's dataset when the caller loaded it already (a new run); a resumed run (`resuming`) reads its
     checkpoint first (a damaged or foreign one is refused before any data is read), then its data.
+    `group`: this process's place among torchrun's workers (default: one process alone), its process group joined.
     """
 
     def __init__(
-        self, run: Run, task_class: type[Task], callbacks=(), resuming=False, data=None, started: float | None = None
+        self,
+        run: Run,
+        task_class: type[Task],
+        callbacks=(),
+        resuming=False,
+        data=None,
+        started: float | None = None,
+        group: Group | None = None,
     ):
         self.run, self.callbacks, self.config = run, list(callbacks), run.config
         self.started = time.perf_counter() if started is None else started  # of this segment, for wall_seconds
+        self.group = group = group or Group()
         cfg = self.config
-        self.device = resolve_device(cfg.device)
-        set_threads(cfg)
-        torch.manual_seed(cfg.seed)
+        self.device = group.device or resolve_device(cfg.device)
+        set_threads(cfg, group)
+        torch.manual_seed(cfg.seed)  # every rank: the same initial weights
         np.random.seed(cfg.seed % 2**32)
-        saved = read_checkpoint(run.path / CHECKPOINT) if resuming and (run.path / CHECKPOINT).exists() else None
-        data = data if data is not None else task_class.load_data(cfg, run.spec, data_progress(self.callbacks))
+        saved = self._read_checkpoint() if resuming else None
+        if data is None:
+            data = group.main_first(lambda: task_class.load_data(cfg, run.spec, data_progress(self.callbacks)))
         self.task = task_class(run, data, self.device)
         # channels_last: the memory order oneDNN's CPU convolutions and CUDA's tensor cores are fastest with.
         self.model = build(run.spec).to(self.device, memory_format=torch.channels_last)
+        if cfg.sync_bn and group.distributed:  # BatchNorm over the global batch (CUDA only: train() checks)
+            self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        if group.rank:  # the other ranks draw their own dropout masks
+            torch.manual_seed(rank_seed(cfg.seed, group.rank))
         self.base = self.model[0] if isinstance(self.model[0], BaseNet) else None
         self.scaler = torch.amp.GradScaler("cuda", enabled=needs_grad_scaler(self.device, cfg.precision))
         self.train_size = self.task.train_size
         self.total_epochs = cfg.epochs + cfg.finetune_epochs
-        self.batches = math.ceil(self.train_size / cfg.batch_size)
-        self.generator = torch.Generator().manual_seed(cfg.seed)  # augmentation draws: on the CPU, for any device
+        self.batches = batches_per_epoch(self.train_size, cfg.batch_size, group.world_size)
+        # Augmentation draws: on the CPU, so they are the same on every device; one stream per rank.
+        self.generator = torch.Generator().manual_seed(rank_seed(cfg.seed, group.rank))
         self.epoch, self.batch, self.best, self.stale = 0, 0, None, 0
         self.best_weights: dict[str, torch.Tensor] | None = None  # a copy of the weights that scored `best`
         self.rows: list[dict[str, float]] = []  # metrics.csv
@@ -85,6 +115,20 @@ class Trainer(Checkpointing):
         else:
             self._restore(saved)
 
+    def _read_checkpoint(self):
+        """The checkpoint a resumed run continues from (None: killed before its first one). Rank 0 reads it first
+        and decides whether there is one; the others read the same file (a run folder on a shared file system)."""
+        path = self.run.path / CHECKPOINT
+        if not self.group.on_main(path.exists):
+            return None
+
+        def read():
+            saved = read_checkpoint(path)
+            check_world_size(saved.extra.get("world_size", 1), self.group, self.config.batch_size, path)
+            return saved
+
+        return self.group.main_first(read)
+
     def _enter_phase(self, phase: int, schedule: tuple[int, int] | None = None) -> None:
         """Phase 1: a base (if any) frozen, the learning rate of the config. Phase 2: the base's last unfreeze_blocks
         blocks train too, at a FINETUNE_LR_SCALE× smaller rate, with a schedule of its own.
@@ -95,6 +139,7 @@ class Trainer(Checkpointing):
             self.base.set_trainable(0 if phase == 1 else cfg.unfreeze_blocks)
             log.info("%s", self._phase_line())
         self.optimizer = optimizer_for(self.model, cfg, self._phase_lr())
+        self.net = self.group.wrap(self.model)  # what trains: DDP over the parameters that train in this phase
         self._new_schedule(*(schedule or ((0, cfg.epochs) if phase == 1 else (cfg.epochs, cfg.finetune_epochs))))
 
     def _phase_line(self) -> str:
@@ -120,17 +165,23 @@ class Trainer(Checkpointing):
         with contextlib.ExitStack() as stack:
             if stop is None:
                 stack.enter_context(self.stop.installed())
-            stack.enter_context(log_file(self.run.path / LOG))
+            if self.group.is_main:  # one writer: the others log only to their terminal
+                stack.enter_context(log_file(self.run.path / LOG))
             self._log_start()
             try:
                 self._epochs()
-                results = self._finish(
-                    train_seconds=self.seconds["train_seconds"] + time.perf_counter() - self.fit_started
-                )
+                seconds = self.seconds["train_seconds"] + time.perf_counter() - self.fit_started
+                results = self.group.on_main(lambda: self._finish(train_seconds=seconds))  # the others wait for it
             except KeyboardInterrupt:
                 if self.stop.signal is None:
                     raise
                 raise self._interrupted() from None  # outside the loop: the last checkpoint is complete
+            except RuntimeError as err:
+                if self.group.distributed and _lost_peer(err):  # a peer died (killed, out of memory) or hung
+                    raise self._peer_lost(err) from None
+                raise
+            finally:
+                self.net = self.model  # DDP lets go of the process group, which the caller ends
         for cb in self.callbacks:
             cb.on_end(self.run, results)
         return self.run
@@ -145,9 +196,10 @@ class Trainer(Checkpointing):
             self.run.data.name,
             self.train_size,
             self.batches,
-            cfg.batch_size,
+            cfg.batch_size * self.group.world_size,  # the step's images over every process (said next)
         )
-        for line in (cfg.recipe_line(), precision_line(self.device, cfg.precision), device_line(self.device)):
+        lines = (cfg.recipe_line(), self.group.line(cfg.batch_size), precision_line(self.device, cfg.precision))
+        for line in (*lines, device_line(self.device)):
             if line:
                 log.info("%s", line)
         if self.resumed_at is not None:
@@ -176,7 +228,7 @@ class Trainer(Checkpointing):
                 row = self._epoch()
                 for cb in self.callbacks:
                     cb.on_epoch(row)
-                if self.stop.signal is not None:  # asked during the epoch's last batch, its validation or its save
+                if self.group.any(self.stop.signal is not None):  # asked in the last batch, validation or save
                     raise self._interrupted()
         finally:
             self.stop.armed = False
@@ -190,10 +242,14 @@ class Trainer(Checkpointing):
         model.train()
         loss_sum, correct, seen = self.running if self.batch else (0.0, 0, 0)  # a resumed epoch goes on counting
         t0 = time.perf_counter()
-        for batch in task.batches(order, self.batch):
+        steps = shard(order, cfg.batch_size, self.group.rank, self.group.world_size)[self.batch :]
+        for (_, weight), batch in zip(steps, task.batches([index for index, _ in steps]), strict=True):
             with autocast(self.device, cfg.precision):
-                loss, right, images = task.loss(model, batch, self.generator)
-            value = loss.item()
+                loss, right, images = task.loss(self.net, batch, self.generator)
+            # The step's numbers over every rank, before the step: a loss that is not finite stops them all here.
+            total, right, images = self.group.sum([loss.item() * images, right, images])
+            right, images = int(right), int(images)
+            value = total / images  # the step's mean loss
             if not math.isfinite(value):
                 raise TrainingError(
                     f"the loss became {value} at epoch {self.epoch + 1}, batch {self.batch + 1} "
@@ -201,18 +257,21 @@ class Trainer(Checkpointing):
                     + (f". The checkpoint of epoch {self.epoch} is kept" if self.epoch else "")
                 )
             self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()  # scaled only for fp16 on CUDA; otherwise loss.backward()
+            # weight: this rank's share of the step's images (1 unless the last batch splits unevenly); scaled only
+            # for fp16 on CUDA
+            self.scaler.scale(loss * weight if weight != 1 else loss).backward()
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.scheduler.step()
             self.batch += 1
-            loss_sum += value * images
+            loss_sum += total
             correct += right
             seen += images
             accuracy = correct / seen if task.counts_correct else None
             for cb in self.callbacks:
                 cb.on_batch(self.epoch, self.batch, value, accuracy, seen / (time.perf_counter() - t0))
-            if self.stop.signal is not None and self.batch < self.batches:
+            # Every rank stops at the same step: each saw the request, or one did (torchrun signals them all).
+            if self.group.any(self.stop.signal is not None) and self.batch < self.batches:
                 self.running = (loss_sum, correct, seen)
                 self._save()
                 raise self._interrupted()
@@ -220,7 +279,10 @@ class Trainer(Checkpointing):
         row = {"epoch": self.epoch + 1, "train_loss": loss_sum / max(seen, 1)}
         if task.counts_correct:
             row["train_acc"] = correct / max(seen, 1)
-        row |= task.validate(model) if self._validation_due() else dict.fromkeys(task.validation_keys, math.nan)
+        if self._validation_due():  # once, on rank 0; every rank needs the score (the best epoch, patience)
+            row |= self.group.on_main(lambda: task.validate(model))
+        else:
+            row |= dict.fromkeys(task.validation_keys, math.nan)
         row |= {"lr": self.scheduler.get_last_lr()[0], "seconds": seconds}
         score = task.score(row)
         self.epoch, self.batch, self.running = self.epoch + 1, 0, (0.0, 0, 0)
@@ -228,7 +290,8 @@ class Trainer(Checkpointing):
             pass
         elif self.best is None or score > self.best:
             self.best, self.stale = score, 0
-            self.best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            if self.group.is_main:  # the one that saves them
+                self.best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
         else:
             self.stale += 1
         self.rows.append(row)
@@ -247,9 +310,21 @@ class Trainer(Checkpointing):
         if not (self.run.path / CHECKPOINT).exists():  # stopped before the first one (e.g. caching a base's features)
             return Interrupted(f"stopped by {name} before the first checkpoint: nothing to resume", self.stop.exit_code)
         where = f"epoch {self.epoch + 1}, batch {self.batch}/{self.batches}" if self.batch else f"epoch {self.epoch}"
+        how = f"--nproc {self.group.world_size} " if self.group.distributed else ""
         return Interrupted(
-            f"stopped by {name} at {where}; saved. Resume with: convscope train --resume {self.run.path}",
+            f"stopped by {name} at {where}; saved. Resume with: convscope train {how}--resume {self.run.path}",
             self.stop.exit_code,
+        )
+
+    def _peer_lost(self, err: Exception) -> TrainingError:
+        """A collective failed: another rank died (killed, out of memory) or stopped answering. Nothing is saved
+        (the step is half done); the last checkpoint is complete, and every rank resumes from it."""
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        kept = f"the checkpoint of epoch {self.epoch} is kept" if self.epoch else "there is no checkpoint yet"
+        return TrainingError(
+            f"rank {self.group.rank}: lost the other processes at epoch {self.epoch + 1}, batch {self.batch + 1} "
+            f"({reason}); {kept}. Resume with: convscope train --nproc {self.group.world_size} --resume "
+            f"{self.run.path}"
         )
 
     def write_report(self) -> None:
@@ -258,7 +333,7 @@ class Trainer(Checkpointing):
 
     def _finish(self, train_seconds: float) -> dict:
         """Test the best weights and write results.json. `train_seconds`: of the epochs, over every segment of a
-        resumed run (wall_seconds adds up the whole commands, data loading and tests included)."""
+        resumed run (wall_seconds adds up the whole commands, data loading and tests included). Rank 0 only."""
         if self.best_weights is not None:
             self.model.load_state_dict(self.best_weights)
         results = {**self.task.test(self.model, self.epoch), "epochs": self.epoch, "train_seconds": train_seconds}
