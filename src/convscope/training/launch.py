@@ -10,6 +10,7 @@ resume the run from its last checkpoint by themselves, so a new run gets its fol
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 from pathlib import Path
@@ -45,6 +46,9 @@ def launch(argv: list[str], nproc: int, max_restarts: int, config: TrainConfig |
             path, made = new_run_folder(config)
             argv = [*argv, "--out", str(path)]
         folder = Path(config.out or path)
+    # torchrun's agent warns as it stops workers after a failure or Ctrl-C, which the workers and this command's
+    # one line already say; its errors (which process failed, and how) still show.
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.ERROR)
     # Each worker's share of the cores (torchrun would set 1 and warn); the trainer sets the same number.
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
     args = torchrun.get_args_parser().parse_args(
