@@ -49,7 +49,7 @@ def set_threads(config: TrainConfig, group: Group | None = None) -> None:
     torch.set_num_threads(config.threads or max(1, (os.cpu_count() or 1) // processes))
 
 
-def _lost_peer(err: RuntimeError) -> bool:
+def _peer_gone(err: RuntimeError) -> bool:
     """A collective that failed because another process is gone: gloo's and NCCL's errors (RuntimeError, or
     DistBackendError) name their backend or the broken connection."""
     text = str(err)
@@ -177,8 +177,8 @@ class Trainer(Checkpointing):
                     raise
                 raise self._interrupted() from None  # outside the loop: the last checkpoint is complete
             except RuntimeError as err:
-                if self.group.distributed and _lost_peer(err):  # a peer died (killed, out of memory) or hung
-                    raise self._peer_lost(err) from None
+                if self.group.distributed and _peer_gone(err):  # a peer died (killed, out of memory) or hung
+                    raise self._lost_peers(err) from None
                 raise
             finally:
                 self.net = self.model  # DDP lets go of the process group, which the caller ends
@@ -316,7 +316,7 @@ class Trainer(Checkpointing):
             self.stop.exit_code,
         )
 
-    def _peer_lost(self, err: Exception) -> TrainingError:
+    def _lost_peers(self, err: Exception) -> TrainingError:
         """A collective failed: another rank died (killed, out of memory) or stopped answering. Nothing is saved
         (the step is half done); the last checkpoint is complete, and every rank resumes from it."""
         reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
