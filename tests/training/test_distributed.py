@@ -123,9 +123,16 @@ def test_two_ranks_of_batch_32_train_the_weights_of_one_process_of_batch_64(work
 
 
 # ── (b) a killed worker: torchrun restarts them all, and they resume ─────────────────────────────────────────────
-def test_a_rank_killed_mid_run_restarts_and_ends_as_an_uninterrupted_run(work):
+@pytest.fixture(scope="module")
+def whole(work) -> Path:
+    """An uninterrupted 2-process run of 4 epochs, every write of its processes audited (AUDIT_DIR)."""
+    env = {"PYTHONPATH": str(work / "site"), "AUDIT_DIR": str(work / "audit")}
+    convscope(work, *tiny("runs/whole", 8, 4, "--nproc", "2"), env=env)
+    return work / "runs/whole"
+
+
+def test_a_rank_killed_mid_run_restarts_and_ends_as_an_uninterrupted_run(work, whole):
     site = {"PYTHONPATH": str(work / "site")}
-    convscope(work, *tiny("runs/whole", 8, 4, "--nproc", "2"), env=site | {"AUDIT_DIR": str(work / "audit")})
     # 230 images in steps of 2 × 8: 15 steps an epoch, each with two collectives (the step's numbers, the stop
     # decision), and one more at the epoch's end: call 41 is in step 5 of epoch 2.
     done = convscope(
@@ -142,10 +149,10 @@ def test_a_rank_killed_mid_run_restarts_and_ends_as_an_uninterrupted_run(work):
 
 
 # ── (c) one run folder, one writer ────────────────────────────────────────────────────────────────────────────────
-def test_rank_zero_alone_writes_the_run_folder_and_each_checkpoint_once(work):
-    """The audited run of test (b), and a run under torchrun's own command line without --out: rank 0 makes the
-    folder and the others learn its path."""
-    run = (work / "runs/whole").resolve()
+def test_rank_zero_alone_writes_the_run_folder_and_each_checkpoint_once(work, whole):
+    """The audited run, and a run under torchrun's own command line without --out: rank 0 makes the folder and the
+    others learn its path."""
+    run = whole.resolve()
     logs = {p.name: p.read_text().splitlines() for p in (work / "audit").iterdir()}
     writes = {name: [line.split("\t") for line in lines] for name, lines in logs.items()}
     ranks = {name.split("-")[0] for name in writes}
@@ -269,8 +276,8 @@ def test_what_several_processes_cannot_do_is_refused_in_one_line(work, monkeypat
     assert not (work / "r1").exists()
 
 
-def test_a_run_of_two_processes_resumes_only_with_two(work):
-    run = work / "runs/two"  # test (a)'s
-    with pytest.raises(CheckpointError, match=r"was trained by 2 processes \(64 images per step\); this is 1\. "):
-        train(resume=str(run), epochs=5)
-    assert len(metrics(run)) == 4  # untouched
+def test_a_run_of_two_processes_resumes_only_with_two(whole):
+    before = {name: (whole / name).read_bytes() for name in ("checkpoint.safetensors", "config.yaml", "metrics.csv")}
+    with pytest.raises(CheckpointError, match=r"was trained by 2 processes \(16 images per step\); this is 1\. "):
+        train(resume=str(whole), epochs=5)
+    assert {name: (whole / name).read_bytes() for name in before} == before  # nothing changed

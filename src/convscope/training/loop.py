@@ -124,16 +124,20 @@ def _resume(path: Path, settings, group: Group, callbacks, report, stop, started
         return run
     with group.joined(device), contextlib.ExitStack() as stack:
 
-        def claim() -> None:  # rank 0: the lock, and the run's record of a changed setting
+        def claim() -> None:  # rank 0: the run folder's lock, for the whole training
             stack.enter_context(RunLock(run.path))
             remove_temp_files(run.path)
-            if config != run.config:
-                log.info("%s: now set to train %d epochs", run.path, config.epochs)
-                atomic_write_text(run.path / CONFIG, replace(run, config=config).config_yaml())
+
+        def record() -> None:  # rank 0, once the checkpoint is found sound: the changed setting in the run's record
+            log.info("%s: now set to train %d epochs", run.path, config.epochs)
+            atomic_write_text(run.path / CONFIG, replace(run, config=config).config_yaml())
 
         group.on_main(claim)
-        run = replace(run, config=config)
-        trainer = Trainer(run, task_for(run.spec), callbacks, resuming=True, started=started, group=group)
+        resumed = replace(run, config=config)
+        trainer = Trainer(resumed, task_for(run.spec), callbacks, resuming=True, started=started, group=group)
+        if config != run.config:
+            group.on_main(record)
+        run = resumed
         trainer.fit(stop)
         if report:
             group.on_main(trainer.write_report)  # the processes end together, once the run folder is complete
