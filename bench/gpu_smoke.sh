@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # A short check of convscope on a CUDA GPU: train, evaluate, predict, inspect, transfer and detect on `--device "$DEVICE"`,
-# stop a training with SIGTERM and resume it, and compare CPU and GPU answers on the same weights.
+# stop a training with SIGTERM and resume it, train in one process per GPU (torchrun, NCCL, --sync-bn), and compare CPU
+# and GPU answers on the same weights.
 #
 #     bench/gpu_smoke.sh [OUT_DIR]          (from the repository root, after `make setup`; about 3–5 minutes)
 #     DEVICE=cpu bench/gpu_smoke.sh         (the same steps on the CPU: how the script itself is checked without a GPU)
@@ -80,6 +81,25 @@ diff = max(abs(float(a[k]) - float(b[k])) for a, b in zip(*rows.values()) for k 
 print(f"resumed vs uninterrupted: {len(rows['stopped'])} epochs, largest loss difference {diff:.2e} "
       "(0 where cuDNN picks deterministic kernels; a few 1e-6 otherwise)")
 EOF
+
+step "torchrun: the reference run in N processes (one per GPU; 2 with DEVICE=cpu), batch 64 / N each"
+N=$("$PY" -c "import sys, torch; print(2 if sys.argv[1] == 'cpu' else torch.cuda.device_count())" "$DEVICE")
+if [ "$N" -ge 2 ]; then
+    SYNC=(); [ "$DEVICE" = cpu ] || SYNC=(--sync-bn)  # SyncBatchNorm runs only on CUDA GPUs
+    "${CS[@]}" train --nproc "$N" --model cifar-fast --data "$OUT/shapes" --epochs 6 --batch-size $((64 / N)) --lr 0.05 \
+        --device "$DEVICE" --precision auto "${SYNC[@]}" --out "$OUT/ddp"
+    "$PY" - "$OUT" "$N" <<'EOF'
+import json, sys
+from pathlib import Path
+out = Path(sys.argv[1])
+acc = {n: json.loads((out / n / "results.json").read_text()) for n in ("whole", "ddp")}
+print(f"1 process: test accuracy {acc['whole']['test_acc']:.4f} in {acc['whole']['train_seconds']:.1f} s; "
+      f"{sys.argv[2]} processes: {acc['ddp']['test_acc']:.4f} in {acc['ddp']['train_seconds']:.1f} s "
+      "(not equal: BatchNorm statistics and augmentation draws are per process)")
+EOF
+else
+    echo "one GPU: torchrun's NCCL takes one GPU per process, so gradients cannot be exchanged here; skipped"
+fi
 
 step "evaluate and predict on $DEVICE and on cpu: the same weights should give the same answers"
 "${CS[@]}" evaluate "$OUT/whole" --device "$DEVICE" --json > "$OUT/eval-gpu.json"
