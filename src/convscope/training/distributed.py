@@ -331,8 +331,8 @@ def shard(order: torch.Tensor, batch_size: int, rank: int, world_size: int) -> l
 def check_world_size(saved: int, group: Group, batch_size: int, where: object) -> None:
     """Refuse to resume a run with a number of processes other than the one it was trained with: the images of a
     step (batch_size × processes), the steps of an epoch and the learning-rate schedule depend on it.
-    Raises CheckpointError."""
-    if saved == group.world_size:
+    Raises CheckpointError. A value that is not a count is left to the checkpoint's own checks (resume.check_extra)."""
+    if not isinstance(saved, int) or isinstance(saved, bool) or saved < 1 or saved == group.world_size:
         return
     how = "convscope train --resume RUN" if saved == 1 else f"convscope train --nproc {saved} --resume RUN"
     raise CheckpointError(
