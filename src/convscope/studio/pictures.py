@@ -1,0 +1,234 @@
+"""What the studio's pages show, computed by convscope's own functions: predictions, Grad-CAM, feature maps,
+detections, a run's first filters, the conv/pool explainer, per-class metrics. Each returns JSON data or PNG bytes.
+
+Images are shown larger than the network sees them (a 28×28 input is a speck on a page): enlarged by whole pixels
+(nearest neighbour), so every input pixel and feature-map value stays one visible square.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+import threading
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from convscope.data.images import SAMPLE_PHOTOS, open_image, sample_photo, to_array
+from convscope.errors import DataError
+
+SAMPLES = tuple(SAMPLE_PHOTOS)
+SHOWN = 224  # pixels: pictures are enlarged by a whole factor to at least this side
+MAX_MAPS = 64  # feature maps sent for one layer
+_model_lock = threading.Lock()  # one computation on a model at a time: the thread pool would otherwise oversubscribe
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    """PNG of a uint8 H×W or H×W×3 array."""
+    out = io.BytesIO()
+    Image.fromarray(array).save(out, format="PNG")
+    return out.getvalue()
+
+
+def enlarged(array: np.ndarray, side: int = SHOWN) -> np.ndarray:
+    """uint8 H×W(×C) repeated by the whole factor that makes its larger side at least `side`."""
+    factor = max(1, math.ceil(side / max(array.shape[:2])))
+    return np.repeat(np.repeat(array, factor, axis=0), factor, axis=1)
+
+
+def data_url(array: np.ndarray) -> str:
+    return "data:image/png;base64," + base64.b64encode(png_bytes(array)).decode()
+
+
+@lru_cache(maxsize=len(SAMPLES))
+def sample_bytes(name: str) -> bytes:
+    """The bundled photo's file, as a user would upload it."""
+    return sample_photo(name).read_bytes()
+
+
+@lru_cache(maxsize=len(SAMPLES))
+def sample_png(name: str) -> bytes:
+    """The bundled photo as PNG, at most 512 pixels on its longer side (for the pages)."""
+    img = open_image(sample_photo(name)).convert("RGB")
+    img.thumbnail((512, 512))
+    return png_bytes(np.asarray(img))
+
+
+def upload_png(path: Path) -> bytes:
+    """An uploaded image as convscope decoded it (upright, RGB), at most 1024 pixels on its longer side, as PNG."""
+    img = open_image(path).convert("RGB")
+    img.thumbnail((1024, 1024))
+    return png_bytes(np.asarray(img))
+
+
+# -- try it ----------------------------------------------------------------------------------------------------------
+def predict(path: Path, image: Path, top_k: int) -> dict[str, Any]:
+    """Top-k classes of a classifier (or, for a detector, that it is one), the layers with feature maps, the classes."""
+    from convscope.inspect.gradcam import spatial_layers
+    from convscope.run import load_run
+
+    run = load_run(path)
+    answer = {"detector": run.spec.is_detector, "classes": list(run.data.classes), "layers": spatial_layers(run.spec)}
+    if run.spec.is_detector:
+        return answer | {"top": [], "conversion": ""}
+    from convscope.prediction import predict as predict_files
+
+    with _model_lock:
+        (found,) = predict_files(run, [str(image)], top_k, device="cpu")
+    if found.error:
+        raise DataError(found.error)
+    return answer | {"top": [{"class": c, "probability": p} for c, p in found.top], "conversion": found.conversion}
+
+
+def gradcam_png(path: Path, image: Path, class_name: str | None) -> bytes:
+    """The Grad-CAM (HiResCAM) heatmap laid over the image as the model took it, enlarged, as PNG."""
+    from convscope.inspect.gradcam import gradcam_for_run, overlay
+
+    with _model_lock:
+        result = gradcam_for_run(path, image, class_name=class_name, device="cpu")
+    return png_bytes(enlarged(overlay(result.image, result.heatmap)))
+
+
+def featuremaps(path: Path, image: Path, layer: str | None) -> dict[str, Any]:
+    """Every feature map of `layer` (default: the first layer with maps) for the image: each as a PNG (gray, its own
+    value range stretched to black–white), with its index and value range; the layer's H×W×C."""
+    from convscope.inspect.featuremaps import feature_maps
+    from convscope.inspect.gradcam import spatial_layers
+    from convscope.run import load_run
+
+    run = load_run(path)
+    layers = spatial_layers(run.spec)
+    layer = layer or layers[0]
+    with _model_lock:
+        maps = feature_maps(run, image, [layer], device="cpu")
+    chosen = maps[layer]
+    shown = []
+    for i, values in enumerate(chosen.maps[:MAX_MAPS]):
+        low, high = float(values.min()), float(values.max())
+        gray = np.zeros(values.shape, np.uint8) if high == low else ((values - low) / (high - low) * 255).round()
+        shown.append({"index": i, "min": low, "max": high, "png": data_url(enlarged(gray.astype(np.uint8), 96))})
+    h, w, c = chosen.shape
+    return {
+        "layer": chosen.name,
+        "label": chosen.label,
+        "shape": f"{h}×{w}×{c}",
+        "layers": layers,
+        "maps": shown,
+        "shown": len(shown),
+        "input": data_url(enlarged(maps.image[:, :, 0] if maps.image.shape[2] == 1 else maps.image, 96)),
+        "conversion": maps.conversion,
+    }
+
+
+def detections(path: Path, image: Path, min_score: float) -> dict[str, Any]:
+    """A detector's boxes (in the image's pixels) with scores ≥ min_score, and the image's size; the page draws them."""
+    from convscope.detect.predict import detect_images
+
+    with _model_lock:
+        (found,) = detect_images(path, [str(image)], min_score, device="cpu")
+    if found.error:
+        raise DataError(found.error)
+    objects = found.to_dict()["objects"]
+    return {"width": found.size[0], "height": found.size[1], "objects": objects, "min_score": min_score}
+
+
+def first_filters(path: Path) -> dict[str, Any]:
+    """The first conv layer's filters as k×k lists (summed over the input channels: what the explainer's gray image
+    meets), for the explainer's filter menu."""
+    from convscope.run import load_model, load_run
+    from convscope.spec import Conv
+
+    run = load_run(path)
+    index = next((i for i, layer in enumerate(run.spec.layers) if isinstance(layer, Conv)), None)
+    if index is None:
+        raise DataError(f"{path.name}: its network has no conv layer of its own")
+    with _model_lock:
+        model = load_model(run, device="cpu")
+    conv = next(m for m in model.modules() if hasattr(m, "weight") and getattr(m.weight, "ndim", 0) == 4)
+    weights = conv.weight.detach().float().sum(1).numpy()  # out × k × k
+    return {"layer": f"conv{index + 1}", "filters": [np.round(w, 4).tolist() for w in weights[:32]]}
+
+
+# -- explain -----------------------------------------------------------------------------------------------------------
+@lru_cache(maxsize=64)
+def _gray(sample: str, size: int) -> np.ndarray:
+    img = open_image(sample_photo(sample))
+    gray = to_array(img, 1)[:, :, 0]
+    small = Image.fromarray(gray).resize((size, size), Image.Resampling.BILINEAR)
+    return np.asarray(small, dtype=np.float64)
+
+
+def explain(request: dict[str, Any]) -> dict[str, Any]:
+    """One conv or pool layer on a gray sample photo, computed by convscope.reference (the NumPy oracle of the
+    tests), with the walkthrough of one output value: padded input, window, products and sum, output map, formula."""
+    from convscope.explain import NAMED_FILTERS, explain_conv, explain_pool
+
+    if request["sample"] not in SAMPLES:
+        raise DataError(f"no sample photo {request['sample'][:40]!r}; samples: {', '.join(SAMPLES)}")
+    x = _gray(request["sample"], request["size"])
+    padding = request["padding"]
+    padding = int(padding) if isinstance(padding, str) and padding.isdigit() else padding
+    at = (request["row"], request["column"])
+    if request["kind"] == "conv":
+        kernel = np.asarray(request["kernel"] or NAMED_FILTERS["edge-x"], dtype=np.float64)
+        if kernel.ndim != 2 or not 1 <= kernel.shape[0] == kernel.shape[1] <= 7 or not np.isfinite(kernel).all():
+            raise DataError(f"the filter must be a square of numbers, 1×1 to 7×7. Received shape {kernel.shape}")
+        walk = explain_conv(x, kernel, request["stride"], padding, (0, 0))
+    elif request["kind"] in ("max", "avg", "min"):
+        walk = explain_pool(x, request["kind"], request["window"], request["stride"], padding, (0, 0))
+    else:
+        raise DataError(f"kind must be conv, max, avg or min. Received: {request['kind'][:20]!r}")
+    ho, wo = walk.output.shape
+    at = (min(max(at[0], 0), ho - 1), min(max(at[1], 0), wo - 1))
+    walk = (
+        explain_conv(x, walk.filter, request["stride"], padding, at)
+        if request["kind"] == "conv"
+        else explain_pool(x, request["kind"], request["window"], request["stride"], padding, at)
+    )
+    return {
+        "input": x.tolist(),
+        "padded": _finite(walk.padded),
+        "pads": list(walk.pads),
+        "output": _finite(walk.output),
+        "filter": None if walk.filter is None else walk.filter.tolist(),
+        "window_size": list(walk.layer.size),
+        "stride": list(walk.layer.stride),
+        "at": list(walk.at),
+        "corner": list(walk.corner),
+        "window": _finite(walk.window),
+        "products": None if walk.products is None else _finite(walk.products),
+        "value": walk.value,
+        "formula": walk.formula,
+        "output_shape": [ho, wo],
+        "layer": walk.layer.label(),
+    }
+
+
+def _finite(a: np.ndarray) -> list:
+    """Nested lists with padding that is ±inf or NaN (pools) as None: JSON has no such numbers."""
+    return [[None if not math.isfinite(v) else float(v) for v in row] for row in np.asarray(a, dtype=np.float64)]
+
+
+# -- per-class metrics -------------------------------------------------------------------------------------------------
+def evaluation(path: Path) -> dict[str, Any]:
+    """Per-class precision, recall and F1 on the test split (classifier) or AP per class (detector: results.json)."""
+    from convscope.run import load_run
+
+    run = load_run(path)
+    results = run.results()
+    if run.spec.is_detector:
+        ap50 = results.get("per_class_ap50", {})
+        return {"detector": True, "per_class": [{"class": k, "ap50": v} for k, v in ap50.items()]}
+    if not results:
+        return {"detector": False, "per_class": [], "note": "not tested yet: per-class metrics come when it finishes"}
+    from convscope.evaluation import evaluate
+
+    with _model_lock:
+        result = evaluate(run, device="cpu")
+    rows = [{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
+            for row in result.per_class()]  # fmt: skip
+    return {"detector": False, "per_class": rows, "accuracy": result.accuracy, "confusion": result.confusion.tolist()}

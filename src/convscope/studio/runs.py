@@ -1,0 +1,154 @@
+"""The runs the studio shows: the run folders directly inside `--runs`, their status, and nothing outside it.
+
+A run is addressed by its folder's name only. `run_folder` refuses any other name (a path, `..`, a link that leads
+out of the runs folder) as `RunNotFound`, which the app answers with 404: the studio never reads a file that is not
+inside a run folder of `--runs`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import socket
+from pathlib import Path
+from typing import Any
+
+from convscope.errors import ConvscopeError
+from convscope.run import CHECKPOINT, CONFIG, LOCK, RESULTS, load_run
+
+NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,254}")
+PICTURES = ("curves.png", "confusion.png", "wrong.png", "pr_curves.png", "predictions.png")  # the report's
+
+
+class RunNotFound(LookupError):
+    """No run of that name inside the runs folder (answered with 404)."""
+
+
+def run_folder(runs_dir: Path, name: str) -> Path:
+    """The run folder `name` directly inside `runs_dir`. Raises RunNotFound for a name that is not a plain folder
+    name, that leads elsewhere once links are followed, or that holds no run (no config.yaml)."""
+    if not NAME.fullmatch(name) or name.strip(".") == "":
+        raise RunNotFound(name)
+    path = runs_dir / name
+    try:
+        inside = path.resolve(strict=True).parent == runs_dir.resolve(strict=True)
+    except OSError:
+        raise RunNotFound(name) from None
+    if not inside or not (path / CONFIG).is_file():
+        raise RunNotFound(name)
+    return path
+
+
+def status(path: Path) -> str:
+    """'running' (a training holds the folder's lock and its process lives), 'finished' (tested: results.json),
+    'stopped' (a checkpoint to resume from) or 'not started' (no checkpoint yet)."""
+    if _holder_alive(path / LOCK):
+        return "running"
+    if (path / RESULTS).is_file():
+        return "finished"
+    return "stopped" if (path / CHECKPOINT).is_file() else "not started"
+
+
+def _holder_alive(lock: Path) -> bool:
+    """The run's lock names a live process on this machine. The lock file is read, never locked: taking even a
+    shared lock could make a training that starts at that instant refuse the folder."""
+    try:
+        holder = lock.read_text(errors="replace")
+    except OSError:
+        return False
+    found = re.match(r"pid (\d+) on (\S+) ", holder)
+    if not found or found.group(2) != socket.gethostname():
+        return bool(holder.strip())  # another machine's training (a shared folder): trust the line
+    try:
+        os.kill(int(found.group(1)), 0)
+    except ProcessLookupError:
+        return False  # killed without unlocking (SIGKILL): the kernel dropped the lock, the line stayed
+    except PermissionError:
+        return True
+    return True
+
+
+def list_runs(runs_dir: Path) -> list[dict[str, Any]]:
+    """One entry per run folder directly inside `runs_dir`, newest first: name, status, task, model, data, epochs
+    done and planned, and the test score (accuracy, or mAP@0.5 for a detector) when finished."""
+    entries = []
+    for path in sorted(runs_dir.iterdir(), key=lambda p: p.stat().st_mtime, reverse=True) if runs_dir.is_dir() else ():
+        try:
+            entries.append(run_entry(run_folder(runs_dir, path.name)))
+        except (RunNotFound, ConvscopeError, OSError):
+            continue  # not a run, or one whose files cannot be read: left out of the list
+    return entries
+
+
+def run_entry(path: Path) -> dict[str, Any]:
+    """The list's entry of one run folder. Raises ConvscopeError for a run whose files cannot be read."""
+    run = load_run(path)
+    results = run.results()
+    detector = run.spec.is_detector
+    score = results.get("test_map50" if detector else "test_acc")
+    planned = run.config.epochs + run.config.finetune_epochs
+    return {
+        "name": path.name,
+        "status": status(path),
+        "task": "detection" if detector else "classification",
+        "model": run.spec.name,
+        "data": run.data.name,
+        "classes": len(run.data.classes),
+        "epochs": len(run.metrics()),
+        "planned_epochs": planned,
+        "score_name": "test mAP@0.5" if detector else "test accuracy",
+        "score": _number(score),
+    }
+
+
+def run_detail(path: Path) -> dict[str, Any]:
+    """Everything the run page shows: the entry, the config, results.json, the layers (shapes and parameters, as
+    `convscope summary` gives them), the metrics rows and the report's pictures that exist."""
+    from convscope.shapes import infer
+
+    run = load_run(path)
+    report = infer(run.spec)
+    layers = [
+        {
+            "index": info.index,
+            "name": info.name,
+            "label": info.label,
+            "output": "×".join(map(str, info.output_shape)),
+            "params": info.params,
+            "macs": info.macs,
+        }
+        for info in report.layers
+    ]
+    return run_entry(path) | {
+        "config": run.config.to_dict(),
+        "results": _clean(run.results()),
+        "layers": layers,
+        "input": "×".join(map(str, run.spec.input)),
+        "params": report.params,
+        "class_names": list(run.data.classes),
+        "metrics": metrics(path),
+        "pictures": [name for name in PICTURES if (path / name).is_file()],
+    }
+
+
+def metrics(path: Path) -> list[dict[str, float | None]]:
+    """metrics.csv as rows (NaN → None, which JSON can carry); [] before the first epoch."""
+    try:
+        rows = load_run(path).metrics()
+    except ConvscopeError:
+        return []
+    return [{k: _number(v) for k, v in row.items()} for row in rows]
+
+
+def _clean(value: Any) -> Any:
+    """JSON data with every non-finite number as None (a JSON response cannot carry NaN)."""
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and math.isfinite(value) else None

@@ -1,0 +1,75 @@
+// Small helpers every studio page uses. The pages are clients of the JSON API (see studio/app.py).
+"use strict";
+
+async function api(url, options) {
+  // The JSON answer, or an Error carrying the server's one-line `detail`.
+  const response = await fetch(url, options);
+  const body = await response.json().catch(() => ({}));
+  if (!response.ok) {
+    const detail = typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail || response.statusText);
+    throw new Error(detail);
+  }
+  return body;
+}
+
+function fmt(value, digits = 4) {
+  // Numbers as people read them: up to `digits` significant digits, "–" for none.
+  if (value === null || value === undefined || Number.isNaN(value)) return "–";
+  if (Number.isInteger(value)) return String(value);
+  return Number(value.toPrecision(digits)).toString();
+}
+
+function percent(p) {
+  return p === null || p === undefined ? "–" : (100 * p).toFixed(p > 0.999 || p < 0.001 ? 2 : 1) + "%";
+}
+
+function el(tag, attributes = {}, ...children) {
+  // A DOM element with attributes and children (text or elements): no HTML strings, so no injection.
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attributes)) {
+    if (key === "class") node.className = value;
+    else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+    else node.setAttribute(key, value);
+  }
+  for (const child of children) node.append(child instanceof Node ? child : String(child));
+  return node;
+}
+
+function showError(id, err) {
+  const box = document.getElementById(id);
+  if (box) box.textContent = err ? String(err.message || err) : "";
+}
+
+function lineChart(svg, rows, series) {
+  // Learning curves in an <svg>: `series` = [[key, colour, label]], x = epoch. Drawn again on every update.
+  const width = 520, height = 260, left = 48, right = 12, top = 12, bottom = 32;
+  svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
+  svg.replaceChildren();
+  const ns = "http://www.w3.org/2000/svg";
+  const add = (tag, attributes, text) => {
+    const node = document.createElementNS(ns, tag);
+    for (const [k, v] of Object.entries(attributes)) node.setAttribute(k, v);
+    if (text !== undefined) node.textContent = text;
+    svg.append(node);
+    return node;
+  };
+  const values = rows.flatMap(r => series.map(([key]) => r[key])).filter(v => v !== null && v !== undefined);
+  if (!rows.length || !values.length) {
+    add("text", {x: width / 2, y: height / 2, "text-anchor": "middle", class: "muted"}, "no epoch finished yet");
+    return;
+  }
+  let low = Math.min(...values), high = Math.max(...values);
+  if (high === low) { high += 0.5; low -= 0.5; }
+  const epochs = rows.map(r => r.epoch), last = Math.max(...epochs, 2);
+  const x = e => left + (e - 1) / (last - 1) * (width - left - right);
+  const y = v => top + (1 - (v - low) / (high - low)) * (height - top - bottom);
+  add("line", {x1: left, y1: height - bottom, x2: width - right, y2: height - bottom, class: "axis"});
+  add("line", {x1: left, y1: top, x2: left, y2: height - bottom, class: "axis"});
+  for (const v of [low, (low + high) / 2, high]) add("text", {x: left - 4, y: y(v) + 4, "text-anchor": "end", class: "tick"}, fmt(v, 3));
+  add("text", {x: (left + width) / 2, y: height - 6, "text-anchor": "middle", class: "tick"}, `epoch (1–${last})`);
+  series.forEach(([key, colour, label], i) => {
+    const points = rows.filter(r => r[key] !== null && r[key] !== undefined).map(r => `${x(r.epoch)},${y(r[key])}`);
+    if (points.length) add("polyline", {points: points.join(" "), fill: "none", stroke: colour, "stroke-width": 2, "data-series": key});
+    add("text", {x: left + 8 + i * 120, y: top + 12, fill: colour, class: "legend"}, label);
+  });
+}
