@@ -36,6 +36,8 @@ function startTry(name) {
   async function showDetections() {
     document.getElementById("detector").hidden = false;
     found = await api(`${base}/detections?image=${token}&min_score=0.05`);
+    const canvas = document.getElementById("detections");  // the image's own shape, 640 pixels wide
+    canvas.height = Math.round(canvas.width * found.height / found.width);
     picture = new Image();
     picture.onload = drawBoxes;
     picture.src = `/api/uploads/${token}`;  // the upload as convscope decoded it (PNG), not the bytes sent
