@@ -33,7 +33,7 @@ def exposed(host: str) -> bool:
 def cmd_serve(args: argparse.Namespace) -> None:
     import uvicorn
 
-    from convscope.studio.app import create_app
+    from convscope.studio.app import LOOPBACK, create_app
 
     if exposed(args.host):
         print(
@@ -41,7 +41,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
             "and can start trainings on this machine. Use --host 127.0.0.1 unless you mean it.",
             file=sys.stderr,
         )
-    app = create_app(args.runs)
+    app = create_app(args.runs, allowed_hosts=["*"] if exposed(args.host) else LOOPBACK)
     print(f"convscope studio: http://{args.host}:{args.port}/ (runs in {app.state.runs}); Ctrl-C stops it")
     args.stop.done = True  # uvicorn handles Ctrl-C itself from here: it stops serving and stops running trainings
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")

@@ -27,7 +27,8 @@ def png(size=32) -> bytes:
 
 @pytest.fixture
 def client(studio_runs):
-    with TestClient(create_app(studio_runs, max_upload=64 * 1024)) as test_client:
+    app = create_app(studio_runs, max_upload=64 * 1024)
+    with TestClient(app, base_url="http://127.0.0.1", headers={"x-convscope-studio": "1"}) as test_client:
         yield test_client
 
 
@@ -106,6 +107,18 @@ def test_runs_are_reached_by_their_name_inside_the_runs_folder_only(client, stud
     answer = client.get(url)
     assert answer.status_code == 404, (url, answer.status_code, answer.text[:200])
     assert "train:" not in answer.text and "import" not in answer.text
+
+
+def test_other_sites_get_no_answer_and_cannot_make_it_act(client):
+    """DNS rebinding: a page on another name that resolves here is refused by its Host header. Cross-site request
+    forgery: a request that changes something without the pages' header (which another site cannot send) is 403."""
+    assert client.get("/api/runs", headers={"host": "evil.example"}).status_code == 400
+    assert client.get("/api/runs", headers={"host": "localhost:8000"}).status_code == 200
+    forged = client.post("/api/jobs", data={"model": "lenet5", "data": "mnist"}, headers={"x-convscope-studio": ""})
+    assert forged.status_code == 403 and "studio's pages" in forged.json()["detail"]
+    assert client.app.state.jobs.list() == []
+    upload = client.post("/api/runs/shades/predict", data={"sample": "camera"}, headers={"x-convscope-studio": ""})
+    assert upload.status_code == 403
 
 
 def test_the_multipart_parsers_are_above_their_denial_of_service_advisories():

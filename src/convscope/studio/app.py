@@ -29,6 +29,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, Field
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from convscope.errors import ConvscopeError
 from convscope.studio import pictures
@@ -53,8 +54,19 @@ class ExplainRequest(BaseModel):
     column: int = 0
 
 
-def create_app(runs_dir: str | Path, max_upload: int = MAX_UPLOAD) -> FastAPI:
-    """The studio for the run folders directly inside `runs_dir` (made when missing)."""
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+# Sent by the pages with every request that changes something (upload, start, stop). A page of another site cannot
+# send a custom header to this server without a CORS preflight, which the studio never grants: so another site open
+# in the same browser cannot start trainings or upload here (cross-site request forgery).
+PAGE_HEADER = "x-convscope-studio"
+
+
+def create_app(runs_dir: str | Path, max_upload: int = MAX_UPLOAD, allowed_hosts=LOOPBACK) -> FastAPI:
+    """The studio for the run folders directly inside `runs_dir` (made when missing).
+
+    `allowed_hosts`: the Host headers it answers (starlette's TrustedHostMiddleware): by default this machine's
+    names only, so a web page whose name was made to resolve to 127.0.0.1 (DNS rebinding) gets 400, not the API;
+    ["*"] when the studio is served to other machines on purpose."""
     runs = Path(runs_dir).resolve()
     runs.mkdir(parents=True, exist_ok=True)
     uploads = UploadStore()
@@ -69,6 +81,15 @@ def create_app(runs_dir: str | Path, max_upload: int = MAX_UPLOAD) -> FastAPI:
     # No /docs: Swagger UI loads its code from a CDN, and the studio works offline. /openapi.json describes the API.
     app = FastAPI(title="convscope studio", docs_url=None, redoc_url=None, lifespan=lifespan)
     app.add_middleware(UploadLimit, limit=max_upload)
+
+    @app.middleware("http")
+    async def from_the_studio_pages(request: Request, call_next):
+        if request.method not in ("GET", "HEAD") and request.headers.get(PAGE_HEADER) != "1":
+            detail = f"requests that change something must come from the studio's pages (header {PAGE_HEADER}: 1)"
+            return JSONResponse({"detail": detail}, status_code=403)
+        return await call_next(request)
+
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     templates = Jinja2Templates(directory=HERE / "templates")
 

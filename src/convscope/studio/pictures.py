@@ -215,9 +215,17 @@ def _finite(a: np.ndarray) -> list:
 
 # -- per-class metrics -------------------------------------------------------------------------------------------------
 def evaluation(path: Path) -> dict[str, Any]:
-    """Per-class precision, recall and F1 on the test split (classifier) or AP per class (detector: results.json)."""
+    """Per-class precision, recall and F1 on the test split (classifier) or AP per class (detector: results.json).
+    Kept until the run's results.json changes: a page view does not evaluate the test split again."""
+    results = path / "results.json"
+    return _evaluation(str(path), results.stat().st_mtime_ns if results.is_file() else 0)
+
+
+@lru_cache(maxsize=16)
+def _evaluation(folder: str, _results_changed: int) -> dict[str, Any]:
     from convscope.run import load_run
 
+    path = Path(folder)
     run = load_run(path)
     results = run.results()
     if run.spec.is_detector:

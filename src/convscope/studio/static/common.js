@@ -1,9 +1,11 @@
 // Small helpers every studio page uses. The pages are clients of the JSON API (see studio/app.py).
 "use strict";
 
-async function api(url, options) {
-  // The JSON answer, or an Error carrying the server's one-line `detail`.
-  const response = await fetch(url, options);
+async function api(url, options = {}) {
+  // The JSON answer, or an Error carrying the server's one-line `detail`. Requests that change something carry the
+  // studio's header: the server refuses them without it (another site cannot send it).
+  const headers = {...(options.headers || {}), "x-convscope-studio": "1"};
+  const response = await fetch(url, {...options, headers});
   const body = await response.json().catch(() => ({}));
   if (!response.ok) {
     const detail = typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail || response.statusText);

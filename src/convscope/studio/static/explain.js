@@ -217,7 +217,8 @@
     try {
       const sent = body();
       const res = await fetch("/api/explain", {
-        method: "POST", headers: { "Content-Type": "application/json" },
+        // x-convscope-studio: the header the server asks of every request that is not a plain read (see app.py)
+        method: "POST", headers: { "Content-Type": "application/json", "x-convscope-studio": "1" },
         body: JSON.stringify(sent), signal: controller.signal,
       });
       const data = await res.json().catch(() => null);
