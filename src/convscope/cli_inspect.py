@@ -20,10 +20,26 @@ def add_parsers(sub, console: Console) -> None:
     add_device_flag(p)
     p.set_defaults(run=lambda args: cmd_featuremaps(args, console))
 
-    p = sub.add_parser("filters", help="a conv layer's filters as pictures (default: the first conv layer)")
+    p = sub.add_parser(
+        "filters",
+        help="a conv layer's filters as pictures (default: the first conv layer); with --patterns, the image each "
+        "filter responds to most",
+    )
     p.add_argument("run_dir", metavar="RUN")
-    p.add_argument("--layer", help="a conv layer name")
-    p.add_argument("--out", help="PNG file (default RUN/filters-LAYER.png)")
+    p.add_argument("--layer", help="a conv layer name; with --patterns any layer with feature maps, or a module of a "
+                   "pretrained base such as base1.net.blocks.15")  # fmt: skip
+    p.add_argument(
+        "--patterns",
+        action="store_true",
+        help="draw what each filter looks for, found by gradient ascent (Chollet; Olah et al. 2017), not its weights",
+    )
+    p.add_argument("--filters", help="with --patterns: which filters, e.g. 0-15 or 3,7,9 (default: the first 16)")
+    p.add_argument("--steps", type=int_in(1, 10_000), default=128, help="with --patterns: ascent steps (default 128)")
+    p.add_argument(
+        "--size", type=int_in(8, 1024), help="with --patterns: the pictures' side (default: the run's input)"
+    )
+    add_device_flag(p)
+    p.add_argument("--out", help="PNG file (default RUN/filters-LAYER.png, or RUN/patterns-LAYER.png)")
     p.set_defaults(run=lambda args: cmd_filters(args, console))
 
     p = sub.add_parser("top-activations", help="for each filter of a layer, the dataset images that excite it most")
@@ -74,6 +90,9 @@ def cmd_featuremaps(args: argparse.Namespace, console: Console) -> None:
 def cmd_filters(args: argparse.Namespace, console: Console) -> None:
     from convscope.inspect.filters import filter_weights, save_filter_sheet
 
+    if args.patterns:
+        _patterns(args, console)
+        return
     weights = filter_weights(args.run_dir, args.layer)
     path = Path(args.out) if args.out else Path(args.run_dir) / f"filters-{weights.name}.png"
     save_filter_sheet(weights, path)
@@ -81,6 +100,19 @@ def cmd_filters(args: argparse.Namespace, console: Console) -> None:
         f"{weights.name}: {weights.shape_text}, weights {weights.weights.min():.3g} … "
         f"{weights.weights.max():.3g} → {path}"
     )
+
+
+def _patterns(args: argparse.Namespace, console: Console) -> None:
+    from convscope.inspect.filters import filter_weights
+    from convscope.inspect.patterns import filter_patterns, save_pattern_sheet
+
+    layer = args.layer or filter_weights(args.run_dir).name  # the first conv layer, as for the weights
+    patterns = filter_patterns(
+        args.run_dir, layer, _filter_list(args.filters), args.steps, args.size, device=args.device or "auto"
+    )
+    path = Path(args.out) if args.out else Path(args.run_dir) / f"patterns-{layer}.png"
+    save_pattern_sheet(patterns, path)
+    console.print(f"{patterns.line()} → {path}", markup=False)
 
 
 def _filter_list(text: str | None) -> list[int] | None:

@@ -1,0 +1,218 @@
+"""What each filter looks for: the image that excites it most, found by gradient ascent in input space.
+
+The recipe is Chollet's (Deep Learning with Python, 2nd ed., §9.4 "Visualizing convnet filters"): start from a gray
+image with a little noise and change the image, not the network, so that the mean response of one filter rises.
+Two findings of Olah, Mordvintsev & Schubert, "Feature Visualization" (Distill, 2017) make the pictures readable:
+- **a Fourier parametrisation, scaled by 1/frequency** (their preconditioning): the optimiser moves smooth patterns
+  first, instead of the high-frequency noise plain pixel-space ascent fills the image with;
+- **transformation robustness**: every step sees the image shifted by a few pixels and slightly scaled and rotated,
+  so a pattern that excites the filter at one exact pixel offset only (adversarial noise) does not win.
+The picture is 255·sigmoid(·) of that parametrisation: always an image in [0, 255] with the run's channels, normalised
+with the run's mean and std before the network, exactly as a photo would be. All the filters asked for are optimised
+together, one image each, in one batch.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from convscope.errors import DataError
+from convscope.run import Run, load_model, load_run
+
+STEPS = 128  # Adam steps: the pictures stop changing visibly at about 100 (fashion-fast and cifar runs here)
+LEARNING_RATE = 0.05  # on the Fourier coefficients (Lucid's default)
+MAX_FILTERS = 64
+
+
+@dataclass(frozen=True)
+class FilterPatterns:
+    layer: str
+    filters: tuple[int, ...]
+    images: np.ndarray  # uint8 N×H×W×C: one image per filter, the model's channels, in [0, 255]
+    activation: np.ndarray  # float N: each filter's mean response to its own pattern
+    noise_activation: np.ndarray  # float N: its mean response to uniform-noise images (the same size), for scale
+    steps: int
+    seconds: float
+
+    def line(self) -> str:
+        gain = np.median(self.activation - self.noise_activation)
+        return (
+            f"{self.layer}: {len(self.filters)} patterns of {self.images.shape[1]}×{self.images.shape[2]} in "
+            f"{self.steps} steps ({self.seconds:.1f} s); each filter's mean response to its pattern is "
+            f"{gain:.3g} higher than to noise (median)"
+        )
+
+
+class _Reached(Exception):
+    """Raised by the hook once the layer's output is kept: the rest of the network is not needed."""
+
+
+def layer_output(model: torch.nn.Module, layer: str, x: torch.Tensor) -> torch.Tensor:
+    """The output N×C×H×W of the module named `layer` (a spec layer such as conv2, or a module inside a pretrained
+    base such as base1.net.blocks.15) for the batch `x`, running the network only as far as that layer."""
+    modules = dict(model.named_modules())
+    if layer not in modules or not layer:
+        raise DataError(f"{model.spec.name}: no layer {layer!r}. Layers: {', '.join(model.spec.layer_names())}")
+    kept: list[torch.Tensor] = []
+
+    def keep(_module, _inputs, output):
+        kept.append(output)
+        raise _Reached
+
+    handle = modules[layer].register_forward_hook(keep)
+    top = layer.split(".")[0]
+    try:
+        model[: model.spec.layer_names().index(top) + 1](x)  # a slice: any input size the layers allow
+    except _Reached:
+        pass
+    finally:
+        handle.remove()
+    if not kept or kept[0].ndim != 4:
+        raise DataError(f"{model.spec.name}: {layer!r} has no feature maps (its output is a vector)")
+    return kept[0]
+
+
+def filter_patterns(
+    run: Run | str | Path,
+    layer: str,
+    filters: list[int] | None = None,
+    steps: int = STEPS,
+    size: int | None = None,
+    seed: int = 0,
+    device: str = "auto",
+) -> FilterPatterns:
+    """One image per filter of `layer` (default filters: the first 16) that raises that filter's mean response, by
+    `steps` steps of gradient ascent (see the module's docstring for the recipe and its sources), on `device`.
+
+    `size`: the pictures' side in pixels (default: the run's input); a smaller one is faster, and any size the
+    layers before `layer` allow is an image the network could be given. Raises DataError for an unknown layer, a
+    layer without feature maps, or filters it does not have.
+    """
+    from convscope.device import resolve_device
+    from convscope.training.tensors import run_stats
+
+    run = run if isinstance(run, Run) else load_run(run)
+    device = resolve_device(device)
+    model = load_model(run, device=device).train(False).requires_grad_(False)
+    h, w, c = run.spec.input
+    if size is not None:
+        h = w = size
+    mean, std = (t.to(device).view(1, -1, 1, 1) for t in run_stats(run))
+    probe = layer_output(model, layer, torch.zeros(1, c, h, w, device=device))
+    channels = probe.shape[1]
+    filters = list(range(min(16, channels))) if filters is None else list(filters)
+    if not filters or len(filters) > MAX_FILTERS or not all(0 <= f < channels for f in filters):
+        raise DataError(
+            f"{layer} has filters 0 to {channels - 1}; choose 1 to {MAX_FILTERS} of them. Received {filters}"
+        )
+    generator = torch.Generator().manual_seed(seed)
+    started = time.perf_counter()
+    spectrum = _Spectrum(len(filters), c, h, w, generator, device)
+    optimiser = torch.optim.Adam([spectrum.coefficients], lr=LEARNING_RATE)
+    index = torch.tensor(filters, device=device)
+
+    def responses(pixels: torch.Tensor, transform: bool) -> torch.Tensor:
+        x = (pixels / 255 - mean) / std
+        if transform:
+            x = _jitter_scale_rotate(x, generator)
+        maps = layer_output(model, layer, x)
+        return maps[torch.arange(len(filters), device=device), index].mean(dim=(1, 2))  # each filter's own map
+
+    for _ in range(steps):
+        optimiser.zero_grad(set_to_none=True)
+        (-responses(spectrum.pixels(), transform=True).sum()).backward()
+        optimiser.step()
+    with torch.no_grad():
+        pixels = spectrum.pixels()
+        own = responses(pixels, transform=False)
+        noise = torch.rand(len(filters), c, h, w, generator=generator).to(device) * 255
+        baseline = responses(noise, transform=False)
+    images = pixels.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    return FilterPatterns(
+        layer, tuple(filters), images, own.cpu().numpy(), baseline.cpu().numpy(), steps, time.perf_counter() - started
+    )
+
+
+class _Spectrum:
+    """N images of C×H×W as Fourier coefficients scaled by 1/frequency (Olah et al. 2017, Lucid's `fft_image`):
+    pixels = 255·sigmoid(irfft2(coefficients / frequency)). Small random coefficients: a gray image with a little
+    noise, Chollet's start."""
+
+    def __init__(self, n: int, c: int, h: int, w: int, generator: torch.Generator, device: torch.device):
+        fy = torch.fft.fftfreq(h)[:, None]
+        fx = torch.fft.rfftfreq(w)[None, :]
+        frequency = torch.sqrt(fx**2 + fy**2).clamp(min=1.0 / max(h, w))
+        self.scale = (1.0 / frequency).to(device) * math.sqrt(h * w) / max(h, w)  # comparable across sizes
+        shape = (n, c, h, w // 2 + 1, 2)
+        self.coefficients = (torch.randn(shape, generator=generator) * 0.01).to(device).requires_grad_(True)
+        self.size = (h, w)
+
+    def pixels(self) -> torch.Tensor:
+        spectrum = torch.view_as_complex(self.coefficients) * self.scale
+        image = torch.fft.irfft2(spectrum, s=self.size, norm="ortho")
+        return torch.sigmoid(image) * 255
+
+
+def _jitter_scale_rotate(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """The batch shifted by up to 1/16 of its side, scaled by 0.95–1.05 and rotated by ±5° (one draw per image),
+    resampled bilinearly with the border repeated: what Olah et al. call transformation robustness."""
+    n, _, h, w = x.shape
+    draw = torch.rand(n, 4, generator=generator).to(x.device)
+    angle = (draw[:, 0] - 0.5) * math.radians(10)
+    scale = 0.95 + draw[:, 1] * 0.1
+    shift = (draw[:, 2:] - 0.5) * 2 / 8  # in [-1, 1] coordinates: ±1/16 of the side
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+    grid = F.affine_grid(theta, [n, x.shape[1], h, w], align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def mean_responses(run: Run | str | Path, layer: str, filters: list[int], images: np.ndarray) -> np.ndarray:
+    """Each filter's mean response (over its map and over the images) to uint8 images N×H×W×C: how much a set of
+    images excites each filter, to compare patterns with photos. Returns float len(filters)."""
+    from convscope.training.tensors import normalise, run_stats, to_tensor
+
+    run = run if isinstance(run, Run) else load_run(run)
+    model = load_model(run, device="cpu").train(False)
+    mean, std = run_stats(run)
+    with torch.inference_mode():
+        maps = layer_output(model, layer, normalise(to_tensor(images), mean, std))
+    return maps[:, filters].mean(dim=(0, 2, 3)).numpy()
+
+
+def save_pattern_sheet(patterns: FilterPatterns, path: str | Path, title: str = "") -> Path:
+    """A grid of the patterns, each titled with its filter number and its mean response."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from convscope.files import atomic_write_bytes
+    from convscope.inspect.featuremaps import grid_columns
+
+    n = len(patterns.filters)
+    cols = grid_columns(n, 8)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.75 * rows + 0.5), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, image, f, act in zip(axes.flat, patterns.images, patterns.filters, patterns.activation, strict=False):
+        ax.imshow(image[:, :, 0] if image.shape[2] == 1 else image, cmap="gray", vmin=0, vmax=255)
+        ax.set_title(f"filter {f}\nmean {act:.3g}", fontsize=8)
+    fig.suptitle(title or f"{patterns.layer}: the pattern each filter responds to most", fontsize=10)
+    fig.tight_layout()
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    path = Path(path)
+    atomic_write_bytes(path, buffer.getvalue())
+    return path
