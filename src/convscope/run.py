@@ -57,6 +57,7 @@ REPORT, CURVES, CONFUSION, WRONG, PR_CURVES, PREDICTIONS, COCO_EVAL = (
     "coco_eval.txt",
 )
 WEIGHTS, FEATUREMAPS, DETECTIONS, EXPORT = "weights", "featuremaps", "detections", "export"  # folders
+PATTERNS = "patterns"  # folder: the report's pictures of what filters look for (inspect.patterns)
 
 
 def weights_file(which: str) -> str:

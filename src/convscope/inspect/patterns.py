@@ -26,6 +26,11 @@ import torch.nn.functional as F
 from convscope.errors import DataError
 from convscope.run import Run, load_model, load_run
 
+# Colour decorrelation for 3-channel images (Olah et al. 2017; the matrix is Lucid's, the square root of ImageNet's
+# colour correlation): the optimiser works in decorrelated colours, so a step does not push red, green and blue
+# apart independently, which fills the picture with saturated rainbow noise.
+COLOUR_CORRELATION = torch.tensor([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]])
+COLOUR_CORRELATION /= COLOUR_CORRELATION.norm(dim=0).max()
 STEPS = 128  # Adam steps: the pictures stop changing visibly at about 100 (fashion-fast and cifar runs here)
 LEARNING_RATE = 0.05  # on the Fourier coefficients (Lucid's default)
 MAX_FILTERS = 64
@@ -87,8 +92,9 @@ def filter_patterns(
     size: int | None = None,
     seed: int = 0,
     device: str = "auto",
+    first: int = 16,
 ) -> FilterPatterns:
-    """One image per filter of `layer` (default filters: the first 16) that raises that filter's mean response, by
+    """One image per filter of `layer` (default filters: the `first` 16) that raises that filter's mean response, by
     `steps` steps of gradient ascent (see the module's docstring for the recipe and its sources), on `device`.
 
     `size`: the pictures' side in pixels (default: the run's input); a smaller one is faster, and any size the
@@ -107,7 +113,7 @@ def filter_patterns(
     mean, std = (t.to(device).view(1, -1, 1, 1) for t in run_stats(run))
     probe = layer_output(model, layer, torch.zeros(1, c, h, w, device=device))
     channels = probe.shape[1]
-    filters = list(range(min(16, channels))) if filters is None else list(filters)
+    filters = list(range(min(first, channels))) if filters is None else list(filters)
     if not filters or len(filters) > MAX_FILTERS or not all(0 <= f < channels for f in filters):
         raise DataError(
             f"{layer} has filters 0 to {channels - 1}; choose 1 to {MAX_FILTERS} of them. Received {filters}"
@@ -142,8 +148,8 @@ def filter_patterns(
 
 class _Spectrum:
     """N images of C×H×W as Fourier coefficients scaled by 1/frequency (Olah et al. 2017, Lucid's `fft_image`):
-    pixels = 255·sigmoid(irfft2(coefficients / frequency)). Small random coefficients: a gray image with a little
-    noise, Chollet's start."""
+    pixels = 255·sigmoid(colours(irfft2(coefficients / frequency))), colours decorrelated for 3 channels. Small
+    random coefficients: a gray image with a little noise, Chollet's start."""
 
     def __init__(self, n: int, c: int, h: int, w: int, generator: torch.Generator, device: torch.device):
         fy = torch.fft.fftfreq(h)[:, None]
@@ -157,6 +163,8 @@ class _Spectrum:
     def pixels(self) -> torch.Tensor:
         spectrum = torch.view_as_complex(self.coefficients) * self.scale
         image = torch.fft.irfft2(spectrum, s=self.size, norm="ortho")
+        if image.shape[1] == 3:
+            image = torch.einsum("ij,njhw->nihw", COLOUR_CORRELATION.to(image.device), image)
         return torch.sigmoid(image) * 255
 
 
@@ -172,6 +180,21 @@ def _jitter_scale_rotate(x: torch.Tensor, generator: torch.Generator) -> torch.T
     theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
     grid = F.affine_grid(theta, [n, x.shape[1], h, w], align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def report_layers(model: torch.nn.Module) -> list[str]:
+    """A middle and a deep layer whose patterns the report shows: of the network's own conv layers, the middle one
+    and the last; with a pretrained base, the base's middle block and its last block."""
+    from convscope.spec import Conv
+    from convscope.transfer.bases import BaseNet
+
+    if isinstance(model[0], BaseNet):
+        names = {id(module): name for name, module in model.named_modules()}
+        blocks = [names[id(block)] for block in model[0].blocks]
+        return [blocks[len(blocks) // 2], blocks[-1]]
+    convs = [name for name, layer in zip(model.spec.layer_names(), model.spec.layers, strict=True)
+             if isinstance(layer, Conv)]  # fmt: skip
+    return list(dict.fromkeys([convs[(len(convs) - 1) // 2], convs[-1]])) if convs else []
 
 
 def mean_responses(run: Run | str | Path, layer: str, filters: list[int], images: np.ndarray) -> np.ndarray:

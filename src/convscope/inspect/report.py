@@ -1,8 +1,8 @@
 """runs/NAME/report.html: one self-contained offline page (images inlined) about a run, and the same pictures as PNGs.
 
 Sections: the model summary, the learning curves, per-class metrics and the confusion matrix, the test images the model
-got wrong most confidently with class activation maps (HiResCAM: where it looked), and the feature maps of one test
-image.
+got wrong most confidently with class activation maps (HiResCAM: where it looked), the feature maps of one test
+image, and the patterns the filters of a middle and a deep layer respond to most (inspect.patterns).
 """
 
 from __future__ import annotations
@@ -17,7 +17,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 from convscope.evaluation import Evaluation, evaluate  # noqa: E402
 from convscope.inspect.html import escape, inline_image, page_header, save_page, section, summary_table  # noqa: E402
 from convscope.plots import plot_curves  # noqa: E402
-from convscope.run import CONFUSION, CURVES, FEATUREMAPS, WRONG, Run, load_model, load_run  # noqa: E402
+from convscope.run import CONFUSION, CURVES, FEATUREMAPS, PATTERNS, WRONG, Run, load_model, load_run  # noqa: E402
+
+REPORT_FILTERS, REPORT_STEPS, REPORT_SIDE = 8, 64, 128  # patterns in the report: a few, quickly, at most 128 px
 
 
 def write_report(run: Run | str | Path, evaluation: Evaluation | None = None, wrong: int = 8) -> Path:
@@ -36,6 +38,7 @@ def write_report(run: Run | str | Path, evaluation: Evaluation | None = None, wr
         section("Test results", _metrics_table(evaluation) + inline_image(run.path / CONFUSION)),
         section("Most confidently wrong", _wrong_section(run, evaluation, wrong)),
         section("Feature maps of one test image", _featuremap_section(run, evaluation)),
+        section("What the filters look for", _pattern_section(run)),
     ]
     return save_page(run, sections)
 
@@ -125,3 +128,22 @@ def _featuremap_section(run: Run, ev: Evaluation) -> str:
         "bright where the filter's pattern is present.</p>"
     )
     return note + "".join(inline_image(p, p.stem) for p in sheets)
+
+
+def _pattern_section(run: Run) -> str:
+    from convscope.inspect.patterns import filter_patterns, report_layers, save_pattern_sheet
+
+    folder = run.path / PATTERNS
+    folder.mkdir(exist_ok=True)
+    parts = []
+    for layer in report_layers(load_model(run)):
+        side = min(REPORT_SIDE, max(run.spec.input[:2]))
+        patterns = filter_patterns(run, layer, steps=REPORT_STEPS, size=side, first=REPORT_FILTERS, device="cpu")
+        path = save_pattern_sheet(patterns, folder / f"{layer}.png")
+        parts.append(f"<p class=note>{escape(patterns.line())}</p>" + inline_image(path, f"patterns of {layer}"))
+    note = (
+        "<p class=note>For each filter, the image that raises its mean response most, found by changing the image "
+        "(not the network) by gradient ascent from gray noise (Chollet; Olah et al. 2017). Early layers look for "
+        "edges and colours, deeper ones for textures and parts.</p>"
+    )
+    return note + "".join(parts) if parts else "<p>The network has no conv layer of its own.</p>"
