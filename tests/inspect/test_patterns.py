@@ -29,7 +29,14 @@ def folder(tmp_path_factory):
 
 
 def test_a_vertical_edge_filter_set_by_hand_yields_vertical_stripes(folder, tmp_path):
-    layers = [{"conv": {"filters": 2, "size": 3, "activation": "relu"}}, "global_pool", {"dense": {"units": 2}}]
+    # The ReLU as a layer of its own, whose output is the objective: a conv layer's own patterns are found before
+    # its activation, and the mean of a linear zero-sum filter's response only rewards the image's borders.
+    layers = [
+        {"conv": {"filters": 2, "size": 3}},
+        {"activation": {"function": "relu"}},
+        "global_pool",
+        {"dense": {"units": 2}},
+    ]
     spec = NetSpec.from_dict({"name": "edges", "input": "20x20x1", "layers": layers})
     (tmp_path / "edges.yaml").write_text(spec.to_yaml())
     run = train(model=str(tmp_path / "edges.yaml"), data=str(folder), epochs=1, threads=1, out=str(tmp_path / "r"))
@@ -40,7 +47,7 @@ def test_a_vertical_edge_filter_set_by_hand_yields_vertical_stripes(folder, tmp_
         weights["conv1.weight"][1, 0] = torch.tensor(SOBEL_X).T  # and a horizontal-edge one beside it
         weights["conv1.bias"][:] = 0
         save_file(weights, path)
-    patterns = filter_patterns(run, "conv1", [0, 1], steps=96, device="cpu")
+    patterns = filter_patterns(run, "activation1", [0, 1], steps=96, device="cpu")
     assert patterns.images.shape == (2, 20, 20, 1) and patterns.images.dtype == np.uint8
     for image, across, along in ((patterns.images[0], 1, 0), (patterns.images[1], 0, 1)):
         pixels = image[:, :, 0].astype(float)

@@ -60,18 +60,26 @@ class _Reached(Exception):
 
 
 def layer_output(model: torch.nn.Module, layer: str, x: torch.Tensor) -> torch.Tensor:
-    """The output N×C×H×W of the module named `layer` (a spec layer such as conv2, or a module inside a pretrained
-    base such as base1.net.blocks.15) for the batch `x`, running the network only as far as that layer."""
+    """The response N×C×H×W of the module named `layer` (a spec layer such as conv2, or a module inside a pretrained
+    base such as base1.net.blocks.15) to the batch `x`, running the network only as far as that layer.
+
+    For a conv layer with an activation, the response before the activation (what Lucid's `…_pre_relu` objectives
+    use): after a ReLU, many filters of a deep layer are 0 for the gray start image, and 0 has no gradient to climb
+    (measured on a cifar-3conv run: conv3's patterns ended below noise without this)."""
+    from convscope.layers import Conv2d
+
     modules = dict(model.named_modules())
     if layer not in modules or not layer:
         raise DataError(f"{model.spec.name}: no layer {layer!r}. Layers: {', '.join(model.spec.layer_names())}")
     kept: list[torch.Tensor] = []
+    target = modules[layer]
+    before_activation = isinstance(target, Conv2d) and not isinstance(target.activation, torch.nn.Identity)
 
-    def keep(_module, _inputs, output):
-        kept.append(output)
+    def keep(_module, inputs, output):
+        kept.append(inputs[0] if before_activation else output)
         raise _Reached
 
-    handle = modules[layer].register_forward_hook(keep)
+    handle = (target.activation if before_activation else target).register_forward_hook(keep)
     top = layer.split(".")[0]
     try:
         model[: model.spec.layer_names().index(top) + 1](x)  # a slice: any input size the layers allow
