@@ -205,19 +205,6 @@ def report_layers(model: torch.nn.Module) -> list[str]:
     return list(dict.fromkeys([convs[(len(convs) - 1) // 2], convs[-1]])) if convs else []
 
 
-def mean_responses(run: Run | str | Path, layer: str, filters: list[int], images: np.ndarray) -> np.ndarray:
-    """Each filter's mean response (over its map and over the images) to uint8 images N×H×W×C: how much a set of
-    images excites each filter, to compare patterns with photos. Returns float len(filters)."""
-    from convscope.training.tensors import normalise, run_stats, to_tensor
-
-    run = run if isinstance(run, Run) else load_run(run)
-    model = load_model(run, device="cpu").train(False)
-    mean, std = run_stats(run)
-    with torch.inference_mode():
-        maps = layer_output(model, layer, normalise(to_tensor(images), mean, std))
-    return maps[:, filters].mean(dim=(0, 2, 3)).numpy()
-
-
 def save_pattern_sheet(patterns: FilterPatterns, path: str | Path, title: str = "") -> Path:
     """A grid of the patterns, each titled with its filter number and its mean response."""
     import matplotlib
