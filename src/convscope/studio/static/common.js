@@ -37,6 +37,11 @@ function el(tag, attributes = {}, ...children) {
   return node;
 }
 
+function statusBadge(status) {
+  // A run's or training's status as the pages show it: "stopped" means saved and resumable, so it says so.
+  return el("span", {class: `status ${status.split(" ")[0]}`}, status === "stopped" ? "stopped, resumable" : status);
+}
+
 function showError(id, err) {
   const box = document.getElementById(id);
   if (box) box.textContent = err ? String(err.message || err) : "";
