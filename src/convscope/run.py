@@ -23,6 +23,7 @@ import fcntl
 import json
 import math
 import os
+import re
 import socket
 import sys
 import time
@@ -180,6 +181,27 @@ class RunLock:
                 os.ftruncate(self.fd, 0)  # nobody holds it now
             os.close(self.fd)  # closing the descriptor releases the flock
             self.fd = None
+
+
+def training_alive(folder: str | Path) -> bool:
+    """Whether a training holds `folder` now: its lock names a live process (read, never locked: taking even a
+    shared lock could make a training that starts at that instant refuse the folder). A training killed without
+    unlocking (SIGKILL) leaves its line behind, but its process is gone. A line from another machine (a shared
+    folder) cannot be checked and is trusted."""
+    try:
+        holder = (Path(folder) / LOCK).read_text(errors="replace")
+    except OSError:
+        return False
+    found = re.match(r"pid (\d+) on (\S+) ", holder)  # as RunLock writes it
+    if not found or found.group(2) != socket.gethostname():
+        return bool(holder.strip())
+    try:
+        os.kill(int(found.group(1)), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _read_holder(fd: int) -> str:

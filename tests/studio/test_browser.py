@@ -10,7 +10,7 @@ import pytest
 
 from convscope.data.images import sample_photo
 from convscope.explain import NAMED_FILTERS, explain_conv
-from convscope.studio.pictures import _gray
+from convscope.studio.pictures import gray_sample
 
 
 def test_the_runs_page_lists_each_run_with_its_status_and_score(page, tmp_path):
@@ -98,7 +98,7 @@ def test_explain_follows_one_output_value_as_the_reference_computes_it(page, tmp
     page.wait_for_function("document.getElementById('output-size').textContent.trim() === '11×11'")
     assert page.locator("#stride-value").inner_text().strip() == "2"
     size = int(page.locator("#size").input_value())
-    x = _gray("camera", size)
+    x = gray_sample("camera", size)
     reference = explain_conv(x, np.asarray(NAMED_FILTERS["edge-x"], float), 2, "valid", (0, 0)).output
     # Hover the output map's cell (row 3, column 4): the walkthrough of that position comes from the server.
     box = page.locator("#output").bounding_box()

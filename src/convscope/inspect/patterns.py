@@ -206,31 +206,14 @@ def report_layers(model: torch.nn.Module) -> list[str]:
 
 
 def save_pattern_sheet(patterns: FilterPatterns, path: str | Path, title: str = "") -> Path:
-    """A grid of the patterns, each titled with its filter number and its mean response."""
-    import matplotlib
+    """The patterns as one sheet (featuremaps.draw_sheet, as the filter and feature-map sheets), each tile labelled
+    with its filter number and its mean response."""
+    from convscope.inspect.featuremaps import draw_sheet
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from convscope.files import atomic_write_bytes
-    from convscope.inspect.featuremaps import grid_columns
-
-    n = len(patterns.filters)
-    cols = grid_columns(n, 8)
-    rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.75 * rows + 0.5), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, image, f, act in zip(axes.flat, patterns.images, patterns.filters, patterns.activation, strict=False):
-        ax.imshow(image[:, :, 0] if image.shape[2] == 1 else image, cmap="gray", vmin=0, vmax=255)
-        ax.set_title(f"filter {f}\nmean {act:.3g}", fontsize=8)
-    fig.suptitle(title or f"{patterns.layer}: the pattern each filter responds to most", fontsize=10)
-    fig.tight_layout()
-    import io
-
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
-    path = Path(path)
-    atomic_write_bytes(path, buffer.getvalue())
-    return path
+    labels = [f"{f}: {a:.3g}" for f, a in zip(patterns.filters, patterns.activation, strict=True)]
+    title = title or f"{patterns.layer}: the pattern each filter responds to most (filter: its mean response)"
+    if patterns.images.shape[3] == 3:  # colour tiles in [0, 1], no colour scale
+        tiles = list(patterns.images / 255)
+        return draw_sheet(Path(path), tiles, labels, title, None, None, None, "")
+    tiles = list(patterns.images[:, :, :, 0])
+    return draw_sheet(Path(path), tiles, labels, title, "gray", 0, 255, "pixel value")

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from convscope.data.images import SAMPLE_PHOTOS, open_image, sample_photo, to_array
+from convscope.data.images import SAMPLE_PHOTOS, open_image, sample_photo
 from convscope.errors import DataError
 
 SAMPLES = tuple(SAMPLE_PHOTOS)
@@ -148,18 +148,17 @@ def first_filters(path: Path) -> dict[str, Any]:
         raise DataError(f"{path.name}: its network has no conv layer of its own")
     with _model_lock:
         model = load_model(run, device="cpu")
-    conv = next(m for m in model.modules() if hasattr(m, "weight") and getattr(m.weight, "ndim", 0) == 4)
-    weights = conv.weight.detach().float().sum(1).numpy()  # out × k × k
-    return {"layer": f"conv{index + 1}", "filters": [np.round(w, 4).tolist() for w in weights[:32]]}
+    weights = model[index].weight.detach().float().sum(1).numpy()  # out × k × k: the spec's own first conv layer
+    return {"layer": run.spec.layer_names()[index], "filters": [np.round(w, 4).tolist() for w in weights[:32]]}
 
 
 # -- explain -----------------------------------------------------------------------------------------------------------
 @lru_cache(maxsize=64)
-def _gray(sample: str, size: int) -> np.ndarray:
-    img = open_image(sample_photo(sample))
-    gray = to_array(img, 1)[:, :, 0]
-    small = Image.fromarray(gray).resize((size, size), Image.Resampling.BILINEAR)
-    return np.asarray(small, dtype=np.float64)
+def gray_sample(sample: str, size: int) -> np.ndarray:
+    """The sample photo as `convscope explain --image SAMPLE --resize S×S` takes it: gray, size×size, float64."""
+    from convscope.explain import load_input
+
+    return load_input(sample, None, (size, size))[0]
 
 
 def explain(request: dict[str, Any]) -> dict[str, Any]:
@@ -169,7 +168,7 @@ def explain(request: dict[str, Any]) -> dict[str, Any]:
 
     if request["sample"] not in SAMPLES:
         raise DataError(f"no sample photo {request['sample'][:40]!r}; samples: {', '.join(SAMPLES)}")
-    x = _gray(request["sample"], request["size"])
+    x = gray_sample(request["sample"], request["size"])
     padding = request["padding"]
     padding = int(padding) if isinstance(padding, str) and padding.isdigit() else padding
     at = (request["row"], request["column"])

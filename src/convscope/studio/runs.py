@@ -8,14 +8,12 @@ inside a run folder of `--runs`.
 from __future__ import annotations
 
 import math
-import os
 import re
-import socket
 from pathlib import Path
 from typing import Any
 
 from convscope.errors import ConvscopeError
-from convscope.run import CHECKPOINT, CONFIG, LOCK, RESULTS, load_run
+from convscope.run import CHECKPOINT, CONFIG, RESULTS, load_run, training_alive
 
 NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,254}")
 PICTURES = ("curves.png", "confusion.png", "wrong.png", "pr_curves.png", "predictions.png")  # the report's
@@ -43,30 +41,11 @@ def run_folder(runs_dir: Path, name: str) -> Path:
 def status(path: Path) -> str:
     """'running' (a training holds the folder's lock and its process lives), 'finished' (tested: results.json),
     'stopped' (a checkpoint to resume from) or 'not started' (no checkpoint yet)."""
-    if _holder_alive(path / LOCK):
+    if training_alive(path):
         return "running"
     if (path / RESULTS).is_file():
         return "finished"
     return "stopped" if (path / CHECKPOINT).is_file() else "not started"
-
-
-def _holder_alive(lock: Path) -> bool:
-    """The run's lock names a live process on this machine. The lock file is read, never locked: taking even a
-    shared lock could make a training that starts at that instant refuse the folder."""
-    try:
-        holder = lock.read_text(errors="replace")
-    except OSError:
-        return False
-    found = re.match(r"pid (\d+) on (\S+) ", holder)
-    if not found or found.group(2) != socket.gethostname():
-        return bool(holder.strip())  # another machine's training (a shared folder): trust the line
-    try:
-        os.kill(int(found.group(1)), 0)
-    except ProcessLookupError:
-        return False  # killed without unlocking (SIGKILL): the kernel dropped the lock, the line stayed
-    except PermissionError:
-        return True
-    return True
 
 
 def list_runs(runs_dir: Path) -> list[dict[str, Any]]:
