@@ -58,7 +58,7 @@ def main() -> None:
     import torch
 
     from convscope.presets import resolve_spec
-    from convscope.transfer.finetune import transfer_spec
+    from convscope.pretrained.finetune import transfer_spec
 
     torch.set_num_threads(args.threads)
     machine = common.machine_facts(args.threads)

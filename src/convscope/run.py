@@ -348,7 +348,7 @@ def model_images(run: Run, images, dataset: str):
     """
     from convscope.data.resize import fit_images
     from convscope.errors import DataError
-    from convscope.transfer.bases import spec_base
+    from convscope.pretrained.bases import spec_base
 
     if tuple(images.shape[1:]) == run.spec.input:
         return images

@@ -34,7 +34,7 @@ from convscope.spec import (
     pair_text,
     shape_text,
 )
-from convscope.transfer.catalog import base_shape
+from convscope.pretrained.catalog import base_shape
 
 Shape = tuple[int, ...]  # (H, W, C) for feature maps, (N,) for vectors
 

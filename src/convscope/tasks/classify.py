@@ -28,7 +28,7 @@ from convscope.spec import Dense, NetSpec
 from convscope.training.config import TrainConfig
 from convscope.training.task import Task
 from convscope.training.tensors import batch_for, channel_stats, normalise, predict_logits, run_stats, to_tensor
-from convscope.transfer.bases import spec_base
+from convscope.pretrained.bases import spec_base
 
 log = logging.getLogger("convscope.train")
 STATS_SAMPLE = 5_000  # images of a streamed training split that its per-channel mean and std are computed from

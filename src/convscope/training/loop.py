@@ -39,7 +39,7 @@ from convscope.training.config import TrainConfig
 from convscope.training.distributed import Group
 from convscope.training.resume import CHANGEABLE, check_format, finished_message, is_finished, resumed_config
 from convscope.training.trainer import Trainer, set_threads
-from convscope.transfer.bases import input_scaling, spec_base
+from convscope.pretrained.bases import input_scaling, spec_base
 
 __all__ = ["CACHE_LIMIT", "Interrupted", "train"]
 

@@ -38,7 +38,7 @@ from convscope.training.resume import Checkpointing
 from convscope.training.runtime import log_file, optimizer_for, scheduler_for
 from convscope.training.state import read_checkpoint
 from convscope.training.task import Task
-from convscope.transfer.bases import BaseNet
+from convscope.pretrained.bases import BaseNet
 
 log = logging.getLogger("convscope.train")
 

@@ -14,8 +14,8 @@ from torch import Tensor, nn
 
 from convscope.errors import ConfigError
 from convscope.spec import Base, NetSpec
-from convscope.transfer.catalog import lite0_cut
-from convscope.transfer.trunk import Trunk
+from convscope.pretrained.catalog import lite0_cut
+from convscope.pretrained.trunk import Trunk
 
 # Per-channel input scaling in 0–1 units (the trainer's normalise: (x/255 − mean)/std). EfficientNet-Lite0's weights
 # come from TensorFlow, trained on (x − 127)/128 of 0–255 pixels; torchvision's weights on ImageNet mean/std.
@@ -77,7 +77,7 @@ def build_trunk(layer: Base, pretrained: bool = True) -> Trunk:
     weights = layer.weights if pretrained and layer.weights != "none" else None
     arch = layer.arch
     if arch == "efficientnet-lite0":
-        from convscope.transfer.efficientnet import EfficientNetLite0, load_weights_file, weights_path
+        from convscope.pretrained.efficientnet import EfficientNetLite0, load_weights_file, weights_path
 
         model = EfficientNetLite0(num_classes=0)
         if weights is not None:
@@ -91,7 +91,7 @@ def build_trunk(layer: Base, pretrained: bool = True) -> Trunk:
         raise ConfigError(
             f"{arch}: no ImageNet weights ship with convscope for this base; pass a local weights file (--weights PATH)"
         )
-    from convscope.transfer import external
+    from convscope.pretrained import external
 
     family, name = arch.split(":", 1)
     if family == "torchvision":

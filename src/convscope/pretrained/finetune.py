@@ -35,8 +35,8 @@ def transfer_spec(arch: str, image_size: int, weights: str | None = None, dropou
     if arch.startswith(("torchvision:", "timm:")):
         if weights is None:
             raise ConfigError(f"{arch}: pass its weights file with --weights PATH (nothing is downloaded)")
-        from convscope.transfer.bases import build_trunk
-        from convscope.transfer.external import feature_info
+        from convscope.pretrained.bases import build_trunk
+        from convscope.pretrained.external import feature_info
 
         channels, stride, params = feature_info(build_trunk(base), image_size)
         base = Base(arch, weights=weights, channels=channels, stride=stride, params=params)

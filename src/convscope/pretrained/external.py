@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from convscope.errors import CheckpointError, ConfigError
-from convscope.transfer.trunk import Trunk
+from convscope.pretrained.trunk import Trunk
 from convscope.weights import load_state_dict_file, state_dict_problems
 
 TORCHVISION_FAMILIES = (

