@@ -6,14 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+from matplotlib.ticker import MaxNLocator
 
-matplotlib.use("Agg")  # files only, no screen needed
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.patches import Rectangle  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-
-from convscope.explain import Walkthrough, _fmt  # noqa: E402
+from convscope.explain import Walkthrough, _fmt
 
 PAD_COLOUR = "#cfe3f7"  # light blue: padding cells
 WINDOW_COLOUR = "#d62728"  # red: the window / the output value it makes
@@ -22,25 +20,36 @@ MAX_MARKED = 4096  # window start positions drawn up to this many (more would be
 
 
 def save_walkthrough_png(w: Walkthrough, path: str | Path) -> Path:
+    """walkthrough_figure saved as a PNG at `path` (1600×660 pixels; folders made as needed); returns the path."""
+    fig = walkthrough_figure(w)
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    return path
+
+
+def walkthrough_figure(w: Walkthrough) -> Figure:
+    """Three panels: the padded input (H×W values, padding light blue) with the window in red and where each window
+    starts, the arithmetic of that one window (window × filter = products, or the pool), and the output feature map
+    with the output cell in red and its size formula.
+
+    Returns a new matplotlib Figure (16×6.6 inches, 100 dpi) with four axes: the three panels and the output's
+    colorbar."""
     has_filter = w.filter is not None
-    fig = plt.figure(figsize=(16, 6.6), dpi=100, layout="constrained")
+    fig = Figure(figsize=(16, 6.6), dpi=100, layout="constrained")
     grid = fig.add_gridspec(1, 3, width_ratios=[1.25, 1.05 if has_filter else 0.6, 1.0])
     _draw_input(fig.add_subplot(grid[0]), w)
     _draw_window(fig.add_subplot(grid[1]), w)
     _draw_output(fig.add_subplot(grid[2]), w)
     what = w.layer.label() + (f", filter {w.filter_name}" if has_filter else "")
     fig.suptitle(f"{what} — output (row {w.at[0]}, column {w.at[1]}) = {_fmt(w.value)}", fontsize=15, weight="bold")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return fig
 
 
 def _cells(ax, values: np.ndarray, pad: np.ndarray, cmap: str, vmin: float, vmax: float, numbers: bool) -> None:
     """An image of `values` where padding cells are drawn light blue, with grid lines and (small grids) numbers."""
     shown = np.where(pad | ~np.isfinite(values), np.nan, values)
-    colours = plt.get_cmap(cmap).with_extremes(bad=PAD_COLOUR)
+    colours = matplotlib.colormaps[cmap].with_extremes(bad=PAD_COLOUR)
     ax.imshow(shown, cmap=colours, vmin=vmin, vmax=vmax, interpolation="nearest")
     rows, cols = values.shape
     if max(rows, cols) <= 40:

@@ -1,21 +1,29 @@
-"""The run's pictures: learning curves and the confusion matrix (PNG files people open)."""
+"""The run's pictures: learning curves and the confusion matrix, as figures (a notebook shows them) and PNG files.
+
+Drawn on `matplotlib.figure.Figure` objects, never through pyplot: the library leaves the user's backend and pyplot's
+figure list alone (a notebook's inline backend keeps working).
+"""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only, no screen needed
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import PercentFormatter
 
 
-def plot_curves(rows: list[dict[str, float]], path: Path, title: str) -> Path:
-    """Loss and accuracy (a detector: validation mAP) per epoch, training and validation, side by side."""
+def curves_figure(rows: list[dict[str, float]], title: str) -> Figure:
+    """Loss and accuracy (a detector: validation mAP) per epoch, training and validation, side by side.
+
+    `rows` are the run's metrics.csv rows (`Run.metrics()`); NaN values (epochs not validated) are left out.
+    Returns a new 11×4.2 inch Figure at 110 dpi with two axes (loss, then accuracy or mAP); raises KeyError if a row
+    lacks a column the panels need.
+    """
     epochs = [r["epoch"] for r in rows]
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4.2), dpi=110, layout="constrained")
+    fig = Figure(figsize=(11, 4.2), dpi=110, layout="constrained")
+    ax_loss, ax_acc = fig.subplots(1, 2)
     detector = bool(rows) and "val_map50" in rows[0]
     lines = {  # panel → (label, key) of each line; training first
         ax_loss: [("training (augmented batches)", "train_loss"), ("validation", "val_loss")],
@@ -38,20 +46,30 @@ def plot_curves(rows: list[dict[str, float]], path: Path, title: str) -> Path:
         ax.grid(alpha=0.3)
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.legend()
-    ax_acc.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
+    ax_acc.yaxis.set_major_formatter(PercentFormatter(1.0))
     fig.suptitle(title)
-    fig.savefig(path)
-    plt.close(fig)
+    return fig
+
+
+def plot_curves(rows: list[dict[str, float]], path: Path, title: str) -> Path:
+    """curves_figure saved as a PNG at `path`; returns the path."""
+    curves_figure(rows, title).savefig(path)
     return path
 
 
-def plot_confusion(evaluation, path: Path, title: str) -> Path:
-    """Counts per (true, predicted) class; rows are coloured by share of the true class."""
+def confusion_figure(evaluation, title: str) -> Figure:
+    """The confusion matrix: counts per (true, predicted) class, cells coloured by share of the true class (rows).
+
+    `evaluation` has `.confusion` (n×n counts, rows true) and `.classes` (n names). Counts and class names are written
+    in up to 30 classes. Returns a new Figure (110 dpi, sized to the class count) with two axes: the matrix and its
+    colorbar.
+    """
     m = evaluation.confusion
     n = len(evaluation.classes)
     share = m / np.maximum(m.sum(1, keepdims=True), 1)
     size = max(5.5, 0.62 * n + 2.5)
-    fig, ax = plt.subplots(figsize=(size + 1.2, size), dpi=110, layout="constrained")
+    fig = Figure(figsize=(size + 1.2, size), dpi=110, layout="constrained")
+    ax = fig.subplots()
     image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
     if n <= 30:
         for (t, p), count in np.ndenumerate(m):
@@ -74,10 +92,14 @@ def plot_confusion(evaluation, path: Path, title: str) -> Path:
         ax=ax,
         fraction=0.046,
         pad=0.04,
-        format=matplotlib.ticker.PercentFormatter(1.0),
+        format=PercentFormatter(1.0),
         label="share of the true class",
     )
     ax.set_title(title)
-    fig.savefig(path, bbox_inches="tight", pad_inches=0.15)
-    plt.close(fig)
+    return fig
+
+
+def plot_confusion(evaluation, path: Path, title: str) -> Path:
+    """confusion_figure saved as a PNG at `path` (cropped to what is drawn); returns the path."""
+    confusion_figure(evaluation, title).savefig(path, bbox_inches="tight", pad_inches=0.15)
     return path

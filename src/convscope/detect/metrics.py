@@ -14,10 +14,14 @@ import io
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from convscope.errors import DataError
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 PIP_COMMAND = "pip install pycocotools"
 
@@ -176,19 +180,22 @@ def _table(printed: str) -> str:
     return "\n".join(line for line in printed.splitlines() if line.lstrip().startswith("Average"))
 
 
-def plot_pr_curves(metrics: DetectionMetrics, path: Path, title: str) -> Path:
-    """Precision against recall at IoU 0.5 per class (COCO's interpolated curves) and their mean, as a PNG."""
-    import matplotlib
+def pr_curves_figure(metrics: DetectionMetrics, title: str) -> Figure:
+    """Precision against recall at IoU 0.5 per class (COCO's interpolated curves, 101 recall points) and their mean.
 
-    matplotlib.use("Agg")  # files only, no screen needed
-    import matplotlib.pyplot as plt
+    Each class's curve ends (with a dot) at the highest recall it reached; a class without ground truth is only named
+    in the legend. Returns a new matplotlib Figure (9.5×5.6 inches, 12.5 wide past 10 classes; 110 dpi) with one axes.
+    """
+    import matplotlib  # here, not at the top: computing metrics needs no matplotlib
+    from matplotlib.figure import Figure
 
     recall = np.linspace(0.0, 1.0, metrics.precision.shape[1])  # COCO's 101 recall thresholds
     curves = metrics.precision[0, :, :, 0, -1]  # R×K at IoU 0.5, area all, maxDets 100
     present = (curves > -1).all(axis=0)
     many = len(metrics.class_names) > 10
-    colours = plt.get_cmap("tab20" if many else "tab10")
-    fig, ax = plt.subplots(figsize=(12.5 if many else 9.5, 5.6), dpi=110, layout="constrained")
+    colours = matplotlib.colormaps["tab20" if many else "tab10"]
+    fig = Figure(figsize=(12.5 if many else 9.5, 5.6), dpi=110, layout="constrained")
+    ax = fig.subplots()
     for k, name in enumerate(metrics.class_names):
         if present[k]:
             # COCO's precision is 0 beyond the highest recall reached; end the curve there (with a dot) instead, so
@@ -214,6 +221,10 @@ def plot_pr_curves(metrics: DetectionMetrics, path: Path, title: str) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8 if many else 9, ncol=2 if many else 1)
     ax.set_title(title)
-    fig.savefig(path)
-    plt.close(fig)
+    return fig
+
+
+def plot_pr_curves(metrics: DetectionMetrics, path: Path, title: str) -> Path:
+    """pr_curves_figure saved as a PNG at `path`; returns the path."""
+    pr_curves_figure(metrics, title).savefig(path)
     return Path(path)

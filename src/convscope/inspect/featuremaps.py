@@ -14,21 +14,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
+import numpy as np
+import torch
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # files only, no screen needed
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from matplotlib.cm import ScalarMappable  # noqa: E402
-from matplotlib.colors import Normalize  # noqa: E402
-
-from convscope.builder import ConvNet  # noqa: E402
-from convscope.data.images import resolve_image  # noqa: E402
-from convscope.errors import DataError  # noqa: E402
-from convscope.prediction import prepare  # noqa: E402
-from convscope.run import Run, load_model, load_run  # noqa: E402
-from convscope.shapes import infer  # noqa: E402
-from convscope.spec import Activation, Base, BatchNorm, Conv, Dense, NetSpec, shape_text  # noqa: E402
+from convscope.builder import ConvNet
+from convscope.data.images import resolve_image
+from convscope.errors import DataError
+from convscope.prediction import prepare
+from convscope.run import Run, load_model, load_run
+from convscope.shapes import infer
+from convscope.spec import Activation, Base, BatchNorm, Conv, Dense, NetSpec, shape_text
 
 DEFAULT_KINDS = ("base", "conv", "pool")  # layer types shown when no layers are named
 MAX_TILES = 128  # maps per sheet; a layer with more (a base's 1280) shows its strongest
@@ -146,37 +144,51 @@ def save_feature_map_sheets(maps: FeatureMaps, out_dir: str | Path) -> list[Path
     """One PNG per layer, e.g. out_dir/04-pool1.png: all its maps as tiles, beside the input as the network saw it."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    h, w, c = maps.image.shape
-    side = (maps.image, f"input {shape_text((h, w, c))}\n({maps.conversion})")
     paths = []
     for layer in maps.layers:
-        low, high = float(layer.maps.min()), float(layer.maps.max())
-        if layer.signed:  # a diverging map centred on 0: red positive, blue negative, white 0
-            limit = max(abs(low), abs(high)) or 1.0
-            cmap, vmin, vmax = "RdBu_r", -limit, limit
-            scale = "red > 0 > blue, one colour scale for all maps"
-        else:  # responses >= 0: dark is 0 (nothing found), bright is a strong response
-            cmap, vmin, vmax = "magma", 0.0, high or 1.0
-            scale = "dark = 0, one colour scale for all maps"
-        shown = np.arange(len(layer.maps))
-        if len(shown) > MAX_TILES:  # a base's 1280 maps: the strongest responses, in filter order
-            shown = np.sort(np.argsort(-layer.maps.mean(axis=(1, 2)), kind="stable")[:MAX_TILES])
-        which = (
-            f"{layer.shape[2]} maps"
-            if len(shown) == len(layer.maps)
-            else (f"the {len(shown)} strongest of {layer.shape[2]} maps")
-        )
-        title = (
-            f"{layer.name}: {layer.label} — output {shape_text(layer.shape)} "
-            f"({which} of {layer.shape[0]}×{layer.shape[1]})\n"
-            f"values {value_text(low)} … {value_text(high)}; {scale}"
-        )
-        path, tiles = out_dir / f"{layer.index:02d}-{layer.name}.png", [layer.maps[i] for i in shown]
-        # A map that is 0 everywhere is easy to miss among dark tiles: say so (a ReLU that nothing here switched on).
-        labels = [f"{i} (all 0)" if not m.any() else str(i) for i, m in zip(shown, tiles, strict=True)]
-        bar = "response (same scale for every map)"
-        paths.append(draw_sheet(path, tiles, labels, title, cmap, vmin, vmax, bar, side=side))
+        path = out_dir / f"{layer.index:02d}-{layer.name}.png"
+        feature_map_figure(maps, layer.name).savefig(path)
+        paths.append(path)
     return paths
+
+
+def feature_map_figure(maps: FeatureMaps, name: str) -> Figure:
+    """The sheet of one layer's feature maps (`save_feature_map_sheets` saves one per layer): a tile per map (at most
+    MAX_TILES, the strongest), one shared colour scale and its colorbar (diverging around 0 when the layer's output
+    can be negative, else dark = 0), and on the left the input (uint8 H×W×C) as the network saw it.
+
+    Returns a new matplotlib Figure (see `sheet_figure`) with one axes per tile, the input's and the colorbar's.
+    Raises KeyError if `name` is not one of `maps.names()`.
+    """
+    layer = maps[name]
+    h, w, c = maps.image.shape
+    side = (maps.image, f"input {shape_text((h, w, c))}\n({maps.conversion})")
+    low, high = float(layer.maps.min()), float(layer.maps.max())
+    if layer.signed:  # a diverging map centred on 0: red positive, blue negative, white 0
+        limit = max(abs(low), abs(high)) or 1.0
+        cmap, vmin, vmax = "RdBu_r", -limit, limit
+        scale = "red > 0 > blue, one colour scale for all maps"
+    else:  # responses >= 0: dark is 0 (nothing found), bright is a strong response
+        cmap, vmin, vmax = "magma", 0.0, high or 1.0
+        scale = "dark = 0, one colour scale for all maps"
+    shown = np.arange(len(layer.maps))
+    if len(shown) > MAX_TILES:  # a base's 1280 maps: the strongest responses, in filter order
+        shown = np.sort(np.argsort(-layer.maps.mean(axis=(1, 2)), kind="stable")[:MAX_TILES])
+    which = (
+        f"{layer.shape[2]} maps"
+        if len(shown) == len(layer.maps)
+        else (f"the {len(shown)} strongest of {layer.shape[2]} maps")
+    )
+    title = (
+        f"{layer.name}: {layer.label} — output {shape_text(layer.shape)} "
+        f"({which} of {layer.shape[0]}×{layer.shape[1]})\n"
+        f"values {value_text(low)} … {value_text(high)}; {scale}"
+    )
+    tiles = [layer.maps[i] for i in shown]
+    # A map that is 0 everywhere is easy to miss among dark tiles: say so (a ReLU that nothing here switched on).
+    labels = [f"{i} (all 0)" if not m.any() else str(i) for i, m in zip(shown, tiles, strict=True)]
+    bar = "response (same scale for every map)"
+    return sheet_figure(tiles, labels, title, cmap, vmin, vmax, bar, side=side)
 
 
 def grid_columns(n: int, most: int = 16) -> int:
@@ -212,13 +224,40 @@ def draw_sheet(
     tile: float | None = None,
     blocks: tuple[int, int] | None = None,
 ) -> Path:
+    """sheet_figure saved as a PNG at `path` (folders made as needed); returns the path."""
+    fig = sheet_figure(tiles, labels, title, cmap, vmin, vmax, bar_label, side=side, tile=tile, blocks=blocks)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    return path
+
+
+def sheet_figure(
+    tiles: list[np.ndarray],
+    labels: list[str],
+    title: str,
+    cmap: str | None,
+    vmin: float | None,
+    vmax: float | None,
+    bar_label: str,
+    side: tuple[np.ndarray, str] | None = None,
+    tile: float | None = None,
+    blocks: tuple[int, int] | None = None,
+) -> Figure:
     """A titled grid of same-shaped tiles (H×W values, or H×W×3 RGB in [0, 1] when cmap is None), each labelled, with
     one shared colour scale and its colorbar, and optionally an image (uint8 H×W×C) with its caption on the left.
 
     `tile` is a tile's width in inches (default: 1.25 for up to 8 columns, else 1.0). `blocks` (rows, columns): draw
     gray lines between blocks of that many cells, for tiles that are mosaics (lines, not gap cells: at 1-2 pixels a
-    cell, nearest-neighbour drawing would drop some gap cells). NaN cells are drawn light gray."""
+    cell, nearest-neighbour drawing would drop some gap cells). NaN cells are drawn light gray.
+
+    Returns a new matplotlib Figure at 100 dpi, sized in inches from the grid (at least 10 wide), with one axes per
+    tile, then the side image's and the colorbar's when drawn. Raises DataError if `tiles` is empty or `labels` is not
+    one per tile."""
     n = len(tiles)
+    if n == 0 or len(labels) != n:
+        raise DataError(
+            f"a sheet needs one label per tile, at least one tile. Received {n} tiles, {len(labels)} labels"
+        )
     cols = grid_columns(n)
     rows = math.ceil(n / cols)
     tile_w = tile or (TILE if cols > 8 else 1.25)
@@ -231,12 +270,12 @@ def draw_sheet(
     top = 0.3 + 0.24 * (title.count("\n") + 1)  # the title's lines at 12 pt, and a margin
     height = top + max(grid_h, SIDE + 0.9 if side else 0.0) + 0.25
     left += (width - (left + grid_w + 0.3 + bar)) / 2  # a narrow grid is centred in the minimum width
-    fig = plt.figure(figsize=(width, height), dpi=100)
+    fig = Figure(figsize=(width, height), dpi=100)
 
     def box(x: float, y: float, w: float, h: float):  # an axes placed in inches from the figure's top-left
         return fig.add_axes((x / width, 1 - (y + h) / height, w / width, h / height))
 
-    colours = plt.get_cmap(cmap).with_extremes(bad=NO_VALUE) if cmap else None
+    colours = matplotlib.colormaps[cmap].with_extremes(bad=NO_VALUE) if cmap else None
     for i, (values, text) in enumerate(zip(tiles, labels, strict=True)):
         r, c = divmod(i, cols)
         ax = box(left + c * (tile_w + GAP), top + r * (tile_h + LABEL) + LABEL, tile_w, tile_h)
@@ -263,7 +302,4 @@ def draw_sheet(
         cax = box(left + grid_w + 0.3, top + LABEL, 0.18, min(grid_h - LABEL, 4.0))
         fig.colorbar(ScalarMappable(Normalize(vmin, vmax), colours), cax=cax).set_label(bar_label)
     fig.suptitle(title, y=1 - 0.15 / height, va="top", fontsize=12)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return fig

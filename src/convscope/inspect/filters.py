@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from matplotlib.figure import Figure
 
 from convscope.builder import ConvNet
 from convscope.errors import DataError
-from convscope.inspect.featuremaps import activation_text, draw_sheet, grid_columns, value_text
+from convscope.inspect.featuremaps import activation_text, grid_columns, sheet_figure, value_text
 from convscope.run import Run, load_model, load_run
 from convscope.shapes import infer
 from convscope.spec import Conv
@@ -65,11 +66,23 @@ def filter_weights(source: Run | str | Path | ConvNet, layer: str | None = None)
 def save_filter_sheet(
     source: FilterWeights | Run | str | Path | ConvNet, path: str | Path, layer: str | None = None
 ) -> Path:
-    """One PNG of a conv layer's filters (default: the first conv layer), one labelled tile per filter.
+    """filters_figure saved as one PNG at `path` (folders made as needed); returns the path."""
+    fig = filters_figure(source, layer)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    return path
+
+
+def filters_figure(source: FilterWeights | Run | str | Path | ConvNet, layer: str | None = None) -> Figure:
+    """A conv layer's filters (default: the first conv layer), one labelled tile per filter:
 
     - first layer on RGB images: each filter as a small colour image (what colour pattern it looks for);
     - 1 input channel: each filter as a kh×kw heatmap, diverging colours centred on 0 (weights are signed);
     - deeper layers: each filter as a mosaic of its in_channels kh×kw heatmaps (see `_mosaic`).
+
+    Returns a new matplotlib Figure (featuremaps.sheet_figure) with one axes per filter and a colorbar's unless the
+    tiles are RGB. Raises what `filter_weights` raises for a source or layer without conv weights.
     """
     w = source if isinstance(source, FilterWeights) else filter_weights(source, layer)
     f, c, kh, kw = w.weights.shape
@@ -85,13 +98,13 @@ def save_filter_sheet(
             f"{head}\nas RGB images, each filter scaled to 0…1 on its own:\n"
             f"dark = its most negative weights, bright = its most positive, colour = the input colour it favours"
         )
-        return draw_sheet(Path(path), tiles, labels, title, None, None, None, "")
+        return sheet_figure(tiles, labels, title, None, None, None, "")
     limit = max(abs(low), abs(high)) or 1.0
     scale = "red > 0 > blue, one colour scale for all filters"
     if c == 1:
         tiles = [filt[0] for filt in w.weights]
         title = f"{head}\nkh×kw weights of each filter; {scale}"
-        return draw_sheet(Path(path), tiles, labels, title, "RdBu_r", -limit, limit, "weight")
+        return sheet_figure(tiles, labels, title, "RdBu_r", -limit, limit, "weight")
     sub = grid_columns(c, most=16)
     tiles = [_mosaic(filt, sub) for filt in w.weights]
     rows = -(-c // sub)
@@ -100,7 +113,7 @@ def save_filter_sheet(
         f"(channel 0 top left, then row by row)\n{scale}"
     )
     tile = max(1.0, CELL * tiles[0].shape[1])
-    return draw_sheet(Path(path), tiles, labels, title, "RdBu_r", -limit, limit, "weight", tile=tile, blocks=(kh, kw))
+    return sheet_figure(tiles, labels, title, "RdBu_r", -limit, limit, "weight", tile=tile, blocks=(kh, kw))
 
 
 def _unit(values: np.ndarray) -> np.ndarray:

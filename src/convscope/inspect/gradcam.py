@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -26,6 +27,9 @@ import torch.nn.functional as F
 from convscope.errors import DataError
 from convscope.shapes import infer
 from convscope.spec import Activation, Conv, NetSpec
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 METHODS = ("hirescam", "gradcam")
 METHOD_NAMES = {"hirescam": "HiResCAM", "gradcam": "Grad-CAM"}
@@ -208,21 +212,24 @@ def overlay(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.5, cmap: st
     return np.clip((1 - alpha) * rgb + alpha * colour, 0, 255).round().astype(np.uint8)
 
 
-def save_gradcam_png(result: GradCam, image: np.ndarray, path: str | Path, title: str = "") -> Path:
-    """Three panels: the image as the model takes it, the heatmap, and the heatmap laid over the image."""
-    import matplotlib
+def gradcam_figure(result: GradCam, image: np.ndarray, title: str = "") -> Figure:
+    """Three panels: the image as the model takes it (uint8 H×W×C, gray or RGB, or H×W), the heatmap (H×W, jet,
+    0…1) with its colorbar, and the heatmap laid over the image (`overlay`); the suptitle names the method, class,
+    probability and layer, under `title` if given.
 
-    matplotlib.use("Agg")  # files only, no screen needed
-    import matplotlib.pyplot as plt
+    Returns a new matplotlib Figure (12.5×4.8 inches, 100 dpi) with four axes: the three panels and the colorbar.
+    Raises DataError if the image and the heatmap differ in size.
+    """
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
+    from matplotlib.figure import Figure
 
-    path = Path(path)
     image = np.asarray(image)
     gray = image.ndim == 2 or image.shape[2] == 1
     shown = image.reshape(image.shape[:2]) if gray else image
     h, w = result.heatmap.shape
-    fig, axes = plt.subplots(1, 3, figsize=(12.5, 4.8), dpi=100, layout="constrained")
+    fig = Figure(figsize=(12.5, 4.8), dpi=100, layout="constrained")
+    axes = fig.subplots(1, 3)
     axes[0].imshow(shown, cmap="gray" if gray else None, vmin=0, vmax=255, interpolation="nearest")
     axes[0].set_title(f"input {h}×{w}", fontsize=11)
     axes[1].imshow(result.heatmap, cmap="jet", vmin=0, vmax=1, interpolation="nearest")
@@ -240,9 +247,15 @@ def save_gradcam_png(result: GradCam, image: np.ndarray, path: str | Path, title
     name = result.class_name or f"class {result.class_index}"
     what = f"{method} for '{name}' (probability {_percent(result.probability)}) at layer {result.layer}"
     fig.suptitle(f"{title}\n{what}" if title else what, fontsize=13)
+    return fig
+
+
+def save_gradcam_png(result: GradCam, image: np.ndarray, path: str | Path, title: str = "") -> Path:
+    """gradcam_figure saved as a PNG at `path` (folders made as needed); returns the path."""
+    fig = gradcam_figure(result, image, title)
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
-    plt.close(fig)
     return path
 
 

@@ -18,6 +18,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -25,6 +26,9 @@ import torch.nn.functional as F
 
 from convscope.errors import DataError
 from convscope.run import Run, load_model, load_run
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 # Colour decorrelation for 3-channel images (Olah et al. 2017; the matrix is Lucid's, the square root of ImageNet's
 # colour correlation): the optimiser works in decorrelated colours, so a step does not push red, green and blue
@@ -193,8 +197,8 @@ def _jitter_scale_rotate(x: torch.Tensor, generator: torch.Generator) -> torch.T
 def report_layers(model: torch.nn.Module) -> list[str]:
     """A middle and a deep layer whose patterns the report shows: of the network's own conv layers, the middle one
     and the last; with a pretrained base, the base's middle block and its last block."""
-    from convscope.spec import Conv
     from convscope.pretrained.bases import BaseNet
+    from convscope.spec import Conv
 
     if isinstance(model[0], BaseNet):
         names = {id(module): name for name, module in model.named_modules()}
@@ -206,14 +210,25 @@ def report_layers(model: torch.nn.Module) -> list[str]:
 
 
 def save_pattern_sheet(patterns: FilterPatterns, path: str | Path, title: str = "") -> Path:
-    """The patterns as one sheet (featuremaps.draw_sheet, as the filter and feature-map sheets), each tile labelled
-    with its filter number and its mean response."""
-    from convscope.inspect.featuremaps import draw_sheet
+    """patterns_figure saved as one PNG at `path` (folders made as needed); returns the path."""
+    fig = patterns_figure(patterns, title)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    return path
+
+
+def patterns_figure(patterns: FilterPatterns, title: str = "") -> Figure:
+    """The patterns (uint8 N×H×W×C, gray or RGB) as one sheet (featuremaps.sheet_figure, as the filter and
+    feature-map sheets), each tile labelled with its filter number and its mean response; `title` replaces the default.
+
+    Returns a new matplotlib Figure with one axes per pattern (and a gray colorbar's for gray patterns)."""
+    from convscope.inspect.featuremaps import sheet_figure
 
     labels = [f"{f}: {a:.3g}" for f, a in zip(patterns.filters, patterns.activation, strict=True)]
     title = title or f"{patterns.layer}: the pattern each filter responds to most (filter: its mean response)"
     if patterns.images.shape[3] == 3:  # colour tiles in [0, 1], no colour scale
         tiles = list(patterns.images / 255)
-        return draw_sheet(Path(path), tiles, labels, title, None, None, None, "")
+        return sheet_figure(tiles, labels, title, None, None, None, "")
     tiles = list(patterns.images[:, :, :, 0])
-    return draw_sheet(Path(path), tiles, labels, title, "gray", 0, 255, "pixel value")
+    return sheet_figure(tiles, labels, title, "gray", 0, 255, "pixel value")

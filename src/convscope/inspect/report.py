@@ -9,15 +9,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # files only, no screen needed
-import matplotlib.pyplot as plt  # noqa: E402
-
-from convscope.evaluation import Evaluation, evaluate  # noqa: E402
-from convscope.inspect.html import escape, inline_image, page_header, save_page, section, summary_table  # noqa: E402
-from convscope.plots import plot_curves  # noqa: E402
-from convscope.run import CONFUSION, CURVES, FEATUREMAPS, PATTERNS, WRONG, Run, load_model, load_run  # noqa: E402
+from convscope.errors import DataError
+from convscope.evaluation import Evaluation, evaluate
+from convscope.inspect.html import escape, inline_image, page_header, save_page, section, summary_table
+from convscope.plots import plot_curves
+from convscope.run import CONFUSION, CURVES, FEATUREMAPS, PATTERNS, WRONG, Run, load_model, load_run
 
 REPORT_FILTERS, REPORT_STEPS, REPORT_SIDE = 8, 64, 128  # patterns in the report: a few, quickly, at most 128 px
 
@@ -84,15 +82,30 @@ def _wrong_section(run: Run, ev: Evaluation, k: int) -> str:
 
 
 def save_wrong_png(run: Run, ev: Evaluation, index: list[int], path: Path) -> Path:
+    """wrong_figure saved as a PNG at `path`; returns the path."""
+    wrong_figure(run, ev, index).savefig(path)
+    return path
 
+
+def wrong_figure(run: Run, ev: Evaluation, index: list[int]) -> Figure:
+    """The test images `index` (e.g. `ev.confidently_wrong(8)`), each overlaid with the HiResCAM map of the class the
+    model predicted, titled with the true class, the prediction and its probability; four to a row.
+
+    The images are `ev.images[i]` (uint8 H×W×C) as the model took them. Returns a new matplotlib Figure (3.1×3.5 inches
+    a panel, 110 dpi) with rows × min(4, len(index)) axes. Raises DataError for an empty `index` and IndexError for
+    an index outside the evaluation's images."""
     from convscope.inspect.gradcam import gradcam, overlay
     from convscope.training.tensors import normalise, run_stats, to_tensor
+
+    if not index:
+        raise DataError("the wrong-images figure needs at least one test image index. Received: []")
 
     model = load_model(run)
     mean, std = run_stats(run)
     cols = min(4, len(index))
     rows = -(-len(index) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.1 * cols, 3.5 * rows), dpi=110, squeeze=False, layout="constrained")
+    fig = Figure(figsize=(3.1 * cols, 3.5 * rows), dpi=110, layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False)
     for ax in axes.flat:
         ax.set_axis_off()
     for ax, i in zip(axes.flat, index, strict=False):
@@ -106,9 +119,7 @@ def save_wrong_png(run: Run, ev: Evaluation, index: list[int], path: Path) -> Pa
             fontsize=9,
         )
     fig.suptitle("Most confidently wrong test images, with the HiResCAM map of the predicted class")
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return fig
 
 
 def _featuremap_section(run: Run, ev: Evaluation) -> str:

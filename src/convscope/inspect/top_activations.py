@@ -15,6 +15,7 @@ from __future__ import annotations
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -24,6 +25,9 @@ from convscope.errors import DataError
 from convscope.run import model_images
 from convscope.shapes import infer, padding_2d
 from convscope.spec import Conv, NetSpec, Pair, Pool
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 BATCH = 500  # images per forward pass: a 128-filter 14×14 float32 map is 100 kB per image
 
@@ -159,15 +163,18 @@ def top_activations(
     )
 
 
-def save_top_activations_png(result: TopActivations, path: str | Path, filters=None) -> Path:
-    """A grid: one row per filter (default: the first 16), its top images left to right, the window boxed in red."""
-    import matplotlib
+def top_activations_figure(result: TopActivations, filters=None) -> Figure:
+    """A grid: one row per filter (default: the first 16), its top images left to right, each dimmed outside the input
+    window its maximum sees (its receptive field, clipped) and that window boxed in red; above each tile the value and
+    the image's true class.
 
-    matplotlib.use("Agg")  # files only, no screen needed
-    import matplotlib.pyplot as plt
+    The tiles are the images as the network saw them (uint8 H×W×C, gray or RGB). Returns a new matplotlib Figure
+    (100 dpi, 1.45 inches a tile) with one axes per tile (rows × the most images a chosen filter has). Raises DataError
+    if `filters` is empty or names a filter outside 0..F−1.
+    """
+    from matplotlib.figure import Figure  # here, not at the top: finding the top images needs no matplotlib
     from matplotlib.patches import Rectangle
 
-    path = Path(path)
     chosen = list(range(min(16, len(result.filters)))) if filters is None else list(filters)
     bad = [f for f in chosen if not 0 <= f < len(result.filters)]
     if bad or not chosen:
@@ -175,7 +182,8 @@ def save_top_activations_png(result: TopActivations, path: str | Path, filters=N
     cols = max(len(result.filters[f]) for f in chosen)
     tile = 1.45  # inches per tile: a 28-pixel image at ~1.4 in shows its pixels and the box clearly
     size = (max(4.5, 1.3 + tile * cols), 1.1 + 1.12 * tile * len(chosen))
-    fig, axes = plt.subplots(len(chosen), cols, figsize=size, dpi=100, squeeze=False, layout="constrained")
+    fig = Figure(figsize=size, dpi=100, layout="constrained")
+    axes = fig.subplots(len(chosen), cols, squeeze=False)
     for row, f in zip(axes, chosen, strict=True):
         for col, ax in enumerate(row):
             ax.set_xticks([])
@@ -197,9 +205,15 @@ def save_top_activations_png(result: TopActivations, path: str | Path, filters=N
     chars = int(size[0] * 72 / (0.55 * 10))  # characters of 10-point text that fit the figure's width
     what = f"{result.layer} ({h}×{w}×{c}): the {result.k} {result.split} images with the highest response, per filter"
     fig.suptitle(textwrap.fill(what, chars) + "\n" + textwrap.fill(how, chars), fontsize=10)
+    return fig
+
+
+def save_top_activations_png(result: TopActivations, path: str | Path, filters=None) -> Path:
+    """top_activations_figure saved as a PNG at `path` (folders made as needed); returns the path."""
+    fig = top_activations_figure(result, filters)
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
-    plt.close(fig)
     return path
 
 
