@@ -99,6 +99,7 @@ def train_one(data, device, seed=0, widths=(64, 128, 256), second=True, activati
               translate=2, val=0.1, white=False, ema=0.0, bn_momentum=0.1) -> dict:  # fmt: skip
     from convscope.builder import build
     from convscope.data.augment import Augment
+    from convscope.data.augment_batch import augment_batch
     from convscope.training.config import TrainConfig
     from convscope.training.runtime import optimizer_for, scheduler_for
 
@@ -129,7 +130,7 @@ def train_one(data, device, seed=0, widths=(64, 128, 256), second=True, activati
         for b in range(batches):
             i = order[b * batch_size : (b + 1) * batch_size]
             with torch.autocast(device.type, dtype=torch.bfloat16):
-                loss = F.cross_entropy(model(augment(x[i], g)), y[i], label_smoothing=label_smoothing)
+                loss = F.cross_entropy(model(augment_batch(x[i], augment, g)), y[i], label_smoothing=label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

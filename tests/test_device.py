@@ -102,11 +102,12 @@ def test_augmentation_keeps_the_batch_on_its_device_with_a_cpu_generator():
     raises (detection's mirror flip did, before its mask was moved). The generator stays on the CPU on every device,
     so the draws are the same everywhere."""
     from convscope.data.augment import Augment
+    from convscope.data.augment_batch import augment_batch
     from convscope.detect.augment import flip
 
     meta, generator = torch.device("meta"), torch.Generator()
     x = torch.zeros(4, 3, 32, 32, device=meta)
-    assert Augment.parse("flip,translate=2,cutout=8")(x, generator).device == meta
+    assert augment_batch(x, Augment.parse("flip,translate=2,cutout=8"), generator).device == meta
     boxes = [torch.tensor([[1.0, 2.0, 10.0, 12.0]], device=meta) for _ in range(4)]
     images, moved = flip(x, boxes, generator)
     assert images.device == meta and all(b.device == meta for b in moved)

@@ -205,10 +205,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     # One Ctrl-C stops any command cleanly (training saves first); more presses cannot break the stop or its message.
-    # Installed first: building the parser imports torch, which takes a second or two.
+    # Installed first, around the whole command: the parser is built without torch (tests/test_startup.py), so
+    # `summary` or `--help` start in a fraction of a second; a command's handler imports torch when it needs it.
     stop = StopRequest()
     with stop.installed(exiting=argv is None):  # argv None: this is the program itself, which ends after main
-        # Recorded, not raised, while the parser is built: an interrupt raised inside an import (torch, numpy) can
+        # Recorded, not raised, while the parser is built: an interrupt raised inside an import (rich, yaml) can
         # leave that module half made, and the command then fails later with a confusing error.
         stop.armed = True
         args = build_parser().parse_args(argv)

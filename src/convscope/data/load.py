@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from convscope.data.dataset import Dataset
 from convscope.errors import DataError
+
+if TYPE_CHECKING:  # the annotation only: TrainConfig reads BUILT_IN while the CLI builds its flags, without NumPy
+    from convscope.data.dataset import Dataset
 
 BUILT_IN = ("fashion-mnist", "mnist", "cifar10", "cifar100")
 

@@ -17,18 +17,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from convscope.data.augment_batch import augment_batch
 from convscope.data.dataset import Dataset, Split, per_class_subset, seeded_split, skipped_results
 from convscope.data.load import load_dataset
 from convscope.data.resize import fit_images
 from convscope.data.stream import FileSplit, memory_budget, stream_batches
 from convscope.errors import SpecError
 from convscope.memory import human_bytes
+from convscope.pretrained.bases import spec_base
 from convscope.run import Run, with_test_flips
 from convscope.spec import Dense, NetSpec
 from convscope.training.config import TrainConfig
 from convscope.training.task import Task
 from convscope.training.tensors import batch_for, channel_stats, normalise, predict_logits, run_stats, to_tensor
-from convscope.pretrained.bases import spec_base
 
 log = logging.getLogger("convscope.train")
 STATS_SAMPLE = 5_000  # images of a streamed training split that its per-channel mean and std are computed from
@@ -155,7 +156,7 @@ class ClassifyTask(Task):
         if self.features is not None:  # the frozen base's output, computed once
             logits = model[1:](self.features[0][index.to(self.features[0].device)])
         else:
-            logits = model(self.augment(normalise(images, self.mean, self.std), generator))
+            logits = model(augment_batch(normalise(images, self.mean, self.std), self.augment, generator))
         loss = F.cross_entropy(logits, y, label_smoothing=self.config.label_smoothing)
         return loss, int((logits.argmax(1) == y).sum()), len(index)
 
