@@ -12,6 +12,7 @@ if "torch" not in _sys.modules:
     _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from convscope.errors import CheckpointError, ConvscopeError, DataError, SpecError
+from convscope.sequential import Sequential
 from convscope.shapes import infer
 from convscope.spec import (
     Activation,
@@ -22,6 +23,7 @@ from convscope.spec import (
     Dropout,
     Flatten,
     GlobalPool,
+    Input,
     NetSpec,
     Pool,
     load_spec,
@@ -66,8 +68,10 @@ __all__ = [
     "Dropout",
     "Flatten",
     "GlobalPool",
+    "Input",
     "NetSpec",
     "Pool",
+    "Sequential",
     "SpecError",
     "TrainConfig",
     "build",

@@ -17,7 +17,8 @@ import math
 from dataclasses import asdict, dataclass
 
 from convscope.errors import SpecError
-from convscope.spec import (
+from convscope.pretrained.catalog import base_shape
+from convscope.spec_layers import (
     Base,
     BatchNorm,
     Conv,
@@ -26,15 +27,14 @@ from convscope.spec import (
     Flatten,
     GlobalPool,
     Layer,
-    NetSpec,
     Padding,
     Pair,
     Pool,
     layer_to_dict,
+    no_layers_message,
     pair_text,
     shape_text,
 )
-from convscope.pretrained.catalog import base_shape
 
 Shape = tuple[int, ...]  # (H, W, C) for feature maps, (N,) for vectors
 
@@ -99,10 +99,25 @@ class LayerInfo:
         return math.prod(self.output_shape)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class ShapeReport:
+    """What infer found: per layer a LayerInfo, and the totals. Shown in a notebook as the summary table."""
+
     input_shape: Shape
     layers: tuple[LayerInfo, ...]
+
+    def __repr__(self) -> str:
+        """'ShapeReport(32×32×3 → 10, 8 layers, 122,570 params, 4,548,608 MACs)'."""
+        return (
+            f"ShapeReport({shape_text(self.input_shape)} → {shape_text(self.output_shape)}, {len(self.layers)} "
+            f"layers, {self.params:,} params, {self.macs:,} MACs)"
+        )
+
+    def _repr_html_(self) -> str:
+        """The summary table (as `convscope summary` prints it) and the totals, for Jupyter."""
+        from convscope.summary import summary_html
+
+        return summary_html(self, "")
 
     @property
     def params(self) -> int:
@@ -137,8 +152,14 @@ class ShapeReport:
         }
 
 
-def infer(spec: NetSpec, input_shape: Shape | None = None) -> ShapeReport:
-    """Walk `spec` for `input_shape` (default: the spec's own, H×W×C) and check every layer can run."""
+# NetSpec (convscope.spec) is named, not imported: spec.py shows its networks with this module (NetSpec.summary).
+def infer(spec: NetSpec, input_shape: Shape | None = None) -> ShapeReport:  # noqa: F821
+    """Walk `spec` for `input_shape` (default: the spec's own, H×W×C) and check every layer can run.
+
+    Raises SpecError for the first layer that cannot, naming it, what it expected and what it received; also for a
+    network with no layers yet (Sequential() before its first add)."""
+    if not spec.layers:
+        raise SpecError(no_layers_message(spec.name))
     shape: Shape = tuple(input_shape or spec.input)
     rf: Pair | None = (1, 1)
     jump: Pair | None = (1, 1)

@@ -14,13 +14,22 @@ The layers themselves (Conv, Pool, ...) are defined in convscope.spec_layers and
 checked when the dataclass is created; a bad one is a SpecError naming the layer, the key, what was expected and what
 was received. Whether the layers fit together (sizes, channels) is checked by `convscope.shapes.infer`, which needs
 no torch.
+
+In Python a spec is built as in a spec file, or layer by layer (convscope.sequential, convscope.keras_names):
+
+    spec = Sequential(input_shape=(32, 32, 3))      # or NetSpec(input="32x32x3", layers=[...])
+    spec = spec.add(Conv(32, 3), Pool("max"))       # a new spec: a NetSpec never changes
+    spec.summary()                                  # the table of `convscope summary`; a notebook shows it by itself
+
+NetSpec's displays (summary, the notebook's HTML table) come from convscope.shapes and convscope.summary, imported
+when first used, so that importing this module stays light; neither imports this module.
 """
 
 from __future__ import annotations
 
 import difflib
 import re
-from dataclasses import MISSING, dataclass, fields
+from dataclasses import MISSING, InitVar, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -48,8 +57,11 @@ from convscope.spec_layers import (
     Pair,
     Pool,
     is_int,
+    layer_to_dict,
+    no_layers_message,
     padding_text,
     pair_text,
+    shape_text,
     shown,
     stride_text,
 )
@@ -73,6 +85,7 @@ __all__ = [
     "Dropout",
     "Flatten",
     "GlobalPool",
+    "Input",
     "Layer",
     "NetSpec",
     "Padding",
@@ -83,6 +96,7 @@ __all__ = [
     "load_spec",
     "padding_text",
     "pair_text",
+    "parse_input",
     "parse_shape",
     "shape_text",
     "shown",
@@ -90,11 +104,6 @@ __all__ = [
 ]
 
 MAX_INPUT_VALUES = 2**28  # H·W·C of a network's input: a 8192×8192 color photo is 2**27.6
-
-
-def _compact(pair: Pair) -> int | list[int]:
-    """How a pair setting is written to files: a square one as one int, as people write it."""
-    return pair[0] if pair[0] == pair[1] else [pair[0], pair[1]]
 
 
 def parse_shape(value: Any, what: str = "input") -> tuple[int, int, int]:
@@ -113,28 +122,62 @@ def parse_shape(value: Any, what: str = "input") -> tuple[int, int, int]:
     raise SpecError(f"{what} must be H×W×C with positive integers, e.g. 32x32x3. Received: {shown(value)}")
 
 
-def shape_text(shape: tuple[int, ...]) -> str:
-    """(30, 30, 32) -> '30×30×32'; (1024,) -> '1024'."""
-    return "×".join(str(s) for s in shape)
+def parse_input(value: Any, what: str = "input") -> tuple[int, int, int]:
+    """An input shape as parse_shape reads it, or an (H, W) pair: a one-channel (gray) image, H×W×1, as Keras'
+    input_shape=(28, 28) for MNIST. Raises SpecError, naming `what`, for anything else."""
+    if isinstance(value, list | tuple) and len(value) == 2 and all(is_int(v) for v in value):
+        value = (*value, 1)
+    return parse_shape(value, what)
 
 
 @dataclass(frozen=True)
-class NetSpec:
-    """A whole network: its input shape (H×W×C) and its layers in order."""
+class Input:
+    """A network's input shape (H×W×C, or H×W for a gray image) as the first item of a layer list, where Keras code
+    puts it: Sequential([Input((32, 32, 3)), Conv(32, 3), ...]), spec.add(Input(...)). Not a layer: it sets the
+    NetSpec's `input`. Raises SpecError for a shape that is not H×W×C (or H×W) positive integers."""
 
-    input: tuple[int, int, int]
+    shape: tuple[int, int, int]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "shape", parse_input(self.shape, "Input"))
+
+
+MISSING_INPUT = (
+    "the network's input shape (H×W×C) is missing: start the layers with Input((32, 32, 3)), or give "
+    "input_shape=(32, 32, 3) to Sequential or to the first layer"
+)
+REPR_LAYERS = 10  # a longer network's one-line form shows its first 8 layers, how many more, and the last
+
+
+@dataclass(frozen=True, repr=False)
+class NetSpec:
+    """A whole network: its input shape (H×W×C) and its layers in order. Immutable: `add` returns a new spec.
+
+    Raises SpecError for a bad input shape, an item that is not a layer, two layers of one name, or no layers. Only
+    Sequential() makes a spec with no layers (and maybe no input) yet, to be added to; shapes.infer (so build and
+    train), is_detector and to_dict refuse it with one line that says spec = spec.add(...).
+    """
+
+    input: tuple[int, int, int] | None
     layers: tuple[Layer, ...]
     name: str = "net"
     description: str = ""
+    _unfinished: InitVar[bool] = False  # Sequential's spec: no layers, maybe no input, yet
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "input", parse_shape(self.input))
+    def __post_init__(self, _unfinished: bool) -> None:
+        if self.input is not None or not _unfinished:
+            object.__setattr__(self, "input", parse_shape(self.input))
         object.__setattr__(self, "layers", tuple(self.layers))
-        if not self.layers:
+        if not self.layers and not _unfinished:
             raise SpecError("a network needs at least one layer. Received: an empty layer list")
         for i, layer in enumerate(self.layers, 1):
             if not isinstance(layer, Layer):
-                raise SpecError(f"layer {i}: expected a layer (Conv, Pool, ...). Received: {shown(layer)}", layer=i)
+                called = f"; call it: {layer.__name__}()" if callable(layer) and hasattr(layer, "__name__") else ""
+                raise SpecError(
+                    f"layer {i}: expected a layer (Conv, Pool, ...). Received: {shown(layer)}{called}", layer=i
+                )
+        if self.layers and self.input is None:
+            raise SpecError(MISSING_INPUT)
         seen: dict[str, int] = {}
         for i, name in enumerate(self.layer_names(), 1):
             if name in seen:
@@ -157,15 +200,71 @@ class NetSpec:
     @property
     def is_detector(self) -> bool:
         """Whether the network finds boxes (its last layer is `detect`) rather than classifying the whole image: the
-        one answer to "which task is this?" (convscope.tasks.task_for, the commands that refuse the other kind)."""
+        one answer to "which task is this?" (convscope.tasks.task_for, the commands that refuse the other kind).
+        A spec with no layers yet has no task: SpecError."""
+        if not self.layers:
+            raise SpecError(no_layers_message(self.name))
         return self.layers[-1].layer_type == "detect"
 
     def with_input(self, shape: Any) -> NetSpec:
         """The same network for another input shape (H×W×C, as parse_shape reads it)."""
-        return NetSpec(input=parse_shape(shape), layers=self.layers, name=self.name, description=self.description)
+        return NetSpec(parse_shape(shape), self.layers, self.name, self.description, not self.layers)
+
+    def add(self, *layers: Layer | Input | tuple | list) -> NetSpec:
+        """A new spec: this one with `layers` appended. This spec is immutable and stays as it was, so keep what add
+        returns (`spec.add(...)` on its own changes nothing):
+
+            spec = Sequential(input_shape=(32, 32, 3))
+            spec = spec.add(Conv(32, 3))
+            spec = spec.add(Pool("max"), Flatten(), Dense(10))   # several at once
+
+        An Input among them sets the input shape (before the first layer); a tuple or list counts as its items (a
+        Keras alias given input_shape= is the pair (Input, layer)). Raises SpecError for an item that is not a
+        layer, a second, different input shape, or layers with no input shape before them.
+        """
+        if not layers:
+            raise SpecError("add needs at least one layer. Received: nothing")
+        shape, added = _read_items(layers, self.input, len(self.layers))
+        return NetSpec(shape, self.layers + added, self.name, self.description, True)
+
+    def summary(self, console: Any = None) -> None:
+        """Print the layer table (output H×W×C, params, MACs, receptive field) and the totals, as `convscope
+        summary` and Keras' model.summary() do: text in a terminal, HTML in Jupyter. `console`: a rich Console to
+        print on (default: one on stdout). Raises SpecError for a spec that cannot run, or one with no layers."""
+        from convscope.shapes import infer
+        from convscope.summary import print_summary
+
+        print_summary(infer(self), self._title(), console)
+
+    def _repr_html_(self) -> str:
+        """A notebook shows a spec as its summary table and totals; one that cannot run, as its error message."""
+        from convscope.shapes import infer
+        from convscope.summary import problem_html, summary_html
+
+        try:
+            return summary_html(infer(self), self._title())
+        except SpecError as err:
+            return problem_html(self._title(), str(err), repr(self))
+
+    def __repr__(self) -> str:
+        """One line: NetSpec('cifar-3conv', input 32×32×3, 8 layers: conv 3×3 ×32 relu → pool max 2×2 → …)."""
+        shape = "no input shape yet" if self.input is None else f"input {shape_text(self.input)}"
+        if not self.layers:
+            return f"NetSpec({self.name!r}, {shape}, no layers yet — add() returns a new spec: spec = spec.add(layer))"
+        words = [layer.brief() for layer in self.layers]
+        if len(words) > REPR_LAYERS:
+            words = [*words[: REPR_LAYERS - 2], f"… {len(words) - REPR_LAYERS + 1} more", words[-1]]
+        count = f"{len(self.layers)} layer{'s' if len(self.layers) > 1 else ''}"
+        return f"NetSpec({self.name!r}, {shape}, {count}: {' → '.join(words)})"
+
+    def _title(self) -> str:
+        return self.name + (f" — {self.description}" if self.description else "")
 
     def to_dict(self) -> dict[str, Any]:
-        """The spec as a spec file's mapping (plain values only): from_dict gives back an equal NetSpec."""
+        """The spec as a spec file's mapping (plain values only): from_dict gives back an equal NetSpec. Raises
+        SpecError for a spec with no layers yet (a spec file needs them)."""
+        if not self.layers:
+            raise SpecError(no_layers_message(self.name))
         out: dict[str, Any] = {"name": self.name}
         if self.description:
             out["description"] = self.description
@@ -198,15 +297,26 @@ class NetSpec:
         return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True, default_flow_style=None)
 
 
-def layer_to_dict(layer: Layer) -> dict[str, Any]:
-    """A layer as a spec file writes it: {kind: {settings}}, a square pair as one int, no name unless one was given."""
-    out: dict[str, Any] = {}
-    for f in fields(layer):
-        value = getattr(layer, f.name)
-        if f.name == "name" and value is None:
-            continue
-        out[f.name] = _compact(value) if isinstance(value, tuple) else value
-    return {layer.layer_type: out}
+def _read_items(items: tuple, shape: tuple[int, int, int] | None, before: int) -> tuple[Any, tuple]:
+    """(input shape, layers) of add's items after `before` layers: Input markers set the shape, a tuple or list
+    counts as its items, anything else is a layer (NetSpec checks that it is one)."""
+    layers: list = []
+    for item in (part for entry in items for part in (entry if isinstance(entry, tuple | list) else (entry,))):
+        if not isinstance(item, Input):
+            layers.append(item)
+        elif shape is not None and item.shape != shape:
+            raise SpecError(
+                f"Input({shape_text(item.shape)}): the network's input is already {shape_text(shape)}; a network has"
+                " one input shape"
+            )
+        elif shape is None and before + len(layers):
+            raise SpecError(
+                f"Input({shape_text(item.shape)}) after layer {before + len(layers)}: the input shape goes before the "
+                "first layer"
+            )
+        else:
+            shape = item.shape
+    return shape, tuple(layers)
 
 
 def _no_unknown_keys(where: str, data: dict, allowed: tuple[str, ...], layer: int | None = None) -> None:

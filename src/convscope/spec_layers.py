@@ -2,13 +2,15 @@
 its settings when it is created, and how a layer's settings are written in messages ('conv 3×3, stride 1, valid').
 
 A bad value is a SpecError naming the layer kind, the key, what was expected and what was received. Networks of these
-layers, and reading them from dicts and YAML files, are convscope.spec's.
+layers, and reading them from dicts and YAML files, are convscope.spec's; what shapes.py, summary.py and the base
+catalog need of a layer (its texts, its spec-file mapping) is here, below convscope.spec, so that spec.py can show its
+networks with them.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
 from convscope.errors import SpecError
@@ -25,6 +27,15 @@ def shown(value: Any, limit: int = 80) -> str:
     """repr(value) cut to `limit` characters: what a message shows of a received value (it may be huge)."""
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def no_layers_message(name: str) -> str:
+    """What infer, build, train and a spec file say of a network without layers (only Sequential() makes one). The
+    likely cause is Keras' habit: specs are immutable, so `model.add(layer)` alone changes nothing."""
+    return (
+        f"network {name!r} has no layers yet. add() returns a new spec and leaves the old one unchanged: "
+        "write spec = spec.add(layer)"
+    )
 
 
 def _invalid(kind: str, key: str, expected: str, received: Any) -> SpecError:
@@ -71,6 +82,11 @@ def _name(kind: str, value: Any) -> str | None:
     raise _invalid(kind, "name", "a word of letters, digits, '_' or '-' (starting with a letter)", value)
 
 
+def shape_text(shape: tuple[int, ...]) -> str:
+    """(30, 30, 32) -> '30×30×32'; (1024,) -> '1024'."""
+    return "×".join(str(s) for s in shape)
+
+
 def pair_text(pair: Pair) -> str:
     """(3, 3) -> '3×3'."""
     return f"{pair[0]}×{pair[1]}"
@@ -100,6 +116,10 @@ class Layer:
     def label(self) -> str:
         """Short description used in messages and summaries, e.g. 'conv 3×3, stride 1, valid'."""
         return self.layer_type
+
+    def brief(self) -> str:
+        """Shorter still, for a whole network on one line (NetSpec's repr): 'conv 3×3 ×32 relu', 'pool max 2×2'."""
+        return self.label()
 
 
 @dataclass(frozen=True)
@@ -132,6 +152,13 @@ class Conv(Layer):
 
     def label(self) -> str:
         return f"conv {pair_text(self.size)}, stride {stride_text(self.stride)}, {padding_text(self.padding)}"
+
+    def brief(self) -> str:
+        words = [f"conv {pair_text(self.size)} ×{self.filters}"]
+        words += [] if self.stride == (1, 1) else [f"stride {stride_text(self.stride)}"]
+        words += [] if self.padding == "valid" else [padding_text(self.padding)]
+        words += [] if self.activation == "none" else [self.activation]
+        return " ".join(words)
 
 
 @dataclass(frozen=True)
@@ -200,6 +227,9 @@ class Dense(Layer):
 
     def label(self) -> str:
         return f"dense {self.units}"
+
+    def brief(self) -> str:
+        return self.label() if self.activation == "none" else f"{self.label()} {self.activation}"
 
 
 @dataclass(frozen=True)
@@ -324,3 +354,19 @@ LAYER_TYPES: dict[str, type[Layer]] = {
     cls.layer_type: cls
     for cls in (Base, Conv, Pool, GlobalPool, Dense, Flatten, Dropout, BatchNorm, Activation, Detect)
 }
+
+
+def _compact(pair: Pair) -> int | list[int]:
+    """How a pair setting is written to files: a square one as one int, as people write it."""
+    return pair[0] if pair[0] == pair[1] else [pair[0], pair[1]]
+
+
+def layer_to_dict(layer: Layer) -> dict[str, Any]:
+    """A layer as a spec file writes it: {kind: {settings}}, a square pair as one int, no name unless one was given."""
+    out: dict[str, Any] = {}
+    for f in fields(layer):
+        value = getattr(layer, f.name)
+        if f.name == "name" and value is None:
+            continue
+        out[f.name] = _compact(value) if isinstance(value, tuple) else value
+    return {layer.layer_type: out}

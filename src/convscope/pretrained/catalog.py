@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass
 
 from convscope.errors import SpecError
-from convscope.spec import Base
+from convscope.spec_layers import Base
 
 
 @dataclass(frozen=True)
