@@ -71,7 +71,10 @@ def test_config_file_with_flags_on_top(tmp_path, capsys):
         (["train", "--model", "no-such-net"], "'no-such-net' is neither a spec file nor a preset"),
         (["train", "--augment", "rotate"], "augment: expected words like 'flip,translate=2,cutout=8'"),
         (["evaluate", "nowhere"], "nowhere: no such run folder"),
-        (["train", "--data", "cifar10"], "cifar10: say where the binary CIFAR files are with --data-dir DIR"),
+        (
+            ["train", "--data", "cifar10"],
+            "(expected the extracted cifar-10-binary.tar.gz); download it with `convscope data get cifar10`",
+        ),
     ],
 )
 def test_train_errors_are_one_line(argv, message, capsys, tmp_path, monkeypatch):

@@ -93,9 +93,14 @@ def add_parsers(sub, console) -> None:
 
     p = sub.add_parser("data", help="get datasets")
     data_sub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
-    g = data_sub.add_parser("get", help="download fashion-mnist or mnist (checksums verified)")
-    g.add_argument("name", choices=["fashion-mnist", "mnist"])
-    g.add_argument("--to", required=True, metavar="DIR")
+    g = data_sub.add_parser("get", help="download fashion-mnist, mnist, cifar10 or cifar100 (checksums verified)")
+    g.add_argument("name", choices=["fashion-mnist", "mnist", "cifar10", "cifar100"])
+    g.add_argument(
+        "--to",
+        metavar="DIR",
+        help="the folder to download into; cifar10 and cifar100 default to the one `train --data NAME` reads: "
+        "$CONVSCOPE_DATA_HOME/NAME, else ~/.local/share/convscope/datasets/NAME",
+    )
     g.add_argument("--mirror", metavar="URL", help="a folder URL serving the same files (checksums still verified)")
     g.set_defaults(run=lambda args: cmd_data_get(args, console))
 
@@ -272,7 +277,7 @@ def cmd_data_get(args: argparse.Namespace, console: Console) -> None:
             bar.update(tasks[filename], completed=done)
 
         path = download_dataset(args.name, args.to, base_url=args.mirror, progress=show)
+    data_dir = "" if args.to is None else f" --data-dir {path}"  # no --to: the default folder, where train looks
     console.print(
-        f"{args.name} is in {path} (checksums verified); train on it with "
-        f"convscope train --data {args.name} --data-dir {path}"
+        f"{args.name} is in {path} (checksums verified); train on it with convscope train --data {args.name}{data_dir}"
     )

@@ -224,8 +224,11 @@ def test_a_silent_server_times_out(tmp_path):
 
 
 def test_unknown_names_are_refused(tmp_path):
-    with pytest.raises(DataError, match=r"unknown dataset to download 'cifar10': expected one of fashion-mnist, mnist"):
-        download_dataset("cifar10", tmp_path)
+    with pytest.raises(
+        DataError,
+        match=r"unknown dataset to download 'imagenet': expected one of fashion-mnist, mnist, cifar10, cifar100",
+    ):
+        download_dataset("imagenet", tmp_path)
 
 
 def test_the_cli_downloads_from_a_mirror_and_says_where(official_folder, serve, tmp_path, capsys):

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from convscope.data.dataset import Dataset, Split
+from convscope.data.home import dataset_folder
 from convscope.errors import DataError
 from convscope.files import check_regular_file
 
@@ -66,17 +67,18 @@ LAYOUTS = {
 _PYTHON_SUBFOLDERS = {10: "cifar-10-batches-py", 100: "cifar-100-python"}
 
 
-def load_cifar(folder: str | Path, which: int = 10) -> Dataset:
+def load_cifar(folder: str | Path | None = None, which: int = 10) -> Dataset:
     """CIFAR-10 (`which=10`) or CIFAR-100 (`which=100`) from the extracted binary archive.
 
-    `folder` is the extracted folder itself or the folder holding it (`cifar-10-batches-bin/`, `cifar-100-binary/`).
+    `folder` is the extracted folder itself or the folder holding it (`cifar-10-batches-bin/`, `cifar-100-binary/`);
+    None: the default folder, where `convscope data get cifar10` (or cifar100) puts them (data.home).
     Images come back N×32×32×3 uint8 (50000 train, 10000 test for the real data), labels int64 (the fine label
     for CIFAR-100). `val` stays None: the trainer holds out part of train.
     """
     if which not in LAYOUTS:
         raise DataError(f"CIFAR version: expected 10 or 100, received {which!r}")
     layout = LAYOUTS[which]
-    folder = _resolve_folder(Path(folder), layout, which)
+    folder = _resolve_folder(dataset_folder(layout.name) if folder is None else Path(folder), layout, which)
     classes = _read_names(folder / layout.names_file, layout.label_ranges[-1])
     train = [_read_batch(folder / file, layout) for file in layout.train]
     test = _read_batch(folder / layout.test, layout)
@@ -87,12 +89,18 @@ def load_cifar(folder: str | Path, which: int = 10) -> Dataset:
     return Dataset(name=layout.name, classes=classes, train=train_split, test=test, source=str(folder))
 
 
+def _how_to_get(folder: Path, layout: _Layout) -> str:
+    """The command that puts the files into `folder`."""
+    where = "" if folder == dataset_folder(layout.name) else f" --to {folder}"
+    return f"download it with `convscope data get {layout.name}{where}` (or get {layout.archive} and extract it)"
+
+
 def _resolve_folder(folder: Path, layout: _Layout, which: int) -> Path:
     """The folder that holds the binary files: `folder` itself or its usual subfolder."""
     if not folder.is_dir():
         raise DataError(
             f"{folder}: no such folder (expected the extracted {Path(layout.archive).name}); "
-            f"get it from {layout.archive}"
+            f"{_how_to_get(folder, layout)}"
         )
     candidates = (folder, folder / layout.subfolder)
     for candidate in candidates:
@@ -103,11 +111,12 @@ def _resolve_folder(folder: Path, layout: _Layout, which: int) -> Path:
         if python:
             raise DataError(
                 f"{candidate}: found {', '.join(python)}, the python (pickle) version of CIFAR-{which}, which is never "
-                f"read (unpickling can run code); only the binary version is read: get {layout.archive} and extract it"
+                f"read (unpickling can run code); only the binary version is read: get {layout.archive} and extract it "
+                f"(`convscope data get {layout.name}` does both)"
             )
     raise DataError(
         f"{folder}: missing {layout.test} (looked in {folder} and {folder / layout.subfolder}); "
-        f"get the binary version from {layout.archive} and extract it"
+        f"{_how_to_get(folder, layout)}"
     )
 
 

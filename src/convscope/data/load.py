@@ -37,9 +37,7 @@ def load_dataset(
     if name in ("cifar10", "cifar100"):
         from convscope.data.cifar import load_cifar
 
-        if data_dir is None:
-            raise DataError(f"{name}: say where the binary CIFAR files are with --data-dir DIR")
-        return load_cifar(data_dir, which=int(name[5:]))
+        return load_cifar(data_dir, which=int(name[5:]))  # no data_dir: where `convscope data get NAME` puts it
     folder = Path(name)
     if not folder.is_dir():
         raise DataError(f"{name}: not a built-in dataset ({', '.join(BUILT_IN)}) nor an image folder")
