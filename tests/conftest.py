@@ -20,5 +20,9 @@ atexit.register(shutil.rmtree, os.environ["CONVSCOPE_CACHE_DIR"], ignore_errors=
 os.environ["CONVSCOPE_DATA_HOME"] = tempfile.mkdtemp(prefix="convscope-test-data-")
 atexit.register(shutil.rmtree, os.environ["CONVSCOPE_DATA_HOME"], ignore_errors=True)
 
+# Arrays given to convscope.train(data=(x, y)) are kept in a folder of the session's own (convscope.data.arrays).
+os.environ["CONVSCOPE_ARRAYS_DIR"] = tempfile.mkdtemp(prefix="convscope-test-arrays-")
+atexit.register(shutil.rmtree, os.environ["CONVSCOPE_ARRAYS_DIR"], ignore_errors=True)
+
 # tests/helpers.py is shared by test files in several folders (pytest runs with --import-mode=importlib).
 sys.path.insert(0, str(Path(__file__).parent))

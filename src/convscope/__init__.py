@@ -11,7 +11,15 @@ import sys as _sys
 if "torch" not in _sys.modules:
     _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from convscope.errors import CheckpointError, ConvscopeError, DataError, SpecError
+from convscope.errors import (
+    CheckpointError,
+    ConfigError,
+    ConvscopeError,
+    DataError,
+    OutputError,
+    SpecError,
+    TrainingError,
+)
 from convscope.sequential import Sequential
 from convscope.shapes import infer
 from convscope.spec import (
@@ -37,14 +45,20 @@ __version__ = "0.1.0"
 # the package attribute of its name, which would replace the function with the module.
 _LAZY = {
     "build": "convscope.builder",
-    "train": "convscope.training.loop",
+    "train": "convscope.api.fit",
+    "transfer": "convscope.api.fit",
     "TrainConfig": "convscope.training.config",
-    "load_run": "convscope.run",
+    "Callback": "convscope.training.callbacks",
+    "Interrupted": "convscope.training.callbacks",
+    "Run": "convscope.api.run",
+    "load_run": "convscope.api.run",
+    "featuremaps": "convscope.api.run",
+    "gradcam": "convscope.api.run",
+    "walkthrough": "convscope.api.explained",
     "load_model": "convscope.run",
     "evaluate": "convscope.evaluation",
     "predict": "convscope.prediction",
     "write_report": "convscope.inspect.report",
-    "transfer": "convscope.pretrained.finetune",
 }
 
 
@@ -58,6 +72,16 @@ def __getattr__(name: str):
 
 __all__ = [
     "Activation",
+    "Callback",
+    "ConfigError",
+    "Interrupted",
+    "OutputError",
+    "Run",
+    "TrainingError",
+    "walkthrough",
+    "featuremaps",
+    "gradcam",
+    "transfer",
     "Base",
     "BatchNorm",
     "CheckpointError",

@@ -136,8 +136,8 @@ def cmd_train(args: argparse.Namespace, console: Console) -> None:
 
 
 def cmd_transfer(args: argparse.Namespace, console: Console) -> None:
-    from convscope.training.config import TrainConfig
     from convscope.pretrained.finetune import DEFAULTS, transfer, transfer_spec
+    from convscope.training.config import TrainConfig
 
     given = config_settings(args)
     if args.nproc:  # the run folder of the workers: named as transfer() names it

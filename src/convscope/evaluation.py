@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from convscope.run import CONFUSION, Run, classifier_run, load_predictor, model_images
+from convscope.errors import CheckpointError
+from convscope.files import atomic_write_text
+from convscope.run import CONFUSION, EVALUATION, Run, classifier_run, load_predictor, model_images
 
 log = logging.getLogger("convscope.evaluate")
 
@@ -52,6 +55,26 @@ class Evaluation:
         pairs = [np.unravel_index(i, off.shape) for i in order]
         return [(self.classes[t], self.classes[p], int(off[t, p])) for t, p in pairs if off[t, p] > 0]
 
+    def __repr__(self) -> str:
+        return f"Evaluation(accuracy {self.accuracy:.2%}, loss {self.loss:.4f}, {int(self.confusion.sum()):,} images)"
+
+    def _repr_html_(self) -> str:
+        """Accuracy, the per-class table and the confusion matrix, for a notebook."""
+        from convscope.plots import confusion_figure
+        from convscope.show import heading, img_tag, table
+
+        rows = [
+            (r["class"], f"{r['precision']:.1%}", f"{r['recall']:.1%}", f"{r['f1']:.3f}", f"{r['support']:,}")
+            for r in self.per_class()
+        ]
+        confused = "; ".join(f"{t} → {p} ({n})" for t, p, n in self.most_confused())
+        return (
+            heading(f"test accuracy {self.accuracy:.2%}", f"loss {self.loss:.4f}, {int(self.confusion.sum()):,} images")
+            + (f"<p>most confused: {confused}</p>" if confused else "")
+            + table(("class", "precision", "recall", "F1", "images"), rows, right=(1, 2, 3, 4))
+            + img_tag(confusion_figure(self, "confusion matrix"), "confusion matrix")
+        )
+
     def to_dict(self) -> dict:
         return {
             "accuracy": self.accuracy,
@@ -83,11 +106,15 @@ def evaluate(
     mean, std = run_stats(run)
     images = to_tensor(test_images)
     logits = predict_logits(model, images, mean, std, device)
-    return evaluation_from_logits(run, logits, dataset.test.labels, test_images)
+    own = data is None or data == run.config.data
+    return evaluation_from_logits(run, logits, dataset.test.labels, test_images, None if own else data)
 
 
-def evaluation_from_logits(run: Run, logits, labels: np.ndarray, images: np.ndarray) -> Evaluation:
-    """The Evaluation of test logits (N×classes tensor) against their labels; writes the run's confusion.png."""
+def evaluation_from_logits(
+    run: Run, logits, labels: np.ndarray, images: np.ndarray, data: str | None = None
+) -> Evaluation:
+    """The Evaluation of test logits (N×classes tensor) against their labels; writes the run's confusion.png, and
+    evaluation.json when these are the run's own test images (`data` None)."""
     import torch
     import torch.nn.functional as F
 
@@ -101,7 +128,26 @@ def evaluation_from_logits(run: Run, logits, labels: np.ndarray, images: np.ndar
     probabilities = torch.softmax(logits, 1).numpy()
     result = Evaluation(run.data.classes, confusion, loss, labels, probabilities, images)
     plot_confusion(result, run.path / CONFUSION, title=f"{run.path.name}: test accuracy {result.accuracy:.2%}")
+    if data is None:  # the run's own test split: kept, so viewers read it back instead of computing it again
+        atomic_write_text(run.path / EVALUATION, json.dumps({"images": int(len(labels)), **result.to_dict()}))
     return result
+
+
+def saved_evaluation(run: Run) -> Evaluation | None:
+    """The evaluation of the run's own test split saved by training or `evaluate` (evaluation.json), without the
+    per-image arrays; None when there is none. Raises CheckpointError when the file is damaged."""
+    path = run.path / EVALUATION
+    if not path.is_file():
+        return None
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        confusion = np.asarray(saved["confusion"], dtype=np.int64)
+        classes = tuple(saved["classes"])
+        if confusion.shape != (len(classes), len(classes)) or classes != run.data.classes:
+            raise ValueError("its classes do not match the run's")
+        return Evaluation(classes, confusion, float(saved["loss"]))
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{path}: damaged evaluation ({err})") from None
 
 
 def warn_if_one_class(predicted, labels, classes: tuple[str, ...]) -> None:

@@ -12,6 +12,7 @@ from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
 
 from convscope.explain import Walkthrough, _fmt
+from convscope.show import Picture
 
 PAD_COLOUR = "#cfe3f7"  # light blue: padding cells
 WINDOW_COLOUR = "#d62728"  # red: the window / the output value it makes
@@ -36,7 +37,7 @@ def walkthrough_figure(w: Walkthrough) -> Figure:
     Returns a new matplotlib Figure (16×6.6 inches, 100 dpi) with four axes: the three panels and the output's
     colorbar."""
     has_filter = w.filter is not None
-    fig = Figure(figsize=(16, 6.6), dpi=100, layout="constrained")
+    fig = Picture(figsize=(16, 6.6), dpi=100, layout="constrained")
     grid = fig.add_gridspec(1, 3, width_ratios=[1.25, 1.05 if has_filter else 0.6, 1.0])
     _draw_input(fig.add_subplot(grid[0]), w)
     _draw_window(fig.add_subplot(grid[1]), w)

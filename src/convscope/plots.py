@@ -13,6 +13,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import PercentFormatter
 
+from convscope.show import Picture
+
 
 def curves_figure(rows: list[dict[str, float]], title: str) -> Figure:
     """Loss and accuracy (a detector: validation mAP) per epoch, training and validation, side by side.
@@ -22,7 +24,7 @@ def curves_figure(rows: list[dict[str, float]], title: str) -> Figure:
     lacks a column the panels need.
     """
     epochs = [r["epoch"] for r in rows]
-    fig = Figure(figsize=(11, 4.2), dpi=110, layout="constrained")
+    fig = Picture(figsize=(11, 4.2), dpi=110, layout="constrained")
     ax_loss, ax_acc = fig.subplots(1, 2)
     detector = bool(rows) and "val_map50" in rows[0]
     lines = {  # panel → (label, key) of each line; training first
@@ -68,7 +70,7 @@ def confusion_figure(evaluation, title: str) -> Figure:
     n = len(evaluation.classes)
     share = m / np.maximum(m.sum(1, keepdims=True), 1)
     size = max(5.5, 0.62 * n + 2.5)
-    fig = Figure(figsize=(size + 1.2, size), dpi=110, layout="constrained")
+    fig = Picture(figsize=(size + 1.2, size), dpi=110, layout="constrained")
     ax = fig.subplots()
     image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
     if n <= 30:

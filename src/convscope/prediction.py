@@ -18,6 +18,7 @@ from convscope.errors import CheckpointError, DataError
 from convscope.files import check_regular_file
 from convscope.onnx_model import load_onnx
 from convscope.run import Run, classifier_run, load_predictor
+from convscope.show import Picture, new_figure, png_bytes
 
 
 class SomeImagesFailed(DataError):
@@ -33,6 +34,15 @@ class Prediction:
     top: list[tuple[str, float]] = field(default_factory=list)  # (class, probability), most likely first
     conversion: str = ""  # e.g. 'RGB 451×300 → gray 28×28'
     error: str = ""  # why this file could not be predicted, without its path (the others still are)
+    image: np.ndarray | None = field(default=None, repr=False, compare=False)  # uint8 H×W×C as the model saw it
+
+    def __repr__(self) -> str:
+        if self.error:
+            return f"Prediction({self.path!r}: {self.error})"
+        return f"Prediction({self.path!r}: " + ", ".join(f"{c} {p:.1%}" for c, p in self.top) + ")"
+
+    def _repr_png_(self) -> bytes | None:
+        return None if self.error else png_bytes(predictions_figure([self]))
 
     def to_dict(self) -> dict:
         if self.error:
@@ -42,6 +52,39 @@ class Prediction:
             "conversion": self.conversion,
             "top": [{"class": c, "probability": p} for c, p in self.top],
         }
+
+
+class Predictions(list):
+    """A list of Prediction that a notebook shows as one picture: each image with its top classes as bars."""
+
+    def _repr_png_(self) -> bytes | None:
+        shown = [p for p in self if not p.error]
+        return png_bytes(predictions_figure(shown)) if shown else None
+
+
+def predictions_figure(predictions: list[Prediction], most: int = 12) -> Picture:
+    """The first `most` predictions, one row each: the image as the model saw it (H×W×C) and a bar per top class
+    (probability 0–1). Returns a Picture (a matplotlib Figure, 7 inches wide, 1.6 per row)."""
+    rows = predictions[:most]
+    fig = new_figure(figsize=(7, 1.6 * len(rows)), layout="constrained")
+    for i, p in enumerate(rows):
+        image_ax, bars_ax = (
+            fig.add_subplot(len(rows), 3, 3 * i + 1),
+            fig.add_subplot(len(rows), 3, (3 * i + 2, 3 * i + 3)),
+        )
+        if p.image is not None:
+            gray = p.image.shape[-1] == 1
+            image_ax.imshow(p.image[:, :, 0] if gray else p.image, cmap="gray" if gray else None, vmin=0, vmax=255)
+        image_ax.set_axis_off()
+        image_ax.set_title(Path(p.path).name if len(p.path) > 24 else p.path, fontsize=8)
+        names, probs = [c for c, _ in p.top][::-1], [v for _, v in p.top][::-1]
+        bars_ax.barh(range(len(names)), probs, color="#4c72b0")
+        bars_ax.set_yticks(range(len(names)), names, fontsize=8)
+        bars_ax.set_xlim(0, 1)
+        for y, v in enumerate(probs):
+            bars_ax.text(min(v, 0.8) + 0.01, y, f"{v:.1%}", va="center", fontsize=8)
+        bars_ax.tick_params(axis="x", labelsize=7)
+    return fig
 
 
 def image_paths(items: list[str]) -> list[Path]:
@@ -61,8 +104,12 @@ def image_paths(items: list[str]) -> list[Path]:
 
 def prepare(path: Path, shape: tuple[int, int, int]) -> tuple[np.ndarray, str]:
     """uint8 H×W×C as the model takes it, and how the image was converted."""
+    return fit_image(open_image(path), shape)
+
+
+def fit_image(img: Image.Image, shape: tuple[int, int, int]) -> tuple[np.ndarray, str]:
+    """An upright PIL image as the model takes it (uint8 H×W×C of `shape`), and how it was converted."""
     h, w, c = shape
-    img = open_image(path)
     before = describe(img)
     array = to_array(img, c)
     # Pillow's resize widens its filter when shrinking, so a 451-pixel photo becomes 28 pixels without aliasing.

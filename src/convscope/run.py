@@ -7,6 +7,7 @@ runs/NAME/
   metrics.csv               one row per epoch          } copies of what the checkpoint holds, rewritten after
   weights/best.safetensors, weights/last.safetensors   } each checkpoint: readers always find complete files
   train.log, results.json   the log of every segment of training; the test results
+  evaluation.json           a classifier's test evaluation (confusion matrix, per class), saved when it is made
   report.html, curves.png   the report and its pictures: a classifier's confusion.png, wrong.png, featuremaps/;
                             a detector's pr_curves.png, predictions.png, coco_eval.txt (pycocotools' summary)
   featuremaps/, detections/, export/   what `featuremaps`, `detect predict` and `export` write by default
@@ -59,6 +60,7 @@ REPORT, CURVES, CONFUSION, WRONG, PR_CURVES, PREDICTIONS, COCO_EVAL = (
 )
 WEIGHTS, FEATUREMAPS, DETECTIONS, EXPORT = "weights", "featuremaps", "detections", "export"  # folders
 PATTERNS = "patterns"  # folder: the report's pictures of what filters look for (inspect.patterns)
+EVALUATION = "evaluation.json"  # a classifier's test evaluation: confusion matrix, per-class numbers (evaluation.py)
 
 
 def weights_file(which: str) -> str:

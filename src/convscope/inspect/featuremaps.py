@@ -26,6 +26,7 @@ from convscope.errors import DataError
 from convscope.prediction import prepare
 from convscope.run import Run, load_model, load_run
 from convscope.shapes import infer
+from convscope.show import Picture
 from convscope.spec import Activation, Base, BatchNorm, Conv, Dense, NetSpec, shape_text
 
 DEFAULT_KINDS = ("base", "conv", "pool")  # layer types shown when no layers are named
@@ -57,6 +58,25 @@ class FeatureMaps:
 
     def names(self) -> list[str]:
         return [layer.name for layer in self.layers]
+
+    def figure(self, name: str | None = None) -> Figure:
+        """The sheet of one layer's maps (default: the first layer here); KeyError for a layer not here."""
+        return feature_map_figure(self, name or self.layers[0].name)
+
+    def save(self, out_dir: str | Path) -> list[Path]:
+        """One sheet per layer in the folder `out_dir` (NN-NAME.png, as `convscope featuremaps` writes them)."""
+        return save_feature_map_sheets(self, out_dir)
+
+    def __repr__(self) -> str:
+        shapes = ", ".join(f"{m.name} {'×'.join(map(str, m.shape))}" for m in self.layers)
+        return f"FeatureMaps({self.conversion}: {shapes})"
+
+    def _repr_html_(self) -> str:
+        from convscope.show import heading, img_tag
+
+        parts = [heading("feature maps", self.conversion)]
+        parts += [img_tag(self.figure(m.name), m.name) for m in self.layers]
+        return "".join(parts)
 
 
 def feature_maps(
@@ -270,7 +290,7 @@ def sheet_figure(
     top = 0.3 + 0.24 * (title.count("\n") + 1)  # the title's lines at 12 pt, and a margin
     height = top + max(grid_h, SIDE + 0.9 if side else 0.0) + 0.25
     left += (width - (left + grid_w + 0.3 + bar)) / 2  # a narrow grid is centred in the minimum width
-    fig = Figure(figsize=(width, height), dpi=100)
+    fig = Picture(figsize=(width, height), dpi=100)
 
     def box(x: float, y: float, w: float, h: float):  # an axes placed in inches from the figure's top-left
         return fig.add_axes((x / width, 1 - (y + h) / height, w / width, h / height))

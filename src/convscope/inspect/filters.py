@@ -19,19 +19,24 @@ from convscope.errors import DataError
 from convscope.inspect.featuremaps import activation_text, grid_columns, sheet_figure, value_text
 from convscope.run import Run, load_model, load_run
 from convscope.shapes import infer
+from convscope.show import Drawable
 from convscope.spec import Conv
 
 CELL = 0.06  # inches per weight in a mosaic tile (6 pixels at 100 dpi): a 3×3×64 filter's 24×24 mosaic is 1.44 inches
 
 
 @dataclass(frozen=True)
-class FilterWeights:
+class FilterWeights(Drawable):
     index: int  # 1-based position of the layer in the spec
     name: str  # e.g. 'conv1'
     label: str  # e.g. 'conv 3×3, stride 1, same, relu'
     weights: np.ndarray  # float32 (filters, in_channels, kh, kw), a copy of the layer's weight
     bias: np.ndarray | None  # float32 (filters,) or None
     first: bool  # the network's first conv layer: its input channels are the image's (gray or RGB)
+
+    def figure(self) -> Figure:
+        """The filters as a sheet (filters_figure)."""
+        return filters_figure(self)
 
     @property
     def shape_text(self) -> str:

@@ -26,17 +26,19 @@ import torch.nn.functional as F
 
 from convscope.errors import DataError
 from convscope.shapes import infer
+from convscope.show import Drawable
 from convscope.spec import Activation, Conv, NetSpec
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
+
 
 METHODS = ("hirescam", "gradcam")
 METHOD_NAMES = {"hirescam": "HiResCAM", "gradcam": "Grad-CAM"}
 
 
 @dataclass(frozen=True)
-class GradCam:
+class GradCam(Drawable):
     heatmap: np.ndarray  # float32 H×W in [0, 1], the input's size (all zeros: no positive evidence anywhere, `empty`)
     layer_map: np.ndarray  # float32 h×w, ReLU(Σ w_k A_k) at the layer's resolution, not rescaled
     class_index: int
@@ -45,6 +47,12 @@ class GradCam:
     class_name: str = ""  # filled in when the class names are known (gradcam_for_run)
     image: np.ndarray | None = None  # uint8 H×W×C as the model took it (gradcam_for_run), for the picture
     method: str = "hirescam"  # one of METHODS
+
+    def figure(self) -> Figure:
+        """The image, the heatmap and the overlay (gradcam_figure); needs `image` (set by the run's gradcam)."""
+        if self.image is None:
+            raise DataError("this map has no image to draw on: make it with Run.gradcam or gradcam_for_run")
+        return gradcam_figure(self, self.image)
 
     @property
     def empty(self) -> bool:
@@ -184,12 +192,7 @@ def gradcam_for_run(
 
     run = run if isinstance(run, Run) else load_run(run)
     classes = run.data.classes
-    index = None
-    if class_name is not None:
-        folded = [c.casefold() for c in classes]
-        if class_name not in classes and folded.count(class_name.casefold()) != 1:
-            raise DataError(f"no class named {class_name!r} in {run.path}. Classes: {', '.join(classes)}")
-        index = classes.index(class_name) if class_name in classes else folded.index(class_name.casefold())
+    index = None if class_name is None else class_index(classes, class_name, run.path)
     array, _conversion = prepare(resolve_image(str(image_path)), run.spec.input)
     mean, std = run_stats(run)
     device = resolve_device(device)
@@ -197,6 +200,15 @@ def gradcam_for_run(
     x = normalise(to_tensor(array[None]), mean, std).to(device)
     result = gradcam(model, x, layer=layer, class_index=index, method=method)
     return replace(result, class_name=classes[result.class_index], image=array)
+
+
+def class_index(classes: tuple[str, ...], name: str, where) -> int:
+    """The index of the class `name` (exact, else the one class equal to it ignoring case). Raises DataError naming
+    `where` (the run) and its classes."""
+    folded = [c.casefold() for c in classes]
+    if name not in classes and folded.count(str(name).casefold()) != 1:
+        raise DataError(f"no class named {name!r} in {where}. Classes: {', '.join(classes)}")
+    return classes.index(name) if name in classes else folded.index(name.casefold())
 
 
 def overlay(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.5, cmap: str = "jet") -> np.ndarray:
@@ -222,13 +234,14 @@ def gradcam_figure(result: GradCam, image: np.ndarray, title: str = "") -> Figur
     """
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
-    from matplotlib.figure import Figure
+
+    from convscope.show import Picture
 
     image = np.asarray(image)
     gray = image.ndim == 2 or image.shape[2] == 1
     shown = image.reshape(image.shape[:2]) if gray else image
     h, w = result.heatmap.shape
-    fig = Figure(figsize=(12.5, 4.8), dpi=100, layout="constrained")
+    fig = Picture(figsize=(12.5, 4.8), dpi=100, layout="constrained")
     axes = fig.subplots(1, 3)
     axes[0].imshow(shown, cmap="gray" if gray else None, vmin=0, vmax=255, interpolation="nearest")
     axes[0].set_title(f"input {h}×{w}", fontsize=11)

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from convscope.errors import DataError
 from convscope.run import Run, load_model, load_run
+from convscope.show import Drawable
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -41,7 +42,7 @@ MAX_FILTERS = 64
 
 
 @dataclass(frozen=True)
-class FilterPatterns:
+class FilterPatterns(Drawable):
     layer: str
     filters: tuple[int, ...]
     images: np.ndarray  # uint8 N×H×W×C: one image per filter, the model's channels, in [0, 255]
@@ -49,6 +50,10 @@ class FilterPatterns:
     noise_activation: np.ndarray  # float N: its mean response to uniform-noise images (the same size), for scale
     steps: int
     seconds: float
+
+    def figure(self):
+        """The patterns as a sheet (patterns_figure)."""
+        return patterns_figure(self, self.line())
 
     def line(self) -> str:
         gain = np.median(self.activation - self.noise_activation)

@@ -16,6 +16,7 @@ from convscope.evaluation import Evaluation, evaluate
 from convscope.inspect.html import escape, inline_image, page_header, save_page, section, summary_table
 from convscope.plots import plot_curves
 from convscope.run import CONFUSION, CURVES, FEATUREMAPS, PATTERNS, WRONG, Run, load_model, load_run
+from convscope.show import Picture
 
 REPORT_FILTERS, REPORT_STEPS, REPORT_SIDE = 8, 64, 128  # patterns in the report: a few, quickly, at most 128 px
 
@@ -104,7 +105,7 @@ def wrong_figure(run: Run, ev: Evaluation, index: list[int]) -> Figure:
     mean, std = run_stats(run)
     cols = min(4, len(index))
     rows = -(-len(index) // cols)
-    fig = Figure(figsize=(3.1 * cols, 3.5 * rows), dpi=110, layout="constrained")
+    fig = Picture(figsize=(3.1 * cols, 3.5 * rows), dpi=110, layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False)
     for ax in axes.flat:
         ax.set_axis_off()

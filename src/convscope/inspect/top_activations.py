@@ -29,6 +29,7 @@ from convscope.spec import Conv, NetSpec, Pair, Pool
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
+
 BATCH = 500  # images per forward pass: a 128-filter 14×14 float32 map is 100 kB per image
 
 
@@ -172,8 +173,9 @@ def top_activations_figure(result: TopActivations, filters=None) -> Figure:
     (100 dpi, 1.45 inches a tile) with one axes per tile (rows × the most images a chosen filter has). Raises DataError
     if `filters` is empty or names a filter outside 0..F−1.
     """
-    from matplotlib.figure import Figure  # here, not at the top: finding the top images needs no matplotlib
     from matplotlib.patches import Rectangle
+
+    from convscope.show import Picture
 
     chosen = list(range(min(16, len(result.filters)))) if filters is None else list(filters)
     bad = [f for f in chosen if not 0 <= f < len(result.filters)]
@@ -182,7 +184,7 @@ def top_activations_figure(result: TopActivations, filters=None) -> Figure:
     cols = max(len(result.filters[f]) for f in chosen)
     tile = 1.45  # inches per tile: a 28-pixel image at ~1.4 in shows its pixels and the box clearly
     size = (max(4.5, 1.3 + tile * cols), 1.1 + 1.12 * tile * len(chosen))
-    fig = Figure(figsize=size, dpi=100, layout="constrained")
+    fig = Picture(figsize=size, dpi=100, layout="constrained")
     axes = fig.subplots(len(chosen), cols, squeeze=False)
     for row, f in zip(axes, chosen, strict=True):
         for col, ax in enumerate(row):

@@ -13,9 +13,9 @@ from pathlib import Path
 from torch import Tensor, nn
 
 from convscope.errors import ConfigError
-from convscope.spec import Base, NetSpec
 from convscope.pretrained.catalog import lite0_cut
 from convscope.pretrained.trunk import Trunk
+from convscope.spec import Base, NetSpec
 
 # Per-channel input scaling in 0–1 units (the trainer's normalise: (x/255 − mean)/std). EfficientNet-Lite0's weights
 # come from TensorFlow, trained on (x − 127)/128 of 0–255 pixels; torchvision's weights on ImageNet mean/std.

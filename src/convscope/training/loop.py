@@ -19,6 +19,7 @@ from convscope.errors import ConfigError, ConvscopeError, SpecError
 from convscope.files import atomic_write_text, remove_temp_files
 from convscope.memory import check_training_memory
 from convscope.presets import preset_names, resolve_spec
+from convscope.pretrained.bases import input_scaling, spec_base
 from convscope.run import (
     CONFIG,
     SPEC,
@@ -39,7 +40,6 @@ from convscope.training.config import TrainConfig
 from convscope.training.distributed import Group
 from convscope.training.resume import CHANGEABLE, check_format, finished_message, is_finished, resumed_config
 from convscope.training.trainer import Trainer, set_threads
-from convscope.pretrained.bases import input_scaling, spec_base
 
 __all__ = ["CACHE_LIMIT", "Interrupted", "train"]
 

@@ -29,6 +29,7 @@ from convscope.builder import build
 from convscope.device import autocast, needs_grad_scaler, resolve_device
 from convscope.errors import TrainingError
 from convscope.files import atomic_write_text
+from convscope.pretrained.bases import BaseNet
 from convscope.run import CHECKPOINT, LOG, RESULTS, Run
 from convscope.signals import StopRequest
 from convscope.training.callbacks import Interrupted, data_progress
@@ -38,7 +39,6 @@ from convscope.training.resume import Checkpointing
 from convscope.training.runtime import log_file, optimizer_for, scheduler_for
 from convscope.training.state import read_checkpoint
 from convscope.training.task import Task
-from convscope.pretrained.bases import BaseNet
 
 log = logging.getLogger("convscope.train")
 

@@ -1,0 +1,96 @@
+"""Training progress where learners run it: one bar per epoch that stays with the epoch's numbers, like Keras.
+
+tqdm.auto draws a Jupyter widget in a notebook (with ipywidgets installed; text otherwise) and a text bar on stderr
+in a terminal or a plain `python script.py`: a well-kept library for exactly this, rather than our own rendering.
+"""
+
+from __future__ import annotations
+
+import math
+
+from convscope.training.callbacks import Callback
+
+SHOWN = {"train_loss": "loss", "train_acc": "accuracy", "val_loss": "val_loss", "val_acc": "val_accuracy"}
+
+
+def epoch_numbers(row: dict[str, float]) -> dict[str, str]:
+    """An epoch's measured numbers by Keras' names ('loss', 'accuracy', 'val_loss', …), NaN (not measured) left out."""
+    out = {}
+    for key, value in row.items():
+        if key in ("epoch", "lr", "seconds") or not math.isfinite(value):
+            continue
+        name = SHOWN.get(key, key)
+        out[name] = f"{value:.2%}" if key.endswith("_acc") else f"{value:.4f}"
+    return out
+
+
+class EpochBars(Callback):
+    """verbose=1: a bar per epoch (kept, with loss, accuracy and the validation numbers); verbose=2: one line per
+    epoch, no bar (for logs). Prints; used by convscope.train, never by the library below it."""
+
+    def __init__(self, verbose: int = 1):
+        self.verbose = verbose
+        self.bar = None
+        self.reading = None
+        self.epochs = self.batches = 0
+
+    @staticmethod
+    def _tqdm(**kwargs):
+        from tqdm.auto import tqdm
+
+        return tqdm(**kwargs)
+
+    def on_data(self, done: int, total: int) -> None:
+        if self.verbose != 1:
+            return
+        if self.reading is None:
+            if done >= total:  # read from the decoded cache at once: nothing to show
+                return
+            self.reading = self._tqdm(total=total, desc="reading images", unit="img", leave=False)
+        self.reading.update(done - self.reading.n)
+        if done >= total:
+            self.reading.close()
+            self.reading = None
+
+    def on_start(self, run, epochs: int, batches: int, epoch: int) -> None:
+        self.epochs, self.batches = epochs, batches
+        h, w, c = run.spec.input
+        lines = [run.config.recipe_line(), f"training {run.spec.name} ({h}×{w}×{c}) on {run.data.name} → {run.path}"]
+        print("\n".join(line for line in lines if line), flush=True)
+
+    def on_batch(self, epoch: int, batch: int, loss: float, accuracy, images_per_s: float) -> None:
+        if self.verbose != 1:
+            return
+        if self.bar is None:
+            desc = f"epoch {epoch + 1}/{self.epochs}"
+            self.bar = self._tqdm(total=self.batches, desc=desc, unit="batch", leave=True, dynamic_ncols=True)
+        self.bar.update(batch - self.bar.n)
+        shown = {"loss": f"{loss:.4f}"} | ({} if accuracy is None else {"accuracy": f"{accuracy:.2%}"})
+        self.bar.set_postfix(shown | {"img/s": f"{images_per_s:,.0f}"}, refresh=False)
+
+    def on_epoch(self, row: dict[str, float]) -> None:
+        numbers = epoch_numbers(row)
+        if self.bar is not None:
+            self.bar.set_postfix(numbers, refresh=False)
+            self.bar.update(self.bar.total - self.bar.n)
+            self.bar.close()
+            self.bar = None
+        elif self.verbose:
+            cells = "  ".join(f"{k} {v}" for k, v in numbers.items())
+            print(f"epoch {int(row['epoch'])}/{self.epochs}  {cells}  {row['seconds']:.1f} s", flush=True)
+
+    def on_end(self, run, results: dict) -> None:
+        self.close()
+        scores = [
+            f"{k} {v:.2%}" if k.endswith("acc") else f"{k} {v:.4f}"
+            for k, v in results.items()
+            if k.startswith("test_") and isinstance(v, float)
+        ]
+        if scores:
+            print(f"{run.path}: " + ", ".join(scores), flush=True)
+
+    def close(self) -> None:
+        for bar in (self.bar, self.reading):
+            if bar is not None:
+                bar.close()
+        self.bar = self.reading = None

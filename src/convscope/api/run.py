@@ -1,0 +1,288 @@
+"""Run: a run folder as a notebook uses it — its model, preprocessing and classes loaded once and kept, and a verb
+for each thing people do with a trained convnet. `convscope.train` returns one; `convscope.load_run(path)` opens one.
+
+It is the run folder's record (convscope.run.Run: path, config, spec, data) with verbs on top, so every library
+function that takes a run takes it too. Images, wherever a verb takes one: a file path, a sample photo's name
+('chelsea', 'coffee', …), a PIL image, or a NumPy array (H×W×C or H×W, uint8 0–255 or float 0–1); `predict` also
+takes a list of them or an N×H×W×C array. Each is converted as `convscope predict` converts files (size, gray/RGB).
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from convscope import run as folder
+from convscope.errors import CheckpointError, DataError
+from convscope.run import CONFIG, CURVES
+from convscope.show import Picture, heading, img_tag, table
+
+KERAS_NAMES = {"train_loss": "loss", "train_acc": "accuracy", "val_loss": "val_loss", "val_acc": "val_accuracy"}
+
+
+@dataclass(frozen=True, eq=False)
+class Run(folder.Run):
+    """A trained (or training, or stopped) run with its model kept loaded. See the module's docstring."""
+
+    _kept: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    @classmethod
+    def of(cls, record: folder.Run) -> Run:
+        return record if isinstance(record, cls) else cls(record.path, record.config, record.spec, record.data)
+
+    # -- what the folder holds ----------------------------------------------------------------------------------------
+    @property
+    def history(self) -> dict[str, list[float]]:
+        """Per epoch, by Keras' names where they exist: loss, accuracy, val_loss, val_accuracy, lr (and a detector's
+        val_map50, …), plus epoch and seconds. NaN where an epoch was not validated."""
+        rows = self.metrics()
+        keys = list(rows[0]) if rows else ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr"]
+        return {KERAS_NAMES.get(k, k): [row[k] for row in rows] for k in keys}
+
+    @property
+    def status(self) -> str:
+        """'finished', 'training' (another process holds it), 'stopped, resumable' or 'not started'."""
+        if folder.training_alive(self.path):
+            return "training"
+        if self.results():
+            return "finished"
+        return "stopped, resumable" if (self.path / folder.CHECKPOINT).exists() else "not started"
+
+    def headline(self) -> str:
+        """The run's main test number, e.g. 'test accuracy 91.23%' or 'test mAP@0.5 0.884'; '' before testing."""
+        results = self.results()
+        if "test_acc" in results:
+            return f"test accuracy {results['test_acc']:.2%}"
+        found = [(k, v) for k, v in results.items() if k.startswith("test_map") and isinstance(v, float)]
+        return ", ".join(
+            f"test mAP@{k.removeprefix('test_map').replace('50_95', '0.5:0.95').replace('50', '0.5')} {v:.3f}"
+            for k, v in found[:2]
+        )
+
+    def plot(self) -> Picture:
+        """The training curves (loss and accuracy or mAP per epoch, training and validation) as a Picture."""
+        from convscope.plots import curves_figure
+
+        rows = self.metrics()
+        if not rows:
+            raise DataError(f"{self.path}: no epoch has finished yet, so there are no curves to draw")
+        return curves_figure(rows, self.path.name)
+
+    # -- the model, loaded once ---------------------------------------------------------------------------------------
+    def _loaded(self):
+        """(model, predictor, mean, std, device), loaded at the first verb that needs them and kept."""
+        if "model" not in self._kept:
+            from convscope.device import resolve_device
+            from convscope.run import load_model, with_test_flips
+            from convscope.training.tensors import run_stats
+
+            device = resolve_device(self.config.device)
+            model = load_model(self, device=device)
+            predictor = model if self.spec.is_detector else with_test_flips(model, self.config)
+            mean, std = run_stats(self)
+            self._kept.update(model=model, predictor=predictor, mean=mean, std=std, device=device)
+        k = self._kept
+        return k["model"], k["predictor"], k["mean"], k["std"], k["device"]
+
+    def _input(self, image) -> tuple[np.ndarray, str, str]:
+        """(uint8 H×W×C as the model takes it, how it was converted, a name to show) of one image."""
+        from PIL import Image
+
+        from convscope.data.arrays import images_uint8
+        from convscope.data.images import resolve_image
+        from convscope.prediction import fit_image, prepare
+
+        if isinstance(image, str | Path):
+            path = resolve_image(str(image))
+            return (*prepare(path, self.spec.input), str(image))
+        if isinstance(image, Image.Image):
+            from PIL import ImageOps
+
+            return (*fit_image(ImageOps.exif_transpose(image), self.spec.input), "PIL image")
+        array = images_uint8(np.asarray(image)[None], "image")[0]
+        picture = Image.fromarray(array[:, :, 0] if array.shape[-1] == 1 else array)
+        array, conversion = fit_image(picture, self.spec.input)
+        return array, conversion.replace(picture.mode, "array", 1), "array"
+
+    def _tensor(self, array: np.ndarray):
+        from convscope.training.tensors import normalise, to_tensor
+
+        _, _, mean, std, device = self._loaded()
+        return normalise(to_tensor(array[None]), mean, std).to(device)
+
+    # -- verbs --------------------------------------------------------------------------------------------------------
+    def evaluate(self, data: str | None = None, data_dir: str | None = None):
+        """The test evaluation: the one saved by training (evaluation.json) when it exists, else computed once on the
+        run's test split and saved; with `data`, that dataset's test split (not saved). A classifier's Evaluation
+        (accuracy, per-class table, confusion matrix) or a detector's DetectionMetrics (COCO mAP)."""
+        if self.spec.is_detector:
+            from convscope.detect.predict import evaluate_detector
+
+            return evaluate_detector(self, data, data_dir, self.config.device)
+        from convscope.evaluation import evaluate, saved_evaluation
+
+        if data is None and data_dir is None and (saved := saved_evaluation(self)) is not None:
+            return saved
+        return evaluate(self, data, data_dir, self.config.device)
+
+    def predict(self, images, top_k: int = 3):
+        """A classifier's top_k classes (probabilities) of one image (a Prediction) or of several (a list of them:
+        a list, or an N×H×W×C array), shown in a notebook as each image with bars. A detector's boxes (Found, one per
+        image; images as files or sample names). Raises DataError for an image that cannot be read."""
+        many = isinstance(images, list | tuple) or (
+            isinstance(images, np.ndarray)
+            and (images.ndim == 4 or (images.ndim == 3 and images.shape[-1] not in (1, 3)))
+        )
+        items = list(images) if many else [images]
+        if self.spec.is_detector:
+            from convscope.detect.predict import detect_images
+
+            found = detect_images(self, [str(i) for i in items], device=self.config.device)
+            return found if many else found[0]
+        import torch
+
+        from convscope.prediction import Prediction, Predictions
+
+        if top_k < 1:
+            raise DataError(f"top_k must be at least 1. Received: {top_k}")
+        _, predictor, *_ = self._loaded()
+        classes = self.data.classes
+        results = Predictions()
+        with torch.inference_mode():
+            for i, item in enumerate(items):
+                array, conversion, name = self._input(item)
+                probs = torch.softmax(predictor(self._tensor(array)).float().cpu(), dim=1)[0]
+                values, index = probs.topk(min(top_k, len(classes)))
+                top = [(classes[j], float(v)) for v, j in zip(values, index, strict=True)]
+                results.append(
+                    Prediction(f"{name} {i}" if name == "array" and many else name, top, conversion, "", array)
+                )
+        return results if many else results[0]
+
+    def featuremaps(self, image, layer: str | list[str] | None = None):
+        """The feature maps (one per filter) of `layer` (a name like 'conv1', a list, or None: every conv and pool
+        layer) for one image: FeatureMaps, shown as a sheet per layer. DataError for a layer without maps."""
+        from convscope.inspect.featuremaps import FeatureMaps, layer_maps
+
+        model = self._loaded()[0]
+        array, conversion, _ = self._input(image)
+        layers = [layer] if isinstance(layer, str) else layer
+        return FeatureMaps(array, conversion, layer_maps(model, self._tensor(array), layers))
+
+    def gradcam(self, image, cls: str | None = None, layer: str | None = None, method: str = "hirescam"):
+        """Where in `image` the network found evidence for class `cls` (default: the predicted class): HiResCAM
+        (default) or Grad-CAM at `layer` (default: the last layer with feature maps). A GradCam, shown as the image,
+        the heatmap and the overlay. DataError for an unknown class or layer."""
+        from convscope.inspect.gradcam import class_index, gradcam
+
+        model = self._loaded()[0]
+        array, _, _ = self._input(image)
+        index = None if cls is None else class_index(self.data.classes, cls, self.path)
+        result = gradcam(model, self._tensor(array), layer=layer, class_index=index, method=method)
+        return replace(result, class_name=self.data.classes[result.class_index], image=array)
+
+    def filters(self, layer: str | None = None):
+        """The trained filters (weights) of a conv layer (default: the first), shown as a sheet."""
+        from convscope.inspect.filters import filter_weights
+
+        return filter_weights(self._loaded()[0], layer)
+
+    def patterns(self, layer: str, filters: list[int] | None = None, steps: int | None = None, size: int | None = None):
+        """Images that each filter of `layer` responds to most (gradient ascent; default: its first 16 filters),
+        shown as a sheet. Takes seconds per layer (see convscope.inspect.patterns)."""
+        from convscope.inspect.patterns import STEPS, filter_patterns
+
+        return filter_patterns(self, layer, filters, steps or STEPS, size, device=str(self._loaded()[4]))
+
+    def explain(self, image="chelsea", layer: str | None = None, filter: int = 0, at: tuple[int, int] | None = None):
+        """One output value of a trained filter, step by step: the window of the image's first channel (values
+        0–255, resized to the run's input) it reads, the filter's weights (of that channel), the products and
+        their sum (no bias, no activation). layer: a conv layer reading the image (default: the first layer). A
+        Walkthrough, shown as text and a picture. DataError for a layer that is not the first conv."""
+        from convscope.api.explained import Explained
+        from convscope.explain import explain_conv
+
+        first = self.spec.layers[0]
+        name = self.spec.layer_names()[0]
+        if first.layer_type != "conv" or layer not in (None, name):
+            raise DataError(
+                f"{self.spec.name}: explain follows the first layer, a conv one; {name} is {first.layer_type}"
+            )
+        weights = self._loaded()[0][0].weight.detach().float().cpu().numpy()  # filters × channels × kh × kw
+        if not 0 <= filter < len(weights):
+            raise DataError(f"{name} has filters 0 to {len(weights) - 1}. Received: {filter}")
+        array, conversion, shown = self._input(image)
+        x, kernel = array[:, :, 0].astype(np.float64), weights[filter, 0]
+        source = f"{shown} ({conversion}), channel 1"
+        return Explained(explain_conv(x, kernel, first.stride, first.padding, at, source, f"{name} filter {filter}"))
+
+    def report(self):
+        """Write report.html (curves, per-class numbers, mistakes, feature maps) and return it: a Report that a
+        notebook shows inline and whose `.path` is the file."""
+        if self.spec.is_detector:
+            from convscope.detect.predict import write_detector_report as write
+        else:
+            from convscope.inspect.report import write_report as write
+        return Report(write(self))
+
+    # -- display ------------------------------------------------------------------------------------------------------
+    def __repr__(self) -> str:
+        return f"Run({str(self.path)!r}: {self.spec.name} on {self.data.name}, {self.status}; {self.headline()})"
+
+    def _repr_html_(self) -> str:
+        rows = self.metrics()
+        last = rows[-1] if rows else {}
+        numbers = [(KERAS_NAMES.get(k, k), f"{v:.4g}") for k, v in last.items() if k != "epoch" and math.isfinite(v)]
+        curves = self.path / CURVES
+        picture = ""
+        if rows:
+            picture = img_tag(self.plot(), "training curves", width=640)
+        elif curves.is_file():
+            picture = f"<p>{html.escape(str(curves))}</p>"
+        h, w, c = self.spec.input
+        detail = f"{self.spec.name} ({h}×{w}×{c}) on {self.data.name}, {len(rows)} epochs, {self.status}"
+        return (
+            heading(f"{self.path}: {self.headline() or 'not tested yet'}", detail)
+            + (table(("last epoch", "value"), numbers, right=(1,)) if numbers else "")
+            + picture
+        )
+
+
+class Report:
+    """report.html of a run: `.path`, shown inline in a notebook (the page carries its pictures inside)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    def __repr__(self) -> str:
+        return f"Report({str(self.path)!r})"
+
+    def _repr_html_(self) -> str:
+        page = html.escape(self.path.read_text(encoding="utf-8"), quote=True)
+        return f'<iframe srcdoc="{page}" style="width:100%;height:720px;border:1px solid #ccc"></iframe>'
+
+
+def load_run(path: str | Path) -> Run:
+    """The run in a folder (`runs/NAME`), ready to use: its model is loaded at the first verb and kept. Raises
+    CheckpointError when the folder is not a run or its files are damaged."""
+    path = Path(path)
+    if path.is_dir() and not (path / CONFIG).is_file() and (path / "runs").is_dir():
+        raise CheckpointError(f"{path}: not a run folder; the runs are inside it, in {path / 'runs'}")
+    return Run.of(folder.load_run(path))
+
+
+def featuremaps(run, image, layer: str | list[str] | None = None):
+    """`load_run(run).featuremaps(image, layer)`: a run folder's (or Run's) feature maps of one image."""
+    return (run if isinstance(run, Run) else load_run(run)).featuremaps(image, layer)
+
+
+def gradcam(run, image, cls: str | None = None, layer: str | None = None, method: str = "hirescam"):
+    """`load_run(run).gradcam(image, cls, layer, method)`: where the network found evidence for a class."""
+    return (run if isinstance(run, Run) else load_run(run)).gradcam(image, cls, layer, method)

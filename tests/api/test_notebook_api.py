@@ -1,0 +1,163 @@
+"""convscope.train / load_run / Run as a notebook uses them: arrays in, a Run out whose verbs keep the model loaded,
+history in Keras' names, pictures that display (PNG) and tables (HTML), and a cell that can be run twice."""
+
+import inspect
+from dataclasses import fields
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import convscope
+from convscope.api.run import Report, Run
+from convscope.prediction import Prediction
+from convscope.show import Picture
+from convscope.training.config import TrainConfig
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def stripes(n: int = 300, seed: int = 0):
+    """n gray 28×28 images of 3 classes a network tells apart in two epochs: noise, a white top half, a black left
+    half."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+    y = np.arange(n) % 3
+    x[y == 1, :14] = 255
+    x[y == 2, :, :14] = 0
+    return x, y
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    x, y = stripes()
+    out = tmp_path_factory.mktemp("api") / "run"
+    spec = convscope.presets.get_preset("fashion-fast")
+    return convscope.train(
+        spec,
+        (x / 255.0, y),
+        validation_data=stripes(60, seed=1),
+        classes=["noise", "top", "left"],
+        epochs=2,
+        out=str(out),
+        verbose=0,
+    )
+
+
+def test_train_takes_arrays_and_returns_a_run(run):
+    assert isinstance(run, Run)
+    assert run.config.model == "fashion-fast"  # the spec's name, recorded in config.yaml
+    assert run.config.data.endswith(".npz") and run.data.classes == ("noise", "top", "left")
+    assert list(run.history) == ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds"]
+    assert len(run.history["loss"]) == 2 and run.history["loss"][1] < run.history["loss"][0]
+    assert run.results()["test_images"] == 60  # no test_data: tested on validation_data, as the tutorial does
+    assert run.status == "finished" and run.headline().startswith("test accuracy ")
+
+
+def test_the_model_is_loaded_once_and_predicts_any_kind_of_image(run):
+    x, y = stripes(6, seed=2)
+    one = run.predict(x[1])
+    assert isinstance(one, Prediction) and one.top[0][0] == "top" and len(one.top) == 3
+    model = run._kept["model"]
+    many = run.predict(x, top_k=1)
+    assert [p.top[0][0] for p in many] == ["noise", "top", "left"] * 2
+    assert run._kept["model"] is model  # kept, not read again
+    photo = run.predict("chelsea")  # a sample photo's name, like `convscope predict`
+    assert photo.conversion == "RGB 451×300 → gray 28×28"
+    pil = run.predict(Image.fromarray(x[2]))
+    assert pil.top[0][0] == "left" and pil.path == "PIL image"
+    assert run.predict([x[0], x[1]])[1].top == one.top
+    assert many._repr_png_().startswith(PNG) and one._repr_png_().startswith(PNG)
+
+
+def test_evaluate_reads_what_training_saved(run):
+    saved = run.evaluate()
+    assert (run.path / "evaluation.json").is_file()
+    assert saved.accuracy == pytest.approx(run.results()["test_acc"], abs=1e-6)
+    assert saved.confusion.sum() == 60
+    page = saved._repr_html_()
+    assert "test accuracy" in page and "<table>" in page and "data:image/png;base64," in page
+
+
+def test_pictures_display_and_save(run, tmp_path):
+    x, _ = stripes(3, seed=3)
+    curves = run.plot()
+    assert isinstance(curves, Picture) and len(curves.axes) == 2
+    assert curves.save(tmp_path / "curves.png").read_bytes().startswith(PNG)
+    maps = run.featuremaps(x[1], "conv1")
+    assert maps.names() == ["conv1"] and maps.layers[0].shape[2] == 32
+    assert maps._repr_html_().count("<img") == 1
+    cam = run.gradcam(x[1], cls="TOP")  # a class name in any case
+    assert cam.class_name == "top" and cam.heatmap.shape == (28, 28)
+    assert cam._repr_png_().startswith(PNG)
+    filters = run.filters()
+    assert filters.name == "conv1" and filters._repr_png_().startswith(PNG)
+    walk = run.explain(x[1], at=(3, 3))
+    assert "conv1 filter 0" in repr(walk) and walk._repr_html_().startswith("<pre>")
+    assert walk.save(tmp_path / "walk.png").stat().st_size > 1000
+    html = run._repr_html_()
+    assert "test accuracy" in html and "val_accuracy" in html and "<img" in html
+
+
+def test_errors_name_the_argument(run):
+    x, _ = stripes(2)
+    with pytest.raises(convscope.DataError, match="no class named 'cat'"):
+        run.gradcam(x[0], cls="cat")
+    with pytest.raises(convscope.DataError, match="'dense1' has no feature maps"):
+        run.featuremaps(x[0], "dense1")
+    with pytest.raises(convscope.DataError, match=r"image: shape \(1, 28, 28, 2\), dtype uint8"):
+        run.predict(np.zeros((28, 28, 2), np.uint8)[None][0][None])
+
+
+def test_the_same_cell_twice_returns_the_run_and_other_settings_are_refused(run, caplog):
+    x, y = stripes()
+    settings = dict(validation_data=stripes(60, seed=1), classes=["noise", "top", "left"], out=str(run.path))
+    again = convscope.train("fashion-fast", (x / 255.0, y), epochs=2, verbose=0, **settings)
+    assert again.path == run.path and again.metrics() == run.metrics()
+    assert "already holds this training (finished)" in caplog.text
+    with pytest.raises(convscope.CheckpointError, match="its epochs differ.*pass resume=True"):
+        convscope.train("fashion-fast", (x / 255.0, y), epochs=3, verbose=0, **settings)
+
+
+def test_load_run_gives_the_same_object(run):
+    loaded = convscope.load_run(run.path)
+    assert isinstance(loaded, Run) and loaded.history == run.history
+    assert repr(loaded).startswith(f"Run('{run.path}': fashion-fast on arrays-")
+    report = loaded.report()
+    assert isinstance(report, Report) and report.path.name == "report.html"
+    assert report._repr_html_().startswith("<iframe srcdoc=")
+
+
+def test_resume_true_trains_on_and_the_bars_show(tmp_path, capsys):
+    x, y = stripes(150)
+    out = str(tmp_path / "r")
+    convscope.train("fashion-fast", (x, y), epochs=1, out=out, verbose=2)
+    printed = capsys.readouterr().out
+    assert "epoch 1/1  loss" in printed and "val_accuracy" in printed
+    longer = convscope.train(epochs=2, out=out, resume=True, verbose=1)
+    captured = capsys.readouterr()
+    assert len(longer.history["loss"]) == 2
+    assert "epoch 2/2" in captured.err  # tqdm's bar, kept with the epoch's numbers
+    with pytest.raises(convscope.ConfigError, match="resume=True continues the run in out="):
+        convscope.train(resume=True)
+    convscope.train(epochs=3, out=out, resume=True, verbose=0)
+    assert capsys.readouterr() == ("", "")
+
+
+def test_help_lists_every_setting_with_its_default():
+    text = convscope.train.__doc__
+    parameters = inspect.signature(convscope.train).parameters
+    for f in fields(TrainConfig):
+        if f.name not in ("model", "data"):
+            assert f"    {f.name}={f.default!r}: " in text, f.name
+        assert f.name in parameters
+    assert parameters["epochs"].default == 8 and parameters["validation_data"].default is None
+
+
+def test_top_level_names():
+    for name in ("transfer", "featuremaps", "gradcam", "load_run", "walkthrough", "train"):
+        function = getattr(convscope, name)
+        assert inspect.isfunction(function) and function.__doc__, name
+    for name in ("Callback", "Run", "Interrupted", "ConfigError", "OutputError", "TrainingError", "DataError"):
+        assert inspect.isclass(getattr(convscope, name)) and getattr(convscope, name).__doc__, name
+    assert issubclass(convscope.Interrupted, convscope.ConvscopeError)
