@@ -3,6 +3,7 @@ folder (exact resume included), COCO evaluation, and predictions drawn on image 
 
 from __future__ import annotations
 
+import io
 import json
 import os
 
@@ -125,6 +126,19 @@ def test_predict_maps_boxes_back_to_the_original_image(run, scenes, tmp_path):
         len(found[0].boxes) > 0 and (found[0].boxes[:, [0, 2]] <= 128).all() and (found[0].boxes[:, 1::2] <= 64).all()
     )
     assert found[0].picture.exists() and Image.open(found[0].picture).size[0] >= 384  # enlarged so labels are readable
+
+
+def test_the_python_run_of_a_detector_predicts_boxes_that_display(run, scenes):
+    import convscope
+
+    loaded = convscope.load_run(run.path)
+    image = next((scenes / "images" / "test").iterdir())
+    found = loaded.predict(image)
+    assert found.error is None and found.classes == loaded.data.classes and loaded._kept["model"] is not None
+    picture = Image.open(io.BytesIO(found._repr_png_()))
+    assert picture.mode == "RGB" and picture.size[0] >= 384  # drawn as the saved pictures are: enlarged
+    assert [f.path for f in loaded.predict([image, image])] == [image, image]
+    assert loaded.headline().startswith("test mAP@0.5")
 
 
 def test_detect_cli_make_scenes_lint_and_predict(run, tmp_path, capsys):

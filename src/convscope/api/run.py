@@ -141,7 +141,8 @@ class Run(folder.Run):
         if self.spec.is_detector:
             from convscope.detect.predict import detect_images
 
-            found = detect_images(self, [str(i) for i in items], device=self.config.device)
+            model, *_, device = self._loaded()
+            found = detect_images(self, [str(i) for i in items], device=str(device), model=model)
             return found if many else found[0]
         import torch
 

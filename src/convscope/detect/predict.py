@@ -93,6 +93,26 @@ class Found:
     same_as: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # n int, -1 = drawn
     suppressed: int = 0  # boxes left out as the same object as a better one (only without all_classes)
     size: tuple[int, int] = (0, 0)
+    classes: tuple[str, ...] = ()  # the run's class names, whose order gives each class its colour in pictures
+
+    def picture_image(self):
+        """The image with its drawn boxes (as the saved picture draws them), a PIL image; None for an error."""
+        if self.error:
+            return None
+        names = self.classes or tuple(dict.fromkeys(self.labels))
+        drawn = self.same_as < 0 if len(self.same_as) == len(self.boxes) else np.ones(len(self.boxes), bool)
+        index = np.array([names.index(label) for label in self.labels], dtype=np.int64)
+        array = to_array(open_image(self.path), 3)
+        return draw_detections(array, self.boxes[drawn], self.scores[drawn], index[drawn], names)
+
+    def _repr_png_(self) -> bytes | None:
+        """The picture with the boxes, for a notebook."""
+        image = self.picture_image()
+        if image is None:
+            return None
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        return buffer.getvalue()
 
     def to_dict(self) -> dict:
         """The JSON entry of `detect predict --json`: image, size [w, h], objects (label, score, box [x1, y1, x2,
@@ -143,6 +163,7 @@ def detect_images(
     out: str | Path | None = None,
     all_classes: bool = False,
     device: str = "auto",
+    model=None,
 ) -> list[Found]:
     """Objects in image files, folders or sample-photo names, as one Found per image (in the order given).
 
@@ -158,13 +179,14 @@ def detect_images(
     longer side at most 2000 px, labels scaled to it) is written atomically as NAME-detections.jpg (JPEG quality
     90) when the image is a .jpg/.jpeg file, a photo whose PNG would be ten times larger, else NAME-detections.png
     (exact pixels for scenes, drawings and screenshots). An unreadable file is reported in its Found.error and
-    the others are still processed. The network runs on `device`. Raises SpecError when `run` is not a detector,
+    the others are still processed. The network runs on `device`; `model`: the run's network already loaded there
+    (convscope.Run keeps it), else it is loaded here. Raises SpecError when `run` is not a detector,
     CheckpointError when it cannot be loaded, DataError when an item names no image, OutputError when a picture
     cannot be written, ConfigError for a device this machine lacks.
     """
     run = _detector_run(run)
     device = resolve_device(device)
-    model = load_model(run, device=device)
+    model = model if model is not None else load_model(run, device=device)
     mean, std = (t.to(device) for t in run_stats(run))
     flip = flips_at_test(run.config)  # as evaluated: averaged with the mirror image when trained on mirrors
     head, size = run.spec.layers[-1], run.spec.input[0]
@@ -198,7 +220,18 @@ def detect_images(
         conversion = f"{describe(img)} → letterboxed to {size}×{size}"
         suppressed = 0 if all_classes else suppressed
         results.append(
-            Found(path, conversion, boxes, scores, labels, picture, same_as=same, suppressed=suppressed, size=img.size)
+            Found(
+                path,
+                conversion,
+                boxes,
+                scores,
+                labels,
+                picture,
+                same_as=same,
+                suppressed=suppressed,
+                size=img.size,
+                classes=run.data.classes,
+            )
         )
     return results
 
