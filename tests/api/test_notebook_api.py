@@ -144,6 +144,22 @@ def test_resume_true_trains_on_and_the_bars_show(tmp_path, capsys):
     assert capsys.readouterr() == ("", "")
 
 
+def test_an_interrupt_says_how_to_resume_in_python(tmp_path, caplog):
+    from helpers import StopAt
+
+    x, y = stripes(150)
+    out = str(tmp_path / "stopped")
+    with pytest.raises(convscope.Interrupted) as stopped:
+        convscope.train("fashion-fast", (x, y), epochs=2, out=out, verbose=0, callbacks=[StopAt(1, 1)])
+    assert str(stopped.value).endswith(f"Resume with: convscope.train(out={out!r}, resume=True)")
+    assert convscope.load_run(out).status == "stopped, resumable"
+    done = convscope.train(out=out, resume=True, verbose=0)
+    assert done.status == "finished" and len(done.history["loss"]) == 2
+    again = convscope.train(out=out, resume=True, verbose=0)  # finished: returned as it is, in Python's words
+    assert again.metrics() == done.metrics()
+    assert "nothing was changed. To train longer, pass a larger epochs=" in caplog.text
+
+
 def test_help_lists_every_setting_with_its_default():
     text = convscope.train.__doc__
     parameters = inspect.signature(convscope.train).parameters

@@ -18,6 +18,7 @@ from convscope.errors import CheckpointError, ConfigError
 from convscope.run import CHECKPOINT, CONFIG, RESULTS, load_run
 from convscope.spec import NetSpec
 from convscope.training import loop
+from convscope.training.callbacks import Interrupted
 from convscope.training.config import TrainConfig
 
 log = logging.getLogger("convscope.train")
@@ -98,10 +99,37 @@ def _train(resume, callbacks, config, settings) -> Run:
         resume = out
     if resume:
         changed = {k: v for k, v in settings.items() if k not in ("model", "data", "out")}
-        return Run.of(loop.train(resume=resume, callbacks=callbacks, **changed))
+        run = load_run(resume)
+        if (
+            run.results()
+            and changed.get("epochs", run.config.epochs) <= run.config.epochs
+            and not {k for k, v in changed.items() if k != "epochs" and getattr(run.config, k) != v}
+        ):
+            log.warning(
+                "%s: finished (%d epochs, %s); nothing was changed. To train longer, pass a larger epochs=",
+                run.path,
+                run.config.epochs,
+                Run.of(run).headline(),
+            )
+            return Run.of(run)
+        return Run.of(_python_words(lambda: loop.train(resume=resume, callbacks=callbacks, **changed)))
     if out and ((Path(out) / CHECKPOINT).exists() or (Path(out) / RESULTS).exists()):
         return _existing(Path(out), config, settings)
-    return Run.of(loop.train(config, spec=spec, callbacks=callbacks, **settings))
+    return Run.of(_python_words(lambda: loop.train(config, spec=spec, callbacks=callbacks, **settings)))
+
+
+def _python_words(training):
+    """Run `training`; an interrupt (the notebook's stop button, Ctrl-C) says how to resume in Python's words."""
+    try:
+        return training()
+    except Interrupted as err:
+        text = str(err)
+        if "Resume with:" not in text:
+            raise
+        path = text.rsplit("--resume ", 1)[-1]
+        raise Interrupted(
+            text.split(" Resume with:")[0] + f" Resume with: convscope.train(out={path!r}, resume=True)", err.exit_code
+        ) from None
 
 
 def _existing(out: Path, config: TrainConfig | None, settings: dict) -> Run:
