@@ -82,7 +82,8 @@ def straight(folder, tmp_path_factory):
 def test_the_write_boundaries_are_the_ones_expected(straight):
     _, calls = straight
     per_epoch = ["checkpoint.safetensors", "last.safetensors", "best.safetensors", "metrics.csv"]
-    assert calls == ["spec.yaml", "config.yaml", *per_epoch, *per_epoch, "results.json"]
+    # evaluation.json: the test evaluation (per class, confusion), saved so viewers read it instead of computing it
+    assert calls == ["spec.yaml", "config.yaml", *per_epoch, *per_epoch, "evaluation.json", "results.json"]
 
 
 @pytest.mark.parametrize("when", ["before", "after"])
