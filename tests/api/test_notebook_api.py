@@ -117,6 +117,9 @@ def test_the_same_cell_twice_returns_the_run_and_other_settings_are_refused(run,
     assert "already holds this training (finished)" in caplog.text
     with pytest.raises(convscope.CheckpointError, match="its epochs differ.*pass resume=True"):
         convscope.train("fashion-fast", (x / 255.0, y), epochs=3, verbose=0, **settings)
+    other = convscope.presets.get_preset("fashion-fast").add(convscope.Dense(3))  # another network, same name
+    with pytest.raises(convscope.CheckpointError, match="its network differ"):
+        convscope.train(other, (x / 255.0, y), epochs=2, verbose=0, **settings)
 
 
 def test_load_run_gives_the_same_object(run):

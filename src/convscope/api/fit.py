@@ -114,7 +114,7 @@ def _train(resume, callbacks, config, settings) -> Run:
             return Run.of(run)
         return Run.of(_python_words(lambda: loop.train(resume=resume, callbacks=callbacks, **changed)))
     if out and ((Path(out) / CHECKPOINT).exists() or (Path(out) / RESULTS).exists()):
-        return _existing(Path(out), config, settings)
+        return _existing(Path(out), config, settings, spec)
     return Run.of(_python_words(lambda: loop.train(config, spec=spec, callbacks=callbacks, **settings)))
 
 
@@ -132,7 +132,7 @@ def _python_words(training):
         ) from None
 
 
-def _existing(out: Path, config: TrainConfig | None, settings: dict) -> Run:
+def _existing(out: Path, config: TrainConfig | None, settings: dict, spec: NetSpec | None) -> Run:
     """`out` already holds a run: the same training again (a notebook cell run twice) returns it; other settings
     are refused with what to do, in Python's words."""
     asked = TrainConfig.from_dict({**(config.to_dict() if config else {}), **settings}, where="train()")
@@ -140,6 +140,9 @@ def _existing(out: Path, config: TrainConfig | None, settings: dict) -> Run:
         raise CheckpointError(f"{out} holds a checkpoint but no config.yaml; choose another out=")
     run = load_run(out)
     differs = sorted(k for k, v in asked.with_absolute_paths().to_dict().items() if getattr(run.config, k) != v)
+    # Training fits a spec's input and last dense layer to the data, so only the layers before it must match.
+    if spec is not None and run.spec.layers[:-1] != spec.layers[:-1]:
+        differs.insert(0, "network")
     if differs:
         raise CheckpointError(
             f"{out} already holds another training (its {', '.join(differs[:3])} differ); choose another out=, or "
