@@ -93,7 +93,7 @@ def test_pictures_display_and_save(run, tmp_path):
     filters = run.filters()
     assert filters.name == "conv1" and filters._repr_png_().startswith(PNG)
     walk = run.explain(x[1], at=(3, 3))
-    assert "conv1 filter 0" in repr(walk) and walk._repr_html_().startswith("<pre>")
+    assert "conv1 filter 0" in repr(walk) and walk._repr_html_().startswith("<pre ")
     assert walk.save(tmp_path / "walk.png").stat().st_size > 1000
     html = run._repr_html_()
     assert "test accuracy" in html and "val_accuracy" in html and "<img" in html

@@ -12,6 +12,8 @@ from convscope.explain import Walkthrough, explain_conv, explain_pool, load_filt
 from convscope.explain_plot import walkthrough_figure
 from convscope.show import Drawable, img_tag
 
+MONOSPACE = "font-family: Menlo, 'DejaVu Sans Mono', Consolas, 'Courier New', monospace; line-height: normal"
+
 
 class Explained(Drawable):
     """A Walkthrough (`.walkthrough`) that shows itself: its text and its picture; `.save(path)` writes the picture."""
@@ -27,7 +29,9 @@ class Explained(Drawable):
 
     def _repr_html_(self) -> str:
         text = html.escape(walkthrough_text(self.walkthrough))
-        return f"<pre>{text}</pre>" + img_tag(self.figure(), "walk-through", width=900)
+        # The columns line up only in a monospaced font, which not every notebook's stylesheet gives a <pre> inside
+        # an HTML output (nbconvert's lab template does not).
+        return f'<pre style="{MONOSPACE}">{text}</pre>' + img_tag(self.figure(), "walk-through", width=900)
 
 
 def walkthrough(

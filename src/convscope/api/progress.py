@@ -7,6 +7,7 @@ in a terminal or a plain `python script.py`: a well-kept library for exactly thi
 from __future__ import annotations
 
 import math
+import sys
 
 from convscope.training.callbacks import Callback
 
@@ -33,12 +34,37 @@ class EpochBars(Callback):
         self.bar = None
         self.reading = None
         self.epochs = self.batches = 0
+        if verbose == 1:
+            # Imported now, before image folders are decoded in threads: tqdm.auto hides its own import-time warning
+            # with warnings.catch_warnings, which a reader thread's catch_warnings (files.reader_warnings) can record
+            # and show after all (in red, in a notebook: TqdmExperimentalWarning).
+            import tqdm.auto  # noqa: F401
 
     @staticmethod
     def _tqdm(**kwargs):
         from tqdm.auto import tqdm
 
-        return tqdm(**kwargs)
+        notebook = sys.modules.get("tqdm.notebook")  # imported by tqdm.auto inside a Jupyter kernel only
+        if notebook is None or not issubclass(tqdm, notebook.tqdm_notebook):
+            return tqdm(**kwargs)  # a text bar (a terminal, a script, Jupyter without ipywidgets)
+        # Jupyter: tqdm's widget shows its text form (text/plain, what a notebook saved, rendered on GitHub or by
+        # nbconvert, shows) as it was when first displayed: "0%". Displayed here with an id, so _finish() can replace
+        # it with the bar's last state.
+        from IPython.display import display
+
+        bar = tqdm(display=False, **kwargs)
+        bar.shown = display(bar.container, display_id=True)
+        return bar
+
+    @staticmethod
+    def _finish(bar) -> None:
+        """Close a bar; in Jupyter, its output becomes its last state (leave=True) or nothing (leave=False)."""
+        bar.close()
+        shown = getattr(bar, "shown", None)
+        if shown is not None:
+            # ipywidgets cuts text/plain at 110 characters; the whole line keeps the epoch's last numbers.
+            last = {**bar.container._repr_mimebundle_(), "text/plain": str(bar)} if bar.leave else {"text/plain": ""}
+            shown.update(last, raw=True)
 
     def on_data(self, done: int, total: int) -> None:
         if self.verbose != 1:
@@ -49,7 +75,7 @@ class EpochBars(Callback):
             self.reading = self._tqdm(total=total, desc="reading images", unit="img", leave=False)
         self.reading.update(done - self.reading.n)
         if done >= total:
-            self.reading.close()
+            self._finish(self.reading)
             self.reading = None
 
     def on_start(self, run, epochs: int, batches: int, epoch: int) -> None:
@@ -73,7 +99,7 @@ class EpochBars(Callback):
         if self.bar is not None:
             self.bar.set_postfix(numbers, refresh=False)
             self.bar.update(self.bar.total - self.bar.n)
-            self.bar.close()
+            self._finish(self.bar)
             self.bar = None
         elif self.verbose:
             cells = "  ".join(f"{k} {v}" for k, v in numbers.items())
@@ -92,5 +118,5 @@ class EpochBars(Callback):
     def close(self) -> None:
         for bar in (self.bar, self.reading):
             if bar is not None:
-                bar.close()
+                self._finish(bar)
         self.bar = self.reading = None

@@ -10,7 +10,6 @@ takes a list of them or an N×H×W×C array. Each is converted as `convscope pre
 from __future__ import annotations
 
 import html
-import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -235,9 +234,11 @@ class Run(folder.Run):
         return f"Run({str(self.path)!r}: {self.spec.name} on {self.data.name}, {self.status}; {self.headline()})"
 
     def _repr_html_(self) -> str:
+        from convscope.api.progress import epoch_numbers
+
         rows = self.metrics()
         last = rows[-1] if rows else {}
-        numbers = [(KERAS_NAMES.get(k, k), f"{v:.4g}") for k, v in last.items() if k != "epoch" and math.isfinite(v)]
+        numbers = list(epoch_numbers(last).items())  # as the epoch's bar showed them: accuracies in %
         curves = self.path / CURVES
         picture = ""
         if rows:

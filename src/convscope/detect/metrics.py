@@ -43,6 +43,25 @@ class DetectionMetrics:
     summary: str = field(default="", repr=False)  # COCOeval's printed 12-line table
     images: int = 0  # how many images were scored
 
+    def __repr__(self) -> str:
+        return f"DetectionMetrics(mAP@0.5 {self.map50:.3f}, mAP@0.5:0.95 {self.map50_95:.3f}, {self.images:,} images)"
+
+    def _repr_html_(self) -> str:
+        """The two mAPs, each class's AP and the precision–recall curves, for a notebook."""
+        from convscope.show import heading, img_tag, table
+
+        def ap(value: float | None) -> str:
+            return "–" if value is None or math.isnan(value) else f"{value:.3f}"
+
+        names = self.class_names or tuple(self.per_class_ap50)
+        rows = [(k, ap(self.per_class_ap50.get(k)), ap(self.per_class_ap50_95.get(k))) for k in names]
+        title = f"mAP@0.5 {self.map50:.3f}, mAP@0.5:0.95 {self.map50_95:.3f}"
+        return (
+            heading(title, f"COCO box AP (pycocotools) on {self.images:,} images")
+            + table(("class", "AP@0.5", "AP@0.5:0.95"), rows, right=(1, 2))
+            + img_tag(pr_curves_figure(self, "precision–recall at IoU 0.5"), "precision–recall curves", width=760)
+        )
+
     def to_dict(self) -> dict:
         """JSON-ready: floats, with None for nan (a class that never occurs in the ground truth)."""
         return {

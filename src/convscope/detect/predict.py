@@ -95,6 +95,12 @@ class Found:
     size: tuple[int, int] = (0, 0)
     classes: tuple[str, ...] = ()  # the run's class names, whose order gives each class its colour in pictures
 
+    def __repr__(self) -> str:
+        if self.error:
+            return f"Found({str(self.path)!r}: {self.error})"
+        drawn = [f"{k} {s:.2f}" for k, s, same in zip(self.labels, self.scores, self._same(), strict=True) if same < 0]
+        return f"Found({str(self.path)!r}: {', '.join(drawn) or 'nothing'})"
+
     def picture_image(self):
         """The image with its drawn boxes (as the saved picture draws them), a PIL image; None for an error."""
         if self.error:

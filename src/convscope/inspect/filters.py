@@ -34,6 +34,9 @@ class FilterWeights(Drawable):
     bias: np.ndarray | None  # float32 (filters,) or None
     first: bool  # the network's first conv layer: its input channels are the image's (gray or RGB)
 
+    def __repr__(self) -> str:
+        return f"FilterWeights({self.name}, {self.label}: {self.shape_text})"
+
     def figure(self) -> Figure:
         """The filters as a sheet (filters_figure)."""
         return filters_figure(self)

@@ -48,6 +48,9 @@ class GradCam(Drawable):
     image: np.ndarray | None = None  # uint8 H×W×C as the model took it (gradcam_for_run), for the picture
     method: str = "hirescam"  # one of METHODS
 
+    def __repr__(self) -> str:
+        return f"GradCam({self.summary()})"
+
     def figure(self) -> Figure:
         """The image, the heatmap and the overlay (gradcam_figure); needs `image` (set by the run's gradcam)."""
         if self.image is None:

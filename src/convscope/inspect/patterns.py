@@ -51,6 +51,9 @@ class FilterPatterns(Drawable):
     steps: int
     seconds: float
 
+    def __repr__(self) -> str:
+        return f"FilterPatterns({self.line()})"
+
     def figure(self):
         """The patterns as a sheet (patterns_figure)."""
         return patterns_figure(self, self.line())
