@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 FASHION_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: demo test setup data lint clean
+.PHONY: demo test setup data lint clean notebooks
 
 setup: $(STAMP) data
 
@@ -34,9 +34,13 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest -q
 
+# The lesson's notebooks, executed and saved with their outputs (what people read on the web; a few minutes).
+notebooks: setup
+	$(BIN)/python notebooks/run_all.py
+
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench notebooks
+	$(BIN)/ruff format --check src tests bench notebooks
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .hypothesis
