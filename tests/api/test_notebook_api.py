@@ -99,6 +99,19 @@ def test_pictures_display_and_save(run, tmp_path):
     assert "test accuracy" in html and "val_accuracy" in html and "<img" in html
 
 
+def test_patterns_and_the_top_level_functions_take_a_run_folder(run, tmp_path):
+    x, _ = stripes(2, seed=4)
+    image = tmp_path / "top.png"
+    Image.fromarray(x[1]).save(image)
+    patterns = run.patterns("conv1", filters=[0, 1], steps=4, size=16)
+    assert patterns.images.shape == (2, 16, 16, 1) and patterns._repr_png_().startswith(PNG)
+    maps = convscope.featuremaps(str(run.path), image, "pool1")
+    assert maps.names() == ["pool1"] and maps.conversion == "L 28×28 → gray 28×28"
+    np.testing.assert_array_equal(maps.layers[0].maps, run.featuremaps(x[1], "pool1").layers[0].maps)
+    cam = convscope.gradcam(run.path, image, cls="top")
+    assert cam.class_name == "top" and cam.figure().axes
+
+
 def test_errors_name_the_argument(run):
     x, _ = stripes(2)
     with pytest.raises(convscope.DataError, match="no class named 'cat'"):
@@ -134,9 +147,11 @@ def test_load_run_gives_the_same_object(run):
 def test_resume_true_trains_on_and_the_bars_show(tmp_path, capsys):
     x, y = stripes(150)
     out = str(tmp_path / "r")
-    convscope.train("fashion-fast", (x, y), epochs=1, out=out, verbose=2)
+    first = convscope.train("fashion-fast", (x, y), epochs=1, out=out, verbose=2, report=False)
     printed = capsys.readouterr().out
     assert "epoch 1/1  loss" in printed and "val_accuracy" in printed
+    assert f"{first.path}: test accuracy " in printed and ", test loss " in printed
+    assert not (first.path / "report.html").exists()  # report=False: written later by run.report()
     longer = convscope.train(epochs=2, out=out, resume=True, verbose=1)
     captured = capsys.readouterr()
     assert len(longer.history["loss"]) == 2

@@ -33,6 +33,7 @@ def train(
     classes=None,
     resume: bool | str | Path = False,
     verbose: int = 1,
+    report: bool = True,
     callbacks=(),
     config: TrainConfig | None = None,
     **settings,
@@ -52,6 +53,8 @@ def train(
     resume: True continues the run in `out` (after a stop, or to train on to a larger `epochs`); a path resumes that
       run folder. Without it, a cell run again with the same `out` and settings returns the finished run unchanged.
     verbose: 1 a bar per epoch (a widget in Jupyter, text in a terminal), 2 one line per epoch, 0 nothing.
+    report: write report.html and its pictures when training ends (seconds: its feature maps and filter patterns);
+      `run.report()` writes it later.
     callbacks: convscope.Callback objects (on_start, on_batch, on_epoch, on_end).
 
     Every other keyword is a training setting (listed below with its default, or the model's recipe where it has
@@ -73,7 +76,7 @@ def train(
         settings["data"] = data
     bars = [EpochBars(verbose)] if verbose else []
     try:
-        return _train(resume, [*bars, *callbacks], config, settings)
+        return _train(resume, [*bars, *callbacks], config, report, settings)
     finally:
         for bar in bars:
             bar.close()
@@ -90,7 +93,7 @@ def _data_setting(data, validation_data, test_data, classes, seed: int) -> str |
     return str(save_arrays(data, validation_data, test_data, classes, seed))
 
 
-def _train(resume, callbacks, config, settings) -> Run:
+def _train(resume, callbacks, config, report: bool, settings) -> Run:
     spec = settings.pop("spec", None)
     out = settings.get("out") or (config.out if config else None)
     if resume is True:
@@ -112,10 +115,10 @@ def _train(resume, callbacks, config, settings) -> Run:
                 Run.of(run).headline(),
             )
             return Run.of(run)
-        return Run.of(_python_words(lambda: loop.train(resume=resume, callbacks=callbacks, **changed)))
+        return Run.of(_python_words(lambda: loop.train(resume=resume, callbacks=callbacks, report=report, **changed)))
     if out and ((Path(out) / CHECKPOINT).exists() or (Path(out) / RESULTS).exists()):
         return _existing(Path(out), config, settings, spec)
-    return Run.of(_python_words(lambda: loop.train(config, spec=spec, callbacks=callbacks, **settings)))
+    return Run.of(_python_words(lambda: loop.train(config, spec=spec, callbacks=callbacks, report=report, **settings)))
 
 
 def _python_words(training):

@@ -11,6 +11,12 @@ import sys
 
 from convscope.training.callbacks import Callback
 
+TEST_NAMES = {
+    "test_acc": "test accuracy",
+    "test_loss": "test loss",
+    "test_map50": "test mAP@0.5",
+    "test_map50_95": "test mAP@0.5:0.95",
+}
 SHOWN = {"train_loss": "loss", "train_acc": "accuracy", "val_loss": "val_loss", "val_acc": "val_accuracy"}
 
 
@@ -108,9 +114,9 @@ class EpochBars(Callback):
     def on_end(self, run, results: dict) -> None:
         self.close()
         scores = [
-            f"{k} {v:.2%}" if k.endswith("acc") else f"{k} {v:.4f}"
+            f"{TEST_NAMES[k]} {v:.2%}" if k == "test_acc" else f"{TEST_NAMES[k]} {v:.4g}"
             for k, v in results.items()
-            if k.startswith("test_") and isinstance(v, float)
+            if k in TEST_NAMES and isinstance(v, float)
         ]
         if scores:
             print(f"{run.path}: " + ", ".join(scores), flush=True)
