@@ -40,6 +40,7 @@ def run(tmp_path_factory):
         classes=["noise", "top", "left"],
         epochs=2,
         out=str(out),
+        report=False,  # written by test_load_run_gives_the_same_object's run.report()
         verbose=0,
     )
 
@@ -152,13 +153,13 @@ def test_resume_true_trains_on_and_the_bars_show(tmp_path, capsys):
     assert "epoch 1/1  loss" in printed and "val_accuracy" in printed
     assert f"{first.path}: test accuracy " in printed and ", test loss " in printed
     assert not (first.path / "report.html").exists()  # report=False: written later by run.report()
-    longer = convscope.train(epochs=2, out=out, resume=True, verbose=1)
+    longer = convscope.train(epochs=2, out=out, resume=True, verbose=1, report=False)
     captured = capsys.readouterr()
     assert len(longer.history["loss"]) == 2
     assert "epoch 2/2" in captured.err  # tqdm's bar, kept with the epoch's numbers
     with pytest.raises(convscope.ConfigError, match="resume=True continues the run in out="):
         convscope.train(resume=True)
-    convscope.train(epochs=3, out=out, resume=True, verbose=0)
+    convscope.train(epochs=3, out=out, resume=True, verbose=0, report=False)
     assert capsys.readouterr() == ("", "")
 
 
@@ -168,10 +169,10 @@ def test_an_interrupt_says_how_to_resume_in_python(tmp_path, caplog):
     x, y = stripes(150)
     out = str(tmp_path / "stopped")
     with pytest.raises(convscope.Interrupted) as stopped:
-        convscope.train("fashion-fast", (x, y), epochs=2, out=out, verbose=0, callbacks=[StopAt(1, 1)])
+        convscope.train("fashion-fast", (x, y), epochs=2, out=out, verbose=0, report=False, callbacks=[StopAt(1, 1)])
     assert str(stopped.value).endswith(f"Resume with: convscope.train(out={out!r}, resume=True)")
     assert convscope.load_run(out).status == "stopped, resumable"
-    done = convscope.train(out=out, resume=True, verbose=0)
+    done = convscope.train(out=out, resume=True, verbose=0, report=False)
     assert done.status == "finished" and len(done.history["loss"]) == 2
     again = convscope.train(out=out, resume=True, verbose=0)  # finished: returned as it is, in Python's words
     assert again.metrics() == done.metrics()

@@ -18,7 +18,7 @@ def test_transfer_from_arrays_returns_a_run_with_its_verbs(tmp_path):
     x[y == 1, :, :, 0] = 255  # red images are one class
     run = convscope.transfer(
         "efficientnet-lite0", (x, y), image_size=32, classes=["gray", "red"], epochs=1, finetune_epochs=1,
-        unfreeze_blocks=1, batch_size=16, threads=1, out=str(tmp_path / "t"), verbose=0,
+        unfreeze_blocks=1, batch_size=16, threads=1, out=str(tmp_path / "t"), verbose=0, report=False,
     )  # fmt: skip
     assert isinstance(run, Run) and run.spec.layers[0].layer_type == "base"
     assert run.config.model == "efficientnet-lite0-transfer" and len(run.history["loss"]) == 2
