@@ -70,6 +70,11 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'convscope' has no attribute {name!r}")
 
 
+def __dir__() -> list[str]:
+    """The lazy names too, so that dir(convscope) and Tab completion in a notebook show train, load_run, …"""
+    return sorted(set(globals()) | set(_LAZY))
+
+
 __all__ = [
     "Activation",
     "Callback",

@@ -93,7 +93,13 @@ def add_parsers(sub, console) -> None:
 
     p = sub.add_parser("data", help="get datasets")
     data_sub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
-    g = data_sub.add_parser("get", help="download fashion-mnist, mnist, cifar10 or cifar100 (checksums verified)")
+    g = data_sub.add_parser(
+        "get",
+        help="download fashion-mnist, mnist, cifar10 or cifar100 (checksums verified)",
+        description="Download a dataset from its official archive, check its size and checksums, and unpack it. A "
+        "broken-off download continues where it stopped when run again. CIFAR goes to the data home (without --to), "
+        "where `convscope train --data cifar10` finds it.",
+    )
     g.add_argument("name", choices=["fashion-mnist", "mnist", "cifar10", "cifar100"])
     g.add_argument(
         "--to",

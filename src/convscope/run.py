@@ -230,7 +230,8 @@ def new_run_folder(config: TrainConfig) -> tuple[Path, bool]:
             made = not path.exists()
             path.mkdir(parents=True, exist_ok=True)
             return path, made
-        base = Path("runs") / f"{Path(config.model).stem}-{Path(config.data.rstrip('/')).name}"
+        data = Path(config.data.rstrip("/"))
+        base = Path("runs") / f"{Path(config.model).stem}-{data.stem if data.suffix == '.npz' else data.name}"
         base.parent.mkdir(parents=True, exist_ok=True)
         path, n = base, 1
         while True:

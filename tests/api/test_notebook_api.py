@@ -171,7 +171,8 @@ def test_an_interrupt_says_how_to_resume_in_python(tmp_path, caplog):
     with pytest.raises(convscope.Interrupted) as stopped:
         convscope.train("fashion-fast", (x, y), epochs=2, out=out, verbose=0, report=False, callbacks=[StopAt(1, 1)])
     assert str(stopped.value).endswith(f"Resume with: convscope.train(out={out!r}, resume=True)")
-    assert convscope.load_run(out).status == "stopped, resumable"
+    stopped_run = convscope.load_run(out)
+    assert stopped_run.status == "stopped, resumable" and repr(stopped_run).endswith("stopped, resumable)")
     done = convscope.train(out=out, resume=True, verbose=0, report=False)
     assert done.status == "finished" and len(done.history["loss"]) == 2
     again = convscope.train(out=out, resume=True, verbose=0)  # finished: returned as it is, in Python's words
@@ -196,3 +197,64 @@ def test_top_level_names():
     for name in ("Callback", "Run", "Interrupted", "ConfigError", "OutputError", "TrainingError", "DataError"):
         assert inspect.isclass(getattr(convscope, name)) and getattr(convscope, name).__doc__, name
     assert issubclass(convscope.Interrupted, convscope.ConvscopeError)
+
+
+def test_gradcam_explains_the_class_predict_gives(run):
+    x, _ = stripes(12, seed=5)
+    for image in x:
+        assert run.gradcam(image).class_name == run.predict(image).top[0][0]  # both with mirror averaging
+
+
+def test_evaluate_takes_arrays_as_keras_does(run):
+    x, y = stripes(30, seed=6)
+    first, second = run.evaluate(x, y), run.evaluate((x, y.reshape(-1, 1)))
+    assert first.confusion.sum() == 30 and np.array_equal(first.confusion, second.confusion)
+    assert run.evaluate().confusion.sum() == 60  # the saved evaluation of the run's own test images is kept
+    with pytest.raises(
+        convscope.DataError, match=r"evaluate x: images are 32×32×1, the model fashion-fast takes 28×28×1"
+    ):
+        run.evaluate(np.zeros((2, 32, 32), np.uint8), [0, 1])
+    with pytest.raises(convscope.DataError, match="evaluate y: shape"):
+        run.evaluate(x, y[:3])
+
+
+def test_small_conveniences(run, tmp_path):
+    x, _ = stripes(2, seed=7)
+    assert run.patterns(filters=[0], steps=2, size=8).layer == "conv1"  # default: the first conv layer
+    assert run.history["epoch"] == [1, 2]
+    one = run.featuremaps(x[0], "conv1")
+    assert one.save(tmp_path / "conv1.png").is_file()
+    with pytest.raises(convscope.DataError, match="2 layers make 2 sheets: give a folder"):
+        run.featuremaps(x[0], ["conv1", "pool1"]).save(tmp_path / "both.png")
+    assert {"train", "load_run", "transfer", "Run"} <= set(dir(convscope))
+
+
+def test_what_a_newcomer_gets_wrong_is_one_line_with_advice(tmp_path):
+    from convscope import keras_names as layers
+
+    x, y = stripes(30)
+    with pytest.raises(convscope.DataError, match="too few to hold out a tenth of each class for testing"):
+        convscope.train("fashion-fast", x[:6], y[:6], out=str(tmp_path / "few"), verbose=0)  # Keras' fit(x, y)
+    with pytest.raises(convscope.DataError, match="every label is 0; a classifier needs images of at least 2"):
+        convscope.train("fashion-fast", x, np.zeros(30, int), verbose=0)
+    with pytest.raises(convscope.ConfigError, match=r"a list of 2 layers; make it a network first"):
+        convscope.train([layers.Flatten(), layers.Dense(3)], (x, y))
+    with pytest.raises(convscope.ConfigError, match="unknown setting 'epoch' \\(did you mean 'epochs'\\?\\)"):
+        convscope.train("fashion-fast", (x, y), epoch=3)
+    model = convscope.Sequential()
+    model.add(layers.Conv2D(8, (3, 3), input_shape=(28, 28, 1)))  # Keras' habit: the new spec is dropped
+    with pytest.raises(convscope.SpecError, match=r"add\(\) returns a new spec .* model = model.add\(layer\)"):
+        model.add(layers.MaxPooling2D((2, 2)))
+    convs = convscope.Sequential([layers.Conv2D(8, (3, 3), input_shape=(28, 28, 1))])
+    convs.add(layers.Flatten(), layers.Dense(3))  # dropped too
+    with pytest.raises(convscope.SpecError, match=r"it is conv1 \(if you added .* model = model.add\(layer\)\)"):
+        convscope.train(convs, (x, y), verbose=0)
+
+
+def test_the_start_says_what_augmentation_and_test_images_are_used(tmp_path, capsys):
+    x, y = stripes(90)
+    convscope.train("fashion-fast", (x, y), validation_data=stripes(30, 1), epochs=1, out=str(tmp_path / "a"),
+                    verbose=2, report=False)  # fmt: skip
+    printed = capsys.readouterr().out
+    assert "augmentation: flip,translate=2, test images averaged with their mirror images" in printed
+    assert "test numbers on validation_data (no test_data)" in printed

@@ -27,6 +27,7 @@ log = logging.getLogger("convscope.train")
 def train(
     model: str | NetSpec | None = None,
     data=None,
+    labels=None,
     *,
     validation_data=None,
     test_data=None,
@@ -45,6 +46,7 @@ def train(
     data: 'fashion-mnist' (the default), 'mnist', 'cifar10', 'cifar100', an image folder, an .npz file of arrays,
       or NumPy arrays `(x, y)`: images N×H×W×C (or N×H×W gray), uint8 0–255 or float 0–1, labels N (or N×1, or
       one-hot N×K).
+    labels: with images as `data`, their labels: `train(model, x_train, y_train)` is `train(model, (x_train, y_train))`.
     validation_data: `(x, y)` measured after each epoch (Keras' `val_loss`, `val_accuracy`); default: a tenth of
       data.
     test_data: `(x, y)` where test accuracy is measured at the end; default: validation_data (as the TensorFlow
@@ -64,6 +66,10 @@ def train(
     TrainingError when the loss stops being finite, and Interrupted after a kernel interrupt or Ctrl-C (the run is
     saved: `resume=True` continues it).
     """
+    if isinstance(model, list | tuple):
+        raise ConfigError(f"model: a list of {len(model)} layers; make it a network first: convscope.Sequential([...])")
+    if labels is not None:
+        data = (data, labels)
     if isinstance(model, NetSpec):
         settings["spec"] = model
         settings.setdefault("model", model.name)  # the run's record names the network, not the default preset
@@ -74,7 +80,13 @@ def train(
     data = _data_setting(data, validation_data, test_data, classes, settings.get("seed", 0))
     if data is not None:
         settings["data"] = data
-    bars = [EpochBars(verbose)] if verbose else []
+    note = ""
+    if validation_data is not None and test_data is None:
+        note = (
+            "test numbers on validation_data (no test_data), which also picks the best epoch: a little optimistic; "
+            "test_data=(x, y) gives images training never saw"
+        )
+    bars = [EpochBars(verbose, note)] if verbose else []
     try:
         return _train(resume, [*bars, *callbacks], config, report, settings)
     finally:

@@ -35,8 +35,9 @@ class EpochBars(Callback):
     """verbose=1: a bar per epoch (kept, with loss, accuracy and the validation numbers); verbose=2: one line per
     epoch, no bar (for logs). Prints; used by convscope.train, never by the library below it."""
 
-    def __init__(self, verbose: int = 1):
+    def __init__(self, verbose: int = 1, note: str = ""):
         self.verbose = verbose
+        self.note = note  # a line said when training starts (e.g. where the test numbers come from)
         self.bar = None
         self.reading = None
         self.epochs = self.batches = 0
@@ -87,7 +88,14 @@ class EpochBars(Callback):
     def on_start(self, run, epochs: int, batches: int, epoch: int) -> None:
         self.epochs, self.batches = epochs, batches
         h, w, c = run.spec.input
-        lines = [run.config.recipe_line(), f"training {run.spec.name} ({h}×{w}×{c}) on {run.data.name} → {run.path}"]
+        augment = run.config.augmentation().text() or "none"
+        mirror = ", test images averaged with their mirror images" if run.config.flips_at_test() else ""
+        lines = [
+            run.config.recipe_line(),
+            f"training {run.spec.name} ({h}×{w}×{c}) on {run.data.name} → {run.path}",
+            f"augmentation: {augment}{mirror} (augment='none' turns it off)",
+            self.note,
+        ]
         print("\n".join(line for line in lines if line), flush=True)
 
     def on_batch(self, epoch: int, batch: int, loss: float, accuracy, images_per_s: float) -> None:

@@ -40,7 +40,7 @@ class Run(folder.Run):
         val_map50, …), plus epoch and seconds. NaN where an epoch was not validated."""
         rows = self.metrics()
         keys = list(rows[0]) if rows else ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr"]
-        return {KERAS_NAMES.get(k, k): [row[k] for row in rows] for k in keys}
+        return {KERAS_NAMES.get(k, k): [int(row[k]) if k == "epoch" else row[k] for row in rows] for k in keys}
 
     @property
     def status(self) -> str:
@@ -114,10 +114,14 @@ class Run(folder.Run):
         return normalise(to_tensor(array[None]), mean, std).to(device)
 
     # -- verbs --------------------------------------------------------------------------------------------------------
-    def evaluate(self, data: str | None = None, data_dir: str | None = None):
+    def evaluate(self, data=None, labels=None, data_dir: str | None = None):
         """The test evaluation: the one saved by training (evaluation.json) when it exists, else computed once on the
-        run's test split and saved; with `data`, that dataset's test split (not saved). A classifier's Evaluation
-        (accuracy, per-class table, confusion matrix) or a detector's DetectionMetrics (COCO mAP)."""
+        run's test split and saved. With `data`: that dataset's test split (a name or folder, as `train` takes), or
+        NumPy images with their `labels` (`run.evaluate(x_test, y_test)` or `run.evaluate((x_test, y_test))`, as
+        `train` takes arrays; not saved). A classifier's Evaluation (accuracy, per-class table, confusion matrix) or
+        a detector's DetectionMetrics (COCO mAP). Raises DataError for data or arrays that cannot be used."""
+        if labels is not None or isinstance(data, tuple | list | np.ndarray):
+            return self._evaluate_arrays(data if labels is None else (data, labels))
         if self.spec.is_detector:
             from convscope.detect.predict import evaluate_detector
 
@@ -127,6 +131,25 @@ class Run(folder.Run):
         if data is None and data_dir is None and (saved := saved_evaluation(self)) is not None:
             return saved
         return evaluate(self, data, data_dir, self.config.device)
+
+    def _evaluate_arrays(self, pair):
+        import torch
+
+        from convscope.data.arrays import pair as checked_pair
+        from convscope.evaluation import evaluation_from_logits
+        from convscope.run import model_images
+        from convscope.training.tensors import predict_logits, to_tensor
+
+        if self.spec.is_detector:
+            raise DataError(f"{self.path} is a detector: evaluate it on a dataset with boxes (data=FOLDER)")
+        x, y = checked_pair(pair, "evaluate")
+        if y.max() >= len(self.data.classes):
+            raise DataError(f"evaluate y: labels up to {y.max()}, the run has {len(self.data.classes)} classes")
+        images = model_images(self, x, "evaluate x")
+        _, predictor, mean, std, device = self._loaded()
+        with torch.inference_mode():
+            logits = predict_logits(predictor, to_tensor(images), mean, std, device)
+        return evaluation_from_logits(self, logits, y, images, data="arrays")
 
     def predict(self, images, top_k: int = 3):
         """A classifier's top_k classes (probabilities) of one image (a Prediction) or of several (a list of them:
@@ -177,11 +200,17 @@ class Run(folder.Run):
         """Where in `image` the network found evidence for class `cls` (default: the predicted class): HiResCAM
         (default) or Grad-CAM at `layer` (default: the last layer with feature maps). A GradCam, shown as the image,
         the heatmap and the overlay. DataError for an unknown class or layer."""
+        import torch
+
         from convscope.inspect.gradcam import class_index, gradcam
 
-        model = self._loaded()[0]
+        model, predictor, *_ = self._loaded()
         array, _, _ = self._input(image)
-        index = None if cls is None else class_index(self.data.classes, cls, self.path)
+        if cls is None:  # the class predict gives (averaged with the mirror image where the run tests so)
+            with torch.inference_mode():
+                index = int(predictor(self._tensor(array)).argmax(1)[0])
+        else:
+            index = class_index(self.data.classes, cls, self.path)
         result = gradcam(model, self._tensor(array), layer=layer, class_index=index, method=method)
         return replace(result, class_name=self.data.classes[result.class_index], image=array)
 
@@ -191,10 +220,24 @@ class Run(folder.Run):
 
         return filter_weights(self._loaded()[0], layer)
 
-    def patterns(self, layer: str, filters: list[int] | None = None, steps: int | None = None, size: int | None = None):
-        """Images that each filter of `layer` responds to most (gradient ascent; default: its first 16 filters),
-        shown as a sheet. Takes seconds per layer (see convscope.inspect.patterns)."""
+    def patterns(
+        self,
+        layer: str | None = None,
+        filters: list[int] | None = None,
+        steps: int | None = None,
+        size: int | None = None,
+    ):
+        """Images that each filter of `layer` (default: the first conv layer) responds to most (gradient ascent;
+        default: its first 16 filters), shown as a sheet. Takes seconds per layer (see convscope.inspect.patterns)."""
         from convscope.inspect.patterns import STEPS, filter_patterns
+
+        if layer is None:
+            convs = [
+                n for n, one in zip(self.spec.layer_names(), self.spec.layers, strict=True) if one.layer_type == "conv"
+            ]
+            if not convs:
+                raise DataError(f"{self.spec.name} has no conv layer: name the layer, e.g. patterns('base1')")
+            layer = convs[0]
 
         return filter_patterns(self, layer, filters, steps or STEPS, size, device=str(self._loaded()[4]))
 
@@ -231,7 +274,8 @@ class Run(folder.Run):
 
     # -- display ------------------------------------------------------------------------------------------------------
     def __repr__(self) -> str:
-        return f"Run({str(self.path)!r}: {self.spec.name} on {self.data.name}, {self.status}; {self.headline()})"
+        headline = f"; {self.headline()}" if self.headline() else ""
+        return f"Run({str(self.path)!r}: {self.spec.name} on {self.data.name}, {self.status}{headline})"
 
     def _repr_html_(self) -> str:
         from convscope.api.progress import epoch_numbers

@@ -112,6 +112,8 @@ def save_arrays(train: tuple, val: tuple | None = None, test: tuple | None = Non
             + ", ".join(f"{name} {'×'.join(map(str, s))}" for name, s in shapes.items())
         )
     top = max(int(y.max()) for _, y in parts.values()) + 1
+    if top < 2 and classes is None:
+        raise DataError(f"data y: every label is {top - 1}; a classifier needs images of at least 2 classes")
     if classes is None:
         classes = [str(i) for i in range(top)]
     classes = [str(c) for c in classes]
@@ -163,4 +165,9 @@ def load_arrays(path: str | Path, seed: int = 0, val_fraction: float = 0.1) -> D
     train, val, test = splits["train"], splits.get("val"), splits.get("test")
     if test is None and val is None:
         train, test = seeded_split(train, val_fraction, seed)
-    return Dataset(path.stem, classes, train, test or val, val, source=str(path))
+        if not len(test):
+            raise DataError(
+                f"{path}: {len(train)} images are too few to hold out a tenth of each class for testing; give "
+                "test_data=(x, y) or validation_data=(x, y), or more images"
+            )
+    return Dataset(path.stem, classes, train, test if test is not None else val, val, source=str(path))

@@ -63,9 +63,17 @@ class FeatureMaps:
         """The sheet of one layer's maps (default: the first layer here); KeyError for a layer not here."""
         return feature_map_figure(self, name or self.layers[0].name)
 
-    def save(self, out_dir: str | Path) -> list[Path]:
-        """One sheet per layer in the folder `out_dir` (NN-NAME.png, as `convscope featuremaps` writes them)."""
-        return save_feature_map_sheets(self, out_dir)
+    def save(self, path: str | Path) -> Path | list[Path]:
+        """One layer's sheet to a picture file (`path` ending in .png, .jpg, .svg or .pdf); or one sheet per layer
+        into the folder `path` (NN-NAME.png, as `convscope featuremaps` writes them). DataError for a picture file
+        asked of several layers."""
+        path = Path(path)
+        if path.suffix.lower() in (".png", ".jpg", ".jpeg", ".svg", ".pdf"):
+            if len(self.layers) != 1:
+                raise DataError(f"{path}: {len(self.layers)} layers make {len(self.layers)} sheets: give a folder")
+            self.figure().savefig(path)
+            return path
+        return save_feature_map_sheets(self, path)
 
     def __repr__(self) -> str:
         shapes = ", ".join(f"{m.name} {'×'.join(map(str, m.shape))}" for m in self.layers)

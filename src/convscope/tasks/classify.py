@@ -39,7 +39,11 @@ def fit_head(spec: NetSpec, classes: int) -> NetSpec:
     """The last layer gives one score (logit) per class: a preset's last dense layer is resized to the data."""
     last = spec.layers[-1]
     if not isinstance(last, Dense):
-        raise SpecError(f"{spec.name}: the last layer must be a dense layer with one unit per class ({classes})")
+        raise SpecError(
+            f"{spec.name}: the last layer must be a dense layer with one unit per class ({classes}); it is "
+            f"{spec.layer_names()[-1]} (if you added the dense layers with model.add(...), keep what add returns: "
+            "model = model.add(layer))"
+        )
     if last.units == classes:
         return spec
     log.info("%s: last dense layer resized from %d to %d units, one per class", spec.name, last.units, classes)

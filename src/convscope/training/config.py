@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -274,7 +275,9 @@ class TrainConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ConfigError(f"{where}: unknown setting {unknown[0]!r}. Settings: {', '.join(sorted(known))}")
+            close = difflib.get_close_matches(str(unknown[0]), known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"{where}: unknown setting {unknown[0]!r}{hint}. Settings: {', '.join(sorted(known))}")
         try:
             return cls(**data)
         except ConfigError as err:
