@@ -17,7 +17,7 @@ import numpy as np
 
 from convscope import run as folder
 from convscope.errors import CheckpointError, DataError
-from convscope.run import CONFIG, CURVES
+from convscope.run import CONFIG
 from convscope.show import Picture, heading, img_tag, table
 
 KERAS_NAMES = {"train_loss": "loss", "train_acc": "accuracy", "val_loss": "val_loss", "val_acc": "val_accuracy"}
@@ -283,12 +283,7 @@ class Run(folder.Run):
         rows = self.metrics()
         last = rows[-1] if rows else {}
         numbers = list(epoch_numbers(last).items())  # as the epoch's bar showed them: accuracies in %
-        curves = self.path / CURVES
-        picture = ""
-        if rows:
-            picture = img_tag(self.plot(), "training curves", width=640)
-        elif curves.is_file():
-            picture = f"<p>{html.escape(str(curves))}</p>"
+        picture = img_tag(self.plot(), "training curves", width=640) if rows else ""
         h, w, c = self.spec.input
         detail = f"{self.spec.name} ({h}×{w}×{c}) on {self.data.name}, {len(rows)} epochs, {self.status}"
         return (
