@@ -16,13 +16,10 @@ settings.load_profile("ci" if os.environ.get("CI") else "dev")
 # user's ~/.cache; subprocesses inherit it. Set before any test imports convscope.
 os.environ["CONVSCOPE_CACHE_DIR"] = tempfile.mkdtemp(prefix="convscope-test-cache-")
 atexit.register(shutil.rmtree, os.environ["CONVSCOPE_CACHE_DIR"], ignore_errors=True)  # nothing left behind in /tmp
-# Likewise the default folder of downloaded datasets (convscope.data.home): empty, never the user's own.
+# Likewise the default folder of downloaded datasets and of arrays given to convscope.train (convscope.data.home):
+# empty, never the user's own.
 os.environ["CONVSCOPE_DATA_HOME"] = tempfile.mkdtemp(prefix="convscope-test-data-")
 atexit.register(shutil.rmtree, os.environ["CONVSCOPE_DATA_HOME"], ignore_errors=True)
-
-# Arrays given to convscope.train(data=(x, y)) are kept in a folder of the session's own (convscope.data.arrays).
-os.environ["CONVSCOPE_ARRAYS_DIR"] = tempfile.mkdtemp(prefix="convscope-test-arrays-")
-atexit.register(shutil.rmtree, os.environ["CONVSCOPE_ARRAYS_DIR"], ignore_errors=True)
 
 # tests/helpers.py is shared by test files in several folders (pytest runs with --import-mode=importlib).
 sys.path.insert(0, str(Path(__file__).parent))

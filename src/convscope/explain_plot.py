@@ -22,11 +22,7 @@ MAX_MARKED = 4096  # window start positions drawn up to this many (more would be
 
 def save_walkthrough_png(w: Walkthrough, path: str | Path) -> Path:
     """walkthrough_figure saved as a PNG at `path` (1600×660 pixels; folders made as needed); returns the path."""
-    fig = walkthrough_figure(w)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    return path
+    return walkthrough_figure(w).save(path)
 
 
 def walkthrough_figure(w: Walkthrough) -> Figure:

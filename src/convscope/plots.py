@@ -55,8 +55,7 @@ def curves_figure(rows: list[dict[str, float]], title: str) -> Figure:
 
 def plot_curves(rows: list[dict[str, float]], path: Path, title: str) -> Path:
     """curves_figure saved as a PNG at `path`; returns the path."""
-    curves_figure(rows, title).savefig(path)
-    return path
+    return curves_figure(rows, title).save(path)
 
 
 def confusion_figure(evaluation, title: str) -> Figure:
@@ -103,5 +102,4 @@ def confusion_figure(evaluation, title: str) -> Figure:
 
 def plot_confusion(evaluation, path: Path, title: str) -> Path:
     """confusion_figure saved as a PNG at `path` (cropped to what is drawn); returns the path."""
-    confusion_figure(evaluation, title).savefig(path, bbox_inches="tight", pad_inches=0.15)
-    return path
+    return confusion_figure(evaluation, title).save(path, bbox_inches="tight", pad_inches=0.15)

@@ -147,7 +147,6 @@ def predict(run: Run | str | Path, items: list[str], top_k: int = 3, device: str
 def classify_files(logits_of, shape, mean, std, classes, items: list[str], top_k: int) -> list[Prediction]:
     """The top_k classes of each image file in `items`, by `logits_of` (normalised 1×C×H×W tensor -> 1×classes
     logits) for images converted to `shape` (H, W, C); an unreadable file gets an error and the rest go on."""
-    import torch
 
     from convscope.training.tensors import normalise, to_tensor
 
@@ -160,11 +159,17 @@ def classify_files(logits_of, shape, mean, std, classes, items: list[str], top_k
         except DataError as err:
             results.append(Prediction(str(path), error=_reason(err, path)))
             continue
-        probs = torch.softmax(logits_of(normalise(to_tensor(array[None]), mean, std)), dim=1)[0]
-        values, index = probs.topk(min(top_k, len(classes)))
-        top = [(classes[i], float(v)) for v, i in zip(values, index, strict=True)]
+        top = top_classes(logits_of(normalise(to_tensor(array[None]), mean, std)), classes, top_k)
         results.append(Prediction(str(path), top, conversion))
     return results
+
+
+def top_classes(logits, classes, top_k: int) -> list[tuple[str, float]]:
+    """(class, softmax probability) of the top_k classes of one image's logits (1×classes tensor), best first."""
+    import torch
+
+    values, index = torch.softmax(logits, dim=1)[0].topk(min(top_k, len(classes)))
+    return [(classes[i], float(v)) for v, i in zip(values, index, strict=True)]
 
 
 def predict_onnx(path: str | Path, items: list[str], top_k: int = 3) -> list[Prediction]:
@@ -198,7 +203,7 @@ def predict_imagenet(base: str, items: list[str], top_k: int = 5) -> list[Predic
     if base not in BASES:
         raise DataError(f"unknown base {base!r}. Bases: {', '.join(BASES)}")
     model = efficientnet_lite0(pretrained=True).to(memory_format=torch.channels_last)
-    classes = imagenet_classes()
+    classes = [f"{name} ({i})" for i, name in enumerate(imagenet_classes())]  # each with its ImageNet index
     results: list[Prediction] = []
     for path in image_paths(items):
         try:
@@ -208,9 +213,7 @@ def predict_imagenet(base: str, items: list[str], top_k: int = 5) -> list[Predic
             results.append(Prediction(str(path), error=_reason(err, path)))
             continue
         with torch.inference_mode():
-            probs = torch.softmax(model(x), dim=1)[0]
-        values, index = probs.topk(min(top_k, len(classes)))
-        top = [(f"{classes[i]} ({i})", float(v)) for v, i in zip(values, index, strict=True)]
+            top = top_classes(model(x), classes, top_k)
         conversion = f"{describe(img)} → RGB 224×224 (shorter side 256, centre crop)"
         results.append(Prediction(str(path), top, conversion))
     return results

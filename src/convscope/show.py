@@ -25,10 +25,12 @@ class Picture(Figure):
     def _repr_png_(self) -> bytes:
         return png_bytes(self)
 
-    def save(self, path: str | Path, dpi: int | None = None) -> Path:
-        """Write the picture to `path` (its suffix picks the format: .png, .jpg, .svg, .pdf); returns the path."""
+    def save(self, path: str | Path, **savefig) -> Path:
+        """Write the picture to `path` (its suffix picks the format: .png, .jpg, .svg, .pdf; folders made as needed),
+        with matplotlib's savefig keywords (dpi, bbox_inches, …); returns the path."""
         path = Path(path)
-        self.savefig(path, dpi=dpi or self.dpi)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.savefig(path, **savefig)
         return path
 
 
@@ -73,7 +75,7 @@ def heading(text: str, detail: str = "") -> str:
 class Drawable:
     """For result objects with a picture of themselves (`figure()`): shown inline in Jupyter, saved with .save()."""
 
-    def figure(self) -> Figure:
+    def figure(self) -> Picture:
         raise NotImplementedError
 
     def _repr_png_(self) -> bytes:
@@ -81,6 +83,4 @@ class Drawable:
 
     def save(self, path: str | Path) -> Path:
         """Write the picture to `path` (.png, .jpg, .svg or .pdf); returns the path."""
-        path = Path(path)
-        self.figure().savefig(path)
-        return path
+        return self.figure().save(path)

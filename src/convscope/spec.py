@@ -224,18 +224,13 @@ class NetSpec:
         """
         if not layers:
             raise SpecError("add needs at least one layer. Received: nothing")
-        try:
-            shape, added = _read_items(layers, self.input, len(self.layers))
-            return NetSpec(shape, self.layers + added, self.name, self.description, True)
-        except SpecError as err:
-            if self.layers or str(err) != MISSING_INPUT:
-                raise
-            # Keras' model.add(...) changes the model; here it returns a new spec, so a first add whose result was
-            # not kept leaves the spec empty, and the next add finds no input shape.
+        shape, added = _read_items(layers, self.input, len(self.layers))
+        if shape is None:  # Keras' model.add(...) changes the model; a first add whose result was dropped gave none
             raise SpecError(
                 f"{MISSING_INPUT}. If an earlier add() gave it: add() returns a new spec and leaves this one as it "
                 "was, so write model = model.add(layer)"
-            ) from None
+            )
+        return NetSpec(shape, self.layers + added, self.name, self.description, True)
 
     def summary(self, console: Any = None) -> None:
         """Print the layer table (output H×W×C, params, MACs, receptive field) and the totals, as `convscope

@@ -46,13 +46,13 @@ def test_bad_arrays_are_one_line_naming_argument_shape_and_dtype(x, y, expected)
 
 
 def test_arrays_are_kept_once_and_read_back(tmp_path, monkeypatch):
-    monkeypatch.setenv("CONVSCOPE_ARRAYS_DIR", str(tmp_path))
+    monkeypatch.setenv("CONVSCOPE_DATA_HOME", str(tmp_path))
     rng = np.random.default_rng(1)
     x, y = rng.integers(0, 256, (40, 8, 8, 3), dtype=np.uint8), np.arange(40) % 4
     xt, yt = x[:8], y[:8].reshape(-1, 1)
     path = save_arrays((x, y), val=(xt, yt), classes=["a", "b", "c", "d"])
     assert save_arrays((x, y), val=(xt, yt), classes=["a", "b", "c", "d"]) == path  # the same arrays: the same file
-    assert list(tmp_path.iterdir()) == [path]
+    assert list((tmp_path / "arrays").iterdir()) == [path]
     data = load_arrays(path)
     assert data.classes == ("a", "b", "c", "d")
     np.testing.assert_array_equal(data.train.images, x)

@@ -20,6 +20,7 @@ from convscope.spec import NetSpec
 from convscope.training import loop
 from convscope.training.callbacks import Interrupted
 from convscope.training.config import TrainConfig
+from convscope.training.resume import CHANGEABLE, is_finished, resumed_config
 
 log = logging.getLogger("convscope.train")
 
@@ -72,11 +73,10 @@ def train(
         data = (data, labels)
     if isinstance(model, NetSpec):
         settings["spec"] = model
-        settings.setdefault("model", model.name)  # the run's record names the network, not the default preset
     elif model is not None:
         settings["model"] = model
-    if "spec" in settings and "model" not in settings:
-        settings["model"] = settings["spec"].name
+    if settings.get("spec") is not None:
+        settings.setdefault("model", settings["spec"].name)  # the run's record names the network, not the default
     data = _data_setting(data, validation_data, test_data, classes, settings.get("seed", 0))
     if data is not None:
         settings["data"] = data
@@ -115,11 +115,7 @@ def _train(resume, callbacks, config, report: bool, settings) -> Run:
     if resume:
         changed = {k: v for k, v in settings.items() if k not in ("model", "data", "out")}
         run = load_run(resume)
-        if (
-            run.results()
-            and changed.get("epochs", run.config.epochs) <= run.config.epochs
-            and not {k for k, v in changed.items() if k != "epochs" and getattr(run.config, k) != v}
-        ):
+        if resumed_config(run, changed) == run.config and is_finished(run):  # the test `loop.train` makes itself
             log.warning(
                 "%s: finished (%d epochs, %s); nothing was changed. To train longer, pass a larger epochs=",
                 run.path,
@@ -138,13 +134,10 @@ def _python_words(training):
     try:
         return training()
     except Interrupted as err:
-        text = str(err)
-        if "Resume with:" not in text:
+        if err.path is None:  # stopped before anything could be resumed
             raise
-        path = text.rsplit("--resume ", 1)[-1]
-        raise Interrupted(
-            text.split(" Resume with:")[0] + f" Resume with: convscope.train(out={path!r}, resume=True)", err.exit_code
-        ) from None
+        advice = f"Resume with: convscope.train(out={str(err.path)!r}, resume=True)"
+        raise Interrupted(f"{err.stopped} {advice}", err.exit_code, err.stopped, err.path) from None
 
 
 def _existing(out: Path, config: TrainConfig | None, settings: dict, spec: NetSpec | None) -> Run:
@@ -161,7 +154,7 @@ def _existing(out: Path, config: TrainConfig | None, settings: dict, spec: NetSp
     if differs:
         raise CheckpointError(
             f"{out} already holds another training (its {', '.join(differs[:3])} differ); choose another out=, or "
-            f"pass resume=True to continue that run (only epochs, threads, device and cache_limit may change)"
+            f"pass resume=True to continue that run (only {', '.join(CHANGEABLE)} may change)"
         )
     state = "finished" if run.results() else "stopped before its end"
     log.warning("%s already holds this training (%s): returned as it is; resume=True continues it", out, state)

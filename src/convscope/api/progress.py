@@ -17,7 +17,22 @@ TEST_NAMES = {
     "test_map50": "test mAP@0.5",
     "test_map50_95": "test mAP@0.5:0.95",
 }
-SHOWN = {"train_loss": "loss", "train_acc": "accuracy", "val_loss": "val_loss", "val_acc": "val_accuracy"}
+
+
+def test_numbers(results: dict, keys=tuple(TEST_NAMES)) -> str:
+    """results.json's test numbers named in words, e.g. 'test accuracy 91.23%, test loss 0.2512'; '' before testing.
+    `keys`: which of TEST_NAMES, in results' order."""
+    formats = {"test_acc": "{:.2%}", "test_loss": "{:.4g}"}  # mAPs: "{:.3f}"
+    shown = (
+        f"{TEST_NAMES[k]} {formats.get(k, '{:.3f}').format(v)}"
+        for k, v in results.items()
+        if k in keys and isinstance(v, float)
+    )
+    return ", ".join(shown)
+
+
+# metrics.csv's columns by the names Keras gives them in `history` (run.history and the bars use these)
+KERAS_NAMES = {"train_loss": "loss", "train_acc": "accuracy", "val_loss": "val_loss", "val_acc": "val_accuracy"}
 
 
 def epoch_numbers(row: dict[str, float]) -> dict[str, str]:
@@ -26,7 +41,7 @@ def epoch_numbers(row: dict[str, float]) -> dict[str, str]:
     for key, value in row.items():
         if key in ("epoch", "lr", "seconds") or not math.isfinite(value):
             continue
-        name = SHOWN.get(key, key)
+        name = KERAS_NAMES.get(key, key)
         out[name] = f"{value:.2%}" if key.endswith("_acc") else f"{value:.4f}"
     return out
 
@@ -121,13 +136,8 @@ class EpochBars(Callback):
 
     def on_end(self, run, results: dict) -> None:
         self.close()
-        scores = [
-            f"{TEST_NAMES[k]} {v:.2%}" if k == "test_acc" else f"{TEST_NAMES[k]} {v:.4g}"
-            for k, v in results.items()
-            if k in TEST_NAMES and isinstance(v, float)
-        ]
-        if scores:
-            print(f"{run.path}: " + ", ".join(scores), flush=True)
+        if scores := test_numbers(results):
+            print(f"{run.path}: {scores}", flush=True)
 
     def close(self) -> None:
         for bar in (self.bar, self.reading):

@@ -16,11 +16,10 @@ from pathlib import Path
 import numpy as np
 
 from convscope import run as folder
+from convscope.api.progress import KERAS_NAMES, epoch_numbers, test_numbers
 from convscope.errors import CheckpointError, DataError
 from convscope.run import CONFIG
 from convscope.show import Picture, heading, img_tag, table
-
-KERAS_NAMES = {"train_loss": "loss", "train_acc": "accuracy", "val_loss": "val_loss", "val_acc": "val_accuracy"}
 
 
 @dataclass(frozen=True, eq=False)
@@ -53,14 +52,7 @@ class Run(folder.Run):
 
     def headline(self) -> str:
         """The run's main test number, e.g. 'test accuracy 91.23%' or 'test mAP@0.5 0.884'; '' before testing."""
-        results = self.results()
-        if "test_acc" in results:
-            return f"test accuracy {results['test_acc']:.2%}"
-        found = [(k, v) for k, v in results.items() if k.startswith("test_map") and isinstance(v, float)]
-        return ", ".join(
-            f"test mAP@{k.removeprefix('test_map').replace('50_95', '0.5:0.95').replace('50', '0.5')} {v:.3f}"
-            for k, v in found[:2]
-        )
+        return test_numbers(self.results(), ("test_acc", "test_map50", "test_map50_95"))
 
     def plot(self) -> Picture:
         """The training curves (loss and accuracy or mAP per epoch, training and validation) as a Picture."""
@@ -168,19 +160,16 @@ class Run(folder.Run):
             return found if many else found[0]
         import torch
 
-        from convscope.prediction import Prediction, Predictions
+        from convscope.prediction import Prediction, Predictions, top_classes
 
         if top_k < 1:
             raise DataError(f"top_k must be at least 1. Received: {top_k}")
         _, predictor, *_ = self._loaded()
-        classes = self.data.classes
         results = Predictions()
         with torch.inference_mode():
             for i, item in enumerate(items):
                 array, conversion, name = self._input(item)
-                probs = torch.softmax(predictor(self._tensor(array)).float().cpu(), dim=1)[0]
-                values, index = probs.topk(min(top_k, len(classes)))
-                top = [(classes[j], float(v)) for v, j in zip(values, index, strict=True)]
+                top = top_classes(predictor(self._tensor(array)).float().cpu(), self.data.classes, top_k)
                 results.append(
                     Prediction(f"{name} {i}" if name == "array" and many else name, top, conversion, "", array)
                 )
@@ -278,8 +267,6 @@ class Run(folder.Run):
         return f"Run({str(self.path)!r}: {self.spec.name} on {self.data.name}, {self.status}{headline})"
 
     def _repr_html_(self) -> str:
-        from convscope.api.progress import epoch_numbers
-
         rows = self.metrics()
         last = rows[-1] if rows else {}
         numbers = list(epoch_numbers(last).items())  # as the epoch's bar showed them: accuracies in %

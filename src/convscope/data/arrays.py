@@ -5,8 +5,9 @@ Images: N×H×W×C (C = 1 or 3) or N×H×W (gray), uint8 in 0–255 or float in 
 DataError line naming the argument, its shape and dtype — never the values.
 
 The arrays are kept as one NumPy .npz file (no pickle: read back with allow_pickle=False) named by the SHA-256 of its
-contents, under $CONVSCOPE_ARRAYS_DIR, else $XDG_CACHE_HOME/convscope/arrays, else ~/.cache/convscope/arrays. The
-run's config.yaml names that file as its data, so evaluate, report and resume read the very same images; the same
+contents, in the data home's `arrays` folder (data.home: $CONVSCOPE_DATA_HOME/arrays, else
+~/.local/share/convscope/datasets/arrays): kept like a downloaded dataset, never evicted like a cache. The run's
+config.yaml names that file as its data, so evaluate, report and resume read the very same images; the same
 arrays given again reuse the file. An .npz file of the same keys (x_train, y_train, x_test, y_test, optionally
 x_val, y_val and classes) is also a dataset of its own: `convscope train --data my-data.npz`.
 """
@@ -14,26 +15,18 @@ x_val, y_val and classes) is also a dataset of its own: `convscope train --data 
 from __future__ import annotations
 
 import hashlib
-import os
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from convscope.data.dataset import Dataset, Split, seeded_split
+from convscope.data.home import dataset_folder
 from convscope.errors import DataError
 from convscope.files import atomic_write_bytes, check_regular_file
 
 SPLITS = ("train", "val", "test")
 MAX_CLASSES = 100_000
-
-
-def arrays_dir() -> Path:
-    """Where arrays given to train() are kept (see the module's docstring)."""
-    chosen = os.environ.get("CONVSCOPE_ARRAYS_DIR")
-    if chosen:
-        return Path(chosen)
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "convscope" / "arrays"
 
 
 def images_uint8(x, what: str) -> np.ndarray:
@@ -129,7 +122,7 @@ def save_arrays(train: tuple, val: tuple | None = None, test: tuple | None = Non
     for key in sorted(arrays):
         digest.update(f"{key}{arrays[key].dtype}{arrays[key].shape}".encode())
         digest.update(np.ascontiguousarray(arrays[key]).data)
-    path = arrays_dir() / f"arrays-{digest.hexdigest()[:16]}.npz"
+    path = dataset_folder("arrays") / f"arrays-{digest.hexdigest()[:16]}.npz"
     if not path.is_file():
         from io import BytesIO
 

@@ -3,8 +3,9 @@
 
 The folder: $CONVSCOPE_DATA_HOME/NAME, else $XDG_DATA_HOME/convscope/datasets/NAME, else
 ~/.local/share/convscope/datasets/NAME. The data home, not the cache: a dataset is kept, not evicted like the decoded
-cache (data.cache). Only the datasets in DEFAULT_IN_HOME use it; Fashion-MNIST's default is Debian's system copy and
-MNIST has none (data.idx), so `data get` needs a folder for those.
+cache (data.cache). The datasets in DEFAULT_IN_HOME use it, and the arrays given to convscope.train (its `arrays`
+folder, data.arrays); Fashion-MNIST's default is Debian's system copy and MNIST has none (data.idx), so `data get`
+needs a folder for those.
 """
 
 from __future__ import annotations

@@ -247,5 +247,4 @@ def pr_curves_figure(metrics: DetectionMetrics, title: str) -> Figure:
 
 def plot_pr_curves(metrics: DetectionMetrics, path: Path, title: str) -> Path:
     """pr_curves_figure saved as a PNG at `path`; returns the path."""
-    pr_curves_figure(metrics, title).savefig(path)
-    return Path(path)
+    return pr_curves_figure(metrics, title).save(path)

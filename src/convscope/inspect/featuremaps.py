@@ -71,8 +71,7 @@ class FeatureMaps:
         if path.suffix.lower() in (".png", ".jpg", ".jpeg", ".svg", ".pdf"):
             if len(self.layers) != 1:
                 raise DataError(f"{path}: {len(self.layers)} layers make {len(self.layers)} sheets: give a folder")
-            self.figure().savefig(path)
-            return path
+            return self.figure().save(path)
         return save_feature_map_sheets(self, path)
 
     def __repr__(self) -> str:
@@ -174,9 +173,7 @@ def save_feature_map_sheets(maps: FeatureMaps, out_dir: str | Path) -> list[Path
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     for layer in maps.layers:
-        path = out_dir / f"{layer.index:02d}-{layer.name}.png"
-        feature_map_figure(maps, layer.name).savefig(path)
-        paths.append(path)
+        paths.append(feature_map_figure(maps, layer.name).save(out_dir / f"{layer.index:02d}-{layer.name}.png"))
     return paths
 
 
@@ -237,26 +234,6 @@ TILE, GAP, LABEL = 1.0, 0.08, 0.2  # a tile's side, the space between tiles, the
 SIDE = 2.2  # the input image's panel
 NO_VALUE = "#d0d0d0"  # NaN cells (a mosaic's unused blocks): light gray, not white, which means 0 in RdBu_r
 BLOCK_LINES = "#6e6e6e"  # between a mosaic's blocks: gray, never mistaken for a value of a diverging map
-
-
-def draw_sheet(
-    path: Path,
-    tiles: list[np.ndarray],
-    labels: list[str],
-    title: str,
-    cmap: str | None,
-    vmin: float | None,
-    vmax: float | None,
-    bar_label: str,
-    side: tuple[np.ndarray, str] | None = None,
-    tile: float | None = None,
-    blocks: tuple[int, int] | None = None,
-) -> Path:
-    """sheet_figure saved as a PNG at `path` (folders made as needed); returns the path."""
-    fig = sheet_figure(tiles, labels, title, cmap, vmin, vmax, bar_label, side=side, tile=tile, blocks=blocks)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    return path
 
 
 def sheet_figure(

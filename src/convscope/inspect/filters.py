@@ -75,11 +75,7 @@ def save_filter_sheet(
     source: FilterWeights | Run | str | Path | ConvNet, path: str | Path, layer: str | None = None
 ) -> Path:
     """filters_figure saved as one PNG at `path` (folders made as needed); returns the path."""
-    fig = filters_figure(source, layer)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    return path
+    return filters_figure(source, layer).save(path)
 
 
 def filters_figure(source: FilterWeights | Run | str | Path | ConvNet, layer: str | None = None) -> Figure:

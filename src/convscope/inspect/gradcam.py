@@ -268,11 +268,7 @@ def gradcam_figure(result: GradCam, image: np.ndarray, title: str = "") -> Figur
 
 def save_gradcam_png(result: GradCam, image: np.ndarray, path: str | Path, title: str = "") -> Path:
     """gradcam_figure saved as a PNG at `path` (folders made as needed); returns the path."""
-    fig = gradcam_figure(result, image, title)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    return path
+    return gradcam_figure(result, image, title).save(path)
 
 
 def _percent(p: float) -> str:

@@ -219,11 +219,7 @@ def report_layers(model: torch.nn.Module) -> list[str]:
 
 def save_pattern_sheet(patterns: FilterPatterns, path: str | Path, title: str = "") -> Path:
     """patterns_figure saved as one PNG at `path` (folders made as needed); returns the path."""
-    fig = patterns_figure(patterns, title)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    return path
+    return patterns_figure(patterns, title).save(path)
 
 
 def patterns_figure(patterns: FilterPatterns, title: str = "") -> Figure:

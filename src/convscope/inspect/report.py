@@ -84,8 +84,7 @@ def _wrong_section(run: Run, ev: Evaluation, k: int) -> str:
 
 def save_wrong_png(run: Run, ev: Evaluation, index: list[int], path: Path) -> Path:
     """wrong_figure saved as a PNG at `path`; returns the path."""
-    wrong_figure(run, ev, index).savefig(path)
-    return path
+    return wrong_figure(run, ev, index).save(path)
 
 
 def wrong_figure(run: Run, ev: Evaluation, index: list[int]) -> Figure:

@@ -212,11 +212,7 @@ def top_activations_figure(result: TopActivations, filters=None) -> Figure:
 
 def save_top_activations_png(result: TopActivations, path: str | Path, filters=None) -> Path:
     """top_activations_figure saved as a PNG at `path` (folders made as needed); returns the path."""
-    fig = top_activations_figure(result, filters)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    return path
+    return top_activations_figure(result, filters).save(path)
 
 
 def _draw_tile(ax, hit: Hit, rectangle) -> None:

@@ -10,11 +10,12 @@ from convscope.run import Run
 
 
 class Interrupted(ConvscopeError):
-    """SIGINT / SIGTERM: training stopped at the end of a batch and saved; `exit_code` is 130 or 143."""
+    """SIGINT / SIGTERM: training stopped at the end of a batch and saved; `exit_code` is 130 or 143. `stopped`:
+    where it stopped, without advice; `path`: the run folder that resumes it (None when nothing was saved)."""
 
-    def __init__(self, message: str, exit_code: int):
+    def __init__(self, message: str, exit_code: int, stopped: str = "", path=None):
         super().__init__(message)
-        self.exit_code = exit_code
+        self.exit_code, self.stopped, self.path = exit_code, stopped or message, path
 
 
 class Callback:

@@ -311,9 +311,12 @@ class Trainer(Checkpointing):
             return Interrupted(f"stopped by {name} before the first checkpoint: nothing to resume", self.stop.exit_code)
         where = f"epoch {self.epoch + 1}, batch {self.batch}/{self.batches}" if self.batch else f"epoch {self.epoch}"
         how = f"--nproc {self.group.world_size} " if self.group.distributed else ""
+        stopped = f"stopped by {name} at {where}; saved."
         return Interrupted(
-            f"stopped by {name} at {where}; saved. Resume with: convscope train {how}--resume {self.run.path}",
+            f"{stopped} Resume with: convscope train {how}--resume {self.run.path}",
             self.stop.exit_code,
+            stopped,
+            self.run.path,
         )
 
     def _lost_peers(self, err: Exception) -> TrainingError:
