@@ -41,8 +41,8 @@ def main(argv=None) -> None:
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     from convscope.inspect.gradcam import default_layer
+    from convscope.preprocess import normalise, run_stats, to_tensor
     from convscope.run import load_model, load_run
-    from convscope.training.tensors import normalise, run_stats, to_tensor
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("run", help="a run folder")

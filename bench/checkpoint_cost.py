@@ -3,7 +3,7 @@
     .venv/bin/python bench/checkpoint_cost.py                 # fashion-fast and the EfficientNet-Lite0 transfer net
     .venv/bin/python bench/checkpoint_cost.py --repeats 9 --threads 2
 
-A training run writes one checkpoint (`convscope.training.state.save_checkpoint`) at every epoch end: the weights, the
+A training run writes one checkpoint (`training.checkpoint_file.save_checkpoint`) at every epoch end: the weights, the
 best weights so far, the optimizer state and the rest, fsync'ed and renamed into place. Measured here for each network
 with AdamW state for every parameter (the largest case: for a transfer net, phase 2 with the whole base unfrozen),
 `--repeats` saves and reads into a temporary folder; medians and ranges are reported, with the load average.
@@ -28,7 +28,7 @@ def measure(name: str, spec, repeats: int) -> dict:
     import torch
 
     from convscope.builder import build
-    from convscope.training.state import read_checkpoint, save_checkpoint
+    from convscope.training.checkpoint_file import read_checkpoint, save_checkpoint
 
     model = build(spec)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)

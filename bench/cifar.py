@@ -58,9 +58,9 @@ def worker(job: dict) -> dict:
 
     from convscope import train
     from convscope.data.load import load_dataset
+    from convscope.preprocess import predict_logits, run_stats, to_tensor
     from convscope.run import load_predictor
     from convscope.training.callbacks import Callback
-    from convscope.training.tensors import predict_logits, run_stats, to_tensor
 
     rows: list[dict] = []
 

@@ -98,9 +98,9 @@ def train_one(data, device, seed=0, widths=(64, 128, 256), second=True, activati
               epochs=12, batch_size=512, optimizer="sgd", lr=0.2, label_smoothing=0.2, weight_decay=5e-4,
               translate=2, val=0.1, white=False, ema=0.0, bn_momentum=0.1) -> dict:  # fmt: skip
     from convscope.builder import build
+    from convscope.config import TrainConfig
     from convscope.data.augment import Augment
     from convscope.data.augment_batch import augment_batch
-    from convscope.training.config import TrainConfig
     from convscope.training.runtime import optimizer_for, scheduler_for
 
     xtr, ytr, xte, yte = data
@@ -151,7 +151,7 @@ def train_one(data, device, seed=0, widths=(64, 128, 256), second=True, activati
 
 def main(argv=None) -> None:
     from convscope.data.folder import load_folder
-    from convscope.training.tensors import channel_stats, normalise, to_tensor
+    from convscope.preprocess import channel_stats, normalise, to_tensor
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--folder", type=Path, default=FOLDER)

@@ -99,9 +99,9 @@ def preset_run(preset: str, folder: Path):
     import torch
 
     from convscope.builder import build
+    from convscope.config import TrainConfig
     from convscope.presets import resolve_spec
     from convscope.run import DataInfo, Run
-    from convscope.training.config import TrainConfig
     from convscope.weights import save_weights
 
     torch.manual_seed(0)

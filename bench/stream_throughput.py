@@ -230,8 +230,7 @@ class _StreamingSeen(logging.Handler):
 def run_train(a: dict) -> dict:
     """A transfer or from-scratch run on a folder; images/s from metrics.csv's `seconds` (the training loop alone)."""
     from convscope.data.folder import load_folder
-    from convscope.pretrained.finetune import transfer
-    from convscope.training.loop import train
+    from convscope.tasks.train import train, transfer
 
     # The number of training images: val_fraction 0 (no validation split), the folder's default test hold-out.
     images = len(load_folder(a["folder"], (SIZE, SIZE), 3, val_fraction=0.0, memory_budget=0).train)

@@ -150,7 +150,7 @@ def run_convscope(a: dict) -> dict:
     at_start = env_seen()  # before convscope is imported (it may add OMP_WAIT_POLICY)
     if a.get("import_torch_first"):
         import torch  # noqa: F401 (imported first on purpose: convscope then leaves OMP_WAIT_POLICY alone)
-    from convscope.training.loop import train
+    from convscope.tasks.train import train
 
     t0 = time.perf_counter()
     train(

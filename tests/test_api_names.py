@@ -30,10 +30,11 @@ print(type(model).__name__, sorted(n for n, _ in model.named_children()))
     "before",
     [
         "",  # the names first
-        "import convscope.builder, convscope.evaluation, convscope.prediction",  # the modules first
-        "from convscope.prediction import prepare\nfrom convscope.evaluation import evaluation_from_logits",
+        "import convscope.builder, convscope.classify.evaluate, convscope.classify.predict",  # the modules first
+        "from convscope.classify.predict import prepare\n"
+        "from convscope.classify.evaluate import evaluation_from_logits",
         "import convscope.cli_train, convscope.inspect.gradcam, convscope.export",  # modules that import them
-        "import convscope\nconvscope.predict\nimport convscope.prediction",  # the name, then its module
+        "import convscope\nconvscope.predict\nimport convscope.classify.predict",  # the name, then its module
     ],
 )
 def test_public_names_survive_every_import_order(before):

@@ -10,8 +10,8 @@ import pytest
 
 from convscope.cli import build_parser, main
 from convscope.cli_args import add_config_flags, config_settings
-from convscope.training.config import TrainConfig
-from convscope.training.resume import CHANGEABLE
+from convscope.config import TrainConfig
+from convscope.training.checkpoints import CHANGEABLE
 
 
 class Captured(Exception):
@@ -25,7 +25,7 @@ def captured(monkeypatch):
     def fake_train(config=None, **kwargs):
         raise Captured(config, kwargs)
 
-    monkeypatch.setattr("convscope.training.loop.train", fake_train)
+    monkeypatch.setattr("convscope.tasks.train.train", fake_train)
 
 
 def _command(*names: str) -> argparse.ArgumentParser:

@@ -86,7 +86,7 @@ def test_train_errors_are_one_line(argv, message, capsys, tmp_path, monkeypatch)
 
 
 def test_early_stopping_after_patience_epochs_without_progress(tmp_path):
-    from convscope.training.loop import train
+    from convscope.tasks.train import train
 
     folder = make_folder(tmp_path / "images", per_class=20)
     # A learning rate of ~0 cannot improve the validation accuracy: patience 1 stops after epoch 2.
@@ -134,7 +134,7 @@ def test_cifar_3conv_trains_on_binary_cifar10(tmp_path, capsys):
 @pytest.mark.slow
 def test_fashion_fast_reaches_91_percent(tmp_path):
     """The preset `make demo` trains: ≥ 91% Fashion-MNIST test accuracy (about 2.5 minutes on 2 cores)."""
-    from convscope.training.loop import train
+    from convscope.tasks.train import train
 
     run = train(model="fashion-fast", data="fashion-mnist", out=str(tmp_path / "run"))
     assert run.results()["test_acc"] >= 0.91

@@ -13,7 +13,7 @@ from helpers import make_folder
 
 from convscope import device as D
 from convscope.errors import ConfigError
-from convscope.training.loop import train
+from convscope.tasks.train import train
 
 NO_GPU = not torch.cuda.is_available()
 
@@ -79,7 +79,7 @@ def test_a_resumed_run_may_move_device_and_a_missing_one_leaves_it_untouched(tmp
 
 
 def test_evaluate_and_inspection_take_a_device(tmp_path):
-    from convscope.evaluation import evaluate
+    from convscope.classify.evaluate import evaluate
     from convscope.inspect.featuremaps import feature_maps
     from convscope.inspect.gradcam import gradcam_for_run
 
@@ -103,7 +103,7 @@ def test_augmentation_keeps_the_batch_on_its_device_with_a_cpu_generator():
     so the draws are the same everywhere."""
     from convscope.data.augment import Augment
     from convscope.data.augment_batch import augment_batch
-    from convscope.detect.augment import flip
+    from convscope.data.detection.augment import flip
 
     meta, generator = torch.device("meta"), torch.Generator()
     x = torch.zeros(4, 3, 32, 32, device=meta)

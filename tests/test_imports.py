@@ -46,7 +46,7 @@ def _imported_names(module: str, path: Path) -> list[str]:
 def import_graph(files: dict[str, Path]) -> dict[str, set[str]]:
     """module -> the package's modules it imports. An imported name counts as its longest prefix that is a module
     ('convscope.spec.Conv' -> 'convscope.spec'); the module's own packages are left out ('convscope' itself, and
-    'convscope.detect' for convscope.detect.voc), since importing a module always runs its packages first anyway."""
+    'convscope.data' for convscope.data.idx), since importing a module always runs its packages first anyway."""
     graph: dict[str, set[str]] = {}
     for module, path in files.items():
         targets = set()

@@ -14,7 +14,7 @@ from dataclasses import fields
 
 import pytest
 
-from convscope.training.config import TrainConfig
+from convscope.config import TrainConfig
 
 # Runs `body` (which may print) in the child, then reports what it printed, the status and whether torch was imported.
 _CHILD = """

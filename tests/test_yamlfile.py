@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from convscope.detect.yolo import load_yolo
+from convscope.config import TrainConfig
+from convscope.data.detection.yolo import load_yolo
 from convscope.errors import CheckpointError, ConfigError, ConvscopeError, DataError, SpecError
 from convscope.run import load_run
 from convscope.spec import load_spec
-from convscope.training.config import TrainConfig
 from convscope.yamlfile import MAX_DEPTH, MAX_NODES, load_yaml, read_yaml, safe_load
 
 CASES = (Path(__file__).resolve().parents[1] / "../shared/cases/specs").resolve()

@@ -47,7 +47,7 @@ _LAZY = {
     "build": "convscope.builder",
     "train": "convscope.api.fit",
     "transfer": "convscope.api.fit",
-    "TrainConfig": "convscope.training.config",
+    "TrainConfig": "convscope.config",
     "Callback": "convscope.training.callbacks",
     "Interrupted": "convscope.training.callbacks",
     "Run": "convscope.api.run",
@@ -56,9 +56,9 @@ _LAZY = {
     "gradcam": "convscope.api.run",
     "walkthrough": "convscope.api.explained",
     "load_model": "convscope.run",
-    "evaluate": "convscope.evaluation",
-    "predict": "convscope.prediction",
-    "write_report": "convscope.inspect.report",
+    "evaluate": "convscope.classify.evaluate",
+    "predict": "convscope.classify.predict",
+    "write_report": "convscope.classify.report",
 }
 
 

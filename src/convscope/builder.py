@@ -83,7 +83,7 @@ def _module(info: LayerInfo, pretrained: bool) -> nn.Module:
     """The torch module of one spec layer, from what shapes.infer found about it (its input H×W×C or (N,), ...)."""
     layer, shape = info.layer, info.input_shape
     if isinstance(layer, Detect):
-        from convscope.detect.head import CenterNetHead
+        from convscope.layers import CenterNetHead
 
         return CenterNetHead(shape[2], layer.classes, layer.channels, upsample=info.output_shape[0] // shape[0])
     if isinstance(layer, Base):

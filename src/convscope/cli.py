@@ -59,7 +59,7 @@ def cmd_summary(args: argparse.Namespace) -> None:
 def _training_memory(report, name: str) -> tuple[dict, str | None]:
     """The training estimate at TrainConfig's default batch size, and the warning when this machine cannot hold
     it (`train` would refuse it; the spec itself is sound, so `summary` still exits 0)."""
-    from convscope.training.config import TrainConfig
+    from convscope.config import TrainConfig
 
     estimate = training_memory(report, TrainConfig.batch_size)
     available = available_memory()

@@ -86,7 +86,7 @@ def add_config_flags(
     `overrides[name]` replaces argparse keywords for this command, e.g. `epochs={"flag": "--head-epochs"}` or
     `data={"required": True, "help": ...}`. Every flag's default is None, so that config_settings sees which were given.
     """
-    from convscope.training.config import TrainConfig  # not at the top: most commands never need it
+    from convscope.config import TrainConfig  # not at the top: most commands never need it
 
     described = {f.name: f for f in dataclasses.fields(TrainConfig)}
     names = list(described if names is None else names)
@@ -108,7 +108,7 @@ def add_config_flags(
 def add_device_flag(parser: argparse.ArgumentParser) -> None:
     """`--device` for a command that runs a trained network (evaluate, predict, inspection, export): training's flag,
     described by TrainConfig's metadata; `args.device` is None when not given (auto)."""
-    from convscope.training.config import TrainConfig
+    from convscope.config import TrainConfig
 
     described = next(f for f in dataclasses.fields(TrainConfig) if f.name == "device")
     add_config_flags(parser, ["device"], device={"help": "where the network runs: " + described.metadata["help"]})

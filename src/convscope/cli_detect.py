@@ -10,8 +10,8 @@ from rich.console import Console
 from rich.table import Table
 
 from convscope.cli_args import add_config_flags, add_device_flag, add_process_flags, config_settings, float_in, int_in
-from convscope.detect.recipes import RECIPES
 from convscope.errors import ConvscopeError, DataError
+from convscope.recipes import RECIPES
 from convscope.run import DETECTIONS
 
 LINT_EXIT = """exit status: 0 when no problems were found (notes, such as polygon rows read as boxes or VOC boxes
@@ -40,7 +40,7 @@ DETECT_SETTINGS += ("patience", "val_every", "sync_bn", "out")
 
 def _detect_help() -> dict[str, dict]:
     """`detect train`'s own words for its settings: detection data, and the defaults of the detectors' recipes."""
-    from convscope.training.config import TrainConfig
+    from convscope.config import TrainConfig
 
     scenes, lite0 = RECIPES["scenes-det"], RECIPES["lite0-det"]
 
@@ -168,7 +168,7 @@ def add_parsers(sub, console: Console) -> None:
 
 
 def cmd_make_scenes(args: argparse.Namespace, console: Console) -> None:
-    from convscope.detect.scenes import make_scenes
+    from convscope.data.detection.scenes import make_scenes
 
     path = make_scenes(args.out, args.n, seed=args.seed, size=args.size, data_dir=args.data_dir)
     console.print(f"fashion-scenes: {args.n:,} scenes of {args.size}×{args.size} in {path}; train with "
@@ -178,10 +178,10 @@ def cmd_make_scenes(args: argparse.Namespace, console: Console) -> None:
 def cmd_lint(args: argparse.Namespace, console: Console) -> None:
     from pathlib import Path
 
-    from convscope.detect.coco import coco_images_folder, lint_coco
-    from convscope.detect.data import coco_split_files, dataset_format, lint_summary
-    from convscope.detect.voc import lint_voc
-    from convscope.detect.yolo import lint_yolo
+    from convscope.data.detection.boxes import coco_split_files, dataset_format, lint_summary
+    from convscope.data.detection.coco import coco_images_folder, lint_coco
+    from convscope.data.detection.voc import lint_voc
+    from convscope.data.detection.yolo import lint_yolo
 
     path = Path(args.data)
     kind = dataset_format(path)  # a DataError (exit 2) naming the formats when it is none of them
@@ -203,7 +203,7 @@ def cmd_lint(args: argparse.Namespace, console: Console) -> None:
 
 
 def cmd_convert(args: argparse.Namespace, console: Console) -> None:
-    from convscope.detect.convert import convert
+    from convscope.data.detection.convert import convert
 
     summary = convert(args.src, args.to, args.out, args.data_dir, seed=args.seed, val_fraction=args.val_fraction)
     console.print(summary.line(), markup=False, highlight=False)
@@ -211,8 +211,8 @@ def cmd_convert(args: argparse.Namespace, console: Console) -> None:
 
 def cmd_detect_train(args: argparse.Namespace, console: Console) -> None:
     from convscope.cli_train import launched, show
-    from convscope.training.config import TrainConfig
-    from convscope.training.loop import train
+    from convscope.config import TrainConfig
+    from convscope.tasks.train import train
 
     given = config_settings(args)
     config = TrainConfig.from_dict({"model": "scenes-det", **given}, "flags")  # the model's recipe fills the rest
@@ -221,7 +221,7 @@ def cmd_detect_train(args: argparse.Namespace, console: Console) -> None:
 
 
 def cmd_detect_evaluate(args: argparse.Namespace, console: Console) -> None:
-    from convscope.detect.predict import evaluate_detector
+    from convscope.detect.evaluate import evaluate_detector
 
     metrics = evaluate_detector(args.run_dir, args.data, args.data_dir, device=args.device or "auto")
     if args.json:

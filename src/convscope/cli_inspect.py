@@ -167,6 +167,6 @@ def cmd_gradcam(args: argparse.Namespace, console: Console) -> None:
 
 
 def cmd_report(args: argparse.Namespace, console: Console) -> None:
-    from convscope.inspect.report import write_report
+    from convscope.classify.report import write_report
 
     console.print(f"report: {write_report(args.run_dir)}")

@@ -12,16 +12,16 @@ from rich.table import Table
 
 from convscope.cli_args import add_config_flags, add_device_flag, add_process_flags, config_settings, int_in
 from convscope.errors import ConfigError, DataError
-from convscope.pretrained.finetune import DEFAULTS as TRANSFER_DEFAULTS
+from convscope.recipes import TRANSFER as TRANSFER_DEFAULTS
 
-# The settings `transfer` has flags for; the others keep pretrained.finetune.DEFAULTS, then TrainConfig's defaults.
+# The settings `transfer` has flags for; the others keep recipes.TRANSFER, then TrainConfig's defaults.
 TRANSFER_SETTINGS = ("data", "data_dir", "epochs", "finetune_epochs", "unfreeze_blocks", "cache_features")
 TRANSFER_SETTINGS += ("per_class", "batch_size", "lr", "augment", "val_fraction", "seed", "threads", "device")
 TRANSFER_SETTINGS += ("cache_limit", "out")
 
 
 def _transfer_help() -> dict[str, dict[str, str]]:
-    """`transfer`'s own words for its settings: its two phases, and its defaults (pretrained.finetune.DEFAULTS)."""
+    """`transfer`'s own words for its settings: its two phases, and its defaults (recipes.TRANSFER)."""
     defaults = TRANSFER_DEFAULTS
     return {
         "epochs": {
@@ -112,20 +112,21 @@ def add_parsers(sub, console) -> None:
 
 
 def cmd_train(args: argparse.Namespace, console: Console) -> None:
-    from convscope.training.config import TrainConfig
-    from convscope.training.loop import train
+    from convscope.config import TrainConfig
+    from convscope.tasks.train import train
 
     given = config_settings(args)
     if args.resume:
         from convscope.run import load_run
-        from convscope.training.resume import finished_message, is_finished, resumed_config
+        from convscope.tasks import task_of
+        from convscope.training.checkpoints import finished_message, is_finished, resumed_config
 
         run = load_run(args.resume)
         # Checked before any work: settings a resume may not change are refused, a finished run is left as it is.
         config = resumed_config(run, given | ({"config": args.config} if args.config else {}))
         if config == run.config and is_finished(run):
             if _is_main():
-                console.print(finished_message(run))
+                console.print(finished_message(run, task_of(run)))
             return
     else:
         config = TrainConfig.load(args.config, **given) if args.config else TrainConfig.from_dict(given, "flags")
@@ -142,13 +143,14 @@ def cmd_train(args: argparse.Namespace, console: Console) -> None:
 
 
 def cmd_transfer(args: argparse.Namespace, console: Console) -> None:
-    from convscope.pretrained.finetune import DEFAULTS, transfer, transfer_spec
-    from convscope.training.config import TrainConfig
+    from convscope.config import TrainConfig
+    from convscope.pretrained.finetune import transfer_spec
+    from convscope.tasks.train import transfer
 
     given = config_settings(args)
     if args.nproc:  # the run folder of the workers: named as transfer() names it
         model = transfer_spec(args.base, args.image_size, args.weights).name
-        config = TrainConfig.from_dict({"model": model, **DEFAULTS, **given}, "flags")
+        config = TrainConfig.from_dict({"model": model, **TRANSFER_DEFAULTS, **given}, "flags")
         if launched(args, config):
             return
     show(
@@ -204,11 +206,10 @@ def show(console: Console, work) -> None:
 
 
 def _print_result(run, console: Console) -> None:
+    from convscope.tasks import task_of
+
     results = run.results()
-    if run.spec.is_detector:
-        score = f"test mAP@0.5 {results['test_map50']:.3f}, mAP@0.5:0.95 {results['test_map50_95']:.3f}"
-    else:
-        score = f"test accuracy {results['test_acc']:.2%}"
+    score = task_of(run).headline(results)
     console.print(
         f"{score} on {results['test_images']:,} test images after {results['epochs']} "
         f"epoch{'' if results['epochs'] == 1 else 's'} in "
@@ -217,7 +218,7 @@ def _print_result(run, console: Console) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace, console: Console) -> None:
-    from convscope.evaluation import evaluate
+    from convscope.classify.evaluate import evaluate
 
     result = evaluate(args.run_dir, args.data, args.data_dir, device=args.device or "auto")
     if args.json:
@@ -245,7 +246,7 @@ def cmd_evaluate(args: argparse.Namespace, console: Console) -> None:
 def cmd_predict(args: argparse.Namespace, console: Console) -> None:
     """Predictions on stdout; one line per unreadable image on stderr ("convscope: PATH: reason"), then exit status 1
     when some images failed (SomeImagesFailed) or 2 when all did (see the parser's epilog)."""
-    from convscope.prediction import SomeImagesFailed, predict, predict_imagenet
+    from convscope.classify.predict import SomeImagesFailed, predict, predict_imagenet
 
     if args.base:
         results = predict_imagenet(args.base, args.items, args.top_k or 5)

@@ -6,7 +6,7 @@ The exported model takes exactly what the eager model takes, and nothing does th
 
 with the run's `mean` and `std` (of its training images in [0, 1]); C, H, W are the spec's input and N is free (a
 dynamic batch axis). A classifier returns N×classes logits (no softmax); a detector (spec ending in `detect`) returns
-its raw head output N×(K+4)×h×w: K centre-heatmap logits, box width and height, centre offset (convscope.detect.head).
+its raw head output N×(K+4)×h×w: K centre-heatmap logits, box width and height, centre offset (layers.CenterNetHead).
 
 Next to RUN/export/model.onnx (or model.pt) goes model.json, everything needed to use the file without convscope:
 
@@ -26,7 +26,8 @@ input, then seeded random pixels), at batch 16 and batch 1, and its outputs must
 Then the file is written atomically (temporary file in the same folder, fsync, rename), so a refused or interrupted
 export leaves nothing half-written.
 
-Running an exported classifier (`convscope predict MODEL.onnx IMAGES...`) is convscope.prediction.predict_onnx's job,
+Running an exported classifier (`convscope predict MODEL.onnx IMAGES...`) is
+convscope.classify.predict.predict_onnx's job,
 with convscope.onnx_model, which loads and checks model.onnx and model.json.
 """
 
@@ -150,9 +151,9 @@ def check_batch(run: Run):
     Not the run's own data: it may be large, or not on this machine. Photos bring real image statistics; uniform
     noise reaches every pixel value, the extremes included.
     """
+    from convscope.classify.predict import prepare
     from convscope.data.images import sample_photo
-    from convscope.prediction import prepare
-    from convscope.training.tensors import normalise, run_stats, to_tensor
+    from convscope.preprocess import normalise, run_stats, to_tensor
 
     shape = run.spec.input
     photos = [prepare(sample_photo(name), shape)[0] for name in CHECK_PHOTOS]

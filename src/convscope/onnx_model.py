@@ -1,7 +1,7 @@
 """An exported model.onnx with its model.json, run by ONNX Runtime: loading and checking the pair, and the session.
 
 `convscope export` writes the pair (convscope.export) and checks its file with the same session; `convscope predict
-MODEL.onnx IMAGES...` runs it (convscope.prediction.predict_onnx). Both import this module, which imports neither.
+MODEL.onnx IMAGES...` runs it (convscope.classify.predict.predict_onnx). Both import this module, which imports neither.
 """
 
 from __future__ import annotations

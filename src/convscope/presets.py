@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from convscope.errors import ConvscopeError, SpecError
+from convscope.recipes import DETECTOR, RECIPES
 from convscope.spec import NetSpec, load_spec
 
 
@@ -102,7 +103,7 @@ _PRESETS: dict[str, dict] = {
     },
     "lite0-det": {
         # A pretrained base for detecting objects in photos: Lite0's ImageNet features at stride 16 (blocks 0–10),
-        # one 3×3 conv, and the CenterNet head upsampling to stride 4. Trained in two phases (detect/recipes.py).
+        # one 3×3 conv, and the CenterNet head upsampling to stride 4. Trained in two phases (recipes.py).
         "description": "a CenterNet detector on a pretrained EfficientNet-Lite0 cut at stride 16, conv 3×3 128, "
         "detect at stride 4; 416×416×3",
         "input": "416x416x3",
@@ -137,27 +138,11 @@ _PRESETS: dict[str, dict] = {
 # seeds (SGD is airbench's); label smoothing 0.2 as airbench; flips and 2-pixel shifts (+1.2 points over flips
 # alone); 2% held out for validation instead of 10% (+0.4 points from the larger training set); 14 epochs is what
 # fits 10 minutes of this 2-core CPU.
-_RECIPES: dict[str, dict] = {
-    "cifar-fast": {
-        "epochs": 14,
-        "batch_size": 256,
-        "optimizer": "sgd",
-        "lr": 0.2,
-        "label_smoothing": 0.2,
-        "augment": "flip,translate=2",
-        "val_fraction": 0.02,
-        "precision": "auto",
-    },
-}
-
-
 def preset_recipe(name: str) -> dict:
     """The training settings a model comes with ({} for most): defaults that given settings override. Detectors (a
-    detection preset, or a spec file whose last layer is detect) take theirs from convscope.detect.recipes."""
-    from convscope.detect.recipes import DETECTOR, RECIPES
-
-    if name in _RECIPES or name in RECIPES:
-        return dict(_RECIPES.get(name) or RECIPES[name])
+    detection preset, or a spec file whose last layer is detect) take theirs from convscope.recipes."""
+    if name in RECIPES:
+        return dict(RECIPES[name])
     return dict(DETECTOR) if _is_detector_file(name) else {}
 
 

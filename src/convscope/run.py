@@ -34,10 +34,10 @@ from typing import Any
 
 import yaml
 
+from convscope.config import TrainConfig
 from convscope.errors import CheckpointError, OutputError
 from convscope.files import remove_temp_files
 from convscope.spec import NetSpec, load_spec
-from convscope.training.config import TrainConfig
 from convscope.yamlfile import read_yaml
 
 CONFIG, SPEC, CHECKPOINT, METRICS, RESULTS, LOG, LOCK = (

@@ -324,7 +324,7 @@ class Base(Layer):
 class Detect(Layer):
     """An anchor-free detection head (CenterNet): the feature maps before it, upsampled to `stride` (4: a 128×128
     image gives 32×32 positions), then per position one centre score per class, the box's width and height, and the
-    centre's offset within the cell. Output H/stride × W/stride × (classes + 4). See convscope.detect.head.
+    centre's offset within the cell. Output H/stride × W/stride × (classes + 4). See convscope.layers (CenterNetHead).
     """
 
     classes: int

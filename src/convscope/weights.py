@@ -2,7 +2,7 @@
 
 Safe formats only: tensors go to safetensors, everything else to JSON. Nothing here unpickles anything except through
 `torch.load(..., weights_only=True)`, whose unpickler refuses every class that is not a tensor or plain container.
-The resumable training state (one file per checkpoint) is `convscope.training.state`.
+The resumable training state (one file per checkpoint) is `convscope.training.checkpoint_file`.
 """
 
 from __future__ import annotations

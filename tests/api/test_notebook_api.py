@@ -10,9 +10,9 @@ from PIL import Image
 
 import convscope
 from convscope.api.run import Report, Run
-from convscope.prediction import Prediction
+from convscope.classify.predict import Prediction
+from convscope.config import TrainConfig
 from convscope.show import Picture
-from convscope.training.config import TrainConfig
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

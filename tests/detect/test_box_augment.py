@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from convscope.detect.augment import _move_boxes, flip, scale_translate
+from convscope.data.detection.augment import _move_boxes, flip, scale_translate
 
 H, W = 64, 96  # not square, so x and y mix-ups show
 

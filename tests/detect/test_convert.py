@@ -14,10 +14,10 @@ from helpers import shared_data
 from PIL import Image
 
 from convscope.cli import main
-from convscope.detect import convert as convert_module
-from convscope.detect.coco import load_coco
-from convscope.detect.convert import convert, read_raw
-from convscope.detect.yolo import load_yolo
+from convscope.data.detection import convert as convert_module
+from convscope.data.detection.coco import load_coco
+from convscope.data.detection.convert import convert, read_raw
+from convscope.data.detection.yolo import load_yolo
 from convscope.errors import DataError, OutputError
 
 NAMES = ("cat", "dog", "bird", "cow")  # cow has no box: the class list must survive anyway

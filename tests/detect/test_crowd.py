@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from convscope.detect.coco import load_coco
+from convscope.data.detection.coco import load_coco
+from convscope.data.detection.load import load_detection
+from convscope.detect.evaluate import split_metrics
 from convscope.detect.metrics import coco_evaluate
-from convscope.detect.train import load_detection, split_metrics
 
 pytest.importorskip("pycocotools")
 from pycocotools.coco import COCO  # noqa: E402

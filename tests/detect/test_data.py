@@ -9,8 +9,7 @@ import pytest
 from PIL import Image
 
 from convscope import DataError
-from convscope.detect.coco import load_coco
-from convscope.detect.data import (
+from convscope.data.detection.boxes import (
     PAD_VALUE,
     Boxes,
     DetectionSplit,
@@ -18,7 +17,8 @@ from convscope.detect.data import (
     letterbox,
     lint_summary,
 )
-from convscope.detect.yolo import label_path, lint_yolo, load_yolo
+from convscope.data.detection.coco import load_coco
+from convscope.data.detection.yolo import label_path, lint_yolo, load_yolo
 
 # --- letterbox ------------------------------------------------------------------------------------------------------
 

@@ -5,7 +5,8 @@ import time
 import pytest
 import torch
 
-from convscope.detect.decode import decode, encode_targets, focal_loss, gaussian_radius, regression_loss
+from convscope.detect.decoding import decode
+from convscope.detect.loss import encode_targets, focal_loss, gaussian_radius, regression_loss
 from convscope.errors import DataError
 
 STRIDE, HW = 4, (32, 32)  # 128×128 input → 32×32 maps

@@ -16,13 +16,14 @@ from safetensors.torch import load_file
 
 from convscope.builder import build
 from convscope.cli import main
-from convscope.detect.predict import detect_images, evaluate_detector
-from convscope.detect.scenes import make_scenes
+from convscope.data.detection.scenes import make_scenes
+from convscope.detect.evaluate import evaluate_detector
+from convscope.detect.predict import detect_images
 from convscope.errors import SpecError
 from convscope.presets import get_preset
 from convscope.shapes import infer
 from convscope.spec import NetSpec
-from convscope.training.loop import Interrupted, train
+from convscope.tasks.train import Interrupted, train
 
 pytest.importorskip("pycocotools")
 FASHION = "/usr/share/datasets/fashion-mnist"
@@ -91,8 +92,8 @@ def test_evaluate_reproduces_the_test_numbers(run):
 
 
 def test_a_coco_folder_from_convert_trains_and_evaluates_like_its_source(run, scenes, tmp_path, capsys):
-    from convscope.detect.convert import convert
-    from convscope.detect.train import load_detection
+    from convscope.data.detection.convert import convert
+    from convscope.data.detection.load import load_detection
 
     convert(scenes, "coco", tmp_path / "coco")
     folder = load_detection(str(tmp_path / "coco"), None, 64, 0.1, 0)

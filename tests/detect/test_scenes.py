@@ -10,9 +10,9 @@ import pytest
 from PIL import Image
 
 from convscope import DataError
+from convscope.data.detection.scenes import ALPHA_PERCENTILE, MANIFEST, MAX_COVER, MAX_IOU, VISIBLE_ALPHA, make_scenes
+from convscope.data.detection.yolo import load_yolo
 from convscope.data.idx import FASHION_CLASSES
-from convscope.detect.scenes import ALPHA_PERCENTILE, MANIFEST, MAX_COVER, MAX_IOU, VISIBLE_ALPHA, make_scenes
-from convscope.detect.yolo import load_yolo
 
 SYSTEM_FASHION = Path("/usr/share/datasets/fashion-mnist")
 TRAIN_CLASSES = range(0, 5)  # the fake train items are classes 0–4 and the test items 5–9: provenance shows in labels

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from convscope.detect.yolo import load_yolo
+from convscope.data.detection.yolo import load_yolo
 from convscope.spec import NetSpec
-from convscope.training.loop import train
+from convscope.tasks.train import train
 
 pytest.importorskip("pycocotools")
 

@@ -13,8 +13,9 @@ from PIL import Image
 
 from convscope import DataError
 from convscope.cli import main
-from convscope.detect.train import load_detection, split_metrics
-from convscope.detect.voc import lint_voc, load_voc, read_voc_raw
+from convscope.data.detection.load import load_detection
+from convscope.data.detection.voc import lint_voc, load_voc, read_voc_raw
+from convscope.detect.evaluate import split_metrics
 
 
 def _xml(filename: str | None, objects: list[tuple], size: tuple | None = (200, 100)) -> str:
@@ -94,7 +95,7 @@ def test_splits_come_from_image_sets(tmp_path):
 
 def test_without_image_sets_a_seeded_split_is_drawn_and_logged(tmp_path, caplog):
     root = _voc(tmp_path / "ds", {f"{i:02}": [("cat", 11, 11, 50, 50)] for i in range(20)})
-    with caplog.at_level(logging.INFO, logger="convscope.detect.voc"):
+    with caplog.at_level(logging.INFO, logger="convscope.data.detection.voc"):
         data = load_voc(root, 32, seed=3, val_fraction=0.1)
     assert (len(data.train), len(data.val), len(data.test)) == (16, 2, 2)
     assert "no ImageSets/Main, so 16/2/2 annotation files were drawn for train/val/test (seed 3" in caplog.text

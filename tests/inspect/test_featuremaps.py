@@ -9,6 +9,7 @@ from helpers import make_folder
 from PIL import Image
 
 from convscope.builder import build
+from convscope.classify.predict import prepare
 from convscope.errors import ConvscopeError
 from convscope.inspect.featuremaps import (
     FeatureMaps,
@@ -18,12 +19,11 @@ from convscope.inspect.featuremaps import (
     layer_maps,
     save_feature_map_sheets,
 )
-from convscope.prediction import prepare
+from convscope.preprocess import normalise, to_tensor
 from convscope.run import load_model
 from convscope.shapes import infer
 from convscope.spec import Activation, BatchNorm, Conv, Dense, Flatten, NetSpec, Pool
-from convscope.training.loop import train
-from convscope.training.tensors import normalise, to_tensor
+from convscope.tasks.train import train
 
 
 @pytest.fixture(scope="module")

@@ -53,8 +53,8 @@ def test_weights_are_the_layers_own(gray_model):
 
 def test_weights_from_a_run_folder(tmp_path, gray_model):
     """A run folder's best weights (config.yaml and spec.yaml written as a training run writes them)."""
+    from convscope.config import TrainConfig
     from convscope.run import DataInfo, Run
-    from convscope.training.config import TrainConfig
 
     run = Run(tmp_path, TrainConfig(model="lenet5"), gray_model.spec, DataInfo("x", ("a",) * 10, (0.5,), (0.25,)))
     (tmp_path / "config.yaml").write_text(run.config_yaml())

@@ -8,14 +8,14 @@ import torch
 from PIL import Image
 
 from convscope.builder import build
+from convscope.config import TrainConfig
 from convscope.errors import ConvscopeError, DataError
 from convscope.inspect.gradcam import default_layer, gradcam, gradcam_for_run, overlay, save_gradcam_png
+from convscope.preprocess import normalise, to_tensor
 from convscope.presets import get_preset
 from convscope.run import load_model
 from convscope.spec import Activation, BatchNorm, Conv, Dense, Flatten, GlobalPool, NetSpec, Pool
-from convscope.training.config import TrainConfig
-from convscope.training.loop import train
-from convscope.training.tensors import normalise, to_tensor
+from convscope.tasks.train import train
 
 SIZE = 32  # images are SIZE×SIZE×1
 SEED = 0  # the committed seed; seeds 0-9 were each checked locally (counts in test_the_peak_lies_on_the_square)

@@ -15,10 +15,10 @@ from safetensors.torch import load_file, save_file
 from convscope.cli import main
 from convscope.errors import DataError
 from convscope.inspect.patterns import filter_patterns, layer_output
+from convscope.preprocess import normalise, run_stats, to_tensor
 from convscope.run import load_model, load_run
 from convscope.spec import NetSpec
-from convscope.training.loop import train
-from convscope.training.tensors import normalise, run_stats, to_tensor
+from convscope.tasks.train import train
 
 SOBEL_X = [[1.0, 0.0, -1.0], [2.0, 0.0, -2.0], [1.0, 0.0, -1.0]]  # responds to change along x: vertical edges
 

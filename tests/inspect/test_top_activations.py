@@ -6,13 +6,13 @@ import torch
 from PIL import Image
 
 from convscope.builder import build
+from convscope.config import TrainConfig
 from convscope.data.dataset import Split
 from convscope.errors import DataError
 from convscope.inspect import top_activations as top_module
 from convscope.inspect.top_activations import receptive_window, save_top_activations_png, top_activations
 from convscope.run import DataInfo, Run
 from convscope.spec import Conv, Dense, GlobalPool, NetSpec, Pool
-from convscope.training.config import TrainConfig
 from convscope.weights import save_weights
 
 SPEC = NetSpec(

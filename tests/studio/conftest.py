@@ -21,9 +21,9 @@ CHROMIUM = "/usr/bin/chromium"
 @pytest.fixture(scope="session")
 def studio_runs(tmp_path_factory) -> Path:
     """runs/ with 'shades' (a classifier of dark and light images, 3 epochs) and 'boxes' (a tiny detector)."""
-    from convscope.detect.scenes import make_scenes
+    from convscope.data.detection.scenes import make_scenes
     from convscope.spec import NetSpec
-    from convscope.training.loop import train
+    from convscope.tasks.train import train
 
     root = tmp_path_factory.mktemp("studio")
     folder = make_folder(root / "shades-data", per_class=40, size=20)

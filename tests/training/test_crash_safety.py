@@ -13,12 +13,12 @@ from helpers import make_folder
 from safetensors.torch import load_file
 
 from convscope import files
+from convscope.config import TrainConfig
 from convscope.errors import CheckpointError, ConfigError, OutputError
 from convscope.run import CHECKPOINT, RunLock
 from convscope.tasks import ClassifyTask
-from convscope.training.config import TrainConfig
-from convscope.training.loop import train
-from convscope.training.state import read_checkpoint
+from convscope.tasks.train import train
+from convscope.training.checkpoint_file import read_checkpoint
 
 
 class Killed(BaseException):
@@ -241,7 +241,7 @@ def test_hand_edited_values_inside_the_checkpoint_are_refused(folder, tmp_path):
 
     import safetensors.torch
 
-    from convscope.training.state import DOC_KEY
+    from convscope.training.checkpoint_file import DOC_KEY
     from convscope.weights import read_safetensors
 
     run = train(config(folder, tmp_path / "run", epochs=2), report=False)

@@ -23,8 +23,8 @@ from safetensors.torch import load_file
 
 from convscope import device as devices
 from convscope.errors import CheckpointError, ConfigError
+from convscope.tasks.train import train
 from convscope.training.distributed import Group, batches_per_epoch, rank_seed, shard
-from convscope.training.loop import train
 
 SPEC = """\
 name: tiny
@@ -202,7 +202,7 @@ def test_a_transfer_run_and_a_detection_run_in_two_processes(work):
         k.startswith(("base1.net.blocks.14.", "base1.net.blocks.15.", "base1.net.head.")) for k in changed
     )
 
-    from convscope.detect.scenes import make_scenes
+    from convscope.data.detection.scenes import make_scenes
 
     scenes = make_scenes(work / "scenes", 40, seed=1, size=64, min_side=10, max_side=28)
     (work / "det.yaml").write_text(textwrap.dedent("""\

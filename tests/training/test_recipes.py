@@ -6,9 +6,9 @@ from helpers import make_folder
 
 from convscope import build, device, train
 from convscope.cli import main
+from convscope.config import TrainConfig
 from convscope.presets import get_preset, preset_recipe
 from convscope.shapes import infer
-from convscope.training.config import TrainConfig
 
 
 def test_cifar_fast_pools_31_to_15_7_3_and_ends_in_one_score_per_class():
@@ -93,7 +93,7 @@ def test_auto_precision_is_fp32_where_cpuinfo_cannot_be_read(monkeypatch):
 
 
 def test_a_model_that_gives_every_image_one_class_is_called_out(caplog):
-    from convscope.evaluation import warn_if_one_class
+    from convscope.classify.evaluate import warn_if_one_class
 
     labels = torch.arange(100) % 10  # ten classes, 10 images each
     with caplog.at_level("WARNING", logger="convscope"):
@@ -104,7 +104,7 @@ def test_a_model_that_gives_every_image_one_class_is_called_out(caplog):
 
 
 def test_detectors_get_the_detection_recipe_from_python_as_from_the_cli(tmp_path):
-    from convscope.detect.recipes import DETECTOR, RECIPES
+    from convscope.recipes import DETECTOR, RECIPES
 
     assert TrainConfig.from_dict({"model": "scenes-det"}).epochs == DETECTOR["epochs"] == 30
     scenes = TrainConfig.from_dict({"model": "scenes-det", "lr": 0.004})

@@ -2,9 +2,9 @@
 
 from helpers import make_folder
 
-from convscope.evaluation import evaluate
+from convscope.classify.evaluate import evaluate
 from convscope.run import load_run
-from convscope.training.loop import train
+from convscope.tasks.train import train
 
 
 def test_a_relative_data_path_is_recorded_absolute_and_evaluate_works_elsewhere(tmp_path, monkeypatch):
@@ -18,6 +18,6 @@ def test_a_relative_data_path_is_recorded_absolute_and_evaluate_works_elsewhere(
     again = evaluate(load_run(tmp_path / "work" / "run"))
     assert again.accuracy == load_run(tmp_path / "work" / "run").results()["test_acc"]
     # Built-in dataset names stay names.
-    from convscope.training.config import TrainConfig
+    from convscope.config import TrainConfig
 
     assert TrainConfig(data="fashion-mnist").with_absolute_paths().data == "fashion-mnist"

@@ -8,8 +8,8 @@ from helpers import make_folder
 from hypothesis import given
 from hypothesis import strategies as st
 
-from convscope.training.config import SCHEDULES, TrainConfig
-from convscope.training.loop import train
+from convscope.config import SCHEDULES, TrainConfig
+from convscope.tasks.train import train
 from convscope.training.runtime import scheduler_for
 
 

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from convscope.errors import CheckpointError
-from convscope.training.state import DOC_KEY, read_checkpoint, restore, save_checkpoint
+from convscope.training.checkpoint_file import DOC_KEY, read_checkpoint, restore, save_checkpoint
 from convscope.weights import read_safetensors
 
 

@@ -8,8 +8,8 @@ from helpers import make_folder
 from safetensors.torch import load_file
 
 from convscope.signals import StopRequest
+from convscope.tasks.train import train
 from convscope.training.callbacks import Callback, Interrupted
-from convscope.training.loop import train
 
 
 @pytest.fixture(scope="module")

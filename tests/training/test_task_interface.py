@@ -9,13 +9,13 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
+from convscope.config import TrainConfig
+from convscope.preprocess import normalise, run_stats, to_tensor
 from convscope.run import DataInfo, Run
 from convscope.signals import StopRequest
 from convscope.spec import Conv, Dense, GlobalPool, NetSpec
 from convscope.training.callbacks import Callback, Interrupted
-from convscope.training.config import TrainConfig
 from convscope.training.task import Task
-from convscope.training.tensors import normalise, run_stats, to_tensor
 from convscope.training.trainer import Trainer
 
 SPEC = NetSpec(input="12x12x1", layers=[Conv(4, 3), GlobalPool("avg"), Dense(1)], name="brightness")

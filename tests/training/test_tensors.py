@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from convscope.errors import DataError
-from convscope.training.tensors import channel_stats
+from convscope.preprocess import channel_stats
 
 
 def test_channel_stats_are_the_mean_and_std_of_values_in_0_1():

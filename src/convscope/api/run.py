@@ -68,8 +68,8 @@ class Run(folder.Run):
         """(model, predictor, mean, std, device), loaded at the first verb that needs them and kept."""
         if "model" not in self._kept:
             from convscope.device import resolve_device
+            from convscope.preprocess import run_stats
             from convscope.run import load_model, with_test_flips
-            from convscope.training.tensors import run_stats
 
             device = resolve_device(self.config.device)
             model = load_model(self, device=device)
@@ -83,9 +83,9 @@ class Run(folder.Run):
         """(uint8 H×W×C as the model takes it, how it was converted, a name to show) of one image."""
         from PIL import Image
 
+        from convscope.classify.predict import fit_image, prepare
         from convscope.data.arrays import images_uint8
         from convscope.data.images import resolve_image
-        from convscope.prediction import fit_image, prepare
 
         if isinstance(image, str | Path):
             path = resolve_image(str(image))
@@ -100,7 +100,7 @@ class Run(folder.Run):
         return array, conversion.replace(picture.mode, "array", 1), "array"
 
     def _tensor(self, array: np.ndarray):
-        from convscope.training.tensors import normalise, to_tensor
+        from convscope.preprocess import normalise, to_tensor
 
         _, _, mean, std, device = self._loaded()
         return normalise(to_tensor(array[None]), mean, std).to(device)
@@ -115,10 +115,10 @@ class Run(folder.Run):
         if labels is not None or isinstance(data, tuple | list | np.ndarray):
             return self._evaluate_arrays(data if labels is None else (data, labels))
         if self.spec.is_detector:
-            from convscope.detect.predict import evaluate_detector
+            from convscope.detect.evaluate import evaluate_detector
 
             return evaluate_detector(self, data, data_dir, self.config.device)
-        from convscope.evaluation import evaluate, saved_evaluation
+        from convscope.classify.evaluate import evaluate, saved_evaluation
 
         if data is None and data_dir is None and (saved := saved_evaluation(self)) is not None:
             return saved
@@ -127,10 +127,10 @@ class Run(folder.Run):
     def _evaluate_arrays(self, pair):
         import torch
 
+        from convscope.classify.evaluate import evaluation_from_logits
         from convscope.data.arrays import pair as checked_pair
-        from convscope.evaluation import evaluation_from_logits
+        from convscope.preprocess import predict_logits, to_tensor
         from convscope.run import model_images
-        from convscope.training.tensors import predict_logits, to_tensor
 
         if self.spec.is_detector:
             raise DataError(f"{self.path} is a detector: evaluate it on a dataset with boxes (data=FOLDER)")
@@ -160,7 +160,7 @@ class Run(folder.Run):
             return found if many else found[0]
         import torch
 
-        from convscope.prediction import Prediction, Predictions, top_classes
+        from convscope.classify.predict import Prediction, Predictions, top_classes
 
         if top_k < 1:
             raise DataError(f"top_k must be at least 1. Received: {top_k}")
@@ -256,9 +256,9 @@ class Run(folder.Run):
         """Write report.html (curves, per-class numbers, mistakes, feature maps) and return it: a Report that a
         notebook shows inline and whose `.path` is the file."""
         if self.spec.is_detector:
-            from convscope.detect.predict import write_detector_report as write
+            from convscope.detect.evaluate import write_detector_report as write
         else:
-            from convscope.inspect.report import write_report as write
+            from convscope.classify.report import write_report as write
         return Report(write(self))
 
     # -- display ------------------------------------------------------------------------------------------------------

@@ -10,66 +10,18 @@ import numpy as np
 import torch
 from PIL import Image
 
+from convscope.classify.predict import image_paths
+from convscope.data.detection.boxes import letterbox
 from convscope.data.images import describe, open_image, to_array
-from convscope.detect.coco import load_coco
-from convscope.detect.data import letterbox
-from convscope.detect.decode import decode
+from convscope.detect.decoding import decode, detector_maps
 from convscope.detect.draw import draw_detections
-from convscope.detect.head import split_outputs
-from convscope.detect.metrics import DetectionMetrics, plot_pr_curves
-from convscope.detect.train import detect_split, detector_maps, flips_at_test, load_detection, split_metrics
+from convscope.detect.evaluate import detector_run, flips_at_test
 from convscope.device import resolve_device
-from convscope.errors import ConvscopeError, SpecError
+from convscope.errors import ConvscopeError
 from convscope.files import atomic_write_bytes
-from convscope.prediction import image_paths
-from convscope.run import PR_CURVES, Run, load_model, load_run
-from convscope.training.tensors import normalise, run_stats, to_tensor
-
-
-def _detector_run(run: Run | str | Path) -> Run:
-    run = run if isinstance(run, Run) else load_run(run)
-    if not run.spec.is_detector:
-        raise SpecError(f"{run.path}: not a detector (its last layer is {run.spec.layers[-1].layer_type}, not detect)")
-    return run
-
-
-def evaluate_detector(
-    run: Run | str | Path, data: str | None = None, data_dir: str | None = None, device: str = "auto"
-) -> DetectionMetrics:
-    """COCO mAP of a run's best weights on the test split of its data (its val split when it has none), or of
-    `data`: the test split of another dataset with the same classes, or the whole of a COCO JSON (`data_dir`: its
-    images), computed on `device`. Writes pr_curves.png. DataError for data that cannot be read, SpecError for other
-    classes, ConfigError for a device this machine lacks."""
-    run = _detector_run(run)
-    metrics, split, _found = _evaluate(run, data, data_dir, device)
-    plot_pr_curves(metrics, run.path / PR_CURVES, f"{run.path.name}: precision–recall on {len(split)} images")
-    return metrics
-
-
-def write_detector_report(run: Run | str | Path) -> Path:
-    """report.html of a detection run, evaluated again on its test split (`convscope report RUN`)."""
-    from convscope.detect.report import write_detection_report
-
-    run = _detector_run(run)
-    return write_detection_report(run, *_evaluate(run, None, None))
-
-
-def _evaluate(run: Run, data: str | None, data_dir: str | None, device: str = "auto"):
-    cfg = run.config
-    device = resolve_device(device)  # a device this machine lacks is refused before the data is read
-    model = load_model(run, device=device)
-    size = run.spec.input[0]
-    if data is not None and Path(data).suffix.lower() == ".json":  # another COCO file: scored whole, not a tenth
-        split, classes = load_coco(data, Path(data_dir) if data_dir else Path(data).parent / "images", size)
-        source = data
-    else:
-        dataset = load_detection(data or cfg.data, data_dir or cfg.data_dir, size, cfg.val_fraction, cfg.seed)
-        split, classes, source = dataset.test or dataset.val, dataset.classes, dataset.source
-    if tuple(classes) != tuple(run.data.classes):
-        raise SpecError(f"{source}: classes {list(classes)} are not the run's {list(run.data.classes)}")
-    mean, std = run_stats(run)
-    found, _loss = detect_split(model, split, mean, std, flips_at_test(cfg), device)
-    return split_metrics(split, found, run.data.classes), split, found
+from convscope.layers import split_outputs
+from convscope.preprocess import normalise, run_stats, to_tensor
+from convscope.run import Run, load_model
 
 
 @dataclass(frozen=True)
@@ -190,7 +142,7 @@ def detect_images(
     CheckpointError when it cannot be loaded, DataError when an item names no image, OutputError when a picture
     cannot be written, ConfigError for a device this machine lacks.
     """
-    run = _detector_run(run)
+    run = detector_run(run)
     device = resolve_device(device)
     model = model if model is not None else load_model(run, device=device)
     mean, std = (t.to(device) for t in run_stats(run))

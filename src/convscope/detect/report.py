@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from convscope.detect.data import DetectionSplit
+from convscope.data.detection.boxes import DetectionSplit
 from convscope.detect.draw import draw_detections
 from convscope.detect.metrics import DetectionMetrics, plot_pr_curves
 from convscope.inspect.html import escape, inline_image, page_header, save_page, section, summary_table

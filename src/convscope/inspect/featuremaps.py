@@ -21,9 +21,9 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
 from convscope.builder import ConvNet
+from convscope.classify.predict import prepare
 from convscope.data.images import resolve_image
 from convscope.errors import DataError
-from convscope.prediction import prepare
 from convscope.run import Run, load_model, load_run
 from convscope.shapes import infer
 from convscope.show import Picture
@@ -96,7 +96,7 @@ def feature_maps(
     per-channel mean and std; the model is in eval mode (batchnorm uses its running statistics, dropout is off).
     """
     from convscope.device import resolve_device
-    from convscope.training.tensors import normalise, run_stats, to_tensor
+    from convscope.preprocess import normalise, run_stats, to_tensor
 
     run = run if isinstance(run, Run) else load_run(run)
     device = resolve_device(device)

@@ -187,11 +187,11 @@ def gradcam_for_run(
 ) -> GradCam:
     """The class activation map (`gradcam`) of an image file or sample photo name (any size and mode, converted as
     `predict` does) for a class named in the run (default: the predicted class), computed on `device`."""
+    from convscope.classify.predict import prepare
     from convscope.data.images import resolve_image
     from convscope.device import resolve_device
-    from convscope.prediction import prepare
+    from convscope.preprocess import normalise, run_stats, to_tensor
     from convscope.run import Run, load_model, load_run
-    from convscope.training.tensors import normalise, run_stats, to_tensor
 
     run = run if isinstance(run, Run) else load_run(run)
     classes = run.data.classes

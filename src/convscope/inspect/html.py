@@ -1,4 +1,4 @@
-"""The pieces report.html pages are built of, shared by the classifier's report (convscope.inspect.report) and the
+"""The pieces report.html pages are built of, shared by the classifier's report (convscope.classify.report) and the
 detector's (convscope.detect.report): the style, escaping, inlined pictures, sections, the header line of facts, the
 model table, and writing the page.
 
@@ -18,7 +18,7 @@ from convscope.run import REPORT, Run
 from convscope.shapes import infer
 from convscope.summary import COLUMNS, summary_rows
 
-# The name it had when this lived in convscope.inspect.report: logging settings that name it keep working.
+# The name it had when this lived in convscope.classify.report: logging settings that name it keep working.
 log = logging.getLogger("convscope.report")
 
 CSS = """

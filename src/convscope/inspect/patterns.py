@@ -122,7 +122,7 @@ def filter_patterns(
     layer without feature maps, or filters it does not have.
     """
     from convscope.device import resolve_device
-    from convscope.training.tensors import run_stats
+    from convscope.preprocess import run_stats
 
     run = run if isinstance(run, Run) else load_run(run)
     device = resolve_device(device)

@@ -110,8 +110,8 @@ def top_activations(
     model is).
     """
     from convscope.device import resolve_device
+    from convscope.preprocess import normalise, run_stats, to_tensor
     from convscope.run import load_model
-    from convscope.training.tensors import normalise, run_stats, to_tensor
 
     if k < 1:
         raise DataError(f"k must be at least 1. Received: {k}")

@@ -11,13 +11,9 @@ report work on it as on any run.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from convscope.errors import ConfigError
 from convscope.spec import Base, Dense, Dropout, GlobalPool, NetSpec
-
-# No mirror test-time augmentation by default: the test pass through the base is most of a transfer run's time.
-DEFAULTS = {"epochs": 5, "batch_size": 32, "lr": 1e-3, "augment": "flip", "tta_flip": False, "unfreeze_blocks": 4}
 
 
 def transfer_spec(arch: str, image_size: int, weights: str | None = None, dropout: float = 0.2) -> NetSpec:
@@ -43,11 +39,3 @@ def transfer_spec(arch: str, image_size: int, weights: str | None = None, dropou
     name = arch.split(":")[-1] + "-transfer"
     layers = (base, GlobalPool("avg"), Dropout(dropout), Dense(10))  # dense resized to the data's classes
     return NetSpec(input=(image_size, image_size, 3), layers=layers, name=name)
-
-
-def transfer(arch: str = "efficientnet-lite0", image_size: int = 224, weights: str | None = None, **settings: Any):
-    """Train a new head on a pretrained base (and fine-tune its top); returns the Run. `settings`: TrainConfig's."""
-    from convscope.training.loop import train
-
-    spec = transfer_spec(arch, image_size, weights)
-    return train(spec=spec, **{"model": spec.name, **DEFAULTS, **settings})

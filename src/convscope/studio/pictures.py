@@ -75,7 +75,7 @@ def predict(path: Path, image: Path, top_k: int) -> dict[str, Any]:
     answer = {"detector": run.spec.is_detector, "classes": list(run.data.classes), "layers": spatial_layers(run.spec)}
     if run.spec.is_detector:
         return answer | {"top": [], "conversion": ""}
-    from convscope.prediction import predict as predict_files
+    from convscope.classify.predict import predict as predict_files
 
     with _model_lock:
         (found,) = predict_files(run, [str(image)], top_k, device="cpu")
@@ -232,7 +232,7 @@ def _evaluation(folder: str, _results_changed: int) -> dict[str, Any]:
         return {"detector": True, "per_class": [{"class": k, "ap50": v} for k, v in ap50.items()]}
     if not results:
         return {"detector": False, "per_class": [], "note": "not tested yet: per-class metrics come when it finishes"}
-    from convscope.evaluation import evaluate
+    from convscope.classify.evaluate import evaluate
 
     with _model_lock:
         result = evaluate(run, device="cpu")

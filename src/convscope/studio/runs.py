@@ -14,6 +14,7 @@ from typing import Any
 
 from convscope.errors import ConvscopeError
 from convscope.run import CHECKPOINT, CONFIG, RESULTS, load_run, training_alive
+from convscope.tasks import task_of
 
 NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,254}")
 PICTURES = ("curves.png", "confusion.png", "wrong.png", "pr_curves.png", "predictions.png")  # the report's
@@ -64,19 +65,19 @@ def run_entry(path: Path) -> dict[str, Any]:
     """The list's entry of one run folder. Raises ConvscopeError for a run whose files cannot be read."""
     run = load_run(path)
     results = run.results()
-    detector = run.spec.is_detector
-    score = results.get("test_map50" if detector else "test_acc")
+    task = task_of(run)
+    score = results.get(task.score_key)
     planned = run.config.epochs + run.config.finetune_epochs
     return {
         "name": path.name,
         "status": status(path),
-        "task": "detection" if detector else "classification",
+        "task": task.name,
         "model": run.spec.name,
         "data": run.data.name,
         "classes": len(run.data.classes),
         "epochs": len(run.metrics()),
         "planned_epochs": planned,
-        "score_name": "test mAP@0.5" if detector else "test accuracy",
+        "score_name": task.score_name,
         "score": _number(score),
     }
 

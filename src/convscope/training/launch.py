@@ -15,9 +15,9 @@ import os
 import signal
 from pathlib import Path
 
+from convscope.config import TrainConfig
 from convscope.errors import ConvscopeError
 from convscope.run import CHECKPOINT, RunLock, new_run_folder, remove_unfinished
-from convscope.training.config import TrainConfig
 
 
 class WorkersFailed(ConvscopeError):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from convscope.training.config import TrainConfig
+from convscope.config import TrainConfig
 
 
 def optimizer_for(model, cfg: TrainConfig, lr: float) -> torch.optim.Optimizer:

@@ -9,8 +9,15 @@ callbacks; it never asks which task it runs. A task owns the data and what the n
     validate validate(model) → the row entries named validation_keys;  score(row) → what "best" maximises
     test     test(model) → results.json entries;  write_report() → report.html and its pictures
 
-`convscope.tasks.task_for(spec)` picks the task of a spec (one place); classification is `tasks/classify.py`,
-detection `tasks/detect.py`. A new task subclasses this class and implements these methods; it does not subclass or
+and what the rest of convscope asks of a finished run's task, so that no module outside `convscope.tasks` asks
+whether a network is a detector:
+
+    words    name ("classification"), command ("convscope" / "convscope detect"), outputs (what the network returns)
+    numbers  score_key / score_name (the headline number of results.json), headline(results) (the line people read)
+    mirror   predictor(model, config) → the network as evaluate/predict/export run it (mirror averaging if trained so)
+
+`convscope.tasks.task_for(spec)` picks the task of a spec (one place); classification is `classify/task.py`,
+detection `detect/task.py`. A new task subclasses this class and implements these methods; it does not subclass or
 change the trainer.
 """
 
@@ -21,14 +28,19 @@ from typing import Any, ClassVar
 
 import torch
 
+from convscope.config import TrainConfig
 from convscope.run import Run
 from convscope.spec import NetSpec
-from convscope.training.config import TrainConfig
 
 
 class Task:
     """One task's data, loss, validation, score, test and report (see the module's docstring)."""
 
+    name: ClassVar[str] = ""  # the task in words: "classification", "detection"
+    command: ClassVar[str] = "convscope"  # the CLI's words before a run's commands (detect evaluate)
+    outputs: ClassVar[str] = ""  # what the network returns, for export's model.json
+    score_key: ClassVar[str] = ""  # results.json's headline number ("test_acc")
+    score_name: ClassVar[str] = ""  # its name in words ("test accuracy")
     counts_correct: ClassVar[bool] = True  # loss() counts right answers: a training accuracy exists
     validation_keys: ClassVar[tuple[str, ...]] = ()  # what validate() adds to an epoch's row (NaN when not validated)
 
@@ -93,3 +105,14 @@ class Task:
 
     def write_report(self) -> None:
         """report.html and its pictures, from the test pass just made."""
+
+    # -- after training: a finished run -------------------------------------------------------------------------------
+    @classmethod
+    def headline(cls, results: dict[str, Any]) -> str:
+        """The test numbers of results.json in one line ('test accuracy 93.07%'); '' before the run was tested."""
+        raise NotImplementedError
+
+    @staticmethod
+    def predictor(model: torch.nn.Module, config: TrainConfig) -> torch.nn.Module:
+        """The network as evaluation, prediction and export run it (the run's test-time augmentation inside)."""
+        return model

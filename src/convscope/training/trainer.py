@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from convscope.builder import build
+from convscope.config import FINETUNE_LR_SCALE, TrainConfig
 from convscope.device import autocast, needs_grad_scaler, resolve_device
 from convscope.errors import TrainingError
 from convscope.files import atomic_write_text
@@ -33,11 +34,10 @@ from convscope.pretrained.bases import BaseNet
 from convscope.run import CHECKPOINT, LOG, RESULTS, Run
 from convscope.signals import StopRequest
 from convscope.training.callbacks import Interrupted, data_progress
-from convscope.training.config import FINETUNE_LR_SCALE, TrainConfig
+from convscope.training.checkpoint_file import read_checkpoint
+from convscope.training.checkpoints import Checkpointing
 from convscope.training.distributed import Group, batches_per_epoch, check_world_size, rank_seed, shard
-from convscope.training.resume import Checkpointing
 from convscope.training.runtime import log_file, optimizer_for, scheduler_for
-from convscope.training.state import read_checkpoint
 from convscope.training.task import Task
 
 log = logging.getLogger("convscope.train")

@@ -13,31 +13,26 @@ from dataclasses import replace
 
 import torch
 
-from convscope.detect.augment import flip, scale_translate
-from convscope.detect.data import DetectionDataset, DetectionSplit
+from convscope.config import TrainConfig
+from convscope.data.detection.augment import augments, flip, scale_translate
+from convscope.data.detection.boxes import DetectionDataset, DetectionSplit
+from convscope.data.detection.load import hold_out, load_detection, log_label_problems
+from convscope.detect.evaluate import detect_split, flips_at_test, split_metrics
+from convscope.detect.loss import detection_loss
 from convscope.detect.metrics import DetectionMetrics, plot_pr_curves
-from convscope.detect.train import (
-    augments,
-    detect_split,
-    detection_loss,
-    flips_at_test,
-    hold_out,
-    load_detection,
-    log_label_problems,
-    split_metrics,
-)
 from convscope.errors import ConfigError, DataError, SpecError
 from convscope.files import atomic_write_text
+from convscope.preprocess import channel_stats, normalise, run_stats, to_tensor
 from convscope.run import COCO_EVAL, PR_CURVES, Run
 from convscope.spec import Detect, NetSpec
-from convscope.training.config import TrainConfig
 from convscope.training.task import Task
-from convscope.training.tensors import channel_stats, normalise, run_stats, to_tensor
 
 log = logging.getLogger("convscope.detect")
 
 
 class DetectTask(Task):
+    name, command, outputs = "detection", "convscope detect", "heatmap/size/offset maps"
+    score_key, score_name = "test_map50", "test mAP@0.5"
     counts_correct = False  # no training accuracy: validation gives mAP instead
     validation_keys = ("val_loss", "val_map50", "val_map50_95")
 
@@ -146,3 +141,9 @@ class DetectTask(Task):
         from convscope.detect.report import write_detection_report
 
         write_detection_report(self.run, self.metrics, self.test_split, self.found)
+
+    @classmethod
+    def headline(cls, results: dict) -> str:
+        if "test_map50" not in results:
+            return ""
+        return f"test mAP@0.5 {results['test_map50']:.3f}, mAP@0.5:0.95 {results['test_map50_95']:.3f}"

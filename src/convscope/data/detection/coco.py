@@ -4,7 +4,7 @@
 in sorted id order. Crowd annotations (`iscrowd` 1) are not training targets: they go to `split.crowds`, the ignore
 regions of scoring (as pycocotools treats them). `lint_coco` only lists the problems; `read_coco_raw` gives every
 image's boxes in its own pixels (for `convscope detect convert`). Decoding, letterboxing, reading text files and the
-lint's conventions are those of convscope.detect.data.
+lint's conventions are those of convscope.data.detection.boxes.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from convscope.detect.data import (
+from convscope.data.detection.boxes import (
     EDGE_SLACK,
     DetectionSplit,
     LabelProblem,

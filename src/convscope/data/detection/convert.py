@@ -11,7 +11,7 @@ are not written, and the summary counts them. What is written, as the usual tool
         for ignore regions (mmdetection's VOC converter does the same with difficult objects).
   voc   Annotations/STEM.xml, JPEGImages/NAME, ImageSets/Main/{train,val,trainval,test}.txt and classes.txt (the class
         order, read back by load_voc). Coordinates are 1-based and inclusive, whole pixels: xmin = round(x1) + 1,
-        xmax = round(x2) (convscope.detect.voc_xml), so boxes move by at most half a pixel; VOC needs xmax > xmin,
+        xmax = round(x2) (data/detection/voc_xml.py), so boxes move by at most half a pixel; VOC needs xmax > xmin,
         so a box under 2 pixels wide (or high) grows to 2.
 A COCO source is one JSON (split "train"; images in --data-dir, default images/ beside it), or a folder of split JSONs
 (train.json, val.json, test.json, or instances_train2017.json …, there or in annotations/). File names are unique in
@@ -33,10 +33,17 @@ from xml.etree import ElementTree
 
 import yaml
 
-from convscope.detect.coco import coco_images_folder, read_coco_raw
-from convscope.detect.data import SPLIT_NAMES, RawDataset, RawImage, coco_split_files, dataset_format, lint_summary
-from convscope.detect.voc import read_voc_raw
-from convscope.detect.yolo import read_yolo_raw
+from convscope.data.detection.boxes import (
+    SPLIT_NAMES,
+    RawDataset,
+    RawImage,
+    coco_split_files,
+    dataset_format,
+    lint_summary,
+)
+from convscope.data.detection.coco import coco_images_folder, read_coco_raw
+from convscope.data.detection.voc import read_voc_raw
+from convscope.data.detection.yolo import read_yolo_raw
 from convscope.errors import DataError, OutputError
 
 FORMATS = ("yolo", "coco", "voc")

@@ -24,8 +24,8 @@ import numpy as np
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import DefusedXMLParser
 
-from convscope.detect.data import LabelProblem
-from convscope.detect.yolo_labels import _number
+from convscope.data.detection.boxes import LabelProblem
+from convscope.data.detection.yolo_labels import _number
 
 MAX_XML_BYTES = 16 * 2**20  # an annotation file is a few KiB; one this big is not one, and is not read
 

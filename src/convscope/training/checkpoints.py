@@ -17,12 +17,13 @@ from typing import Any
 
 import torch
 
+from convscope.config import TrainConfig
 from convscope.errors import CheckpointError, ConfigError
 from convscope.files import atomic_write_bytes
 from convscope.run import CHECKPOINT, METRICS, REPORT, Run, weights_file
-from convscope.training.config import TrainConfig
-from convscope.training.metrics import write_metrics
-from convscope.training.state import MAX_COUNT, Checkpoint, restore, save_checkpoint
+from convscope.training.checkpoint_file import MAX_COUNT, Checkpoint, restore, save_checkpoint
+from convscope.training.metrics_csv import write_metrics
+from convscope.training.task import Task
 from convscope.weights import safetensors_bytes, save_weights
 
 CHANGEABLE = ("epochs", "threads", "device", "cache_limit")  # the settings `--resume` accepts
@@ -73,12 +74,10 @@ def resumed_config(run: Run, settings: dict[str, Any]) -> TrainConfig:
     return replace(config, epochs=epochs)
 
 
-def finished_message(run: Run) -> str:
+def finished_message(run: Run, task: type[Task]) -> str:
+    """What a resume of a finished run says: its epochs and test numbers, and how to train it longer."""
     results = run.results()
-    if run.spec.is_detector:
-        score = f"test mAP@0.5 {results['test_map50']:.3f}"
-    else:
-        score = f"test accuracy {results.get('test_acc', float('nan')):.2%}"
+    score = task.headline(results) or "not tested"
     epochs = results.get("epochs", "?")
     missing = "" if (run.path / REPORT).is_file() else f" Its report is missing: convscope report {run.path}."
     return (

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
+from convscope.classify.evaluate import Evaluation, evaluate
 from convscope.errors import DataError
-from convscope.evaluation import Evaluation, evaluate
 from convscope.inspect.html import escape, inline_image, page_header, save_page, section, summary_table
 from convscope.plots import plot_curves
 from convscope.run import CONFUSION, CURVES, FEATUREMAPS, PATTERNS, WRONG, Run, load_model, load_run
@@ -25,7 +25,7 @@ def write_report(run: Run | str | Path, evaluation: Evaluation | None = None, wr
     """Write run/report.html (and curves.png, confusion.png, wrong.png, featuremaps/*.png); return its path."""
     run = run if isinstance(run, Run) else load_run(run)
     if run.spec.is_detector:  # a detector's report has mAP, PR curves and boxes instead
-        from convscope.detect.predict import write_detector_report
+        from convscope.detect.evaluate import write_detector_report
 
         return write_detector_report(run)
     evaluation = evaluation or evaluate(run)
@@ -95,7 +95,7 @@ def wrong_figure(run: Run, ev: Evaluation, index: list[int]) -> Figure:
     a panel, 110 dpi) with rows × min(4, len(index)) axes. Raises DataError for an empty `index` and IndexError for
     an index outside the evaluation's images."""
     from convscope.inspect.gradcam import gradcam, overlay
-    from convscope.training.tensors import normalise, run_stats, to_tensor
+    from convscope.preprocess import normalise, run_stats, to_tensor
 
     if not index:
         raise DataError("the wrong-images figure needs at least one test image index. Received: []")

@@ -14,12 +14,16 @@ import math
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
+from convscope.config import TrainConfig
 from convscope.errors import ConfigError, ConvscopeError, SpecError
 from convscope.files import atomic_write_text, remove_temp_files
 from convscope.memory import check_training_memory
 from convscope.presets import preset_names, resolve_spec
 from convscope.pretrained.bases import input_scaling, spec_base
+from convscope.pretrained.finetune import transfer_spec
+from convscope.recipes import TRANSFER
 from convscope.run import (
     CONFIG,
     SPEC,
@@ -34,11 +38,10 @@ from convscope.run import (
 from convscope.shapes import infer
 from convscope.signals import StopRequest
 from convscope.spec import NetSpec
-from convscope.tasks import task_for
+from convscope.tasks import task_for, task_of
 from convscope.training.callbacks import Interrupted, data_progress
-from convscope.training.config import TrainConfig
+from convscope.training.checkpoints import CHANGEABLE, check_format, finished_message, is_finished, resumed_config
 from convscope.training.distributed import Group
-from convscope.training.resume import CHANGEABLE, check_format, finished_message, is_finished, resumed_config
 from convscope.training.trainer import Trainer, set_threads
 
 __all__ = ["CACHE_LIMIT", "Interrupted", "train"]
@@ -120,7 +123,7 @@ def _resume(path: Path, settings, group: Group, callbacks, report, stop, started
     device = group.device_for(config.device)  # refused before the run's config is touched
     if config == run.config and is_finished(run):
         if group.is_main:
-            log.warning("%s", finished_message(run))
+            log.warning("%s", finished_message(run, task_of(run)))
         return run
     with group.joined(device), contextlib.ExitStack() as stack:
 
@@ -209,3 +212,9 @@ def _check_processes(config: TrainConfig, group: Group, device) -> None:
             "cache_features computes the frozen base's features in one process; with several processes, train "
             "without it (the base then runs in every step)"
         )
+
+
+def transfer(arch: str = "efficientnet-lite0", image_size: int = 224, weights: str | None = None, **settings: Any):
+    """Train a new head on a pretrained base (and fine-tune its top); returns the Run. `settings`: TrainConfig's."""
+    spec = transfer_spec(arch, image_size, weights)
+    return train(spec=spec, **{"model": spec.name, **TRANSFER, **settings})

@@ -11,6 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from convscope.config import TrainConfig
+from convscope.errors import ConfigError
+
 MIN_VISIBLE = 0.3  # a moved box keeps its label only if at least this share of its area is still in the image
 MIN_SIDE = 2.0  # ... and both its clipped sides are at least this many pixels
 
@@ -90,3 +93,14 @@ def _cat(boxes: list[Tensor]) -> tuple[Tensor, Tensor]:
     # output_size: the total is known here, so a GPU need not be asked for it (a sync)
     image = torch.repeat_interleave(torch.arange(len(boxes), device=device), counts, output_size=len(flat))
     return flat, image
+
+
+AUGMENTS = ("flip", "scale")  # the box-aware augmentations; `augment: flip,scale` (the default) or `none`
+
+
+def augments(config: TrainConfig) -> set[str]:
+    text = config.augment if config.augment is not None else "flip,scale"
+    chosen = {word.strip() for word in text.split(",") if word.strip()} - {"none"}
+    if unknown := chosen - set(AUGMENTS):
+        raise ConfigError(f"augment for detection: {sorted(unknown)[0]!r} is not one of {', '.join(AUGMENTS)}, none")
+    return chosen

@@ -128,7 +128,7 @@ def predict(run: Run | str | Path, items: list[str], top_k: int = 3, device: str
     import torch
 
     from convscope.device import resolve_device
-    from convscope.training.tensors import run_stats
+    from convscope.preprocess import run_stats
 
     if not isinstance(run, Run) and Path(run).suffix.lower() == ".onnx":  # a `convscope export`ed model
         check_regular_file(run, "model file", CheckpointError)
@@ -148,7 +148,7 @@ def classify_files(logits_of, shape, mean, std, classes, items: list[str], top_k
     """The top_k classes of each image file in `items`, by `logits_of` (normalised 1×C×H×W tensor -> 1×classes
     logits) for images converted to `shape` (H, W, C); an unreadable file gets an error and the rest go on."""
 
-    from convscope.training.tensors import normalise, to_tensor
+    from convscope.preprocess import normalise, to_tensor
 
     if top_k < 1:
         raise DataError(f"--top-k must be at least 1. Received: {top_k}")

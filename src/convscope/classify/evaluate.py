@@ -95,7 +95,7 @@ def evaluate(
 
     from convscope.data.load import load_dataset
     from convscope.device import resolve_device
-    from convscope.training.tensors import predict_logits, run_stats, to_tensor
+    from convscope.preprocess import predict_logits, run_stats, to_tensor
 
     run = classifier_run(run, "evaluate")
     torch.set_num_threads(run.config.threads or torch.get_num_threads())

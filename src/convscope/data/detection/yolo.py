@@ -2,9 +2,9 @@
 
 `load_yolo` reads one into a `DetectionDataset` letterboxed to S×S; `lint_yolo` only lists its label problems;
 `read_yolo_raw` gives every image's boxes in its own pixels (for `convscope detect convert`). A label
-file holds `class cx cy w h` rows (or polygons, read as their boxes: convscope.detect.yolo_labels) in coordinates
+file holds `class cx cy w h` rows (or polygons, read as their boxes: yolo_labels.py) in coordinates
 normalised to the image and is found with `label_path`. Decoding, letterboxing, reading text files and the lint's
-conventions are those of convscope.detect.data.
+conventions are those of convscope.data.detection.boxes.
 """
 
 from __future__ import annotations
@@ -17,8 +17,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from convscope.data.folder import image_files
-from convscope.detect.data import (
+from convscope.data.detection.boxes import (
     SPLIT_NAMES,
     Boxes,
     DetectionDataset,
@@ -38,7 +37,8 @@ from convscope.detect.data import (
     loaded_dataset,
     read_text,
 )
-from convscope.detect.yolo_labels import parse_labels, polygon_note
+from convscope.data.detection.yolo_labels import parse_labels, polygon_note
+from convscope.data.folder import image_files
 from convscope.errors import DataError
 from convscope.yamlfile import safe_load
 

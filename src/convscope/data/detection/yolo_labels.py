@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-from convscope.detect.data import EDGE_SLACK, LabelProblem, _first_duplicate
+from convscope.data.detection.boxes import EDGE_SLACK, LabelProblem, _first_duplicate
 
 POLYGON_MIN_COLUMNS = 7  # a class and three points
 

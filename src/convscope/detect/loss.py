@@ -1,4 +1,5 @@
-"""CenterNet-style detection maths: training targets, the two losses, and decoding the maps back into boxes.
+"""CenterNet's training targets and losses ("Objects as Points", Zhou et al. 2019): a Gaussian heatmap per class, box
+size and centre offset at each object's centre cell; focal loss on the heatmap, L1 on size and offset.
 
 Shapes: N images, K classes, output maps h×w at `stride` R input pixels per cell (a 128×128 input at R=4 → 32×32).
 Boxes are xyxy float pixels of the input image (pixel i covers [i, i+1)); classes are int64 in [0, K).
@@ -13,50 +14,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from convscope.errors import DataError
-
-Detections = tuple[Tensor, Tensor, Tensor]  # boxes n×4 xyxy px, scores n (descending), classes n int64
-
-
-@torch.no_grad()
-def decode(
-    heatmap_logits: Tensor,
-    size: Tensor,
-    offset: Tensor,
-    stride: int = 4,
-    top_k: int = 100,
-    threshold: float = 0.01,
-) -> list[Detections]:
-    """Network maps → per image (boxes, scores, classes), best score first, scores ≥ threshold.
-
-    heatmap_logits N×K×h×w, size N×2×h×w (width, height in input px), offset N×2×h×w (x, y in cells).
-    """
-    n, k, h, w = heatmap_logits.shape
-    if size.shape != (n, 2, h, w) or offset.shape != (n, 2, h, w):
-        raise DataError(
-            f"decode: expected size and offset of shape {(n, 2, h, w)} to match the heatmap N×K×h×w "
-            f"{tuple(heatmap_logits.shape)}. Received: size {tuple(size.shape)}, offset {tuple(offset.shape)}"
-        )
-    heat = heatmap_logits.sigmoid()
-    # CenterNet's NMS: a cell is kept only if no 3×3 neighbour of the same class scores higher (ties all survive).
-    peaks = heat * (F.max_pool2d(heat, 3, stride=1, padding=1) == heat)
-    scores, index = peaks.reshape(n, k * h * w).topk(min(top_k, k * h * w), dim=1)  # N×T, sorted descending
-    classes, cell = index // (h * w), index % (h * w)  # N×T class, N×T flat cell y·w + x
-    boxes = _boxes_at(cell, size, offset, stride)  # N×T×4
-    keep = scores >= threshold
-    return [(boxes[i][keep[i]], scores[i][keep[i]], classes[i][keep[i]]) for i in range(n)]
-
-
-def _boxes_at(cell: Tensor, size: Tensor, offset: Tensor, stride: int) -> Tensor:
-    """N×T flat cells → N×T×4 xyxy boxes in input pixels, clipped to the h·R × w·R image."""
-    n, _, h, w = size.shape
-    at = cell[:, None, :].expand(n, 2, -1)  # N×2×T
-    wh = size.reshape(n, 2, h * w).gather(2, at).clamp(min=0)  # N×2×T input px; a negative size means nothing
-    off = offset.reshape(n, 2, h * w).gather(2, at)  # N×2×T cells
-    cx = ((cell % w) + off[:, 0]) * stride  # N×T input px
-    cy = ((cell // w) + off[:, 1]) * stride
-    x1, x2 = (cx - wh[:, 0] / 2).clamp(0, w * stride), (cx + wh[:, 0] / 2).clamp(0, w * stride)
-    y1, y2 = (cy - wh[:, 1] / 2).clamp(0, h * stride), (cy + wh[:, 1] / 2).clamp(0, h * stride)
-    return torch.stack([x1, y1, x2, y2], dim=-1)
+from convscope.layers import split_outputs
+from convscope.spec_layers import Detect
 
 
 def gaussian_radius(height: Tensor, width: Tensor, min_overlap: float = 0.7) -> Tensor:
@@ -190,3 +149,19 @@ def regression_loss(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
     pred, target N×2×h×w; mask N×h×w. (CenterNet's RegL1Loss divides by 2× the objects, i.e. half this value.)
     """
     return ((pred - target).abs() * mask[:, None]).sum() / mask.sum().clamp(min=1)
+
+
+# CenterNet's loss: heatmap + 0.1 · size L1 + 1 · offset L1, its L1s averaged per coordinate (÷ 2 per object);
+# regression_loss averages per object, so the same balance is 0.05 and 0.5 here. Sizes are pixels, offsets cells.
+SIZE_WEIGHT, OFFSET_WEIGHT = 0.05, 0.5
+
+
+def detection_loss(out: torch.Tensor, boxes: list, classes: list, head: Detect) -> torch.Tensor:
+    """Focal loss on the centre heatmaps + L1 on box sizes and centre offsets, per object (CenterNet's balance)."""
+    heat, size, offset = split_outputs(out, head.classes)
+    t = encode_targets(boxes, classes, head.classes, tuple(out.shape[-2:]), head.stride)
+    return (
+        focal_loss(heat, t["heatmap"])
+        + SIZE_WEIGHT * regression_loss(size, t["size"], t["mask"])
+        + OFFSET_WEIGHT * regression_loss(offset, t["offset"], t["mask"])
+    )

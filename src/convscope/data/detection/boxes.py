@@ -1,5 +1,5 @@
 """Detection data types (Boxes, DetectionSplit, DetectionDataset, LabelProblem, RawImage), letterboxing, and what the
-YOLO, COCO and Pascal VOC readers (convscope.detect.yolo, .coco, .voc) share.
+YOLO, COCO and Pascal VOC readers (convscope.data.detection.yolo, .coco, .voc) share.
 
 Every image is decoded with `open_image` (format allowlist, EXIF orientation, bombs refused), made RGB and letterboxed
 to S×S: the aspect ratio is kept, the longer side becomes S, and the rest is padded with YOLO's gray 114. Boxes are
@@ -68,7 +68,7 @@ PROBLEM_KINDS = {
     "no-box": ("training split with no box", "training splits with no box"),
 }
 # Kinds that are notes, not problems: nothing was dropped (`convscope detect lint` still exits 0 on them alone).
-# "clipped": VOC boxes running past the image edge, clipped to it as the other tools do (convscope.detect.voc).
+# "clipped": VOC boxes running past the image edge, clipped to it as the other tools do (convscope.data.detection.voc).
 NOTE_KINDS = frozenset({"polygon", "clipped"})
 
 

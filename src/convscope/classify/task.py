@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from convscope.config import TrainConfig
 from convscope.data.augment_batch import augment_batch
 from convscope.data.dataset import Dataset, Split, per_class_subset, seeded_split, skipped_results
 from convscope.data.load import load_dataset
@@ -24,12 +25,11 @@ from convscope.data.resize import fit_images
 from convscope.data.stream import FileSplit, memory_budget, stream_batches
 from convscope.errors import SpecError
 from convscope.memory import human_bytes
+from convscope.preprocess import batch_for, channel_stats, normalise, predict_logits, run_stats, to_tensor
 from convscope.pretrained.bases import spec_base
 from convscope.run import Run, with_test_flips
 from convscope.spec import Dense, NetSpec
-from convscope.training.config import TrainConfig
 from convscope.training.task import Task
-from convscope.training.tensors import batch_for, channel_stats, normalise, predict_logits, run_stats, to_tensor
 
 log = logging.getLogger("convscope.train")
 STATS_SAMPLE = 5_000  # images of a streamed training split that its per-channel mean and std are computed from
@@ -51,6 +51,8 @@ def fit_head(spec: NetSpec, classes: int) -> NetSpec:
 
 
 class ClassifyTask(Task):
+    name, outputs = "classification", "logits"
+    score_key, score_name = "test_acc", "test accuracy"
     counts_correct = True
     validation_keys = ("val_loss", "val_acc")
 
@@ -194,7 +196,7 @@ class ClassifyTask(Task):
         return row["val_acc"] + 1 / (len(self.val[1]) + 1) / (1 + row["val_loss"])
 
     def test(self, model, epochs: int) -> dict:
-        from convscope.evaluation import evaluation_from_logits, warn_if_one_class
+        from convscope.classify.evaluate import evaluation_from_logits, warn_if_one_class
 
         x, y = self.test_split
         logits = self._logits(model, x)
@@ -207,9 +209,19 @@ class ClassifyTask(Task):
         return {"test_acc": test_acc, "test_loss": test_loss, "test_images": len(y)} | skipped_results(self.skipped)
 
     def write_report(self) -> None:
-        from convscope.inspect.report import write_report
+        from convscope.classify.report import write_report
 
         write_report(self.run, self.evaluation)
+
+    @classmethod
+    def headline(cls, results: dict) -> str:
+        return f"test accuracy {results['test_acc']:.2%}" if "test_acc" in results else ""
+
+    @staticmethod
+    def predictor(model, config: TrainConfig):
+        """Mirror averaging where the run trains on mirrored images (TrainConfig.flips_at_test): logits of an image
+        and of its mirror image, averaged."""
+        return with_test_flips(model, config)
 
 
 class _DecodedOnDemand:

@@ -12,9 +12,9 @@ other classes are problems), else the sorted names found. `<difficult>1</difficu
 and mmdetection treat them.
 
 Coordinates (1-based, inclusive: a box covers [xmin − 1, xmax] in convscope's pixels, detectron2's conversion), the
-checks of each object, and the safe parsing are in convscope.detect.voc_xml. A box running past the image is clipped
+checks of each object, and the safe parsing are in voc_xml.py. A box running past the image is clipped
 (one note, kind "clipped", says how many); the decoded image's size is used when `<size>` disagrees (a problem).
-Decoding, letterboxing and the lint's other conventions are those of convscope.detect.data.
+Decoding, letterboxing and the lint's other conventions are those of convscope.data.detection.boxes.
 """
 
 from __future__ import annotations
@@ -26,8 +26,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from convscope.data.folder import image_files
-from convscope.detect.data import (
+from convscope.data.detection.boxes import (
     SPLIT_NAMES,
     DetectionDataset,
     DetectionSplit,
@@ -47,8 +46,9 @@ from convscope.detect.data import (
     loaded_dataset,
     read_text,
 )
-from convscope.detect.voc_xml import VocFile, check_object, parse_xml, size_problem
-from convscope.detect.yolo import _shown
+from convscope.data.detection.voc_xml import VocFile, check_object, parse_xml, size_problem
+from convscope.data.detection.yolo import _shown
+from convscope.data.folder import image_files
 from convscope.errors import DataError
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,1 @@
+"""Classification: its task, evaluate, predict and report."""
