@@ -10,6 +10,7 @@ from torch import nn
 
 from convscope import layers
 from convscope.errors import DataError, SpecError
+from convscope.pretrained.bases import BaseNet, build_base
 from convscope.shapes import LayerInfo, infer
 from convscope.spec import Activation, Base, BatchNorm, Conv, Dense, Detect, Dropout, Flatten, GlobalPool, NetSpec, Pool
 
@@ -39,6 +40,33 @@ class ConvNet(nn.Sequential):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
         return super().forward(x)
+
+    @property
+    def base(self) -> BaseNet | None:
+        """The pretrained base (the first layer of a transfer network), or None for a network trained from scratch."""
+        first = super().__getitem__(0)
+        return first if isinstance(first, BaseNet) else None
+
+    def head_start(self) -> int:
+        """Where the head begins: after the pretrained base; in a network of its own, at the first layer that is
+        not a convolution, pooling, batchnorm, activation or dropout (global pool, flatten, dense or detect)."""
+        if self.base is not None:
+            return 1
+        body = (Conv, Pool, BatchNorm, Activation, Dropout)
+        return next((i for i, layer in enumerate(self.spec.layers) if not isinstance(layer, body)), len(self))
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The feature maps N×C×h×w the head reads (a transfer network: its base's output), as timm names it."""
+        self.check_input(x)
+        return self[: self.head_start()](x)
+
+    def head(self) -> nn.Sequential:
+        """The head's layers (they are this network's own modules, not copies)."""
+        return self[self.head_start() :]
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        """The head's output (logits N×classes, or a detector's maps) from forward_features' feature maps."""
+        return self.head()(features)
 
     def __getitem__(self, index):
         """model[i] is a layer; model[a:b] the plain nn.Sequential of those layers (a slice is not a whole spec)."""
@@ -83,12 +111,8 @@ def _module(info: LayerInfo, pretrained: bool) -> nn.Module:
     """The torch module of one spec layer, from what shapes.infer found about it (its input H×W×C or (N,), ...)."""
     layer, shape = info.layer, info.input_shape
     if isinstance(layer, Detect):
-        from convscope.layers import CenterNetHead
-
-        return CenterNetHead(shape[2], layer.classes, layer.channels, upsample=info.output_shape[0] // shape[0])
+        return layers.CenterNetHead(shape[2], layer.classes, layer.channels, upsample=info.output_shape[0] // shape[0])
     if isinstance(layer, Base):
-        from convscope.pretrained.bases import build_base
-
         return build_base(layer, pretrained)
     if isinstance(layer, Conv):
         return layers.Conv2d(

@@ -119,7 +119,7 @@ class ClassifyTask(Task):
 
     @torch.no_grad()  # not inference_mode: the head trains on these tensors
     def _cache_features(self, model) -> tuple[torch.Tensor, torch.Tensor | None]:
-        base = model[0]
+        base = model.base
         splits = [self.train_x] + ([self.val[0]] if self.val is not None else [])
         started = time.perf_counter()
         base.train(False)
@@ -160,7 +160,7 @@ class ClassifyTask(Task):
         index, images = batch
         y = self.train_y[index].to(self.device, non_blocking=True)
         if self.features is not None:  # the frozen base's output, computed once
-            logits = model[1:](self.features[0][index.to(self.features[0].device)])
+            logits = model.forward_head(self.features[0][index.to(self.features[0].device)])
         else:
             logits = model(augment_batch(normalise(images, self.mean, self.std), self.augment, generator))
         loss = F.cross_entropy(logits, y, label_smoothing=self.config.label_smoothing)
@@ -171,7 +171,7 @@ class ClassifyTask(Task):
             return dict.fromkeys(self.validation_keys, math.nan)
         if self.features is not None and self.features[1] is not None:
             with torch.inference_mode():
-                logits = model[1:].train(False)(self.features[1]).float().cpu()
+                logits = model.head().train(False)(self.features[1]).float().cpu()
         else:
             logits = self._logits(model, self.val[0])
         loss, accuracy = _loss_accuracy(logits, self.val[1])

@@ -205,12 +205,11 @@ def _jitter_scale_rotate(x: torch.Tensor, generator: torch.Generator) -> torch.T
 def report_layers(model: torch.nn.Module) -> list[str]:
     """A middle and a deep layer whose patterns the report shows: of the network's own conv layers, the middle one
     and the last; with a pretrained base, the base's middle block and its last block."""
-    from convscope.pretrained.bases import BaseNet
     from convscope.spec import Conv
 
-    if isinstance(model[0], BaseNet):
+    if model.base is not None:
         names = {id(module): name for name, module in model.named_modules()}
-        blocks = [names[id(block)] for block in model[0].blocks]
+        blocks = [names[id(block)] for block in model.base.blocks]
         return [blocks[len(blocks) // 2], blocks[-1]]
     convs = [name for name, layer in zip(model.spec.layer_names(), model.spec.layers, strict=True)
              if isinstance(layer, Conv)]  # fmt: skip
