@@ -178,20 +178,12 @@ def cmd_make_scenes(args: argparse.Namespace, console: Console) -> None:
 def cmd_lint(args: argparse.Namespace, console: Console) -> None:
     from pathlib import Path
 
-    from convscope.data.detection.boxes import coco_split_files, dataset_format, lint_summary
-    from convscope.data.detection.coco import coco_images_folder, lint_coco
-    from convscope.data.detection.voc import lint_voc
-    from convscope.data.detection.yolo import lint_yolo
+    from convscope.data.detection.boxes import lint_summary
+    from convscope.data.detection.formats import format_of
 
     path = Path(args.data)
-    kind = dataset_format(path)  # a DataError (exit 2) naming the formats when it is none of them
-    if kind == "coco-splits":  # train.json, val.json, test.json: each JSON with its own images
-        files = coco_split_files(path).values()
-        found = [p for file in files for p in lint_coco(file, coco_images_folder(path, file, args.data_dir))]
-    elif kind == "coco":
-        found = lint_coco(args.data, args.data_dir or Path(args.data).parent / "images")
-    else:
-        found = lint_voc(args.data) if kind == "voc" else lint_yolo(args.data)
+    # format_of: a DataError (exit 2) naming the formats when it is none of them
+    found = format_of(path).lint(path, data_dir=args.data_dir)
     problems = [problem for problem in found if not problem.is_note]
     for problem in problems:
         console.print(str(problem), markup=False, highlight=False)

@@ -15,8 +15,8 @@ import torch
 
 from convscope.config import TrainConfig
 from convscope.data.detection.augment import augments, flip, scale_translate
-from convscope.data.detection.boxes import DetectionDataset, DetectionSplit
-from convscope.data.detection.load import hold_out, load_detection, log_label_problems
+from convscope.data.detection.boxes import DetectionDataset, DetectionSplit, hold_out
+from convscope.data.detection.load import load_detection, log_label_problems
 from convscope.detect.evaluate import detect_split, flips_at_test, split_metrics
 from convscope.detect.loss import detection_loss
 from convscope.detect.metrics import DetectionMetrics, plot_pr_curves

@@ -1,5 +1,5 @@
-"""Detection data types (Boxes, DetectionSplit, DetectionDataset, LabelProblem, RawImage), letterboxing, and what the
-YOLO, COCO and Pascal VOC readers (convscope.data.detection.yolo, .coco, .voc) share.
+"""Detection data types (Boxes, DetectionSplit, DetectionDataset, LabelProblem, RawImage, RawDataset), the lint's
+problem kinds and summary, letterboxing, and held-out splits.
 
 Every image is decoded with `open_image` (format allowlist, EXIF orientation, bombs refused), made RGB and letterboxed
 to S×S: the aspect ratio is kept, the longer side becomes S, and the rest is padded with YOLO's gray 114. Boxes are
@@ -11,38 +11,27 @@ convention). Loading fails only when nothing usable is left to train on. A few `
 problems (their kind is in NOTE_KINDS): something read differently from the usual, nothing dropped.
 
 Each reader also has a raw mode (`RawImage`): the same parsing and lint, the boxes left in the original image's pixels
-instead of letterboxed, for `convscope detect convert`.
-
-Text files (label files, data.yaml, COCO JSON) are read as editors save them: `read_text` drops a UTF-8 byte-order
-mark and decodes UTF-16 with a BOM (Windows Notepad's "Unicode"); CRLF and CR line ends are lines too.
+instead of letterboxed, for `convscope detect convert`. What the readers share is the reading kit
+(convscope.data.detection.reading); which reader a path is for, the format table (convscope.data.detection.formats).
 """
 
 from __future__ import annotations
 
-import codecs
-import errno
-import logging
 import math
-import os
-import re
-import stat
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from convscope.data.images import open_image, to_array
 from convscope.errors import DataError
 
-log = logging.getLogger(__name__)
 SPLIT_NAMES = ("train", "val", "test")  # a detection dataset's splits, in the order they are read and reported
 PAD_VALUE = 114  # the gray YOLO pads letterboxed images with
 DUPLICATE_IOU = 0.95  # a box of the same class overlapping an earlier one more than this is a duplicate
 EDGE_SLACK = 1e-6  # normalised coordinates may overshoot [0, 1] by this much (printing rounds), then are clipped
-_SHOWN = 5  # problems quoted in an error message
 
 # kind → (singular, plural) noun phrases for `lint_summary`, in the order the summary lists equal counts.
 PROBLEM_KINDS = {
@@ -169,27 +158,6 @@ class RawDataset:
     problems: tuple[LabelProblem, ...] = ()  # what the lint dropped (and its notes), every split's
 
 
-def loaded_dataset(
-    source: Path, name: str, classes: tuple[str, ...], splits: dict[str, DetectionSplit], problems
-) -> DetectionDataset:
-    """The dataset a reader loaded, after one warning with the label problems it dropped (counted by kind) and one
-    per note: how every detection reader (YOLO, VOC) ends."""
-    problems = tuple(problems)
-    if dropped := [problem for problem in problems if not problem.is_note]:
-        log.warning("%s: %d label problem(s): %s", source, len(dropped), lint_summary(dropped))
-    for note in (problem for problem in problems if problem.is_note):
-        log.warning("%s: %s", source, note.message)
-    return DetectionDataset(
-        name=name,
-        classes=classes,
-        train=splits["train"],
-        val=splits.get("val"),
-        test=splits.get("test"),
-        source=str(source),
-        problems=problems,
-    )
-
-
 def lint_summary(problems: Iterable[LabelProblem]) -> str:
     """Counts per kind, most frequent first: '3 boxes outside the image, 1 duplicate box'. Notes are not counted."""
     counts = Counter(problem.kind for problem in problems if not problem.is_note)
@@ -200,73 +168,6 @@ def lint_summary(problems: Iterable[LabelProblem]) -> str:
         one, many = PROBLEM_KINDS.get(kind, ("other problem", "other problems"))
         parts.append(f"{count} {one if count == 1 else many}")
     return ", ".join(parts) or "no problems"
-
-
-def read_text(path: Path) -> str:
-    """A text file as people save it: UTF-8 (a byte-order mark dropped) or UTF-16 with its BOM.
-
-    Line ends stay as they are (str.splitlines, YAML and JSON all take CRLF). OSError when the file cannot be read,
-    UnicodeDecodeError when it is not such text.
-    """
-    if not stat.S_ISREG(os.stat(path).st_mode):  # a named pipe would block the read forever
-        raise OSError(
-            errno.EINVAL, "not a regular file (a folder, named pipe, device or socket); it was not opened", str(path)
-        )
-    raw = Path(path).read_bytes()
-    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        return raw.decode("utf-16")  # the BOM says the byte order and is dropped
-    return raw.decode("utf-8-sig")
-
-
-def child_folder(root: Path, *names: str) -> Path | None:
-    """The first of `root`'s folders named one of `names`, case ignored (Annotations, annotations, …), or None."""
-    wanted = [name.lower() for name in names]
-    try:
-        found = {p.name.lower(): p for p in sorted(Path(root).iterdir()) if p.is_dir()}
-    except OSError:
-        return None
-    return next((found[name] for name in wanted if name in found), None)
-
-
-COCO_SPLIT = re.compile(r"(?:instances_)?(train|val|valid|test)(?:\d{4})?\.json", re.IGNORECASE)
-
-
-def coco_split_files(root: Path) -> dict[str, Path]:
-    """split → its JSON, for a folder of COCO split files (there or in its annotations/ folder)."""
-    found: dict[str, Path] = {}
-    for folder in (root, root / "annotations"):
-        if not folder.is_dir():
-            continue
-        for path in sorted(folder.iterdir()):
-            if match := COCO_SPLIT.fullmatch(path.name):
-                split = "val" if match[1].lower() == "valid" else match[1].lower()
-                found.setdefault(split, path)
-    return found
-
-
-def dataset_format(path: str | Path) -> str:
-    """Which reader a dataset path is for: "coco" (a .json file), "yolo" (a .yaml file, or a folder with data.yaml),
-    "coco-splits" (a folder of COCO split JSONs: coco_split_files), "voc" (a folder with .xml files in its
-    Annotations folder, or beside the images). A DataError naming the three formats otherwise."""
-    path = Path(path)
-    expected = (
-        "expected a YOLO dataset folder (with data.yaml), a Pascal VOC folder (Annotations/*.xml, or XML files "
-        "beside their images) or a COCO .json file"
-    )
-    if path.is_file() and path.suffix.lower() == ".json":
-        return "coco"
-    if path.is_file() and path.suffix.lower() in (".yaml", ".yml"):
-        return "yolo"
-    if not path.is_dir():
-        raise DataError(f"{path}: {expected}, found {'a file' if path.exists() else 'nothing'}")
-    if (path / "data.yaml").is_file():
-        return "yolo"
-    if coco_split_files(path):
-        return "coco-splits"
-    folders = [folder for folder in (child_folder(path, "annotations"), path) if folder is not None]
-    if any(p.suffix.lower() == ".xml" for folder in folders for p in folder.iterdir()):
-        return "voc"
-    raise DataError(f"{path}: {expected}, found a folder with none of them")
 
 
 # ── letterbox ─────────────────────────────────────────────────────────────────────────────────────────────────────
@@ -301,89 +202,16 @@ def letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, float, tuple[in
     return out, scale, (pad_x, pad_y)
 
 
-# ── shared by the YOLO and COCO readers ───────────────────────────────────────────────────────────────────────────
-def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """IoU of one xyxy box (4) with each of boxes (n×4); any consistent unit."""
-    ix = np.clip(np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]), 0, None)
-    iy = np.clip(np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]), 0, None)
-    inter = ix * iy
-    union = (box[2] - box[0]) * (box[3] - box[1]) + (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) - inter
-    return inter / np.maximum(union, 1e-12)
+# ── held-out splits ───────────────────────────────────────────────────────────────────────────────────────────────
+def hold_out(split: DetectionSplit, fraction: float, seed: int) -> tuple[DetectionSplit, DetectionSplit]:
+    """(the rest, a seeded draw of `fraction` of the images, at least one), each in the split's order."""
+    order = np.random.default_rng(seed).permutation(len(split))
+    n = max(1, round(len(split) * fraction))
+    return take(split, np.sort(order[n:])), take(split, np.sort(order[:n]))
 
 
-def _first_duplicate(box: np.ndarray, cls: int, kept: list[tuple[np.ndarray, int, object]]) -> tuple[object, float]:
-    """(where, IoU) of the first kept box of class `cls` overlapping `box` more than DUPLICATE_IOU, else (None, 0)."""
-    same = [(b, where) for b, c, where in kept if c == cls]
-    if not same:
-        return None, 0.0
-    ious = _iou(box, np.stack([b for b, _ in same]))
-    hits = np.flatnonzero(ious > DUPLICATE_IOU)
-    return (same[hits[0]][1], float(ious[hits[0]])) if hits.size else (None, 0.0)
-
-
-def _to_boxes(rows: list[tuple[np.ndarray, int]], scale_xy: tuple[float, float], pad: tuple[int, int], size: float):
-    """Boxes from (xyxy, class) rows: x' = x·scale_x + pad_x, clipped to [0, size]."""
-    if not rows:
-        return Boxes.empty()
-    xyxy = np.stack([b for b, _ in rows]).astype(np.float64)
-    xyxy = xyxy * np.array([*scale_xy, *scale_xy]) + np.array([*pad, *pad])
-    return Boxes(np.clip(xyxy, 0, size).astype(np.float32), np.array([c for _, c in rows], dtype=np.int64))
-
-
-def _decode(path: Path) -> np.ndarray:
-    """uint8 H×W×3; a DataError without the path prefix when the file cannot be read."""
-    try:
-        return to_array(open_image(path), 3)
-    except DataError as err:
-        raise DataError(str(err).removeprefix(f"{path}: ")) from None
-    except (OSError, ValueError) as err:  # a mode Pillow cannot convert
-        raise DataError(f"cannot convert to RGB ({err})") from None
-
-
-def _workers() -> int:
-    return min(8, os.cpu_count() or 1)  # Pillow releases the GIL while decoding and resizing
-
-
-@dataclass
-class _ImageResult:  # what reading one image and its labels gave (the pixels go straight into the split's array)
-    boxes: Boxes | None  # None: the image is left out
-    problems: list[LabelProblem]
-    polygons: list[tuple[str, int]] = field(default_factory=list)  # YOLO: (label file, line) of polygon rows
-    crowds: Boxes | None = None  # COCO iscrowd / VOC difficult regions (ignore regions for scoring)
-    size: tuple[int, int] = (0, 0)  # width, height of the decoded image, before letterboxing
-    clipped: list[tuple[str, int | None]] = field(default_factory=list)  # VOC: (XML file, line) of clipped boxes
-
-
-def _raw_images(paths: list[Path], names: list[str], results: list[_ImageResult]) -> tuple[RawImage, ...]:
-    """The kept images of a split read with image_size None (boxes in original pixels) as RawImages."""
-    return tuple(
-        RawImage(path, name, *result.size, result.boxes, result.crowds or Boxes.empty())
-        for path, name, result in zip(paths, names, results, strict=True)
-        if result.boxes is not None
-    )
-
-
-def _compact(out: np.ndarray, results: list[_ImageResult]) -> tuple[np.ndarray, list[int]]:
-    """Move the kept images to the front of `out` (N×S×S×3, in place: no second copy) → (their array, indices)."""
-    kept = [i for i, result in enumerate(results) if result.boxes is not None]
-    for dst, src in enumerate(kept):
-        if dst != src:
-            out[dst] = out[src]
-    return out[: len(kept)], kept
-
-
-def _no_training_data(where: Path, problems: list[LabelProblem], found: str) -> DataError:
-    """The error for a training split with nothing usable, quoting the lint summary and the first problems."""
-    problems = [problem for problem in problems if not problem.is_note]
-    if not problems:
-        return DataError(f"{where}: expected training images with at least one box, found {found}")
-    first = "; ".join(map(str, problems[:_SHOWN])) + ("; …" if len(problems) > _SHOWN else "")
-    return DataError(
-        f"{where}: expected training images with at least one box, found {found}; "
-        f"{len(problems)} label problem(s): {lint_summary(problems)} (first: {first})"
-    )
-
-
-def _check_size(image_size: int) -> None:
-    if not isinstance(image_size, int | np.integer) or isinstance(image_size, bool) or image_size < 1:
-        raise DataError(f"image_size must be a positive number of pixels. Received: {image_size!r}")
+def take(split: DetectionSplit, index: np.ndarray) -> DetectionSplit:
+    """The images at `index` (int n) with their boxes, names and crowd regions; the split's problems are not kept."""
+    crowds = tuple(split.crowds[i] for i in index) if split.crowds else ()
+    targets, names = tuple(split.targets[i] for i in index), tuple(split.names[i] for i in index)
+    return DetectionSplit(split.images[index], targets, names, crowds=crowds)

@@ -3,8 +3,9 @@
 `load_coco` reads them into one `DetectionSplit` letterboxed to S×S, with the class names; category ids map to 0..K-1
 in sorted id order. Crowd annotations (`iscrowd` 1) are not training targets: they go to `split.crowds`, the ignore
 regions of scoring (as pycocotools treats them). `lint_coco` only lists the problems; `read_coco_raw` gives every
-image's boxes in its own pixels (for `convscope detect convert`). Decoding, letterboxing, reading text files and the
-lint's conventions are those of convscope.data.detection.boxes.
+image's boxes in its own pixels (for `convscope detect convert`). A COCO source may also be a folder of split JSONs
+(`coco_split_files`), each with its images (`coco_images_folder`). Decoding, reading text files and the lint's
+conventions are the reading kit's (convscope.data.detection.reading).
 """
 
 from __future__ import annotations
@@ -12,29 +13,25 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from convscope.data.detection.boxes import (
-    EDGE_SLACK,
-    DetectionSplit,
-    LabelProblem,
-    RawImage,
-    _check_size,
-    _compact,
-    _decode,
-    _first_duplicate,
-    _ImageResult,
-    _no_training_data,
-    _raw_images,
-    _to_boxes,
-    _workers,
-    letterbox,
-    lint_summary,
+from convscope.data.detection.boxes import EDGE_SLACK, DetectionSplit, LabelProblem, RawImage, letterbox, lint_summary
+from convscope.data.detection.reading import (
+    ImageResult,
+    check_image_size,
+    compact,
+    decode_image,
+    first_duplicate,
+    no_training_data,
+    raw_images,
     read_text,
+    reader_threads,
+    to_boxes,
 )
 from convscope.errors import DataError
 
@@ -185,22 +182,22 @@ def _read_coco_image(
     image_size: int | None,
     out: np.ndarray | None,
     index: int,
-) -> _ImageResult:
+) -> ImageResult:
     """Decode one image and check its annotations (crowds apart); with image_size, the letterboxed pixels go to
     out[index] (when out is given) and the boxes follow them, else the boxes stay in the image's own pixels."""
     image_path = images_dir / entry.file_name
     shown = str(image_path)
     if not image_path.is_file():
         why = f"image {entry.id}: no such file, skipped with its {len(boxes)} annotation(s)"
-        return _ImageResult(None, [LabelProblem(shown, None, why, "missing")])
+        return ImageResult(None, [LabelProblem(shown, None, why, "missing")])
     try:
-        array = _decode(image_path)
+        array = decode_image(image_path)
     except DataError as err:
-        return _ImageResult(None, [LabelProblem(shown, None, f"unreadable image, skipped: {err}", "unreadable")])
+        return ImageResult(None, [LabelProblem(shown, None, f"unreadable image, skipped: {err}", "unreadable")])
     height, width = array.shape[:2]
     if entry.width is not None and entry.height is not None and (entry.width, entry.height) != (width, height):
         why = f"image {entry.id} is {width}×{height} but the JSON says {entry.width:g}×{entry.height:g}; skipped"
-        return _ImageResult(None, [LabelProblem(shown, None, why, "image-size")])
+        return ImageResult(None, [LabelProblem(shown, None, why, "image-size")])
     scale, pad = 1.0, (0, 0)
     if image_size is not None:
         array, scale, pad = letterbox(array, image_size)
@@ -218,7 +215,7 @@ def _read_coco_image(
         if box.crowd:
             crowds.append((xyxy, box.cls))
             continue
-        earlier, iou = _first_duplicate(xyxy, box.cls, kept)
+        earlier, iou = first_duplicate(xyxy, box.cls, kept)
         if earlier is not None:
             why = f"annotation {box.id}: duplicate of annotation {earlier} (IoU {iou:.2f})"
             problems.append(LabelProblem(json_shown, None, why, "duplicate"))
@@ -226,8 +223,8 @@ def _read_coco_image(
         kept.append((xyxy, box.cls, box.id))
         rows.append((xyxy, box.cls))
     size = float(image_size if image_size is not None else max(width, height))
-    targets, regions = _to_boxes(rows, (scale, scale), pad, size), _to_boxes(crowds, (scale, scale), pad, size)
-    return _ImageResult(targets, problems, crowds=regions, size=(width, height))
+    targets, regions = to_boxes(rows, (scale, scale), pad, size), to_boxes(crowds, (scale, scale), pad, size)
+    return ImageResult(targets, problems, crowds=regions, size=(width, height))
 
 
 def load_coco(
@@ -239,12 +236,12 @@ def load_coco(
     per image, when the JSON has any), not to the targets. Problems (reported with the annotation id) are in
     `split.problems`; a DataError when no image with a usable box is left.
     """
-    _check_size(image_size)
+    check_image_size(image_size)
     annotations, images_dir = Path(annotations), Path(images_dir)
     classes, entries, results, problems, out = _read_coco(annotations, images_dir, image_size, keep_images=True)
-    images, kept = _compact(out, results)
+    images, kept = compact(out, results)
     if not any(len(results[i].boxes) for i in kept):
-        raise _no_training_data(annotations, problems, f"{len(kept)} usable image(s), none with a usable box")
+        raise no_training_data(annotations, problems, f"{len(kept)} usable image(s), none with a usable box")
     if problems:
         log.warning("%s: %d annotation problem(s): %s", annotations, len(problems), lint_summary(problems))
     targets = tuple(results[i].boxes for i in kept)
@@ -273,12 +270,12 @@ def _read_coco(annotations: Path, images_dir: Path, image_size: int | None, keep
     if keep_images and image_size is not None:
         out = np.empty((len(entries), image_size, image_size, 3), dtype=np.uint8)  # filled in place
 
-    def read(index: int) -> _ImageResult:
+    def read(index: int) -> ImageResult:
         entry = entries[index]
         boxes = per_image.get(entry.id, [])
         return _read_coco_image(entry, boxes, images_dir, str(annotations), image_size, out, index)
 
-    with ThreadPoolExecutor(max_workers=_workers()) as pool:
+    with ThreadPoolExecutor(max_workers=reader_threads()) as pool:
         results = list(pool.map(read, range(len(entries))))
     problems += [problem for result in results for problem in result.problems]
     return classes, entries, results, problems, out
@@ -293,7 +290,7 @@ def read_coco_raw(
     annotations, images_dir = Path(annotations), Path(images_dir)
     classes, entries, results, problems, _ = _read_coco(annotations, images_dir, None, keep_images=False)
     paths = [images_dir / entry.file_name for entry in entries]
-    return classes, _raw_images(paths, [entry.file_name for entry in entries], results), problems
+    return classes, raw_images(paths, [entry.file_name for entry in entries], results), problems
 
 
 def lint_coco(annotations: str | Path, images_dir: str | Path, image_size: int | None = None) -> list[LabelProblem]:
@@ -301,7 +298,7 @@ def lint_coco(annotations: str | Path, images_dir: str | Path, image_size: int |
     `image_size`, the 1-pixel check uses the letterboxed size. No image with a usable box (which training refuses) is
     a problem of kind "no-box", last. A DataError when the JSON or the folder cannot be read at all."""
     if image_size is not None:
-        _check_size(image_size)
+        check_image_size(image_size)
     annotations, images_dir = Path(annotations), Path(images_dir)
     _, _, results, problems, _ = _read_coco(annotations, images_dir, image_size, keep_images=False)
     if not any(result.boxes is not None and len(result.boxes) for result in results):
@@ -310,7 +307,23 @@ def lint_coco(annotations: str | Path, images_dir: str | Path, image_size: int |
     return problems
 
 
-# ── a folder of split JSONs (data.coco_split_files finds them) ────────────────────────────────────────────────────
+# ── a folder of split JSONs ───────────────────────────────────────────────────────────────────────────────────────
+COCO_SPLIT = re.compile(r"(?:instances_)?(train|val|valid|test)(?:\d{4})?\.json", re.IGNORECASE)
+
+
+def coco_split_files(root: Path) -> dict[str, Path]:
+    """split → its JSON, for a folder of COCO split files (there or in its annotations/ folder)."""
+    found: dict[str, Path] = {}
+    for folder in (root, root / "annotations"):
+        if not folder.is_dir():
+            continue
+        for path in sorted(folder.iterdir()):
+            if match := COCO_SPLIT.fullmatch(path.name):
+                split = "val" if match[1].lower() == "valid" else match[1].lower()
+                found.setdefault(split, path)
+    return found
+
+
 def coco_images_folder(root: Path, json_path: Path, data_dir: str | Path | None) -> Path:
     """The image folder of a split JSON: `data_dir` when given, else images/ or the folder named like the JSON
     (COCO 2017's train2017/ for instances_train2017.json), else images/."""
@@ -321,3 +334,8 @@ def coco_images_folder(root: Path, json_path: Path, data_dir: str | Path | None)
         if folder.is_dir():
             return folder
     return root / "images"
+
+
+def coco_json_images(json_path: Path, data_dir: str | Path | None) -> Path:
+    """The image folder of a COCO JSON read on its own: `data_dir` when given, else images/ beside the JSON."""
+    return Path(data_dir) if data_dir else json_path.parent / "images"

@@ -206,7 +206,7 @@ def _render_scene(seed: int, split: str, index: int, pool: _Pool, params: _Param
     return np.clip(np.rint(canvas), 0, 255).astype(np.uint8), objects
 
 
-def _label_text(objects: list[dict], size: int) -> str:
+def yolo_label_text(objects: list[dict], size: int) -> str:
     """YOLO rows `class cx cy w h`, normalised to [0, 1] (6 decimals: under 1e-4 px at 128 px)."""
     lines = []
     for obj in objects:
@@ -216,7 +216,7 @@ def _label_text(objects: list[dict], size: int) -> str:
     return "".join(lines)
 
 
-def _png(image: np.ndarray) -> bytes:
+def png_bytes(image: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     # No timestamp or other varying metadata: the same pixels give the same bytes. Level 1 instead of the default 6:
     # 1.5 ms instead of 3.3 per 128-px scene, files ~15 % bigger (the fine grain does not compress either way).
@@ -338,7 +338,7 @@ def _check_params(n: int, seed: int, size: int, min_side: int, max_side: int, ma
         )
 
 
-def _data_yaml(counts: dict[str, int]) -> str:
+def data_yaml_text(counts: dict[str, int]) -> str:
     """YOLO's data.yaml; split paths relative to its folder (no `path:` key, which Ultralytics reads differently)."""
     doc: dict = {split: f"images/{split}" for split in SPLITS if counts[split]}
     doc["nc"] = len(FASHION_CLASSES)
@@ -379,13 +379,13 @@ def make_scenes(
     for split, pairs in names.items():
         for j, (image_name, label_name) in enumerate(pairs):
             image, objects = _render_scene(seed, split, j, pools[split], params)
-            _write(out / image_name, _png(image))
-            _write(out / label_name, _label_text(objects, size).encode())
+            _write(out / image_name, png_bytes(image))
+            _write(out / label_name, yolo_label_text(objects, size).encode())
             record = {"image": image_name, "label": label_name, "source": pools[split].source, "objects": objects}
             scenes.append(record)
     if hasattr(os, "sync"):
         os.sync()  # every scene on disk before data.yaml says the dataset is there
-    atomic_write_text(out / "data.yaml", _data_yaml(counts))
+    atomic_write_text(out / "data.yaml", data_yaml_text(counts))
     settings = {"n": n, "seed": seed, "size": size, "min_side": min_side, "max_side": max_side}
     manifest = {
         **header,

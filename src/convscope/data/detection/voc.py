@@ -14,7 +14,7 @@ and mmdetection treat them.
 Coordinates (1-based, inclusive: a box covers [xmin − 1, xmax] in convscope's pixels, detectron2's conversion), the
 checks of each object, and the safe parsing are in voc_xml.py. A box running past the image is clipped
 (one note, kind "clipped", says how many); the decoded image's size is used when `<size>` disagrees (a problem).
-Decoding, letterboxing and the lint's other conventions are those of convscope.data.detection.boxes.
+Decoding and the lint's other conventions are the reading kit's (convscope.data.detection.reading).
 """
 
 from __future__ import annotations
@@ -32,22 +32,24 @@ from convscope.data.detection.boxes import (
     DetectionSplit,
     LabelProblem,
     RawDataset,
-    _check_size,
-    _compact,
-    _decode,
-    _first_duplicate,
-    _ImageResult,
-    _no_training_data,
-    _raw_images,
-    _to_boxes,
-    _workers,
-    child_folder,
     letterbox,
+)
+from convscope.data.detection.reading import (
+    ImageResult,
+    check_image_size,
+    child_folder,
+    compact,
+    decode_image,
+    first_duplicate,
     loaded_dataset,
+    no_training_data,
+    raw_images,
     read_text,
+    reader_threads,
+    shown_path,
+    to_boxes,
 )
 from convscope.data.detection.voc_xml import VocFile, check_object, parse_xml, size_problem
-from convscope.data.detection.yolo import _shown
 from convscope.data.folder import image_files
 from convscope.errors import DataError
 
@@ -133,8 +135,8 @@ def _image_sets(root: Path, annotations: Path, xmls: dict[str, Path]) -> tuple[d
             image_id = text.split()[0]  # per-class files add a column (1, -1, 0); split files have one
             xml = xmls.get(image_id.lower())
             if xml is None:
-                why = f"{image_id}: no {_shown(annotations, root)}/{image_id}.xml, left out"
-                problems.append(LabelProblem(_shown(path, root), line, why, "set-entry"))
+                why = f"{image_id}: no {shown_path(annotations, root)}/{image_id}.xml, left out"
+                problems.append(LabelProblem(shown_path(path, root), line, why, "set-entry"))
             else:
                 ids[name][xml] = None
     if "train" not in ids and "trainval" not in ids:
@@ -193,19 +195,20 @@ def _read_voc_image(
     image_size: int | None,
     out: np.ndarray | None,
     index: int,
-) -> tuple[_ImageResult, Path | None]:
+) -> tuple[ImageResult, Path | None]:
     """Find and decode one XML file's image and check its objects; with image_size, the letterboxed pixels go to
     out[index] (when out is given) and the boxes follow them, else the boxes stay in the image's own pixels."""
     path = finder.find(file.filename, file.xml)
     if path is None:
-        why = f"image {file.filename or file.xml.stem!r} not found in {_shown(layout.images, layout.root)}/, skipped"
-        return _ImageResult(None, [LabelProblem(file.shown, None, why, "missing")]), None
-    shown_image = _shown(path, layout.root)
+        folder = shown_path(layout.images, layout.root)
+        why = f"image {file.filename or file.xml.stem!r} not found in {folder}/, skipped"
+        return ImageResult(None, [LabelProblem(file.shown, None, why, "missing")]), None
+    shown_image = shown_path(path, layout.root)
     try:
-        array = _decode(path)
+        array = decode_image(path)
     except DataError as err:
         problem = LabelProblem(shown_image, None, f"unreadable image, skipped: {err}", "unreadable")
-        return _ImageResult(None, [problem]), path
+        return ImageResult(None, [problem]), path
     height, width = array.shape[:2]
     problems = [p for p in [size_problem(file, shown_image, width, height)] if p is not None]
     scale, pad = 1.0, (0, 0)
@@ -225,7 +228,7 @@ def _read_voc_image(
         if obj.difficult:
             ignore.append((xyxy, first))
             continue
-        earlier, iou = _first_duplicate(xyxy, first, kept)
+        earlier, iou = first_duplicate(xyxy, first, kept)
         if earlier is not None:
             why = f"{obj.where}: duplicate of object {earlier} (IoU {iou:.2f})"
             problems.append(LabelProblem(file.shown, obj.line, why, "duplicate"))
@@ -233,14 +236,14 @@ def _read_voc_image(
         kept.append((xyxy, first, obj.number))
         rows.append((xyxy, first))
     size = float(image_size if image_size is not None else max(width, height))
-    targets, regions = _to_boxes(rows, (scale, scale), pad, size), _to_boxes(ignore, (scale, scale), pad, size)
-    return _ImageResult(targets, problems, crowds=regions, size=(width, height), clipped=clipped), path
+    targets, regions = to_boxes(rows, (scale, scale), pad, size), to_boxes(ignore, (scale, scale), pad, size)
+    return ImageResult(targets, problems, crowds=regions, size=(width, height), clipped=clipped), path
 
 
 @dataclass
 class _Read:
     classes: tuple[str, ...]
-    splits: dict[str, tuple[list[_ImageResult], list[Path | None], list[str]]]  # results, image paths, names
+    splits: dict[str, tuple[list[ImageResult], list[Path | None], list[str]]]  # results, image paths, names
     problems: list[LabelProblem]  # every split's, in split order, then the clipping note
     out: dict[str, np.ndarray]  # split → its letterboxed images (when kept)
 
@@ -248,8 +251,8 @@ class _Read:
 def _read(root, image_size: int | None, keep_images: bool, seed: int, val_fraction: float) -> tuple[_VocLayout, _Read]:
     layout = _layout(root, seed, val_fraction)
     xmls = list(dict.fromkeys(xml for files in layout.splits.values() for xml in files))
-    with ThreadPoolExecutor(max_workers=_workers()) as pool:
-        parsed = dict(zip(xmls, pool.map(lambda x: parse_xml(x, _shown(x, layout.root)), xmls), strict=True))
+    with ThreadPoolExecutor(max_workers=reader_threads()) as pool:
+        parsed = dict(zip(xmls, pool.map(lambda x: parse_xml(x, shown_path(x, layout.root)), xmls), strict=True))
     files = {xml: f for xml, f in parsed.items() if isinstance(f, VocFile)}
     classes = layout.classes
     if classes is None:
@@ -268,13 +271,13 @@ def _read(root, image_size: int | None, keep_images: bool, seed: int, val_fracti
         def one(i: int, split_files=split_files, out=out):
             return _read_voc_image(split_files[i], finder, layout, index, image_size, out, i)
 
-        with ThreadPoolExecutor(max_workers=_workers()) as pool:
+        with ThreadPoolExecutor(max_workers=reader_threads()) as pool:
             done = list(pool.map(one, range(len(split_files))))
         results, paths = [r for r, _ in done], [p for _, p in done]
         used.update(p for p in paths if p is not None)
         by_xml = {file.xml: result.problems for file, result in zip(split_files, results, strict=True)}
         problems += [p for x in split_xmls for p in (by_xml[x] if x in by_xml else [parsed[x]])]  # in file order
-        names = [_shown(p, layout.root) if p is not None else "" for p in paths]
+        names = [shown_path(p, layout.root) if p is not None else "" for p in paths]
         read.splits[name] = (results, paths, names)
         if out is not None:
             read.out[name] = out
@@ -282,7 +285,7 @@ def _read(root, image_size: int | None, keep_images: bool, seed: int, val_fracti
     for path in finder.exact.values():
         if path not in used and path.stem.lower() not in stems:
             why = "image with no XML file: not read"
-            problems.append(LabelProblem(_shown(path, layout.root), None, why, "no-label"))
+            problems.append(LabelProblem(shown_path(path, layout.root), None, why, "no-label"))
     clipped = [where for r in read.splits.values() for result in r[0] for where in result.clipped]
     if clipped:
         (path, line), files_clipped = clipped[0], len({p for p, _ in clipped})
@@ -290,11 +293,11 @@ def _read(root, image_size: int | None, keep_images: bool, seed: int, val_fracti
             f"{len(clipped)} box(es) in {files_clipped} XML file(s) ran past the image edge and were clipped to it "
             f"(first: {path}" + (f", line {line})" if line else ")")
         )
-        problems.append(LabelProblem(_shown(layout.annotations, layout.root), None, why, "clipped"))
+        problems.append(LabelProblem(shown_path(layout.annotations, layout.root), None, why, "clipped"))
     return layout, read
 
 
-def _with_box(results: list[_ImageResult]) -> int:
+def _with_box(results: list[ImageResult]) -> int:
     return sum(1 for r in results if r.boxes is not None and len(r.boxes))
 
 
@@ -309,13 +312,13 @@ def lint_voc(
     annotation files, or its ImageSets or class list cannot be used.
     """
     if image_size is not None:
-        _check_size(image_size)
+        check_image_size(image_size)
     layout, read = _read(root, image_size, False, seed, val_fraction)
     problems = read.problems
     if _with_box(read.splits["train"][0]) == 0:
         why = "no training image with a valid box: training would be refused"
         at = len(problems) - (1 if problems and problems[-1].is_note else 0)
-        problems.insert(at, LabelProblem(_shown(layout.annotations, layout.root), None, why, "no-box"))
+        problems.insert(at, LabelProblem(shown_path(layout.annotations, layout.root), None, why, "no-box"))
     return problems
 
 
@@ -324,7 +327,7 @@ def read_voc_raw(root: str | Path, *, seed: int = 0, val_fraction: float = 0.1) 
     covering [i, i+1); the module docstring says how VOC's 1-based coordinates map), difficult objects as ignore
     regions, after the same lint as `lint_voc` (its problems are in `problems`). A DataError as for lint_voc."""
     layout, read = _read(root, None, False, seed, val_fraction)
-    splits = {name: _raw_images(paths, names, results) for name, (results, paths, names) in read.splits.items()}
+    splits = {name: raw_images(paths, names, results) for name, (results, paths, names) in read.splits.items()}
     return RawDataset("voc", read.classes, splits, str(layout.root), tuple(read.problems))
 
 
@@ -334,18 +337,18 @@ def load_voc(root: str | Path, image_size: int, *, seed: int = 0, val_fraction: 
     `val_fraction` draw the splits (logged). Problems are logged (a one-line summary) and returned in `problems`; a
     DataError when train has no image with a valid box, or as for lint_voc.
     """
-    _check_size(image_size)
+    check_image_size(image_size)
     layout, read = _read(root, image_size, True, seed, val_fraction)
     splits: dict[str, DetectionSplit | None] = {}
     for name, (results, _, names) in read.splits.items():
         if name == "train" and _with_box(results) == 0:
             kept = sum(1 for r in results if r.boxes is not None)
             what = f"{kept} usable image(s), none with a box"
-            raise _no_training_data(layout.root, read.problems, what)
+            raise no_training_data(layout.root, read.problems, what)
         if all(r.boxes is None for r in results):
             splits[name] = None
             continue
-        images, kept = _compact(read.out[name], results)
+        images, kept = compact(read.out[name], results)
         crowds = tuple(results[i].crowds for i in kept)
         split_problems = tuple(p for r in results for p in r.problems)
         splits[name] = DetectionSplit(

@@ -25,7 +25,7 @@ from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import DefusedXMLParser
 
 from convscope.data.detection.boxes import LabelProblem
-from convscope.data.detection.yolo_labels import _number
+from convscope.data.detection.reading import finite_number
 
 MAX_XML_BYTES = 16 * 2**20  # an annotation file is a few KiB; one this big is not one, and is not read
 
@@ -102,14 +102,17 @@ def parse_xml(path: Path, shown: str) -> VocFile | LabelProblem:
     objects = []
     for number, obj in enumerate(root.findall("object"), start=1):
         box = obj.find("bndbox")
-        coords = None if box is None else tuple(_text(box, tag) for tag in ("xmin", "ymin", "xmax", "ymax"))
-        difficult = _number(_text(obj, "difficult") or "0")
-        objects.append(VocObject(builder.lines.get(obj), number, _text(obj, "name") or "", bool(difficult), coords))
-    wh = None if size is None else (_text(size, "width"), _text(size, "height"))
-    return VocFile(path, shown, _text(root, "filename"), wh, tuple(objects))
+        coords = None if box is None else tuple(child_text(box, tag) for tag in ("xmin", "ymin", "xmax", "ymax"))
+        difficult = finite_number(child_text(obj, "difficult") or "0")
+        objects.append(
+            VocObject(builder.lines.get(obj), number, child_text(obj, "name") or "", bool(difficult), coords)
+        )
+    wh = None if size is None else (child_text(size, "width"), child_text(size, "height"))
+    return VocFile(path, shown, child_text(root, "filename"), wh, tuple(objects))
 
 
-def _text(element, tag: str) -> str | None:
+def child_text(element, tag: str) -> str | None:
+    """The text of `element`'s first <tag> child, stripped; None when there is none or it is blank."""
     text = element.findtext(tag)
     return None if text is None or not text.strip() else text.strip()
 
@@ -126,7 +129,7 @@ def check_object(obj: VocObject, classes: dict[str, int], width: int, height: in
     for tag, text in zip(("xmin", "ymin", "xmax", "ymax"), obj.coords, strict=True):
         if text is None:
             return "entry", f"{obj.where}: <bndbox> has no <{tag}>, skipped"
-        if (value := _number(text)) is None:
+        if (value := finite_number(text)) is None:
             return "number", f"{obj.where}: <{tag}> is {text!r}, not a number"
         values.append(value)
     xmin, ymin, xmax, ymax = values
@@ -150,7 +153,7 @@ def check_object(obj: VocObject, classes: dict[str, int], width: int, height: in
 def size_problem(file: VocFile, image: str, width: int, height: int) -> LabelProblem | None:
     if file.size is None:
         return None
-    said = tuple(_number(text) if text is not None else None for text in file.size)
+    said = tuple(finite_number(text) if text is not None else None for text in file.size)
     if said == (width, height):
         return None
     shown = "×".join(f"{v:g}" if v is not None else repr(t) for v, t in zip(said, file.size, strict=True))

@@ -3,8 +3,8 @@
 `load_yolo` reads one into a `DetectionDataset` letterboxed to S×S; `lint_yolo` only lists its label problems;
 `read_yolo_raw` gives every image's boxes in its own pixels (for `convscope detect convert`). A label
 file holds `class cx cy w h` rows (or polygons, read as their boxes: yolo_labels.py) in coordinates
-normalised to the image and is found with `label_path`. Decoding, letterboxing, reading text files and the lint's
-conventions are those of convscope.data.detection.boxes.
+normalised to the image and is found with `label_path`. Decoding, reading text files and the lint's conventions are
+the reading kit's (convscope.data.detection.reading); letterboxing is convscope.data.detection.boxes'.
 """
 
 from __future__ import annotations
@@ -25,17 +25,20 @@ from convscope.data.detection.boxes import (
     LabelProblem,
     RawDataset,
     RawImage,
-    _check_size,
-    _compact,
-    _decode,
-    _ImageResult,
-    _no_training_data,
-    _raw_images,
-    _to_boxes,
-    _workers,
     letterbox,
+)
+from convscope.data.detection.reading import (
+    ImageResult,
+    check_image_size,
+    compact,
+    decode_image,
     loaded_dataset,
+    no_training_data,
+    raw_images,
     read_text,
+    reader_threads,
+    shown_path,
+    to_boxes,
 )
 from convscope.data.detection.yolo_labels import parse_labels, polygon_note
 from convscope.data.folder import image_files
@@ -43,14 +46,6 @@ from convscope.errors import DataError
 from convscope.yamlfile import safe_load
 
 log = logging.getLogger(__name__)
-
-
-def _shown(path: Path, base: Path) -> str:
-    """`path` relative to the dataset folder when it is inside it (shorter messages), else as it is."""
-    try:
-        return path.relative_to(base).as_posix()
-    except ValueError:
-        return str(path)
 
 
 @dataclass(frozen=True)
@@ -186,13 +181,13 @@ def _layout(root: str | Path) -> _YoloLayout:
 
 def _read_yolo_image(
     image_path: Path, base: Path, n_classes: int, image_size: int | None, out: np.ndarray | None, index: int
-) -> _ImageResult:
+) -> ImageResult:
     """Decode one image and read its label file; with image_size, the letterboxed pixels go to out[index]."""
-    shown_image = _shown(image_path, base)
+    shown_image = shown_path(image_path, base)
     try:
-        array = _decode(image_path)
+        array = decode_image(image_path)
     except DataError as err:
-        return _ImageResult(None, [LabelProblem(shown_image, None, f"unreadable image, skipped: {err}", "unreadable")])
+        return ImageResult(None, [LabelProblem(shown_image, None, f"unreadable image, skipped: {err}", "unreadable")])
     height, width = array.shape[:2]
     scale, pad = 1.0, (0, 0)
     if image_size is not None:
@@ -200,10 +195,10 @@ def _read_yolo_image(
         if out is not None:
             out[index] = array
     labels = label_path(image_path)
-    shown_labels = _shown(labels, base)
+    shown_labels = shown_path(labels, base)
     if not labels.is_file():
         why = f"no label file ({shown_labels}): treated as an image with no objects"
-        return _ImageResult(Boxes.empty(), [LabelProblem(shown_image, None, why, "no-label")], size=(width, height))
+        return ImageResult(Boxes.empty(), [LabelProblem(shown_image, None, why, "no-label")], size=(width, height))
     try:
         text = read_text(labels)
     except (OSError, UnicodeDecodeError) as err:
@@ -211,11 +206,11 @@ def _read_yolo_image(
         problem = LabelProblem(
             shown_labels, None, f"cannot read the label file ({why}); its image is skipped", "label-file"
         )
-        return _ImageResult(None, [problem])
+        return ImageResult(None, [problem])
     rows, problems, polygons = parse_labels(text, shown_labels, n_classes, width * scale, height * scale, image_size)
     size = float(image_size if image_size is not None else max(width, height))
-    boxes = _to_boxes(rows, (width * scale, height * scale), pad, size)
-    return _ImageResult(boxes, problems, polygons, size=(width, height))
+    boxes = to_boxes(rows, (width * scale, height * scale), pad, size)
+    return ImageResult(boxes, problems, polygons, size=(width, height))
 
 
 def _orphans(folders: list[Path], images: list[Path], base: Path) -> list[LabelProblem]:
@@ -231,7 +226,7 @@ def _orphans(folders: list[Path], images: list[Path], base: Path) -> list[LabelP
             # classes.txt is the class list some labelling tools (LabelImg) write next to the labels.
             if hidden or path.name == "classes.txt" or path in used or not path.is_file():
                 continue
-            problems.append(LabelProblem(_shown(path, base), None, "label file with no image", "orphan"))
+            problems.append(LabelProblem(shown_path(path, base), None, "label file with no image", "orphan"))
     return problems
 
 
@@ -250,29 +245,29 @@ def _read_yolo_split(layout: _YoloLayout, name: str, image_size: int | None, kee
     keep = keep_images and image_size is not None
     out = np.empty((len(paths), image_size, image_size, 3), dtype=np.uint8) if keep else None  # filled in place
 
-    def read(index: int) -> _ImageResult:
+    def read(index: int) -> ImageResult:
         return _read_yolo_image(paths[index], layout.base, len(layout.classes), image_size, out, index)
 
-    with ThreadPoolExecutor(max_workers=_workers()) as pool:
+    with ThreadPoolExecutor(max_workers=reader_threads()) as pool:
         results = list(pool.map(read, range(len(paths))))
     problems = [problem for result in results for problem in result.problems]
     problems += _orphans(folders, paths, layout.base)
     with_boxes = sum(1 for r in results if r.boxes is not None and len(r.boxes))
     polygons = [where for result in results for where in result.polygons]
     if image_size is None:
-        raw = _raw_images(paths, [_shown(path, layout.base) for path in paths], results)
+        raw = raw_images(paths, [shown_path(path, layout.base) for path in paths], results)
         return _SplitRead(None, problems, with_boxes, polygons, raw)
     if out is None or all(r.boxes is None for r in results):
         return _SplitRead(None, problems, with_boxes, polygons)
-    images, kept = _compact(out, results)
-    names = tuple(_shown(paths[i], layout.base) for i in kept)
+    images, kept = compact(out, results)
+    names = tuple(shown_path(paths[i], layout.base) for i in kept)
     split = DetectionSplit(images, tuple(results[i].boxes for i in kept), names, tuple(problems))
     return _SplitRead(split, problems, with_boxes, polygons)
 
 
 def _with_note(layout: _YoloLayout, problems: list[LabelProblem], reads: list[_SplitRead]) -> list[LabelProblem]:
     """`problems` and, last, the one note for every split's polygon rows (when there were any)."""
-    note = polygon_note(_shown(layout.yaml_path, layout.base), [where for read in reads for where in read.polygons])
+    note = polygon_note(shown_path(layout.yaml_path, layout.base), [where for read in reads for where in read.polygons])
     return problems if note is None else [*problems, note]
 
 
@@ -285,14 +280,14 @@ def lint_yolo(root: str | Path, image_size: int | None = None) -> list[LabelProb
     malformed data.yaml is a DataError.
     """
     if image_size is not None:
-        _check_size(image_size)
+        check_image_size(image_size)
     layout = _layout(root)
     reads = [_read_yolo_split(layout, name, image_size, keep_images=False) for name in layout.splits]
     problems = [problem for read in reads for problem in read.problems]
     if reads[0].with_boxes == 0:  # train is always first (SPLIT_NAMES) and always there (_layout)
-        where = ", ".join(_shown(folder, layout.base) for folder in layout.splits["train"])
+        where = ", ".join(shown_path(folder, layout.base) for folder in layout.splits["train"])
         why = f"no training image with a valid box in {where}: training would be refused"
-        problems.append(LabelProblem(_shown(layout.yaml_path, layout.base), None, why, "no-box"))
+        problems.append(LabelProblem(shown_path(layout.yaml_path, layout.base), None, why, "no-box"))
     return _with_note(layout, problems, reads)
 
 
@@ -302,16 +297,16 @@ def load_yolo(root: str | Path, image_size: int) -> DetectionDataset:
     Problems are logged (a one-line summary) and returned in `problems`, the polygon note last (see lint_yolo); a
     DataError only when train has no image with a valid box.
     """
-    _check_size(image_size)
+    check_image_size(image_size)
     layout = _layout(root)
     reads: list[_SplitRead] = []
     for name in layout.splits:
         read = _read_yolo_split(layout, name, image_size, keep_images=True)
         reads.append(read)
         if name == "train" and read.with_boxes == 0:
-            where = ", ".join(_shown(folder, layout.base) for folder in layout.splits["train"])
+            where = ", ".join(shown_path(folder, layout.base) for folder in layout.splits["train"])
             what = f"{len(read.split) if read.split else 0} usable image(s), none with a box, in {where}"
-            raise _no_training_data(layout.yaml_path, read.problems, what)
+            raise no_training_data(layout.yaml_path, read.problems, what)
     splits = {name: read.split for name, read in zip(layout.splits, reads, strict=True)}
     problems = _with_note(layout, [problem for read in reads for problem in read.problems], reads)
     return loaded_dataset(layout.yaml_path, layout.yaml_path.parent.resolve().name, layout.classes, splits, problems)

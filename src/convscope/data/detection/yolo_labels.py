@@ -9,21 +9,12 @@ box. A row of 5 columns is a box; any other count (6, 8, …, or under 5) is a p
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
-from convscope.data.detection.boxes import EDGE_SLACK, LabelProblem, _first_duplicate
+from convscope.data.detection.boxes import EDGE_SLACK, LabelProblem
+from convscope.data.detection.reading import finite_number, first_duplicate
 
 POLYGON_MIN_COLUMNS = 7  # a class and three points
-
-
-def _number(text: str) -> float | None:
-    try:
-        value = float(text)
-    except ValueError:
-        return None
-    return value if math.isfinite(value) else None
 
 
 def _is_polygon(columns: int) -> bool:
@@ -43,7 +34,7 @@ def _check_row(fields: list[str], n_classes: int, width_px: float, height_px: fl
         )
     values = []
     for text in fields:
-        value = _number(text)
+        value = finite_number(text)
         if value is None:
             return "number", f"expected a number, found {text!r}"
         values.append(value)
@@ -89,7 +80,7 @@ def parse_labels(
             problems.append(LabelProblem(shown, number, second, first))
             continue
         # IoU is unchanged by scaling x and y separately, so normalised coordinates give the pixel IoU.
-        earlier, iou = _first_duplicate(second, first, kept)
+        earlier, iou = first_duplicate(second, first, kept)
         if earlier is not None:
             problems.append(LabelProblem(shown, number, f"duplicate of line {earlier} (IoU {iou:.2f})", "duplicate"))
             continue

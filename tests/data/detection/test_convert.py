@@ -3,6 +3,7 @@ ignore regions survive round trips, pycocotools reads the COCO written, the sour
 leaves nothing half-written."""
 
 import contextlib
+import dataclasses
 import hashlib
 import io
 import json
@@ -14,9 +15,9 @@ from helpers import shared_data
 from PIL import Image
 
 from convscope.cli import main
-from convscope.data.detection import convert as convert_module
 from convscope.data.detection.coco import load_coco
 from convscope.data.detection.convert import convert, read_raw
+from convscope.data.detection.formats import FORMATS
 from convscope.data.detection.yolo import load_yolo
 from convscope.errors import DataError, OutputError
 
@@ -265,7 +266,7 @@ def test_a_failure_leaves_nothing_half_written(tmp_path, monkeypatch):
         (out / "train.json").write_text("{")
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setitem(convert_module._WRITERS, "coco", fail_midway)
+    monkeypatch.setitem(FORMATS, "coco", dataclasses.replace(FORMATS["coco"], write=fail_midway))
     with pytest.raises(OutputError) as caught:
         convert(src, "coco", tmp_path / "out")
     assert str(caught.value) == f"{tmp_path / 'out'}: cannot write (No space left on device); nothing was written"

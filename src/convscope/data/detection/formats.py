@@ -1,0 +1,184 @@
+"""The detection data formats — YOLO, COCO and Pascal VOC — in one table, `FORMATS`: for each, how a path is
+recognised, how it loads for training (letterboxed to S×S), lints, reads raw (boxes in the images' own pixels) and is
+written. `format_of(path)` is the one place that picks a format from a path: `load_detection` (training, evaluation),
+`convscope detect lint` and `convscope detect convert` all ask it.
+
+Recognised in this order: a .json file is COCO, a .yaml or .yml file YOLO (its data.yaml); a folder with a data.yaml
+is YOLO, a folder of COCO split JSONs (`coco_split_files`: train.json …, or instances_train2017.json …, there or in
+annotations/) COCO, a folder with .xml files in its Annotations folder, or beside the images, Pascal VOC. Anything
+else is a DataError naming the three.
+
+A COCO source is one JSON — one split, whose images are in `data_dir` (default: images/ beside it); training holds out
+val_fraction of it (seeded) for validation, and the same images serve as the test split — or a folder of split JSONs,
+each with its own images (`coco_images_folder`), a train JSON required to load or convert it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from convscope.data.detection.boxes import (
+    SPLIT_NAMES,
+    DetectionDataset,
+    LabelProblem,
+    RawDataset,
+    hold_out,
+)
+from convscope.data.detection.coco import (
+    coco_images_folder,
+    coco_json_images,
+    coco_split_files,
+    lint_coco,
+    load_coco,
+    read_coco_raw,
+)
+from convscope.data.detection.reading import child_folder
+from convscope.data.detection.voc import lint_voc, load_voc, read_voc_raw
+from convscope.data.detection.write import write_coco, write_voc, write_yolo
+from convscope.data.detection.yolo import lint_yolo, load_yolo, read_yolo_raw
+from convscope.errors import DataError
+
+log = logging.getLogger("convscope.detect")
+
+EXPECTED = (
+    "expected a YOLO dataset folder (with data.yaml), a Pascal VOC folder (Annotations/*.xml, or XML files "
+    "beside their images) or a COCO .json file"
+)
+
+
+@dataclass(frozen=True)
+class Format:
+    """One detection data format: how a path is recognised, and its readers and writer.
+
+    load(path, image_size, *, data_dir, seed, val_fraction) → DetectionDataset, images uint8 N×S×S×3 (S = image_size)
+    lint(path, *, data_dir) → every LabelProblem, notes included, images decoded but not kept
+    read_raw(path, *, data_dir, seed, val_fraction) → RawDataset, each image's boxes in its own pixels
+    write(data, out, names) writes a RawDataset into the folder `out`, (split, index) → file name given by `names`
+    `data_dir`: a COCO source's image folder (others ignore it); `seed`, `val_fraction`: the drawn splits of a source
+    that has none (a COCO JSON, a VOC folder without ImageSets).
+    """
+
+    name: str  # "yolo", "coco" or "voc": `detect convert --to`'s word and RawDataset.format
+    suffixes: tuple[str, ...]  # a file whose suffix (lower case) is one of these is of this format
+    holds: Callable[[Path], bool]  # whether a folder is of this format
+    ignore_regions: bool  # whether it holds ignore regions (COCO iscrowd, VOC difficult); YOLO has none
+    load: Callable[..., DetectionDataset]
+    lint: Callable[..., list[LabelProblem]]
+    read_raw: Callable[..., RawDataset]
+    write: Callable[[RawDataset, Path, dict], None]
+
+
+def format_of(path: str | Path, *, by_name: bool = False) -> Format:
+    """The format of the dataset at `path` (the module docstring says how it is recognised); a DataError naming the
+    three formats otherwise. With `by_name`, a path whose suffix names a format is of it even before it is found to be
+    a file, so that its own reader says what is missing (as training words it)."""
+    path = Path(path)
+    if by_name or path.is_file():
+        for fmt in FORMATS.values():
+            if path.suffix.lower() in fmt.suffixes:
+                return fmt
+    if not path.is_dir():
+        raise DataError(f"{path}: {EXPECTED}, found {'a file' if path.exists() else 'nothing'}")
+    for fmt in FORMATS.values():
+        if fmt.holds(path):
+            return fmt
+    raise DataError(f"{path}: {EXPECTED}, found a folder with none of them")
+
+
+def _has_voc_xml(folder: Path) -> bool:
+    folders = [found for found in (child_folder(folder, "annotations"), folder) if found is not None]
+    return any(p.suffix.lower() == ".xml" for found in folders for p in found.iterdir())
+
+
+# ── a COCO source: one JSON, or a folder of split JSONs ───────────────────────────────────────────────────────────
+def _split_jsons(root: Path) -> dict[str, Path]:
+    """split → JSON of a folder of COCO split files, which must have a train JSON to be loaded or converted."""
+    files = coco_split_files(root)
+    if "train" not in files:
+        raise DataError(f"{root}: expected a train JSON among the COCO split files, found {sorted(files)}")
+    return files
+
+
+def _same_classes(classes: tuple[str, ...] | None, names: tuple[str, ...], path: Path) -> None:
+    if classes is not None and names != classes:
+        raise DataError(f"{path}: categories {list(names)} differ from the train JSON's {list(classes)}")
+
+
+def _load_coco(path: Path, image_size: int, *, data_dir, seed: int, val_fraction: float) -> DetectionDataset:
+    if not path.is_dir():
+        split, classes = load_coco(path, coco_json_images(path, data_dir), image_size)
+        train, held = hold_out(split, val_fraction, seed)
+        log.info("%s: %d images for training, %d held out for validation and test", path, len(train), len(held))
+        return DetectionDataset(path.stem, classes, train, held, held, str(path), split.problems)
+    files, splits, classes = _split_jsons(path), {}, None
+    for name in (name for name in SPLIT_NAMES if name in files):
+        splits[name], names = load_coco(files[name], coco_images_folder(path, files[name], data_dir), image_size)
+        _same_classes(classes, names, files[name])
+        classes = names
+    problems = tuple(problem for split in splits.values() for problem in split.problems)
+    return DetectionDataset(
+        path.name, classes, splits["train"], splits.get("val"), splits.get("test"), str(path), problems
+    )
+
+
+def _lint_coco(path: Path, *, data_dir) -> list[LabelProblem]:
+    if not path.is_dir():
+        return lint_coco(path, coco_json_images(path, data_dir))
+    files = coco_split_files(path).values()  # train.json, val.json, test.json: each JSON with its own images
+    return [problem for file in files for problem in lint_coco(file, coco_images_folder(path, file, data_dir))]
+
+
+def _read_coco_raw(path: Path, *, data_dir, seed: int, val_fraction: float) -> RawDataset:
+    if path.is_dir():
+        files = _split_jsons(path)
+        root, images = path, data_dir
+    else:
+        root, files, images = path.parent, {"train": path}, coco_json_images(path, data_dir)
+    classes, splits, problems = None, {}, []
+    for split in (name for name in SPLIT_NAMES if name in files):
+        names, raw, found = read_coco_raw(files[split], coco_images_folder(root, files[split], images))
+        _same_classes(classes, names, files[split])
+        classes, splits[split] = names, raw
+        problems += found
+    source = str(files["train"]) if len(files) == 1 else str(root)
+    return RawDataset("coco", classes, splits, source, tuple(problems))
+
+
+# ── the table ─────────────────────────────────────────────────────────────────────────────────────────────────────
+FORMATS: dict[str, Format] = {
+    "yolo": Format(
+        "yolo",
+        (".yaml", ".yml"),
+        holds=lambda folder: (folder / "data.yaml").is_file(),
+        ignore_regions=False,
+        load=lambda path, image_size, **_: load_yolo(path, image_size),
+        lint=lambda path, **_: lint_yolo(path),
+        read_raw=lambda path, **_: read_yolo_raw(path),
+        write=write_yolo,
+    ),
+    "coco": Format(
+        "coco",
+        (".json",),
+        holds=lambda folder: bool(coco_split_files(folder)),
+        ignore_regions=True,
+        load=_load_coco,
+        lint=_lint_coco,
+        read_raw=_read_coco_raw,
+        write=write_coco,
+    ),
+    "voc": Format(
+        "voc",
+        (),
+        holds=_has_voc_xml,
+        ignore_regions=True,
+        load=lambda path, image_size, *, seed, val_fraction, **_: load_voc(
+            path, image_size, seed=seed, val_fraction=val_fraction
+        ),
+        lint=lambda path, **_: lint_voc(path),
+        read_raw=lambda path, *, seed, val_fraction, **_: read_voc_raw(path, seed=seed, val_fraction=val_fraction),
+        write=write_voc,
+    ),
+}

@@ -1,0 +1,195 @@
+"""The reading kit: what the YOLO, COCO and Pascal VOC readers (convscope.data.detection.yolo, .coco, .voc) share.
+
+Text files (label files, data.yaml, COCO JSON, class lists) are read as editors save them: `read_text` drops a UTF-8
+byte-order mark and decodes UTF-16 with a BOM (Windows Notepad's "Unicode"). Images are decoded by `decode_image`
+(format allowlist, EXIF orientation, bombs refused: convscope.data.images) on `reader_threads()` threads. What reading
+one image and its labels gave is an `ImageResult`; a split's results become its letterboxed array (`compact`) or, for
+`convscope detect convert`, its `RawImage`s (`raw_images`). The lint's conventions are those of
+convscope.data.detection.boxes (LabelProblem, lint_summary).
+"""
+
+from __future__ import annotations
+
+import codecs
+import errno
+import logging
+import math
+import os
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from convscope.data.detection.boxes import (
+    DUPLICATE_IOU,
+    Boxes,
+    DetectionDataset,
+    DetectionSplit,
+    LabelProblem,
+    RawImage,
+    lint_summary,
+)
+from convscope.data.images import open_image, to_array
+from convscope.errors import DataError
+
+log = logging.getLogger(__name__)
+SHOWN_PROBLEMS = 5  # problems quoted in an error message
+
+
+# ── files and names ───────────────────────────────────────────────────────────────────────────────────────────────
+def read_text(path: Path) -> str:
+    """A text file as people save it: UTF-8 (a byte-order mark dropped) or UTF-16 with its BOM.
+
+    Line ends stay as they are (str.splitlines, YAML and JSON all take CRLF). OSError when the file cannot be read,
+    UnicodeDecodeError when it is not such text.
+    """
+    if not stat.S_ISREG(os.stat(path).st_mode):  # a named pipe would block the read forever
+        raise OSError(
+            errno.EINVAL, "not a regular file (a folder, named pipe, device or socket); it was not opened", str(path)
+        )
+    raw = Path(path).read_bytes()
+    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return raw.decode("utf-16")  # the BOM says the byte order and is dropped
+    return raw.decode("utf-8-sig")
+
+
+def child_folder(root: Path, *names: str) -> Path | None:
+    """The first of `root`'s folders named one of `names`, case ignored (Annotations, annotations, …), or None."""
+    wanted = [name.lower() for name in names]
+    try:
+        found = {p.name.lower(): p for p in sorted(Path(root).iterdir()) if p.is_dir()}
+    except OSError:
+        return None
+    return next((found[name] for name in wanted if name in found), None)
+
+
+def shown_path(path: Path, base: Path) -> str:
+    """`path` relative to the dataset folder when it is inside it (shorter messages), else as it is."""
+    try:
+        return path.relative_to(base).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def finite_number(text: str) -> float | None:
+    """The number a label file or XML tag writes, or None when it is not a finite number."""
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def check_image_size(image_size: int) -> None:
+    """A DataError unless `image_size` (the letterboxed side S, pixels) is a positive integer."""
+    if not isinstance(image_size, int | np.integer) or isinstance(image_size, bool) or image_size < 1:
+        raise DataError(f"image_size must be a positive number of pixels. Received: {image_size!r}")
+
+
+# ── boxes ─────────────────────────────────────────────────────────────────────────────────────────────────────────
+def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """IoU of one xyxy box (4) with each of boxes (n×4); any consistent unit."""
+    ix = np.clip(np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]), 0, None)
+    iy = np.clip(np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]), 0, None)
+    inter = ix * iy
+    union = (box[2] - box[0]) * (box[3] - box[1]) + (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) - inter
+    return inter / np.maximum(union, 1e-12)
+
+
+def first_duplicate(box: np.ndarray, cls: int, kept: list[tuple[np.ndarray, int, object]]) -> tuple[object, float]:
+    """(where, IoU) of the first kept box of class `cls` overlapping `box` more than DUPLICATE_IOU, else (None, 0)."""
+    same = [(b, where) for b, c, where in kept if c == cls]
+    if not same:
+        return None, 0.0
+    ious = _iou(box, np.stack([b for b, _ in same]))
+    hits = np.flatnonzero(ious > DUPLICATE_IOU)
+    return (same[hits[0]][1], float(ious[hits[0]])) if hits.size else (None, 0.0)
+
+
+def to_boxes(rows: list[tuple[np.ndarray, int]], scale_xy: tuple[float, float], pad: tuple[int, int], size: float):
+    """Boxes from (xyxy, class) rows: x' = x·scale_x + pad_x, clipped to [0, size]."""
+    if not rows:
+        return Boxes.empty()
+    xyxy = np.stack([b for b, _ in rows]).astype(np.float64)
+    xyxy = xyxy * np.array([*scale_xy, *scale_xy]) + np.array([*pad, *pad])
+    return Boxes(np.clip(xyxy, 0, size).astype(np.float32), np.array([c for _, c in rows], dtype=np.int64))
+
+
+# ── images ────────────────────────────────────────────────────────────────────────────────────────────────────────
+def decode_image(path: Path) -> np.ndarray:
+    """uint8 H×W×3; a DataError without the path prefix when the file cannot be read."""
+    try:
+        return to_array(open_image(path), 3)
+    except DataError as err:
+        raise DataError(str(err).removeprefix(f"{path}: ")) from None
+    except (OSError, ValueError) as err:  # a mode Pillow cannot convert
+        raise DataError(f"cannot convert to RGB ({err})") from None
+
+
+def reader_threads() -> int:
+    return min(8, os.cpu_count() or 1)  # Pillow releases the GIL while decoding and resizing
+
+
+@dataclass
+class ImageResult:
+    """What reading one image and its labels gave (the pixels go straight into the split's array)."""
+
+    boxes: Boxes | None  # None: the image is left out
+    problems: list[LabelProblem]
+    polygons: list[tuple[str, int]] = field(default_factory=list)  # YOLO: (label file, line) of polygon rows
+    crowds: Boxes | None = None  # COCO iscrowd / VOC difficult regions (ignore regions for scoring)
+    size: tuple[int, int] = (0, 0)  # width, height of the decoded image, before letterboxing
+    clipped: list[tuple[str, int | None]] = field(default_factory=list)  # VOC: (XML file, line) of clipped boxes
+
+
+def raw_images(paths: list[Path], names: list[str], results: list[ImageResult]) -> tuple[RawImage, ...]:
+    """The kept images of a split read with image_size None (boxes in original pixels) as RawImages."""
+    return tuple(
+        RawImage(path, name, *result.size, result.boxes, result.crowds or Boxes.empty())
+        for path, name, result in zip(paths, names, results, strict=True)
+        if result.boxes is not None
+    )
+
+
+def compact(out: np.ndarray, results: list[ImageResult]) -> tuple[np.ndarray, list[int]]:
+    """Move the kept images to the front of `out` (N×S×S×3, in place: no second copy) → (their array, indices)."""
+    kept = [i for i, result in enumerate(results) if result.boxes is not None]
+    for dst, src in enumerate(kept):
+        if dst != src:
+            out[dst] = out[src]
+    return out[: len(kept)], kept
+
+
+# ── how a reader ends ─────────────────────────────────────────────────────────────────────────────────────────────
+def no_training_data(where: Path, problems: list[LabelProblem], found: str) -> DataError:
+    """The error for a training split with nothing usable, quoting the lint summary and the first problems."""
+    problems = [problem for problem in problems if not problem.is_note]
+    if not problems:
+        return DataError(f"{where}: expected training images with at least one box, found {found}")
+    first = "; ".join(map(str, problems[:SHOWN_PROBLEMS])) + ("; …" if len(problems) > SHOWN_PROBLEMS else "")
+    return DataError(
+        f"{where}: expected training images with at least one box, found {found}; "
+        f"{len(problems)} label problem(s): {lint_summary(problems)} (first: {first})"
+    )
+
+
+def loaded_dataset(
+    source: Path, name: str, classes: tuple[str, ...], splits: dict[str, DetectionSplit], problems
+) -> DetectionDataset:
+    """The dataset a reader loaded, after one warning with the label problems it dropped (counted by kind) and one
+    per note: how every detection reader (YOLO, VOC) ends."""
+    problems = tuple(problems)
+    if dropped := [problem for problem in problems if not problem.is_note]:
+        log.warning("%s: %d label problem(s): %s", source, len(dropped), lint_summary(dropped))
+    for note in (problem for problem in problems if problem.is_note):
+        log.warning("%s: %s", source, note.message)
+    return DetectionDataset(
+        name=name,
+        classes=classes,
+        train=splits["train"],
+        val=splits.get("val"),
+        test=splits.get("test"),
+        source=str(source),
+        problems=problems,
+    )
