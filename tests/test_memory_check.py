@@ -9,9 +9,10 @@ import pytest
 
 from convscope import memory
 from convscope.errors import SpecError
-from convscope.memory import available_memory, check_training_memory, human_bytes, training_memory
+from convscope.memory import available_memory, check_training_memory, training_memory
 from convscope.shapes import MAX_LAYER_PARAMS, infer
 from convscope.spec import Conv, Dense, GlobalPool, NetSpec, Pool, load_spec
+from convscope.summary import human_bytes
 
 CASES = (Path(__file__).resolve().parents[1] / "../shared/cases/specs").resolve()
 needs_cases = pytest.mark.skipif(not CASES.is_dir(), reason=f"{CASES} (the shared case files) is not here")
@@ -106,6 +107,7 @@ def test_human_bytes():
         "74.9 GiB",
         "3.0 TiB",
     ]
+    assert human_bytes(193536, significant=3) == "189 KiB"  # as the summary and export show sizes
 
 
 @needs_cases

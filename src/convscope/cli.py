@@ -11,12 +11,12 @@ import sys
 from rich.console import Console
 
 from convscope.errors import ConvscopeError, PeerFailed, SpecError
-from convscope.memory import available_memory, human_bytes, training_memory
+from convscope.memory import available_memory, training_memory
 from convscope.presets import get_preset, preset_names, resolve_spec
 from convscope.shapes import infer
 from convscope.signals import StopRequest
-from convscope.spec import parse_shape, shown
-from convscope.summary import formula_lines, summary_table, totals_lines
+from convscope.spec import PADDING_WORDS, POOL_KINDS, parse_shape, shown
+from convscope.summary import formula_lines, human_bytes, summary_table, totals_lines
 
 EXIT_USAGE = 2
 
@@ -91,22 +91,33 @@ def cmd_presets(args: argparse.Namespace) -> None:
 EXPLAIN_MAX = 1024  # explain is read by people: no side, window, stride or padding beyond this (and no huge arrays)
 
 
+def _hw_arg(text: str, smallest: int) -> tuple[int, int] | None:
+    """'3' -> (3, 3); '3x5' or '3×5' -> (3, 5); None unless each is an integer in [smallest, EXPLAIN_MAX]."""
+    parts = [p.strip() for p in text.lower().replace("×", "x").split("x")]
+    if len(parts) not in (1, 2) or not all(_is_count(p) for p in parts):
+        return None
+    values = [int(p) for p in parts]
+    return (values[0], values[-1]) if all(smallest <= v <= EXPLAIN_MAX for v in values) else None
+
+
+def _is_count(text: str) -> bool:
+    """Decimal digits int() reads ('²' is a digit it refuses), 18 at most: longer ones are outside any range here,
+    and int() refuses more than 4,300."""
+    return text.isdecimal() and len(text) <= 18
+
+
 def _pair_arg(text: str, what: str) -> tuple[int, int]:
     """'3' -> (3, 3); '3x5' -> (3, 5); each in [1, EXPLAIN_MAX]."""
-    parts = text.lower().replace("×", "x").split("x")
-    if len(parts) in (1, 2) and all(p.strip().isdigit() and 0 < int(p) <= EXPLAIN_MAX for p in parts):
-        values = [int(p) for p in parts]
-        return (values[0], values[-1])
+    if pair := _hw_arg(text, 1):
+        return pair
     raise SpecError(f"{what} must be an integer in [1, {EXPLAIN_MAX}] or H×W like 3x5. Received: {shown(text, 40)}")
 
 
 def _padding_arg(text: str) -> str | tuple[int, int]:
-    if text in ("valid", "same"):
+    if text in PADDING_WORDS:
         return text
-    parts = text.lower().replace("×", "x").split("x")
-    if len(parts) in (1, 2) and all(p.strip().isdigit() and int(p) <= EXPLAIN_MAX for p in parts):
-        values = [int(p) for p in parts]
-        return (values[0], values[-1])
+    if pair := _hw_arg(text, 0):
+        return pair
     raise SpecError(
         f"--padding must be valid, same, an integer in [0, {EXPLAIN_MAX}] or H×W like 1x2. Received: {shown(text, 40)}"
     )
@@ -116,7 +127,7 @@ def _position_arg(text: str | None) -> tuple[int, int] | None:
     if text is None:
         return None
     parts = text.replace(" ", "").split(",")
-    if len(parts) == 2 and all(p.isdigit() and len(p) <= 18 for p in parts):  # longer: outside any map (and past int())
+    if len(parts) == 2 and all(_is_count(p) for p in parts):
         return (int(parts[0]), int(parts[1]))
     raise SpecError(f"--at must be ROW,COLUMN of the output (counting from 0), e.g. 4,7. Received: {shown(text, 40)}")
 
@@ -157,7 +168,7 @@ def _add_explain(sub) -> None:
         default="edge-x",
         help="conv: edge-x, edge-y, blur, sharpen, outline, emboss, identity, or numbers '1 0 -1; 2 0 -2; 1 0 -1'",
     )
-    p.add_argument("--kind", default="max", choices=["max", "min", "avg"], help="pool: the reduction (default max)")
+    p.add_argument("--kind", default="max", choices=POOL_KINDS, help="pool: the reduction (default max)")
     p.add_argument("--size", default="2", metavar="K", help="pool: window size, K or H×W (default 2)")
     p.add_argument(
         "--stride", metavar="S", help="step of the window, S or H×W (default: 1 for conv, the size for pool)"
@@ -241,11 +252,11 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     except ConvscopeError as err:
         rank = os.environ.get("RANK", "0")
-        if rank != "0" and hasattr(err, "exit_code"):  # stopped by a signal: rank 0 says where the run was saved
+        if rank != "0" and err.outcome:  # e.g. stopped by a signal: rank 0 says where the run was saved
             return err.exit_code
         where = f"rank {rank}: " if rank != "0" else ""
-        print(f"convscope: {where}{'' if hasattr(err, 'exit_code') else 'error: '}{err}", file=sys.stderr)
-        return getattr(err, "exit_code", EXIT_USAGE)
+        print(f"convscope: {where}{'' if err.outcome else 'error: '}{err}", file=sys.stderr)
+        return err.exit_code
     except BrokenPipeError:  # output piped into `head` and the like: stop quietly
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - so the interpreter's final flush cannot fail again
         return 0

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from convscope.cli_args import add_config_flags, add_device_flag, add_process_flags, config_settings, float_in, int_in
-from convscope.errors import ConvscopeError, DataError
+from convscope.errors import DataError, LintProblems
 from convscope.recipes import RECIPES
 from convscope.run import DETECTIONS
 
@@ -24,12 +24,6 @@ images/SPLIT/) and voc (Annotations/, JPEGImages/, ImageSets/Main/). Boxes stay 
 pixels: within half a pixel), classes keep their order, splits are kept, images are copied unchanged. Rows the lint
 drops are not written (`convscope detect lint SRC` lists them). YOLO has no ignore regions: COCO crowds and VOC
 difficult objects are left out when converting to it. OUT must be new or empty; a failure leaves nothing there."""
-
-
-class LintProblems(ConvscopeError):
-    """`convscope detect lint` found label problems: the CLI prints the summary as one line and exits 1."""
-
-    exit_code = 1
 
 
 # The settings `detect train` has flags for; the others come from the model's recipe, then TrainConfig's defaults.

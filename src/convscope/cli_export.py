@@ -26,5 +26,6 @@ def cmd_export(args: argparse.Namespace, console: Console) -> None:
     from convscope.summary import human_bytes
 
     result = export(args.run_dir, args.format, args.out)
-    console.print(f"wrote {result.path} ({human_bytes(result.size)}, {result.format}) and {result.sidecar.name}")
+    size = human_bytes(result.size, significant=3)
+    console.print(f"wrote {result.path} ({size}, {result.format}) and {result.sidecar.name}")
     console.print(f"max abs diff vs eager: {result.max_abs_diff:.3g} (allowed {TOLERANCE:g})")

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from convscope.cli_args import add_config_flags, add_device_flag, add_process_flags, config_settings, int_in
-from convscope.errors import ConfigError, DataError
+from convscope.errors import ConfigError, DataError, SomeImagesFailed
 from convscope.recipes import TRANSFER as TRANSFER_DEFAULTS
 
 # The settings `transfer` has flags for; the others keep recipes.TRANSFER, then TrainConfig's defaults.
@@ -246,7 +246,7 @@ def cmd_evaluate(args: argparse.Namespace, console: Console) -> None:
 def cmd_predict(args: argparse.Namespace, console: Console) -> None:
     """Predictions on stdout; one line per unreadable image on stderr ("convscope: PATH: reason"), then exit status 1
     when some images failed (SomeImagesFailed) or 2 when all did (see the parser's epilog)."""
-    from convscope.classify.predict import SomeImagesFailed, predict, predict_imagenet
+    from convscope.classify.predict import predict, predict_imagenet
 
     if args.base:
         results = predict_imagenet(args.base, args.items, args.top_k or 5)

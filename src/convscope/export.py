@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from convscope.errors import ConvscopeError
+from convscope.errors import ExportError
 from convscope.onnx_model import onnx_input, onnx_session, read_json, sidecar_path
 from convscope.run import EXPORT, Run, load_predictor, load_run
 
@@ -57,10 +57,6 @@ OUTPUTS = {
     "heatmap/size/offset maps": "N×(K+4)×h×w: K centre-heatmap logits, box width and height in input pixels, "
     "centre offset within the cell",
 }
-
-
-class ExportError(ConvscopeError):
-    """An exported model that does not compute what the PyTorch model computes (it is not written)."""
 
 
 @dataclass(frozen=True)

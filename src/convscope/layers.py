@@ -21,7 +21,18 @@ from torch import Tensor, nn
 
 from convscope.errors import DataError, SpecError
 from convscope.shapes import padding_2d
-from convscope.spec import ACTIVATIONS, POOL_KINDS, Padding, Pair, padding_text, pair_text, shape_text, stride_text
+from convscope.spec_layers import (
+    ACTIVATIONS,
+    POOL_KINDS,
+    Padding,
+    Pair,
+    as_padding,
+    as_pair,
+    padding_text,
+    pair_text,
+    shape_text,
+    stride_text,
+)
 
 _ACTIVATIONS = {
     "relu": nn.ReLU,
@@ -72,7 +83,7 @@ class Conv2d(nn.Module):
     ):
         super().__init__()
         self.in_channels, self.filters = in_channels, filters
-        self.size, self.stride, self.padding = _pair(size), _pair(stride), _padding(padding)
+        self.size, self.stride, self.padding = as_pair(size), as_pair(stride), as_padding(padding)
         self.weight = nn.Parameter(torch.empty(filters, in_channels, *self.size))
         self.bias = nn.Parameter(torch.empty(filters)) if bias else None
         self.activation_name = activation
@@ -136,9 +147,9 @@ class Pool2d(nn.Module):
         if kind not in POOL_KINDS:
             raise SpecError(f"pool kind must be one of {', '.join(POOL_KINDS)}. Received: {kind!r}")
         self.kind = kind
-        self.size = _pair(size)
-        self.stride = self.size if stride is None else _pair(stride)
-        self.padding = _padding(padding)
+        self.size = as_pair(size)
+        self.stride = self.size if stride is None else as_pair(stride)
+        self.padding = as_padding(padding)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 4:
@@ -210,14 +221,6 @@ def _pads(x: torch.Tensor, size: Pair, stride: Pair, padding: Padding, who: str)
             f" ({h + top + bottom}×{w + left + right} with padding)"
         )
     return top, bottom, left, right
-
-
-def _pair(value: int | Pair) -> Pair:
-    return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
-
-
-def _padding(padding: int | Padding) -> Padding:
-    return padding if isinstance(padding, str) else _pair(padding)
 
 
 class MirrorAverage(nn.Module):

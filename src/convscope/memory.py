@@ -21,6 +21,7 @@ from pathlib import Path
 from convscope.errors import ConfigError, SpecError
 from convscope.shapes import LayerInfo, ShapeReport, infer
 from convscope.spec import NetSpec
+from convscope.summary import human_bytes
 
 FLOAT_BYTES = 4
 STATE_COPIES = 4  # weights, gradients, two Adam moments
@@ -38,14 +39,6 @@ def parse_bytes(text: str, key: str = "size") -> int:
     if not match or unit not in UNITS or float(match.group(1)) * UNITS[unit] >= 2**63:
         raise ConfigError(f"{key} must be a size such as 6GiB, 500MB or 0. Received: {text[:40]!r}")
     return int(float(match.group(1)) * UNITS[unit])
-
-
-def human_bytes(n: float) -> str:
-    """39728447488 -> '37.0 GiB'; 1536 -> '1.5 KiB'; one decimal, binary units."""
-    for scale, name in ((2**40, "TiB"), (2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
-        if n >= scale:
-            return f"{n / scale:,.1f} {name}"
-    return f"{n:.0f} B"
 
 
 @dataclass(frozen=True)

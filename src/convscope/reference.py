@@ -24,10 +24,7 @@ import numpy as np
 
 from convscope.errors import DataError
 from convscope.shapes import padding_2d
-from convscope.spec import shape_text
-
-Pair = tuple[int, int]
-POOL_KINDS = ("max", "min", "avg")
+from convscope.spec_layers import POOL_KINDS, Pair, as_padding, as_pair, shape_text
 
 
 def pad(x: np.ndarray, pads: tuple[int, int, int, int], value: float = 0.0) -> np.ndarray:
@@ -56,7 +53,7 @@ def window(xpad: np.ndarray, i: int, j: int, size: int | Pair, stride: int | Pai
     array([[ 8.,  9.],
            [12., 13.]])
     """
-    (kh, kw), (sh, sw) = _pair(size), _pair(stride)
+    (kh, kw), (sh, sw) = as_pair(size), as_pair(stride)
     return xpad[i * sh : i * sh + kh, j * sw : j * sw + kw]
 
 
@@ -124,7 +121,7 @@ def pool2d(
         raise DataError(f"pool2d: kind must be one of {', '.join(POOL_KINDS)}. Received: {kind!r}")
     x = _feature_map(x, "pool2d")
     stride = size if stride is None else stride
-    (kh, kw), (top, _, left, _) = _pair(size), padding_amounts(x.shape[:2], size, stride, padding)
+    (kh, kw), (top, _, left, _) = as_pair(size), padding_amounts(x.shape[:2], size, stride, padding)
     if top >= kh or left >= kw:
         raise DataError(f"pool2d: padding of {top}×{left} leaves whole {kh}×{kw} windows with no real value to pool")
     if kind == "avg":
@@ -165,12 +162,12 @@ def padding_amounts(
     >>> padding_amounts((4, 4), size=3, stride=2, padding="same")   # 1 in total: it goes bottom/right
     (0, 1, 0, 1)
     """
-    return padding_2d(hw, _pair(size), _pair(stride), _padding(padding))
+    return padding_2d(hw, as_pair(size), as_pair(stride), as_padding(padding))
 
 
 def _pad_for_windows(x, size, stride, padding, value, who) -> tuple[np.ndarray, Pair]:
     """The padded input and the output (Ho, Wo); a DataError when the window does not fit."""
-    (kh, kw), (sh, sw) = _pair(size), _pair(stride)
+    (kh, kw), (sh, sw) = as_pair(size), as_pair(stride)
     top, bottom, left, right = padding_amounts(x.shape[:2], (kh, kw), (sh, sw), padding)
     xpad = pad(x, (top, bottom, left, right), value)
     if xpad.shape[0] < kh or xpad.shape[1] < kw:
@@ -187,11 +184,3 @@ def _feature_map(x, who: str) -> np.ndarray:
     if x.ndim != 3:
         raise DataError(f"{who}: expected a feature map of shape (H, W, C). Received shape {x.shape}")
     return x
-
-
-def _pair(value: int | Pair) -> Pair:
-    return (value, value) if isinstance(value, int) else (value[0], value[1])
-
-
-def _padding(padding: str | int | Pair) -> str | Pair:
-    return padding if isinstance(padding, str) else _pair(padding)

@@ -10,6 +10,7 @@ networks with them.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
@@ -48,13 +49,23 @@ def is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def as_pair(value: int | Sequence[int]) -> Pair:
+    """A size, stride or padding as (h, w): 3 -> (3, 3), [3, 5] -> (3, 5). Normalises only; the spec's layers check
+    their values when they are created."""
+    return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
+
+
+def as_padding(padding: int | Sequence[int] | str) -> Padding:
+    """'valid' and 'same' as they are; an int or an (h, w) pair as as_pair gives it."""
+    return padding if isinstance(padding, str) else as_pair(padding)
+
+
 def _pair(kind: str, key: str, value: Any, minimum: int) -> Pair:
     """An int or an (h, w) pair of ints >= minimum, as a pair."""
-    if is_int(value):
-        value = (value, value)
-    if isinstance(value, list | tuple) and len(value) == 2 and all(is_int(v) for v in value):
-        if min(value) >= minimum:
-            return (value[0], value[1])
+    if is_int(value) or (isinstance(value, list | tuple) and len(value) == 2 and all(is_int(v) for v in value)):
+        pair = as_pair(value)
+        if min(pair) >= minimum:
+            return pair
     words = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
     raise _invalid(kind, key, f"{words} or a pair [h, w] of them", value)
 

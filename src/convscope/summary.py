@@ -25,11 +25,13 @@ def human(n: float, unit: str = "") -> str:
     return f"{n:g} {unit}".rstrip()
 
 
-def human_bytes(n: int) -> str:
-    for scale, name in ((2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
+def human_bytes(n: float, significant: int | None = None) -> str:
+    """Bytes in binary units, one decimal: 39728447488 -> '37.0 GiB', 1536 -> '1.5 KiB', 512 -> '512 B'. With
+    `significant` digits instead, as the summary shows its sizes: human_bytes(193536, significant=3) -> '189 KiB'."""
+    for scale, name in ((2**40, "TiB"), (2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
         if n >= scale:
-            return f"{n / scale:.3g} {name}"
-    return f"{n} B"
+            return f"{n / scale:.{significant}g} {name}" if significant else f"{n / scale:,.1f} {name}"
+    return f"{n:.0f} B"
 
 
 # (header, alignment) of the summary's columns; the CLI table and the HTML report both use them.
@@ -73,10 +75,11 @@ def summary_table(report: ShapeReport, title: str) -> Table:  # noqa: F821
 
 
 def totals_lines(report: ShapeReport) -> list[str]:  # noqa: F821
+    memory = human_bytes(report.activation_bytes, significant=3)
     return [
         f"Total params: {report.params:,}",
         f"Multiply-adds per image: {report.macs:,} ({human(report.macs)})",
-        f"Activation memory per image (float32, input and every layer output): {human_bytes(report.activation_bytes)}",
+        f"Activation memory per image (float32, input and every layer output): {memory}",
     ]
 
 

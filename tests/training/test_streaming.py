@@ -7,9 +7,10 @@ import pytest
 from helpers import make_folder
 from safetensors.torch import load_file
 
+from convscope.errors import Interrupted
 from convscope.signals import StopRequest
 from convscope.tasks.train import train
-from convscope.training.callbacks import Callback, Interrupted
+from convscope.training.callbacks import Callback
 
 
 @pytest.fixture(scope="module")

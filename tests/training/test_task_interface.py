@@ -10,11 +10,12 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from convscope.config import TrainConfig
+from convscope.errors import Interrupted
 from convscope.preprocess import normalise, run_stats, to_tensor
 from convscope.run import DataInfo, Run
 from convscope.signals import StopRequest
 from convscope.spec import Conv, Dense, GlobalPool, NetSpec
-from convscope.training.callbacks import Callback, Interrupted
+from convscope.training.callbacks import Callback
 from convscope.training.task import Task
 from convscope.training.trainer import Trainer
 

@@ -15,11 +15,10 @@ from pathlib import Path
 from convscope.api.progress import EpochBars
 from convscope.api.run import Run
 from convscope.config import TrainConfig
-from convscope.errors import CheckpointError, ConfigError
+from convscope.errors import CheckpointError, ConfigError, Interrupted
 from convscope.run import CHECKPOINT, CONFIG, RESULTS, load_run
 from convscope.spec import NetSpec
 from convscope.tasks import train as loop
-from convscope.training.callbacks import Interrupted
 from convscope.training.checkpoints import CHANGEABLE, is_finished, resumed_config
 
 log = logging.getLogger("convscope.train")

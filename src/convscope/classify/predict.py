@@ -21,13 +21,6 @@ from convscope.run import Run, classifier_run, load_predictor
 from convscope.show import Picture, new_figure, png_bytes
 
 
-class SomeImagesFailed(DataError):
-    """Some of the images could not be predicted (each is named on its own), the others were: the CLI exits with
-    `exit_code` 1, keeping 2 for "nothing could be predicted" and usage errors."""
-
-    exit_code = 1
-
-
 @dataclass(frozen=True)
 class Prediction:
     path: str

@@ -33,7 +33,7 @@ from convscope.data.dataset import AnySplit, Dataset, Skipped, Split, check_not_
 from convscope.data.stream import FileSplit, check_headers, default_workers, file_split
 from convscope.data.stream import decode_into as _decode_into  # by this name: tests count the decodes through it
 from convscope.errors import DataError
-from convscope.memory import human_bytes
+from convscope.summary import human_bytes
 
 log = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]  # (images read so far, images in all), called from the loading thread

@@ -1,5 +1,6 @@
 """A spec's `base` layer as a torch module: a pretrained feature extractor, frozen or with its top blocks trainable.
 
+>>> import torch
 >>> from convscope.spec import Base
 >>> base = build_base(Base("efficientnet-lite0", weights="none"))
 >>> base(torch.zeros(1, 3, 96, 96)).shape                 # ⌈96 / 32⌉ = 3

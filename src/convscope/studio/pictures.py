@@ -20,6 +20,7 @@ from PIL import Image
 
 from convscope.data.images import SAMPLE_PHOTOS, open_image, sample_photo
 from convscope.errors import DataError
+from convscope.spec import POOL_KINDS
 
 SAMPLES = tuple(SAMPLE_PHOTOS)
 SHOWN = 224  # pixels: pictures are enlarged by a whole factor to at least this side
@@ -177,7 +178,7 @@ def explain(request: dict[str, Any]) -> dict[str, Any]:
         if kernel.ndim != 2 or not 1 <= kernel.shape[0] == kernel.shape[1] <= 7 or not np.isfinite(kernel).all():
             raise DataError(f"the filter must be a square of numbers, 1×1 to 7×7. Received shape {kernel.shape}")
         walk = explain_conv(x, kernel, request["stride"], padding, (0, 0))
-    elif request["kind"] in ("max", "avg", "min"):
+    elif request["kind"] in POOL_KINDS:
         walk = explain_pool(x, request["kind"], request["window"], request["stride"], padding, (0, 0))
     else:
         raise DataError(f"kind must be conv, max, avg or min. Received: {request['kind'][:20]!r}")

@@ -12,16 +12,12 @@ import re
 from pathlib import Path
 from typing import Any
 
-from convscope.errors import ConvscopeError
+from convscope.errors import ConvscopeError, RunNotFound
 from convscope.run import CHECKPOINT, CONFIG, RESULTS, load_run, training_alive
 from convscope.tasks import task_of
 
 NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,254}")
 PICTURES = ("curves.png", "confusion.png", "wrong.png", "pr_curves.png", "predictions.png")  # the report's
-
-
-class RunNotFound(LookupError):
-    """No run of that name inside the runs folder (answered with 404)."""
 
 
 def run_folder(runs_dir: Path, name: str) -> Path:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from convscope.config import TrainConfig
-from convscope.errors import ConfigError, ConvscopeError, SpecError
+from convscope.errors import ConfigError, ConvscopeError, Interrupted, SpecError
 from convscope.files import atomic_write_text, remove_temp_files
 from convscope.memory import check_training_memory
 from convscope.presets import preset_names, resolve_spec
@@ -39,7 +39,7 @@ from convscope.shapes import infer
 from convscope.signals import StopRequest
 from convscope.spec import NetSpec
 from convscope.tasks import task_for, task_of
-from convscope.training.callbacks import Interrupted, data_progress
+from convscope.training.callbacks import data_progress
 from convscope.training.checkpoints import CHANGEABLE, check_format, finished_message, is_finished, resumed_config
 from convscope.training.distributed import Group
 from convscope.training.trainer import Trainer, set_threads

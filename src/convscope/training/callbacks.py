@@ -1,21 +1,11 @@
-"""How a front end follows training (Callback), how training says it was stopped (Interrupted), and the data
-loader's progress passed on to the callbacks."""
+"""How a front end follows training (Callback), and the data loader's progress passed on to the callbacks. How
+training says it was stopped is convscope.errors.Interrupted."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from convscope.errors import ConvscopeError
 from convscope.run import Run
-
-
-class Interrupted(ConvscopeError):
-    """SIGINT / SIGTERM: training stopped at the end of a batch and saved; `exit_code` is 130 or 143. `stopped`:
-    where it stopped, without advice; `path`: the run folder that resumes it (None when nothing was saved)."""
-
-    def __init__(self, message: str, exit_code: int, stopped: str = "", path=None):
-        super().__init__(message)
-        self.exit_code, self.stopped, self.path = exit_code, stopped or message, path
 
 
 class Callback:

@@ -16,16 +16,8 @@ import signal
 from pathlib import Path
 
 from convscope.config import TrainConfig
-from convscope.errors import ConvscopeError
+from convscope.errors import ConvscopeError, WorkersFailed
 from convscope.run import CHECKPOINT, RunLock, new_run_folder, remove_unfinished
-
-
-class WorkersFailed(ConvscopeError):
-    """The processes --nproc started did not all finish: `exit_code` is the first failed rank's (130/143: a signal)."""
-
-    def __init__(self, message: str, exit_code: int):
-        super().__init__(message)
-        self.exit_code = exit_code
 
 
 def launch(argv: list[str], nproc: int, max_restarts: int, config: TrainConfig | None) -> None:

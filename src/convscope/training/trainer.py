@@ -28,12 +28,12 @@ import torch
 from convscope.builder import build
 from convscope.config import FINETUNE_LR_SCALE, TrainConfig
 from convscope.device import autocast, needs_grad_scaler, resolve_device
-from convscope.errors import TrainingError
+from convscope.errors import Interrupted, TrainingError
 from convscope.files import atomic_write_text
 from convscope.pretrained.bases import BaseNet
 from convscope.run import CHECKPOINT, LOG, RESULTS, Run
 from convscope.signals import StopRequest
-from convscope.training.callbacks import Interrupted, data_progress
+from convscope.training.callbacks import data_progress
 from convscope.training.checkpoint_file import read_checkpoint
 from convscope.training.checkpoints import Checkpointing
 from convscope.training.distributed import Group, batches_per_epoch, check_world_size, rank_seed, shard
