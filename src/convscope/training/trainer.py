@@ -26,13 +26,13 @@ import numpy as np
 import torch
 
 from convscope.builder import build
-from convscope.config import FINETUNE_LR_SCALE, TrainConfig
+from convscope.config import TrainConfig
 from convscope.device import autocast, needs_grad_scaler, resolve_device
 from convscope.errors import Interrupted, TrainingError
 from convscope.files import atomic_write_text
-from convscope.pretrained.bases import BaseNet
 from convscope.run import CHECKPOINT, LOG, RESULTS, Run
 from convscope.signals import StopRequest
+from convscope.training import phases
 from convscope.training.callbacks import data_progress
 from convscope.training.checkpoint_file import read_checkpoint
 from convscope.training.checkpoints import Checkpointing
@@ -94,7 +94,6 @@ class Trainer(Checkpointing):
             self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         if group.rank:  # the other ranks draw their own dropout masks
             torch.manual_seed(rank_seed(cfg.seed, group.rank))
-        self.base = self.model[0] if isinstance(self.model[0], BaseNet) else None
         self.scaler = torch.amp.GradScaler("cuda", enabled=needs_grad_scaler(self.device, cfg.precision))
         self.train_size = self.task.train_size
         self.total_epochs = cfg.epochs + cfg.finetune_epochs
@@ -130,29 +129,19 @@ class Trainer(Checkpointing):
         return self.group.main_first(read)
 
     def _enter_phase(self, phase: int, schedule: tuple[int, int] | None = None) -> None:
-        """Phase 1: a base (if any) frozen, the learning rate of the config. Phase 2: the base's last unfreeze_blocks
-        blocks train too, at a FINETUNE_LR_SCALE× smaller rate, with a schedule of its own.
-        `schedule`: (first epoch, epochs) of the learning-rate schedule; by default the whole phase."""
-        cfg = self.config
+        """A phase (training/phases.py) begins: its trainable layers, an optimizer over them and its learning-rate
+        schedule. `schedule`: (first epoch, epochs) of the schedule; by default the whole phase."""
         self.phase = phase
-        if self.base is not None:
-            self.base.set_trainable(0 if phase == 1 else cfg.unfreeze_blocks)
-            log.info("%s", self._phase_line())
-        self.optimizer = optimizer_for(self.model, cfg, self._phase_lr())
+        phases.enter(self.model, self.config, phase)
+        self.optimizer = optimizer_for(self.model, self.config, phases.learning_rate(self.config, phase))
         self.net = self.group.wrap(self.model)  # what trains: DDP over the parameters that train in this phase
-        self._new_schedule(*(schedule or ((0, cfg.epochs) if phase == 1 else (cfg.epochs, cfg.finetune_epochs))))
-
-    def _phase_line(self) -> str:
-        trainable, blocks = self.base.trainable_blocks, len(self.base.blocks)
-        return f"phase {self.phase}: {trainable} of the base's {blocks} blocks trainable"
-
-    def _phase_lr(self) -> float:
-        return self.config.learning_rate * (FINETUNE_LR_SCALE if self.phase == 2 else 1)
+        self._new_schedule(*(schedule or phases.schedule(self.config, phase)))
 
     def _new_schedule(self, first: int, epochs: int) -> None:
         """A learning-rate schedule over `epochs` epochs from epoch `first` (0-based) on the current optimizer."""
         self.schedule = (first, epochs)
-        self.scheduler = scheduler_for(self.optimizer, self.config, self.batches, epochs, self._phase_lr())
+        lr = phases.learning_rate(self.config, self.phase)
+        self.scheduler = scheduler_for(self.optimizer, self.config, self.batches, epochs, lr)
 
     # -- the loop -----------------------------------------------------------------------------------------------
     def fit(self, stop: StopRequest | None = None) -> Run:
@@ -204,8 +193,8 @@ class Trainer(Checkpointing):
                 log.info("%s", line)
         if self.resumed_at is not None:
             log.info("resuming %s at epoch %d, batch %d", self.run.path, self.resumed_at[0] + 1, self.resumed_at[1])
-        if self.base is not None:  # said again now that train.log is open (the phase began before it was)
-            log.info("%s", self._phase_line())
+        if line := phases.describe(self.model, self.phase):  # said again now that train.log is open
+            log.info("%s", line)
         self.task.log_data_notes()
 
     def _epochs(self) -> None:
