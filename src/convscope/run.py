@@ -7,7 +7,9 @@ runs/NAME/
   metrics.csv               one row per epoch          } copies of what the checkpoint holds, rewritten after
   weights/best.safetensors, weights/last.safetensors   } each checkpoint: readers always find complete files
   train.log, results.json   the log of every segment of training; the test results
-  evaluation.json           a classifier's test evaluation (confusion matrix, per class), saved when it is made
+  evaluation.json           a classifier's test evaluation (confusion matrix, per class), saved when it is made;
+  detection.json            a detector's (COCO mAP, per-class AP, precision–recall): both stamped with the sha256
+                            of weights/best.safetensors, so readers take them only while those weights are the same
   report.html, curves.png   the report and its pictures: a classifier's confusion.png, wrong.png, featuremaps/;
                             a detector's pr_curves.png, predictions.png, coco_eval.txt (pycocotools' summary)
   featuremaps/, detections/, export/   what `featuremaps`, `detect predict` and `export` write by default
@@ -21,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import fcntl
+import hashlib
 import json
 import math
 import os
@@ -36,7 +39,7 @@ import yaml
 
 from convscope.config import TrainConfig
 from convscope.errors import CheckpointError, OutputError
-from convscope.files import remove_temp_files
+from convscope.files import atomic_write_text, remove_temp_files
 from convscope.spec import NetSpec, load_spec
 from convscope.yamlfile import read_yaml
 
@@ -60,7 +63,8 @@ REPORT, CURVES, CONFUSION, WRONG, PR_CURVES, PREDICTIONS, COCO_EVAL = (
 )
 WEIGHTS, FEATUREMAPS, DETECTIONS, EXPORT = "weights", "featuremaps", "detections", "export"  # folders
 PATTERNS = "patterns"  # folder: the report's pictures of what filters look for (inspect.patterns)
-EVALUATION = "evaluation.json"  # a classifier's test evaluation: confusion matrix, per-class numbers (evaluation.py)
+EVALUATION = "evaluation.json"  # a classifier's test evaluation: confusion matrix, per-class numbers (classify/)
+DETECTION_EVALUATION = "detection.json"  # a detector's: COCO mAP, per-class AP, precision–recall curves (detect/)
 
 
 def weights_file(which: str) -> str:
@@ -371,3 +375,36 @@ def classifier_run(run: Run | str | Path, command: str) -> Run:
 
         raise SpecError(f"{run.path} is a detector: use convscope detect {command} {run.path} ...")
     return run
+
+
+def write_evaluation(run: Run, name: str, body: dict[str, Any]) -> None:
+    """Write a test evaluation of the run's best weights (EVALUATION, DETECTION_EVALUATION) as JSON, atomically,
+    stamped with those weights' sha256 (`read_evaluation` takes it back only while they are unchanged)."""
+    atomic_write_text(run.path / name, json.dumps({"weights_sha256": _best_weights_digest(run), **body}))
+
+
+def read_evaluation(run: Run, name: str) -> dict[str, Any] | None:
+    """The body `write_evaluation` wrote to `name`, or None when there is none or it is stale: written by an older
+    convscope (no stamp) or for other best weights (a resumed training replaced them). CheckpointError when the file
+    is damaged."""
+    path = run.path / name
+    if not path.is_file():
+        return None
+    try:
+        body = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{path}: damaged evaluation ({err})") from None
+    if not isinstance(body, dict):
+        raise CheckpointError(f"{path}: damaged evaluation (expected a mapping of names to values)")
+    stamp = body.pop("weights_sha256", None)
+    return body if stamp is not None and stamp == _best_weights_digest(run) else None
+
+
+def _best_weights_digest(run: Run) -> str | None:
+    """sha256 of weights/best.safetensors (what evaluate, predict and export use); None before there are any. A few
+    milliseconds for a small network, about 0.1 s per 100 MB."""
+    try:
+        with (run.weights / weights_file("best")).open("rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()
+    except FileNotFoundError:
+        return None

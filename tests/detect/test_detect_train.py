@@ -91,6 +91,32 @@ def test_evaluate_reproduces_the_test_numbers(run):
     assert metrics.map50_95 == pytest.approx(run.results()["test_map50_95"])
 
 
+def test_detect_evaluate_and_the_report_read_the_metrics_training_saved(run, monkeypatch, capsys):
+    from convscope.detect import evaluate as detection
+
+    assert main(["detect", "evaluate", str(run.path)]) == 0
+    scored = capsys.readouterr().out
+    computed = evaluate_detector(run.path)  # scored again, and saved again
+    saved = detection.saved_detection(run)
+    assert saved.map50 == pytest.approx(run.results()["test_map50"]) and saved.images == run.results()["test_images"]
+    assert saved.per_class_ap50.keys() == computed.per_class_ap50.keys() and saved.summary == computed.summary
+    curves = computed.precision[..., 0, -1]  # T×R×K: the precision–recall data the report draws
+    np.testing.assert_allclose(saved.precision[..., 0, -1], curves, atol=1e-5)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the test split was scored again")
+
+    monkeypatch.setattr(detection, "split_metrics", refuse)
+    assert main(["detect", "evaluate", str(run.path)]) == 0
+    assert capsys.readouterr().out == scored
+    assert main(["report", str(run.path)]) == 0 and "mAP@0.5" in (run.path / "report.html").read_text()
+    (run.path / "detection.json").write_text(json.dumps({"weights_sha256": "0" * 64}))  # other weights: scored
+    with pytest.raises(AssertionError, match="scored again"):
+        detection.detection_of(run)
+    monkeypatch.undo()
+    assert detection.detection_of(run).map50 == saved.map50 and detection.saved_detection(run) is not None
+
+
 def test_a_coco_folder_from_convert_trains_and_evaluates_like_its_source(run, scenes, tmp_path, capsys):
     from convscope.data.detection.convert import convert
     from convscope.data.detection.load import load_detection

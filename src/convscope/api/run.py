@@ -107,22 +107,21 @@ class Run(folder.Run):
 
     # -- verbs --------------------------------------------------------------------------------------------------------
     def evaluate(self, data=None, labels=None, data_dir: str | None = None):
-        """The test evaluation: the one saved by training (evaluation.json) when it exists, else computed once on the
-        run's test split and saved. With `data`: that dataset's test split (a name or folder, as `train` takes), or
-        NumPy images with their `labels` (`run.evaluate(x_test, y_test)` or `run.evaluate((x_test, y_test))`, as
-        `train` takes arrays; not saved). A classifier's Evaluation (accuracy, per-class table, confusion matrix) or
-        a detector's DetectionMetrics (COCO mAP). Raises DataError for data or arrays that cannot be used."""
+        """The test evaluation: the one training saved (evaluation.json, detection.json) while the best weights are
+        the ones it was made with, else computed once on the run's test split and saved. With `data`: that dataset's
+        test split (a name or folder, as `train` takes), or NumPy images with their `labels` (`run.evaluate(x_test,
+        y_test)` or `run.evaluate((x_test, y_test))`, as `train` takes arrays; not saved). A classifier's Evaluation
+        (accuracy, per-class table, confusion matrix) or a detector's DetectionMetrics (COCO mAP). Raises DataError
+        for data or arrays that cannot be used."""
         if labels is not None or isinstance(data, tuple | list | np.ndarray):
             return self._evaluate_arrays(data if labels is None else (data, labels))
-        if self.spec.is_detector:
-            from convscope.detect.evaluate import evaluate_detector
+        from convscope.tasks import DetectTask, task_of
 
-            return evaluate_detector(self, data, data_dir, self.config.device)
-        from convscope.classify.evaluate import evaluate, saved_evaluation
-
-        if data is None and data_dir is None and (saved := saved_evaluation(self)) is not None:
-            return saved
-        return evaluate(self, data, data_dir, self.config.device)
+        if task_of(self) is DetectTask:
+            from convscope.detect.evaluate import detection_of as evaluation_of
+        else:
+            from convscope.classify.evaluate import evaluation_of
+        return evaluation_of(self, data, data_dir, self.config.device)
 
     def _evaluate_arrays(self, pair):
         import torch

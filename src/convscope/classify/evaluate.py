@@ -1,19 +1,44 @@
-"""evaluate: accuracy, per-class precision / recall / F1, the confusion matrix and the most-confused pairs."""
+"""evaluate: accuracy, per-class precision / recall / F1, the confusion matrix and the most-confused pairs.
+
+Training saves the test split's evaluation in the run folder (evaluation.json, stamped with the best weights'
+sha256); `evaluation_of` reads it back while those weights are the same, so `convscope evaluate`, the report, the
+studio and `Run.evaluate` never score the same images twice. Only another dataset, or a run whose saved
+evaluation is missing or stale, is scored again.
+"""
 
 from __future__ import annotations
 
-import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from convscope.errors import CheckpointError
-from convscope.files import atomic_write_text
-from convscope.run import CONFUSION, EVALUATION, Run, classifier_run, load_predictor, model_images
+from convscope.run import (
+    CONFUSION,
+    EVALUATION,
+    Run,
+    load_predictor,
+    load_run,
+    model_images,
+    read_evaluation,
+    write_evaluation,
+)
 
 log = logging.getLogger("convscope.evaluate")
+WRONG_KEPT = 16  # the most confidently wrong test images named in evaluation.json, for the report's pictures
+
+
+@dataclass(frozen=True)
+class Mistake:
+    """A test image the model got wrong: its index in the test split, its true and predicted class indices and the
+    probability the model gave its (wrong) prediction."""
+
+    index: int
+    true: int
+    predicted: int
+    probability: float
 
 
 @dataclass(frozen=True)
@@ -24,13 +49,26 @@ class Evaluation:
     labels: np.ndarray | None = field(default=None, repr=False)  # N true classes of the test images
     probabilities: np.ndarray | None = field(default=None, repr=False)  # N×classes softmax outputs
     images: np.ndarray | None = field(default=None, repr=False)  # N×H×W×C uint8, as the model saw them
+    # read back from evaluation.json (no probabilities): its WRONG_KEPT most confidently wrong test images
+    saved_mistakes: tuple[Mistake, ...] = field(default=(), repr=False)
 
-    def confidently_wrong(self, k: int = 8) -> list[int]:
-        """Indices of the k wrong predictions the model was most sure of."""
+    def mistakes(self, k: int = 8) -> list[Mistake]:
+        """The k wrong predictions the model was most sure of, most sure first (at most WRONG_KEPT of a saved
+        evaluation)."""
+        if self.probabilities is None:
+            return list(self.saved_mistakes[:k])
         predicted = self.probabilities.argmax(1)
         wrong = np.flatnonzero(predicted != self.labels)
         confidence = self.probabilities[wrong, predicted[wrong]]
-        return [int(i) for i in wrong[np.argsort(-confidence, kind="stable")][:k]]
+        order = wrong[np.argsort(-confidence, kind="stable")][:k]
+        return [
+            Mistake(int(i), int(self.labels[i]), int(predicted[i]), float(self.probabilities[i, predicted[i]]))
+            for i in order
+        ]
+
+    def confidently_wrong(self, k: int = 8) -> list[int]:
+        """Indices of the k wrong predictions the model was most sure of."""
+        return [m.index for m in self.mistakes(k)]
 
     @property
     def accuracy(self) -> float:
@@ -86,28 +124,65 @@ class Evaluation:
         }
 
 
+def evaluation_of(
+    run: Run | str | Path, data: str | None = None, data_dir: str | None = None, device: str = "auto"
+) -> Evaluation:
+    """A classifier run's test evaluation: the one saved in the run folder while its best weights are those it was
+    made with (no per-image arrays), else `evaluate` (which saves it again when the data is the run's own). The
+    network, if it has to run, runs on `device`."""
+    run = run if isinstance(run, Run) else load_run(run)
+    if _own_data(run, data, data_dir) and (saved := saved_evaluation(run)) is not None:
+        if not (run.path / CONFUSION).is_file():  # the picture `convscope evaluate` names
+            _plot(run, saved)
+        return saved
+    return evaluate(run, data, data_dir, device)
+
+
 def evaluate(
     run: Run | str | Path, data: str | None = None, data_dir: str | None = None, device: str = "auto"
 ) -> Evaluation:
-    """Evaluate a run's best weights on the test split of its data (or of `data`), writing confusion.png. The
-    network runs on `device` (convscope.device.resolve_device: ConfigError when this machine lacks it)."""
+    """Evaluate a classifier run's best weights on the test split of its data (or of `data`), writing confusion.png
+    (and evaluation.json for its own data). The network runs on `device` (convscope.device.resolve_device:
+    ConfigError when this machine lacks it)."""
     import torch
 
-    from convscope.data.load import load_dataset
     from convscope.device import resolve_device
     from convscope.preprocess import predict_logits, run_stats, to_tensor
 
-    run = classifier_run(run, "evaluate")
+    run = run if isinstance(run, Run) else load_run(run)
     torch.set_num_threads(run.config.threads or torch.get_num_threads())
     device = resolve_device(device)  # refused before the data is read
-    dataset = load_dataset(data or run.config.data, data_dir or run.config.data_dir, run.spec.input, run.config.seed)
-    test_images = model_images(run, dataset.test.images, dataset.name)
+    test_images, labels = load_test_split(run, data, data_dir)
     model = load_predictor(run, device=device)
     mean, std = run_stats(run)
-    images = to_tensor(test_images)
-    logits = predict_logits(model, images, mean, std, device)
-    own = data is None or data == run.config.data
-    return evaluation_from_logits(run, logits, dataset.test.labels, test_images, None if own else data)
+    logits = predict_logits(model, to_tensor(test_images), mean, std, device)
+    return evaluation_from_logits(run, logits, labels, test_images, None if _own_data(run, data, data_dir) else data)
+
+
+def load_test_split(run: Run, data: str | None = None, data_dir: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The test split of the run's data (or of `data`): uint8 N×H×W×C images as the run's network takes them, and
+    their N class indices. DataError when it cannot be read or its images do not fit the network."""
+    from convscope.data.load import load_dataset
+
+    dataset = load_dataset(data or run.config.data, data_dir or run.config.data_dir, run.spec.input, run.config.seed)
+    return model_images(run, dataset.test.images, dataset.name), dataset.test.labels
+
+
+def with_test_images(run: Run, evaluation: Evaluation) -> Evaluation:
+    """The evaluation with the test images and labels its pictures need (the report's mistakes, its feature maps): a
+    saved one gets them from the run's test split, read again (the network does not run), unless that split is no
+    longer the one it was made on; then the split is evaluated again."""
+    if evaluation.images is not None:
+        return evaluation
+    images, labels = load_test_split(run)
+    same = len(labels) == int(evaluation.confusion.sum()) and all(
+        m.index < len(labels) and labels[m.index] == m.true for m in evaluation.saved_mistakes
+    )
+    return replace(evaluation, images=images, labels=labels) if same else evaluate(run)
+
+
+def _own_data(run: Run, data: str | None, data_dir: str | None) -> bool:
+    return data in (None, run.config.data) and data_dir in (None, run.config.data_dir)
 
 
 def evaluation_from_logits(
@@ -118,8 +193,6 @@ def evaluation_from_logits(
     import torch
     import torch.nn.functional as F
 
-    from convscope.plots import plot_confusion
-
     target = torch.from_numpy(labels).long()
     n = len(run.data.classes)
     confusion = np.zeros((n, n), dtype=np.int64)
@@ -127,27 +200,36 @@ def evaluation_from_logits(
     loss = float(F.cross_entropy(logits, target))
     probabilities = torch.softmax(logits, 1).numpy()
     result = Evaluation(run.data.classes, confusion, loss, labels, probabilities, images)
-    plot_confusion(result, run.path / CONFUSION, title=f"{run.path.name}: test accuracy {result.accuracy:.2%}")
+    _plot(run, result)
     if data is None:  # the run's own test split: kept, so viewers read it back instead of computing it again
-        atomic_write_text(run.path / EVALUATION, json.dumps({"images": int(len(labels)), **result.to_dict()}))
+        mistakes = [vars(m) for m in result.mistakes(WRONG_KEPT)]
+        write_evaluation(run, EVALUATION, {"images": len(labels), **result.to_dict(), "mistakes": mistakes})
     return result
+
+
+def _plot(run: Run, result: Evaluation) -> None:
+    from convscope.plots import plot_confusion
+
+    plot_confusion(result, run.path / CONFUSION, title=f"{run.path.name}: test accuracy {result.accuracy:.2%}")
 
 
 def saved_evaluation(run: Run) -> Evaluation | None:
     """The evaluation of the run's own test split saved by training or `evaluate` (evaluation.json), without the
-    per-image arrays; None when there is none. Raises CheckpointError when the file is damaged."""
-    path = run.path / EVALUATION
-    if not path.is_file():
+    per-image arrays; None when there is none, or when it was made with other best weights or by an older convscope
+    (convscope.run.read_evaluation). Raises CheckpointError when the file is damaged."""
+    saved = read_evaluation(run, EVALUATION)
+    if saved is None:
         return None
     try:
-        saved = json.loads(path.read_text(encoding="utf-8"))
         confusion = np.asarray(saved["confusion"], dtype=np.int64)
         classes = tuple(saved["classes"])
         if confusion.shape != (len(classes), len(classes)) or classes != run.data.classes:
             raise ValueError("its classes do not match the run's")
-        return Evaluation(classes, confusion, float(saved["loss"]))
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as err:
-        raise CheckpointError(f"{path}: damaged evaluation ({err})") from None
+        mistakes = tuple(Mistake(int(m["index"]), int(m["true"]), int(m["predicted"]), float(m["probability"]))
+                         for m in saved["mistakes"])  # fmt: skip
+        return Evaluation(classes, confusion, float(saved["loss"]), saved_mistakes=mistakes)
+    except (ValueError, KeyError, TypeError) as err:
+        raise CheckpointError(f"{run.path / EVALUATION}: damaged evaluation ({err})") from None
 
 
 def warn_if_one_class(predicted, labels, classes: tuple[str, ...]) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from convscope.classify.evaluate import Evaluation, evaluate
+from convscope.classify.evaluate import Evaluation, Mistake, evaluation_of, with_test_images
 from convscope.errors import DataError
 from convscope.inspect.html import escape, inline_image, page_header, save_page, section, summary_table
 from convscope.plots import plot_curves
@@ -22,13 +22,11 @@ REPORT_FILTERS, REPORT_STEPS, REPORT_SIDE = 8, 64, 128  # patterns in the report
 
 
 def write_report(run: Run | str | Path, evaluation: Evaluation | None = None, wrong: int = 8) -> Path:
-    """Write run/report.html (and curves.png, confusion.png, wrong.png, featuremaps/*.png); return its path."""
+    """Write a classifier run's run/report.html (and curves.png, confusion.png, wrong.png, featuremaps/*.png); return
+    its path. The numbers are `evaluation`'s, else the ones saved in the run folder (evaluation_of); the pictures
+    read the test images again, but the network runs only on the few they show."""
     run = run if isinstance(run, Run) else load_run(run)
-    if run.spec.is_detector:  # a detector's report has mAP, PR curves and boxes instead
-        from convscope.detect.evaluate import write_detector_report
-
-        return write_detector_report(run)
-    evaluation = evaluation or evaluate(run)
+    evaluation = with_test_images(run, evaluation or evaluation_of(run))
     curves = plot_curves(run.metrics(), run.path / CURVES, title=f"{run.path.name}: learning curves")
     sections = [
         _header(run, evaluation),
@@ -70,10 +68,10 @@ def _metrics_table(ev: Evaluation) -> str:
 
 
 def _wrong_section(run: Run, ev: Evaluation, k: int) -> str:
-    index = ev.confidently_wrong(k)
-    if not index:
+    mistakes = ev.mistakes(k)
+    if not mistakes:
         return "<p>The model got every test image right.</p>"
-    path = save_wrong_png(run, ev, index, run.path / WRONG)
+    path = save_wrong_png(run, ev, mistakes, run.path / WRONG)
     note = (
         "<p class=note>The test images the model was most sure of and still got wrong. The colours are the "
         "HiResCAM map of the predicted class (a Grad-CAM that keeps each position's own gradient): where the last "
@@ -82,40 +80,38 @@ def _wrong_section(run: Run, ev: Evaluation, k: int) -> str:
     return note + inline_image(path, "most confidently wrong test images")
 
 
-def save_wrong_png(run: Run, ev: Evaluation, index: list[int], path: Path) -> Path:
+def save_wrong_png(run: Run, ev: Evaluation, mistakes: list[Mistake], path: Path) -> Path:
     """wrong_figure saved as a PNG at `path`; returns the path."""
-    return wrong_figure(run, ev, index).save(path)
+    return wrong_figure(run, ev, mistakes).save(path)
 
 
-def wrong_figure(run: Run, ev: Evaluation, index: list[int]) -> Figure:
-    """The test images `index` (e.g. `ev.confidently_wrong(8)`), each overlaid with the HiResCAM map of the class the
-    model predicted, titled with the true class, the prediction and its probability; four to a row.
+def wrong_figure(run: Run, ev: Evaluation, mistakes: list[Mistake]) -> Figure:
+    """The test images the model got wrong (e.g. `ev.mistakes(8)`), each overlaid with the HiResCAM map of the class
+    the model predicted, titled with the true class, the prediction and its probability; four to a row.
 
-    The images are `ev.images[i]` (uint8 H×W×C) as the model took them. Returns a new matplotlib Figure (3.1×3.5 inches
-    a panel, 110 dpi) with rows × min(4, len(index)) axes. Raises DataError for an empty `index` and IndexError for
-    an index outside the evaluation's images."""
+    The images are `ev.images[m.index]` (uint8 H×W×C) as the model took them. Returns a new matplotlib Figure (3.1×3.5
+    inches a panel, 110 dpi) with rows × min(4, len(mistakes)) axes. Raises DataError for no mistakes and IndexError
+    for an index outside the evaluation's images."""
     from convscope.inspect.gradcam import gradcam, overlay
     from convscope.preprocess import normalise, run_stats, to_tensor
 
-    if not index:
+    if not mistakes:
         raise DataError("the wrong-images figure needs at least one test image index. Received: []")
 
     model = load_model(run)
     mean, std = run_stats(run)
-    cols = min(4, len(index))
-    rows = -(-len(index) // cols)
+    cols = min(4, len(mistakes))
+    rows = -(-len(mistakes) // cols)
     fig = Picture(figsize=(3.1 * cols, 3.5 * rows), dpi=110, layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False)
     for ax in axes.flat:
         ax.set_axis_off()
-    for ax, i in zip(axes.flat, index, strict=False):
-        image = ev.images[i]
-        predicted = int(ev.probabilities[i].argmax())
-        cam = gradcam(model, normalise(to_tensor(image[None]), mean, std), class_index=predicted)
+    for ax, m in zip(axes.flat, mistakes, strict=False):
+        image = ev.images[m.index]
+        cam = gradcam(model, normalise(to_tensor(image[None]), mean, std), class_index=m.predicted)
         ax.imshow(overlay(image, cam.heatmap), interpolation="nearest")
         ax.set_title(
-            f"test #{i}: {ev.classes[ev.labels[i]]}\npredicted {ev.classes[predicted]} "
-            f"({ev.probabilities[i, predicted]:.1%})",
+            f"test #{m.index}: {ev.classes[m.true]}\npredicted {ev.classes[m.predicted]} ({m.probability:.1%})",
             fontsize=9,
         )
     fig.suptitle("Most confidently wrong test images, with the HiResCAM map of the predicted class")

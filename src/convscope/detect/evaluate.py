@@ -1,8 +1,14 @@
 """Testing a detector: its detections on a split (mirror-averaged maps where the run was trained so), and their COCO
-mAP (convscope.detect.metrics)."""
+mAP (convscope.detect.metrics).
+
+Training saves the test split's metrics in the run folder (detection.json, stamped with the best weights' sha256);
+`detection_of` reads them back while those weights are the same, so `convscope detect evaluate`, the report and
+`Run.evaluate` do not score the same images twice.
+"""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -16,10 +22,10 @@ from convscope.detect.decoding import decode, detector_maps
 from convscope.detect.loss import detection_loss
 from convscope.detect.metrics import DetectionMetrics, coco_evaluate, plot_pr_curves
 from convscope.device import resolve_device
-from convscope.errors import SpecError
+from convscope.errors import CheckpointError, SpecError
 from convscope.layers import split_outputs
 from convscope.preprocess import batch_for, normalise, run_stats, to_tensor
-from convscope.run import PR_CURVES, Run, load_model, load_run
+from convscope.run import DETECTION_EVALUATION, PR_CURVES, Run, load_model, load_run, read_evaluation, write_evaluation
 from convscope.spec_layers import Detect
 
 
@@ -63,10 +69,20 @@ def flips_at_test(config: TrainConfig) -> bool:
 
 
 def detector_run(run: Run | str | Path) -> Run:
-    run = run if isinstance(run, Run) else load_run(run)
-    if not run.spec.is_detector:
-        raise SpecError(f"{run.path}: not a detector (its last layer is {run.spec.layers[-1].layer_type}, not detect)")
-    return run
+    """The run (loaded when given as a path). Which task a run is for is asked above detect/, where the commands
+    start (convscope.tasks.task_of): a classifier never reaches here."""
+    return run if isinstance(run, Run) else load_run(run)
+
+
+def detection_of(
+    run: Run | str | Path, data: str | None = None, data_dir: str | None = None, device: str = "auto"
+) -> DetectionMetrics:
+    """A detection run's test metrics: the ones saved in the run folder while its best weights are those they were
+    made with, else `evaluate_detector` (which saves them again when the data is the run's own)."""
+    run = detector_run(run)
+    if _own_data(run, data, data_dir) and (saved := saved_detection(run)) is not None:
+        return saved
+    return evaluate_detector(run, data, data_dir, device)
 
 
 def evaluate_detector(
@@ -74,27 +90,64 @@ def evaluate_detector(
 ) -> DetectionMetrics:
     """COCO mAP of a run's best weights on the test split of its data (its val split when it has none), or of
     `data`: the test split of another dataset with the same classes, or the whole of a COCO JSON (`data_dir`: its
-    images), computed on `device`. Writes pr_curves.png. DataError for data that cannot be read, SpecError for other
-    classes, ConfigError for a device this machine lacks."""
+    images), computed on `device`. Writes pr_curves.png, and detection.json for the run's own data. DataError for
+    data that cannot be read, SpecError for other classes, ConfigError for a device this machine lacks."""
     run = detector_run(run)
-    metrics, split, _found = _evaluate(run, data, data_dir, device)
+    device = resolve_device(device)  # a device this machine lacks is refused before the data is read
+    split = load_test_split(run, data, data_dir)
+    metrics = split_metrics(split, _detect(run, split, device), run.data.classes)
     plot_pr_curves(metrics, run.path / PR_CURVES, f"{run.path.name}: precision–recall on {len(split)} images")
+    if _own_data(run, data, data_dir):
+        save_detection(run, metrics)
     return metrics
 
 
 def write_detector_report(run: Run | str | Path) -> Path:
-    """report.html of a detection run, evaluated again on its test split (`convscope report RUN`)."""
-    from convscope.detect.report import write_detection_report
+    """report.html of a detection run (`convscope report RUN`): its saved test metrics (detection_of), and the
+    detections of the few test images it draws."""
+    from convscope.detect.report import SHOWN, write_detection_report
 
     run = detector_run(run)
-    return write_detection_report(run, *_evaluate(run, None, None))
+    device = resolve_device("auto")
+    split = load_test_split(run)
+    if (metrics := saved_detection(run)) is None:
+        found = _detect(run, split, device)
+        metrics = split_metrics(split, found, run.data.classes)
+        save_detection(run, metrics)
+    else:  # the network runs on the images drawn only
+        shown = slice(0, SHOWN)
+        crowds = split.crowds[shown] if split.crowds else ()
+        first = replace(split, images=split.images[shown], targets=split.targets[shown], names=split.names[shown],
+                        crowds=crowds)  # fmt: skip
+        found = _detect(run, first, device)
+    return write_detection_report(run, metrics, split, found)
 
 
-def _evaluate(run: Run, data: str | None, data_dir: str | None, device: str = "auto"):
-    cfg = run.config
-    device = resolve_device(device)  # a device this machine lacks is refused before the data is read
-    model = load_model(run, device=device)
-    size = run.spec.input[0]
+def save_detection(run: Run, metrics: DetectionMetrics) -> None:
+    """The metrics of the run's own test split, kept in the run folder (detection.json) for `saved_detection`."""
+    write_evaluation(run, DETECTION_EVALUATION, metrics.to_saved())
+
+
+def saved_detection(run: Run) -> DetectionMetrics | None:
+    """The test metrics saved by training or `evaluate_detector` (detection.json); None when there are none, or
+    when they were made with other best weights (convscope.run.read_evaluation). CheckpointError when the file is
+    damaged."""
+    saved = read_evaluation(run, DETECTION_EVALUATION)
+    if saved is None:
+        return None
+    try:
+        metrics = DetectionMetrics.from_saved(saved)
+    except (KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"{run.path / DETECTION_EVALUATION}: damaged evaluation ({err})") from None
+    if metrics.class_names != run.data.classes:
+        raise CheckpointError(f"{run.path / DETECTION_EVALUATION}: damaged evaluation (its classes are not the run's)")
+    return metrics
+
+
+def load_test_split(run: Run, data: str | None = None, data_dir: str | None = None) -> DetectionSplit:
+    """The test split of the run's data (its val split when it has none), or of `data`: another dataset's, or the
+    whole of a COCO JSON. DataError when it cannot be read, SpecError for classes other than the run's."""
+    cfg, size = run.config, run.spec.input[0]
     if data is not None and Path(data).suffix.lower() == ".json":  # another COCO file: scored whole, not a tenth
         split, classes = load_coco(data, Path(data_dir) if data_dir else Path(data).parent / "images", size)
         source = data
@@ -103,6 +156,15 @@ def _evaluate(run: Run, data: str | None, data_dir: str | None, device: str = "a
         split, classes, source = dataset.test or dataset.val, dataset.classes, dataset.source
     if tuple(classes) != tuple(run.data.classes):
         raise SpecError(f"{source}: classes {list(classes)} are not the run's {list(run.data.classes)}")
+    return split
+
+
+def _detect(run: Run, split: DetectionSplit, device: torch.device) -> list:
+    """The best weights' detections on every image of `split`, as detect_split gives them."""
     mean, std = run_stats(run)
-    found, _loss = detect_split(model, split, mean, std, flips_at_test(cfg), device)
-    return split_metrics(split, found, run.data.classes), split, found
+    found, _loss = detect_split(load_model(run, device=device), split, mean, std, flips_at_test(run.config), device)
+    return found
+
+
+def _own_data(run: Run, data: str | None, data_dir: str | None) -> bool:
+    return data in (None, run.config.data) and data_dir in (None, run.config.data_dir)

@@ -37,6 +37,7 @@ class DetectionMetrics:
     per_class_ap50_95: dict[str, float]
     # COCOeval's eval['precision']: T×R×K×A×M = 10 IoUs × 101 recall thresholds × K classes × 4 areas × 3 maxDets,
     # −1 where a class has no ground truth. [0, :, k, 0, -1] is class k's PR curve at IoU 0.5, area all, 100 dets.
+    # Read back from a run folder (from_saved): area all and 100 detections only, A = M = 1.
     precision: np.ndarray = field(repr=False)
     recall: np.ndarray = field(repr=False)  # eval['recall']: T×K×A×M, the recall reached with all detections
     class_names: tuple[str, ...] = ()
@@ -71,9 +72,56 @@ class DetectionMetrics:
             "per_class_ap50_95": {k: _none_if_nan(v) for k, v in self.per_class_ap50_95.items()},
         }
 
+    def to_saved(self) -> dict:
+        """Everything the report and `convscope detect evaluate` show, JSON-ready (to_dict, and the class names, the
+        image count, COCOeval's table and the precision–recall data at area all, 100 detections), for `from_saved`."""
+
+        def rounded(a: np.ndarray) -> list:
+            return np.round(a, 5).tolist()
+
+        return self.to_dict() | {
+            "classes": list(self.class_names),
+            "images": self.images,
+            "summary": self.summary,
+            "precision": rounded(self.precision[..., 0, -1]),  # T×R×K
+            "recall": rounded(self.recall[..., 0, -1]),  # T×K
+        }
+
+    @classmethod
+    def from_saved(cls, saved: dict) -> DetectionMetrics:
+        """The metrics `to_saved` wrote. KeyError, TypeError or ValueError for a body that is not one."""
+        classes = tuple(saved["classes"])
+        precision = np.asarray(saved["precision"], dtype=np.float64)[..., None, None]
+        recall = np.asarray(saved["recall"], dtype=np.float64)[..., None, None]
+        if (
+            precision.ndim != 5
+            or precision.shape[2] != len(classes)
+            or recall.shape[:2] != (len(precision), len(classes))
+        ):
+            raise ValueError("its precision–recall data do not match its classes")
+
+        def ap(values: dict) -> dict[str, float]:
+            return {k: _nan_if_none(values[k]) for k in classes}
+
+        return cls(
+            map50=_nan_if_none(saved["map50"]),
+            map50_95=_nan_if_none(saved["map50_95"]),
+            per_class_ap50=ap(saved["per_class_ap50"]),
+            per_class_ap50_95=ap(saved["per_class_ap50_95"]),
+            precision=precision,
+            recall=recall,
+            class_names=classes,
+            summary=str(saved["summary"]),
+            images=int(saved["images"]),
+        )
+
 
 def _none_if_nan(value: float) -> float | None:
     return None if math.isnan(value) else float(value)
+
+
+def _nan_if_none(value: float | None) -> float:
+    return math.nan if value is None else float(value)
 
 
 def coco_evaluate(

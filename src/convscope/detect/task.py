@@ -17,7 +17,7 @@ from convscope.config import TrainConfig
 from convscope.data.detection.augment import augments, flip, scale_translate
 from convscope.data.detection.boxes import DetectionDataset, DetectionSplit, hold_out
 from convscope.data.detection.load import load_detection, log_label_problems
-from convscope.detect.evaluate import detect_split, flips_at_test, split_metrics
+from convscope.detect.evaluate import detect_split, flips_at_test, save_detection, split_metrics
 from convscope.detect.loss import detection_loss
 from convscope.detect.metrics import DetectionMetrics, plot_pr_curves
 from convscope.errors import ConfigError, DataError, SpecError
@@ -124,6 +124,7 @@ class DetectTask(Task):
             f"{path.name}: test mAP@0.5 {metrics.map50:.3f}, " + (f"mAP@0.5:0.95 {metrics.map50_95:.3f}"),
         )
         atomic_write_text(path / COCO_EVAL, metrics.summary + "\n")
+        save_detection(self.run, metrics)  # read back by evaluate, the report and the studio instead of computed again
         log.info("test mAP@0.5 %.4f, mAP@0.5:0.95 %.4f after %d epochs", metrics.map50, metrics.map50_95, epochs)
         per_class = metrics.to_dict()
         return {

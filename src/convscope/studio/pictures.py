@@ -215,28 +215,33 @@ def _finite(a: np.ndarray) -> list:
 
 # -- per-class metrics -------------------------------------------------------------------------------------------------
 def evaluation(path: Path) -> dict[str, Any]:
-    """Per-class precision, recall and F1 on the test split (classifier) or AP per class (detector: results.json).
-    Kept until the run's results.json changes: a page view does not evaluate the test split again."""
-    results = path / "results.json"
-    return _evaluation(str(path), results.stat().st_mtime_ns if results.is_file() else 0)
+    """Per-class precision, recall and F1 on the test split (classifier) or AP per class (detector: results.json),
+    read from what training saved (a classifier's evaluation.json). Kept until results.json, evaluation.json or the
+    best weights change: a page view reads the run folder, and scores the test split only for a run whose saved
+    evaluation is missing or stale (trained by an older convscope, or resumed since)."""
+    from convscope.run import EVALUATION, RESULTS, WEIGHTS, weights_file
+
+    files = (path / RESULTS, path / EVALUATION, path / WEIGHTS / weights_file("best"))
+    return _evaluation(str(path), tuple(f.stat().st_mtime_ns if f.is_file() else 0 for f in files))
 
 
 @lru_cache(maxsize=16)
-def _evaluation(folder: str, _results_changed: int) -> dict[str, Any]:
+def _evaluation(folder: str, _files_changed: tuple[int, ...]) -> dict[str, Any]:
     from convscope.run import load_run
+    from convscope.tasks import DetectTask, task_of
 
     path = Path(folder)
     run = load_run(path)
     results = run.results()
-    if run.spec.is_detector:
+    if task_of(run) is DetectTask:
         ap50 = results.get("per_class_ap50", {})
         return {"detector": True, "per_class": [{"class": k, "ap50": v} for k, v in ap50.items()]}
     if not results:
         return {"detector": False, "per_class": [], "note": "not tested yet: per-class metrics come when it finishes"}
-    from convscope.classify.evaluate import evaluate
+    from convscope.classify.evaluate import evaluation_of
 
-    with _model_lock:
-        result = evaluate(run, device="cpu")
+    with _model_lock:  # a run without a saved evaluation is scored once (and saved, as `convscope evaluate` does)
+        result = evaluation_of(run, device="cpu")
     rows = [{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
             for row in result.per_class()]  # fmt: skip
     return {"detector": False, "per_class": rows, "accuracy": result.accuracy, "confusion": result.confusion.tolist()}
