@@ -127,9 +127,10 @@ def make_engines(run, batches: list[int], threads: int, folder: Path) -> tuple[d
     import torch
 
     from convscope.export import export
-    from convscope.run import load_predictor
+    from convscope.loaded import load
+    from convscope.tasks import task_of
 
-    model = load_predictor(run)  # what export writes: the network, averaged with mirror images if the run says so
+    model = task_of(run).predictor(load(run, "cpu").model, run.config)  # what export writes: mirror-averaged if so
     exported = export(run, "onnx", folder / "model.onnx")
     options = ort.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = threads, 1

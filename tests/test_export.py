@@ -21,8 +21,9 @@ from convscope.config import TrainConfig
 from convscope.errors import CheckpointError, DataError
 from convscope.export import ExportError, export
 from convscope.onnx_model import load_onnx
-from convscope.run import DataInfo, Run, load_model, load_predictor, load_run
+from convscope.run import DataInfo, Run, load_model, load_run
 from convscope.spec import NetSpec
+from convscope.tasks import task_of
 from convscope.tasks.train import train
 from convscope.weights import save_weights
 
@@ -102,7 +103,7 @@ def detector_run(tmp_path_factory) -> Run:
 def _eager(run: Run, x: torch.Tensor) -> np.ndarray:
     """What `convscope evaluate/predict` compute (with the run's mirror test-time augmentation, if it has it)."""
     with torch.inference_mode():
-        return load_predictor(run)(x).numpy()
+        return task_of(run).predictor(load_model(run), run.config)(x).numpy()
 
 
 def _inputs(run: Run, n: int) -> torch.Tensor:

@@ -43,9 +43,12 @@ from typing import Any
 
 import numpy as np
 
+from convscope.data.images import sample_photo
 from convscope.errors import ExportError
+from convscope.loaded import LoadedRun, load
 from convscope.onnx_model import onnx_input, onnx_session, read_json, sidecar_path
-from convscope.run import EXPORT, Run, load_predictor, load_run
+from convscope.run import EXPORT, Run
+from convscope.tasks import task_of
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
 TOLERANCE = 1e-4  # largest allowed |exported − eager| of any fp32 output value
@@ -78,13 +81,14 @@ def export(run: Run | str | Path, fmt: str, out: str | Path | None = None) -> Ex
 
     if fmt not in FORMATS:
         raise ExportError(f"export format must be one of {', '.join(FORMATS)}. Received: {fmt!r}")
-    run = run if isinstance(run, Run) else load_run(run)
+    loaded = load(run, device="cpu")
+    run, task = loaded.run, task_of(loaded.run)
     path = Path(out) if out else run.path / EXPORT / f"model{FORMATS[fmt]}"
-    model = load_predictor(run)  # with the run's mirror test-time augmentation inside, as evaluate/predict use
-    batch = check_batch(run)
+    model = task.predictor(loaded.model, run.config)  # the run's test-time mirror averaging inside, as predict's
+    batch = check_batch(loaded)
     example = batch[:2].contiguous()  # 2, not 1: torch.export would specialise a batch of 1 into the graph
     with torch.no_grad():
-        data = _onnx_bytes(model, example, _outputs(run)) if fmt == "onnx" else _torchscript_bytes(model, example)
+        data = _onnx_bytes(model, example, task.outputs) if fmt == "onnx" else _torchscript_bytes(model, example)
     # Checked before anything is written: the very bytes that go to disk, loaded back as a user would.
     run_exported = _onnx_runner(data, f"{path} (not written)") if fmt == "onnx" else _torchscript_runner(data)
     diff = max_abs_diff(model, run_exported, batch)
@@ -94,8 +98,8 @@ def export(run: Run | str | Path, fmt: str, out: str | Path | None = None) -> Ex
             f"(allowed {TOLERANCE:g})"
         )
     atomic_write_bytes(path, data)
-    sidecar = _write_sidecar(run, path, fmt, diff, data)
-    return Exported(path, sidecar, fmt, len(data), diff, _outputs(run))
+    sidecar = _write_sidecar(_about(run, task.outputs, model is not loaded.model), path, fmt, diff, data)
+    return Exported(path, sidecar, fmt, len(data), diff, task.outputs)
 
 
 # ── serialising ───────────────────────────────────────────────────────────────────────────────────────────────────
@@ -141,20 +145,17 @@ def _torchscript_bytes(model, example) -> bytes:
 
 
 # ── checking ──────────────────────────────────────────────────────────────────────────────────────────────────────
-def check_batch(run: Run):
-    """16 normalised N×C×H×W images for the run's input: the sample photos resized to it, then seeded random pixels.
+def check_batch(run: LoadedRun | Run | str | Path):
+    """16 normalised N×C×H×W images for the run's input: the sample photos resized to it, then seeded random pixels
+    (on the device the run is loaded on; the CPU for a folder).
 
     Not the run's own data: it may be large, or not on this machine. Photos bring real image statistics; uniform
     noise reaches every pixel value, the extremes included.
     """
-    from convscope.classify.predict import prepare
-    from convscope.data.images import sample_photo
-    from convscope.preprocess import normalise, run_stats, to_tensor
-
-    shape = run.spec.input
-    photos = [prepare(sample_photo(name), shape)[0] for name in CHECK_PHOTOS]
-    noise = np.random.default_rng(0).integers(0, 256, (CHECK_IMAGES - len(photos), *shape), dtype=np.uint8)
-    return normalise(to_tensor(np.concatenate([np.stack(photos), noise])), *run_stats(run))
+    loaded = load(run, device="cpu")
+    photos = [loaded.image(sample_photo(name)) for name in CHECK_PHOTOS]
+    noise = np.random.default_rng(0).integers(0, 256, (CHECK_IMAGES - len(photos), *loaded.input), dtype=np.uint8)
+    return loaded.tensor(np.concatenate([np.stack(photos), noise]))
 
 
 def max_abs_diff(model, run_exported, batch) -> float:
@@ -192,16 +193,11 @@ def _torchscript_runner(data: bytes):
 
 
 # ── the sidecar ───────────────────────────────────────────────────────────────────────────────────────────────────
-def _outputs(run: Run) -> str:
-    return "heatmap/size/offset maps" if run.spec.is_detector else "logits"
-
-
-def _write_sidecar(run: Run, path: Path, fmt: str, diff: float, data: bytes) -> Path:
-    """Write (or add this format's entry to) the model.json beside `path`."""
+def _write_sidecar(about: dict[str, Any], path: Path, fmt: str, diff: float, data: bytes) -> Path:
+    """Write (or add this format's entry to) the model.json beside `path`; `about`: what the model is (_about)."""
     from convscope.files import atomic_write_text
 
     sidecar = sidecar_path(path)
-    about = _about(run)
     old = read_json(sidecar)
     same_model = isinstance(old, dict) and {k: old.get(k) for k in about} == about
     exports = dict(old["exports"]) if same_model and isinstance(old.get("exports"), dict) else {}
@@ -210,9 +206,9 @@ def _write_sidecar(run: Run, path: Path, fmt: str, diff: float, data: bytes) -> 
     return sidecar
 
 
-def _about(run: Run) -> dict[str, Any]:
-    """What every export of this run shares: the input it takes, how to normalise it, what comes out."""
-    outputs = _outputs(run)
+def _about(run: Run, outputs: str, mirror_averaged: bool) -> dict[str, Any]:
+    """What every export of this run shares: the input it takes, how to normalise it, what comes out (`outputs`,
+    the task's), and whether the graph averages each image with its mirror image."""
     return {
         "run": run.path.name,
         "model": run.spec.name,
@@ -224,7 +220,7 @@ def _about(run: Run) -> dict[str, Any]:
         "outputs": outputs,
         "output_layout": OUTPUTS[outputs],
         # The logits are already the average over the image and its mirror image: the graph computes both.
-        "mirror_averaged": outputs == "logits" and run.config.flips_at_test(),
+        "mirror_averaged": mirror_averaged,
     }
 
 

@@ -1,12 +1,35 @@
-"""Images as tensors: uint8 N×H×W×C arrays to normalised N×C×H×W batches, and batched inference over them."""
+"""Images as the network takes them: a picture of any size and mode fitted to the input (uint8 H×W×C), uint8
+N×H×W×C arrays to normalised N×C×H×W batches, and batched inference over them."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
+from PIL import Image
 
 from convscope.data.dataset import check_not_blank, pixel_stats
+from convscope.data.images import describe, open_image, to_array
 from convscope.run import Run
+
+
+def prepare(path: Path, shape: tuple[int, int, int]) -> tuple[np.ndarray, str]:
+    """An image file as the model takes it (uint8 H×W×C of `shape`), and how it was converted. DataError for a
+    file that cannot be read (data.images.open_image)."""
+    return fit_image(open_image(path), shape)
+
+
+def fit_image(img: Image.Image, shape: tuple[int, int, int]) -> tuple[np.ndarray, str]:
+    """An upright PIL image as the model takes it (uint8 H×W×C of `shape`), and how it was converted, e.g.
+    'RGB 451×300 → gray 28×28'."""
+    h, w, c = shape
+    before = describe(img)
+    array = to_array(img, c)
+    # Pillow's resize widens its filter when shrinking, so a 451-pixel photo becomes 28 pixels without aliasing.
+    small = Image.fromarray(array[:, :, 0] if c == 1 else array).resize((w, h), Image.Resampling.BILINEAR)
+    out = np.asarray(small, dtype=np.uint8).reshape(h, w, c)
+    return out, f"{before} → {'gray' if c == 1 else 'RGB'} {w}×{h}"
 
 
 def channel_stats(images: np.ndarray, name: str = "training images") -> tuple[tuple[float, ...], tuple[float, ...]]:

@@ -334,14 +334,15 @@ def load_model(run: Run, which: str = "best", device="cpu"):
 
 
 def load_predictor(run: Run, which: str = "best", device="cpu"):
-    """What classifies images for the run: its network, averaged with mirror images when its config says so
-    (`TrainConfig.flips_at_test`). Evaluation, prediction and export use this; the inspection tools `load_model`.
-    A detector's maps are never averaged with mirrored ones (their boxes would not line up)."""
-    model = load_model(run, which, device)
-    return model if run.spec.is_detector else with_test_flips(model, run.config)
+    """What classifies images for a classifier's run: its network, averaged with mirror images when its config says
+    so (`with_test_flips`). A run of another task gets its test-time predictor from its task
+    (`Task.predictor(model, config)`); a detector's maps are never averaged with mirrored ones."""
+    return with_test_flips(load_model(run, which, device), run.config)
 
 
 def with_test_flips(model, config: TrainConfig):
+    """A classifier's network as it is tested: its logits averaged with those of the mirror image when the run
+    trained on mirrored images (`TrainConfig.flips_at_test`), else the network itself."""
     from convscope.layers import MirrorAverage
 
     return MirrorAverage(model) if config.flips_at_test() else model

@@ -59,10 +59,10 @@ def test_the_model_is_loaded_once_and_predicts_any_kind_of_image(run):
     x, y = stripes(6, seed=2)
     one = run.predict(x[1])
     assert isinstance(one, Prediction) and one.top[0][0] == "top" and len(one.top) == 3
-    model = run._kept["model"]
+    model = run.loaded.model
     many = run.predict(x, top_k=1)
     assert [p.top[0][0] for p in many] == ["noise", "top", "left"] * 2
-    assert run._kept["model"] is model  # kept, not read again
+    assert run.loaded.model is model  # kept, not read again
     photo = run.predict("chelsea")  # a sample photo's name, like `convscope predict`
     assert photo.conversion == "RGB 451×300 → gray 28×28"
     pil = run.predict(Image.fromarray(x[2]))

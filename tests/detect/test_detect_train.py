@@ -161,7 +161,7 @@ def test_the_python_run_of_a_detector_predicts_boxes_that_display(run, scenes):
     loaded = convscope.load_run(run.path)
     image = next((scenes / "images" / "test").iterdir())
     found = loaded.predict(image)
-    assert found.error is None and found.classes == loaded.data.classes and loaded._kept["model"] is not None
+    assert found.error is None and found.classes == loaded.data.classes and loaded.loaded.model is not None
     picture = Image.open(io.BytesIO(found._repr_png_()))
     assert picture.mode == "RGB" and picture.size[0] >= 384  # drawn as the saved pictures are: enlarged
     assert [f.path for f in loaded.predict([image, image])] == [image, image]

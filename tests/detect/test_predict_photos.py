@@ -19,9 +19,9 @@ import torch
 from PIL import Image, ImageDraw
 from torch import nn
 
+from convscope import loaded
 from convscope.cli import main
 from convscope.config import TrainConfig
-from convscope.detect import predict
 from convscope.detect.draw import COLORS, MAX_SIDE, draw_detections, label_rect, picture_scale
 from convscope.detect.predict import detect_images, same_object_as, to_image_pixels
 from convscope.run import DataInfo, Run
@@ -65,7 +65,7 @@ def run_dir(tmp_path, monkeypatch):
     run.path.mkdir()
     (run.path / "config.yaml").write_text(run.config_yaml())
     (run.path / "spec.yaml").write_text(spec.to_yaml())
-    monkeypatch.setattr(predict, "load_model", lambda run, device="cpu": Oracle())
+    monkeypatch.setattr(loaded, "load_model", lambda run, which="best", device="cpu": Oracle())
     return run.path
 
 

@@ -9,7 +9,6 @@ from helpers import make_folder
 from PIL import Image
 
 from convscope.builder import build
-from convscope.classify.predict import prepare
 from convscope.errors import ConvscopeError
 from convscope.inspect.featuremaps import (
     FeatureMaps,
@@ -19,7 +18,7 @@ from convscope.inspect.featuremaps import (
     layer_maps,
     save_feature_map_sheets,
 )
-from convscope.preprocess import normalise, to_tensor
+from convscope.preprocess import normalise, prepare, to_tensor
 from convscope.run import load_model
 from convscope.shapes import infer
 from convscope.spec import Activation, BatchNorm, Conv, Dense, Flatten, NetSpec, Pool

@@ -64,46 +64,23 @@ class Run(folder.Run):
         return curves_figure(rows, self.path.name)
 
     # -- the model, loaded once ---------------------------------------------------------------------------------------
-    def _loaded(self):
-        """(model, predictor, mean, std, device), loaded at the first verb that needs them and kept."""
-        if "model" not in self._kept:
-            from convscope.device import resolve_device
-            from convscope.preprocess import run_stats
-            from convscope.run import load_model, with_test_flips
+    @property
+    def loaded(self):
+        """The run's network with its preprocessing and classes (convscope.loaded.LoadedRun), loaded on the run's
+        device at the first verb that needs it, and kept: every verb uses this one."""
+        if "loaded" not in self._kept:
+            from convscope.loaded import load
 
-            device = resolve_device(self.config.device)
-            model = load_model(self, device=device)
-            predictor = model if self.spec.is_detector else with_test_flips(model, self.config)
-            mean, std = run_stats(self)
-            self._kept.update(model=model, predictor=predictor, mean=mean, std=std, device=device)
-        k = self._kept
-        return k["model"], k["predictor"], k["mean"], k["std"], k["device"]
+            self._kept["loaded"] = load(self, self.config.device)
+        return self._kept["loaded"]
 
-    def _input(self, image) -> tuple[np.ndarray, str, str]:
-        """(uint8 H×W×C as the model takes it, how it was converted, a name to show) of one image."""
-        from PIL import Image
+    def _predictor(self):
+        """The network as the run's task tests it (a classifier's mirror averaging: Task.predictor), kept."""
+        if "predictor" not in self._kept:
+            from convscope.tasks import task_of
 
-        from convscope.classify.predict import fit_image, prepare
-        from convscope.data.arrays import images_uint8
-        from convscope.data.images import resolve_image
-
-        if isinstance(image, str | Path):
-            path = resolve_image(str(image))
-            return (*prepare(path, self.spec.input), str(image))
-        if isinstance(image, Image.Image):
-            from PIL import ImageOps
-
-            return (*fit_image(ImageOps.exif_transpose(image), self.spec.input), "PIL image")
-        array = images_uint8(np.asarray(image)[None], "image")[0]
-        picture = Image.fromarray(array[:, :, 0] if array.shape[-1] == 1 else array)
-        array, conversion = fit_image(picture, self.spec.input)
-        return array, conversion.replace(picture.mode, "array", 1), "array"
-
-    def _tensor(self, array: np.ndarray):
-        from convscope.preprocess import normalise, to_tensor
-
-        _, _, mean, std, device = self._loaded()
-        return normalise(to_tensor(array[None]), mean, std).to(device)
+            self._kept["predictor"] = task_of(self).predictor(self.loaded.model, self.config)
+        return self._kept["predictor"]
 
     # -- verbs --------------------------------------------------------------------------------------------------------
     def evaluate(self, data=None, labels=None, data_dir: str | None = None):
@@ -137,9 +114,9 @@ class Run(folder.Run):
         if y.max() >= len(self.data.classes):
             raise DataError(f"evaluate y: labels up to {y.max()}, the run has {len(self.data.classes)} classes")
         images = model_images(self, x, "evaluate x")
-        _, predictor, mean, std, device = self._loaded()
+        loaded = self.loaded
         with torch.inference_mode():
-            logits = predict_logits(predictor, to_tensor(images), mean, std, device)
+            logits = predict_logits(self._predictor(), to_tensor(images), loaded.mean, loaded.std, loaded.device)
         return evaluation_from_logits(self, logits, y, images, data="arrays")
 
     def predict(self, images, top_k: int = 3):
@@ -151,38 +128,29 @@ class Run(folder.Run):
             and (images.ndim == 4 or (images.ndim == 3 and images.shape[-1] not in (1, 3)))
         )
         items = list(images) if many else [images]
-        if self.spec.is_detector:
+        from convscope.tasks import DetectTask, task_of
+
+        if task_of(self) is DetectTask:
             from convscope.detect.predict import detect_images
 
-            model, *_, device = self._loaded()
-            found = detect_images(self, [str(i) for i in items], device=str(device), model=model)
+            found = detect_images(self.loaded, [str(i) for i in items])
             return found if many else found[0]
-        import torch
-
-        from convscope.classify.predict import Prediction, Predictions, top_classes
+        from convscope.classify.predict import Predictions, predict_image
 
         if top_k < 1:
             raise DataError(f"top_k must be at least 1. Received: {top_k}")
-        _, predictor, *_ = self._loaded()
         results = Predictions()
-        with torch.inference_mode():
-            for i, item in enumerate(items):
-                array, conversion, name = self._input(item)
-                top = top_classes(predictor(self._tensor(array)).float().cpu(), self.data.classes, top_k)
-                results.append(
-                    Prediction(f"{name} {i}" if name == "array" and many else name, top, conversion, "", array)
-                )
+        for i, item in enumerate(items):
+            found = predict_image(self.loaded, item, top_k)
+            results.append(replace(found, path=f"array {i}") if found.path == "array" and many else found)
         return results if many else results[0]
 
     def featuremaps(self, image, layer: str | list[str] | None = None):
         """The feature maps (one per filter) of `layer` (a name like 'conv1', a list, or None: every conv and pool
         layer) for one image: FeatureMaps, shown as a sheet per layer. DataError for a layer without maps."""
-        from convscope.inspect.featuremaps import FeatureMaps, layer_maps
+        from convscope.inspect.featuremaps import feature_maps
 
-        model = self._loaded()[0]
-        array, conversion, _ = self._input(image)
-        layers = [layer] if isinstance(layer, str) else layer
-        return FeatureMaps(array, conversion, layer_maps(model, self._tensor(array), layers))
+        return feature_maps(self.loaded, image, [layer] if isinstance(layer, str) else layer)
 
     def gradcam(self, image, cls: str | None = None, layer: str | None = None, method: str = "hirescam"):
         """Where in `image` the network found evidence for class `cls` (default: the predicted class): HiResCAM
@@ -192,21 +160,21 @@ class Run(folder.Run):
 
         from convscope.inspect.gradcam import class_index, gradcam
 
-        model, predictor, *_ = self._loaded()
-        array, _, _ = self._input(image)
+        loaded = self.loaded
+        picture = loaded.fit(image)
         if cls is None:  # the class predict gives (averaged with the mirror image where the run tests so)
             with torch.inference_mode():
-                index = int(predictor(self._tensor(array)).argmax(1)[0])
+                index = int(self._predictor()(loaded.tensor(picture)).argmax(1)[0])
         else:
             index = class_index(self.data.classes, cls, self.path)
-        result = gradcam(model, self._tensor(array), layer=layer, class_index=index, method=method)
-        return replace(result, class_name=self.data.classes[result.class_index], image=array)
+        result = gradcam(loaded.model, loaded.tensor(picture), layer=layer, class_index=index, method=method)
+        return replace(result, class_name=self.data.classes[result.class_index], image=picture.array)
 
     def filters(self, layer: str | None = None):
         """The trained filters (weights) of a conv layer (default: the first), shown as a sheet."""
         from convscope.inspect.filters import filter_weights
 
-        return filter_weights(self._loaded()[0], layer)
+        return filter_weights(self.loaded, layer)
 
     def patterns(
         self,
@@ -227,7 +195,7 @@ class Run(folder.Run):
                 raise DataError(f"{self.spec.name} has no conv layer: name the layer, e.g. patterns('base1')")
             layer = convs[0]
 
-        return filter_patterns(self, layer, filters, steps or STEPS, size, device=str(self._loaded()[4]))
+        return filter_patterns(self.loaded, layer, filters, steps or STEPS, size)
 
     def explain(self, image="chelsea", layer: str | None = None, filter: int = 0, at: tuple[int, int] | None = None):
         """One output value of a trained filter, step by step: the window of the image's first channel (values
@@ -243,18 +211,20 @@ class Run(folder.Run):
             raise DataError(
                 f"{self.spec.name}: explain follows the first layer, a conv one; {name} is {first.layer_type}"
             )
-        weights = self._loaded()[0][0].weight.detach().float().cpu().numpy()  # filters × channels × kh × kw
+        weights = self.loaded.model[0].weight.detach().float().cpu().numpy()  # filters × channels × kh × kw
         if not 0 <= filter < len(weights):
             raise DataError(f"{name} has filters 0 to {len(weights) - 1}. Received: {filter}")
-        array, conversion, shown = self._input(image)
-        x, kernel = array[:, :, 0].astype(np.float64), weights[filter, 0]
-        source = f"{shown} ({conversion}), channel 1"
+        picture = self.loaded.fit(image)
+        x, kernel = picture.array[:, :, 0].astype(np.float64), weights[filter, 0]
+        source = f"{picture.name} ({picture.conversion}), channel 1"
         return Explained(explain_conv(x, kernel, first.stride, first.padding, at, source, f"{name} filter {filter}"))
 
     def report(self):
         """Write report.html (curves, per-class numbers, mistakes, feature maps) and return it: a Report that a
         notebook shows inline and whose `.path` is the file."""
-        if self.spec.is_detector:
+        from convscope.tasks import DetectTask, task_of
+
+        if task_of(self) is DetectTask:
             from convscope.detect.evaluate import write_detector_report as write
         else:
             from convscope.classify.report import write_report as write

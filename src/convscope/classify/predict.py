@@ -10,14 +10,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
+from convscope.classify.task import ClassifyTask
 from convscope.data.folder import IMAGE_SUFFIXES, image_files
 from convscope.data.images import describe, open_image, resolve_image, to_array
 from convscope.errors import CheckpointError, DataError
 from convscope.files import check_regular_file
+from convscope.loaded import LoadedRun, load
 from convscope.onnx_model import load_onnx
-from convscope.run import Run, classifier_run, load_predictor
+from convscope.preprocess import normalise, prepare, to_tensor
+from convscope.run import Run, classifier_run
 from convscope.show import Picture, new_figure, png_bytes
 
 
@@ -95,64 +97,64 @@ def image_paths(items: list[str]) -> list[Path]:
     return paths
 
 
-def prepare(path: Path, shape: tuple[int, int, int]) -> tuple[np.ndarray, str]:
-    """uint8 H×W×C as the model takes it, and how the image was converted."""
-    return fit_image(open_image(path), shape)
-
-
-def fit_image(img: Image.Image, shape: tuple[int, int, int]) -> tuple[np.ndarray, str]:
-    """An upright PIL image as the model takes it (uint8 H×W×C of `shape`), and how it was converted."""
-    h, w, c = shape
-    before = describe(img)
-    array = to_array(img, c)
-    # Pillow's resize widens its filter when shrinking, so a 451-pixel photo becomes 28 pixels without aliasing.
-    small = Image.fromarray(array[:, :, 0] if c == 1 else array).resize((w, h), Image.Resampling.BILINEAR)
-    out = np.asarray(small, dtype=np.uint8).reshape(h, w, c)
-    return out, f"{before} → {'gray' if c == 1 else 'RGB'} {w}×{h}"
-
-
-def predict(run: Run | str | Path, items: list[str], top_k: int = 3, device: str = "auto") -> list[Prediction]:
-    """The top_k classes of each image in `items` (files, folders, sample photo names) by a run folder or an exported
-    .onnx file, in the order given (a folder's images sorted). A file that cannot be read gets a Prediction whose
-    `error` says why; the rest are still predicted. A run's network runs on `device` (convscope.device; an .onnx
-    file on ONNX Runtime's CPU provider). Raises DataError / CheckpointError for an unusable run or model,
-    ConfigError for a device this machine lacks.
+def predict(
+    run: LoadedRun | Run | str | Path, items: list[str], top_k: int = 3, device: str = "auto"
+) -> list[Prediction]:
+    """The top_k classes of each image in `items` (files, folders, sample photo names) by a run folder (or a
+    LoadedRun: computed where it is loaded) or an exported .onnx file, in the order given (a folder's images sorted).
+    A file that cannot be read gets a Prediction whose `error` says why; the rest are still predicted. A run's
+    network runs on `device` (convscope.device; an .onnx file on ONNX Runtime's CPU provider), averaged with the
+    mirror image where the run was trained so (ClassifyTask.predictor). Raises DataError / CheckpointError for an
+    unusable run or model, ConfigError for a device this machine lacks.
     """
     import torch
 
-    from convscope.device import resolve_device
-    from convscope.preprocess import run_stats
-
-    if not isinstance(run, Run) and Path(run).suffix.lower() == ".onnx":  # a `convscope export`ed model
+    if not isinstance(run, LoadedRun | Run) and Path(run).suffix.lower() == ".onnx":  # a `convscope export`ed model
         check_regular_file(run, "model file", CheckpointError)
         return predict_onnx(run, items, top_k)
-    run = classifier_run(run, "predict")
-    device = resolve_device(device)
-    model = load_predictor(run, device=device)
+    record = classifier_run(run.run if isinstance(run, LoadedRun) else run, "predict")
+    loaded = run if isinstance(run, LoadedRun) else load(record, device)
+    predictor = ClassifyTask.predictor(loaded.model, record.config)
 
     def logits_of(x: torch.Tensor) -> torch.Tensor:
-        return model(x.to(device)).float().cpu()
+        return predictor(x).float().cpu()
+
+    def fit(path: Path) -> tuple[np.ndarray, str]:
+        picture = loaded.fit(path)
+        return picture.array, picture.conversion
 
     with torch.inference_mode():
-        return classify_files(logits_of, run.spec.input, *run_stats(run), run.data.classes, items, top_k)
+        return classify_files(logits_of, fit, loaded.tensor, loaded.classes, items, top_k)
 
 
-def classify_files(logits_of, shape, mean, std, classes, items: list[str], top_k: int) -> list[Prediction]:
+def predict_image(loaded: LoadedRun, image, top_k: int = 3) -> Prediction:
+    """The top_k classes of one image by a loaded classifier, as `predict` gives them (averaged with the mirror
+    image where the run was trained so). `image`: what LoadedRun.fit takes (a file or sample photo's name, a PIL
+    image, an array, an image already fitted); the Prediction carries the image as the network saw it. Raises
+    DataError for an image that cannot be read."""
+    import torch
+
+    picture = loaded.fit(image)
+    predictor = ClassifyTask.predictor(loaded.model, loaded.run.config)
+    with torch.inference_mode():
+        logits = predictor(loaded.tensor(picture)).float().cpu()
+    return Prediction(picture.name, top_classes(logits, loaded.classes, top_k), picture.conversion, "", picture.array)
+
+
+def classify_files(logits_of, fit, tensor, classes, items: list[str], top_k: int) -> list[Prediction]:
     """The top_k classes of each image file in `items`, by `logits_of` (normalised 1×C×H×W tensor -> 1×classes
-    logits) for images converted to `shape` (H, W, C); an unreadable file gets an error and the rest go on."""
-
-    from convscope.preprocess import normalise, to_tensor
-
+    logits) of `tensor(array)` for `fit(path)` = (uint8 H×W×C array, how it was converted); an unreadable file gets
+    an error and the rest go on."""
     if top_k < 1:
         raise DataError(f"--top-k must be at least 1. Received: {top_k}")
     results: list[Prediction] = []
     for path in image_paths(items):
         try:
-            array, conversion = prepare(path, shape)
+            array, conversion = fit(path)
         except DataError as err:
             results.append(Prediction(str(path), error=_reason(err, path)))
             continue
-        top = top_classes(logits_of(normalise(to_tensor(array[None]), mean, std)), classes, top_k)
+        top = top_classes(logits_of(tensor(array)), classes, top_k)
         results.append(Prediction(str(path), top, conversion))
     return results
 
@@ -174,9 +176,14 @@ def predict_onnx(path: str | Path, items: list[str], top_k: int = 3) -> list[Pre
         raise DataError(f"{model.path} is a detector's export: it outputs {model.info['outputs']}, not class scores")
     c = model.input[2]
     mean, std = (torch.tensor(model.info[k], dtype=torch.float32).view(1, c, 1, 1) for k in ("mean", "std"))
-    return classify_files(
-        lambda x: torch.from_numpy(model(x)), model.input, mean, std, model.info["classes"], items, top_k
-    )
+
+    def fit(path: Path) -> tuple[np.ndarray, str]:
+        return prepare(path, model.input)
+
+    def tensor(array: np.ndarray) -> torch.Tensor:
+        return normalise(to_tensor(array[None]), mean, std)
+
+    return classify_files(lambda x: torch.from_numpy(model(x)), fit, tensor, model.info["classes"], items, top_k)
 
 
 def _reason(err: DataError, path: Path) -> str:

@@ -16,12 +16,11 @@ from convscope.data.images import describe, open_image, to_array
 from convscope.detect.decoding import decode, detector_maps
 from convscope.detect.draw import draw_detections
 from convscope.detect.evaluate import detector_run, flips_at_test
-from convscope.device import resolve_device
 from convscope.errors import ConvscopeError
 from convscope.files import atomic_write_bytes
 from convscope.layers import split_outputs
-from convscope.preprocess import normalise, run_stats, to_tensor
-from convscope.run import Run, load_model
+from convscope.loaded import LoadedRun, load
+from convscope.run import Run
 
 
 @dataclass(frozen=True)
@@ -115,13 +114,12 @@ PICTURE_JPEG_QUALITY = 90
 
 @torch.inference_mode()
 def detect_images(
-    run: Run | str | Path,
+    run: LoadedRun | Run | str | Path,
     items: list[str],
     min_score: float = 0.3,
     out: str | Path | None = None,
     all_classes: bool = False,
     device: str = "auto",
-    model=None,
 ) -> list[Found]:
     """Objects in image files, folders or sample-photo names, as one Found per image (in the order given).
 
@@ -137,15 +135,14 @@ def detect_images(
     longer side at most 2000 px, labels scaled to it) is written atomically as NAME-detections.jpg (JPEG quality
     90) when the image is a .jpg/.jpeg file, a photo whose PNG would be ten times larger, else NAME-detections.png
     (exact pixels for scenes, drawings and screenshots). An unreadable file is reported in its Found.error and
-    the others are still processed. The network runs on `device`; `model`: the run's network already loaded there
-    (convscope.Run keeps it), else it is loaded here. Raises SpecError when `run` is not a detector,
-    CheckpointError when it cannot be loaded, DataError when an item names no image, OutputError when a picture
-    cannot be written, ConfigError for a device this machine lacks.
+    the others are still processed. The network runs on `device`, or where `run` is loaded when it is a LoadedRun
+    (convscope.Run and the studio keep one). Raises SpecError when `run` is not a detector, CheckpointError when it
+    cannot be loaded, DataError when an item names no image, OutputError when a picture cannot be written,
+    ConfigError for a device this machine lacks.
     """
-    run = detector_run(run)
-    device = resolve_device(device)
-    model = model if model is not None else load_model(run, device=device)
-    mean, std = (t.to(device) for t in run_stats(run))
+    loaded = run if isinstance(run, LoadedRun) else None
+    run = detector_run(loaded.run if loaded else run)
+    loaded = loaded or load(run, device)
     flip = flips_at_test(run.config)  # as evaluated: averaged with the mirror image when trained on mirrors
     head, size = run.spec.layers[-1], run.spec.input[0]
     results = []
@@ -157,7 +154,7 @@ def detect_images(
             continue
         array = to_array(img, 3)  # H×W×3 uint8, upright
         boxed, scale, pad = letterbox(array, size)
-        out_maps = detector_maps(model, normalise(to_tensor(boxed[None]).to(device), mean, std), flip)
+        out_maps = detector_maps(loaded.model, loaded.tensor(boxed), flip)
         [(boxes, scores, classes)] = decode(*split_outputs(out_maps, head.classes), stride=head.stride)
         boxes, scores, classes = boxes.float().cpu(), scores.float().cpu(), classes.cpu()
         keep = (scores >= min_score).numpy()

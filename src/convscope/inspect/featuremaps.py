@@ -21,10 +21,9 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
 from convscope.builder import ConvNet
-from convscope.classify.predict import prepare
-from convscope.data.images import resolve_image
 from convscope.errors import DataError
-from convscope.run import Run, load_model, load_run
+from convscope.loaded import LoadedRun, load
+from convscope.run import Run
 from convscope.shapes import infer
 from convscope.show import Picture
 from convscope.spec import Activation, Base, BatchNorm, Conv, Dense, NetSpec, shape_text
@@ -87,24 +86,19 @@ class FeatureMaps:
 
 
 def feature_maps(
-    run: Run | str | Path, image: str | Path, layers: list[str] | None = None, device: str = "auto"
+    run: LoadedRun | Run | str | Path, image, layers: list[str] | None = None, device: str = "auto"
 ) -> FeatureMaps:
-    """The outputs of `layers` (default: every conv and pool layer) for one image file, with the run's best weights,
-    computed on `device` (convscope.device.resolve_device; the maps come back as NumPy arrays).
+    """The outputs of `layers` (default: every conv and pool layer) for one image, with the run's best weights,
+    computed on `device` (convscope.device.resolve_device; the maps come back as NumPy arrays). `run`: a run folder,
+    or a LoadedRun (then computed where it is loaded); `image`: a file or sample photo's name, or what
+    LoadedRun.fit takes (a PIL image, an array, an image already fitted).
 
     The image is converted exactly as `convscope predict` converts it (size, gray/RGB) and normalised with the run's
     per-channel mean and std; the model is in eval mode (batchnorm uses its running statistics, dropout is off).
     """
-    from convscope.device import resolve_device
-    from convscope.preprocess import normalise, run_stats, to_tensor
-
-    run = run if isinstance(run, Run) else load_run(run)
-    device = resolve_device(device)
-    model = load_model(run, device=device)
-    array, conversion = prepare(resolve_image(str(image)), run.spec.input)  # a file, or a sample photo's name
-    mean, std = run_stats(run)
-    x = normalise(to_tensor(array[None]), mean, std).to(device)
-    return FeatureMaps(array, conversion, layer_maps(model, x, layers))
+    loaded = load(run, device)
+    picture = loaded.fit(image)
+    return FeatureMaps(picture.array, picture.conversion, layer_maps(loaded.model, loaded.tensor(picture), layers))
 
 
 def layer_maps(

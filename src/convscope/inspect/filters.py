@@ -17,7 +17,8 @@ from matplotlib.figure import Figure
 from convscope.builder import ConvNet
 from convscope.errors import DataError
 from convscope.inspect.featuremaps import activation_text, grid_columns, sheet_figure, value_text
-from convscope.run import Run, load_model, load_run
+from convscope.loaded import LoadedRun, load
+from convscope.run import Run
 from convscope.shapes import infer
 from convscope.show import Drawable
 from convscope.spec import Conv
@@ -48,12 +49,10 @@ class FilterWeights(Drawable):
         return f"{f} filters {kh}×{kw}×{c}"
 
 
-def filter_weights(source: Run | str | Path | ConvNet, layer: str | None = None) -> FilterWeights:
-    """The weights of conv layer `layer` (default: the first conv layer) of a run (best weights) or a built model."""
-    if isinstance(source, ConvNet):
-        model = source
-    else:
-        model = load_model(source if isinstance(source, Run) else load_run(source))
+def filter_weights(source: LoadedRun | Run | str | Path | ConvNet, layer: str | None = None) -> FilterWeights:
+    """The weights of conv layer `layer` (default: the first conv layer) of a run (best weights), a loaded run or a
+    built model."""
+    model = source if isinstance(source, ConvNet) else load(source, device="cpu").model
     spec = model.spec
     convs = [info for info in infer(spec).layers if isinstance(info.layer, Conv)]
     if not convs:
@@ -65,20 +64,20 @@ def filter_weights(source: Run | str | Path | ConvNet, layer: str | None = None)
         raise DataError(f"{spec.name}: {name!r} {what}. Conv layers: {', '.join(i.name for i in convs)}")
     info = found[0]
     module = model.get_submodule(name)
-    weights = module.weight.detach().float().numpy().copy()
-    bias = None if module.bias is None else module.bias.detach().float().numpy().copy()
+    weights = module.weight.detach().float().cpu().numpy().copy()
+    bias = None if module.bias is None else module.bias.detach().float().cpu().numpy().copy()
     label = info.label + activation_text(info.layer.activation)
     return FilterWeights(info.index, name, label, weights, bias, info is convs[0])
 
 
 def save_filter_sheet(
-    source: FilterWeights | Run | str | Path | ConvNet, path: str | Path, layer: str | None = None
+    source: FilterWeights | LoadedRun | Run | str | Path | ConvNet, path: str | Path, layer: str | None = None
 ) -> Path:
     """filters_figure saved as one PNG at `path` (folders made as needed); returns the path."""
     return filters_figure(source, layer).save(path)
 
 
-def filters_figure(source: FilterWeights | Run | str | Path | ConvNet, layer: str | None = None) -> Figure:
+def filters_figure(source: FilterWeights | LoadedRun | Run | str | Path | ConvNet, layer: str | None = None) -> Figure:
     """A conv layer's filters (default: the first conv layer), one labelled tile per filter:
 
     - first layer on RGB images: each filter as a small colour image (what colour pattern it looks for);

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from convscope.errors import DataError
+from convscope.loaded import load
 from convscope.shapes import infer
 from convscope.show import Drawable
 from convscope.spec import Activation, Conv, NetSpec
@@ -186,23 +187,14 @@ def gradcam_for_run(
     device: str = "auto",
 ) -> GradCam:
     """The class activation map (`gradcam`) of an image file or sample photo name (any size and mode, converted as
-    `predict` does) for a class named in the run (default: the predicted class), computed on `device`."""
-    from convscope.classify.predict import prepare
-    from convscope.data.images import resolve_image
-    from convscope.device import resolve_device
-    from convscope.preprocess import normalise, run_stats, to_tensor
-    from convscope.run import Run, load_model, load_run
-
-    run = run if isinstance(run, Run) else load_run(run)
-    classes = run.data.classes
-    index = None if class_name is None else class_index(classes, class_name, run.path)
-    array, _conversion = prepare(resolve_image(str(image_path)), run.spec.input)
-    mean, std = run_stats(run)
-    device = resolve_device(device)
-    model = load_model(run, device=device)
-    x = normalise(to_tensor(array[None]), mean, std).to(device)
-    result = gradcam(model, x, layer=layer, class_index=index, method=method)
-    return replace(result, class_name=classes[result.class_index], image=array)
+    `predict` does; or what LoadedRun.fit takes) for a class named in the run (default: the predicted class),
+    computed on `device`. `run`: a run folder, a convscope.run.Run, or a LoadedRun (then computed where it is)."""
+    loaded = load(run, device)
+    classes = loaded.classes
+    index = None if class_name is None else class_index(classes, class_name, loaded.run.path)
+    picture = loaded.fit(image_path)
+    result = gradcam(loaded.model, loaded.tensor(picture), layer=layer, class_index=index, method=method)
+    return replace(result, class_name=classes[result.class_index], image=picture.array)
 
 
 def class_index(classes: tuple[str, ...], name: str, where) -> int:

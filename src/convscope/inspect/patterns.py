@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,7 +27,8 @@ import torch
 import torch.nn.functional as F
 
 from convscope.errors import DataError
-from convscope.run import Run, load_model, load_run
+from convscope.loaded import LoadedRun, load
+from convscope.run import Run
 from convscope.show import Drawable
 
 if TYPE_CHECKING:
@@ -105,7 +108,7 @@ def layer_output(model: torch.nn.Module, layer: str, x: torch.Tensor) -> torch.T
 
 
 def filter_patterns(
-    run: Run | str | Path,
+    run: LoadedRun | Run | str | Path,
     layer: str,
     filters: list[int] | None = None,
     steps: int = STEPS,
@@ -118,19 +121,34 @@ def filter_patterns(
     `steps` steps of gradient ascent (see the module's docstring for the recipe and its sources), on `device`.
 
     `size`: the pictures' side in pixels (default: the run's input); a smaller one is faster, and any size the
-    layers before `layer` allow is an image the network could be given. Raises DataError for an unknown layer, a
-    layer without feature maps, or filters it does not have.
+    layers before `layer` allow is an image the network could be given. `run`: a run folder, or a LoadedRun (then
+    optimised where it is loaded). Raises DataError for an unknown layer, a layer without feature maps, or filters
+    it does not have.
     """
-    from convscope.device import resolve_device
-    from convscope.preprocess import run_stats
+    loaded = load(run, device)
+    with _frozen(loaded.model):
+        return _ascend(loaded, layer, filters, steps, size, seed, first)
 
-    run = run if isinstance(run, Run) else load_run(run)
-    device = resolve_device(device)
-    model = load_model(run, device=device).train(False).requires_grad_(False)
-    h, w, c = run.spec.input
+
+@contextmanager
+def _frozen(model: torch.nn.Module) -> Iterator[None]:
+    """The model's parameters without gradients while the images are optimised (a loaded run's network may be
+    shared: each parameter's requires_grad is given back afterwards)."""
+    wanted = [p.requires_grad for p in model.parameters()]
+    model.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in zip(model.parameters(), wanted, strict=True):
+            p.requires_grad_(flag)
+
+
+def _ascend(loaded: LoadedRun, layer: str, filters, steps: int, size: int | None, seed: int, first: int):
+    """filter_patterns' gradient ascent, where the run is loaded, its network frozen (see filter_patterns)."""
+    model, device, mean, std = loaded.model.train(False), loaded.device, loaded.mean, loaded.std
+    h, w, c = loaded.input
     if size is not None:
         h = w = size
-    mean, std = (t.to(device).view(1, -1, 1, 1) for t in run_stats(run))
     probe = layer_output(model, layer, torch.zeros(1, c, h, w, device=device))
     channels = probe.shape[1]
     filters = list(range(min(first, channels))) if filters is None else list(filters)

@@ -22,7 +22,9 @@ import torch
 
 from convscope.data.dataset import Dataset, Split, seeded_split
 from convscope.errors import DataError
-from convscope.run import model_images
+from convscope.loaded import LoadedRun, load
+from convscope.preprocess import to_tensor
+from convscope.run import Run, model_images
 from convscope.shapes import infer, padding_2d
 from convscope.spec import Conv, NetSpec, Pair, Pool
 
@@ -94,45 +96,36 @@ def _split(run, data: Dataset | Split | None, split: str) -> Split:
 
 
 def top_activations(
-    run,
+    run: LoadedRun | Run,
     layer: str,
     k: int = 9,
     data: Dataset | Split | None = None,
     split: str = "test",
     max_images=None,
     *,
-    model=None,
     device: str = "auto",
 ) -> TopActivations:
     """Scan `split` of the run's data (or `data`) and keep, per filter of `layer`, the k images it responds to most.
 
-    `model`: the run's network if already loaded (default: load_model(run) on `device`; the scan runs where the
-    model is).
+    `run`: a Run, whose best weights are loaded on `device`, or a LoadedRun (the scan runs where it is loaded).
     """
-    from convscope.device import resolve_device
-    from convscope.preprocess import normalise, run_stats, to_tensor
-    from convscope.run import load_model
-
     if k < 1:
         raise DataError(f"k must be at least 1. Received: {k}")
-    rf, jump, offset = receptive_window(run.spec, layer)
-    part = _split(run, data, split)
+    record = run.run if isinstance(run, LoadedRun) else run
+    rf, jump, offset = receptive_window(record.spec, layer)
+    part = _split(record, data, split)
     images, labels = part.images[:max_images], part.labels[:max_images]
     if len(images) == 0:
         raise DataError(f"the {split} split has no images to scan")
-    if model is None:
-        device = resolve_device(device)
-        model = load_model(run, device=device)
-    else:  # the scan runs where the given model is
-        device = next(model.parameters()).device
+    loaded = load(run, device)
+    model = loaded.model
     was_training = model.training
     model.train(False)
-    mean, std = (t.to(device) for t in run_stats(run))
     best_v = best_i = best_p = None  # C×k: values, image indices, flat positions so far
     with torch.inference_mode():
-        model.check_input(to_tensor(images[:1]).to(device))
+        model.check_input(to_tensor(images[:1]).to(loaded.device))
         for start in range(0, len(images), BATCH):
-            x = normalise(to_tensor(images[start : start + BATCH]).to(device), mean, std)
+            x = loaded.tensor(images[start : start + BATCH])
             for name, module in model.named_children():  # forward only as far as the layer
                 x = module(x)
                 if name == layer:
@@ -160,7 +153,7 @@ def top_activations(
             hits.append(Hit(i, int(labels[i]), value, (r, col), box, patch, images[i].copy()))
         rows.append(tuple(hits))
     return TopActivations(
-        layer, k, (h, w, channels), rf, jump, offset, split, len(images), tuple(run.data.classes), tuple(rows)
+        layer, k, (h, w, channels), rf, jump, offset, split, len(images), tuple(record.data.classes), tuple(rows)
     )
 
 

@@ -31,6 +31,7 @@ from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, Field
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
+from convscope.data.images import describe
 from convscope.errors import ConvscopeError
 from convscope.studio import pictures
 from convscope.studio.jobs import Jobs
@@ -162,12 +163,13 @@ def create_app(runs_dir: str | Path, max_upload: int = MAX_UPLOAD, allowed_hosts
     ) -> dict[str, Any]:
         path = run_folder(runs, name)
         if image is not None:  # its file name and content type are not looked at: the bytes are decoded by convscope
-            token, what = uploads.add(image.file.read())
+            token, decoded = uploads.add(image.file.read())
         elif sample in pictures.SAMPLES:
-            token, what = uploads.add(pictures.sample_bytes(sample))
+            token, decoded = uploads.add(pictures.sample_bytes(sample))
         else:
             raise HTTPException(400, f"send an image file, or a sample: {', '.join(pictures.SAMPLES)}")
-        return {"image": token, "upload": what} | pictures.predict(path, uploads.path(token), top_k)
+        answer = pictures.predict(path, uploads.path(token), top_k, decoded)  # decoded once, here in uploads.add
+        return {"image": token, "upload": describe(decoded)} | answer
 
     def upload(token: str) -> Path:
         try:

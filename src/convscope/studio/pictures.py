@@ -11,9 +11,10 @@ import base64
 import io
 import math
 import threading
+from collections import OrderedDict
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
@@ -26,6 +27,9 @@ SAMPLES = tuple(SAMPLE_PHOTOS)
 SHOWN = 224  # pixels: pictures are enlarged by a whole factor to at least this side
 MAX_MAPS = 64  # feature maps sent for one layer
 _model_lock = threading.Lock()  # one computation on a model at a time: the thread pool would otherwise oversubscribe
+
+if TYPE_CHECKING:  # the modules that need torch are imported when a page first asks for a model
+    from convscope.loaded import FittedImage, LoadedRun
 
 
 def png_bytes(array: np.ndarray) -> bytes:
@@ -67,21 +71,52 @@ def upload_png(path: Path) -> bytes:
 
 
 # -- try it ----------------------------------------------------------------------------------------------------------
-def predict(path: Path, image: Path, top_k: int) -> dict[str, Any]:
-    """Top-k classes of a classifier (or, for a detector, that it is one), the layers with feature maps, the classes."""
+# Each run folder is loaded once and kept while its weights stay the same (convscope.loaded.cached); each upload is
+# decoded once and kept as each run's network takes it, for the follow-up questions (Grad-CAM, feature maps).
+FITTED_KEPT = 64  # uploads × runs kept fitted: a 224×224×3 input is 147 kB
+_fitted: OrderedDict[tuple[str, tuple[int, int, int]], FittedImage] = OrderedDict()
+_fitted_lock = threading.Lock()
+
+
+def loaded_run(path: Path) -> LoadedRun:
+    """The run folder's network on the CPU, loaded once and kept until its weights change."""
+    from convscope.loaded import cached
+
+    return cached(path, device="cpu")
+
+
+def fitted(loaded: LoadedRun, image: Path, decoded: Image.Image | None = None) -> FittedImage:
+    """The uploaded file `image` as `loaded`'s network takes it (LoadedRun.fit), from `decoded` (the upload already
+    decoded, upright) when given. Kept by (file, input shape): an upload's file never changes (its name is a new
+    random token), so the questions that follow the prediction decode nothing."""
+    key = (str(image), loaded.input)
+    with _fitted_lock:  # Grad-CAM and feature maps are asked for together: the second waits for the first's decode
+        if key in _fitted:
+            _fitted.move_to_end(key)
+            return _fitted[key]
+        picture = loaded.fit(decoded if decoded is not None else image)
+        picture.array.setflags(write=False)  # shared by the requests that follow
+        _fitted[key] = picture
+        while len(_fitted) > FITTED_KEPT:
+            _fitted.popitem(last=False)
+        return picture
+
+
+def predict(path: Path, image: Path, top_k: int, decoded: Image.Image | None = None) -> dict[str, Any]:
+    """Top-k classes of a classifier (or, for a detector, that it is one), the layers with feature maps, the classes.
+    `decoded`: the upload already decoded (upright), so that it is not decoded again."""
+    from convscope.classify.predict import predict_image
     from convscope.inspect.gradcam import spatial_layers
-    from convscope.run import load_run
+    from convscope.tasks import DetectTask, task_of
 
-    run = load_run(path)
-    answer = {"detector": run.spec.is_detector, "classes": list(run.data.classes), "layers": spatial_layers(run.spec)}
-    if run.spec.is_detector:
+    loaded = loaded_run(path)
+    detector = task_of(loaded.run) is DetectTask
+    answer = {"detector": detector, "classes": list(loaded.classes), "layers": spatial_layers(loaded.run.spec)}
+    if detector:
         return answer | {"top": [], "conversion": ""}
-    from convscope.classify.predict import predict as predict_files
-
+    picture = fitted(loaded, image, decoded)
     with _model_lock:
-        (found,) = predict_files(run, [str(image)], top_k, device="cpu")
-    if found.error:
-        raise DataError(found.error)
+        found = predict_image(loaded, picture, top_k)
     return answer | {"top": [{"class": c, "probability": p} for c, p in found.top], "conversion": found.conversion}
 
 
@@ -89,8 +124,10 @@ def gradcam_png(path: Path, image: Path, class_name: str | None) -> bytes:
     """The Grad-CAM (HiResCAM) heatmap laid over the image as the model took it, enlarged, as PNG."""
     from convscope.inspect.gradcam import gradcam_for_run, overlay
 
+    loaded = loaded_run(path)
+    picture = fitted(loaded, image)
     with _model_lock:
-        result = gradcam_for_run(path, image, class_name=class_name, device="cpu")
+        result = gradcam_for_run(loaded, picture, class_name=class_name)
     return png_bytes(enlarged(overlay(result.image, result.heatmap)))
 
 
@@ -99,13 +136,13 @@ def featuremaps(path: Path, image: Path, layer: str | None) -> dict[str, Any]:
     value range stretched to black–white), with its index and value range; the layer's H×W×C."""
     from convscope.inspect.featuremaps import feature_maps
     from convscope.inspect.gradcam import spatial_layers
-    from convscope.run import load_run
 
-    run = load_run(path)
-    layers = spatial_layers(run.spec)
+    loaded = loaded_run(path)
+    layers = spatial_layers(loaded.run.spec)
     layer = layer or layers[0]
+    picture = fitted(loaded, image)
     with _model_lock:
-        maps = feature_maps(run, image, [layer], device="cpu")
+        maps = feature_maps(loaded, picture, [layer])
     chosen = maps[layer]
     shown = []
     for i, values in enumerate(chosen.maps[:MAX_MAPS]):
@@ -129,8 +166,9 @@ def detections(path: Path, image: Path, min_score: float) -> dict[str, Any]:
     """A detector's boxes (in the image's pixels) with scores ≥ min_score, and the image's size; the page draws them."""
     from convscope.detect.predict import detect_images
 
+    loaded = loaded_run(path)
     with _model_lock:
-        (found,) = detect_images(path, [str(image)], min_score, device="cpu")
+        (found,) = detect_images(loaded, [str(image)], min_score)
     if found.error:
         raise DataError(found.error)
     objects = found.to_dict()["objects"]
@@ -140,16 +178,16 @@ def detections(path: Path, image: Path, min_score: float) -> dict[str, Any]:
 def first_filters(path: Path) -> dict[str, Any]:
     """The first conv layer's filters as k×k lists (summed over the input channels: what the explainer's gray image
     meets), for the explainer's filter menu."""
-    from convscope.run import load_model, load_run
+    from convscope.run import load_run
     from convscope.spec import Conv
 
     run = load_run(path)
     index = next((i for i, layer in enumerate(run.spec.layers) if isinstance(layer, Conv)), None)
     if index is None:
         raise DataError(f"{path.name}: its network has no conv layer of its own")
+    model = loaded_run(path).model
     with _model_lock:
-        model = load_model(run, device="cpu")
-    weights = model[index].weight.detach().float().sum(1).numpy()  # out × k × k: the spec's own first conv layer
+        weights = model[index].weight.detach().float().sum(1).numpy()  # out × k × k: the spec's own first conv layer
     return {"layer": run.spec.layer_names()[index], "filters": [np.round(w, 4).tolist() for w in weights[:32]]}
 
 

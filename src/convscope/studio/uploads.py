@@ -17,7 +17,9 @@ import threading
 from collections import OrderedDict
 from pathlib import Path
 
-from convscope.data.images import describe, open_image
+from PIL import Image
+
+from convscope.data.images import open_image
 from convscope.errors import DataError
 
 MAX_UPLOAD = 20 * 2**20  # bytes: a large phone photo; a convnet sees it at a few hundred pixels anyway
@@ -79,14 +81,15 @@ class UploadStore:
         self._paths: OrderedDict[str, Path] = OrderedDict()
         self._lock = threading.Lock()
 
-    def add(self, data: bytes) -> tuple[str, str]:
-        """Decode `data` with convscope's reader; returns (token, what the image is, e.g. 'RGB 451×300').
-        Raises DataError (one line, without the temporary path) when it is not an image convscope reads."""
+    def add(self, data: bytes) -> tuple[str, Image.Image]:
+        """Decode `data` with convscope's reader; returns (token, the image decoded and upright), so that the request
+        that uploads it decodes it once. Raises DataError (one line, without the temporary path) when it is not an
+        image convscope reads."""
         token = secrets.token_urlsafe(16)
         path = self.folder / token
         path.write_bytes(data)
         try:
-            what = describe(open_image(path))
+            image = open_image(path)
         except DataError as err:
             path.unlink(missing_ok=True)
             reason = str(err).removeprefix(f"{path}: ")  # the temporary name means nothing to the user
@@ -96,7 +99,7 @@ class UploadStore:
             while len(self._paths) > KEPT:
                 _, old = self._paths.popitem(last=False)
                 old.unlink(missing_ok=True)
-        return token, what
+        return token, image
 
     def path(self, token: str) -> Path:
         """The file of an upload. Raises KeyError for a token this store does not hold (expired, or made up)."""
