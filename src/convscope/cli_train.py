@@ -267,7 +267,9 @@ def cmd_predict(args: argparse.Namespace, console: Console) -> None:
     elif len(args.items) < 2:
         raise DataError("predict needs a run folder and at least one image (or --base NAME and images)")
     else:
-        results = predict(args.items[0], args.items[1:], args.top_k or 3, device=args.device or "auto")
+        source = args.items[0]  # a run folder, which must be a classifier's, or an exported .onnx classifier
+        source = source if Path(source).suffix.lower() == ".onnx" else _classifier(source, "predict")
+        results = predict(source, args.items[1:], args.top_k or 3, device=args.device or "auto")
     if args.json:
         print(json.dumps([r.to_dict() for r in results], indent=2))
     else:

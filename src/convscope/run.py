@@ -368,16 +368,6 @@ def model_images(run: Run, images, dataset: str):
     return fit_images(images, run.spec.input)
 
 
-def classifier_run(run: Run | str | Path, command: str) -> Run:
-    """The run, which must be a classifier: a detector is evaluated and used with `convscope detect ...`."""
-    run = run if isinstance(run, Run) else load_run(run)
-    if run.spec.is_detector:
-        from convscope.errors import SpecError
-
-        raise SpecError(f"{run.path} is a detector: use convscope detect {command} {run.path} ...")
-    return run
-
-
 def write_evaluation(run: Run, name: str, body: dict[str, Any]) -> None:
     """Write a test evaluation of the run's best weights (EVALUATION, DETECTION_EVALUATION) as JSON, atomically,
     stamped with those weights' sha256 (`read_evaluation` takes it back only while they are unchanged)."""

@@ -14,12 +14,12 @@ import numpy as np
 from convscope.classify.task import ClassifyTask
 from convscope.data.folder import IMAGE_SUFFIXES, image_files
 from convscope.data.images import describe, open_image, resolve_image, to_array
-from convscope.errors import CheckpointError, DataError
+from convscope.errors import CheckpointError, DataError, SpecError
 from convscope.files import check_regular_file
 from convscope.loaded import LoadedRun, load
 from convscope.onnx_model import load_onnx
 from convscope.preprocess import normalise, prepare, to_tensor
-from convscope.run import Run, classifier_run
+from convscope.run import Run
 from convscope.show import Picture, new_figure, png_bytes
 
 
@@ -105,19 +105,19 @@ def predict(
     A file that cannot be read gets a Prediction whose `error` says why; the rest are still predicted. A run's
     network runs on `device` (convscope.device; an .onnx file on ONNX Runtime's CPU provider), averaged with the
     mirror image where the run was trained so (ClassifyTask.predictor). Raises DataError / CheckpointError for an
-    unusable run or model, ConfigError for a device this machine lacks.
+    unusable run or model, SpecError for a network that gives no class scores (a detector's: `convscope predict`
+    refuses one before, naming `convscope detect predict`), ConfigError for a device this machine lacks.
     """
     import torch
 
     if not isinstance(run, LoadedRun | Run) and Path(run).suffix.lower() == ".onnx":  # a `convscope export`ed model
         check_regular_file(run, "model file", CheckpointError)
         return predict_onnx(run, items, top_k)
-    record = classifier_run(run.run if isinstance(run, LoadedRun) else run, "predict")
-    loaded = run if isinstance(run, LoadedRun) else load(record, device)
-    predictor = ClassifyTask.predictor(loaded.model, record.config)
+    loaded = load(run, device)
+    predictor = ClassifyTask.predictor(loaded.model, loaded.run.config)
 
     def logits_of(x: torch.Tensor) -> torch.Tensor:
-        return predictor(x).float().cpu()
+        return class_scores(predictor(x).float().cpu(), loaded)
 
     def fit(path: Path) -> tuple[np.ndarray, str]:
         picture = loaded.fit(path)
@@ -137,8 +137,21 @@ def predict_image(loaded: LoadedRun, image, top_k: int = 3) -> Prediction:
     picture = loaded.fit(image)
     predictor = ClassifyTask.predictor(loaded.model, loaded.run.config)
     with torch.inference_mode():
-        logits = predictor(loaded.tensor(picture)).float().cpu()
+        logits = class_scores(predictor(loaded.tensor(picture)).float().cpu(), loaded)
     return Prediction(picture.name, top_classes(logits, loaded.classes, top_k), picture.conversion, "", picture.array)
+
+
+def class_scores(logits, loaded: LoadedRun):
+    """`logits` (N×classes), checked: a network of another task (a detector's N×C×h×w maps) is refused with a
+    SpecError. Which task a run is for is asked where the commands start (convscope.tasks.task_of); this is what a
+    Python call that skipped that question meets."""
+    if logits.ndim != 2 or logits.shape[1] != len(loaded.classes):
+        shape = "×".join(map(str, logits.shape))
+        raise SpecError(
+            f"{loaded.run.path}: predict is for classifiers, whose network gives one score per class "
+            f"({len(loaded.classes)}); {loaded.run.spec.name} gives {shape}"
+        )
+    return logits
 
 
 def classify_files(logits_of, fit, tensor, classes, items: list[str], top_k: int) -> list[Prediction]:
