@@ -94,3 +94,8 @@ def test_the_report_studio_and_run_object_read_it(copy, no_scoring):
     shown = pictures.evaluation(copy.path)
     assert shown["accuracy"] == saved(copy)["accuracy"] and shown["confusion"] == saved(copy)["confusion"]
     assert convscope.load_run(copy.path).evaluate().accuracy == saved(copy)["accuracy"]
+
+
+def test_detector_commands_refuse_a_classifier(run, capsys):
+    assert main(["detect", "evaluate", str(run.path)]) == 2
+    assert f"{run.path}: not a detector (its last layer is dense, not detect)" in capsys.readouterr().err

@@ -56,9 +56,9 @@ _LAZY = {
     "gradcam": "convscope.api.run",
     "walkthrough": "convscope.api.explained",
     "load_model": "convscope.run",
-    "evaluate": "convscope.classify.evaluate",
+    "evaluate": "convscope.api.verbs",
     "predict": "convscope.classify.predict",
-    "write_report": "convscope.classify.report",
+    "write_report": "convscope.api.verbs",
 }
 
 

@@ -206,24 +206,12 @@ def cmd_detect_train(args: argparse.Namespace, console: Console) -> None:
         show(console, lambda callbacks: train(config, callbacks=callbacks, stop=args.stop))
 
 
-def _detector(path: str):
-    """The run folder at `path`, which must hold a detector. Raises SpecError for another task's run,
-    CheckpointError for a folder that holds no run."""
-    from convscope.errors import SpecError
-    from convscope.run import load_run
-    from convscope.tasks import DetectTask, task_of
-
-    run = load_run(path)
-    if task_of(run) is not DetectTask:
-        raise SpecError(f"{run.path}: not a detector (its last layer is {run.spec.layers[-1].layer_type}, not detect)")
-    return run
-
-
 def cmd_detect_evaluate(args: argparse.Namespace, console: Console) -> None:
     """The metrics training saved (detection.json), or, for other data or other weights, new ones."""
+    from convscope.api.verbs import detector_run
     from convscope.detect.evaluate import detection_of
 
-    metrics = detection_of(_detector(args.run_dir), args.data, args.data_dir, device=args.device or "auto")
+    metrics = detection_of(detector_run(args.run_dir), args.data, args.data_dir, device=args.device or "auto")
     if args.json:
         print(json.dumps(metrics.to_dict(), indent=2))
         return
@@ -241,10 +229,11 @@ def _ap(value: float) -> str:
 def cmd_detect_predict(args: argparse.Namespace, console: Console) -> None:
     from pathlib import Path
 
+    from convscope.api.verbs import detector_run
     from convscope.detect.predict import detect_images
 
     out = Path(args.out) if args.out else Path(args.run_dir) / DETECTIONS
-    run = _detector(args.run_dir)  # a classifier's run is refused here, before any image is read
+    run = detector_run(args.run_dir)  # a classifier's run is refused here, before any image is read
     results = detect_images(
         run, args.images, args.min_score, out, all_classes=args.all_classes, device=args.device or "auto"
     )

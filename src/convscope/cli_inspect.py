@@ -168,12 +168,6 @@ def cmd_gradcam(args: argparse.Namespace, console: Console) -> None:
 
 def cmd_report(args: argparse.Namespace, console: Console) -> None:
     """report.html of either kind of run: a detector's has mAP, precision–recall curves and boxes."""
-    from convscope.run import load_run
-    from convscope.tasks import DetectTask, task_of
+    from convscope.api.verbs import write_report
 
-    run = load_run(args.run_dir)
-    if task_of(run) is DetectTask:
-        from convscope.detect.evaluate import write_detector_report as write_report
-    else:
-        from convscope.classify.report import write_report
-    console.print(f"report: {write_report(run)}")
+    console.print(f"report: {write_report(args.run_dir)}")

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from convscope.cli_args import add_config_flags, add_device_flag, add_process_flags, config_settings, int_in
-from convscope.errors import ConfigError, DataError, SomeImagesFailed, SpecError
+from convscope.errors import ConfigError, DataError, SomeImagesFailed
 from convscope.recipes import TRANSFER as TRANSFER_DEFAULTS
 
 # The settings `transfer` has flags for; the others keep recipes.TRANSFER, then TrainConfig's defaults.
@@ -219,10 +219,9 @@ def _print_result(run, console: Console) -> None:
 
 def cmd_evaluate(args: argparse.Namespace, console: Console) -> None:
     """The evaluation training saved (evaluation.json), or, for other data or other weights, a new one."""
-    from convscope.classify.evaluate import evaluation_of
+    from convscope.api.verbs import evaluate
 
-    run = _classifier(args.run_dir, "evaluate")
-    result = evaluation_of(run, args.data, args.data_dir, device=args.device or "auto")
+    result = evaluate(args.run_dir, args.data, args.data_dir, device=args.device or "auto")
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
         return
@@ -246,15 +245,10 @@ def cmd_evaluate(args: argparse.Namespace, console: Console) -> None:
 
 
 def _classifier(path: str, command: str):
-    """The run folder at `path`, which must hold a classifier: a detector's commands are `convscope detect ...`.
-    Raises SpecError for another task's run, CheckpointError for a folder that holds no run."""
-    from convscope.run import load_run
-    from convscope.tasks import ClassifyTask, task_of
+    """The run folder at `path`, which must hold a classifier (api.verbs.classifier_run)."""
+    from convscope.api.verbs import classifier_run  # here: `convscope --help` starts without torch
 
-    run = load_run(path)
-    if (task := task_of(run)) is not ClassifyTask:
-        raise SpecError(f"{run.path} is a detector: use {task.command} {command} {run.path} ...")
-    return run
+    return classifier_run(path, command)
 
 
 def cmd_predict(args: argparse.Namespace, console: Console) -> None:

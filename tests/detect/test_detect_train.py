@@ -117,6 +117,14 @@ def test_detect_evaluate_and_the_report_read_the_metrics_training_saved(run, mon
     assert detection.detection_of(run).map50 == saved.map50 and detection.saved_detection(run) is not None
 
 
+def test_the_package_verbs_know_both_kinds_of_run(run):
+    import convscope
+
+    with pytest.raises(SpecError, match=f"{run.path} is a detector: use convscope detect evaluate"):
+        convscope.evaluate(run.path)
+    assert convscope.write_report(run.path) == run.path / "report.html"
+
+
 def test_a_coco_folder_from_convert_trains_and_evaluates_like_its_source(run, scenes, tmp_path, capsys):
     from convscope.data.detection.convert import convert
     from convscope.data.detection.load import load_detection
