@@ -24,7 +24,7 @@ import contextlib
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile
+from fastapi import APIRouter, FastAPI, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
@@ -81,6 +81,25 @@ def create_app(runs_dir: str | Path, max_upload: int = MAX_UPLOAD, allowed_hosts
 
     # No /docs: Swagger UI loads its code from a CDN, and the studio works offline. /openapi.json describes the API.
     app = FastAPI(title="convscope studio", docs_url=None, redoc_url=None, lifespan=lifespan)
+    _guard(app, max_upload, allowed_hosts)
+    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+    templates = Jinja2Templates(directory=HERE / "templates")
+    _error_answers(app, runs)
+    for router in (
+        _page_routes(runs, templates),
+        _run_routes(runs),
+        _try_routes(runs, uploads),
+        _explain_routes(),
+        _job_routes(jobs),
+    ):
+        app.include_router(router)
+    app.state.uploads, app.state.jobs, app.state.runs = uploads, jobs, runs
+    return app
+
+
+def _guard(app: FastAPI, max_upload: int, allowed_hosts) -> None:
+    """Uploads over `max_upload` bytes get 413; changes not sent by the studio's pages get 403; other Host headers 400.
+    (Starlette runs the middleware added last first: the Host check, then the page header, then the size.)"""
     app.add_middleware(UploadLimit, limit=max_upload)
 
     @app.middleware("http")
@@ -91,8 +110,10 @@ def create_app(runs_dir: str | Path, max_upload: int = MAX_UPLOAD, allowed_hosts
         return await call_next(request)
 
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
-    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
-    templates = Jinja2Templates(directory=HERE / "templates")
+
+
+def _error_answers(app: FastAPI, runs: Path) -> None:
+    """A convscope error a user caused is a 400, a run that is not in `runs` a 404: one-line JSON `detail` each."""
 
     @app.exception_handler(ConvscopeError)
     async def convscope_error(_request, err: ConvscopeError):
@@ -102,59 +123,76 @@ def create_app(runs_dir: str | Path, max_upload: int = MAX_UPLOAD, allowed_hosts
     async def no_run(_request, err: RunNotFound):
         return JSONResponse({"detail": f"no run named {str(err)[:80]!r} in {runs}"}, status_code=404)
 
+
+def _page_routes(runs: Path, templates: Jinja2Templates) -> APIRouter:
+    """The HTML pages: the runs, one run, try it, the conv/pool explainer, start a training."""
+    router = APIRouter()
+
     def page(request: Request, template: str, nav: str, **context) -> HTMLResponse:
         return templates.TemplateResponse(request, template, {"nav": nav, "runs_dir": str(runs), **context})
 
-    # -- pages -------------------------------------------------------------------------------------------------------
-    @app.get("/", response_class=HTMLResponse)
+    @router.get("/", response_class=HTMLResponse)
     def runs_page(request: Request):
         return page(request, "runs.html", "runs")
 
-    @app.get("/runs/{name}", response_class=HTMLResponse)
+    @router.get("/runs/{name}", response_class=HTMLResponse)
     def run_page(request: Request, name: str):
         return page(request, "run.html", "runs", name=run_folder(runs, name).name)
 
-    @app.get("/runs/{name}/try", response_class=HTMLResponse)
+    @router.get("/runs/{name}/try", response_class=HTMLResponse)
     def try_page(request: Request, name: str):
         path = run_folder(runs, name)
         return page(request, "try.html", "runs", name=path.name, samples=pictures.SAMPLES)
 
-    @app.get("/explain", response_class=HTMLResponse)
+    @router.get("/explain", response_class=HTMLResponse)
     def explain_page(request: Request):
         return page(request, "explain.html", "explain", samples=pictures.SAMPLES)
 
-    @app.get("/train", response_class=HTMLResponse)
+    @router.get("/train", response_class=HTMLResponse)
     def train_page(request: Request):
         from convscope.presets import preset_names
 
         return page(request, "train.html", "train", presets=preset_names())
 
-    # -- runs --------------------------------------------------------------------------------------------------------
-    @app.get("/api/runs")
+    return router
+
+
+def _run_routes(runs: Path) -> APIRouter:
+    """The runs as JSON: the list, one run, its metrics.csv rows, its report pictures, its per-class metrics."""
+    router = APIRouter()
+
+    @router.get("/api/runs")
     def api_runs() -> list[dict[str, Any]]:
         return list_runs(runs)
 
-    @app.get("/api/runs/{name}")
+    @router.get("/api/runs/{name}")
     def api_run(name: str) -> dict[str, Any]:
         return run_detail(run_folder(runs, name))
 
-    @app.get("/api/runs/{name}/metrics")
+    @router.get("/api/runs/{name}/metrics")
     def api_metrics(name: str) -> list[dict[str, Any]]:
         return metrics(run_folder(runs, name))
 
-    @app.get("/api/runs/{name}/pictures/{file}")
+    @router.get("/api/runs/{name}/pictures/{file}")
     def api_picture(name: str, file: str):
         path = run_folder(runs, name) / file
         if file not in PICTURES or not path.is_file():
             raise HTTPException(404, f"{name} has no picture {file[:80]!r}")
         return FileResponse(path, media_type="image/png")
 
-    @app.get("/api/runs/{name}/evaluation")
+    @router.get("/api/runs/{name}/evaluation")
     def api_evaluation(name: str) -> dict[str, Any]:
         return pictures.evaluation(run_folder(runs, name))
 
-    # -- try it ------------------------------------------------------------------------------------------------------
-    @app.post("/api/runs/{name}/predict")
+    return router
+
+
+def _try_routes(runs: Path, uploads: UploadStore) -> APIRouter:
+    """Try it: an image uploaded (or a sample) and predicted, then its Grad-CAM, feature maps and detections by token;
+    the first conv layer's filters."""
+    router = APIRouter()
+
+    @router.post("/api/runs/{name}/predict")
     def api_predict(
         name: str,
         image: Annotated[UploadFile | None, File()] = None,
@@ -177,57 +215,68 @@ def create_app(runs_dir: str | Path, max_upload: int = MAX_UPLOAD, allowed_hosts
         except KeyError:
             raise HTTPException(404, "no such uploaded image (they are kept for the latest 32 uploads)") from None
 
-    @app.get("/api/uploads/{token}")
+    @router.get("/api/uploads/{token}")
     def api_upload(token: str) -> Response:
         return Response(pictures.upload_png(upload(token)), media_type="image/png")
 
-    @app.get("/api/runs/{name}/gradcam")
+    @router.get("/api/runs/{name}/gradcam")
     def api_gradcam(name: str, image: str, class_name: str | None = None) -> Response:
         png = pictures.gradcam_png(run_folder(runs, name), upload(image), class_name)
         return Response(png, media_type="image/png")
 
-    @app.get("/api/runs/{name}/featuremaps")
+    @router.get("/api/runs/{name}/featuremaps")
     def api_featuremaps(name: str, image: str, layer: str | None = None) -> dict[str, Any]:
         return pictures.featuremaps(run_folder(runs, name), upload(image), layer)
 
-    @app.get("/api/runs/{name}/detections")
+    @router.get("/api/runs/{name}/detections")
     def api_detections(name: str, image: str, min_score: float = Query(0.05, ge=0, le=1)) -> dict[str, Any]:
         return pictures.detections(run_folder(runs, name), upload(image), min_score)
 
-    @app.get("/api/runs/{name}/filters")
+    @router.get("/api/runs/{name}/filters")
     def api_filters(name: str) -> dict[str, Any]:
         return pictures.first_filters(run_folder(runs, name))
 
-    # -- explain -----------------------------------------------------------------------------------------------------
-    @app.get("/api/samples")
+    return router
+
+
+def _explain_routes() -> APIRouter:
+    """The explainer's: the bundled photos, and one conv or pool computed by convscope.reference."""
+    router = APIRouter()
+
+    @router.get("/api/samples")
     def api_samples() -> list[str]:
         return list(pictures.SAMPLES)
 
-    @app.get("/api/samples/{sample}")
+    @router.get("/api/samples/{sample}")
     def api_sample(sample: str) -> Response:
         if sample not in pictures.SAMPLES:
             raise HTTPException(404, f"no sample photo {sample[:40]!r}; samples: {', '.join(pictures.SAMPLES)}")
         return Response(pictures.sample_png(sample), media_type="image/png")
 
-    @app.post("/api/explain")
+    @router.post("/api/explain")
     def api_explain(request: ExplainRequest) -> dict[str, Any]:
         return pictures.explain(request.model_dump())
 
-    # -- training ----------------------------------------------------------------------------------------------------
-    @app.get("/api/jobs")
+    return router
+
+
+def _job_routes(jobs: Jobs) -> APIRouter:
+    """The trainings started here: list, start, stop."""
+    router = APIRouter()
+
+    @router.get("/api/jobs")
     def api_jobs() -> list[dict[str, Any]]:
         return jobs.list()
 
-    @app.post("/api/jobs")
+    @router.post("/api/jobs")
     def api_start(model: Annotated[str, Form()], data: Annotated[str, Form()], epochs: Annotated[int, Form()] = 2):
         return jobs.start(model, data, epochs).to_dict()
 
-    @app.post("/api/jobs/{job}/stop")
+    @router.post("/api/jobs/{job}/stop")
     def api_stop(job: str) -> dict[str, Any]:
         try:
             return jobs.stop(job).to_dict()
         except KeyError:
             raise HTTPException(404, f"no training {job[:80]!r} was started here") from None
 
-    app.state.uploads, app.state.jobs, app.state.runs = uploads, jobs, runs
-    return app
+    return router
