@@ -218,6 +218,32 @@ def load_folder(
     images is checked for being blank. Raises DataError (one line, naming the folder) for a layout it cannot read.
     """
     root = Path(root)
+    _check_arguments(root, image_size, channels, val_fraction, test_fraction)
+    folders = _layout(root)
+    classes = _classes(folders["train"])
+    # List every split before decoding any: a misnamed class folder in test/ fails at once, not after minutes.
+    files = {name: _files_of(folder, classes) for name, folder in folders.items() if folder is not None}
+    skipped: list[Skipped] = []
+    shape = (int(image_size[0]), int(image_size[1]), channels)
+    splits = _decode_or_stream(root, folders, files, shape, memory_budget, skipped, progress)
+    _check_training_images(root, splits["train"], classes, folders["train"], skipped)
+    train, val, test = _split_off(root, splits, val_fraction, test_fraction, seed)
+    return Dataset(
+        name=root.resolve().name,
+        classes=classes,
+        train=train,
+        val=val,
+        test=test,
+        source=str(root),
+        skipped=tuple(skipped),
+    )
+
+
+def _check_arguments(
+    root: Path, image_size: tuple[int, int], channels: int, val_fraction: float, test_fraction: float
+) -> None:
+    """DataError unless root is a folder, image_size (height, width) > 0, channels 1 or 3 and the fractions leave
+    training images."""
     if not root.is_dir():
         found = "a file" if root.exists() else "nothing"
         raise DataError(f"{root}: expected a folder with one subfolder per class, found {found}")
@@ -230,6 +256,10 @@ def load_folder(
             f"val_fraction and test_fraction must be ≥ 0 with a sum < 1. Received: {val_fraction}, {test_fraction}"
         )
 
+
+def _layout(root: Path) -> dict[str, Path | None]:
+    """The folder of each split, {"train": …, "val": … or None, "test": … or None}: root/train/ and its neighbours, or
+    root itself (flat layout: val and test None). A lone val/ (valid/, validation/) is the test split."""
     top = _class_folders(root)
     if "train" not in top and {"test", *VAL_NAMES} & set(top):
         raise DataError(f"{root}: found {', '.join(sorted({'test', *VAL_NAMES} & set(top)))}/ but no train/ folder")
@@ -247,22 +277,33 @@ def load_folder(
         extra = sorted(set(top) - {"train", "test", *VAL_NAMES})
         if extra:
             log.warning("%s: ignoring folder(s) %s next to train/", root, ", ".join(extra))
+    return {"train": train_dir, "val": val_dir, "test": test_dir}
+
+
+def _classes(train_dir: Path) -> tuple[str, ...]:
+    """The class names: the subfolders of the training folder, sorted; at least 2, or a DataError."""
     classes = tuple(_class_folders(train_dir))
     if len(classes) < 2:
         raise DataError(
             f"{train_dir}: expected one subfolder per class, at least 2. Received: {len(classes)} "
             f"({', '.join(classes) or 'none'})"
         )
+    return classes
 
-    # List every split before decoding any: a misnamed class folder in test/ fails at once, not after minutes.
-    folders = {"train": train_dir, "val": val_dir, "test": test_dir}
-    files = {name: _files_of(folder, classes) for name, folder in folders.items() if folder is not None}
-    skipped: list[Skipped] = []
-    size = (int(image_size[0]), int(image_size[1]))
-    offsets, total = {}, 0  # where each split starts in the progress count
-    for name, found in files.items():
-        offsets[name], total = total, total + len(found)
-    decoded = total * size[0] * size[1] * channels  # bytes of every split decoded
+
+def _decode_or_stream(
+    root: Path,
+    folders: dict[str, Path | None],
+    files: dict[str, list[tuple[Path, int]]],
+    shape: tuple[int, int, int],
+    memory_budget: int | None,
+    skipped: list[Skipped],
+    progress: Progress | None,
+) -> dict[str, AnySplit]:
+    """Every split of `files` decoded to H×W×C = shape (Split), or none decoded (FileSplit, streamed) when they would
+    take more than memory_budget bytes decoded."""
+    total = sum(len(found) for found in files.values())
+    decoded = total * shape[0] * shape[1] * shape[2]  # bytes of every split decoded
     started = time.perf_counter()
     if memory_budget is not None and decoded > memory_budget:
         workers = default_workers()
@@ -275,43 +316,64 @@ def load_folder(
             workers,
             "" if workers == 1 else "s",
         )
-        splits = _stream_splits(root, folders, files, (*size, channels), skipped, progress)
+        splits = _stream_splits(root, folders, files, shape, skipped, progress)
         log.info("%s: %d image headers checked in %.1f s", root, total, time.perf_counter() - started)
     else:
-        splits = {
-            name: _load_split(
-                folders[name],
-                found,
-                size,
-                channels,
-                skipped,
-                progress and (lambda done, _, start=offsets[name]: progress(start + done, total)),
-            )
-            for name, found in files.items()
-        }
+        splits = _decode_splits(folders, files, shape, skipped, progress)
         log.info("%s: %d images read in %.1f s", root, total, time.perf_counter() - started)
-    train, val, test = splits["train"], splits.get("val"), splits.get("test")
+    return splits
+
+
+def _decode_splits(
+    folders: dict[str, Path | None],
+    files: dict[str, list[tuple[Path, int]]],
+    shape: tuple[int, int, int],
+    skipped: list[Skipped],
+    progress: Progress | None,
+) -> dict[str, Split]:
+    """Every split decoded in memory, one after the other; progress counts the images of all splits together."""
+    offsets, total = {}, 0  # where each split starts in the progress count
+    for name, found in files.items():
+        offsets[name], total = total, total + len(found)
+    return {
+        name: _load_split(
+            folders[name],
+            found,
+            shape[:2],
+            shape[2],
+            skipped,
+            progress and (lambda done, _, start=offsets[name]: progress(start + done, total)),
+        )
+        for name, found in files.items()
+    }
+
+
+def _check_training_images(
+    root: Path, train: AnySplit, classes: tuple[str, ...], train_dir: Path, skipped: list[Skipped]
+) -> None:
+    """DataError when a class has no readable training image or the training images are blank (all one value: on a
+    sample when streamed, as decoding every image would cost an epoch); a warning line when files were left out."""
     _check_every_class(train, classes, train_dir)
     if isinstance(train, Split):
         check_not_blank(str(root), *pixel_stats(train.images))  # e.g. float images read as black
-    else:  # streamed: on a sample, as decoding every image would cost an epoch
+    else:
         sample = train.sample(_BLANK_SAMPLE, seed=0)
         check_not_blank(f"{root} (a sample of {len(sample)} training images)", *pixel_stats(sample))
     if skipped:
         log.warning("%s: %d unreadable file(s) left out", root, len(skipped))
 
-    if test is None:
+
+def _split_off(
+    root: Path, splits: dict[str, AnySplit], val_fraction: float, test_fraction: float, seed: int
+) -> tuple[AnySplit, AnySplit | None, AnySplit]:
+    """(train, val, test): the splits missing on disk held out of train, seeded and stratified, test first. val is
+    None when val_fraction is 0 and there is no validation folder."""
+    train, val, test = splits["train"], splits.get("val"), splits.get("test")
+    test_held_out = test is None
+    if test_held_out:
         train, test = _hold_out(train, test_fraction, seed, "test", root)
     if val is None and val_fraction > 0:
         # val_fraction is of all the labelled images; when test was split off too, take it from what is left.
-        fraction = val_fraction / (1 - test_fraction) if test_dir is None else val_fraction
+        fraction = val_fraction / (1 - test_fraction) if test_held_out else val_fraction
         train, val = _hold_out(train, fraction, seed + 1, "val", root)
-    return Dataset(
-        name=root.resolve().name,
-        classes=classes,
-        train=train,
-        val=val,
-        test=test,
-        source=str(root),
-        skipped=tuple(skipped),
-    )
+    return train, val, test
