@@ -26,7 +26,7 @@ import common  # noqa: E402 (bench/ is not a package: scripts run as files)
 def test_images(run, count: int) -> tuple[np.ndarray, np.ndarray]:
     """uint8 N×H×W×C test images at the model's input size, and their labels."""
     from convscope.data.load import load_dataset
-    from convscope.run import model_images
+    from convscope.loaded import model_images
 
     data = load_dataset(run.config.data, run.config.data_dir, run.spec.input, run.config.seed)
     images, labels = data.test.images, data.test.labels
@@ -41,8 +41,9 @@ def main(argv=None) -> None:
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     from convscope.inspect.gradcam import default_layer
+    from convscope.loaded import load_model
     from convscope.preprocess import normalise, run_stats, to_tensor
-    from convscope.run import load_model, load_run
+    from convscope.run import load_run
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("run", help="a run folder")

@@ -58,8 +58,8 @@ def worker(job: dict) -> dict:
 
     from convscope import train
     from convscope.data.load import load_dataset
+    from convscope.loaded import load_predictor
     from convscope.preprocess import predict_logits, run_stats, to_tensor
-    from convscope.run import load_predictor
     from convscope.training.callbacks import Callback
 
     rows: list[dict] = []

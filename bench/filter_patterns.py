@@ -13,7 +13,8 @@ import os
 import statistics
 
 from convscope.inspect.patterns import filter_patterns, report_layers
-from convscope.run import load_model, load_run
+from convscope.loaded import load_model
+from convscope.run import load_run
 from convscope.spec import Conv
 
 

@@ -20,7 +20,8 @@ from helpers import make_folder, train_args
 from PIL import Image
 
 from convscope.cli import main
-from convscope.run import load_model, load_run
+from convscope.loaded import load_model
+from convscope.run import load_run
 from convscope.weights import save_weights
 
 CASES = Path(__file__).resolve().parents[2] / "shared" / "cases" / "images"

@@ -20,8 +20,9 @@ from convscope.cli import main
 from convscope.config import TrainConfig
 from convscope.errors import CheckpointError, DataError
 from convscope.export import ExportError, export
+from convscope.loaded import load_model
 from convscope.onnx_model import load_onnx
-from convscope.run import DataInfo, Run, load_model, load_run
+from convscope.run import DataInfo, Run, load_run
 from convscope.spec import NetSpec
 from convscope.tasks import task_of
 from convscope.tasks.train import train

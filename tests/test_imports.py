@@ -115,3 +115,82 @@ def test_the_graph_sees_function_level_and_relative_imports(tmp_path):
         "pkg.sub.mod": {"pkg.low", "pkg.high"},  # `import pkg`: its own package, left out
     }
     assert find_cycles(graph) == [["pkg.high", "pkg.sub.mod", "pkg.high"]]
+
+
+# The floors of the house, top to bottom (ARCHITECTURE.md draws them). A module may import its own floor and those
+# below it, never one above: the task folders are reached only from tasks/ and the front doors, and the library's
+# lower floors know nothing of the tasks, the training loop or the screens built on them. A module belongs to the
+# first floor with a pattern that is its name or a package above it.
+FLOORS: list[tuple[str, ...]] = [
+    (  # the front doors: they parse, call the library and show
+        "convscope",
+        "convscope.__main__",
+        "convscope.demo",
+        "convscope.cli",
+        "convscope.cli_args",
+        "convscope.cli_detect",
+        "convscope.cli_export",
+        "convscope.cli_inspect",
+        "convscope.cli_serve",
+        "convscope.cli_train",
+        "convscope.progress",
+        "convscope.studio",
+        "convscope.api",
+    ),
+    ("convscope.export",),  # a run as an ONNX / TorchScript file
+    ("convscope.tasks",),  # which task a network is (the one place), and training started or resumed with it
+    ("convscope.classify", "convscope.detect"),  # each task's whole life: task, evaluate, predict, report
+    ("convscope.training", "convscope.inspect", "convscope.explain_plot"),  # the trainer; looking inside a network
+    ("convscope.loaded",),  # one run loaded for inference: model, preprocessing, classes
+    (  # a run folder and what it is made of: settings, data, a built network
+        "convscope.run",
+        "convscope.config",
+        "convscope.preprocess",
+        "convscope.presets",
+        "convscope.recipes",
+        "convscope.data",
+        "convscope.builder",
+        "convscope.memory",
+        "convscope.plots",
+        "convscope.explain",
+        "convscope.keras_names",
+        "convscope.sequential",
+        "convscope.onnx_model",
+    ),
+    ("convscope.pretrained", "convscope.layers", "convscope.reference"),  # torch layers and pretrained bases
+    (  # the spec and its arithmetic: pure Python, no torch (the base catalog is the bases' layers as data)
+        "convscope.spec",
+        "convscope.spec_layers",
+        "convscope.shapes",
+        "convscope.summary",
+        "convscope.yamlfile",
+        "convscope.weights",
+        "convscope.pretrained.catalog",
+    ),
+    ("convscope.errors", "convscope.files", "convscope.show", "convscope.device", "convscope.signals"),  # the ground
+]
+
+
+def floor_of(module: str) -> int:
+    """The index in FLOORS (0 = top) of a module's floor: that of the longest name in FLOORS that is the module or a
+    package above it ('convscope.pretrained.catalog' before 'convscope.pretrained'). A KeyError names a module that
+    no floor holds."""
+    matches = [
+        (len(name), index)
+        for index, floor in enumerate(FLOORS)
+        for name in floor
+        if module == name or (module.startswith(name + ".") and name != "convscope")
+    ]
+    if not matches:
+        raise KeyError(f"{module} is on no floor: add it to FLOORS in tests/test_imports.py")
+    return max(matches)[1]
+
+
+def arrows_up(graph: dict[str, set[str]]) -> list[tuple[str, str]]:
+    """Every import that climbs to a higher floor than its own module's."""
+    return sorted((a, b) for a, targets in graph.items() for b in targets if floor_of(b) < floor_of(a))
+
+
+def test_every_arrow_points_down():
+    up = arrows_up(import_graph(module_files()))
+    assert not up, f"{len(up)} import(s) climb a floor:\n" + "\n".join(f"{a} -> {b}" for a, b in up)

@@ -42,8 +42,8 @@ __version__ = "0.1.0"
 
 
 # torch is imported only when it is needed, so `convscope summary` and friends start instantly. No public name is
-# also a submodule's name (the functions live in builder.py, evaluation.py, prediction.py): importing a submodule sets
-# the package attribute of its name, which would replace the function with the module.
+# also a submodule's name (the functions live in builder.py, api/verbs.py, classify/predict.py …): importing a
+# submodule sets the package attribute of its name, which would replace the function with the module.
 _LAZY = {
     "build": "convscope.builder",
     "train": "convscope.api.fit",
@@ -55,7 +55,7 @@ _LAZY = {
     "featuremaps": "convscope.api.run",
     "gradcam": "convscope.api.run",
     "walkthrough": "convscope.api.explained",
-    "load_model": "convscope.run",
+    "load_model": "convscope.loaded",
     "evaluate": "convscope.api.verbs",
     "predict": "convscope.classify.predict",
     "write_report": "convscope.api.verbs",

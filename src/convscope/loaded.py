@@ -27,12 +27,18 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from convscope.builder import build
+from convscope.config import TrainConfig
 from convscope.data.arrays import images_uint8
 from convscope.data.images import resolve_image
+from convscope.data.resize import fit_images
 from convscope.device import resolve_device
 from convscope.errors import DataError
+from convscope.layers import MirrorAverage
 from convscope.preprocess import fit_image, normalise, prepare, run_stats, to_tensor
-from convscope.run import CONFIG, SPEC, WEIGHTS, Run, load_model, load_run, model_images, weights_file
+from convscope.pretrained.bases import spec_base
+from convscope.run import CONFIG, SPEC, WEIGHTS, Run, load_run, weights_file
+from convscope.weights import load_weights
 
 EXIF_ORIENTATION = 0x0112  # the EXIF tag that says how the stored pixels are turned; 1 = upright
 CACHED_RUNS = 8  # run folders `cached` keeps loaded (a transfer run's network is ~15 MB, the demo's 0.4 MB)
@@ -174,3 +180,41 @@ def _stamp(path: Path, which: str) -> tuple:
 
 def _text(shape: tuple[int, ...]) -> str:
     return "×".join(map(str, shape))
+
+
+def load_model(run: Run, which: str = "best", device="cpu"):
+    """The run's network with its `best` or `last` weights, in eval mode, on `device` (a torch.device, or a name for
+    convscope.device.resolve_device: auto, cpu, cuda, cuda:N, mps; ConfigError when this machine lacks it)."""
+    model = build(run.spec, pretrained=False)  # the run's own weights replace any pretrained ones
+    load_weights(run.weights / weights_file(which), model)
+    device = device if isinstance(device, torch.device) else resolve_device(device)
+    return model.to(device).train(False)
+
+
+def load_predictor(run: Run, which: str = "best", device="cpu"):
+    """What classifies images for a classifier's run: its network, averaged with mirror images when its config says
+    so (`with_test_flips`). A run of another task gets its test-time predictor from its task
+    (`Task.predictor(model, config)`); a detector's maps are never averaged with mirrored ones."""
+    return with_test_flips(load_model(run, which, device), run.config)
+
+
+def with_test_flips(model, config: TrainConfig):
+    """A classifier's network as it is tested: its logits averaged with those of the mirror image when the run
+    trained on mirrored images (`TrainConfig.flips_at_test`), else the network itself."""
+    return MirrorAverage(model) if config.flips_at_test() else model
+
+
+def model_images(run: Run, images, dataset: str):
+    """uint8 N×H×W×C images of `dataset` as the run's network takes them.
+
+    A transfer run (its spec starts with a base) resizes and converts them to the base's input, as in training; any
+    other network was fitted to its data, so images of another shape are an error.
+    """
+    if tuple(images.shape[1:]) == run.spec.input:
+        return images
+    if spec_base(run.spec) is None:
+        shape = "×".join(map(str, images.shape[1:]))
+        raise DataError(
+            f"{dataset}: images are {shape}, the model {run.spec.name} takes {'×'.join(map(str, run.spec.input))}"
+        )
+    return fit_images(images, run.spec.input)

@@ -3,7 +3,7 @@
 runs/NAME/
   config.yaml               the resolved training settings, the data (classes, normalisation) and the spec's input
   spec.yaml                 the network
-  checkpoint.safetensors    everything --resume needs, in one file replaced atomically (training/state.py)
+  checkpoint.safetensors    everything --resume needs, in one file replaced atomically (training/checkpoint_file.py)
   metrics.csv               one row per epoch          } copies of what the checkpoint holds, rewritten after
   weights/best.safetensors, weights/last.safetensors   } each checkpoint: readers always find complete files
   train.log, results.json   the log of every segment of training; the test results
@@ -316,56 +316,6 @@ def _check_data_info(info: DataInfo, channels: int, where: Path) -> None:
         problems.append(f"std must be {channels} number(s) in (0, 1]. Received: {str(info.std)[:60]}")
     if problems:
         raise CheckpointError(f"{where}: damaged run config: data: {problems[0]}")
-
-
-def load_model(run: Run, which: str = "best", device="cpu"):
-    """The run's network with its `best` or `last` weights, in eval mode, on `device` (a torch.device, or a name for
-    convscope.device.resolve_device: auto, cpu, cuda, cuda:N, mps; ConfigError when this machine lacks it)."""
-    import torch
-
-    from convscope.builder import build
-    from convscope.device import resolve_device
-    from convscope.weights import load_weights
-
-    model = build(run.spec, pretrained=False)  # the run's own weights replace any pretrained ones
-    load_weights(run.weights / weights_file(which), model)
-    device = device if isinstance(device, torch.device) else resolve_device(device)
-    return model.to(device).train(False)
-
-
-def load_predictor(run: Run, which: str = "best", device="cpu"):
-    """What classifies images for a classifier's run: its network, averaged with mirror images when its config says
-    so (`with_test_flips`). A run of another task gets its test-time predictor from its task
-    (`Task.predictor(model, config)`); a detector's maps are never averaged with mirrored ones."""
-    return with_test_flips(load_model(run, which, device), run.config)
-
-
-def with_test_flips(model, config: TrainConfig):
-    """A classifier's network as it is tested: its logits averaged with those of the mirror image when the run
-    trained on mirrored images (`TrainConfig.flips_at_test`), else the network itself."""
-    from convscope.layers import MirrorAverage
-
-    return MirrorAverage(model) if config.flips_at_test() else model
-
-
-def model_images(run: Run, images, dataset: str):
-    """uint8 N×H×W×C images of `dataset` as the run's network takes them.
-
-    A transfer run (its spec starts with a base) resizes and converts them to the base's input, as in training; any
-    other network was fitted to its data, so images of another shape are an error.
-    """
-    from convscope.data.resize import fit_images
-    from convscope.errors import DataError
-    from convscope.pretrained.bases import spec_base
-
-    if tuple(images.shape[1:]) == run.spec.input:
-        return images
-    if spec_base(run.spec) is None:
-        shape = "×".join(map(str, images.shape[1:]))
-        raise DataError(
-            f"{dataset}: images are {shape}, the model {run.spec.name} takes {'×'.join(map(str, run.spec.input))}"
-        )
-    return fit_images(images, run.spec.input)
 
 
 def write_evaluation(run: Run, name: str, body: dict[str, Any]) -> None:

@@ -18,8 +18,8 @@ from convscope.inspect.featuremaps import (
     layer_maps,
     save_feature_map_sheets,
 )
+from convscope.loaded import load_model
 from convscope.preprocess import normalise, prepare, to_tensor
-from convscope.run import load_model
 from convscope.shapes import infer
 from convscope.spec import Activation, BatchNorm, Conv, Dense, Flatten, NetSpec, Pool
 from convscope.tasks.train import train

@@ -11,9 +11,9 @@ from convscope.builder import build
 from convscope.config import TrainConfig
 from convscope.errors import ConvscopeError, DataError
 from convscope.inspect.gradcam import default_layer, gradcam, gradcam_for_run, overlay, save_gradcam_png
+from convscope.loaded import load_model
 from convscope.preprocess import normalise, to_tensor
 from convscope.presets import get_preset
-from convscope.run import load_model
 from convscope.spec import Activation, BatchNorm, Conv, Dense, Flatten, GlobalPool, NetSpec, Pool
 from convscope.tasks.train import train
 

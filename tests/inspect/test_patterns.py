@@ -15,8 +15,9 @@ from safetensors.torch import load_file, save_file
 from convscope.cli import main
 from convscope.errors import DataError
 from convscope.inspect.patterns import filter_patterns, layer_output
+from convscope.loaded import load_model
 from convscope.preprocess import normalise, run_stats, to_tensor
-from convscope.run import load_model, load_run
+from convscope.run import load_run
 from convscope.spec import NetSpec
 from convscope.tasks.train import train
 

@@ -14,7 +14,8 @@ from safetensors.torch import load_file
 
 from convscope.config import TrainConfig
 from convscope.errors import TrainingError
-from convscope.run import load_model, load_run
+from convscope.loaded import load_model
+from convscope.run import load_run
 from convscope.tasks.train import train
 
 
@@ -142,8 +143,8 @@ def test_sigint_and_sigterm_save_mid_epoch_and_resume_exactly(uninterrupted, tmp
 
 def test_test_time_flips_average_an_image_and_its_mirror_image(folder, tmp_path):
     from convscope.classify.evaluate import evaluate
+    from convscope.loaded import load_predictor
     from convscope.preprocess import predict_logits, run_stats, to_tensor
-    from convscope.run import load_predictor
 
     run = train(small(folder, tmp_path / "run", epochs=1, augment="flip"), report=False)
     assert run.config.flips_at_test()  # the default follows the training flips

@@ -92,23 +92,20 @@ class Run(folder.Run):
         for data or arrays that cannot be used."""
         if labels is not None or isinstance(data, tuple | list | np.ndarray):
             return self._evaluate_arrays(data if labels is None else (data, labels))
-        from convscope.tasks import DetectTask, task_of
+        from convscope.tasks import task_of
 
-        if task_of(self) is DetectTask:
-            from convscope.detect.evaluate import detection_of as evaluation_of
-        else:
-            from convscope.classify.evaluate import evaluation_of
-        return evaluation_of(self, data, data_dir, self.config.device)
+        return task_of(self).evaluation(self, data, data_dir, self.config.device)
 
     def _evaluate_arrays(self, pair):
         import torch
 
         from convscope.classify.evaluate import evaluation_from_logits
         from convscope.data.arrays import pair as checked_pair
+        from convscope.loaded import model_images
         from convscope.preprocess import predict_logits, to_tensor
-        from convscope.run import model_images
+        from convscope.tasks import ClassifyTask, task_of
 
-        if self.spec.is_detector:
+        if task_of(self) is not ClassifyTask:
             raise DataError(f"{self.path} is a detector: evaluate it on a dataset with boxes (data=FOLDER)")
         x, y = checked_pair(pair, "evaluate")
         if y.max() >= len(self.data.classes):
@@ -128,22 +125,17 @@ class Run(folder.Run):
             and (images.ndim == 4 or (images.ndim == 3 and images.shape[-1] not in (1, 3)))
         )
         items = list(images) if many else [images]
-        from convscope.tasks import DetectTask, task_of
-
-        if task_of(self) is DetectTask:
-            from convscope.detect.predict import detect_images
-
-            found = detect_images(self.loaded, [str(i) for i in items])
-            return found if many else found[0]
-        from convscope.classify.predict import Predictions, predict_image
+        from convscope.tasks import task_of
 
         if top_k < 1:
             raise DataError(f"top_k must be at least 1. Received: {top_k}")
-        results = Predictions()
-        for i, item in enumerate(items):
-            found = predict_image(self.loaded, item, top_k)
-            results.append(replace(found, path=f"array {i}") if found.path == "array" and many else found)
-        return results if many else results[0]
+        found = task_of(self).predict(self.loaded, items, top_k)
+        if not many:
+            return found[0]
+        for i, one in enumerate(found):
+            if getattr(one, "path", None) == "array":  # an array has no file name: its place in the batch names it
+                found[i] = replace(one, path=f"array {i}")
+        return found
 
     def featuremaps(self, image, layer: str | list[str] | None = None):
         """The feature maps (one per filter) of `layer` (a name like 'conv1', a list, or None: every conv and pool
@@ -222,13 +214,9 @@ class Run(folder.Run):
     def report(self):
         """Write report.html (curves, per-class numbers, mistakes, feature maps) and return it: a Report that a
         notebook shows inline and whose `.path` is the file."""
-        from convscope.tasks import DetectTask, task_of
+        from convscope.tasks import task_of
 
-        if task_of(self) is DetectTask:
-            from convscope.detect.evaluate import write_detector_report as write
-        else:
-            from convscope.classify.report import write_report as write
-        return Report(write(self))
+        return Report(task_of(self).report(self))
 
     # -- display ------------------------------------------------------------------------------------------------------
     def __repr__(self) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from convscope.classify.evaluate import Evaluation, evaluation_of
+from convscope.classify.report import write_report as write_classifier_report
 from convscope.errors import SpecError
 from convscope.run import Run, load_run
 from convscope.tasks import ClassifyTask, DetectTask, task_of
@@ -27,13 +28,9 @@ def write_report(run: Run | str | Path, evaluation: Evaluation | None = None, wr
     numbers (`evaluation`'s, else the saved ones), the `wrong` most confidently wrong test images, feature maps and
     patterns; a detector's has mAP, precision–recall curves and boxes on test images."""
     run = run if isinstance(run, Run) else load_run(run)
-    if task_of(run) is DetectTask:
-        from convscope.detect.evaluate import write_detector_report
-
-        return write_detector_report(run)
-    from convscope.classify.report import write_report as write_classifier_report
-
-    return write_classifier_report(run, evaluation, wrong)
+    if task_of(run) is ClassifyTask:  # a classifier's report takes a fresh evaluation and its number of mistakes
+        return write_classifier_report(run, evaluation, wrong)
+    return task_of(run).report(run)
 
 
 def classifier_run(run: Run | str | Path, command: str) -> Run:

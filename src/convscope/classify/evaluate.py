@@ -15,16 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from convscope.errors import CheckpointError
-from convscope.run import (
-    CONFUSION,
-    EVALUATION,
-    Run,
-    load_predictor,
-    load_run,
-    model_images,
-    read_evaluation,
-    write_evaluation,
-)
+from convscope.loaded import load_predictor, model_images
+from convscope.run import CONFUSION, EVALUATION, Run, load_run, read_evaluation, write_evaluation
 
 log = logging.getLogger("convscope.evaluate")
 WRONG_KEPT = 16  # the most confidently wrong test images named in evaluation.json, for the report's pictures

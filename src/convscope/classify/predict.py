@@ -11,12 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
-from convscope.classify.task import ClassifyTask
 from convscope.data.folder import IMAGE_SUFFIXES, image_files
 from convscope.data.images import describe, open_image, resolve_image, to_array
 from convscope.errors import CheckpointError, DataError, SpecError
 from convscope.files import check_regular_file
-from convscope.loaded import LoadedRun, load
+from convscope.loaded import LoadedRun, load, with_test_flips
 from convscope.onnx_model import load_onnx
 from convscope.preprocess import normalise, prepare, to_tensor
 from convscope.run import Run
@@ -104,7 +103,7 @@ def predict(
     LoadedRun: computed where it is loaded) or an exported .onnx file, in the order given (a folder's images sorted).
     A file that cannot be read gets a Prediction whose `error` says why; the rest are still predicted. A run's
     network runs on `device` (convscope.device; an .onnx file on ONNX Runtime's CPU provider), averaged with the
-    mirror image where the run was trained so (ClassifyTask.predictor). Raises DataError / CheckpointError for an
+    mirror image where the run was trained so (loaded.with_test_flips). Raises DataError / CheckpointError for an
     unusable run or model, SpecError for a network that gives no class scores (a detector's: `convscope predict`
     refuses one before, naming `convscope detect predict`), ConfigError for a device this machine lacks.
     """
@@ -114,7 +113,7 @@ def predict(
         check_regular_file(run, "model file", CheckpointError)
         return predict_onnx(run, items, top_k)
     loaded = load(run, device)
-    predictor = ClassifyTask.predictor(loaded.model, loaded.run.config)
+    predictor = with_test_flips(loaded.model, loaded.run.config)
 
     def logits_of(x: torch.Tensor) -> torch.Tensor:
         return class_scores(predictor(x).float().cpu(), loaded)
@@ -135,7 +134,7 @@ def predict_image(loaded: LoadedRun, image, top_k: int = 3) -> Prediction:
     import torch
 
     picture = loaded.fit(image)
-    predictor = ClassifyTask.predictor(loaded.model, loaded.run.config)
+    predictor = with_test_flips(loaded.model, loaded.run.config)
     with torch.inference_mode():
         logits = class_scores(predictor(loaded.tensor(picture)).float().cpu(), loaded)
     return Prediction(picture.name, top_classes(logits, loaded.classes, top_k), picture.conversion, "", picture.array)

@@ -14,8 +14,9 @@ from matplotlib.figure import Figure
 from convscope.classify.evaluate import Evaluation, Mistake, evaluation_of, with_test_images
 from convscope.errors import DataError
 from convscope.inspect.html import escape, inline_image, page_header, save_page, section, summary_table
+from convscope.loaded import load_model
 from convscope.plots import plot_curves
-from convscope.run import CONFUSION, CURVES, FEATUREMAPS, PATTERNS, WRONG, Run, load_model, load_run
+from convscope.run import CONFUSION, CURVES, FEATUREMAPS, PATTERNS, WRONG, Run, load_run
 from convscope.show import Picture
 
 REPORT_FILTERS, REPORT_STEPS, REPORT_SIDE = 8, 64, 128  # patterns in the report: a few, quickly, at most 128 px

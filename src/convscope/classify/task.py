@@ -17,6 +17,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from convscope.classify.evaluate import evaluation_from_logits, evaluation_of, warn_if_one_class
+from convscope.classify.predict import Predictions, predict_image
+from convscope.classify.report import write_report as write_run_report
 from convscope.config import TrainConfig
 from convscope.data.augment_batch import augment_batch
 from convscope.data.dataset import Dataset, Split, per_class_subset, seeded_split, skipped_results
@@ -24,10 +27,11 @@ from convscope.data.load import load_dataset
 from convscope.data.resize import fit_images
 from convscope.data.stream import FileSplit, memory_budget, stream_batches
 from convscope.errors import SpecError
+from convscope.loaded import with_test_flips
 from convscope.memory import human_bytes
 from convscope.preprocess import batch_for, channel_stats, normalise, predict_logits, run_stats, to_tensor
 from convscope.pretrained.bases import spec_base
-from convscope.run import Run, with_test_flips
+from convscope.run import Run
 from convscope.spec import Dense, NetSpec
 from convscope.training.task import Task
 
@@ -91,7 +95,7 @@ class ClassifyTask(Task):
         self.mean, self.std = (t.to(device) for t in run_stats(run))
         self.skipped = data.skipped  # files the loader left out: train.log and results.json
         self.features: tuple[torch.Tensor, torch.Tensor | None] | None = None  # a frozen base's, computed once
-        self.evaluation = None  # of the test split, made by test()
+        self.tested = None  # the Evaluation of the test split, made by test()
 
     def _images(self, split) -> torch.Tensor | FileSplit:
         """A split's images: uint8 N×C×H×W on the CPU (fitted to the spec's input: a base's size and 3 channels),
@@ -196,22 +200,25 @@ class ClassifyTask(Task):
         return row["val_acc"] + 1 / (len(self.val[1]) + 1) / (1 + row["val_loss"])
 
     def test(self, model, epochs: int) -> dict:
-        from convscope.classify.evaluate import evaluation_from_logits, warn_if_one_class
-
         x, y = self.test_split
         logits = self._logits(model, x)
         test_loss, test_acc = _loss_accuracy(logits, y)
         # The images as the model saw them (N×H×W×C), for the report's pictures of mistakes.
         images = x.permute(0, 2, 3, 1).numpy() if isinstance(x, torch.Tensor) else _DecodedOnDemand(x)
-        self.evaluation = evaluation_from_logits(self.run, logits, y.numpy(), images)
+        self.tested = evaluation_from_logits(self.run, logits, y.numpy(), images)
         log.info("test accuracy %.4f after %d epochs", test_acc, epochs)
         warn_if_one_class(logits.argmax(1), y, self.run.data.classes)
         return {"test_acc": test_acc, "test_loss": test_loss, "test_images": len(y)} | skipped_results(self.skipped)
 
     def write_report(self) -> None:
-        from convscope.classify.report import write_report
+        write_run_report(self.run, self.tested)
 
-        write_report(self.run, self.evaluation)
+    evaluation = staticmethod(evaluation_of)
+    report = staticmethod(write_run_report)
+
+    @staticmethod
+    def predict(loaded, items: list, top_k: int = 3) -> Predictions:
+        return Predictions(predict_image(loaded, item, top_k) for item in items)
 
     @classmethod
     def headline(cls, results: dict) -> str:

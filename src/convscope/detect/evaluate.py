@@ -24,8 +24,9 @@ from convscope.detect.metrics import DetectionMetrics, coco_evaluate, plot_pr_cu
 from convscope.device import resolve_device
 from convscope.errors import CheckpointError, SpecError
 from convscope.layers import split_outputs
+from convscope.loaded import load_model
 from convscope.preprocess import batch_for, normalise, run_stats, to_tensor
-from convscope.run import DETECTION_EVALUATION, PR_CURVES, Run, load_model, load_run, read_evaluation, write_evaluation
+from convscope.run import DETECTION_EVALUATION, PR_CURVES, Run, load_run, read_evaluation, write_evaluation
 from convscope.spec_layers import Detect
 
 

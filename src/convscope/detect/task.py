@@ -17,9 +17,18 @@ from convscope.config import TrainConfig
 from convscope.data.detection.augment import augments, flip, scale_translate
 from convscope.data.detection.boxes import DetectionDataset, DetectionSplit, hold_out
 from convscope.data.detection.load import load_detection, log_label_problems
-from convscope.detect.evaluate import detect_split, flips_at_test, save_detection, split_metrics
+from convscope.detect.evaluate import (
+    detect_split,
+    detection_of,
+    flips_at_test,
+    save_detection,
+    split_metrics,
+    write_detector_report,
+)
 from convscope.detect.loss import detection_loss
 from convscope.detect.metrics import DetectionMetrics, plot_pr_curves
+from convscope.detect.predict import Found, detect_images
+from convscope.detect.report import write_detection_report
 from convscope.errors import ConfigError, DataError, SpecError
 from convscope.files import atomic_write_text
 from convscope.preprocess import channel_stats, normalise, run_stats, to_tensor
@@ -139,9 +148,15 @@ class DetectTask(Task):
         }
 
     def write_report(self) -> None:
-        from convscope.detect.report import write_detection_report
-
         write_detection_report(self.run, self.metrics, self.test_split, self.found)
+
+    evaluation = staticmethod(detection_of)
+    report = staticmethod(write_detector_report)
+
+    @staticmethod
+    def predict(loaded, items: list, top_k: int = 3) -> list[Found]:
+        """Boxes found in each image file (top_k does not apply: every box scoring at least detect_images' default)."""
+        return detect_images(loaded, [str(item) for item in items])
 
     @classmethod
     def headline(cls, results: dict) -> str:

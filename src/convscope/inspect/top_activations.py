@@ -22,9 +22,9 @@ import torch
 
 from convscope.data.dataset import Dataset, Split, seeded_split
 from convscope.errors import DataError
-from convscope.loaded import LoadedRun, load
+from convscope.loaded import LoadedRun, load, model_images
 from convscope.preprocess import to_tensor
-from convscope.run import Run, model_images
+from convscope.run import Run
 from convscope.shapes import infer, padding_2d
 from convscope.spec import Conv, NetSpec, Pair, Pool
 

@@ -3,7 +3,7 @@ its spec (convscope.tasks.task_for).
 
 A new run: the data is loaded and the spec fitted to it and checked before any file is written; then the run folder
 is claimed (one writer at a time: run.RunLock) and the trainer runs. A resumed run: its settings and checkpoint are
-checked (training/resume.py), then it continues exactly where its last checkpoint left it.
+checked (training/checkpoints.py), then it continues exactly where its last checkpoint left it.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def train(
 
     `spec`: train this network instead of resolving `config.model` (which then only names it).
     `resume`: continue the run in that folder exactly where its last checkpoint left it; `settings` may then only
-    raise `epochs` (to train longer) or set `threads` (training.resume). A finished run is returned unchanged.
+    raise `epochs` (to train longer) or set `threads` (training.checkpoints). A finished run is returned unchanged.
     `stop`: the StopRequest that Ctrl-C / SIGTERM feed (the CLI's); by default one is installed while training.
 
     Only one training writes a run folder at a time (run.RunLock); a second one is refused with CheckpointError.

@@ -15,6 +15,7 @@ whether a network is a detector:
     words    name ("classification"), command ("convscope" / "convscope detect"), outputs (what the network returns)
     numbers  score_key / score_name (the headline number of results.json), headline(results) (the line people read)
     mirror   predictor(model, config) → the network as evaluate/predict/export run it (mirror averaging if trained so)
+    after    evaluation(run, ...) (saved, or scored and saved) · report(run) → report.html · predict(loaded, items)
 
 `convscope.tasks.task_for(spec)` picks the task of a spec (one place); classification is `classify/task.py`,
 detection `detect/task.py`. A new task subclasses this class and implements these methods; it does not subclass or
@@ -24,11 +25,13 @@ change the trainer.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 
 from convscope.config import TrainConfig
+from convscope.loaded import LoadedRun
 from convscope.run import Run
 from convscope.spec import NetSpec
 
@@ -116,3 +119,20 @@ class Task:
     def predictor(model: torch.nn.Module, config: TrainConfig) -> torch.nn.Module:
         """The network as evaluation, prediction and export run it (the run's test-time augmentation inside)."""
         return model
+
+    @staticmethod
+    def evaluation(run: Run, data: str | None = None, data_dir: str | None = None, device: str = "auto") -> Any:
+        """A finished run's test evaluation: the one training saved while the run's best weights are unchanged, else
+        scored on the test split of its data (or of `data`, a dataset as training takes it) and saved."""
+        raise NotImplementedError
+
+    @staticmethod
+    def report(run: Run) -> Path:
+        """Write a finished run's report.html and its pictures (from the saved evaluation); return its path."""
+        raise NotImplementedError
+
+    @staticmethod
+    def predict(loaded: LoadedRun, items: list, top_k: int = 3) -> list:
+        """What the network finds in each image of `items` (files, sample names; a classifier also takes PIL images
+        and arrays): a classifier's top_k classes (Prediction), a detector's boxes (Found)."""
+        raise NotImplementedError
