@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 from convscope.classify.evaluate import Evaluation, Mistake, evaluation_of, with_test_images
 from convscope.errors import DataError
 from convscope.inspect.html import escape, inline_image, page_header, save_page, section, summary_table
-from convscope.loaded import load_model
+from convscope.loaded import LoadedRun, load
 from convscope.plots import plot_curves
 from convscope.run import CONFUSION, CURVES, FEATUREMAPS, PATTERNS, WRONG, Run, load_run
 from convscope.show import Picture
@@ -28,15 +28,16 @@ def write_report(run: Run | str | Path, evaluation: Evaluation | None = None, wr
     read the test images again, but the network runs only on the few they show."""
     run = run if isinstance(run, Run) else load_run(run)
     evaluation = with_test_images(run, evaluation or evaluation_of(run))
+    loaded = load(run, device="cpu")  # the weights are read once, for every picture of the page
     curves = plot_curves(run.metrics(), run.path / CURVES, title=f"{run.path.name}: learning curves")
     sections = [
         _header(run, evaluation),
         section("Model", summary_table(run)),
         section("Learning curves", inline_image(curves)),
         section("Test results", _metrics_table(evaluation) + inline_image(run.path / CONFUSION)),
-        section("Most confidently wrong", _wrong_section(run, evaluation, wrong)),
-        section("Feature maps of one test image", _featuremap_section(run, evaluation)),
-        section("What the filters look for", _pattern_section(run)),
+        section("Most confidently wrong", _wrong_section(loaded, evaluation, wrong)),
+        section("Feature maps of one test image", _featuremap_section(loaded, evaluation)),
+        section("What the filters look for", _pattern_section(loaded)),
     ]
     return save_page(run, sections)
 
@@ -68,11 +69,11 @@ def _metrics_table(ev: Evaluation) -> str:
     return f"{summary}<table>{head}{rows}</table>"
 
 
-def _wrong_section(run: Run, ev: Evaluation, k: int) -> str:
+def _wrong_section(loaded: LoadedRun, ev: Evaluation, k: int) -> str:
     mistakes = ev.mistakes(k)
     if not mistakes:
         return "<p>The model got every test image right.</p>"
-    path = save_wrong_png(run, ev, mistakes, run.path / WRONG)
+    path = save_wrong_png(loaded, ev, mistakes, loaded.run.path / WRONG)
     note = (
         "<p class=note>The test images the model was most sure of and still got wrong. The colours are the "
         "HiResCAM map of the predicted class (a Grad-CAM that keeps each position's own gradient): where the last "
@@ -81,12 +82,12 @@ def _wrong_section(run: Run, ev: Evaluation, k: int) -> str:
     return note + inline_image(path, "most confidently wrong test images")
 
 
-def save_wrong_png(run: Run, ev: Evaluation, mistakes: list[Mistake], path: Path) -> Path:
+def save_wrong_png(run: LoadedRun | Run, ev: Evaluation, mistakes: list[Mistake], path: Path) -> Path:
     """wrong_figure saved as a PNG at `path`; returns the path."""
     return wrong_figure(run, ev, mistakes).save(path)
 
 
-def wrong_figure(run: Run, ev: Evaluation, mistakes: list[Mistake]) -> Figure:
+def wrong_figure(run: LoadedRun | Run, ev: Evaluation, mistakes: list[Mistake]) -> Figure:
     """The test images the model got wrong (e.g. `ev.mistakes(8)`), each overlaid with the HiResCAM map of the class
     the model predicted, titled with the true class, the prediction and its probability; four to a row.
 
@@ -94,13 +95,11 @@ def wrong_figure(run: Run, ev: Evaluation, mistakes: list[Mistake]) -> Figure:
     inches a panel, 110 dpi) with rows × min(4, len(mistakes)) axes. Raises DataError for no mistakes and IndexError
     for an index outside the evaluation's images."""
     from convscope.inspect.gradcam import gradcam, overlay
-    from convscope.preprocess import normalise, run_stats, to_tensor
 
     if not mistakes:
         raise DataError("the wrong-images figure needs at least one test image index. Received: []")
 
-    model = load_model(run)
-    mean, std = run_stats(run)
+    loaded = load(run, device="cpu")
     cols = min(4, len(mistakes))
     rows = -(-len(mistakes) // cols)
     fig = Picture(figsize=(3.1 * cols, 3.5 * rows), dpi=110, layout="constrained")
@@ -109,7 +108,7 @@ def wrong_figure(run: Run, ev: Evaluation, mistakes: list[Mistake]) -> Figure:
         ax.set_axis_off()
     for ax, m in zip(axes.flat, mistakes, strict=False):
         image = ev.images[m.index]
-        cam = gradcam(model, normalise(to_tensor(image[None]), mean, std), class_index=m.predicted)
+        cam = gradcam(loaded.model, loaded.tensor(image[None]), class_index=m.predicted)
         ax.imshow(overlay(image, cam.heatmap), interpolation="nearest")
         ax.set_title(
             f"test #{m.index}: {ev.classes[m.true]}\npredicted {ev.classes[m.predicted]} ({m.probability:.1%})",
@@ -119,18 +118,18 @@ def wrong_figure(run: Run, ev: Evaluation, mistakes: list[Mistake]) -> Figure:
     return fig
 
 
-def _featuremap_section(run: Run, ev: Evaluation) -> str:
+def _featuremap_section(loaded: LoadedRun, ev: Evaluation) -> str:
     from PIL import Image
 
     from convscope.inspect.featuremaps import feature_maps, save_feature_map_sheets
 
-    folder = run.path / FEATUREMAPS
+    folder = loaded.run.path / FEATUREMAPS
     folder.mkdir(exist_ok=True)
     sample = folder / "input.png"
     image = ev.images[0]
     Image.fromarray(image[:, :, 0] if image.shape[2] == 1 else image).save(sample)
     label = ev.classes[ev.labels[0]]
-    sheets = save_feature_map_sheets(feature_maps(run, sample), folder)
+    sheets = save_feature_map_sheets(feature_maps(loaded, sample), folder)
     note = (
         f"<p class=note>Test image #0 ({escape(label)}) through every conv and pool layer: one tile per filter, "
         "bright where the filter's pattern is present.</p>"
@@ -138,15 +137,16 @@ def _featuremap_section(run: Run, ev: Evaluation) -> str:
     return note + "".join(inline_image(p, p.stem) for p in sheets)
 
 
-def _pattern_section(run: Run) -> str:
+def _pattern_section(loaded: LoadedRun) -> str:
     from convscope.inspect.patterns import filter_patterns, report_layers, save_pattern_sheet
 
+    run = loaded.run
     folder = run.path / PATTERNS
     folder.mkdir(exist_ok=True)
     parts = []
-    for layer in report_layers(load_model(run)):
+    for layer in report_layers(loaded.model):
         side = min(REPORT_SIDE, max(run.spec.input[:2]))
-        patterns = filter_patterns(run, layer, steps=REPORT_STEPS, size=side, first=REPORT_FILTERS, device="cpu")
+        patterns = filter_patterns(loaded, layer, steps=REPORT_STEPS, size=side, first=REPORT_FILTERS, device="cpu")
         path = save_pattern_sheet(patterns, folder / f"{layer}.png")
         parts.append(f"<p class=note>{escape(patterns.line())}</p>" + inline_image(path, f"patterns of {layer}"))
     note = (
