@@ -12,14 +12,12 @@ import math
 import time
 from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from convscope.classify.evaluate import evaluation_from_logits, evaluation_of, warn_if_one_class
-from convscope.classify.predict import Predictions, predict_image
-from convscope.classify.report import write_report as write_run_report
 from convscope.config import TrainConfig
 from convscope.data.augment_batch import augment_batch
 from convscope.data.dataset import Dataset, Split, per_class_subset, seeded_split, skipped_results
@@ -200,6 +198,8 @@ class ClassifyTask(Task):
         return row["val_acc"] + 1 / (len(self.val[1]) + 1) / (1 + row["val_loss"])
 
     def test(self, model, epochs: int) -> dict:
+        from convscope.classify.evaluate import evaluation_from_logits, warn_if_one_class
+
         x, y = self.test_split
         logits = self._logits(model, x)
         test_loss, test_acc = _loss_accuracy(logits, y)
@@ -210,14 +210,29 @@ class ClassifyTask(Task):
         warn_if_one_class(logits.argmax(1), y, self.run.data.classes)
         return {"test_acc": test_acc, "test_loss": test_loss, "test_images": len(y)} | skipped_results(self.skipped)
 
+    # The modules of a finished run (evaluation, report, prediction) draw with matplotlib: they are imported when a
+    # finished run asks for them, so that every training process does not pay for them at start.
     def write_report(self) -> None:
-        write_run_report(self.run, self.tested)
+        from convscope.classify.report import write_report
 
-    evaluation = staticmethod(evaluation_of)
-    report = staticmethod(write_run_report)
+        write_report(self.run, self.tested)
 
     @staticmethod
-    def predict(loaded, items: list, top_k: int = 3) -> Predictions:
+    def evaluation(run: Run, data: str | None = None, data_dir: str | None = None, device: str = "auto"):
+        from convscope.classify.evaluate import evaluation_of
+
+        return evaluation_of(run, data, data_dir, device)
+
+    @staticmethod
+    def report(run: Run) -> Path:
+        from convscope.classify.report import write_report
+
+        return write_report(run)
+
+    @staticmethod
+    def predict(loaded, items: list, top_k: int = 3):
+        from convscope.classify.predict import Predictions, predict_image
+
         return Predictions(predict_image(loaded, item, top_k) for item in items)
 
     @classmethod

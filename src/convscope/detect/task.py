@@ -27,8 +27,6 @@ from convscope.detect.evaluate import (
 )
 from convscope.detect.loss import detection_loss
 from convscope.detect.metrics import DetectionMetrics, plot_pr_curves
-from convscope.detect.predict import Found, detect_images
-from convscope.detect.report import write_detection_report
 from convscope.errors import ConfigError, DataError, SpecError
 from convscope.files import atomic_write_text
 from convscope.preprocess import channel_stats, normalise, run_stats, to_tensor
@@ -147,15 +145,21 @@ class DetectTask(Task):
             "skipped_files": [],
         }
 
+    # As for a classifier, the drawing modules are imported when they are needed, not when training starts.
     def write_report(self) -> None:
+        from convscope.detect.report import write_detection_report
+
         write_detection_report(self.run, self.metrics, self.test_split, self.found)
 
     evaluation = staticmethod(detection_of)
     report = staticmethod(write_detector_report)
 
     @staticmethod
-    def predict(loaded, items: list, top_k: int = 3) -> list[Found]:
-        """Boxes found in each image file (top_k does not apply: every box scoring at least detect_images' default)."""
+    def predict(loaded, items: list, top_k: int = 3) -> list:
+        """Boxes found in each image file (Found; top_k does not apply: every box scoring at least detect_images'
+        default)."""
+        from convscope.detect.predict import detect_images
+
         return detect_images(loaded, [str(item) for item in items])
 
     @classmethod
