@@ -126,7 +126,7 @@ def load(run: LoadedRun | Run | str | Path, device="auto", which: str = "best") 
     ConfigError for a device this machine lacks."""
     if isinstance(run, LoadedRun):
         return run
-    run = run if isinstance(run, Run) else load_run(run)
+    run = load_run(run)
     device = device if isinstance(device, torch.device) else resolve_device(device)
     model = load_model(run, which, device)
     mean, std = (t.to(device) for t in run_stats(run))

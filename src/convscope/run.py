@@ -278,8 +278,11 @@ def remove_unfinished(path: Path, made: bool) -> None:
             path.rmdir()
 
 
-def load_run(path: str | Path) -> Run:
-    """Read a run folder's config.yaml and spec.yaml (the model itself: `load_model`)."""
+def load_run(path: Run | str | Path) -> Run:
+    """Read a run folder's config.yaml and spec.yaml (the model itself: convscope.loaded); a Run is returned as it is.
+    Raises CheckpointError for a folder that is not a run, or whose files are damaged."""
+    if isinstance(path, Run):
+        return path
     path = Path(path)
     config_file = path / "config.yaml"
     if not path.is_dir():

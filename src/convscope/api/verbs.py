@@ -27,7 +27,7 @@ def write_report(run: Run | str | Path, evaluation: Evaluation | None = None, wr
     """Write the run's report.html and its pictures; return its path. A classifier's has the curves, the per-class
     numbers (`evaluation`'s, else the saved ones), the `wrong` most confidently wrong test images, feature maps and
     patterns; a detector's has mAP, precision–recall curves and boxes on test images."""
-    run = run if isinstance(run, Run) else load_run(run)
+    run = load_run(run)
     if task_of(run) is ClassifyTask:  # a classifier's report takes a fresh evaluation and its number of mistakes
         return write_classifier_report(run, evaluation, wrong)
     return task_of(run).report(run)
@@ -36,7 +36,7 @@ def write_report(run: Run | str | Path, evaluation: Evaluation | None = None, wr
 def classifier_run(run: Run | str | Path, command: str) -> Run:
     """The run (loaded when given as a path), which must be a classifier: a detector's `command` is one of
     `convscope detect ...`. Raises SpecError for another task's run, CheckpointError for a folder without a run."""
-    run = run if isinstance(run, Run) else load_run(run)
+    run = load_run(run)
     if (task := task_of(run)) is not ClassifyTask:
         raise SpecError(f"{run.path} is a detector: use {task.command} {command} {run.path} ...")
     return run
@@ -45,7 +45,7 @@ def classifier_run(run: Run | str | Path, command: str) -> Run:
 def detector_run(run: Run | str | Path) -> Run:
     """The run (loaded when given as a path), which must be a detector. Raises SpecError for another task's run,
     CheckpointError for a folder without a run."""
-    run = run if isinstance(run, Run) else load_run(run)
+    run = load_run(run)
     if task_of(run) is not DetectTask:
         raise SpecError(f"{run.path}: not a detector (its last layer is {run.spec.layers[-1].layer_type}, not detect)")
     return run

@@ -122,7 +122,7 @@ def evaluation_of(
     """A classifier run's test evaluation: the one saved in the run folder while its best weights are those it was
     made with (no per-image arrays), else `evaluate` (which saves it again when the data is the run's own). The
     network, if it has to run, runs on `device`."""
-    run = run if isinstance(run, Run) else load_run(run)
+    run = load_run(run)
     if _own_data(run, data, data_dir) and (saved := saved_evaluation(run)) is not None:
         if not (run.path / CONFUSION).is_file():  # the picture `convscope evaluate` names
             _plot(run, saved)
@@ -141,7 +141,7 @@ def evaluate(
     from convscope.device import resolve_device
     from convscope.preprocess import predict_logits, run_stats, to_tensor
 
-    run = run if isinstance(run, Run) else load_run(run)
+    run = load_run(run)
     torch.set_num_threads(run.config.threads or torch.get_num_threads())
     device = resolve_device(device)  # refused before the data is read
     test_images, labels = load_test_split(run, data, data_dir)

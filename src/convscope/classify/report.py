@@ -26,7 +26,7 @@ def write_report(run: Run | str | Path, evaluation: Evaluation | None = None, wr
     """Write a classifier run's run/report.html (and curves.png, confusion.png, wrong.png, featuremaps/*.png); return
     its path. The numbers are `evaluation`'s, else the ones saved in the run folder (evaluation_of); the pictures
     read the test images again, but the network runs only on the few they show."""
-    run = run if isinstance(run, Run) else load_run(run)
+    run = load_run(run)
     evaluation = with_test_images(run, evaluation or evaluation_of(run))
     loaded = load(run, device="cpu")  # the weights are read once, for every picture of the page
     curves = plot_curves(run.metrics(), run.path / CURVES, title=f"{run.path.name}: learning curves")

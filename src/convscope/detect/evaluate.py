@@ -69,18 +69,12 @@ def flips_at_test(config: TrainConfig) -> bool:
     return config.tta_flip if config.tta_flip is not None else "flip" in augments(config)
 
 
-def detector_run(run: Run | str | Path) -> Run:
-    """The run (loaded when given as a path). Which task a run is for is asked above detect/, where the commands
-    start (convscope.tasks.task_of): a classifier never reaches here."""
-    return run if isinstance(run, Run) else load_run(run)
-
-
 def detection_of(
     run: Run | str | Path, data: str | None = None, data_dir: str | None = None, device: str = "auto"
 ) -> DetectionMetrics:
     """A detection run's test metrics: the ones saved in the run folder while its best weights are those they were
     made with, else `evaluate_detector` (which saves them again when the data is the run's own)."""
-    run = detector_run(run)
+    run = load_run(run)
     if _own_data(run, data, data_dir) and (saved := saved_detection(run)) is not None:
         return saved
     return evaluate_detector(run, data, data_dir, device)
@@ -93,7 +87,7 @@ def evaluate_detector(
     `data`: the test split of another dataset with the same classes, or the whole of a COCO JSON (`data_dir`: its
     images), computed on `device`. Writes pr_curves.png, and detection.json for the run's own data. DataError for
     data that cannot be read, SpecError for other classes, ConfigError for a device this machine lacks."""
-    run = detector_run(run)
+    run = load_run(run)
     device = resolve_device(device)  # a device this machine lacks is refused before the data is read
     split = load_test_split(run, data, data_dir)
     metrics = split_metrics(split, _detect(run, split, device), run.data.classes)
@@ -108,7 +102,7 @@ def write_detector_report(run: Run | str | Path) -> Path:
     detections of the few test images it draws."""
     from convscope.detect.report import SHOWN, write_detection_report
 
-    run = detector_run(run)
+    run = load_run(run)
     device = resolve_device("auto")
     split = load_test_split(run)
     if (metrics := saved_detection(run)) is None:

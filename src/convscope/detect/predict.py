@@ -15,12 +15,12 @@ from convscope.data.detection.boxes import letterbox
 from convscope.data.images import describe, open_image, to_array
 from convscope.detect.decoding import decode, detector_maps
 from convscope.detect.draw import draw_detections
-from convscope.detect.evaluate import detector_run, flips_at_test
+from convscope.detect.evaluate import flips_at_test
 from convscope.errors import ConvscopeError
 from convscope.files import atomic_write_bytes
 from convscope.layers import split_outputs
 from convscope.loaded import LoadedRun, load
-from convscope.run import Run
+from convscope.run import Run, load_run
 
 
 @dataclass(frozen=True)
@@ -141,7 +141,7 @@ def detect_images(
     ConfigError for a device this machine lacks.
     """
     loaded = run if isinstance(run, LoadedRun) else None
-    run = detector_run(loaded.run if loaded else run)
+    run = load_run(loaded.run if loaded else run)
     loaded = loaded or load(run, device)
     flip = flips_at_test(run.config)  # as evaluated: averaged with the mirror image when trained on mirrors
     head, size = run.spec.layers[-1], run.spec.input[0]
