@@ -7,7 +7,8 @@ from torch import nn
 
 from convscope import files
 from convscope.errors import CheckpointError, OutputError
-from convscope.files import atomic_write_bytes, atomic_write_text, remove_temp_files
+from convscope.files import atomic_write_bytes, atomic_write_text
+from convscope.run import remove_run_temp_files
 from convscope.weights import (
     load_state_dict_file,
     load_weights,
@@ -85,14 +86,21 @@ def test_a_folder_that_cannot_be_made_is_one_line(tmp_path):
         atomic_write_text(tmp_path / "file" / "sub" / "a.txt", "hello")
 
 
-def test_temp_files_left_by_a_kill_are_found_and_removed(tmp_path):
+def test_temp_files_left_by_a_kill_are_found_and_removed_and_nothing_else(tmp_path):
     (tmp_path / "weights").mkdir()
     left = [tmp_path / ".checkpoint.safetensors.abc123_x.tmp", tmp_path / "weights" / ".last.safetensors.9zz_0000.tmp"]
     for p in left:
         p.write_bytes(b"half")
     (tmp_path / "keep.tmp").write_text("a user's file, not ours")
-    assert sorted(remove_temp_files(tmp_path)) == sorted(left)
+    # A temporary file of another program's, named as tempfile names them, and one of ours in a folder that is not
+    # the run's: neither is the run's to remove.
+    theirs = [tmp_path / ".notes.txt.abcd1234.tmp", tmp_path / "data" / ".config.yaml.abcd1234.tmp"]
+    theirs[1].parent.mkdir()
+    for p in theirs:
+        p.write_text("someone else's")
+    assert sorted(remove_run_temp_files(tmp_path)) == sorted(left)
     assert not any(p.exists() for p in left) and (tmp_path / "keep.tmp").exists()
+    assert all(p.exists() for p in theirs)
 
 
 # ── weights ───────────────────────────────────────────────────────────────────────────────────────────────────────

@@ -17,7 +17,7 @@ import stat
 import tempfile
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
@@ -126,11 +126,18 @@ def _remove_quietly(name: str | None) -> None:
             Path(name).unlink(missing_ok=True)
 
 
-def remove_temp_files(folder: str | os.PathLike) -> list[Path]:
-    """Delete the temporary files that atomic writes left in `folder` and its subfolders when the process was killed
-    mid-write (`.NAME.XXXXXXXX.tmp`, as tempfile names them); return them. Only call this while holding the folder
-    (nobody else can be writing there)."""
-    found = [p for p in Path(folder).rglob(f".*{TEMP_SUFFIX}") if _TEMP_NAME.fullmatch(p.name) and p.is_file()]
+def is_temp_file_of(name: str, targets: Iterable[str]) -> bool:
+    """Whether `name` is the temporary file an atomic write of one of `targets` makes (`.TARGET.XXXXXXXX.tmp`)."""
+    return _TEMP_NAME.fullmatch(name) is not None and any(name.startswith(f".{target}.") for target in targets)
+
+
+def remove_temp_files(folder: str | os.PathLike, targets: Iterable[str]) -> list[Path]:
+    """Delete the temporary files that atomic writes of `targets` (file names in `folder`) left when the process was
+    killed mid-write (`.TARGET.XXXXXXXX.tmp`, as tempfile names them); return them. Only `folder` itself is looked
+    in, never its subfolders, and only those names: other files, hidden or temporary, are never touched. Only call
+    this while holding the folder (nobody else can be writing there)."""
+    targets = tuple(targets)
+    found = [p for p in Path(folder).glob(f".*{TEMP_SUFFIX}") if is_temp_file_of(p.name, targets) and p.is_file()]
     for p in found:
         _remove_quietly(str(p))
     return found

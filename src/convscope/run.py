@@ -38,8 +38,8 @@ from typing import Any
 import yaml
 
 from convscope.config import TrainConfig
-from convscope.errors import CheckpointError, OutputError
-from convscope.files import atomic_write_text, remove_temp_files
+from convscope.errors import CheckpointError, ConvscopeError, OutputError
+from convscope.files import atomic_write_text, is_temp_file_of, remove_temp_files
 from convscope.spec import NetSpec, load_spec
 from convscope.yamlfile import read_yaml
 
@@ -73,6 +73,11 @@ def weights_file(which: str) -> str:
 
 
 _STARTED_FILES = (CONFIG, SPEC, METRICS, LOG)  # what a training writes before its first checkpoint
+# Every name a run folder holds (files and folders); anything else in a folder means it is not (only) a run's.
+_RUN_FILES = (CONFIG, SPEC, CHECKPOINT, METRICS, RESULTS, LOG, REPORT, CURVES, CONFUSION, WRONG, PR_CURVES)
+_RUN_FILES += (PREDICTIONS, COCO_EVAL, EVALUATION, DETECTION_EVALUATION)
+_RUN_NAMES = frozenset((*_RUN_FILES, LOCK, WEIGHTS, FEATUREMAPS, DETECTIONS, EXPORT, PATTERNS))
+_WEIGHT_FILES = (weights_file("best"), weights_file("last"))
 
 
 @dataclass(frozen=True)
@@ -232,6 +237,8 @@ def new_run_folder(config: TrainConfig) -> tuple[Path, bool]:
         if config.out:
             path = Path(config.out)
             made = not path.exists()
+            if path.is_dir():
+                check_not_foreign(path)  # before anything (even the lock file) is made in a user's folder
             path.mkdir(parents=True, exist_ok=True)
             return path, made
         data = Path(config.data.rstrip("/"))
@@ -254,10 +261,45 @@ def check_run_folder_is_free(path: Path) -> None:
     checkpoint holds nothing worth keeping and is started over. Raises CheckpointError."""
     if (path / CHECKPOINT).exists() or (path / RESULTS).exists():
         raise CheckpointError(f"{path}: already holds a run; resume it with --resume {path} or choose another --out")
-    remove_temp_files(path)  # left by a training killed before its first checkpoint
+    check_not_foreign(path)
+    remove_run_temp_files(path)  # left by a training killed before its first checkpoint
     if (path / CONFIG).exists():
         for name in _STARTED_FILES:
             (path / name).unlink(missing_ok=True)
+
+
+def check_not_foreign(path: Path) -> None:
+    """Refuse, before anything is written, a folder given as --out that holds what no convscope run writes (a user's
+    files), or a config.yaml that is not a run's: training there would replace or delete them. An empty folder and
+    the folder of a run that never reached its first checkpoint pass. Raises OutputError."""
+    foreign = sorted(
+        p.name for p in path.iterdir() if p.name not in _RUN_NAMES and not is_temp_file_of(p.name, _RUN_FILES)
+    )
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise OutputError(
+            f"{path}: is not empty and not a convscope run (it holds {shown}); give --out a new or empty folder. "
+            "Nothing was changed"
+        )
+    if (path / CONFIG).is_file() and not _is_run_config(path / CONFIG):
+        raise OutputError(
+            f"{path / CONFIG}: is not a convscope run's config; give --out another folder. Nothing was changed"
+        )
+
+
+def _is_run_config(file: Path) -> bool:
+    """Whether a config.yaml is one a training wrote (its `train` and `data` sections), not a user's own file."""
+    try:
+        body = read_yaml(file, CheckpointError, "run config")
+    except ConvscopeError:
+        return False
+    return isinstance(body, dict) and {"train", "data"} <= body.keys()
+
+
+def remove_run_temp_files(path: Path) -> list[Path]:
+    """The temporary files a killed training's atomic writes left: its own files' only, in the run folder and its
+    weights/ folder, never anywhere else (a user's hidden files and other folders are never looked at)."""
+    return remove_temp_files(path, _RUN_FILES) + remove_temp_files(path / WEIGHTS, _WEIGHT_FILES)
 
 
 def remove_unfinished(path: Path, made: bool) -> None:

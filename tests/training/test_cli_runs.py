@@ -125,6 +125,30 @@ def test_an_output_path_that_cannot_be_made_is_one_line(folder, tmp_path):
     )
 
 
+def _listing(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize(
+    "user_files, message",
+    [
+        ({"notes.txt": "mine", ".hidden.abcd1234.tmp": "mine too", "sub/.config.yaml.abcd1234.tmp": "and this"},
+         "is not empty and not a convscope run (it holds .hidden.abcd1234.tmp, notes.txt, sub)"),
+        ({"config.yaml": "lr: 0.1\n", "spec.yaml": "mine\n"}, "config.yaml: is not a convscope run's config"),
+    ],
+)  # fmt: skip
+def test_train_out_on_a_folder_of_the_users_is_refused_and_left_as_it_was(folder, tmp_path, user_files, message):
+    out = tmp_path / "mine"
+    for name, text in user_files.items():
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_text(text)
+    before = _listing(out)
+    proc = cli(*train_args(folder, out, epochs=1))
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert _listing(out) == before and not (out / ".lock").exists()  # not even the lock file was made
+
+
 def test_a_run_on_a_read_only_file_system_is_one_line_and_keeps_the_checkpoint(finished, tmp_path):
     """A real read-only file system (a tmpfs remounted read-only; needs root, skipped otherwise)."""
     mount = tmp_path / "ro"

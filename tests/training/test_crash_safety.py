@@ -134,10 +134,14 @@ def test_a_failure_before_the_first_checkpoint_blocks_no_retry(folder, tmp_path,
     monkeypatch.undo()
     out.mkdir()
     (out / "notes.txt").write_text("the user's own")
+    with pytest.raises(OutputError, match="is not empty and not a convscope run"):  # a user's folder is not a run's
+        train(config(folder, out), report=False)
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]  # refused before anything, the lock file too
+    (out / "notes.txt").unlink()
     monkeypatch.setattr(ClassifyTask, "loss", broken)
     with pytest.raises(RuntimeError):
         train(config(folder, out), report=False)
-    assert sorted(p.name for p in out.iterdir()) == [".lock", "notes.txt"]  # the user's folder and file stay
+    assert sorted(p.name for p in out.iterdir()) == [".lock"]  # the folder it did not make stays
     monkeypatch.undo()
     assert train(config(folder, out, epochs=1), report=False).results()["epochs"] == 1
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from convscope.config import TrainConfig
 from convscope.errors import ConfigError, ConvscopeError, Interrupted, SpecError
-from convscope.files import atomic_write_text, remove_temp_files
+from convscope.files import atomic_write_text
 from convscope.memory import check_training_memory
 from convscope.presets import preset_names, resolve_spec
 from convscope.pretrained.bases import input_scaling, spec_base
@@ -33,6 +33,7 @@ from convscope.run import (
     check_run_folder_is_free,
     load_run,
     new_run_folder,
+    remove_run_temp_files,
     remove_unfinished,
 )
 from convscope.shapes import infer
@@ -129,7 +130,7 @@ def _resume(path: Path, settings, group: Group, callbacks, report, stop, started
 
         def claim() -> None:  # rank 0: the run folder's lock, for the whole training
             stack.enter_context(RunLock(run.path))
-            remove_temp_files(run.path)
+            remove_run_temp_files(run.path)
 
         def record() -> None:  # rank 0, once the checkpoint is found sound: the changed setting in the run's record
             log.info("%s: now set to train %d epochs", run.path, config.epochs)
