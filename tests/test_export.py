@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 
 import numpy as np
 import onnxruntime as ort
@@ -18,7 +19,7 @@ from convscope.builder import build
 from convscope.classify.predict import predict, predict_onnx
 from convscope.cli import main
 from convscope.config import TrainConfig
-from convscope.errors import CheckpointError, DataError
+from convscope.errors import CheckpointError, DataError, OutputError
 from convscope.export import ExportError, export
 from convscope.loaded import load_model
 from convscope.onnx_model import load_onnx
@@ -304,3 +305,39 @@ def test_load_onnx_checks_the_input_against_model_json(onnx_export, tmp_path):
     (tmp_path / "other.json").write_text(json.dumps({**info, "input": [28, 28, 1]}))
     with pytest.raises(CheckpointError, match=r"expected one input 'images' of N×1×28×28"):
         load_onnx(other)
+
+
+# ── where an export may write ─────────────────────────────────────────────────────────────────────────────────────
+def test_an_export_never_replaces_a_pipe_a_folder_or_a_run_s_own_files(run, tmp_path, capsys):
+    pipe = tmp_path / "pipe.onnx"
+    os.mkfifo(pipe)
+    best = run.path / "weights" / "best.safetensors"
+    weights = best.read_bytes()
+    (tmp_path / "folder.onnx").mkdir()
+    for out, message in [
+        (pipe, "pipe.onnx: is a named pipe (FIFO), not a file convscope may replace"),
+        (tmp_path / "folder.onnx", "folder.onnx: is a folder, not a file convscope may replace"),
+        (best, f"is inside the run folder {run.path.resolve()}; export to {run.path.resolve() / 'export'}"),
+        (run.path / "model.onnx", "is inside the run folder"),
+    ]:
+        assert main(["export", str(run.path), "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+    assert pipe.is_fifo() and best.read_bytes() == weights and not (run.path / "model.onnx").exists()
+
+
+def test_an_export_never_replaces_a_users_file_or_json_unless_told(run, tmp_path, capsys):
+    annotations, coco = tmp_path / "annotations.json", '{"images": [], "annotations": []}'
+    annotations.write_text(coco)  # a COCO file where the sidecar would go
+    assert main(["export", str(run.path), "--out", str(tmp_path / "annotations.onnx")]) == 2
+    assert "annotations.json: exists and is not a model.json of convscope's" in capsys.readouterr().err
+    assert (
+        annotations.read_text() == '{"images": [], "annotations": []}' and not (tmp_path / "annotations.onnx").exists()
+    )
+    mine = tmp_path / "mine.onnx"
+    mine.write_bytes(b"the user's own model")
+    with pytest.raises(OutputError, match=r"mine.onnx: exists and was not written by convscope export; --overwrite"):
+        export(run, "onnx", mine)
+    assert mine.read_bytes() == b"the user's own model"
+    assert export(run, "onnx", mine, overwrite=True).path == mine and mine.read_bytes() != b"the user's own model"
+    assert export(run, "onnx", mine).path == mine  # exported there before: export's own file, replaced without asking

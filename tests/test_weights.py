@@ -86,6 +86,19 @@ def test_a_folder_that_cannot_be_made_is_one_line(tmp_path):
         atomic_write_text(tmp_path / "file" / "sub" / "a.txt", "hello")
 
 
+def test_an_atomic_write_never_replaces_a_pipe_or_a_folder(tmp_path):
+    pipe, folder = tmp_path / "pipe", tmp_path / "folder"
+    os.mkfifo(pipe)
+    folder.mkdir()
+    (folder / "inside.txt").write_text("kept")
+    with pytest.raises(OutputError, match=r"pipe: is a named pipe \(FIFO\), not a file convscope may replace"):
+        atomic_write_bytes(pipe, b"x")
+    with pytest.raises(OutputError, match=r"folder: is a folder, not a file convscope may replace"):
+        atomic_write_text(folder, "x")
+    assert pipe.is_fifo() and (folder / "inside.txt").read_text() == "kept"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder", "pipe"]  # no temporary file left either
+
+
 def test_temp_files_left_by_a_kill_are_found_and_removed_and_nothing_else(tmp_path):
     (tmp_path / "weights").mkdir()
     left = [tmp_path / ".checkpoint.safetensors.abc123_x.tmp", tmp_path / "weights" / ".last.safetensors.9zz_0000.tmp"]

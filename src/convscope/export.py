@@ -44,10 +44,11 @@ from typing import Any
 import numpy as np
 
 from convscope.data.images import sample_photo
-from convscope.errors import ExportError
+from convscope.errors import ExportError, OutputError
+from convscope.files import check_replaceable
 from convscope.loaded import LoadedRun, load
 from convscope.onnx_model import onnx_input, onnx_session, read_json, sidecar_path
-from convscope.run import EXPORT, Run
+from convscope.run import CONFIG, EXPORT, SPEC, Run
 from convscope.tasks import task_of
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
@@ -72,9 +73,13 @@ class Exported:
     outputs: str  # 'logits' | 'heatmap/size/offset maps'
 
 
-def export(run: Run | str | Path, fmt: str, out: str | Path | None = None) -> Exported:
+def export(run: Run | str | Path, fmt: str, out: str | Path | None = None, overwrite: bool = False) -> Exported:
     """Write the run's best weights as `fmt` ('onnx' or 'torchscript') to `out` (default RUN/export/model.onnx|.pt)
-    and model.json beside it; an ExportError, and nothing written, if it disagrees with the eager model."""
+    and model.json beside it; an ExportError, and nothing written, if it disagrees with the eager model.
+
+    `out` never replaces what export did not make: a folder, device, pipe or socket, a file inside a run folder (but
+    its export/), a JSON beside it that is not a model.json, or (without `overwrite`) an existing file that no export
+    wrote are refused with an OutputError before anything is computed or written."""
     import torch
 
     from convscope.files import atomic_write_bytes
@@ -84,6 +89,7 @@ def export(run: Run | str | Path, fmt: str, out: str | Path | None = None) -> Ex
     loaded = load(run, device="cpu")
     run, task = loaded.run, task_of(loaded.run)
     path = Path(out) if out else run.path / EXPORT / f"model{FORMATS[fmt]}"
+    _check_out(path, chosen=out is not None, overwrite=overwrite)
     model = task.predictor(loaded.model, run.config)  # the run's test-time mirror averaging inside, as predict's
     batch = check_batch(loaded)
     example = batch[:2].contiguous()  # 2, not 1: torch.export would specialise a batch of 1 into the graph
@@ -190,6 +196,42 @@ def _torchscript_runner(data: bytes):
             return module(x).numpy()
 
     return run
+
+
+def _check_out(path: Path, chosen: bool, overwrite: bool) -> None:
+    """Refuse an output path that would replace what export did not make (see `export`). `chosen`: named by the user
+    (the default RUN/export/model.* is export's own)."""
+    resolved = path.resolve()
+    for folder in resolved.parents:  # a run's files (weights, checkpoint, config) are never an export's target
+        if (folder / CONFIG).is_file() and (folder / SPEC).is_file():
+            if not resolved.is_relative_to(folder / EXPORT):
+                raise OutputError(
+                    f"{path}: is inside the run folder {folder}; export to {folder / EXPORT} or outside any run. "
+                    "Nothing was changed"
+                )
+            break
+    check_replaceable(path)
+    sidecar = sidecar_path(path)
+    info = read_json(sidecar) if sidecar.exists() else None
+    check_replaceable(sidecar)
+    if sidecar.exists() and not _is_sidecar(info):
+        raise OutputError(
+            f"{sidecar}: exists and is not a model.json of convscope's (the description of {path.name} goes there); "
+            "export under another name. Nothing was changed"
+        )
+    made_here = _is_sidecar(info) and any(e.get("file") == path.name for e in info["exports"].values())
+    if chosen and path.exists() and not (made_here or overwrite):
+        raise OutputError(f"{path}: exists and was not written by convscope export; --overwrite replaces it")
+
+
+def _is_sidecar(info: Any) -> bool:
+    """Whether a JSON is a model.json export wrote (what it describes, and its exports)."""
+    return (
+        isinstance(info, dict)
+        and "input_layout" in info
+        and isinstance(info.get("exports"), dict)
+        and all(isinstance(e, dict) for e in info["exports"].values())
+    )
 
 
 # ── the sidecar ───────────────────────────────────────────────────────────────────────────────────────────────────

@@ -98,6 +98,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     read-only file system, disk full, permission denied — and the old file, if any, is left as it was.
     """
     path = Path(path)
+    check_replaceable(path)
     tmp_name = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -118,6 +119,20 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         _remove_quietly(tmp_name)
         raise
     _fsync_dir(path.parent)
+
+
+def check_replaceable(path: Path) -> None:
+    """Refuse, with an OutputError, to replace what is not a regular file: a folder, a device (/dev/null), a named
+    pipe or a socket (a link is followed to what it names). A missing path passes."""
+    try:
+        mode = path.stat().st_mode
+    except (OSError, ValueError):  # missing, or not a usable name: the write itself says why
+        return
+    if stat.S_ISDIR(mode):
+        raise OutputError(f"{path}: is a folder, not a file convscope may replace; nothing was changed")
+    if not stat.S_ISREG(mode):
+        kind = next((name for test, name in _KINDS if test(mode)), "of an unknown kind")
+        raise OutputError(f"{path}: is {kind}, not a file convscope may replace; nothing was changed")
 
 
 def _remove_quietly(name: str | None) -> None:
