@@ -30,6 +30,7 @@ from convscope.run import (
     DataInfo,
     Run,
     RunLock,
+    check_not_foreign,
     check_run_folder_is_free,
     load_run,
     new_run_folder,
@@ -154,6 +155,8 @@ def _new_run(config: TrainConfig, spec: NetSpec | None, group: Group, callbacks,
     _check_processes(config, group, device)
     set_threads(config, group)
     task = task_for(spec)
+    if config.out and Path(config.out).is_dir():  # a user's folder is refused before minutes of reading data
+        check_not_foreign(Path(config.out))
     base = spec_base(spec)
     if base is None and (config.finetune_epochs or config.cache_features):
         raise ConfigError(f"{spec.name}: finetune_epochs and cache_features need a spec that starts with a base")
