@@ -113,11 +113,6 @@ class LoadedRun:
             array = array[None]
         return normalise(to_tensor(array).to(self.device, non_blocking=True), self.mean, self.std)
 
-    def images(self, images: np.ndarray, dataset: str) -> np.ndarray:
-        """uint8 N×H×W×C images of `dataset` as the network takes them (run.model_images: a transfer run's base
-        resizes and converts them; any other network refuses another shape with a DataError)."""
-        return model_images(self.run, images, dataset)
-
 
 def load(run: LoadedRun | Run | str | Path, device="auto", which: str = "best") -> LoadedRun:
     """The run (a folder, or its convscope.run.Run) with its `which` ('best' or 'last') weights on `device` (a

@@ -120,6 +120,10 @@ class Run:
         except (ValueError, TypeError, UnicodeDecodeError, csv.Error) as err:
             raise CheckpointError(f"{path}: damaged metrics ({err})") from None
 
+    def trained_on(self, data: str | None, data_dir: str | None = None) -> bool:
+        """Whether `data` (and `data_dir`) name the run's own dataset: None, or what it was trained with."""
+        return data in (None, self.config.data) and data_dir in (None, self.config.data_dir)
+
     def results(self) -> dict[str, Any]:
         """results.json ({} until the run has been tested). Raises CheckpointError when it is damaged."""
         path = self.path / RESULTS
@@ -237,8 +241,6 @@ def new_run_folder(config: TrainConfig) -> tuple[Path, bool]:
         if config.out:
             path = Path(config.out)
             made = not path.exists()
-            if path.is_dir():
-                check_not_foreign(path)  # before anything (even the lock file) is made in a user's folder
             path.mkdir(parents=True, exist_ok=True)
             return path, made
         data = Path(config.data.rstrip("/"))

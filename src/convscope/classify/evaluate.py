@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from convscope.errors import CheckpointError
-from convscope.loaded import load_predictor, model_images
+from convscope.loaded import load, model_images, with_test_flips
 from convscope.run import CONFUSION, EVALUATION, Run, load_run, read_evaluation, write_evaluation
 
 log = logging.getLogger("convscope.evaluate")
@@ -123,7 +123,7 @@ def evaluation_of(
     made with (no per-image arrays), else `evaluate` (which saves it again when the data is the run's own). The
     network, if it has to run, runs on `device`."""
     run = load_run(run)
-    if _own_data(run, data, data_dir) and (saved := saved_evaluation(run)) is not None:
+    if run.trained_on(data, data_dir) and (saved := saved_evaluation(run)) is not None:
         if not (run.path / CONFUSION).is_file():  # the picture `convscope evaluate` names
             _plot(run, saved)
         return saved
@@ -139,16 +139,16 @@ def evaluate(
     import torch
 
     from convscope.device import resolve_device
-    from convscope.preprocess import predict_logits, run_stats, to_tensor
+    from convscope.preprocess import predict_logits, to_tensor
 
     run = load_run(run)
     torch.set_num_threads(run.config.threads or torch.get_num_threads())
     device = resolve_device(device)  # refused before the data is read
     test_images, labels = load_test_split(run, data, data_dir)
-    model = load_predictor(run, device=device)
-    mean, std = run_stats(run)
-    logits = predict_logits(model, to_tensor(test_images), mean, std, device)
-    return evaluation_from_logits(run, logits, labels, test_images, None if _own_data(run, data, data_dir) else data)
+    loaded = load(run, device)
+    model = with_test_flips(loaded.model, run.config)
+    logits = predict_logits(model, to_tensor(test_images), loaded.mean, loaded.std, device)
+    return evaluation_from_logits(run, logits, labels, test_images, None if run.trained_on(data, data_dir) else data)
 
 
 def load_test_split(run: Run, data: str | None = None, data_dir: str | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -171,10 +171,6 @@ def with_test_images(run: Run, evaluation: Evaluation) -> Evaluation:
         m.index < len(labels) and labels[m.index] == m.true for m in evaluation.saved_mistakes
     )
     return replace(evaluation, images=images, labels=labels) if same else evaluate(run)
-
-
-def _own_data(run: Run, data: str | None, data_dir: str | None) -> bool:
-    return data in (None, run.config.data) and data_dir in (None, run.config.data_dir)
 
 
 def evaluation_from_logits(

@@ -16,7 +16,7 @@ import torch
 from convscope.config import TrainConfig
 from convscope.data.detection.augment import augments
 from convscope.data.detection.boxes import DetectionSplit
-from convscope.data.detection.coco import load_coco
+from convscope.data.detection.coco import coco_json_images, load_coco
 from convscope.data.detection.load import load_detection
 from convscope.detect.decoding import decode, detector_maps
 from convscope.detect.loss import detection_loss
@@ -24,8 +24,8 @@ from convscope.detect.metrics import DetectionMetrics, coco_evaluate, plot_pr_cu
 from convscope.device import resolve_device
 from convscope.errors import CheckpointError, SpecError
 from convscope.layers import split_outputs
-from convscope.loaded import load_model
-from convscope.preprocess import batch_for, normalise, run_stats, to_tensor
+from convscope.loaded import load
+from convscope.preprocess import batch_for, normalise, to_tensor
 from convscope.run import DETECTION_EVALUATION, PR_CURVES, Run, load_run, read_evaluation, write_evaluation
 from convscope.spec_layers import Detect
 
@@ -75,7 +75,7 @@ def detection_of(
     """A detection run's test metrics: the ones saved in the run folder while its best weights are those they were
     made with, else `evaluate_detector` (which saves them again when the data is the run's own)."""
     run = load_run(run)
-    if _own_data(run, data, data_dir) and (saved := saved_detection(run)) is not None:
+    if run.trained_on(data, data_dir) and (saved := saved_detection(run)) is not None:
         return saved
     return evaluate_detector(run, data, data_dir, device)
 
@@ -92,7 +92,7 @@ def evaluate_detector(
     split = load_test_split(run, data, data_dir)
     metrics = split_metrics(split, _detect(run, split, device), run.data.classes)
     plot_pr_curves(metrics, run.path / PR_CURVES, f"{run.path.name}: precision–recall on {len(split)} images")
-    if _own_data(run, data, data_dir):
+    if run.trained_on(data, data_dir):
         save_detection(run, metrics)
     return metrics
 
@@ -144,7 +144,7 @@ def load_test_split(run: Run, data: str | None = None, data_dir: str | None = No
     whole of a COCO JSON. DataError when it cannot be read, SpecError for classes other than the run's."""
     cfg, size = run.config, run.spec.input[0]
     if data is not None and Path(data).suffix.lower() == ".json":  # another COCO file: scored whole, not a tenth
-        split, classes = load_coco(data, Path(data_dir) if data_dir else Path(data).parent / "images", size)
+        split, classes = load_coco(data, coco_json_images(Path(data), data_dir), size)
         source = data
     else:
         dataset = load_detection(data or cfg.data, data_dir or cfg.data_dir, size, cfg.val_fraction, cfg.seed)
@@ -156,10 +156,6 @@ def load_test_split(run: Run, data: str | None = None, data_dir: str | None = No
 
 def _detect(run: Run, split: DetectionSplit, device: torch.device) -> list:
     """The best weights' detections on every image of `split`, as detect_split gives them."""
-    mean, std = run_stats(run)
-    found, _loss = detect_split(load_model(run, device=device), split, mean, std, flips_at_test(run.config), device)
+    loaded = load(run, device)
+    found, _loss = detect_split(loaded.model, split, loaded.mean, loaded.std, flips_at_test(run.config), device)
     return found
-
-
-def _own_data(run: Run, data: str | None, data_dir: str | None) -> bool:
-    return data in (None, run.config.data) and data_dir in (None, run.config.data_dir)
