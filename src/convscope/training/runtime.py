@@ -4,7 +4,8 @@
 from __future__ import annotations
 
 import logging
-from contextlib import contextmanager
+import sys
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import torch
@@ -42,11 +43,40 @@ def scheduler_for(optimizer, cfg: TrainConfig, batches: int, epochs: int, lr: fl
     return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
 
 
+class _RunLog(logging.FileHandler):
+    """train.log. When the disk fills up (or the file cannot be written for any other reason) mid-training, logging's
+    default is a "--- Logging error ---" traceback on stderr at every later line; the training itself is still fine
+    (checkpoints say for themselves when they cannot be written). So: one warning naming the file, then the log goes
+    on in the terminal only."""
+
+    failed = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self.failed:
+            super().emit(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 (logging's name)
+        error = sys.exc_info()[1]
+        if self.failed or not isinstance(error, OSError):
+            return super().handleError(record)
+        self.failed = True
+        with suppress(OSError):
+            self.close()
+        reason = error.strerror or type(error).__name__
+        logging.getLogger("convscope.train").warning(
+            "%s: cannot write (%s); the log goes on in the terminal only", self.baseFilename, reason
+        )
+
+    def close(self) -> None:
+        with suppress(OSError):  # flushing the last lines onto a full disk
+            super().close()
+
+
 @contextmanager
 def log_file(path: Path):
     """Everything convscope logs while training also goes to the run's train.log."""
     logger = logging.getLogger("convscope")
-    handler = logging.FileHandler(path, encoding="utf-8")
+    handler = _RunLog(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     level = logger.level
     logger.addHandler(handler)
