@@ -32,7 +32,7 @@ demo: setup
 	@$(BIN)/python -m convscope.demo
 
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto
 
 # The lesson's notebooks, executed and saved with their outputs (what people read on the web; a few minutes).
 notebooks: setup
