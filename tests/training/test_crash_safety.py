@@ -1,28 +1,21 @@
 """A kill at any write boundary leaves a run that resumes to the identical result; one writer per run folder; resume
 means what a user thinks; failures before the first checkpoint block nothing; OS errors are one line."""
 
-import errno
 import json
 import os
-import shutil
-from pathlib import Path
 
 import pytest
-import torch
-from helpers import make_folder
-from safetensors.torch import load_file
+from fault_harness import FAULTS, Killed, differences, outcome, run_command_with_fault, run_with_fault, temp_files
+from fault_harness import write_boundaries as boundaries
+from helpers import make_folder, train_args
 
-from convscope import files
+from convscope.cli import main
 from convscope.config import TrainConfig
 from convscope.errors import CheckpointError, ConfigError, OutputError
 from convscope.run import CHECKPOINT, RunLock
 from convscope.tasks import ClassifyTask
 from convscope.tasks.train import train
 from convscope.training.checkpoint_file import read_checkpoint
-
-
-class Killed(BaseException):
-    """What SIGKILL does to the writer, in-process: nothing after this point runs (no `except Exception` cleanup)."""
 
 
 @pytest.fixture(scope="module")
@@ -35,48 +28,21 @@ def config(folder, out, **kw):
     return TrainConfig(**{**settings, **kw})
 
 
-def outcome(path: Path) -> dict:
-    """What must be bit-identical: both weight files, metrics.csv without the seconds column, the test accuracy."""
-    metrics = [line.rsplit(",", 1)[0] for line in (path / "metrics.csv").read_text().splitlines()]
-    weights = {name: load_file(path / "weights" / name) for name in ("last.safetensors", "best.safetensors")}
-    return {
-        "metrics": metrics,
-        "weights": weights,
-        "test_acc": json.loads((path / "results.json").read_text())["test_acc"],
-    }
-
-
-def same(a: dict, b: dict) -> bool:
-    return (
-        a["metrics"] == b["metrics"]
-        and a["test_acc"] == b["test_acc"]
-        and all(
-            a["weights"][f].keys() == b["weights"][f].keys()
-            and all(torch.equal(a["weights"][f][k], b["weights"][f][k]) for k in a["weights"][f])
-            for f in a["weights"]
-        )
-    )
-
-
 @pytest.fixture(scope="module")
 def straight(folder, tmp_path_factory):
-    """The uninterrupted run, and how many atomic replaces (write boundaries) it makes."""
+    """The uninterrupted run's outcome, and the names of the files it writes in its folder, in order (its write
+    boundaries: the decoded-folder cache's writes are not the run's)."""
     out = tmp_path_factory.mktemp("runs") / "straight"
-    calls = []
-    real = os.replace
-
-    def counting(src, dst):
-        if Path(dst).is_relative_to(out):  # the run's own writes (not the decoded-folder cache's)
-            calls.append(Path(dst).name)
-        real(src, dst)
-
-    mp = pytest.MonkeyPatch()
-    mp.setattr(files.os, "replace", counting)
-    try:
-        train(config(folder, out), report=False)
-    finally:
-        mp.undo()
+    _, calls = boundaries(lambda: train(config(folder, out), report=False), out)
     return outcome(out), calls
+
+
+def again(folder, out) -> None:
+    """What a user does after a crash: --resume a run; the same command again where no run was made yet."""
+    if (out / "config.yaml").exists() and not (out / "results.json").exists():
+        train(resume=out, report=False)
+    elif not (out / "config.yaml").exists():
+        train(config(folder, out), report=False)  # not a run yet: the same command again is not blocked
 
 
 def test_the_write_boundaries_are_the_ones_expected(straight):
@@ -86,39 +52,37 @@ def test_the_write_boundaries_are_the_ones_expected(straight):
     assert calls == ["spec.yaml", "config.yaml", *per_epoch, *per_epoch, "evaluation.json", "results.json"]
 
 
-@pytest.mark.parametrize("when", ["before", "after"])
-def test_a_kill_at_every_write_boundary_resumes_to_the_identical_run(folder, straight, tmp_path, monkeypatch, when):
+@pytest.mark.parametrize("fault", FAULTS)
+def test_a_fault_at_every_write_boundary_resumes_to_the_identical_run(folder, straight, tmp_path, fault):
+    """Killed just before or just after each rename, or that write failing (a full disk at its fsync, an I/O error
+    at its rename): the run resumes (or, before it was a run, starts again) to the bit-identical result."""
     expected, calls = straight
-    real = os.replace
-    for k in range(len(calls)):
-        out = tmp_path / f"{when}-{k}"
-        count = 0
+    for k, name in enumerate(calls, start=1):
+        out = tmp_path / f"{fault}-{k}"
+        error, injector = run_with_fault(lambda out=out: train(config(folder, out), report=False), out, k, fault)
+        assert injector.hit == name, f"write {k} is {injector.hit}, expected {name}"
+        if fault.startswith("kill"):
+            assert isinstance(error, Killed)
+        else:  # one line naming the file, and the run's state as it was
+            assert isinstance(error, OutputError) and str(error).startswith(f"{out}/") and name in str(error)
+            assert str(error).endswith("; nothing was changed") and "\n" not in str(error)
+        again(folder, out)
+        assert not (problems := differences(outcome(out), expected)), f"{fault} at write {k} ({name}): {problems}"
+        assert not temp_files(out), f"temporary files left after {fault} at write {k} ({name})"
 
-        def dying(src, dst, k=k, out=out):
-            nonlocal count
-            if not Path(dst).is_relative_to(out):
-                return real(src, dst)
-            count += 1
-            if count == k + 1:
-                if when == "before":  # the temporary file is complete, the rename never happened
-                    shutil.copy(
-                        src, src[: -len("12345678.tmp")] + "left1234.tmp"
-                    )  # what the kill leaves (the original is
-                    raise Killed  # removed by the writer's cleanup, which a real kill would not run)
-                real(src, dst)
-                raise Killed  # renamed, then killed before anything else
-            real(src, dst)
 
-        monkeypatch.setattr(files.os, "replace", dying)
-        with pytest.raises(Killed):
-            train(config(folder, out), report=False)
-        monkeypatch.setattr(files.os, "replace", real)
-        if (out / "config.yaml").exists() and not (out / "results.json").exists():
-            train(resume=out, report=False)  # what a user does after a crash
-        elif not (out / "config.yaml").exists():
-            train(config(folder, out), report=False)  # not a run yet: the same command again is not blocked
-        assert same(outcome(out), expected), f"killed {when} write {k + 1} ({calls[k]})"
-        assert not list(out.rglob("*.tmp")), f"temp files left after a kill {when} write {k + 1}"
+def test_a_real_kill_at_a_write_boundary_resumes_from_the_command_line(folder, straight, tmp_path, capsys):
+    """SIGKILL (no clean-up of any kind runs) with the second checkpoint's temporary file complete, not renamed:
+    `convscope train --resume` removes it and finishes the identical run."""
+    expected, calls = straight
+    second = [k for k, name in enumerate(calls, start=1) if name == CHECKPOINT][1]
+    out = tmp_path / "run"
+    killed = run_command_with_fault(train_args(folder, out, 2, batch_size=16), out, second, "kill-before")
+    assert killed.returncode == -9, killed.stderr
+    assert [p.name.split(".")[1] for p in temp_files(out)] == ["checkpoint"]  # what the kill left
+    assert read_checkpoint(out / CHECKPOINT).epoch == 1
+    assert main(["train", "--resume", str(out)]) == 0, capsys.readouterr().err
+    assert not differences(outcome(out), expected) and not temp_files(out)
 
 
 def test_a_failure_before_the_first_checkpoint_blocks_no_retry(folder, tmp_path, monkeypatch):
@@ -198,26 +162,15 @@ def test_resume_refuses_every_other_change(folder, tmp_path, settings, message):
         train(resume=run.path, **settings)
 
 
-def test_a_full_disk_mid_training_is_one_line_and_the_last_checkpoint_survives(folder, straight, tmp_path, monkeypatch):
+def test_a_full_disk_mid_training_is_one_line_and_the_last_checkpoint_survives(folder, straight, tmp_path):
     out = tmp_path / "run"
-    real_fsync, saves = os.fsync, []
-
-    def fsync(fd):
-        name = os.readlink(f"/proc/self/fd/{fd}")
-        if ".checkpoint.safetensors." in name:
-            saves.append(name)
-            if len(saves) == 2:  # the second epoch's checkpoint
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        real_fsync(fd)
-
-    monkeypatch.setattr(files.os, "fsync", fsync)
-    with pytest.raises(OutputError) as info:
-        train(config(folder, out), report=False)
-    assert str(info.value) == f"{out / CHECKPOINT}: cannot write (No space left on device); nothing was changed"
+    second = [k for k, name in enumerate(straight[1], start=1) if name == CHECKPOINT][1]  # the second epoch's
+    error, _ = run_with_fault(lambda: train(config(folder, out), report=False), out, second, "fsync")
+    assert isinstance(error, OutputError)
+    assert str(error) == f"{out / CHECKPOINT}: cannot write (No space left on device); nothing was changed"
     assert read_checkpoint(out / CHECKPOINT).epoch == 1
-    monkeypatch.undo()
     train(resume=out, report=False)
-    assert same(outcome(out), straight[0])
+    assert not differences(outcome(out), straight[0])
 
 
 @pytest.mark.parametrize(
