@@ -6,12 +6,13 @@ Set CONVSCOPE_CACHE_DIR=off to neither read nor write it.
 
 Key: SHA-256 of the format version, the image size and channels, and for every file (in order) its absolute path,
 label, size in bytes, modification time, inode number and status-change time (ctime, in nanoseconds). Only `stat`,
-never the file's bytes: hashing every file's content made the key of CIFAR-10 as 60,000 JPEGs take 25.8 s from
-disk instead of 0.5 s (bench/cache_key.py). The inode and ctime are what tell the usual silent changes apart: two
-class folders swapped with `mv` (names, sizes and modification times unchanged, as an unpacked archive keeps them)
-change every moved file's ctime; a file rewritten in place with its old size and mtime put back (`touch -d`,
-`os.utime`) changes its ctime too, and no program can set a ctime back. What stat cannot see: a change within the
-same tick of the file system's clock (a few ms) as the file's previous change, or a clock set backwards.
+never the file's bytes: hashing every file's content made the key of CIFAR-10 as 60,000 JPEGs take 4.6-5.9 s with
+their pages dropped from the page cache, against 0.6-0.8 s by stat (bench/cache_key.py; more on a slower disk). The
+inode and ctime are what tell the usual silent changes apart: two class folders swapped with `mv` (names, sizes and
+modification times unchanged) put other inodes at every path; an archive unpacked again (which sets the mtimes it
+holds) makes new files, with new ctimes; a file rewritten in place with its old size and mtime put back (`touch -d`,
+`os.utime`) gets a new ctime, and no program can set a ctime back. What stat cannot see: a change within the same
+tick of the file system's clock (a few ms) as the file's previous change, or one made with the clock set backwards.
 
 Entry: one `NAME.npys` file (data/cache_entry.py: four .npy arrays, meta first, read with allow_pickle=False) holding
 the images (uint8 N×H×W×C), their labels (int64 N), the files that could not be decoded and why, and meta: the
