@@ -167,7 +167,14 @@ FLOORS: list[tuple[str, ...]] = [
         "convscope.weights",
         "convscope.pretrained.catalog",
     ),
-    ("convscope.errors", "convscope.files", "convscope.show", "convscope.device", "convscope.signals"),  # the ground
+    (  # the ground
+        "convscope.errors",
+        "convscope.files",
+        "convscope.show",
+        "convscope.device",
+        "convscope.signals",
+        "convscope.userfiles",
+    ),
 ]
 
 

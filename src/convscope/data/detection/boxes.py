@@ -31,6 +31,7 @@ from convscope.errors import DataError
 SPLIT_NAMES = ("train", "val", "test")  # a detection dataset's splits, in the order they are read and reported
 PAD_VALUE = 114  # the gray YOLO pads letterboxed images with
 DUPLICATE_IOU = 0.95  # a box of the same class overlapping an earlier one more than this is a duplicate
+MAX_BOXES = 10_000  # boxes (rows, annotations, objects) one image may have; an image with more is skipped
 EDGE_SLACK = 1e-6  # normalised coordinates may overshoot [0, 1] by this much (printing rounds), then are clipped
 
 # kind → (singular, plural) noun phrases for `lint_summary`, in the order the summary lists equal counts.
@@ -55,6 +56,7 @@ PROBLEM_KINDS = {
     "xml": ("malformed or refused XML file", "malformed or refused XML files"),
     "set-entry": ("image set entry with no XML file", "image set entries with no XML file"),
     "no-box": ("training split with no box", "training splits with no box"),
+    "boxes": ("image with too many boxes", "images with too many boxes"),
 }
 # Kinds that are notes, not problems: nothing was dropped (`convscope detect lint` still exits 0 on them alone).
 # "clipped": VOC boxes running past the image edge, clipped to it as the other tools do (convscope.data.detection.voc).

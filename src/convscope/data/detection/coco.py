@@ -10,28 +10,27 @@ conventions are the reading kit's (convscope.data.detection.reading).
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import re
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from convscope import userfiles
 from convscope.data.detection.boxes import EDGE_SLACK, DetectionSplit, LabelProblem, RawImage, letterbox, lint_summary
 from convscope.data.detection.reading import (
     ImageResult,
     check_image_size,
     compact,
     decode_image,
-    first_duplicate,
+    duplicate_problems,
+    each_image,
     no_training_data,
     raw_images,
-    read_text,
-    reader_threads,
     to_boxes,
+    too_many_boxes,
 )
 from convscope.errors import DataError
 
@@ -55,16 +54,8 @@ class _CocoBox:
 
 
 def _read_json(path: Path) -> dict:
-    try:
-        doc = json.loads(read_text(path))
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such file (expected COCO annotations JSON)") from None
-    except json.JSONDecodeError as err:
-        raise DataError(f"{path}, line {err.lineno}: not valid JSON ({err.msg})") from None
-    except UnicodeDecodeError:
-        raise DataError(f"{path}: expected UTF-8 JSON, found binary data") from None
-    except OSError as err:
-        raise DataError(f"{path}: cannot read ({err.strerror or err})") from None
+    # Up to 2 GiB, nesting bounded before it is parsed: one line naming the file otherwise (convscope.userfiles).
+    doc = userfiles.read_json(path, max_bytes=userfiles.MAX_JSON_BYTES, what="COCO annotations JSON")
     if not isinstance(doc, dict):
         raise DataError(f"{path}: expected a JSON object with images, annotations and categories")
     for key in ("images", "annotations", "categories"):
@@ -187,6 +178,8 @@ def _read_coco_image(
     out[index] (when out is given) and the boxes follow them, else the boxes stay in the image's own pixels."""
     image_path = images_dir / entry.file_name
     shown = str(image_path)
+    if (problem := too_many_boxes(shown, len(boxes), "annotations")) is not None:
+        return ImageResult(None, [problem])
     if not image_path.is_file():
         why = f"image {entry.id}: no such file, skipped with its {len(boxes)} annotation(s)"
         return ImageResult(None, [LabelProblem(shown, None, why, "missing")])
@@ -203,25 +196,29 @@ def _read_coco_image(
         array, scale, pad = letterbox(array, image_size)
         if out is not None:
             out[index] = array
-    problems, rows, crowds = [], [], []
-    kept: list[tuple[np.ndarray, int, object]] = []
+    slots: list[LabelProblem | None] = []  # one per annotation: its problem, in file order
+    crowds, candidates = [], []  # (xyxy, class), and (xyxy, class, (annotation id, slot)) of the targets
     for box in boxes:
         wrong = _check_coco_box(box, width, height, scale)
+        slots.append(None if wrong is None else LabelProblem(json_shown, None, wrong[1], wrong[0]))
         if wrong is not None:
-            problems.append(LabelProblem(json_shown, None, wrong[1], wrong[0]))
             continue
         x, y, w, h = box.xywh
         xyxy = np.clip(np.array([x, y, x + w, y + h]), 0, [width, height, width, height])
         if box.crowd:
             crowds.append((xyxy, box.cls))
-            continue
-        earlier, iou = first_duplicate(xyxy, box.cls, kept)
-        if earlier is not None:
-            why = f"annotation {box.id}: duplicate of annotation {earlier} (IoU {iou:.2f})"
-            problems.append(LabelProblem(json_shown, None, why, "duplicate"))
-            continue
-        kept.append((xyxy, box.cls, box.id))
-        rows.append((xyxy, box.cls))
+        else:
+            candidates.append((xyxy, box.cls, (box.id, len(slots) - 1)))
+
+    def duplicate(where, earlier, iou) -> tuple[int, LabelProblem]:
+        why = f"annotation {where[0]}: duplicate of annotation {earlier[0]} (IoU {iou:.2f})"
+        return where[1], LabelProblem(json_shown, None, why, "duplicate")
+
+    kept, duplicates = duplicate_problems(candidates, duplicate)
+    for _, (slot, problem) in duplicates:
+        slots[slot] = problem
+    problems = [problem for problem in slots if problem is not None]
+    rows = [candidates[i][:2] for i in kept]
     size = float(image_size if image_size is not None else max(width, height))
     targets, regions = to_boxes(rows, (scale, scale), pad, size), to_boxes(crowds, (scale, scale), pad, size)
     return ImageResult(targets, problems, crowds=regions, size=(width, height))
@@ -275,8 +272,7 @@ def _read_coco(annotations: Path, images_dir: Path, image_size: int | None, keep
         boxes = per_image.get(entry.id, [])
         return _read_coco_image(entry, boxes, images_dir, str(annotations), image_size, out, index)
 
-    with ThreadPoolExecutor(max_workers=reader_threads()) as pool:
-        results = list(pool.map(read, range(len(entries))))
+    results = each_image(read, len(entries))
     problems += [problem for result in results for problem in result.problems]
     return classes, entries, results, problems, out
 

@@ -1,8 +1,10 @@
 """The reading kit: what the YOLO, COCO and Pascal VOC readers (convscope.data.detection.yolo, .coco, .voc) share.
 
 Text files (label files, data.yaml, COCO JSON, class lists) are read as editors save them: `read_text` drops a UTF-8
-byte-order mark and decodes UTF-16 with a BOM (Windows Notepad's "Unicode"). Images are decoded by `decode_image`
-(format allowlist, EXIF orientation, bombs refused: convscope.data.images) on `reader_threads()` threads. What reading
+byte-order mark and decodes UTF-16 with a BOM (Windows Notepad's "Unicode"), within convscope.userfiles' bounds.
+Images are decoded by `decode_image` (format allowlist, EXIF orientation, bombs refused: convscope.data.images) on
+`reader_threads()` threads by `each_image`, which Ctrl-C and SIGTERM stop within a second. An image with more than
+MAX_BOXES boxes is skipped (`too_many_boxes`), and duplicates are found in n log n (`duplicate_problems`). What reading
 one image and its labels gave is an `ImageResult`; a split's results become its letterboxed array (`compact`) or, for
 `convscope detect convert`, its `RawImage`s (`raw_images`). The lint's conventions are those of
 convscope.data.detection.boxes (LabelProblem, lint_summary).
@@ -10,19 +12,21 @@ convscope.data.detection.boxes (LabelProblem, lint_summary).
 
 from __future__ import annotations
 
-import codecs
-import errno
 import logging
 import math
 import os
-import stat
+import threading
+from collections.abc import Callable
+from concurrent.futures import CancelledError, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
+from convscope import userfiles
 from convscope.data.detection.boxes import (
-    DUPLICATE_IOU,
+    MAX_BOXES,
     Boxes,
     DetectionDataset,
     DetectionSplit,
@@ -30,28 +34,32 @@ from convscope.data.detection.boxes import (
     RawImage,
     lint_summary,
 )
+from convscope.data.detection.duplicates import find_duplicates
 from convscope.data.images import open_image, to_array
 from convscope.errors import DataError
 
 log = logging.getLogger(__name__)
 SHOWN_PROBLEMS = 5  # problems quoted in an error message
+WAIT_S = 0.1  # seconds the main thread blocks at a time while images are read, so that signals are seen
+T = TypeVar("T")
 
 
 # ── files and names ───────────────────────────────────────────────────────────────────────────────────────────────
 def read_text(path: Path) -> str:
-    """A text file as people save it: UTF-8 (a byte-order mark dropped) or UTF-16 with its BOM.
+    """A text file as people save it: UTF-8 (a byte-order mark dropped) or UTF-16 with its BOM, within the bounds of
+    convscope.userfiles (16 MiB, lines of 100,000 characters). Line ends stay as they are (str.splitlines, YAML and
+    JSON all take CRLF). A DataError naming the path when it cannot be read, is not such text, or is past a bound."""
+    return userfiles.read_text(path)
 
-    Line ends stay as they are (str.splitlines, YAML and JSON all take CRLF). OSError when the file cannot be read,
-    UnicodeDecodeError when it is not such text.
-    """
-    if not stat.S_ISREG(os.stat(path).st_mode):  # a named pipe would block the read forever
-        raise OSError(
-            errno.EINVAL, "not a regular file (a folder, named pipe, device or socket); it was not opened", str(path)
-        )
-    raw = Path(path).read_bytes()
-    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        return raw.decode("utf-16")  # the BOM says the byte order and is dropped
-    return raw.decode("utf-8-sig")
+
+def too_many_boxes(shown: str, count: int, what: str) -> LabelProblem | None:
+    """The problem (kind "boxes") that skips an image with more than MAX_BOXES boxes, else None.
+
+    shown: the file as shown to people; what: what is counted ("label rows", "annotations", "objects")."""
+    if count <= MAX_BOXES:
+        return None
+    why = f"{count:,} {what}, more than the {MAX_BOXES:,} an image may have; its image is skipped"
+    return LabelProblem(shown, None, why, "boxes")
 
 
 def child_folder(root: Path, *names: str) -> Path | None:
@@ -88,23 +96,22 @@ def check_image_size(image_size: int) -> None:
 
 
 # ── boxes ─────────────────────────────────────────────────────────────────────────────────────────────────────────
-def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """IoU of one xyxy box (4) with each of boxes (n×4); any consistent unit."""
-    ix = np.clip(np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]), 0, None)
-    iy = np.clip(np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]), 0, None)
-    inter = ix * iy
-    union = (box[2] - box[0]) * (box[3] - box[1]) + (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) - inter
-    return inter / np.maximum(union, 1e-12)
-
-
-def first_duplicate(box: np.ndarray, cls: int, kept: list[tuple[np.ndarray, int, object]]) -> tuple[object, float]:
-    """(where, IoU) of the first kept box of class `cls` overlapping `box` more than DUPLICATE_IOU, else (None, 0)."""
-    same = [(b, where) for b, c, where in kept if c == cls]
-    if not same:
-        return None, 0.0
-    ious = _iou(box, np.stack([b for b, _ in same]))
-    hits = np.flatnonzero(ious > DUPLICATE_IOU)
-    return (same[hits[0]][1], float(ious[hits[0]])) if hits.size else (None, 0.0)
+def duplicate_problems(
+    candidates: list[tuple[np.ndarray, int, object]], message
+) -> tuple[list[int], list[tuple[int, LabelProblem]]]:
+    """The duplicate check of one image (convscope.data.detection.duplicates) over `candidates`, (xyxy, class, where)
+    in file order: (the indices of the kept ones, (index, problem) of each duplicate). `message(duplicate, earlier,
+    iou)` makes a duplicate's LabelProblem from the two `where`s."""
+    if not candidates:
+        return [], []
+    earlier, ious = find_duplicates(np.stack([c[0] for c in candidates]), [c[1] for c in candidates])
+    kept, problems = [], []
+    for i, (first, iou) in enumerate(zip(earlier.tolist(), ious.tolist(), strict=True)):
+        if first < 0:
+            kept.append(i)
+        else:
+            problems.append((i, message(candidates[i][2], candidates[first][2], iou)))
+    return kept, problems
 
 
 def to_boxes(rows: list[tuple[np.ndarray, int]], scale_xy: tuple[float, float], pad: tuple[int, int], size: float):
@@ -129,6 +136,41 @@ def decode_image(path: Path) -> np.ndarray:
 
 def reader_threads() -> int:
     return min(8, os.cpu_count() or 1)  # Pillow releases the GIL while decoding and resizing
+
+
+def each_image(read: Callable[[int], T], count: int) -> list[T]:
+    """[read(0), …, read(count − 1)] computed on reader_threads() threads, in order.
+
+    Ctrl-C and SIGTERM (a KeyboardInterrupt in the main thread, convscope.signals) are seen within WAIT_S: the main
+    thread waits on each result with that timeout instead of blocking. On an interrupt, or an error of one image, the
+    images not started are cancelled and those being read finish (each is bounded: MAX_BOXES boxes, an n log n
+    duplicate check), so the command stops within a second instead of reading the rest of the dataset first.
+    """
+    stop = threading.Event()
+
+    def guarded(index: int) -> T:
+        if stop.is_set():  # a task that slipped past the cancel
+            raise CancelledError
+        return read(index)
+
+    pool = ThreadPoolExecutor(max_workers=reader_threads())
+    try:
+        futures = [pool.submit(guarded, index) for index in range(count)]
+        results = []
+        for future in futures:
+            while True:
+                try:
+                    results.append(future.result(timeout=WAIT_S))
+                    break
+                except TimeoutError:
+                    continue
+        return results
+    except BaseException:
+        stop.set()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    finally:
+        pool.shutdown(wait=True)  # after a cancel: only the images already being read
 
 
 @dataclass

@@ -20,7 +20,6 @@ Decoding and the lint's other conventions are the reading kit's (convscope.data.
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -40,12 +39,12 @@ from convscope.data.detection.reading import (
     child_folder,
     compact,
     decode_image,
-    first_duplicate,
+    duplicate_problems,
+    each_image,
     loaded_dataset,
     no_training_data,
     raw_images,
     read_text,
-    reader_threads,
     shown_path,
     to_boxes,
 )
@@ -94,8 +93,8 @@ def _lines(path: Path, what: str) -> list[str]:
     """The lines of a text file the dataset needs (a class list, an image set); a DataError when it is unreadable."""
     try:
         return read_text(path).splitlines()
-    except (OSError, UnicodeDecodeError) as err:
-        raise DataError(f"{path}: cannot read {what} ({err})") from None
+    except DataError as err:  # unreadable, not text, or past a bound (convscope.userfiles): name what it is
+        raise DataError(f"{err} ({what})") from None
 
 
 def _class_file(layout_root: Path, annotations: Path) -> tuple[str, ...] | None:
@@ -216,25 +215,30 @@ def _read_voc_image(
         array, scale, pad = letterbox(array, image_size)
         if out is not None:
             out[index] = array
-    rows, ignore, kept, clipped = [], [], [], []
+    slots: list[LabelProblem | None] = []  # one per object: its problem, in file order
+    ignore, clipped, candidates = [], [], []  # candidates: (xyxy, class, (object, slot)) of the targets
     for obj in file.objects:
         first, *rest = check_object(obj, classes, width, height, scale)
+        slots.append(LabelProblem(file.shown, obj.line, rest[0], first) if isinstance(first, str) else None)
         if isinstance(first, str):
-            problems.append(LabelProblem(file.shown, obj.line, rest[0], first))
             continue
         xyxy, was_clipped = rest
         if was_clipped:
             clipped.append((file.shown, obj.line))
         if obj.difficult:
             ignore.append((xyxy, first))
-            continue
-        earlier, iou = first_duplicate(xyxy, first, kept)
-        if earlier is not None:
-            why = f"{obj.where}: duplicate of object {earlier} (IoU {iou:.2f})"
-            problems.append(LabelProblem(file.shown, obj.line, why, "duplicate"))
-            continue
-        kept.append((xyxy, first, obj.number))
-        rows.append((xyxy, first))
+        else:
+            candidates.append((xyxy, first, (obj, len(slots) - 1)))
+
+    def duplicate(where, earlier, iou) -> tuple[int, LabelProblem]:
+        why = f"{where[0].where}: duplicate of object {earlier[0].number} (IoU {iou:.2f})"
+        return where[1], LabelProblem(file.shown, where[0].line, why, "duplicate")
+
+    kept, duplicates = duplicate_problems(candidates, duplicate)
+    for _, (slot, problem) in duplicates:
+        slots[slot] = problem
+    problems += [problem for problem in slots if problem is not None]
+    rows = [candidates[i][:2] for i in kept]
     size = float(image_size if image_size is not None else max(width, height))
     targets, regions = to_boxes(rows, (scale, scale), pad, size), to_boxes(ignore, (scale, scale), pad, size)
     return ImageResult(targets, problems, crowds=regions, size=(width, height), clipped=clipped), path
@@ -251,8 +255,9 @@ class _Read:
 def _read(root, image_size: int | None, keep_images: bool, seed: int, val_fraction: float) -> tuple[_VocLayout, _Read]:
     layout = _layout(root, seed, val_fraction)
     xmls = list(dict.fromkeys(xml for files in layout.splits.values() for xml in files))
-    with ThreadPoolExecutor(max_workers=reader_threads()) as pool:
-        parsed = dict(zip(xmls, pool.map(lambda x: parse_xml(x, shown_path(x, layout.root)), xmls), strict=True))
+    parsed = dict(
+        zip(xmls, each_image(lambda i: parse_xml(xmls[i], shown_path(xmls[i], layout.root)), len(xmls)), strict=True)
+    )
     files = {xml: f for xml, f in parsed.items() if isinstance(f, VocFile)}
     classes = layout.classes
     if classes is None:
@@ -271,8 +276,7 @@ def _read(root, image_size: int | None, keep_images: bool, seed: int, val_fracti
         def one(i: int, split_files=split_files, out=out):
             return _read_voc_image(split_files[i], finder, layout, index, image_size, out, i)
 
-        with ThreadPoolExecutor(max_workers=reader_threads()) as pool:
-            done = list(pool.map(one, range(len(split_files))))
+        done = each_image(one, len(split_files))
         results, paths = [r for r, _ in done], [p for _, p in done]
         used.update(p for p in paths if p is not None)
         by_xml = {file.xml: result.problems for file, result in zip(split_files, results, strict=True)}

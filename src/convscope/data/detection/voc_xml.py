@@ -9,7 +9,8 @@ without a drag in the labelling tool — or inverted, and dropped. A box running
 Ultralytics and torchvision's ClampBoundingBoxes do; one wholly outside is dropped.
 
 defusedxml refuses entity declarations and external references (billion laughs, XXE): such a file is one problem of
-kind "xml", and its image is skipped, as is a malformed one.
+kind "xml", and its image is skipped, as is a malformed one, one nested more than MAX_XML_DEPTH levels, or one
+with more than MAX_BOXES objects (kind "boxes").
 """
 
 from __future__ import annotations
@@ -24,10 +25,11 @@ import numpy as np
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import DefusedXMLParser
 
-from convscope.data.detection.boxes import LabelProblem
+from convscope.data.detection.boxes import MAX_BOXES, LabelProblem
 from convscope.data.detection.reading import finite_number
 
 MAX_XML_BYTES = 16 * 2**20  # an annotation file is a few KiB; one this big is not one, and is not read
+MAX_XML_DEPTH = 100  # VOC nests 4 levels (annotation, object, bndbox, xmin)
 
 
 @dataclass(frozen=True)
@@ -52,19 +54,41 @@ class VocFile:
     objects: tuple[VocObject, ...]
 
 
+class _TooBig(Exception):
+    """An annotation file past a bound (MAX_XML_DEPTH, MAX_BOXES objects): `kind` and `message` of its problem."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind = kind
+
+
 class _Lines(TreeBuilder):
-    """A TreeBuilder that remembers the line each element starts on, so that problems name it."""
+    """A TreeBuilder that remembers the line each element starts on, so that problems name it, and stops at once
+    past MAX_XML_DEPTH levels or MAX_BOXES <object>s (before the tree costs more memory)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.expat = None  # set to the parser's expat object once the parser exists
         self.lines: dict[object, int] = {}
+        self.depth = self.objects = 0
 
     def start(self, tag, attrs):
+        self.depth += 1
+        if self.depth > MAX_XML_DEPTH:
+            raise _TooBig("xml", f"refused: XML nested more than {MAX_XML_DEPTH} levels; its image is skipped")
+        if self.depth == 2 and tag == "object":
+            self.objects += 1
+            if self.objects > MAX_BOXES:
+                why = f"more than {MAX_BOXES:,} objects, more than an image may have; its image is skipped"
+                raise _TooBig("boxes", why)
         element = super().start(tag, attrs)
         if self.expat is not None:
             self.lines[element] = self.expat.CurrentLineNumber
         return element
+
+    def end(self, tag):
+        self.depth -= 1
+        return super().end(tag)
 
 
 def parse_xml(path: Path, shown: str) -> VocFile | LabelProblem:
@@ -85,6 +109,8 @@ def parse_xml(path: Path, shown: str) -> VocFile | LabelProblem:
     try:
         parser.feed(data)
         root = parser.close()
+    except _TooBig as err:
+        return LabelProblem(shown, builder.expat.CurrentLineNumber if builder.expat else None, str(err), err.kind)
     except DefusedXmlException as err:
         why = (
             f"refused: the XML declares entities ({type(err).__name__}: {getattr(err, 'name', '')}), which is how "

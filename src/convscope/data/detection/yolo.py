@@ -10,7 +10,6 @@ the reading kit's (convscope.data.detection.reading); letterboxing is convscope.
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,13 +31,14 @@ from convscope.data.detection.reading import (
     check_image_size,
     compact,
     decode_image,
+    each_image,
     loaded_dataset,
     no_training_data,
     raw_images,
     read_text,
-    reader_threads,
     shown_path,
     to_boxes,
+    too_many_boxes,
 )
 from convscope.data.detection.yolo_labels import parse_labels, polygon_note
 from convscope.data.folder import image_files
@@ -102,16 +102,12 @@ def _parse_yaml(text: str):
 
 def _read_yaml(path: Path) -> dict:
     try:
-        doc = _parse_yaml(read_text(path))  # a UTF-8 BOM dropped, UTF-16 with a BOM decoded
+        doc = _parse_yaml(read_text(path))  # a UTF-8 BOM dropped, UTF-16 with a BOM decoded; bounded, or a DataError
     except yaml.MarkedYAMLError as err:
         line = f", line {err.problem_mark.line + 1}" if err.problem_mark else ""
         raise DataError(f"{path}{line}: not valid YAML ({err.problem})") from None
     except yaml.YAMLError as err:
         raise DataError(f"{path}: not valid YAML ({err})") from None
-    except UnicodeDecodeError:
-        raise DataError(f"{path}: expected UTF-8 text, found binary data") from None
-    except OSError as err:
-        raise DataError(f"{path}: cannot read ({err.strerror or err})") from None
     if not isinstance(doc, dict):
         raise DataError(f"{path}: expected a mapping with names and train/val/test, found {type(doc).__name__}")
     return doc
@@ -201,11 +197,14 @@ def _read_yolo_image(
         return ImageResult(Boxes.empty(), [LabelProblem(shown_image, None, why, "no-label")], size=(width, height))
     try:
         text = read_text(labels)
-    except (OSError, UnicodeDecodeError) as err:
-        why = "expected UTF-8 text" if isinstance(err, UnicodeDecodeError) else (err.strerror or str(err))
+    except DataError as err:  # unreadable, not text, or past a bound (convscope.userfiles)
+        why = str(err).removeprefix(f"{labels}").removeprefix(": ").removeprefix(", ")
         problem = LabelProblem(
             shown_labels, None, f"cannot read the label file ({why}); its image is skipped", "label-file"
         )
+        return ImageResult(None, [problem])
+    rows_written = sum(1 for line in text.splitlines() if line.strip())
+    if (problem := too_many_boxes(shown_labels, rows_written, "label rows")) is not None:
         return ImageResult(None, [problem])
     rows, problems, polygons = parse_labels(text, shown_labels, n_classes, width * scale, height * scale, image_size)
     size = float(image_size if image_size is not None else max(width, height))
@@ -248,8 +247,7 @@ def _read_yolo_split(layout: _YoloLayout, name: str, image_size: int | None, kee
     def read(index: int) -> ImageResult:
         return _read_yolo_image(paths[index], layout.base, len(layout.classes), image_size, out, index)
 
-    with ThreadPoolExecutor(max_workers=reader_threads()) as pool:
-        results = list(pool.map(read, range(len(paths))))
+    results = each_image(read, len(paths))
     problems = [problem for result in results for problem in result.problems]
     problems += _orphans(folders, paths, layout.base)
     with_boxes = sum(1 for r in results if r.boxes is not None and len(r.boxes))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from convscope.data.detection.boxes import EDGE_SLACK, LabelProblem
-from convscope.data.detection.reading import finite_number, first_duplicate
+from convscope.data.detection.reading import duplicate_problems, finite_number
 
 POLYGON_MIN_COLUMNS = 7  # a class and three points
 
@@ -68,9 +68,8 @@ def parse_labels(
 ) -> tuple[list[tuple[np.ndarray, int]], list[LabelProblem], list[tuple[str, int]]]:
     """One YOLO label file → its valid rows as (normalised xyxy, class), a problem for every dropped row, and the
     (file, line) of every kept polygon row (for `polygon_note`). `text` as `read_text` gives it (no BOM)."""
-    rows: list[tuple[np.ndarray, int]] = []
-    kept: list[tuple[np.ndarray, int, object]] = []  # (xyxy, class, line) for the duplicate check
-    problems, polygons = [], []
+    candidates: list[tuple[np.ndarray, int, int]] = []  # (xyxy, class, line) of the valid rows
+    problems, polygon_lines = [], set()
     for number, line in enumerate(text.splitlines(), start=1):
         fields = line.split()
         if not fields:
@@ -79,15 +78,19 @@ def parse_labels(
         if isinstance(first, str):
             problems.append(LabelProblem(shown, number, second, first))
             continue
-        # IoU is unchanged by scaling x and y separately, so normalised coordinates give the pixel IoU.
-        earlier, iou = first_duplicate(second, first, kept)
-        if earlier is not None:
-            problems.append(LabelProblem(shown, number, f"duplicate of line {earlier} (IoU {iou:.2f})", "duplicate"))
-            continue
-        kept.append((second, first, number))
-        rows.append((second, first))
+        candidates.append((second, first, number))
         if _is_polygon(len(fields)):
-            polygons.append((shown, number))
+            polygon_lines.add(number)
+    # IoU is unchanged by scaling x and y separately, so normalised coordinates give the pixel IoU.
+    kept, duplicates = duplicate_problems(
+        candidates,
+        lambda line, earlier, iou: LabelProblem(
+            shown, line, f"duplicate of line {earlier} (IoU {iou:.2f})", "duplicate"
+        ),
+    )
+    problems = sorted(problems + [problem for _, problem in duplicates], key=lambda problem: problem.line)
+    rows = [(candidates[i][0], candidates[i][1]) for i in kept]
+    polygons = [(shown, candidates[i][2]) for i in kept if candidates[i][2] in polygon_lines]
     return rows, problems, polygons
 
 
