@@ -333,7 +333,7 @@ def test_a_disk_that_refuses_the_write_is_one_warning_and_the_data_is_right(tmp_
     assert entries(cache_dir) == [] and same(data, fresh(root, monkeypatch, image_size=(8, 8), channels=3))
 
 
-@pytest.mark.parametrize("value", ["inf", "nan", "-1", "abc", "1e7", ""])
+@pytest.mark.parametrize("value", ["inf", "nan", "-1", "abc", "1e7", "4GB"])
 def test_a_wrong_bound_is_one_config_error_naming_the_variable(tmp_path, cache_dir, monkeypatch, value):
     root = make_bmp(tmp_path / "data")
     monkeypatch.setenv("CONVSCOPE_CACHE_MAX_GB", value)
@@ -341,6 +341,11 @@ def test_a_wrong_bound_is_one_config_error_naming_the_variable(tmp_path, cache_d
         load_folder(root, (8, 8), 3)
     assert f"CONVSCOPE_CACHE_MAX_GB={value!r}" in str(err.value) and "\n" not in str(err.value)
     assert entries(cache_dir) == []  # refused before anything was decoded or written
+
+
+def test_an_empty_bound_is_the_default_like_an_empty_folder_setting(monkeypatch):
+    monkeypatch.setenv("CONVSCOPE_CACHE_MAX_GB", "")
+    assert cache.max_bytes() == 4 * 2**30
 
 
 def test_the_cache_stays_within_its_bound_dropping_the_least_recently_used(tmp_path, cache_dir, monkeypatch):

@@ -72,9 +72,10 @@ def cache_dir() -> Path | None:
 
 def max_bytes() -> int:
     """The cache's bound in bytes, from $CONVSCOPE_CACHE_MAX_GB (GiB, default 4). Raises ConfigError (one line naming
-    the variable and its value) unless it is a number from 0 to 1,000,000: `inf`, `nan`, `-1`, `abc` are refused."""
+    the variable and its value) unless it is a number from 0 to 1,000,000: `inf`, `nan`, `-1`, `abc` are refused;
+    empty means the default."""
     text = os.environ.get("CONVSCOPE_CACHE_MAX_GB")
-    if text is None:
+    if not (text or "").strip():  # unset or empty (`CONVSCOPE_CACHE_MAX_GB= convscope train`), as for the folder
         return int(DEFAULT_MAX_GB * 2**30)
     try:
         gib = float(text)
