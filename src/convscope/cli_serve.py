@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import socket
 import sys
+from pathlib import Path
 
 from convscope.cli_args import int_in
+from convscope.errors import ConfigError
+
+GRACE = 2.0  # seconds requests in flight get to finish at Ctrl-C; then they are cancelled (the trainings get 3 more)
 
 
 def add_parsers(sub) -> None:
@@ -16,7 +21,21 @@ def add_parsers(sub) -> None:
     )
     p.add_argument("--runs", default="runs", metavar="DIR", help="the folder of run folders (default runs)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int_in(1, 65535), default=8000, help="default 8000")
+    p.add_argument("--port", type=int_in(0, 65535), default=8000, help="default 8000; 0: a free port (printed)")
+    p.add_argument(
+        "--max-trainings",
+        type=int_in(0, 64),
+        default=1,
+        metavar="N",
+        help="trainings the Train page may run at once (default 1; 0: none); more are refused",
+    )
+    p.add_argument(
+        "--data-root",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="a folder whose subfolders the Train page may train on (repeatable); --runs always is one",
+    )
     p.set_defaults(run=cmd_serve)
 
 
@@ -30,18 +49,53 @@ def exposed(host: str) -> bool:
         return True  # a host name: it may resolve to a public address
 
 
+def listening(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to (host, port), IPv6 for an address with ':'. Raises ConfigError naming them."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as err:
+        sock.close()
+        raise ConfigError(f"--host {host} --port {port}: cannot listen there ({err.strerror or err})") from None
+    sock.set_inheritable(True)
+    return sock
+
+
 def cmd_serve(args: argparse.Namespace) -> None:
     import uvicorn
 
     from convscope.studio.app import LOOPBACK, create_app
 
+    roots = []
+    for root in args.data_root:
+        if not Path(root).is_dir():
+            raise ConfigError(f"--data-root {root}: no such folder")
+        roots.append(Path(root))
     if exposed(args.host):
         print(
             f"convscope: warning: listening on {args.host}: other machines can reach the studio, which has no login "
             "and can start trainings on this machine. Use --host 127.0.0.1 unless you mean it.",
             file=sys.stderr,
         )
-    app = create_app(args.runs, allowed_hosts=["*"] if exposed(args.host) else LOOPBACK)
-    print(f"convscope studio: http://{args.host}:{args.port}/ (runs in {app.state.runs}); Ctrl-C stops it")
-    args.stop.done = True  # uvicorn handles Ctrl-C itself from here: it stops serving and stops running trainings
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    app = create_app(
+        args.runs,
+        allowed_hosts=["*"] if exposed(args.host) else LOOPBACK,
+        max_trainings=args.max_trainings,
+        data_roots=[Path(args.runs), *roots],
+    )
+    try:
+        sock = listening(args.host, args.port)
+        shown = f"[{args.host}]" if ":" in args.host else args.host
+        print(
+            f"convscope studio: http://{shown}:{sock.getsockname()[1]}/ (runs in {app.state.runs}); Ctrl-C stops it",
+            flush=True,
+        )
+        args.stop.done = True  # uvicorn handles Ctrl-C and SIGTERM itself from here: it stops serving, then the studio
+        config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=GRACE)
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:  # also when the server did not stop cleanly (a second Ctrl-C skips the app's own shutdown)
+        app.state.work.close()
+        app.state.jobs.close()
+        app.state.uploads.close()

@@ -54,7 +54,8 @@ def studio_url(studio_runs):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(studio_runs), host="127.0.0.1", port=port, log_level="warning"))
+    app = create_app(studio_runs, data_roots=[studio_runs.parent])  # the Train page may train on shades-data
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

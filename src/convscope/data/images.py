@@ -6,6 +6,7 @@ Files are only read, never modified. Every failure is a DataError naming the fil
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -48,8 +49,9 @@ def resolve_image(name_or_path: str) -> Path:
     return Path(name_or_path)
 
 
-def open_image(path: str | Path) -> Image.Image:
-    """Decode `path` fully and return it upright (EXIF orientation applied).
+def open_image(path: str | Path, header_check: Callable[[Image.Image], None] | None = None) -> Image.Image:
+    """Decode `path` fully and return it upright (EXIF orientation applied). `header_check`, when given, is called
+    with the image once its header is read, before its pixels are decoded (it raises to refuse it: its size, say).
 
     Raises DataError naming the file when it is missing or not a regular file (a named pipe or device is refused
     without being opened), is not in ALLOWED_FORMATS, has more than Image.MAX_IMAGE_PIXELS pixels, is damaged or
@@ -65,6 +67,8 @@ def open_image(path: str | Path) -> Image.Image:
         with reader_warnings(path, PIL, errors=(Image.DecompressionBombWarning,)):
             img = Image.open(path, formats=ALLOWED_FORMATS)
         with img:
+            if header_check is not None:
+                header_check(img)
             img.load()  # decode now: a truncated file fails here instead of later
             if img.mode == "F":
                 _check_finite(np.asarray(img))

@@ -14,8 +14,12 @@
     POST /api/explain                                           one conv or pool, computed by convscope.reference
     GET  /api/jobs · POST /api/jobs · POST /api/jobs/{name}/stop  trainings started here
 
-Handlers that compute are plain `def`: FastAPI runs them in its thread pool, never in the event loop. Every error a
-user can cause is a one-line JSON `detail` with 400 (bad input), 404 (no such run, image or file) or 413 (too large).
+The pages and the runs' JSON are plain `def` handlers (FastAPI's thread pool); the heavy work (decoding an upload,
+running a network, the explainer) waits its turn on the studio's own workers (studio.work), which drop it when its
+client has gone, so the pages keep answering under load. Every error a user can cause is a one-line JSON `detail`:
+400 (bad input), 403 (not from the studio's pages, a data folder outside the data roots), 404 (no such run, image or
+file), 413 (too large), 422 (a number out of its range, named with the range: studio.guards.BOUNDS), 429 (too many
+trainings at once). The studio never writes into a run folder; it reads what training and `convscope evaluate` saved.
 """
 
 from __future__ import annotations
@@ -24,100 +28,125 @@ import contextlib
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, FastAPI, File, Form, HTTPException, Query, Request, UploadFile
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from fastapi import APIRouter, FastAPI, File, Form, HTTPException, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
-from pydantic import BaseModel, Field
-from starlette.middleware.trustedhost import TrustedHostMiddleware
+from pydantic import BaseModel, Field, field_validator
 
 from convscope.data.images import describe
 from convscope.errors import ConvscopeError
-from convscope.studio import pictures
+from convscope.studio import guards, pictures
+from convscope.studio.guards import Guard, Refused, check, field, form, query, validation_answer
 from convscope.studio.jobs import Jobs
-from convscope.studio.runs import PICTURES, RunNotFound, list_runs, metrics, run_detail, run_folder
-from convscope.studio.uploads import MAX_UPLOAD, UploadLimit, UploadStore
+from convscope.studio.runs import RunNotFound, list_runs, metrics, picture, run_detail, run_folder
+from convscope.studio.uploads import MAX_UPLOAD, UploadStore
+from convscope.studio.work import ClientGone, Work
 
 HERE = Path(__file__).parent
+KERNEL_SIDE = 7  # the explainer's largest filter, k×k
 
 
 class ExplainRequest(BaseModel):
-    """One convolution (a filter) or pool on a gray image, as `convscope explain` takes it."""
+    """One convolution (a filter) or pool on a gray image, as `convscope explain` takes it; every number bounded."""
 
-    sample: str = "camera"  # a bundled photo, made gray and resized to size×size
-    size: int = Field(24, ge=4, le=64)  # input side in pixels
-    kind: str = "conv"  # conv | max | avg | min
-    kernel: list[list[float]] | None = None  # conv: the filter (k×k, k ≤ 7); None: edge-x
-    window: int = Field(2, ge=1, le=7)  # pool: the window's side
-    stride: int = Field(1, ge=1, le=7)
-    padding: int | str = "valid"  # valid | same | a number of pixels
-    row: int = 0  # the output position to walk through
-    column: int = 0
+    sample: str = Field("camera", max_length=64)  # a bundled photo, made gray and resized to size×size
+    size: int = field("size", 24)  # input side in pixels
+    kind: str = Field("conv", max_length=8)  # conv | max | avg | min
+    kernel: list[Annotated[list[float], Field(max_length=KERNEL_SIDE)]] | None = Field(None, max_length=KERNEL_SIDE)
+    window: int = field("window", 2)  # pool: the window's side
+    stride: int = field("stride", 1)
+    padding: int | str = "valid"  # valid | same | a number of pixels (BOUNDS)
+    row: int = field("row", 0)  # the output position to walk through (clamped to the output's size)
+    column: int = field("column", 0)
+
+    @field_validator("padding", mode="before")
+    @classmethod
+    def _padding(cls, value: Any) -> int | str:
+        if value in ("valid", "same"):
+            return value
+        if isinstance(value, str) and value.isdigit():
+            value = int(value)
+        try:
+            return check("padding", value)
+        except Refused:
+            raise ValueError(guards.bounds_text("padding")) from None
 
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
-# Sent by the pages with every request that changes something (upload, start, stop). A page of another site cannot
-# send a custom header to this server without a CORS preflight, which the studio never grants: so another site open
-# in the same browser cannot start trainings or upload here (cross-site request forgery).
-PAGE_HEADER = "x-convscope-studio"
 
 
-def create_app(runs_dir: str | Path, max_upload: int = MAX_UPLOAD, allowed_hosts=LOOPBACK) -> FastAPI:
+def create_app(
+    runs_dir: str | Path,
+    max_upload: int = MAX_UPLOAD,
+    allowed_hosts=LOOPBACK,
+    max_trainings: int = 1,
+    data_roots=None,
+    workers: int | None = None,
+) -> FastAPI:
     """The studio for the run folders directly inside `runs_dir` (made when missing).
 
-    `allowed_hosts`: the Host headers it answers (starlette's TrustedHostMiddleware): by default this machine's
-    names only, so a web page whose name was made to resolve to 127.0.0.1 (DNS rebinding) gets 400, not the API;
-    ["*"] when the studio is served to other machines on purpose."""
+    `allowed_hosts`: the Host headers it answers (studio.guards.Guard): by default this machine's names only, so a
+    web page whose name was made to resolve to 127.0.0.1 (DNS rebinding) gets 400, not the API; ["*"] when the
+    studio is served to other machines on purpose. `max_trainings`: trainings started from the pages that may run at
+    once (429 beyond). `data_roots`: the folders whose subfolders the Train page may train on (default: `runs_dir`;
+    403 outside them). `workers`: threads for the heavy work (default one per core, 1 to 4)."""
     runs = Path(runs_dir).resolve()
     runs.mkdir(parents=True, exist_ok=True)
     uploads = UploadStore()
-    jobs = Jobs(runs, uploads.folder)
+    jobs = Jobs(runs, uploads.folder, max_trainings, data_roots or [runs])
+    work = Work(workers)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app):
-        yield
-        jobs.close()
-        uploads.close()
+        try:
+            yield
+        finally:
+            work.close()
+            jobs.close()
+            uploads.close()
 
     # No /docs: Swagger UI loads its code from a CDN, and the studio works offline. /openapi.json describes the API.
     app = FastAPI(title="convscope studio", docs_url=None, redoc_url=None, lifespan=lifespan)
-    _guard(app, max_upload, allowed_hosts)
+    # Outermost: the Host check (400), the pages' header (403), the body's bound (413), quiet cancellation at stop.
+    # The pages send the header with every request that changes something (upload, start, stop); a page of another
+    # site cannot send a custom header here without a CORS preflight, which the studio never grants.
+    app.add_middleware(Guard, allowed_hosts=list(allowed_hosts), max_upload=max_upload)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     templates = Jinja2Templates(directory=HERE / "templates")
     _error_answers(app, runs)
     for router in (
         _page_routes(runs, templates),
         _run_routes(runs),
-        _try_routes(runs, uploads),
-        _explain_routes(),
+        _try_routes(runs, uploads, work),
+        _explain_routes(work),
         _job_routes(jobs),
     ):
         app.include_router(router)
-    app.state.uploads, app.state.jobs, app.state.runs = uploads, jobs, runs
+    app.state.uploads, app.state.jobs, app.state.runs, app.state.work = uploads, jobs, runs, work
     return app
 
 
-def _guard(app: FastAPI, max_upload: int, allowed_hosts) -> None:
-    """Uploads over `max_upload` bytes get 413; changes not sent by the studio's pages get 403; other Host headers 400.
-    (Starlette runs the middleware added last first: the Host check, then the page header, then the size.)"""
-    app.add_middleware(UploadLimit, limit=max_upload)
-
-    @app.middleware("http")
-    async def from_the_studio_pages(request: Request, call_next):
-        if request.method not in ("GET", "HEAD") and request.headers.get(PAGE_HEADER) != "1":
-            detail = f"requests that change something must come from the studio's pages (header {PAGE_HEADER}: 1)"
-            return JSONResponse({"detail": detail}, status_code=403)
-        return await call_next(request)
-
-    app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
-
-
 def _error_answers(app: FastAPI, runs: Path) -> None:
-    """A convscope error a user caused is a 400, a run that is not in `runs` a 404: one-line JSON `detail` each."""
+    """A convscope error a user caused is a 400 (a refusal its own status), a run that is not in `runs` a 404, a
+    number out of bounds a 422: one-line JSON `detail` each. A request dropped because its client left: 499."""
 
     @app.exception_handler(ConvscopeError)
     async def convscope_error(_request, err: ConvscopeError):
         return JSONResponse({"detail": str(err)}, status_code=400)
+
+    @app.exception_handler(Refused)
+    async def refused(_request, err: Refused):
+        return JSONResponse({"detail": str(err)}, status_code=err.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request, err: RequestValidationError):
+        return validation_answer(err)
+
+    @app.exception_handler(ClientGone)
+    async def gone(_request, _err: ClientGone):
+        return Response(status_code=499)  # nobody reads it: the client closed the connection
 
     @app.exception_handler(RunNotFound)
     async def no_run(_request, err: RunNotFound):
@@ -175,10 +204,10 @@ def _run_routes(runs: Path) -> APIRouter:
 
     @router.get("/api/runs/{name}/pictures/{file}")
     def api_picture(name: str, file: str):
-        path = run_folder(runs, name) / file
-        if file not in PICTURES or not path.is_file():
-            raise HTTPException(404, f"{name} has no picture {file[:80]!r}")
-        return FileResponse(path, media_type="image/png")
+        try:  # read only inside the run folder, links resolved (runs.picture)
+            return Response(picture(run_folder(runs, name), file), media_type="image/png")
+        except OSError:
+            raise HTTPException(404, f"{name} has no picture {file[:80]!r}") from None
 
     @router.get("/api/runs/{name}/evaluation")
     def api_evaluation(name: str) -> dict[str, Any]:
@@ -187,27 +216,10 @@ def _run_routes(runs: Path) -> APIRouter:
     return router
 
 
-def _try_routes(runs: Path, uploads: UploadStore) -> APIRouter:
+def _try_routes(runs: Path, uploads: UploadStore, work: Work) -> APIRouter:
     """Try it: an image uploaded (or a sample) and predicted, then its Grad-CAM, feature maps and detections by token;
-    the first conv layer's filters."""
+    the first conv layer's filters. Each computes on the studio's workers (studio.work)."""
     router = APIRouter()
-
-    @router.post("/api/runs/{name}/predict")
-    def api_predict(
-        name: str,
-        image: Annotated[UploadFile | None, File()] = None,
-        sample: Annotated[str | None, Form()] = None,
-        top_k: Annotated[int, Form(ge=1, le=100)] = 5,
-    ) -> dict[str, Any]:
-        path = run_folder(runs, name)
-        if image is not None:  # its file name and content type are not looked at: the bytes are decoded by convscope
-            token, decoded = uploads.add(image.file.read())
-        elif sample in pictures.SAMPLES:
-            token, decoded = uploads.add(pictures.sample_bytes(sample))
-        else:
-            raise HTTPException(400, f"send an image file, or a sample: {', '.join(pictures.SAMPLES)}")
-        answer = pictures.predict(path, uploads.path(token), top_k, decoded)  # decoded once, here in uploads.add
-        return {"image": token, "upload": describe(decoded)} | answer
 
     def upload(token: str) -> Path:
         try:
@@ -215,31 +227,53 @@ def _try_routes(runs: Path, uploads: UploadStore) -> APIRouter:
         except KeyError:
             raise HTTPException(404, "no such uploaded image (they are kept for the latest 32 uploads)") from None
 
+    def predicted(path: Path, data: bytes, top_k: int) -> dict[str, Any]:
+        token, decoded = uploads.add(data)  # decoded once, here
+        answer = pictures.predict(path, uploads.path(token), top_k, decoded)
+        return {"image": token, "upload": describe(decoded)} | answer
+
+    @router.post("/api/runs/{name}/predict")
+    async def api_predict(
+        request: Request,
+        name: str,
+        image: Annotated[UploadFile | None, File()] = None,
+        sample: Annotated[str | None, Form()] = None,
+        top_k: Annotated[int, form("top_k")] = 5,
+    ) -> dict[str, Any]:
+        path = run_folder(runs, name)
+        if image is not None:  # its file name and content type are not looked at: the bytes are decoded by convscope
+            return await work.run(request, lambda: predicted(path, image.file.read(), top_k))
+        if sample in pictures.SAMPLES:
+            return await work.run(request, lambda: predicted(path, pictures.sample_bytes(sample), top_k))
+        raise HTTPException(400, f"send an image file, or a sample: {', '.join(pictures.SAMPLES)}")
+
     @router.get("/api/uploads/{token}")
-    def api_upload(token: str) -> Response:
-        return Response(pictures.upload_png(upload(token)), media_type="image/png")
+    async def api_upload(request: Request, token: str) -> Response:
+        return Response(await work.run(request, pictures.upload_png, upload(token)), media_type="image/png")
 
     @router.get("/api/runs/{name}/gradcam")
-    def api_gradcam(name: str, image: str, class_name: str | None = None) -> Response:
-        png = pictures.gradcam_png(run_folder(runs, name), upload(image), class_name)
+    async def api_gradcam(request: Request, name: str, image: str, class_name: str | None = None) -> Response:
+        png = await work.run(request, pictures.gradcam_png, run_folder(runs, name), upload(image), class_name)
         return Response(png, media_type="image/png")
 
     @router.get("/api/runs/{name}/featuremaps")
-    def api_featuremaps(name: str, image: str, layer: str | None = None) -> dict[str, Any]:
-        return pictures.featuremaps(run_folder(runs, name), upload(image), layer)
+    async def api_featuremaps(request: Request, name: str, image: str, layer: str | None = None) -> dict[str, Any]:
+        return await work.run(request, pictures.featuremaps, run_folder(runs, name), upload(image), layer)
 
     @router.get("/api/runs/{name}/detections")
-    def api_detections(name: str, image: str, min_score: float = Query(0.05, ge=0, le=1)) -> dict[str, Any]:
-        return pictures.detections(run_folder(runs, name), upload(image), min_score)
+    async def api_detections(
+        request: Request, name: str, image: str, min_score: Annotated[float, query("min_score")] = 0.05
+    ) -> dict[str, Any]:
+        return await work.run(request, pictures.detections, run_folder(runs, name), upload(image), min_score)
 
     @router.get("/api/runs/{name}/filters")
-    def api_filters(name: str) -> dict[str, Any]:
-        return pictures.first_filters(run_folder(runs, name))
+    async def api_filters(request: Request, name: str) -> dict[str, Any]:
+        return await work.run(request, pictures.first_filters, run_folder(runs, name))
 
     return router
 
 
-def _explain_routes() -> APIRouter:
+def _explain_routes(work: Work) -> APIRouter:
     """The explainer's: the bundled photos, and one conv or pool computed by convscope.reference."""
     router = APIRouter()
 
@@ -254,8 +288,8 @@ def _explain_routes() -> APIRouter:
         return Response(pictures.sample_png(sample), media_type="image/png")
 
     @router.post("/api/explain")
-    def api_explain(request: ExplainRequest) -> dict[str, Any]:
-        return pictures.explain(request.model_dump())
+    async def api_explain(request: Request, explained: ExplainRequest) -> dict[str, Any]:
+        return await work.run(request, pictures.explain, explained.model_dump())
 
     return router
 
@@ -269,7 +303,9 @@ def _job_routes(jobs: Jobs) -> APIRouter:
         return jobs.list()
 
     @router.post("/api/jobs")
-    def api_start(model: Annotated[str, Form()], data: Annotated[str, Form()], epochs: Annotated[int, Form()] = 2):
+    def api_start(
+        model: Annotated[str, Form()], data: Annotated[str, Form()], epochs: Annotated[int, form("epochs")] = 2
+    ):
         return jobs.start(model, data, epochs).to_dict()
 
     @router.post("/api/jobs/{job}/stop")

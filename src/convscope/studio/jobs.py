@@ -3,6 +3,9 @@
 A child process, not a thread: training keeps its own Ctrl-C handling (Stop sends SIGINT, so the run saves at the
 end of its batch and stays resumable, exactly as Ctrl-C in a terminal), its own thread count, and cannot block the
 web server. The run folder is named here, so the page can follow it from the first second.
+
+A page may start at most `max_trainings` at once (429 beyond), each on a built-in dataset or a folder inside one of
+the `data_roots` (403 otherwise: a page cannot make the studio read any folder of the machine).
 """
 
 from __future__ import annotations
@@ -20,6 +23,9 @@ from typing import Any
 from convscope.data.load import BUILT_IN
 from convscope.errors import ConfigError
 from convscope.presets import preset_names
+from convscope.studio.guards import NotAllowed, TooMany, check
+
+STOP_WAIT = 3.0  # seconds the studio waits, at shutdown, for its trainings to save after Ctrl-C before killing them
 
 
 @dataclass
@@ -41,27 +47,32 @@ class Job:
 
 
 class Jobs:
-    """The trainings this studio started (thread-safe)."""
+    """The trainings this studio started (thread-safe): at most `max_trainings` running at once, on built-in data
+    or folders inside `data_roots` (default: `runs_dir` only)."""
 
-    def __init__(self, runs_dir: Path, logs: Path) -> None:
-        self.runs_dir, self.logs = runs_dir, logs
+    def __init__(self, runs_dir: Path, logs: Path, max_trainings: int = 1, data_roots=None) -> None:
+        self.runs_dir, self.logs, self.max_trainings = runs_dir, logs, max_trainings
+        self.data_roots = tuple(Path(r).resolve() for r in (data_roots or [runs_dir]))
         self._jobs: dict[str, Job] = {}
         self._lock = threading.Lock()
 
     def start(self, model: str, data: str, epochs: int) -> Job:
-        """Train preset `model` on `data` (a built-in dataset or a folder on this machine) for `epochs` epochs.
-        Raises ConfigError for anything else, before a process starts."""
+        """Train preset `model` on `data` (a built-in dataset or a folder inside a data root) for `epochs` epochs.
+        Raises, before a process starts: ConfigError for an unknown model or missing folder, NotAllowed (403) for a
+        folder outside the data roots, OutOfBounds (422) for epochs, TooMany (429) when `max_trainings` run."""
         if model not in preset_names():
             presets = ", ".join(preset_names())
             raise ConfigError(f"model must be one of the presets: {presets}. Received: {model[:40]!r}")
-        if data not in BUILT_IN and not Path(data).is_dir():
-            built_in = ", ".join(BUILT_IN)
-            raise ConfigError(f"data must be {built_in} or a folder on this machine. Received: {data[:80]!r}")
-        if not isinstance(epochs, int) or not 1 <= epochs <= 1000:
-            raise ConfigError(f"epochs must be an integer from 1 to 1000. Received: {epochs!r}")
+        check("epochs", epochs)
+        if data not in BUILT_IN:
+            self._check_folder(data)
         stem = re.sub(r"[^A-Za-z0-9._-]+", "-", f"{model}-{Path(data.rstrip('/')).name}")
         name = f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
         with self._lock:
+            running = sum(job.process.poll() is None for job in self._jobs.values())
+            if running >= self.max_trainings:
+                raise TooMany(f"{running} training(s) already running, the most this studio starts at once "
+                              f"(convscope serve --max-trainings {self.max_trainings}): stop one or wait")  # fmt: skip
             while name in self._jobs or (self.runs_dir / name).exists():
                 name += "x"
             command = [sys.executable, "-m", "convscope", "train", "--model", model, "--data", data,
@@ -71,6 +82,19 @@ class Jobs:
                 process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
             job = self._jobs[name] = Job(name, command, process, log)
         return job
+
+    def _check_folder(self, data: str) -> None:
+        roots = ", ".join(map(str, self.data_roots))
+        try:
+            real = Path(data).resolve(strict=True)
+        except (OSError, RuntimeError):
+            real = None
+        if real is None or not real.is_dir():
+            built_in = ", ".join(BUILT_IN)
+            raise ConfigError(f"data must be {built_in} or a folder inside {roots}. Received: {data[:80]!r}")
+        if not any(real.is_relative_to(root) for root in self.data_roots):
+            raise NotAllowed(f"data folder {data[:80]!r} is outside the studio's data roots: {roots} "
+                             "(convscope serve --data-root DIR adds one)")  # fmt: skip
 
     def stop(self, name: str) -> Job:
         """Ask the training to stop as Ctrl-C does: it saves at the end of its batch. Raises KeyError."""
@@ -86,13 +110,18 @@ class Jobs:
             jobs = list(self._jobs.values())
         return [job.to_dict() for job in sorted(jobs, key=lambda j: j.started, reverse=True)]
 
-    def close(self) -> None:
-        """At shutdown: stop every training still running (saved, resumable), waiting a little for each."""
-        for job in list(self._jobs.values()):
+    def close(self, wait: float = STOP_WAIT) -> None:
+        """At shutdown: ask every training still running to stop (it saves at the end of its batch, resumable), wait
+        up to `wait` seconds for them all, then kill those still running (they resume from their last save)."""
+        with self._lock:
+            jobs = list(self._jobs.values())
+        for job in jobs:
             if job.process.poll() is None:
                 job.process.send_signal(signal.SIGINT)
-        for job in list(self._jobs.values()):
+        deadline = time.monotonic() + wait
+        for job in jobs:
             try:
-                job.process.wait(timeout=30)
+                job.process.wait(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 job.process.kill()
+                job.process.wait()

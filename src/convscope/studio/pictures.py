@@ -22,6 +22,7 @@ from PIL import Image
 from convscope.data.images import SAMPLE_PHOTOS, open_image, sample_photo
 from convscope.errors import DataError
 from convscope.spec import POOL_KINDS
+from convscope.studio.guards import OutOfBounds
 
 SAMPLES = tuple(SAMPLE_PHOTOS)
 SHOWN = 224  # pixels: pictures are enlarged by a whole factor to at least this side
@@ -140,6 +141,8 @@ def featuremaps(path: Path, image: Path, layer: str | None) -> dict[str, Any]:
     loaded = loaded_run(path)
     layers = spatial_layers(loaded.run.spec)
     layer = layer or layers[0]
+    if layer not in layers:
+        raise OutOfBounds(f"layer must be one of {', '.join(layers)} (its layers with maps). Received: {layer[:40]!r}")
     picture = fitted(loaded, image)
     with _model_lock:
         maps = feature_maps(loaded, picture, [layer])
@@ -253,10 +256,10 @@ def _finite(a: np.ndarray) -> list:
 
 # -- per-class metrics -------------------------------------------------------------------------------------------------
 def evaluation(path: Path) -> dict[str, Any]:
-    """Per-class precision, recall and F1 on the test split (classifier) or AP per class (detector: results.json),
-    read from what training saved (a classifier's evaluation.json). Kept until results.json, evaluation.json or the
-    best weights change: a page view reads the run folder, and scores the test split only for a run whose saved
-    evaluation is missing or stale (trained by an older convscope, or resumed since)."""
+    """Per-class precision, recall and F1 on the test split (classifier: the evaluation.json training or `convscope
+    evaluate` saved) or AP per class (detector: results.json). Only read, never computed: a viewer never writes into
+    a run folder. A classifier without a saved evaluation of its current best weights gets a note saying how to make
+    one. Kept until results.json, evaluation.json or the best weights change."""
     from convscope.run import EVALUATION, RESULTS, WEIGHTS, weights_file
 
     files = (path / RESULTS, path / EVALUATION, path / WEIGHTS / weights_file("best"))
@@ -265,6 +268,7 @@ def evaluation(path: Path) -> dict[str, Any]:
 
 @lru_cache(maxsize=16)
 def _evaluation(folder: str, _files_changed: tuple[int, ...]) -> dict[str, Any]:
+    from convscope.classify.evaluate import saved_evaluation
     from convscope.run import load_run
     from convscope.tasks import DetectTask, task_of
 
@@ -276,10 +280,10 @@ def _evaluation(folder: str, _files_changed: tuple[int, ...]) -> dict[str, Any]:
         return {"detector": True, "per_class": [{"class": k, "ap50": v} for k, v in ap50.items()]}
     if not results:
         return {"detector": False, "per_class": [], "note": "not tested yet: per-class metrics come when it finishes"}
-    from convscope.classify.evaluate import evaluation_of
-
-    with _model_lock:  # a run without a saved evaluation is scored once (and saved, as `convscope evaluate` does)
-        result = evaluation_of(run, device="cpu")
+    result = saved_evaluation(run)
+    if result is None:
+        note = f"no saved evaluation of its best weights: convscope evaluate {path} makes one"
+        return {"detector": False, "per_class": [], "note": note}
     rows = [{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
             for row in result.per_class()]  # fmt: skip
     return {"detector": False, "per_class": rows, "accuracy": result.accuracy, "confusion": result.confusion.tolist()}

@@ -1,23 +1,30 @@
 """The runs the studio shows: the run folders directly inside `--runs`, their status, and nothing outside it.
 
 A run is addressed by its folder's name only. `run_folder` refuses any other name (a path, `..`, a link that leads
-out of the runs folder) as `RunNotFound`, which the app answers with 404: the studio never reads a file that is not
-inside a run folder of `--runs`.
+out of the runs folder) and a run whose own files link outside its folder as `RunNotFound`, which the app answers
+with 404 (and the list leaves out): the studio never reads a file that is not inside a run folder of `--runs`.
+`picture` reads a report picture only when its real path (links followed) is inside the run folder, and opens it
+without following a link (O_NOFOLLOW), so a file swapped for a link in between is refused too.
+
+The studio only reads a run folder: nothing here, nor in what a page asks for, writes into one.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import re
+import stat
 from pathlib import Path
 from typing import Any
 
 from convscope.errors import ConvscopeError, RunNotFound
-from convscope.run import CHECKPOINT, CONFIG, RESULTS, load_run, training_alive
+from convscope.run import CHECKPOINT, CONFIG, RESULTS, WEIGHTS, load_run, training_alive
 from convscope.tasks import task_of
 
 NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,254}")
 PICTURES = ("curves.png", "confusion.png", "wrong.png", "pr_curves.png", "predictions.png")  # the report's
+MAX_PICTURE = 64 * 2**20  # bytes: a report picture larger than this is not one convscope drew
 
 
 def run_folder(runs_dir: Path, name: str) -> Path:
@@ -30,9 +37,46 @@ def run_folder(runs_dir: Path, name: str) -> Path:
         inside = path.resolve(strict=True).parent == runs_dir.resolve(strict=True)
     except OSError:
         raise RunNotFound(name) from None
-    if not inside or not (path / CONFIG).is_file():
+    if not inside or not (path / CONFIG).is_file() or links_outside(path):
         raise RunNotFound(name)
     return path
+
+
+def links_outside(path: Path) -> bool:
+    """Whether one of the run folder's own files (directly inside it, or in its weights/) is a link that leads
+    outside the folder (or nowhere)."""
+    root = path.resolve()
+    for folder in (path, path / WEIGHTS):
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:  # no weights/ yet
+            continue
+        for entry in entries:
+            if entry.is_symlink():
+                try:
+                    target = Path(entry.path).resolve(strict=True)
+                except (OSError, RuntimeError):  # a dangling link or a loop
+                    return True
+                if not target.is_relative_to(root):
+                    return True
+    return False
+
+
+def picture(path: Path, file: str) -> bytes:
+    """The report picture `file` (one of PICTURES) of the run folder `path`, read when its real path is inside the
+    folder and it is a regular file of at most MAX_PICTURE bytes. Raises FileNotFoundError otherwise."""
+    if file not in PICTURES:
+        raise FileNotFoundError(file)
+    real = (path / file).resolve(strict=True)  # FileNotFoundError, as for a missing picture
+    if not real.is_relative_to(path.resolve()):
+        raise FileNotFoundError(file)
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(real, flags)  # O_NOFOLLOW: replaced by a link since it was resolved → OSError (ELOOP)
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(f.fileno())
+        if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_PICTURE:  # a named pipe, a device, not a picture
+            raise FileNotFoundError(file)
+        return f.read(MAX_PICTURE)
 
 
 def status(path: Path) -> str:

@@ -1,10 +1,10 @@
-"""Uploaded images: a bounded request body, a random name on disk, convscope's own image reader.
+"""Uploaded images: a random name on disk, a bounded size, convscope's own image reader.
 
-- `UploadLimit` (ASGI middleware) answers 413 as soon as a request body passes the limit, whether or not it says
-  its length, before the form parser has read the rest.
+- The body is bounded before it is read (MAX_UPLOAD bytes, studio.guards.Guard: 413).
 - `UploadStore.add` writes the bytes to a private temporary folder under a random token (the client's file name and
   content type are never used), decodes them with convscope's safe reader (data.images.open_image: a format
-  allowlist, the decompression-bomb limit, truncation as an error) and keeps the newest few for the run page's
+  allowlist, the decompression-bomb limit, truncation as an error), refusing an image over MAX_PIXELS from its
+  header before its pixels are decoded (413), and keeps the newest few for the run page's
   follow-up questions (another class's Grad-CAM, another layer's feature maps). Everything is removed on shutdown.
 """
 
@@ -21,56 +21,19 @@ from PIL import Image
 
 from convscope.data.images import open_image
 from convscope.errors import DataError
+from convscope.studio.guards import TooLarge
 
 MAX_UPLOAD = 20 * 2**20  # bytes: a large phone photo; a convnet sees it at a few hundred pixels anyway
+MAX_PIXELS = 40_000_000  # an image's width × height, read from its header: a 40-megapixel photo decodes in ~1 s
 KEPT = 32  # uploads kept for follow-up questions; older ones are deleted
 
 
-class UploadLimit:
-    """ASGI middleware: 413 for a request body larger than `limit` bytes (Content-Length, or counted as it comes)."""
-
-    def __init__(self, app, limit: int = MAX_UPLOAD) -> None:
-        self.app, self.limit = app, limit
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
-            await self.app(scope, receive, send)
-            return
-        length = dict(scope["headers"]).get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.limit):
-            await self._refuse(send)
-            return
-        seen, started, refused = 0, False, False
-
-        # Past the limit: answer 413 at once, then tell the app the client has gone (it stops reading), and drop
-        # whatever it answers to that. An exception would not do: the form parser turns it into a 400.
-        async def counted():
-            nonlocal seen, refused
-            if refused:
-                return {"type": "http.disconnect"}
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.limit:
-                refused = True
-                if not started:
-                    await self._refuse(send)
-                return {"type": "http.disconnect"}
-            return message
-
-        async def sending(message):
-            nonlocal started
-            if not refused:
-                started = True
-                await send(message)
-
-        await self.app(scope, counted, sending)
-
-    async def _refuse(self, send) -> None:
-        size = f"{self.limit // 2**20} MiB" if self.limit >= 2**20 else f"{self.limit // 1024} KiB"
-        body = f'{{"detail": "the upload is larger than {size}"}}'.encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-        await send({"type": "http.response.start", "status": 413, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+def check_pixels(image: Image.Image) -> None:
+    """Raises TooLarge for an image (its header read, its pixels not decoded) of more than MAX_PIXELS pixels."""
+    width, height = image.size
+    if width * height > MAX_PIXELS:
+        raise TooLarge(f"the image is {width}×{height} pixels ({width * height / 1e6:.1f} megapixels): the studio "
+                       f"takes images of up to {MAX_PIXELS / 1e6:.0f} megapixels")  # fmt: skip
 
 
 class UploadStore:
@@ -89,7 +52,10 @@ class UploadStore:
         path = self.folder / token
         path.write_bytes(data)
         try:
-            image = open_image(path)
+            image = open_image(path, header_check=check_pixels)
+        except TooLarge:
+            path.unlink(missing_ok=True)
+            raise
         except DataError as err:
             path.unlink(missing_ok=True)
             reason = str(err).removeprefix(f"{path}: ")  # the temporary name means nothing to the user
@@ -107,4 +73,5 @@ class UploadStore:
             return self._paths[token]
 
     def close(self) -> None:
+        """Remove the folder and every upload in it (at shutdown; safe to call more than once)."""
         shutil.rmtree(self.folder, ignore_errors=True)
