@@ -7,13 +7,14 @@ between two of them is what a crash can leave. This module makes the Nth write u
 - "kill-before": the writer dies with the temporary file complete but not renamed (the target keeps its old bytes);
 - "kill-after":  the writer dies right after the rename, before anything else;
 - "fsync":       the fsync of the temporary file fails with ENOSPC (a full disk), so the write raises;
-- "rename":      the rename fails with EIO (an I/O error), so the write raises.
+- "rename":      the rename fails with EIO (an I/O error), so the write raises;
+- "then":        the write goes through, then `action()` runs (e.g. `fill` the disk the run is on).
 
 In-process (`run_with_fault`, a callable) a kill is the BaseException `Killed`, which no `except Exception`
 clean-up catches; a real kill runs no clean-up at all, so what that clean-up removes (the temporary file) is put back
 first. In a child process (`run_command_with_fault`, a `convscope` command line) a kill is SIGKILL, the real thing.
 `write_boundaries` lists the boundaries of an uninterrupted run; `outcome` and `differences` compare two runs' final
-weights bit for bit.
+weights bit for bit; `tmpfs` mounts a small file system of its own (as root) that `fill` fills up.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-FAULTS = ("kill-before", "kill-after", "fsync", "rename")
+FAULTS = ("kill-before", "kill-after", "fsync", "rename")  # the faults every write boundary is tried with
+_KINDS = (*FAULTS, "then")
 _TEMP = re.compile(r"\.(?P<target>.+)\.[a-z0-9_]{8}\.tmp")  # what tempfile names an atomic write's temporary file
 TESTS = Path(__file__).resolve().parent
 
@@ -64,12 +66,13 @@ class Injector:
     n: int
     fault: str
     kill: Callable[[], None] = _raise_killed
+    action: Callable[[], Any] | None = None  # what "then" runs
     writes: list[str] = field(default_factory=list)
     hit: str | None = None
 
     def __post_init__(self) -> None:
-        if self.fault not in FAULTS:
-            raise ValueError(f"fault must be one of {FAULTS}, not {self.fault!r}")
+        if self.fault not in _KINDS:
+            raise ValueError(f"fault must be one of {_KINDS}, not {self.fault!r}")
         self.root = Path(os.path.abspath(self.root))
         self._replace, self._fsync = os.replace, os.fsync
 
@@ -93,6 +96,8 @@ class Injector:
             self.kill()
         self._replace(src, dst)
         self.writes.append(self.hit)
+        if self.fault == "then":
+            return self.action()
         self.kill()
 
     def fsync(self, fd: int) -> None:
@@ -105,10 +110,11 @@ class Injector:
 
 
 @contextmanager
-def injected(root: str | os.PathLike, n: int, fault: str, kill: Callable[[], None] = _raise_killed) -> Iterator:
+def injected(root: str | os.PathLike, n: int, fault: str, kill: Callable[[], None] = _raise_killed,
+             action: Callable[[], Any] | None = None) -> Iterator[Injector]:  # fmt: skip
     """Within the body, write number `n` under `root` goes wrong as `fault` says (see the module's docstring).
     Patches `os.replace` and `os.fsync`, which convscope's atomic writes call through the `os` module."""
-    injector = Injector(Path(root), n, fault, kill)
+    injector = Injector(Path(root), n, fault, kill, action)
     os.replace, os.fsync = injector.replace, injector.fsync
     try:
         yield injector
@@ -152,6 +158,40 @@ def _child() -> None:
     with injected(root, int(n), fault, kill=_sigkill):
         code = main(args)
     sys.exit(code)
+
+
+# ── a real full disk ──────────────────────────────────────────────────────────────────────────────────────────────
+@contextmanager
+def tmpfs(path: str | os.PathLike, size: str) -> Iterator[Path]:
+    """A tmpfs of `size` bytes ("8m") mounted on `path` (made if missing) for the body, unmounted after it. Skips
+    the calling test, saying why, where it cannot be mounted (not root, or no right to mount in this container)."""
+    import pytest
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                             capture_output=True, text=True)  # fmt: skip
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.strip() or mounted.returncode})")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=True, capture_output=True)
+
+
+def fill(folder: str | os.PathLike) -> Path:
+    """Fill the file system `folder` is on with one file in it, until the system says ENOSPC: that file (delete it
+    to free the space)."""
+    filler = Path(folder) / "filler"
+    with open(filler, "wb", buffering=0) as f:
+        for chunk in (2**20, 4096, 1):  # then whatever part of a page is left
+            try:
+                while True:
+                    f.write(b"\0" * chunk)
+            except OSError as err:
+                if err.errno != errno.ENOSPC:
+                    raise
+    return filler
 
 
 # ── comparing runs ────────────────────────────────────────────────────────────────────────────────────────────────

@@ -3,11 +3,28 @@ means what a user thinks; failures before the first checkpoint block nothing; OS
 
 import json
 import os
+import random
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
-from fault_harness import FAULTS, Killed, differences, outcome, run_command_with_fault, run_with_fault, temp_files
+from fault_harness import (
+    FAULTS,
+    Killed,
+    differences,
+    fill,
+    injected,
+    outcome,
+    run_command_with_fault,
+    run_with_fault,
+    temp_files,
+    tmpfs,
+)
 from fault_harness import write_boundaries as boundaries
-from helpers import make_folder, train_args
+from helpers import make_folder, train_args, wait_for
+from safetensors.torch import load_file
 
 from convscope.cli import main
 from convscope.config import TrainConfig
@@ -48,11 +65,15 @@ def again(folder, out) -> None:
 def test_the_write_boundaries_are_the_ones_expected(straight):
     _, calls = straight
     per_epoch = ["checkpoint.safetensors", "last.safetensors", "best.safetensors", "metrics.csv"]
-    # evaluation.json: the test evaluation (per class, confusion), saved so viewers read it instead of computing it
-    assert calls == ["spec.yaml", "config.yaml", *per_epoch, *per_epoch, "evaluation.json", "results.json"]
+    # evaluation.json: the test evaluation (per class, confusion), saved so viewers read it instead of computing it;
+    # confusion.png, its picture, is written atomically like every other picture
+    tested = ["confusion.png", "evaluation.json", "results.json"]
+    assert calls == ["spec.yaml", "config.yaml", *per_epoch, *per_epoch, *tested]
 
 
-@pytest.mark.parametrize("fault", FAULTS)
+@pytest.mark.parametrize(
+    "fault", [pytest.param(f, marks=pytest.mark.slow) if f == "rename" else f for f in FAULTS]
+)  # a failing rename (about 3 s) is slow-marked: a failing fsync is the same error, from the same clean-up
 def test_a_fault_at_every_write_boundary_resumes_to_the_identical_run(folder, straight, tmp_path, fault):
     """Killed just before or just after each rename, or that write failing (a full disk at its fsync, an I/O error
     at its rename): the run resumes (or, before it was a run, starts again) to the bit-identical result."""
@@ -171,6 +192,58 @@ def test_a_full_disk_mid_training_is_one_line_and_the_last_checkpoint_survives(f
     assert read_checkpoint(out / CHECKPOINT).epoch == 1
     train(resume=out, report=False)
     assert not differences(outcome(out), straight[0])
+
+
+def test_a_real_full_disk_at_the_checkpoint_is_one_line_and_the_run_resumes_once_space_is_freed(
+    folder, straight, tmp_path, capsys
+):
+    """The run folder on a tmpfs of its own, filled up as epoch 1's files are written: epoch 2's checkpoint cannot be
+    written; the command says so in one line naming the file, epoch 1's checkpoint stays whole, and once space is
+    freed, `--resume` ends with the uninterrupted run's weights."""
+    last_of_epoch_1 = [k for k, name in enumerate(straight[1], start=1) if name == "metrics.csv"][0]
+    with tmpfs(tmp_path / "disk", "16m") as disk:
+        out = disk / "run"
+        with injected(out, last_of_epoch_1, "then", action=lambda: fill(disk)) as injector:
+            code = main(train_args(folder, out, 2, batch_size=16))
+        assert injector.hit == "metrics.csv"
+        said = capsys.readouterr().err
+        errors = [line for line in said.splitlines() if line.startswith("convscope:")]
+        assert code == 2 and "Traceback" not in said and "Logging error" not in said
+        assert errors == [f"convscope: error: {out / CHECKPOINT}: cannot write (No space left on device); nothing "
+                          "was changed"]  # fmt: skip
+        saved = read_checkpoint(out / CHECKPOINT)  # whole: its checksums hold
+        assert saved.epoch == 1 and not temp_files(out)
+        last = load_file(out / "weights" / "last.safetensors")  # the copies of epoch 1 load too
+        assert last.keys() == straight[0]["weights"]["last.safetensors"].keys()
+        (disk / "filler").unlink()
+        assert main(["train", "--resume", str(out)]) == 0, capsys.readouterr().err
+        assert not differences(outcome(out), straight[0])
+
+
+@pytest.mark.slow  # 25 to 45 s: a training, then four killed commands and their resumes (with reports)
+def test_kill_9_at_random_instants_of_convscope_train_resumes_to_the_identical_run(folder, tmp_path, capsys):
+    """`convscope train` SIGKILLed at seeded random instants of its training (anywhere: mid-batch, mid-write, while
+    testing), then `convscope train --resume`: the same weights as a training left alone."""
+    epochs, rng = 6, random.Random(0)
+    out = tmp_path / "straight"
+    started = time.monotonic()
+    train(config(folder, out, epochs=epochs), report=False)
+    expected, seconds = outcome(out), time.monotonic() - started
+    killed = 0
+    for i in range(4):
+        out = tmp_path / f"killed-{i}"
+        process = subprocess.Popen([sys.executable, "-m", "convscope", *train_args(folder, out, epochs, 16)],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        try:
+            wait_for(lambda out=out: (out / "config.yaml").exists(), process)
+            time.sleep(rng.uniform(0, seconds))
+            process.send_signal(signal.SIGKILL)
+        finally:
+            killed += process.wait() == -signal.SIGKILL
+        assert main(["train", "--resume", str(out)]) == 0, capsys.readouterr().err
+        assert not (problems := differences(outcome(out), expected)), f"kill {i}: {problems}"
+        assert not temp_files(out)
+    assert killed >= 2  # most instants fall inside the training, not after it
 
 
 @pytest.mark.parametrize(
