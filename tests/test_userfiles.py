@@ -2,6 +2,7 @@
 that names the file; the depth scan reads strings and escapes as a JSON parser does."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -134,3 +135,10 @@ def test_text_is_read_as_editors_save_it(tmp_path):
     assert read_text(path) == "cat\r\ndog\r\n"
     path.write_bytes("cat\ndog\n".encode("utf-16"))
     assert read_text(path) == "cat\ndog\n"
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="needs /proc, whose files say size 0")
+def test_a_file_that_says_size_0_is_still_bounded():
+    assert b"Name:" in read_bytes("/proc/self/status")
+    with pytest.raises(DataError, match=r"^/proc/self/status: refused: more than the 10 bytes a file may be$"):
+        read_bytes("/proc/self/status", max_bytes=10)

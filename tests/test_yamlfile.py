@@ -129,7 +129,9 @@ def test_every_reader_of_yaml_is_bounded(tmp_path):
     (data / "data.yaml").write_text(LAUGHS + "names: *i\n")
     with pytest.raises(DataError) as err:
         load_yolo(data, 64)
-    assert "data.yaml, line 6: not valid YAML (with more than 100,000 values" in one_line(err.value)
+    assert one_line(err.value) == (
+        f"{data / 'data.yaml'}, line 6: refused: YAML with more than 100,000 values once its aliases are expanded"
+    )
 
 
 @needs_cases
@@ -173,3 +175,15 @@ def test_no_module_reads_yaml_around_the_bounds():
         if call in path.read_text(encoding="utf-8")
     ]
     assert found == []
+
+
+def test_a_yolo_data_yaml_nested_past_the_bound_is_refused_naming_it(tmp_path):
+    # The mapping is the first level and a scalar a level too: 1 + 100 lists is 101 levels, 1 + 98 + 1 is 100.
+    (tmp_path / "data.yaml").write_text("train: images\nnames: " + "[" * 100 + "]" * 100 + "\n")
+    with pytest.raises(DataError) as err:
+        load_yolo(tmp_path, 64)
+    assert one_line(err.value) == f"{tmp_path / 'data.yaml'}, line 2: refused: YAML nested more than 100 levels deep"
+    (tmp_path / "data.yaml").write_text("train: images\nnames: " + "[" * 98 + "cat" + "]" * 98 + "\n")
+    with pytest.raises(DataError) as err:
+        load_yolo(tmp_path, 64)  # read: what stops it is the names
+    assert one_line(err.value).startswith(f"{tmp_path / 'data.yaml'}: names: expected strings, found [[")

@@ -62,7 +62,7 @@ def read_bytes(
         if info.st_size > max_bytes:
             raise error(f"{path}: refused: {_size(info.st_size)}, more than the {_size(max_bytes)} a {what} may be")
         with open(path, "rb") as f:
-            data = f.read(max_bytes + 1)
+            data = read_at_most(f, info.st_size, max_bytes)
     except (FileNotFoundError, NotADirectoryError):
         raise error(f"{path}: no such {what}") from None
     except OSError as err:
@@ -71,6 +71,18 @@ def read_bytes(
         raise error(f"{path!r}: not a usable file name ({err})") from None
     if len(data) > max_bytes:
         raise error(f"{path}: refused: more than the {_size(max_bytes)} a {what} may be")
+    return data
+
+
+def read_at_most(f, size: int, limit: int) -> bytes:
+    """What is left of the open binary file `f`, or its first limit + 1 bytes when there is more than `limit`.
+
+    size: what stat said the file holds. A read of n bytes sets aside n bytes before it reads, so a bound of 2 GiB is
+    never asked for at once: `size` + 1 first, and more only when the file turns out longer (it grew, or the file
+    system does not know its size, as in /proc)."""
+    data = f.read(min(size, limit) + 1)
+    while len(data) <= limit and (more := f.read(min(limit + 1 - len(data), 2**20))):
+        data += more
     return data
 
 

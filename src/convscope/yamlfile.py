@@ -23,6 +23,7 @@ import yaml
 
 from convscope.errors import ConvscopeError
 from convscope.files import check_regular_file
+from convscope.userfiles import read_at_most
 
 MAX_DEPTH = 100
 MAX_NODES = 100_000
@@ -91,7 +92,9 @@ def _cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _fail(err: yaml.YAMLError, where: str, error: type[ConvscopeError], kind: str) -> ConvscopeError:
+def yaml_error(err: yaml.YAMLError, where: str, error: type[ConvscopeError], kind: str = "YAML") -> ConvscopeError:
+    """PyYAML's error (or a bound's) as `error`, one line: 'WHERE, line 3: not valid YAML (…)' or 'WHERE, line 6:
+    refused: YAML with more than 100,000 values once its aliases are expanded'."""
     mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
     place = f"{where}, line {mark.line + 1}" if mark is not None else where
     if isinstance(err, _Refused):
@@ -111,7 +114,7 @@ def load_yaml(text: str, where: str, error: type[ConvscopeError] = ConvscopeErro
     try:
         return safe_load(text)
     except yaml.YAMLError as err:
-        raise _fail(err, where, error, kind) from None
+        raise yaml_error(err, where, error, kind) from None
 
 
 def safe_load(text: str) -> Any:
@@ -147,7 +150,11 @@ def read_text(path: str | Path, error: type[ConvscopeError] = ConvscopeError, wh
             raise error(
                 f"{path}: refused: {size / 2**20:.1f} MiB, more than the {MAX_BYTES // 2**20} MiB a {what} may be"
             )
-        return path.read_text(encoding="utf-8")
+        with path.open("rb") as f:
+            data = read_at_most(f, size, MAX_BYTES)  # a file that grows (or says size 0, as in /proc) costs no more
+        if len(data) > MAX_BYTES:
+            raise error(f"{path}: refused: more than the {MAX_BYTES // 2**20} MiB a {what} may be")
+        return data.decode("utf-8")
     except FileNotFoundError:
         raise error(f"{path}: no such {what}") from None
     except UnicodeDecodeError:

@@ -43,7 +43,7 @@ from convscope.data.detection.reading import (
 from convscope.data.detection.yolo_labels import parse_labels, polygon_note
 from convscope.data.folder import image_files
 from convscope.errors import DataError
-from convscope.yamlfile import safe_load
+from convscope.yamlfile import safe_load, yaml_error
 
 log = logging.getLogger(__name__)
 
@@ -103,11 +103,8 @@ def _parse_yaml(text: str):
 def _read_yaml(path: Path) -> dict:
     try:
         doc = _parse_yaml(read_text(path))  # a UTF-8 BOM dropped, UTF-16 with a BOM decoded; bounded, or a DataError
-    except yaml.MarkedYAMLError as err:
-        line = f", line {err.problem_mark.line + 1}" if err.problem_mark else ""
-        raise DataError(f"{path}{line}: not valid YAML ({err.problem})") from None
-    except yaml.YAMLError as err:
-        raise DataError(f"{path}: not valid YAML ({err})") from None
+    except yaml.YAMLError as err:  # not valid, or past a bound (refused): one line with the line number
+        raise yaml_error(err, str(path), DataError) from None
     if not isinstance(doc, dict):
         raise DataError(f"{path}: expected a mapping with names and train/val/test, found {type(doc).__name__}")
     return doc
@@ -127,7 +124,8 @@ def _class_names(doc: dict, path: Path) -> tuple[str, ...]:
         )
     bad = [n for n in names if not isinstance(n, str | int | float) or isinstance(n, bool)]
     if bad:
-        raise DataError(f"{path}: names: expected strings, found {bad[0]!r}")
+        shown = repr(bad[0]) if len(repr(bad[0])) <= 60 else repr(bad[0])[:59] + "…"  # one short line
+        raise DataError(f"{path}: names: expected strings, found {shown}")
     nc = doc.get("nc")
     if nc is not None and nc != len(names):
         raise DataError(f"{path}: nc is {nc!r} but names lists {len(names)} classes")
