@@ -13,13 +13,22 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from convscope.errors import ConfigError
+
 DEFAULT_IN_HOME = ("cifar10", "cifar100")  # the datasets whose loader reads dataset_folder(name) when given no folder
 
 
 def data_home() -> Path:
-    """The folder holding one subfolder per downloaded dataset (see the module's docstring)."""
+    """The folder holding one subfolder per downloaded dataset (see the module's docstring).
+
+    A ConfigError (one line) when CONVSCOPE_DATA_HOME is set to a relative path: it would mean a different folder
+    in every working directory, so a dataset fetched in one would be fetched again in the next.
+    """
     chosen = os.environ.get("CONVSCOPE_DATA_HOME")
     if chosen:
+        if not os.path.isabs(chosen):
+            what = "an absolute path (the folder of downloaded datasets)"
+            raise ConfigError(f"CONVSCOPE_DATA_HOME must be {what}. Received: {chosen!r}")
         return Path(chosen)
     base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
     return Path(base) / "convscope" / "datasets"
