@@ -142,3 +142,43 @@ def test_a_file_that_says_size_0_is_still_bounded():
     assert b"Name:" in read_bytes("/proc/self/status")
     with pytest.raises(DataError, match=r"^/proc/self/status: refused: more than the 10 bytes a file may be$"):
         read_bytes("/proc/self/status", max_bytes=10)
+
+
+def test_a_runs_damaged_results_and_evaluation_are_one_line(tmp_path):
+    from convscope.run import EVALUATION, RESULTS, Run, read_evaluation, write_evaluation
+
+    run = Run(tmp_path, None, None, None)  # results() and the evaluation read only the folder
+    (tmp_path / RESULTS).write_text('{"test_acc": ' + _nested(MAX_DEPTH) + "}")
+    with pytest.raises(CheckpointError) as err:
+        run.results()
+    assert one_line(err.value) == (
+        f"{tmp_path / RESULTS}: damaged results (line 1: refused: JSON nested more than 100 levels)"
+    )
+    (tmp_path / RESULTS).write_text('{"test_acc": ' + _nested(MAX_DEPTH - 1) + "}")
+    assert list(run.results()) == ["test_acc"]
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "weights" / "best.safetensors").write_bytes(b"weights")  # the evaluation is stamped with their hash
+    write_evaluation(run, EVALUATION, {"accuracy": 0.5})
+    assert read_evaluation(run, EVALUATION) == {"accuracy": 0.5}
+    (tmp_path / EVALUATION).write_text("[" * 5000)
+    with pytest.raises(CheckpointError) as err:
+        read_evaluation(run, EVALUATION)
+    assert one_line(err.value) == (
+        f"{tmp_path / EVALUATION}: damaged evaluation (line 1: refused: JSON nested more than 100 levels)"
+    )
+
+
+def test_cifar_class_names_are_read_within_a_bound(tmp_path):
+    from convscope.data.cifar import _read_names
+
+    path = tmp_path / "batches.meta.txt"
+    path.write_text("cat\ndog\n\n")
+    assert _read_names(path, 2) == ("cat", "dog")
+    with open(path, "wb") as f:
+        f.truncate(2 * 2**20)
+    with pytest.raises(DataError) as err:
+        _read_names(path, 2)
+    assert one_line(err.value) == (f"{path}: refused: 2.0 MiB, more than the 1.0 MiB a text file of class names may be")
+    path.write_bytes(b"\x80\x81 cat")
+    with pytest.raises(DataError, match=r"batches\.meta\.txt: expected UTF-8 text, found binary data$"):
+        _read_names(path, 1)

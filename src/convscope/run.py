@@ -41,6 +41,7 @@ from convscope.config import TrainConfig
 from convscope.errors import CheckpointError, ConvscopeError, OutputError
 from convscope.files import atomic_write_text, is_temp_file_of, remove_temp_files
 from convscope.spec import NetSpec, load_spec
+from convscope.userfiles import parse_json, read_bytes
 from convscope.yamlfile import read_yaml
 
 CONFIG, SPEC, CHECKPOINT, METRICS, RESULTS, LOG, LOCK = (
@@ -129,8 +130,8 @@ class Run:
         path = self.path / RESULTS
         if not path.is_file():
             return {}
-        try:
-            results = json.loads(path.read_text(encoding="utf-8"))
+        try:  # bounded: 16 MiB, nesting 100, checked before parsing (convscope.userfiles)
+            results = parse_json(read_bytes(path, what="results file", error=CheckpointError))
         except (ValueError, UnicodeDecodeError) as err:
             raise CheckpointError(f"{path}: damaged results ({err})") from None
         if not isinstance(results, dict) or not all(isinstance(k, str) for k in results):
@@ -378,8 +379,8 @@ def read_evaluation(run: Run, name: str) -> dict[str, Any] | None:
     path = run.path / name
     if not path.is_file():
         return None
-    try:
-        body = json.loads(path.read_text(encoding="utf-8"))
+    try:  # bounded as results.json is
+        body = parse_json(read_bytes(path, what="test evaluation", error=CheckpointError))
     except (ValueError, UnicodeDecodeError) as err:
         raise CheckpointError(f"{path}: damaged evaluation ({err})") from None
     if not isinstance(body, dict):

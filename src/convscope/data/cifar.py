@@ -15,12 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
+from convscope import userfiles
 from convscope.data.dataset import Dataset, Split
 from convscope.data.home import dataset_folder
 from convscope.errors import DataError
 from convscope.files import check_regular_file
 
 PIXELS = 3 * 32 * 32  # bytes of one image: 3 channel planes of 32×32
+MAX_NAMES_BYTES = 2**20  # a class names file (batches.meta.txt, fine_label_names.txt) is under 1 KB
 
 
 @dataclass(frozen=True)
@@ -133,14 +135,8 @@ def _read_names(path: Path, count: int) -> tuple[str, ...]:
     if not path.exists():
         raise DataError(f"{path}: missing (expected {count} class names, one per line)")
     check_regular_file(path, "text file of class names")  # a named pipe would block the read
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DataError(f"{path}: missing (expected {count} class names, one per line)") from None
-    except OSError as error:
-        raise DataError(f"{path}: cannot read ({error.strerror or error})") from None
-    except UnicodeDecodeError as error:
-        raise DataError(f"{path}: expected UTF-8 text (class names, one per line), found {error.reason}") from None
+    # 1 MiB: CIFAR-100's 100 names are under 1 KB. Past it, or unreadable, or not text: one line naming the file.
+    text = userfiles.read_text(path, max_bytes=MAX_NAMES_BYTES, what="text file of class names")
     names = tuple(line.strip() for line in text.splitlines() if line.strip())
     if len(names) != count:
         raise DataError(f"{path}: expected {count} class names, one per line, found {len(names)}")
