@@ -134,3 +134,17 @@ def test_voc_xml_nesting(tmp_path, levels):
         return
     assert [(p.path, p.kind) for p in problems[:1]] == [("Annotations/a.xml", "xml")]
     assert problems[0].message == "refused: XML nested more than 100 levels; its image is skipped"
+
+
+def test_a_scenes_manifest_nested_past_the_bound_is_one_line(tmp_path):
+    from convscope.data.detection.scenes import MANIFEST, _previous_files
+
+    (tmp_path / MANIFEST).write_text('{"generator": "fashion-scenes", "files": ["a.png"]}')
+    assert _previous_files(tmp_path) == {"a.png"}
+    (tmp_path / MANIFEST).write_text("[" * 3000)
+    with pytest.raises(DataError) as err:
+        _previous_files(tmp_path)
+    assert str(err.value) == (
+        f"{tmp_path}: expected an empty folder or a previous fashion-scenes output, found an unreadable "
+        f"{MANIFEST} (line 1: refused: JSON nested more than 100 levels)"
+    )

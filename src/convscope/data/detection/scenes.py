@@ -27,12 +27,14 @@ import numpy as np
 import yaml
 from PIL import Image
 
+from convscope import userfiles
 from convscope.data.idx import FASHION_CLASSES, load_idx_dataset
 from convscope.errors import DataError
 from convscope.files import atomic_write_text
 
 GENERATOR = "fashion-scenes"
 MANIFEST = "fashion-scenes.json"  # also what marks a folder as ours, so it may be overwritten
+MAX_MANIFEST_BYTES = 256 * 2**20  # it names every file written: ~40 bytes each, so millions of scenes
 _FORMAT = 1
 SPLITS = ("train", "val", "test")
 VISIBLE_ALPHA = 32  # alpha (0–255) above which a pixel is part of the object, i.e. inside its box
@@ -244,13 +246,15 @@ def _previous_files(out: Path) -> set[str]:
     """Files (relative posix paths) a previous fashion-scenes run planned in `out`; DataError if it was not one."""
     manifest = out / MANIFEST
     refuse = f"{out}: expected an empty folder or a previous {GENERATOR} output"
-    try:
-        if manifest.exists() and not manifest.is_file():  # a pipe would block the read
-            raise OSError(f"{MANIFEST} is not a regular file; it was not opened")
-        doc = json.loads(manifest.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"{refuse}, found other files and no {MANIFEST}") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+    if not manifest.exists():
+        raise DataError(f"{refuse}, found other files and no {MANIFEST}")
+    try:  # bounded (convscope.userfiles): a pipe is not opened, nesting is checked before parsing
+        doc = userfiles.parse_json(userfiles.read_bytes(manifest, max_bytes=MAX_MANIFEST_BYTES, what=MANIFEST))
+    except DataError as err:
+        raise DataError(
+            f"{refuse}, found an unreadable {MANIFEST} ({str(err).removeprefix(f'{manifest}: ')})"
+        ) from None
+    except (ValueError, UnicodeDecodeError) as err:
         raise DataError(f"{refuse}, found an unreadable {MANIFEST} ({err})") from None
     if not isinstance(doc, dict) or doc.get("generator") != GENERATOR or not isinstance(doc.get("files"), list):
         raise DataError(f"{refuse}, found a {MANIFEST} that {GENERATOR} did not write")
