@@ -4,6 +4,7 @@ means what a user thinks; failures before the first checkpoint block nothing; OS
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -90,6 +91,27 @@ def test_a_fault_at_every_write_boundary_resumes_to_the_identical_run(folder, st
         again(folder, out)
         assert not (problems := differences(outcome(out), expected)), f"{fault} at write {k} ({name}): {problems}"
         assert not temp_files(out), f"temporary files left after {fault} at write {k} ({name})"
+
+
+def test_a_kill_during_the_resume_itself_resumes_again_to_the_identical_run(folder, straight, tmp_path):
+    """A second crash, at any write of the resumed training (its copies rewritten from the checkpoint first): the
+    next --resume still ends with the identical run."""
+    expected, calls = straight
+    first = [k for k, name in enumerate(calls, start=1) if name == "metrics.csv"][0]  # epoch 1 saved, then killed
+    killed = tmp_path / "killed"
+    error, _ = run_with_fault(lambda: train(config(folder, killed), report=False), killed, first, "kill-after")
+    assert isinstance(error, Killed)
+    shutil.copytree(killed, base := tmp_path / "base")
+    _, resumed_calls = boundaries(lambda: train(resume=base, report=False), base)
+    assert resumed_calls[:3] == ["last.safetensors", "best.safetensors", "metrics.csv"]  # the copies, rewritten
+    for k, name in enumerate(resumed_calls, start=1):
+        shutil.copytree(killed, out := tmp_path / f"again-{k}")
+        error, injector = run_with_fault(lambda out=out: train(resume=out, report=False), out, k, "kill-before")
+        assert isinstance(error, Killed) and injector.hit == name
+        train(resume=out, report=False)
+        problems = differences(outcome(out), expected)
+        assert not problems, f"killed at the resume's write {k} ({name}): {problems}"
+        assert not temp_files(out)
 
 
 def test_a_real_kill_at_a_write_boundary_resumes_from_the_command_line(folder, straight, tmp_path, capsys):
