@@ -6,9 +6,10 @@ from __future__ import annotations
 import os
 
 import pytest
-from fault_harness import Killed, differences, outcome, run_with_fault, temp_files
+from fault_harness import Killed, differences, outcome, run_command_with_fault, run_with_fault, temp_files
 from fault_harness import write_boundaries as boundaries
 
+from convscope.cli import main
 from convscope.data.detection.scenes import make_scenes
 from convscope.errors import OutputError
 from convscope.run import CHECKPOINT
@@ -111,3 +112,21 @@ def test_a_fault_at_every_write_boundary_resumes_to_the_identical_weights(setup,
         error, injector = run_with_fault(lambda out=out: _train(setup, out), out, k, fault)
         assert isinstance(error, Killed if fault.startswith("kill") else OutputError) and injector.hit == name
         _resumed(setup, out, expected, f"{fault} at write {k} ({name})")
+
+
+@pytest.mark.slow  # about 10 s: two commands, one with its report
+def test_a_real_kill_of_convscope_train_in_phase_two_resumes_exactly(setup, straight, tmp_path, capsys):
+    """`convscope train` of the detector SIGKILLed (no clean-up of any kind) with phase 2's checkpoint complete
+    but not yet renamed into place: `convscope train --resume` redoes phase 2 from phase 1's checkpoint."""
+    scenes, spec = setup
+    expected, calls = straight
+    out = tmp_path / "run"
+    args = ["train", "--model", str(spec), "--data", str(scenes), "--epochs", "1", "--finetune-epochs", "1",
+            "--unfreeze-blocks", "2", "--batch-size", "8", "--threads", "1", "--out", str(out)]  # fmt: skip
+    second = [k for k, name in enumerate(calls, start=1) if name == CHECKPOINT][1]
+    killed = run_command_with_fault(args, out, second, "kill-before")
+    assert killed.returncode == -9, killed.stderr
+    assert [p.name.split(".")[1] for p in temp_files(out)] == ["checkpoint"]
+    assert read_checkpoint(out / CHECKPOINT).extra["phase"] == 1
+    assert main(["train", "--resume", str(out)]) == 0, capsys.readouterr().err
+    assert not differences(outcome(out), expected) and not temp_files(out)
