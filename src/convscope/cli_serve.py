@@ -94,7 +94,15 @@ def cmd_serve(args: argparse.Namespace) -> None:
         )
         args.stop.done = True  # uvicorn handles Ctrl-C and SIGTERM itself from here: it stops serving, then the studio
         config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=GRACE)
-        uvicorn.Server(config).run(sockets=[sock])
+        server = uvicorn.Server(config)
+        told = server.handle_exit
+
+        def handle_exit(sig, frame) -> None:  # requests waiting for the workers answer 503 at once (studio.work)
+            app.state.work.stopping = True
+            told(sig, frame)
+
+        server.handle_exit = handle_exit
+        server.run(sockets=[sock])
     finally:  # also when the server did not stop cleanly (a second Ctrl-C skips the app's own shutdown)
         app.state.work.close()
         app.state.jobs.close()

@@ -42,7 +42,7 @@ from convscope.studio.guards import Guard, Refused, check, field, form, query, v
 from convscope.studio.jobs import Jobs
 from convscope.studio.runs import RunNotFound, list_runs, metrics, picture, run_detail, run_folder
 from convscope.studio.uploads import MAX_UPLOAD, UploadStore
-from convscope.studio.work import ClientGone, Work
+from convscope.studio.work import ClientGone, Stopping, Work
 
 HERE = Path(__file__).parent
 KERNEL_SIDE = 7  # the explainer's largest filter, k×k
@@ -130,7 +130,8 @@ def create_app(
 
 def _error_answers(app: FastAPI, runs: Path) -> None:
     """A convscope error a user caused is a 400 (a refusal its own status), a run that is not in `runs` a 404, a
-    number out of bounds a 422: one-line JSON `detail` each. A request dropped because its client left: 499."""
+    number out of bounds a 422: one-line JSON `detail` each. A request dropped because its client left: 499; one
+    in flight when the studio stops: 503."""
 
     @app.exception_handler(ConvscopeError)
     async def convscope_error(_request, err: ConvscopeError):
@@ -143,6 +144,10 @@ def _error_answers(app: FastAPI, runs: Path) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid(_request, err: RequestValidationError):
         return validation_answer(err)
+
+    @app.exception_handler(Stopping)
+    async def stopping(_request, _err: Stopping):
+        return JSONResponse({"detail": "the studio is stopping"}, status_code=503)
 
     @app.exception_handler(ClientGone)
     async def gone(_request, _err: ClientGone):

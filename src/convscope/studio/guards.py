@@ -17,6 +17,7 @@ milliseconds.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 from typing import Any
@@ -144,15 +145,25 @@ class Guard:
             detail = f"requests that change something must come from the studio's pages (header {PAGE_HEADER}: 1)"
             await _answer(send, 403, detail)
             return
+        started = False
+
+        async def sending(message):
+            nonlocal started
+            started = True
+            await send(message)
+
         try:
             if scope["method"] in ("GET", "HEAD", "OPTIONS"):
-                await self.app(scope, receive, send)
+                await self.app(scope, receive, sending)
             else:
                 upload = UPLOAD_ROUTE.fullmatch(scope["path"]) is not None
-                await self._bounded(scope, receive, send, *((self.max_upload, "upload") if upload else
-                                                            (self.json_body, "request body")))  # fmt: skip
-        except asyncio.CancelledError:  # the server stops (Ctrl-C) with this request in flight: nothing to report
+                await self._bounded(scope, receive, sending, *((self.max_upload, "upload") if upload else
+                                                               (self.json_body, "request body")))  # fmt: skip
+        except asyncio.CancelledError:  # the server stops (Ctrl-C) with this request in flight: answered 503
             log.debug("%s %s cancelled at shutdown", scope["method"], scope["path"])
+            if not started:
+                with contextlib.suppress(Exception, asyncio.CancelledError):
+                    await _answer(send, 503, "the studio is stopping")
 
     async def _bounded(self, scope, receive, send, limit: int, what: str) -> None:
         """The app with its body bounded by `limit` bytes: 413 from the Content-Length, or as soon as the counted

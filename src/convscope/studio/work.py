@@ -36,6 +36,10 @@ class ClientGone(Exception):
     """The request's client disconnected while it waited in the queue: it was dropped, nobody reads an answer."""
 
 
+class Stopping(Exception):
+    """The studio is stopping (Ctrl-C): the request is answered at once, without waiting for its work."""
+
+
 class Work:
     """A queue served by `workers` daemon threads. `await run(request, fn, *args)` gives fn(*args)'s result (or
     raises what it raised), or raises ClientGone when the client left before a worker took it."""
@@ -43,6 +47,7 @@ class Work:
     def __init__(self, workers: int | None = None) -> None:
         self.workers = workers or default_workers()
         self.dropped = 0  # requests dropped because their client had gone
+        self.stopping = False  # set when the server is told to stop: waiting requests answer at once (Stopping)
         self._queue: queue.SimpleQueue[tuple[Future, Callable, tuple] | None] = queue.SimpleQueue()
         self._closed = False
         self._threads = [
@@ -52,15 +57,18 @@ class Work:
             thread.start()
 
     def submit(self, fn: Callable, *args) -> Future:
-        """fn(*args) queued; its Future can be cancelled until a worker takes it. RuntimeError once closed."""
+        """fn(*args) queued; its Future can be cancelled until a worker takes it. Raises Stopping once closed."""
         if self._closed:
-            raise RuntimeError("the studio is stopping")
+            raise Stopping
         future: Future = Future()
         self._queue.put((future, fn, args))
         return future
 
     async def run(self, request: Any, fn: Callable, *args) -> Any:
-        """fn(*args) on a worker, awaited; `request` (starlette's) is watched while it waits in the queue."""
+        """fn(*args) on a worker, awaited; `request` (starlette's) is watched while it waits in the queue. Raises
+        ClientGone (dropped), Stopping (`stopping` was set: the answer is not waited for)."""
+        if self.stopping:
+            raise Stopping
         future = self.submit(fn, *args)
         wrapped = asyncio.wrap_future(future)
         try:
@@ -68,6 +76,9 @@ class Work:
                 done, _ = await asyncio.wait({wrapped}, timeout=POLL)
                 if done:
                     return wrapped.result()
+                if self.stopping:
+                    future.cancel()
+                    raise Stopping
                 if not future.running() and await request.is_disconnected() and future.cancel():
                     self.dropped += 1
                     log.debug("dropped %s: its client has gone", getattr(fn, "__name__", fn))
@@ -93,7 +104,7 @@ class Work:
 
     def close(self) -> None:
         """Cancel what waits in the queue and let the workers end after their current piece (not waited for)."""
-        self._closed = True
+        self._closed = self.stopping = True
         while True:
             try:
                 item = self._queue.get_nowait()
