@@ -81,8 +81,11 @@ def test_uploads_are_never_stored_under_the_name_the_client_chose(client, studio
     store = client.app.state.uploads.folder
     names = [p.name for p in store.iterdir()]
     assert answer.json()["image"] in names and not any("evil" in n for n in names)
-    for root in (studio_runs.parent, Path.cwd(), store.parent):
-        assert not list(root.glob("**/evil-name.png"))
+    # where the client's name would lead from the store, the server's folder or the runs' (no global search of /tmp:
+    # other tests run beside this one)
+    for root in (store, store / "x", Path.cwd(), Path.cwd() / "x", studio_runs, studio_runs / "shades"):
+        assert not (root / "../../evil-name.png").resolve().exists() and not (root / "evil-name.png").exists()
+    assert not list(studio_runs.parent.glob("**/evil-name.png"))
 
 
 @pytest.mark.parametrize(
