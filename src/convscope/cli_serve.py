@@ -50,12 +50,14 @@ def exposed(host: str) -> bool:
 
 
 def listening(host: str, port: int) -> socket.socket:
-    """A TCP socket bound to (host, port), IPv6 for an address with ':'. Raises ConfigError naming them."""
+    """A TCP socket bound to (host, port) and listening, IPv6 for an address with ':'. Raises ConfigError naming
+    them."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
+        sock.listen(2048)  # connections wait from now on, even before the server's loop has started
     except OSError as err:
         sock.close()
         raise ConfigError(f"--host {host} --port {port}: cannot listen there ({err.strerror or err})") from None
