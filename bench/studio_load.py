@@ -6,7 +6,7 @@ under a second during the load (the heavy work waits on the studio's own workers
 
 RUN: a trained run folder (default: a lenet5 trained for one epoch on a small generated image folder, in a temporary
 folder). The image: --image, else a generated JPEG of --megapixels (a phone photo's 12 by default). The server is
-`python -m convscope serve --runs PARENT --port 0` with this interpreter; nothing is written outside a temporary
+`python -m convscope serve --runs PARENT --port FREE` with this interpreter; nothing is written outside a temporary
 folder. Printed: each GET's median and range before and during the load, the uploads' answers and times, the load
 average before and after and the CPU (the machine may be shared: the figures are indicative).
 """
@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import socket
 import statistics
 import subprocess
 import sys
@@ -108,8 +109,11 @@ def main() -> None:
         run = Path(args.run).resolve() if args.run else tiny_run(Path(temp))
         image = Path(args.image).read_bytes() if args.image else photo(args.megapixels)
         print(f"run: {run}; image: {len(image) / 1e6:.1f} MB; {args.uploads} uploads at once")
-        env = {**os.environ, "TMPDIR": temp}
-        command = [sys.executable, "-m", "convscope", "serve", "--runs", str(run.parent), "--port", "0"]
+        env = {**os.environ, "TMPDIR": temp, "PYTHONUNBUFFERED": "1"}
+        with socket.socket() as s:  # a free port (an older convscope takes no --port 0)
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        command = [sys.executable, "-m", "convscope", "serve", "--runs", str(run.parent), "--port", str(port)]
         server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         try:
             url = server.stdout.readline().split()[2].rstrip("/")
@@ -120,6 +124,15 @@ def main() -> None:
                 headers = {**PAGE_HEADER, "content-type": content_type}
                 return urllib.request.Request(predict, data=body, headers=headers, method="POST")
 
+            deadline = time.monotonic() + 60  # an older convscope says its address before it listens
+            while True:
+                try:
+                    timed(urllib.request.Request(f"{url}/"))
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.1)
             print(f"warm-up upload (the network loaded): {timed(upload())[0]:.2f} s")
             pages = {"GET /": f"{url}/", "GET /api/runs": f"{url}/api/runs"}
             quiet = {name: [timed(urllib.request.Request(u))[0] for _ in range(10)] for name, u in pages.items()}
