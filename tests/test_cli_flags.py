@@ -139,3 +139,19 @@ def test_overrides_must_name_a_setting_that_gets_a_flag():
         add_config_flags(argparse.ArgumentParser(), ["epochs"], lr={"help": "x"})
     with pytest.raises(ValueError, match="'speed' is not a TrainConfig setting"):
         add_config_flags(argparse.ArgumentParser(), ["speed"])
+
+
+@pytest.mark.parametrize(("flags", "shown"), [(["-v"], True), ([], False)])
+def test_verbose_shows_the_library_s_info_lines_and_the_level_is_restored_after(flags, shown, monkeypatch, capsys):
+    import logging
+
+    def fake_train(config=None, **kwargs):
+        logging.getLogger("convscope.train").info("reading the images")
+        raise Captured(config)
+
+    monkeypatch.setattr("convscope.tasks.train.train", fake_train)
+    before = logging.getLogger("convscope").level
+    with pytest.raises(Captured):
+        main([*flags, "train", "--model", "lenet5", "--data", "fashion-mnist"])
+    assert ("reading the images" in capsys.readouterr().err) is shown
+    assert logging.getLogger("convscope").level == before

@@ -308,15 +308,13 @@ def test_load_onnx_checks_the_input_against_model_json(onnx_export, tmp_path):
 
 
 # ── where an export may write ─────────────────────────────────────────────────────────────────────────────────────
-def test_an_export_never_replaces_a_pipe_a_folder_or_a_run_s_own_files(run, tmp_path, capsys):
+def test_an_export_never_replaces_a_pipe_or_a_run_s_own_files(run, tmp_path, capsys):
     pipe = tmp_path / "pipe.onnx"
     os.mkfifo(pipe)
     best = run.path / "weights" / "best.safetensors"
     weights = best.read_bytes()
-    (tmp_path / "folder.onnx").mkdir()
-    for out, message in [
+    for out, message in [  # (an existing folder gets model.onnx inside: tests/test_out_paths.py)
         (pipe, "pipe.onnx: is a named pipe (FIFO), not a file convscope may replace"),
-        (tmp_path / "folder.onnx", "folder.onnx: is a folder, not a file convscope may replace"),
         (best, f"is inside the run folder {run.path.resolve()}; export to {run.path.resolve() / 'export'}"),
         (run.path / "model.onnx", "is inside the run folder"),
     ]:

@@ -170,6 +170,7 @@ FLOORS: list[tuple[str, ...]] = [
     (  # the ground
         "convscope.errors",
         "convscope.files",
+        "convscope.out_paths",
         "convscope.show",
         "convscope.device",
         "convscope.signals",

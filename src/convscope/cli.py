@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
+import io
 import json
 import logging
 import os
@@ -21,9 +24,27 @@ from convscope.summary import formula_lines, human_bytes, summary_table, totals_
 EXIT_USAGE = 2
 
 
+class _Console(Console):
+    """rich's Console, except that a closed standard output (`convscope train | head`) raises BrokenPipeError, which
+    the command can answer (training saves and stops), instead of rich's SystemExit(1), which skips every clean-up."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True  # nothing more is written
+        _stdout_to_devnull()
+        raise BrokenPipeError(errno.EPIPE, "standard output closed")
+
+
+def _stdout_to_devnull() -> None:
+    """Point file descriptor 1 at /dev/null, so the interpreter's final flush of what is left cannot fail again."""
+    with contextlib.suppress(OSError, ValueError, io.UnsupportedOperation):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
 def _console() -> Console:
     # Not a terminal (a pipe, a file, CI): a fixed width so the tables never wrap differently between machines.
-    return Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 110)
+    return _Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 110)
 
 
 def cmd_summary(args: argparse.Namespace) -> None:
@@ -237,11 +258,16 @@ def main(argv: list[str] | None = None) -> int:
             handler.setLevel(logging.ERROR)
         handler.setFormatter(logging.Formatter("%(message)s"))
         logging.getLogger().addHandler(handler)
+        # -v: convscope's INFO lines reach the handler (the root logger's default level, WARNING, would stop them)
+        library, level = logging.getLogger("convscope"), logging.getLogger("convscope").level
+        if args.verbose:
+            library.setLevel(logging.INFO)
         try:
             return _run(args)
         finally:
             stop.done = True  # from here on, a late Ctrl-C could only break the exit
             logging.getLogger().removeHandler(handler)
+            library.setLevel(level)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -258,7 +284,7 @@ def _run(args: argparse.Namespace) -> int:
         print(f"convscope: {where}{'' if err.outcome else 'error: '}{err}", file=sys.stderr)
         return err.exit_code
     except BrokenPipeError:  # output piped into `head` and the like: stop quietly
-        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - so the interpreter's final flush cannot fail again
+        _stdout_to_devnull()
         return 0
     except OSError as err:  # a file system error convscope did not foresee: still one line naming the path
         where = f"{err.filename}: " if err.filename else ""

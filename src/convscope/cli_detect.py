@@ -190,20 +190,23 @@ def cmd_lint(args: argparse.Namespace, console: Console) -> None:
 
 def cmd_convert(args: argparse.Namespace, console: Console) -> None:
     from convscope.data.detection.convert import convert
+    from convscope.out_paths import out_folder
 
-    summary = convert(args.src, args.to, args.out, args.data_dir, seed=args.seed, val_fraction=args.val_fraction)
+    out = out_folder(args.out)  # a device, a path under a file, a read-only folder or a run's: refused here
+    summary = convert(args.src, args.to, out, args.data_dir, seed=args.seed, val_fraction=args.val_fraction)
     console.print(summary.line(), markup=False, highlight=False)
 
 
 def cmd_detect_train(args: argparse.Namespace, console: Console) -> None:
-    from convscope.cli_train import launched, show
+    from convscope.cli_train import check_run_out, launched, show
     from convscope.config import TrainConfig
     from convscope.tasks.train import train
 
     given = config_settings(args)
     config = TrainConfig.from_dict({"model": "scenes-det", **given}, "flags")  # the model's recipe fills the rest
+    check_run_out(config.out)
     if not launched(args, config):
-        show(console, lambda callbacks: train(config, callbacks=callbacks, stop=args.stop))
+        show(console, lambda callbacks: train(config, callbacks=callbacks, stop=args.stop), args.stop)
 
 
 def cmd_detect_evaluate(args: argparse.Namespace, console: Console) -> None:
@@ -231,8 +234,9 @@ def cmd_detect_predict(args: argparse.Namespace, console: Console) -> None:
 
     from convscope.api.verbs import detector_run
     from convscope.detect.predict import detect_images
+    from convscope.out_paths import out_folder
 
-    out = Path(args.out) if args.out else Path(args.run_dir) / DETECTIONS
+    out = out_folder(args.out, (DETECTIONS, f"{DETECTIONS}/*")) if args.out else Path(args.run_dir) / DETECTIONS
     run = detector_run(args.run_dir)  # a classifier's run is refused here, before any image is read
     results = detect_images(
         run, args.images, args.min_score, out, all_classes=args.all_classes, device=args.device or "auto"

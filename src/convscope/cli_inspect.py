@@ -10,6 +10,8 @@ from rich.console import Console
 from convscope.cli_args import add_device_flag, int_in
 from convscope.run import FEATUREMAPS
 
+OVERWRITE_HELP = "replace an existing file of that name that convscope did not write"
+
 
 def add_parsers(sub, console: Console) -> None:
     p = sub.add_parser("featuremaps", help="every response map of the chosen layers for one image, as PNG sheets")
@@ -17,6 +19,7 @@ def add_parsers(sub, console: Console) -> None:
     p.add_argument("image", metavar="IMAGE", help="an image file or a sample photo name (chelsea, coffee, ...)")
     p.add_argument("--layer", action="append", help="a layer name (repeat for more; default: every conv and pool)")
     p.add_argument("--out", help="folder for the PNGs (default RUN/featuremaps)")
+    p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     add_device_flag(p)
     p.set_defaults(run=lambda args: cmd_featuremaps(args, console))
 
@@ -39,7 +42,8 @@ def add_parsers(sub, console: Console) -> None:
         "--size", type=int_in(8, 1024), help="with --patterns: the pictures' side (default: the run's input)"
     )
     add_device_flag(p)
-    p.add_argument("--out", help="PNG file (default RUN/filters-LAYER.png, or RUN/patterns-LAYER.png)")
+    p.add_argument("--out", help="picture file or folder (default RUN/filters-LAYER.png, or RUN/patterns-LAYER.png)")
+    p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     p.set_defaults(run=lambda args: cmd_filters(args, console))
 
     p = sub.add_parser("top-activations", help="for each filter of a layer, the dataset images that excite it most")
@@ -48,7 +52,8 @@ def add_parsers(sub, console: Console) -> None:
     p.add_argument("--k", type=int_in(1, 10_000), default=9, help="images per filter (default 9)")
     p.add_argument("--data", help="another dataset (default: the run's own), its test split")
     p.add_argument("--filters", help="which filters to draw, e.g. 0-15 or 3,7,9 (default: the first 16)")
-    p.add_argument("--out", help="PNG file (default RUN/top-LAYER.png)")
+    p.add_argument("--out", help="picture file or folder (default RUN/top-LAYER.png)")
+    p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     add_device_flag(p)
     p.set_defaults(run=lambda args: cmd_top(args, console))
 
@@ -64,7 +69,10 @@ def add_parsers(sub, console: Console) -> None:
         help="hirescam (default: each position's own gradient, never all-zero for the predicted class in our "
         "measurements) or gradcam (the original, one averaged weight per feature map)",
     )
-    p.add_argument("--out", help="PNG file (default RUN/gradcam-IMAGE[-CLASS][-LAYER][-METHOD].png, what was chosen)")
+    p.add_argument(
+        "--out", help="picture file or folder (default RUN/gradcam-IMAGE[-CLASS][-LAYER][-METHOD].png, what was chosen)"
+    )
+    p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     add_device_flag(p)
     p.set_defaults(run=lambda args: cmd_gradcam(args, console))
 
@@ -73,11 +81,30 @@ def add_parsers(sub, console: Console) -> None:
     p.set_defaults(run=lambda args: cmd_report(args, console))
 
 
-def cmd_featuremaps(args: argparse.Namespace, console: Console) -> None:
-    from convscope.inspect.featuremaps import feature_maps, save_feature_map_sheets
+def _picture_out(args: argparse.Namespace, name: str) -> Path:
+    """Where the picture goes: --out (a file, or an existing folder to hold `name`), else RUN/`name`; refused in one
+    line (out_paths) before any work when it is not convscope's to write."""
+    from convscope.out_paths import out_file
+    from convscope.show import picture_format
 
+    if not args.out:
+        return Path(args.run_dir) / name
+    # In a run folder, only this command's own pictures (filters-*, top-*, ...), never the run's files.
+    path = out_file(args.out, name, args.overwrite, run_names=(name.split("-")[0] + "-*",))
+    picture_format(path)
+    return path
+
+
+def cmd_featuremaps(args: argparse.Namespace, console: Console) -> None:
+    from convscope.inspect.featuremaps import feature_maps, save_feature_map_sheets, sheet_name
+    from convscope.out_paths import check_file_in_folder, out_folder
+
+    in_run = (f"{FEATUREMAPS}", f"{FEATUREMAPS}/*")
+    out = out_folder(args.out, in_run) if args.out else Path(args.run_dir) / FEATUREMAPS
     maps = feature_maps(args.run_dir, args.image, args.layer, device=args.device or "auto")
-    out = Path(args.out) if args.out else Path(args.run_dir) / FEATUREMAPS
+    if args.out:  # checked before any sheet is written: none, or all
+        for layer in maps.layers:
+            check_file_in_folder(out / sheet_name(layer), args.overwrite, in_run)
     paths = save_feature_map_sheets(maps, out)
     h, w, c = maps.image.shape
     console.print(f"input {h}×{w}×{c} ({maps.conversion})")
@@ -94,7 +121,7 @@ def cmd_filters(args: argparse.Namespace, console: Console) -> None:
         _patterns(args, console)
         return
     weights = filter_weights(args.run_dir, args.layer)
-    path = Path(args.out) if args.out else Path(args.run_dir) / f"filters-{weights.name}.png"
+    path = _picture_out(args, f"filters-{weights.name}.png")
     save_filter_sheet(weights, path)
     console.print(
         f"{weights.name}: {weights.shape_text}, weights {weights.weights.min():.3g} … "
@@ -107,10 +134,10 @@ def _patterns(args: argparse.Namespace, console: Console) -> None:
     from convscope.inspect.patterns import filter_patterns, save_pattern_sheet
 
     layer = args.layer or filter_weights(args.run_dir).name  # the first conv layer, as for the weights
+    path = _picture_out(args, f"patterns-{layer}.png")
     patterns = filter_patterns(
         args.run_dir, layer, _filter_list(args.filters), args.steps, args.size, device=args.device or "auto"
     )
-    path = Path(args.out) if args.out else Path(args.run_dir) / f"patterns-{layer}.png"
     save_pattern_sheet(patterns, path)
     console.print(f"{patterns.line()} → {path}", markup=False)
 
@@ -136,11 +163,11 @@ def cmd_top(args: argparse.Namespace, console: Console) -> None:
     from convscope.run import load_run
 
     run = load_run(args.run_dir)
+    path = _picture_out(args, f"top-{args.layer}.png")
     data = None
     if args.data:
         data = load_dataset(args.data, None, run.spec.input, run.config.seed)
     result = top_activations(run, args.layer, k=args.k, data=data, device=args.device or "auto")
-    path = Path(args.out) if args.out else run.path / f"top-{args.layer}.png"
     save_top_activations_png(result, path, filters=_filter_list(args.filters))
     h, w = result.receptive_field
     console.print(
@@ -152,16 +179,16 @@ def cmd_top(args: argparse.Namespace, console: Console) -> None:
 def cmd_gradcam(args: argparse.Namespace, console: Console) -> None:
     from convscope.inspect.gradcam import gradcam_for_run, save_gradcam_png
 
-    result = gradcam_for_run(
-        args.run_dir, args.image, args.class_name, args.layer, args.method, device=args.device or "auto"
-    )
     # Each choice that was given goes into the default name, so maps of other classes, layers or methods do not
     # overwrite one another.
     chosen = [
         part for part in (args.class_name, args.layer, None if args.method == "hirescam" else args.method) if part
     ]
     name = "-".join(["gradcam", Path(args.image).stem, *chosen])
-    path = Path(args.out) if args.out else Path(args.run_dir) / f"{name}.png"
+    path = _picture_out(args, f"{name}.png")
+    result = gradcam_for_run(
+        args.run_dir, args.image, args.class_name, args.layer, args.method, device=args.device or "auto"
+    )
     save_gradcam_png(result, result.image, path, title=f"{args.run_dir}, {Path(args.image).name}")
     console.print(f"{result.summary()} → {path}", markup=False)
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -11,8 +14,11 @@ from rich.console import Console
 from rich.table import Table
 
 from convscope.cli_args import add_config_flags, add_device_flag, add_process_flags, config_settings, int_in
-from convscope.errors import ConfigError, DataError, SomeImagesFailed
+from convscope.errors import ConfigError, DataError, Interrupted, SomeImagesFailed
 from convscope.recipes import TRANSFER as TRANSFER_DEFAULTS
+from convscope.signals import StopRequest
+
+log = logging.getLogger("convscope.cli")
 
 # The settings `transfer` has flags for; the others keep recipes.TRANSFER, then TrainConfig's defaults.
 TRANSFER_SETTINGS = ("data", "data_dir", "epochs", "finetune_epochs", "unfreeze_blocks", "cache_features")
@@ -130,6 +136,7 @@ def cmd_train(args: argparse.Namespace, console: Console) -> None:
             return
     else:
         config = TrainConfig.load(args.config, **given) if args.config else TrainConfig.from_dict(given, "flags")
+        check_run_out(config.out)
     if args.nproc and not args.resume:
         from convscope.presets import resolve_spec
 
@@ -137,9 +144,10 @@ def cmd_train(args: argparse.Namespace, console: Console) -> None:
     if launched(args, None if args.resume else config):
         return
     if args.resume:
-        show(console, lambda callbacks: train(resume=args.resume, callbacks=callbacks, stop=args.stop, **given))
+        resume = args.resume
+        show(console, lambda callbacks: train(resume=resume, callbacks=callbacks, stop=args.stop, **given), args.stop)
     else:
-        show(console, lambda callbacks: train(config, callbacks=callbacks, stop=args.stop))
+        show(console, lambda callbacks: train(config, callbacks=callbacks, stop=args.stop), args.stop)
 
 
 def cmd_transfer(args: argparse.Namespace, console: Console) -> None:
@@ -148,6 +156,7 @@ def cmd_transfer(args: argparse.Namespace, console: Console) -> None:
     from convscope.tasks.train import transfer
 
     given = config_settings(args)
+    check_run_out(given.get("out"))
     if args.nproc:  # the run folder of the workers: named as transfer() names it
         model = transfer_spec(args.base, args.image_size, args.weights).name
         config = TrainConfig.from_dict({"model": model, **TRANSFER_DEFAULTS, **given}, "flags")
@@ -158,7 +167,18 @@ def cmd_transfer(args: argparse.Namespace, console: Console) -> None:
         lambda callbacks: transfer(
             args.base, args.image_size, args.weights, callbacks=callbacks, stop=args.stop, **given
         ),
+        args.stop,
     )
+
+
+def check_run_out(out: str | None) -> None:
+    """--out of a training, the run folder: refused in one line before any work when it is a file, a device, a pipe
+    or a socket, lies under a file or inside another run, or cannot be made or written (out_paths.out_folder). A
+    folder holding a user's files is refused later, by train (run.check_not_foreign)."""
+    if out:
+        from convscope.out_paths import out_folder
+
+        out_folder(out)
 
 
 def _is_main() -> bool:
@@ -190,19 +210,83 @@ def launched(args: argparse.Namespace, config) -> bool:
     return True
 
 
-def show(console: Console, work) -> None:
-    """`work(callbacks)` trains; rank 0 (or the only process) shows its progress bar and result line."""
+def show(console: Console, work, stop: StopRequest | None = None) -> None:
+    """`work(callbacks)` trains; rank 0 (or the only process) shows its progress bar and result line.
+
+    When standard output closes (`convscope train | head`), `stop` asks the training to stop at the end of the batch
+    and save, as SIGPIPE would, and the command ends with Interrupted (exit status 141, one line on stderr); a
+    training that had already finished is saved as it is."""
     from convscope.progress import ProgressBar
 
     if not _is_main():
         work([])
         return
-    bar = ProgressBar(console)
+    bar = _Piped(ProgressBar(console), stop)
     try:
         run = work([bar])
     finally:
         bar.close()
-    _print_result(run, console)
+    try:
+        if not bar.closed:
+            _print_result(run, console)
+    except BrokenPipeError:
+        bar.closed = True
+    if bar.closed:
+        raise Interrupted(
+            f"standard output closed (broken pipe) after the training finished; it is saved in {run.path}",
+            EXIT_SIGPIPE,
+            path=run.path,
+        )
+
+
+EXIT_SIGPIPE = 128 + signal.SIGPIPE  # 141, as a shell reports a command that SIGPIPE ended
+
+
+class _Piped:
+    """The progress bar, on a standard output that may close (`| head`): the first BrokenPipeError asks `stop` to
+    end the training as SIGPIPE would (at the end of the batch, saved), is said in train.log, and nothing more is
+    shown."""
+
+    def __init__(self, bar, stop: StopRequest | None):
+        self.bar, self.stop = bar, stop
+        self.closed = False
+        self.unsaid = False  # closed before train.log was open (on_start comes first): said at the next batch
+
+    def _show(self, hook, *args) -> None:
+        if self.closed:
+            return
+        try:
+            hook(*args)
+        except BrokenPipeError:
+            self.closed = self.unsaid = True
+            if self.stop is not None and self.stop.signal is None:
+                self.stop.signal = signal.SIGPIPE  # the loop saves at the end of the batch and raises Interrupted
+
+    def _say(self) -> None:  # from the hooks the epoch loop calls, while train.log is open
+        if self.unsaid:
+            self.unsaid = False
+            log.info("standard output closed (broken pipe): the training stops at the end of this batch and saves")
+
+    def on_data(self, done, total):
+        self._show(self.bar.on_data, done, total)
+
+    def on_start(self, run, epochs, batches, epoch):
+        self._show(self.bar.on_start, run, epochs, batches, epoch)
+
+    def on_batch(self, epoch, batch, loss, accuracy, images_per_s):
+        self._show(self.bar.on_batch, epoch, batch, loss, accuracy, images_per_s)
+        self._say()
+
+    def on_epoch(self, row):
+        self._show(self.bar.on_epoch, row)
+        self._say()
+
+    def on_end(self, run, results):
+        self._show(self.bar.on_end, run, results)
+
+    def close(self):
+        with contextlib.suppress(BrokenPipeError):
+            self.bar.close()
 
 
 def _print_result(run, console: Console) -> None:

@@ -25,6 +25,7 @@ from types import ModuleType
 from convscope.errors import ConvscopeError, DataError, OutputError
 
 log = logging.getLogger(__name__)
+MARK = "convscope"  # what PNG/JPEG/SVG/PDF/HTML files convscope writes carry to say so (written_by_convscope)
 TEMP_SUFFIX = ".tmp"  # atomic writes' temporary files: `.NAME.RANDOM.tmp` beside their target
 _TEMP_NAME = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
 
@@ -171,3 +172,34 @@ def _fsync_dir(folder: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+# ── files convscope wrote ─────────────────────────────────────────────────────────────────────────────────────────
+_MARKS = (  # how a file of each kind says convscope wrote it: (its first bytes, the mark near its start or end)
+    (b"\x89PNG", re.compile(rb"\x00\x00\x00\x12tEXtSoftware\x00" + MARK.encode())),  # a text chunk of 18 bytes
+    (b"\xff\xd8", re.compile(rb"\xff\xfe\x00\x0b" + MARK.encode())),  # a comment segment of 2 + 9 bytes
+    (b"%PDF", re.compile(rb"/Creator \(" + MARK.encode() + rb"\)")),
+    (b"", re.compile(rb"<meta name=\"?generator\"? content=\"?" + MARK.encode() + rb"[\" >]", re.I)),  # HTML
+    (b"", re.compile(rb"<dc:creator>\s*<cc:Agent>\s*<dc:title>" + MARK.encode() + rb"</dc:title>")),  # SVG
+)
+_LOOK_AT = 65536  # bytes read at each end of a file for its mark
+
+
+def written_by_convscope(path: str | os.PathLike) -> bool:
+    """Whether `path` is a regular file that carries convscope's mark: a PNG's text chunk "Software: convscope", a
+    JPEG's comment "convscope", a PDF's or SVG's creator, an HTML page's `<meta name=generator content=convscope>`.
+
+    Only a regular file is opened (a pipe or device never is); a missing or unreadable file is False, never an error.
+    Reads at most 64 KiB from each end of the file.
+    """
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return False
+        with open(path, "rb") as f:
+            head = f.read(_LOOK_AT)
+            size = f.seek(0, os.SEEK_END)
+            f.seek(max(size - _LOOK_AT, len(head)))
+            tail = f.read(_LOOK_AT)
+    except (OSError, ValueError):
+        return False
+    return any(head.startswith(start) and (mark.search(head) or mark.search(tail)) for start, mark in _MARKS)

@@ -16,6 +16,9 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
+from convscope.errors import OutputError
+from convscope.files import MARK, atomic_write_bytes
+
 DPI = 100  # inline pictures: the size matplotlib's own inline backend uses by default (figsize in inches × 100)
 
 
@@ -27,11 +30,59 @@ class Picture(Figure):
 
     def save(self, path: str | Path, **savefig) -> Path:
         """Write the picture to `path` (its suffix picks the format: .png, .jpg, .svg, .pdf; folders made as needed),
-        with matplotlib's savefig keywords (dpi, bbox_inches, …); returns the path."""
+        with matplotlib's savefig keywords (dpi, bbox_inches, …); returns the path.
+
+        Drawn in memory first, then written atomically (files.atomic_write_bytes): a full disk leaves the previous
+        file as it was and no empty one. The file carries convscope's mark (files.written_by_convscope). Raises
+        OutputError, one line naming the path, for another suffix or when the file cannot be written."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.savefig(path, **savefig)
+        fmt = picture_format(path)
+        buffer = io.BytesIO()
+        if fmt == "jpeg":  # matplotlib writes no JPEG comment: drawn as PNG, then saved by Pillow with the mark
+            self.savefig(buffer, format="png", **savefig)
+            from PIL import Image
+
+            buffer.seek(0)
+            with Image.open(buffer) as image:
+                return save_image(image.convert("RGB"), path)
+        metadata = {"png": {"Software": MARK}, "svg": {"Creator": MARK}, "pdf": {"Creator": MARK}}[fmt]
+        self.savefig(buffer, format=fmt, metadata=metadata, **savefig)
+        atomic_write_bytes(path, buffer.getvalue())
         return path
+
+
+PICTURE_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".svg": "svg", ".pdf": "pdf"}
+
+
+def picture_format(path: str | Path) -> str:
+    """The format a picture's file name asks for ('png', 'jpeg', 'svg', 'pdf'; any case of suffix); OutputError for
+    another suffix or none, naming the path."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in PICTURE_FORMATS:
+        got = f"'{suffix}'" if suffix else "no suffix"
+        raise OutputError(f"{path}: a picture's file name ends in .png, .jpg, .svg or .pdf. Received: {got}")
+    return PICTURE_FORMATS[suffix]
+
+
+def save_image(image, path: str | Path, **options) -> Path:
+    """Write a Pillow image to `path` (.png or .jpg, with convscope's mark) atomically, as Picture.save does; extra
+    `options` go to Pillow's save (quality, compress_level, …). Returns the path; OutputError, one line naming the
+    path, for another suffix or when the file cannot be written (the previous file, if any, is left as it was)."""
+    from PIL import PngImagePlugin
+
+    path = Path(path)
+    fmt = picture_format(path)
+    buffer = io.BytesIO()
+    if fmt == "png":
+        info = PngImagePlugin.PngInfo()
+        info.add_text("Software", MARK)
+        image.save(buffer, format="PNG", pnginfo=info, **options)
+    elif fmt == "jpeg":
+        image.save(buffer, format="JPEG", comment=MARK.encode(), **options)
+    else:
+        raise OutputError(f"{path}: an image of pixels is written as .png or .jpg. Received: '{path.suffix}'")
+    atomic_write_bytes(path, buffer.getvalue())
+    return path
 
 
 def new_figure(**kwargs) -> Picture:

@@ -120,8 +120,9 @@ def test_an_output_path_that_cannot_be_made_is_one_line(folder, tmp_path):
     proc = cli(*train_args(folder, tmp_path / "afile" / "run", epochs=1))
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 2, err
-    assert (
-        err.strip() == f"convscope: error: {tmp_path / 'afile' / 'run'}: cannot make the run folder (Not a directory)"
+    assert err.strip() == (
+        f"convscope: error: {tmp_path / 'afile' / 'run'}: cannot be written, {tmp_path / 'afile'} is a file, not a "
+        "folder. Nothing was changed"
     )
 
 

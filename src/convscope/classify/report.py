@@ -122,12 +122,12 @@ def _featuremap_section(loaded: LoadedRun, ev: Evaluation) -> str:
     from PIL import Image
 
     from convscope.inspect.featuremaps import feature_maps, save_feature_map_sheets
+    from convscope.show import save_image
 
     folder = loaded.run.path / FEATUREMAPS
-    folder.mkdir(exist_ok=True)
     sample = folder / "input.png"
     image = ev.images[0]
-    Image.fromarray(image[:, :, 0] if image.shape[2] == 1 else image).save(sample)
+    save_image(Image.fromarray(image[:, :, 0] if image.shape[2] == 1 else image), sample)
     label = ev.classes[ev.labels[0]]
     sheets = save_feature_map_sheets(feature_maps(loaded, sample), folder)
     note = (
@@ -141,8 +141,7 @@ def _pattern_section(loaded: LoadedRun) -> str:
     from convscope.inspect.patterns import filter_patterns, report_layers, save_pattern_sheet
 
     run = loaded.run
-    folder = run.path / PATTERNS
-    folder.mkdir(exist_ok=True)
+    folder = run.path / PATTERNS  # made by the first sheet's write
     parts = []
     for layer in report_layers(loaded.model):
         side = min(REPORT_SIDE, max(run.spec.input[:2]))

@@ -12,6 +12,7 @@ from convscope.detect.metrics import DetectionMetrics, plot_pr_curves
 from convscope.inspect.html import escape, inline_image, page_header, save_page, section, summary_table
 from convscope.plots import plot_curves
 from convscope.run import CURVES, PR_CURVES, PREDICTIONS, Run
+from convscope.show import save_image
 
 SHOWN = 8  # test images drawn with their detections
 MIN_SCORE = 0.3  # detections drawn (mAP counts all of them, down to 0.01)
@@ -50,8 +51,7 @@ def save_samples_png(split: DetectionSplit, found: list, classes: tuple[str, ...
     sheet = Image.new("RGB", (cols * w + (cols - 1) * 8, rows * h + (rows - 1) * 8), "white")
     for i, tile in enumerate(tiles):
         sheet.paste(tile, ((i % cols) * (w + 8), (i // cols) * (h + 8)))
-    sheet.save(path)
-    return path
+    return save_image(sheet, path)
 
 
 def _header(run: Run, m: DetectionMetrics, images: int) -> str:

@@ -162,13 +162,15 @@ def _signed(spec: NetSpec) -> list[bool]:
 
 
 def save_feature_map_sheets(maps: FeatureMaps, out_dir: str | Path) -> list[Path]:
-    """One PNG per layer, e.g. out_dir/04-pool1.png: all its maps as tiles, beside the input as the network saw it."""
+    """One PNG per layer, e.g. out_dir/04-pool1.png (sheet_name): all its maps as tiles, beside the input as the
+    network saw it; folders made as needed. Raises OutputError naming the file that cannot be written."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for layer in maps.layers:
-        paths.append(feature_map_figure(maps, layer.name).save(out_dir / f"{layer.index:02d}-{layer.name}.png"))
-    return paths
+    return [feature_map_figure(maps, layer.name).save(out_dir / sheet_name(layer)) for layer in maps.layers]
+
+
+def sheet_name(layer) -> str:
+    """The file name of a layer's sheet (`layer` has .index and .name): '04-pool1.png'."""
+    return f"{layer.index:02d}-{layer.name}.png"
 
 
 def feature_map_figure(maps: FeatureMaps, name: str) -> Figure:

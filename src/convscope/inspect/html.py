@@ -13,7 +13,7 @@ import html
 import logging
 from pathlib import Path
 
-from convscope.files import atomic_write_text
+from convscope.files import MARK, atomic_write_text
 from convscope.run import REPORT, Run
 from convscope.shapes import infer
 from convscope.summary import COLUMNS, summary_rows
@@ -37,8 +37,9 @@ img { max-width: 100%; height: auto; border: 1px solid #eee; }
 def save_page(run: Run, sections: list[str]) -> Path:
     """run/report.html: one self-contained page of `sections` (HTML), pictures inlined."""
     page = (
-        f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{escape(run.path.name)} — convscope report"
-        f"</title><style>{CSS}</style></head><body>{''.join(sections)}</body></html>\n"
+        f"<!doctype html><html lang=en><head><meta charset=utf-8><meta name=generator content={MARK}>"
+        f"<title>{escape(run.path.name)} — convscope report</title><style>{CSS}</style></head>"
+        f"<body>{''.join(sections)}</body></html>\n"
     )
     path = run.path / REPORT
     atomic_write_text(path, page)

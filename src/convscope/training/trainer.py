@@ -28,7 +28,7 @@ import torch
 from convscope.builder import build
 from convscope.config import TrainConfig
 from convscope.device import autocast, needs_grad_scaler, resolve_device
-from convscope.errors import Interrupted, TrainingError
+from convscope.errors import Interrupted, OutputError, TrainingError
 from convscope.files import atomic_write_text
 from convscope.run import CHECKPOINT, LOG, RESULTS, Run
 from convscope.signals import StopRequest
@@ -320,8 +320,15 @@ class Trainer(Checkpointing):
         )
 
     def write_report(self) -> None:
-        """report.html and its pictures, from the test pass just made (not a second one)."""
-        self.task.write_report()
+        """report.html and its pictures, from the test pass just made (not a second one). Raises OutputError when
+        they cannot be written (a full disk), saying that the training itself is saved and how to draw it again."""
+        try:
+            self.task.write_report()
+        except OutputError as err:
+            path = self.run.path
+            raise OutputError(
+                f"{err}; the training itself is saved in {path} (`convscope report {path}` draws the report again)"
+            ) from None
 
     def _finish(self, train_seconds: float) -> dict:
         """Test the best weights and write results.json. `train_seconds`: of the epochs, over every segment of a
