@@ -91,7 +91,7 @@ def test_the_studio_serves_its_host_and_stops_cleanly_with_uploads_in_flight(stu
         if server.poll() is None:
             server.kill()
             server.communicate()
-    assert server.returncode == 0 and took < 8, (server.returncode, took, err)
+    assert server.returncode == 0 and took < 10, (server.returncode, took, err)  # about 2 s on an idle machine
     assert "Traceback" not in err and "CancelledError" not in err and "ERROR" not in err, err
     assert len(answers) == 4 and set(answers) <= {200, 503, "closed"}, answers
     assert list(temp.iterdir()) == []  # the uploads' folder is gone

@@ -77,15 +77,14 @@ class Work:
                 if done:
                     return wrapped.result()
                 if self.stopping:
-                    future.cancel()
                     raise Stopping
                 if not future.running() and await request.is_disconnected() and future.cancel():
                     self.dropped += 1
                     log.debug("dropped %s: its client has gone", getattr(fn, "__name__", fn))
                     raise ClientGone
-        except asyncio.CancelledError:  # the server stops: what has not started never will
-            future.cancel()
-            raise
+        finally:  # not waited for any longer (answered, stopping, cancelled): what has not started never will, and
+            if not wrapped.done():  # what has ends unheard (its result is not handed to a loop that may be closed)
+                wrapped.cancel()
 
     def _serve(self) -> None:
         while True:
