@@ -295,7 +295,10 @@ def test_bad_onnx_files_are_one_line_errors_naming_the_file(onnx_export, tmp_pat
 
     (tmp_path / "alone.json").write_text("{not json")
     err = _one_line_error(["predict", str(alone), "chelsea"], capsys)
-    assert f"{tmp_path / 'alone.json'}: not a model.json written by convscope export (not JSON)" in err
+    assert f"{tmp_path / 'alone.json'}, line 1: not valid JSON (Expecting property name" in err
+    (tmp_path / "alone.json").write_text('{"input": ' + "[" * 5000 + "]" * 5000 + "}")  # within bounds, or refused
+    err = _one_line_error(["predict", str(alone), "chelsea"], capsys)
+    assert f"{tmp_path / 'alone.json'}, line 1: refused: JSON nested more than 100 levels" in err
 
 
 def test_load_onnx_checks_the_input_against_model_json(onnx_export, tmp_path):

@@ -7,13 +7,13 @@ MODEL.onnx IMAGES...` runs it (convscope.classify.predict.predict_onnx). Both im
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from convscope import userfiles
 from convscope.errors import CheckpointError
 
 
@@ -23,10 +23,11 @@ def sidecar_path(model_file: str | Path) -> Path:
 
 
 def read_json(path: Path) -> Any:
-    """The JSON in `path`, or None when there is none or it is not JSON."""
+    """The JSON in `path`, or None when there is none, it is not JSON, or it is past convscope.userfiles' bounds
+    (16 MiB, nested 100 levels): a model.json is a few kB, so such a file is not one."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return userfiles.read_json(path, what="model.json", error=CheckpointError)
+    except CheckpointError:
         return None
 
 
@@ -100,15 +101,16 @@ def _read_sidecar(path: Path) -> dict[str, Any]:
         raise CheckpointError(
             f"{path}: no {sidecar.name} beside it (convscope export writes one: input size, normalisation, classes)"
         )
-    info = read_json(sidecar)
+    info = userfiles.read_json(sidecar, what="model.json", error=CheckpointError)  # one line when not JSON
     try:
         h, w, c = (int(v) for v in info["input"])
         mean, std, classes, exports = info["mean"], info["std"], info["classes"], info["exports"]
         if not (len(mean) == len(std) == c and all(s > 0 for s in std) and isinstance(classes, list)):
             raise ValueError(f"mean and std need {c} values each (std > 0), classes a list")
     except (KeyError, TypeError, ValueError) as err:
-        what = "not JSON" if info is None else f"{type(err).__name__}: {err}"
-        raise CheckpointError(f"{sidecar}: not a model.json written by convscope export ({what})") from None
+        raise CheckpointError(
+            f"{sidecar}: not a model.json written by convscope export ({type(err).__name__}: {err})"
+        ) from None
     if not isinstance(exports.get("onnx"), dict) or "sha256" not in exports["onnx"]:
         raise CheckpointError(f"{sidecar}: describes no ONNX export (only: {', '.join(exports) or 'nothing'})")
     return info
