@@ -150,6 +150,21 @@ def test_an_edited_state_is_refused_by_its_checksum(tmp_path):
         read_checkpoint(tmp_path / "c.safetensors")
 
 
+def test_a_state_nested_thousands_deep_is_refused_in_one_line_even_with_a_fresh_checksum(tmp_path):
+    model, opt, sched = make_run("sgd")
+    save(tmp_path / "c.safetensors", model, opt, sched)
+    tensors, meta = read_safetensors(tmp_path / "c.safetensors")
+    meta[DOC_KEY] = '{"format": ' + "[" * 5000 + "]" * 5000 + "}"  # json.dumps itself could not write it
+    meta[DOC_KEY + ".sha256"] = hashlib.sha256(meta[DOC_KEY].encode()).hexdigest()
+    (tmp_path / "c.safetensors").write_bytes(safetensors.torch.save(tensors, metadata=meta))
+    with pytest.raises(CheckpointError) as err:
+        read_checkpoint(tmp_path / "c.safetensors")
+    assert str(err.value) == (
+        f"{tmp_path / 'c.safetensors'}: incomplete or damaged checkpoint: its state, line 1: refused: JSON nested "
+        "more than 100 levels"
+    )
+
+
 @pytest.mark.parametrize("value", [10**30, -1, 1.5, True, "3"])
 def test_an_epoch_that_no_run_can_have_is_refused_even_with_a_fresh_checksum(tmp_path, value):
     model, opt, sched = make_run("sgd")

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import LRScheduler
 
+from convscope import userfiles
 from convscope.errors import CheckpointError
 from convscope.files import atomic_write_bytes
 from convscope.weights import read_safetensors, safetensors_bytes, state_dict_problems
@@ -199,7 +200,7 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
     if hashlib.sha256(text.encode()).hexdigest() != meta.get(DOC_KEY + ".sha256"):
         raise CheckpointError(f"{path}: its state does not match its checksum (file damaged or edited)")
     try:
-        doc = json.loads(text)
+        doc = userfiles.parse_json(text)  # nested past 100 levels: refused, not a RecursionError
         found = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
         if found != FORMAT:
             raise CheckpointError(f"{path}: expected format {FORMAT!r}, found {found!r}")
@@ -224,6 +225,8 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
         )
     except CheckpointError as e:
         raise CheckpointError(str(e) if str(e).startswith(str(path)) else f"{path}: {e}") from None
+    except userfiles.JsonTooDeep as e:
+        raise CheckpointError(f"{path}: incomplete or damaged checkpoint: its state, {e}") from None
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise CheckpointError(f"{path}: incomplete or damaged checkpoint: {e!r}") from None
 
