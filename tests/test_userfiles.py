@@ -168,6 +168,21 @@ def test_a_runs_damaged_results_and_evaluation_are_one_line(tmp_path):
     )
 
 
+def test_a_runs_metrics_are_read_within_the_bounds(tmp_path):
+    from convscope.run import METRICS, Run
+
+    run = Run(tmp_path, None, None, None)
+    (tmp_path / METRICS).write_text("epoch,train_loss\n1,0.5\n2,0.25\n")
+    assert run.metrics() == [{"epoch": 1.0, "train_loss": 0.5}, {"epoch": 2.0, "train_loss": 0.25}]
+    (tmp_path / METRICS).write_text("epoch,train_loss\n1," + "9" * 200_000 + "\n")
+    with pytest.raises(CheckpointError) as err:
+        run.metrics()
+    assert one_line(err.value) == (
+        f"{tmp_path / METRICS}, line 2: refused: a line of 200,002 characters, more than the 100,000 a metrics.csv "
+        "may have"
+    )
+
+
 def test_cifar_class_names_are_read_within_a_bound(tmp_path):
     from convscope.data.cifar import _read_names
 
