@@ -42,6 +42,7 @@ Shape = tuple[int, ...]  # (H, W, C) for feature maps, (N,) for vectors
 # values are 8 GiB; the largest layers of real convnets (VGG-16's first dense: 103 M parameters) are far below.
 MAX_LAYER_PARAMS = 2**31  # trainable parameters of one layer
 MAX_VALUES = 2**31  # values of one feature map (a layer's output, or its padded input) for one image
+MAX_JUMP = 2**64  # the product of the strides so far: input pixels between neighbouring outputs (real nets: 32)
 
 
 def pad_amounts(size: int, kernel: int, stride: int, padding: str | int) -> tuple[int, int]:
@@ -179,6 +180,11 @@ def infer(spec: NetSpec, input_shape: Shape | None = None) -> ShapeReport:  # no
             rf, jump = found.receptive_field, found.jump  # rf None: not known for bases that are not built in
         elif isinstance(layer, GlobalPool | Flatten) or (isinstance(layer, Dense) and len(shape) == 1):
             rf, jump = None, None
+        if jump is not None and max(jump) > MAX_JUMP:  # each stride may be 2²⁸: a few hundred layers of them …
+            raise where.fail(
+                f"the strides up to {where.name} multiply to {_count(max(jump))}, more than the {MAX_JUMP:,} input "
+                "pixels two neighbouring outputs may be apart (no input is that large)."
+            )
         _check_bounds(out, params, where)
         infos.append(LayerInfo(i, name, layer, layer.label(), shape, out, params, macs, rf, jump, text))
         shape = out
@@ -222,7 +228,19 @@ def _check_bounds(out: Shape, params: int, where: _Where) -> None:
 
 
 def _gib(n: int) -> str:
-    return f"{n / 2**30:,.1f} GiB"
+    """Bytes as GiB, '1.5 GiB'; integer arithmetic past float's range (a float division of a 400-digit int is an
+    OverflowError)."""
+    return f"{n / 2**30:,.1f} GiB" if n < 2**100 else f"{_count(n // 2**30)} GiB"
+
+
+def _count(n: int) -> str:
+    """An int as messages show it: '1,048,576', or 'a number of 400 digits' (str() refuses ints past 4,300)."""
+    if n < 10**15:
+        return f"{n:,}"
+    try:
+        return f"a number of {len(str(n)):,} digits"
+    except ValueError:
+        return "a number of over 4,300 digits"
 
 
 def _step(layer: Layer, shape: Shape, where: _Where) -> tuple[Shape, int, int, str]:
