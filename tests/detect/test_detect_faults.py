@@ -97,7 +97,8 @@ def test_a_failed_checkpoint_write_in_phase_two_is_one_line_and_keeps_phase_one(
     out = tmp_path / "run"
     error, _ = run_with_fault(lambda: _train(setup, out), out, k, "fsync")
     assert isinstance(error, OutputError)
-    assert str(error) == f"{out / CHECKPOINT}: cannot write (No space left on device); nothing was changed"
+    assert str(error).startswith(f"{out / CHECKPOINT}: cannot write (No space left on device); nothing was changed")
+    assert str(error).endswith(f"resume with `convscope train --resume {out}` once it can be written")
     saved = read_checkpoint(out / CHECKPOINT)
     assert (saved.epoch, saved.extra["phase"]) == (1, 1)
     _resumed(setup, out, expected, "a full disk at phase 2's checkpoint")

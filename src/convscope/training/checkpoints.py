@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from convscope.config import TrainConfig
-from convscope.errors import CheckpointError, ConfigError
+from convscope.errors import CheckpointError, ConfigError, OutputError
 from convscope.files import atomic_write_bytes
 from convscope.run import CHECKPOINT, METRICS, REPORT, Run, weights_file
 from convscope.training.checkpoint_file import MAX_COUNT, Checkpoint, restore, save_checkpoint
@@ -195,17 +195,25 @@ class Checkpointing:
         if ranks is not None:
             extra |= {"world_size": self.group.world_size, "ranks": ranks}
         step = self.epoch * self.batches + self.batch
-        save_checkpoint(
-            self.run.path / CHECKPOINT,
-            model=self.model,
-            optimizer=self.optimizer,
-            scheduler=self.scheduler,
-            epoch=self.epoch,
-            step=step,
-            extra=extra,
-            best=self.best_weights,
-        )
-        self._write_copies()
+        try:
+            save_checkpoint(
+                self.run.path / CHECKPOINT,
+                model=self.model,
+                optimizer=self.optimizer,
+                scheduler=self.scheduler,
+                epoch=self.epoch,
+                step=step,
+                extra=extra,
+                best=self.best_weights,
+            )
+            self._write_copies()
+        except OutputError as err:  # a full disk: the file named is as it was, and the run resumes from its checkpoint
+            if not (self.run.path / CHECKPOINT).exists():
+                raise
+            raise OutputError(
+                f"{err}; the run keeps its last checkpoint: resume with `convscope train --resume "
+                f"{self.run.path}` once it can be written"
+            ) from None
         self.group.barrier()
 
     def _write_copies(self) -> None:
