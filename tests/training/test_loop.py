@@ -134,6 +134,8 @@ def test_sigint_and_sigterm_save_mid_epoch_and_resume_exactly(uninterrupted, tmp
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == code
     assert f"convscope train --resume {out}" in err and "Traceback" not in err
+    said = [line for line in (out / "train.log").read_text().splitlines() if f"stopped by {sig.name} at" in line]
+    assert len(said) == 1 and said[0].endswith(f"; saved. Resume with: convscope train --resume {out}")
     resumed = _cli("train", "--resume", str(out))
     _, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err

@@ -301,8 +301,10 @@ class Trainer(Checkpointing):
         where = f"epoch {self.epoch + 1}, batch {self.batch}/{self.batches}" if self.batch else f"epoch {self.epoch}"
         how = f"--nproc {self.group.world_size} " if self.group.distributed else ""
         stopped = f"stopped by {name} at {where}; saved."
+        resume = f"Resume with: convscope train {how}--resume {self.run.path}"
+        log.info("%s %s", stopped, resume)  # train.log says how the training ended (the terminal gets the error)
         return Interrupted(
-            f"{stopped} Resume with: convscope train {how}--resume {self.run.path}",
+            f"{stopped} {resume}",
             self.stop.exit_code,
             stopped,
             self.run.path,
