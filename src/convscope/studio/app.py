@@ -18,8 +18,9 @@ The pages and the runs' JSON are plain `def` handlers (FastAPI's thread pool); t
 running a network, the explainer) waits its turn on the studio's own workers (studio.work), which drop it when its
 client has gone, so the pages keep answering under load. Every error a user can cause is a one-line JSON `detail`:
 400 (bad input), 403 (not from the studio's pages, a data folder outside the data roots), 404 (no such run, image or
-file), 413 (too large), 422 (a number out of its range, named with the range: studio.guards.BOUNDS), 429 (too many
-trainings at once). The studio never writes into a run folder; it reads what training and `convscope evaluate` saved.
+file; a run not served, with the file that links outside it), 413 (too large), 422 (a field out of its range or
+shape, in the studio's words: studio.guards.BOUNDS, FIELD_TEXTS; never pydantic's), 429 (too many trainings at once).
+The studio never writes into a run folder; it reads what training and `convscope evaluate` saved.
 """
 
 from __future__ import annotations
@@ -40,12 +41,11 @@ from convscope.errors import ConvscopeError
 from convscope.studio import guards, pictures
 from convscope.studio.guards import Guard, Refused, check, field, form, query, validation_answer
 from convscope.studio.jobs import Jobs
-from convscope.studio.runs import RunNotFound, list_runs, metrics, picture, run_detail, run_folder
+from convscope.studio.runs import RunNotFound, RunNotServed, list_runs, metrics, picture, run_detail, run_folder
 from convscope.studio.uploads import MAX_UPLOAD, UploadStore
 from convscope.studio.work import ClientGone, Stopping, Work
 
 HERE = Path(__file__).parent
-KERNEL_SIDE = 7  # the explainer's largest filter, k×k
 
 
 class ExplainRequest(BaseModel):
@@ -54,7 +54,7 @@ class ExplainRequest(BaseModel):
     sample: str = Field("camera", max_length=64)  # a bundled photo, made gray and resized to size×size
     size: int = field("size", 24)  # input side in pixels
     kind: str = Field("conv", max_length=8)  # conv | max | avg | min
-    kernel: list[Annotated[list[float], Field(max_length=KERNEL_SIDE)]] | None = Field(None, max_length=KERNEL_SIDE)
+    kernel: list[list[float]] | None = None  # k×k, k ≤ KERNEL_SIDE, finite values within ±guards.KERNEL_VALUE
     window: int = field("window", 2)  # pool: the window's side
     stride: int = field("stride", 1)
     padding: int | str = "valid"  # valid | same | a number of pixels (BOUNDS)
@@ -68,10 +68,36 @@ class ExplainRequest(BaseModel):
             return value
         if isinstance(value, str) and value.isdigit():
             value = int(value)
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
         try:
+            if not isinstance(value, int):
+                raise guards.OutOfBounds(guards.bounds_text("padding"))
             return check("padding", value)
         except Refused:
-            raise ValueError(guards.bounds_text("padding")) from None
+            raise guards.invalid(f"{guards.bounds_text('padding')}. Received: {str(value)[:40]!r}") from None
+
+    @field_validator("kernel", mode="before")
+    @classmethod
+    def _kernel(cls, value: Any) -> list[list[float]] | None:
+        try:
+            return None if value is None else guards.square_kernel(value)
+        except Refused as err:
+            raise guards.invalid(str(err)) from None
+
+
+# What each field that is not a bounded number (guards.BOUNDS) must be: the 422's words for it.
+FIELD_TEXTS = {
+    "sample": f"sample must be one of {', '.join(pictures.SAMPLES)}",
+    "kind": "kind must be conv, max, avg or min",
+    "kernel": f"kernel must be a square list of lists of numbers, 1×1 to {guards.KERNEL_SIDE}×{guards.KERNEL_SIDE}",
+    "image": "image must be the token that /api/runs/NAME/predict answered for an uploaded image",
+    "class_name": "class_name must be one of the run's classes",
+    "layer": "layer must be one of the run's layers with maps",
+    "model": "model must be one of the presets",
+    "data": "data must be a built-in dataset or a folder inside one of the studio's data roots",
+}
+UPLOAD_TEXT = "image must be an image file, sent as multipart form data (or send a sample's name)"
 
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -142,8 +168,9 @@ def _error_answers(app: FastAPI, runs: Path) -> None:
         return JSONResponse({"detail": str(err)}, status_code=err.status)
 
     @app.exception_handler(RequestValidationError)
-    async def invalid(_request, err: RequestValidationError):
-        return validation_answer(err)
+    async def not_valid(request: Request, err: RequestValidationError):
+        upload = request.url.path.endswith("/predict")  # there `image` is the file itself, elsewhere its token
+        return validation_answer(err, FIELD_TEXTS | {"image": UPLOAD_TEXT} if upload else FIELD_TEXTS)
 
     @app.exception_handler(Stopping)
     async def stopping(_request, _err: Stopping):
@@ -156,6 +183,10 @@ def _error_answers(app: FastAPI, runs: Path) -> None:
     @app.exception_handler(RunNotFound)
     async def no_run(_request, err: RunNotFound):
         return JSONResponse({"detail": f"no run named {str(err)[:80]!r} in {runs}"}, status_code=404)
+
+    @app.exception_handler(RunNotServed)
+    async def not_served(_request, err: RunNotServed):  # a run that is there, refused: the reason (runs.run_folder)
+        return JSONResponse({"detail": str(err)}, status_code=404)
 
 
 def _page_routes(runs: Path, templates: Jinja2Templates) -> APIRouter:

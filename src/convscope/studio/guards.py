@@ -6,7 +6,9 @@
   the JSON and form routes, `max_upload` for an image upload), counted as it arrives whether or not it says its
   length. At shutdown, a request the server cancels ends quietly (no asyncio.CancelledError traceback).
 - `BOUNDS`: the range of every number a route takes; `query`, `form` and `field` declare a parameter with its bounds,
-  and `validation_answer` turns FastAPI's 422 into one line naming the field and its range.
+  `square_kernel` bounds the explainer's filter (a square of finite numbers within ±KERNEL_VALUE), and
+  `validation_answer` turns FastAPI's 422 into one line in the studio's words: per field, its range, the message of
+  the field's own validator (`invalid`), or the field's text given by the app; never pydantic's wording.
 - `Refused` and its kinds: a refusal with its HTTP status (403, 413, 422, 429), one line each.
 
 The bounds also bound the work a request starts (studio.work does not interrupt it): an upload at the 40-megapixel
@@ -20,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import re
 from typing import Any
 
@@ -27,6 +30,7 @@ from fastapi import Form, Query
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import Field
+from pydantic_core import PydanticCustomError
 
 from convscope.errors import ConvscopeError
 
@@ -48,6 +52,8 @@ BOUNDS: dict[str, tuple[float, float, str]] = {
     "min_score": (0.0, 1.0, ""),
     "epochs": (1, 1000, ""),
 }
+KERNEL_SIDE = 7  # the explainer's largest filter, k×k
+KERNEL_VALUE = 1e6  # the largest magnitude of a filter value: outputs stay finite (49 × 255 × 1e6 ≪ 1e308)
 
 
 class Refused(ConvscopeError):
@@ -104,17 +110,62 @@ def form(name: str):
     return Form(ge=low, le=high)
 
 
-def validation_answer(err: RequestValidationError) -> JSONResponse:
-    """FastAPI's validation errors as one line: each field with its range (BOUNDS) or pydantic's reason."""
-    parts = []
+def invalid(text: str) -> PydanticCustomError:
+    """For a field validator: raise invalid(TEXT), and the 422 says TEXT, word for word (validation_answer)."""
+    return PydanticCustomError("studio", "{text}", {"text": text})
+
+
+def square_kernel(value: Any) -> list[list[float]]:
+    """`value` as a k×k list of floats, 1 ≤ k ≤ KERNEL_SIDE, each finite and within ±KERNEL_VALUE. Raises
+    OutOfBounds naming the kernel and what it must be (a ragged, non-numeric, NaN or huge filter)."""
+    shape = f"kernel must be a square list of lists of numbers, 1×1 to {KERNEL_SIDE}×{KERNEL_SIDE}"
+    if not isinstance(value, list | tuple) or not all(isinstance(row, list | tuple) for row in value):
+        raise OutOfBounds(f"{shape}. Received: {str(value)[:40]!r}")
+    lengths = [len(row) for row in value]
+    if not 1 <= len(value) <= KERNEL_SIDE or any(n != len(value) for n in lengths):
+        rows = ", ".join(map(str, lengths[: KERNEL_SIDE + 1])) + (", …" if len(lengths) > KERNEL_SIDE + 1 else "")
+        raise OutOfBounds(
+            f"{shape}. Received {len(value)} row(s) of lengths {rows}" if rows else f"{shape}. Received []"
+        )
+    for i, row in enumerate(value):
+        for j, v in enumerate(row):
+            where = f"row {i}, column {j}"
+            if isinstance(v, bool) or not isinstance(v, int | float):
+                raise OutOfBounds(f"{shape}. Received {str(v)[:40]!r} at {where}")
+            if not math.isfinite(v):
+                raise OutOfBounds(f"kernel values must be finite numbers. Received {v} at {where}")
+            if abs(v) > KERNEL_VALUE:
+                raise OutOfBounds(f"kernel values must be numbers from {-KERNEL_VALUE:g} to {KERNEL_VALUE:g}. "
+                                  f"Received {v:g} at {where}")  # fmt: skip
+    return [[float(v) for v in row] for row in value]
+
+
+def validation_answer(err: RequestValidationError, texts: dict[str, str] | None = None) -> JSONResponse:
+    """FastAPI's validation errors as a 422 with one line: for each field (its first error), its range (BOUNDS), its
+    validator's own message (`invalid`), or `texts[field]` (what the field must be), with what was received."""
+    texts = texts or {}
+    parts: dict[str, str] = {}
     for error in err.errors():
-        name = str(error.get("loc", ("?",))[-1])
-        if name in BOUNDS:
-            parts.append(f"{bounds_text(name)}. Received: {str(error.get('input'))[:40]!r}")
-        else:
-            where = ".".join(str(p) for p in error.get("loc", ())[1:]) or name
-            parts.append(f"{where}: {error.get('msg', 'invalid')}")
-    return JSONResponse({"detail": "; ".join(dict.fromkeys(parts))[:500]}, status_code=422)
+        loc = error.get("loc", ())
+        name = str(loc[1]) if len(loc) > 1 and isinstance(loc[1], str) else ""
+        if name not in parts:
+            parts[name] = _error_text(name, error, texts)
+    return JSONResponse({"detail": "; ".join(parts.values())[:500]}, status_code=422)
+
+
+def _error_text(name: str, error: dict[str, Any], texts: dict[str, str]) -> str:
+    kind, received = error.get("type", ""), str(error.get("input"))[:40]
+    if kind == "studio":
+        return str(error.get("msg", ""))
+    if kind == "json_invalid":
+        return f"the request body is not valid JSON ({(error.get('ctx') or {}).get('error', 'unreadable')})"
+    if not name:  # the body as a whole
+        return "the request needs a body: a JSON object of the fields" if kind == "missing" else (
+            "the request body must be a JSON object of the fields")  # fmt: skip
+    what = bounds_text(name) if name in BOUNDS else texts.get(name, f"{name} is not valid")
+    if kind == "missing":
+        return f"{name} is missing: {what}"
+    return f"{what}. Received: {received!r}"
 
 
 def host_name(host: str) -> str:

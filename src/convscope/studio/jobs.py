@@ -5,7 +5,8 @@ end of its batch and stays resumable, exactly as Ctrl-C in a terminal), its own 
 web server. The run folder is named here, so the page can follow it from the first second.
 
 A page may start at most `max_trainings` at once (429 beyond), each on a built-in dataset or a folder inside one of
-the `data_roots` (403 otherwise: a page cannot make the studio read any folder of the machine).
+the `data_roots` (403 otherwise: a page cannot make the studio read any folder of the machine). A relative folder
+is looked up in the data roots, in their order (the first is `--runs`), never in the server's working folder.
 """
 
 from __future__ import annotations
@@ -57,15 +58,15 @@ class Jobs:
         self._lock = threading.Lock()
 
     def start(self, model: str, data: str, epochs: int) -> Job:
-        """Train preset `model` on `data` (a built-in dataset or a folder inside a data root) for `epochs` epochs.
+        """Train preset `model` on `data` (a built-in dataset, or a folder inside a data root: absolute, or relative to
+        the first data root where it exists) for `epochs` epochs.
         Raises, before a process starts: ConfigError for an unknown model or missing folder, NotAllowed (403) for a
         folder outside the data roots, OutOfBounds (422) for epochs, TooMany (429) when `max_trainings` run."""
         if model not in preset_names():
             presets = ", ".join(preset_names())
             raise ConfigError(f"model must be one of the presets: {presets}. Received: {model[:40]!r}")
         check("epochs", epochs)
-        if data not in BUILT_IN:
-            self._check_folder(data)
+        folder = data if data in BUILT_IN else str(self._check_folder(data))
         stem = re.sub(r"[^A-Za-z0-9._-]+", "-", f"{model}-{Path(data.rstrip('/')).name}")
         name = f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
         with self._lock:
@@ -75,7 +76,7 @@ class Jobs:
                               f"(convscope serve --max-trainings {self.max_trainings}): stop one or wait")  # fmt: skip
             while name in self._jobs or (self.runs_dir / name).exists():
                 name += "x"
-            command = [sys.executable, "-m", "convscope", "train", "--model", model, "--data", data,
+            command = [sys.executable, "-m", "convscope", "train", "--model", model, "--data", folder,
                        "--epochs", str(epochs), "--out", str(self.runs_dir / name)]  # fmt: skip
             log = self.logs / f"{name}.log"
             with log.open("w") as out:
@@ -83,18 +84,26 @@ class Jobs:
             job = self._jobs[name] = Job(name, command, process, log)
         return job
 
-    def _check_folder(self, data: str) -> None:
+    def _check_folder(self, data: str) -> Path:
+        """The real path of the data folder `data` (absolute, or relative to the first data root that has it).
+        Raises ConfigError when there is no such folder, NotAllowed when it lies outside every data root."""
         roots = ", ".join(map(str, self.data_roots))
-        try:
-            real = Path(data).resolve(strict=True)
-        except (OSError, RuntimeError):
-            real = None
+        real = None
+        for candidate in [Path(data)] if Path(data).is_absolute() else [root / data for root in self.data_roots]:
+            try:
+                real = candidate.resolve(strict=True)
+            except (OSError, RuntimeError):
+                continue
+            if real.is_dir():
+                break
         if real is None or not real.is_dir():
             built_in = ", ".join(BUILT_IN)
-            raise ConfigError(f"data must be {built_in} or a folder inside {roots}. Received: {data[:80]!r}")
+            raise ConfigError(f"data must be {built_in} or a folder inside {roots} (absolute, or relative to one of "
+                              f"them). Received: {data[:80]!r}")  # fmt: skip
         if not any(real.is_relative_to(root) for root in self.data_roots):
             raise NotAllowed(f"data folder {data[:80]!r} is outside the studio's data roots: {roots} "
                              "(convscope serve --data-root DIR adds one)")  # fmt: skip
+        return real
 
     def stop(self, name: str) -> Job:
         """Ask the training to stop as Ctrl-C does: it saves at the end of its batch. Raises KeyError."""

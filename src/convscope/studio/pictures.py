@@ -22,7 +22,7 @@ from PIL import Image
 from convscope.data.images import SAMPLE_PHOTOS, open_image, sample_photo
 from convscope.errors import DataError
 from convscope.spec import POOL_KINDS
-from convscope.studio.guards import OutOfBounds
+from convscope.studio.guards import OutOfBounds, square_kernel
 
 SAMPLES = tuple(SAMPLE_PHOTOS)
 SHOWN = 224  # pixels: pictures are enlarged by a whole factor to at least this side
@@ -215,9 +215,7 @@ def explain(request: dict[str, Any]) -> dict[str, Any]:
     padding = int(padding) if isinstance(padding, str) and padding.isdigit() else padding
     at = (request["row"], request["column"])
     if request["kind"] == "conv":
-        kernel = np.asarray(request["kernel"] or NAMED_FILTERS["edge-x"], dtype=np.float64)
-        if kernel.ndim != 2 or not 1 <= kernel.shape[0] == kernel.shape[1] <= 7 or not np.isfinite(kernel).all():
-            raise DataError(f"the filter must be a square of numbers, 1×1 to 7×7. Received shape {kernel.shape}")
+        kernel = np.asarray(square_kernel(request["kernel"] or NAMED_FILTERS["edge-x"]), dtype=np.float64)
         walk = explain_conv(x, kernel, request["stride"], padding, (0, 0))
     elif request["kind"] in POOL_KINDS:
         walk = explain_pool(x, request["kind"], request["window"], request["stride"], padding, (0, 0))

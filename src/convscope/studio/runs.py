@@ -1,8 +1,9 @@
 """The runs the studio shows: the run folders directly inside `--runs`, their status, and nothing outside it.
 
 A run is addressed by its folder's name only. `run_folder` refuses any other name (a path, `..`, a link that leads
-out of the runs folder) and a run whose own files link outside its folder as `RunNotFound`, which the app answers
-with 404 (and the list leaves out): the studio never reads a file that is not inside a run folder of `--runs`.
+out of the runs folder) as `RunNotFound`, and a run whose own files link outside its folder as `RunNotServed`, which
+says which file; the app answers both with 404 (and the list leaves them out), and the first refusal of a run is
+logged as a warning: the studio never reads a file that is not inside a run folder of `--runs`.
 `picture` reads a report picture only when its real path (links followed) is inside the run folder, and opens it
 without following a link (O_NOFOLLOW), so a file swapped for a link in between is refused too.
 
@@ -11,10 +12,12 @@ The studio only reads a run folder: nothing here, nor in what a page asks for, w
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import re
 import stat
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +29,21 @@ NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,254}")
 PICTURES = ("curves.png", "confusion.png", "wrong.png", "pr_curves.png", "predictions.png")  # the report's
 MAX_PICTURE = 64 * 2**20  # bytes: a report picture larger than this is not one convscope drew
 
+log = logging.getLogger(__name__)
+_refused: set[tuple[str, str]] = (
+    set()
+)  # (folder, reason) already logged: each refused run is logged once, not at every request
+_refused_lock = threading.Lock()
+
+
+class RunNotServed(RunNotFound):
+    """A run folder that is there but not served: one of its files links outside it. str(): the one-line reason."""
+
 
 def run_folder(runs_dir: Path, name: str) -> Path:
     """The run folder `name` directly inside `runs_dir`. Raises RunNotFound for a name that is not a plain folder
-    name, that leads elsewhere once links are followed, or that holds no run (no config.yaml)."""
+    name, that leads elsewhere once links are followed, or that holds no run (no config.yaml); RunNotServed for a
+    run one of whose files links outside it (outside_link), logged as a warning the first time."""
     if not NAME.fullmatch(name) or name.strip(".") == "":
         raise RunNotFound(name)
     path = runs_dir / name
@@ -37,29 +51,39 @@ def run_folder(runs_dir: Path, name: str) -> Path:
         inside = path.resolve(strict=True).parent == runs_dir.resolve(strict=True)
     except OSError:
         raise RunNotFound(name) from None
-    if not inside or not (path / CONFIG).is_file() or links_outside(path):
+    if not inside or not (path / CONFIG).is_file():
         raise RunNotFound(name)
+    link = outside_link(path)
+    if link is not None:
+        reason = f"run {name} is not served: its file {link}"
+        with _refused_lock:
+            first = (str(path), reason) not in _refused
+            _refused.add((str(path), reason))
+        if first:
+            log.warning("convscope studio: %s (%s)", reason, path)
+        raise RunNotServed(reason)
     return path
 
 
-def links_outside(path: Path) -> bool:
-    """Whether one of the run folder's own files (directly inside it, or in its weights/) is a link that leads
-    outside the folder (or nowhere)."""
+def outside_link(path: Path) -> str | None:
+    """Which of the run folder's own files (directly inside it, or in its weights/) is a link that leads outside
+    the folder or nowhere, as 'NAME links outside the run folder' (NAME relative to the folder); None when none."""
     root = path.resolve()
     for folder in (path, path / WEIGHTS):
         try:
-            entries = list(os.scandir(folder))
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
         except OSError:  # no weights/ yet
             continue
         for entry in entries:
             if entry.is_symlink():
+                shown = Path(entry.path).relative_to(path).as_posix()[:80]
                 try:
                     target = Path(entry.path).resolve(strict=True)
                 except (OSError, RuntimeError):  # a dangling link or a loop
-                    return True
+                    return f"{shown} is a link that leads nowhere"
                 if not target.is_relative_to(root):
-                    return True
-    return False
+                    return f"{shown} links outside the run folder"
+    return None
 
 
 def picture(path: Path, file: str) -> bytes:
