@@ -105,10 +105,16 @@ def same(a, b):
 def test_a_second_read_comes_from_the_cache_with_identical_arrays(tmp_path, cache_dir, monkeypatch, caplog):
     root = make(tmp_path / "data")
     calls = counting_decodes(monkeypatch)
+    caplog.set_level(logging.INFO, logger=cache.__name__)
     first = load_folder(root, SIZE, 3, seed=1)
     assert len(calls) == 24 and len(list(cache_dir.glob("*.npys"))) == 2  # train and validation (the test split)
+    said = [r.getMessage() for r in caplog.records if r.name == cache.__name__]
+    assert len(said) == 2 and all(" decoded images cached in " + str(cache_dir) in line for line in said)
+    caplog.clear()
     second = load_folder(root, SIZE, 3, seed=1)
     assert len(calls) == 24  # nothing decoded again
+    said = [r.getMessage() for r in caplog.records if r.name == cache.__name__]
+    assert len(said) == 2 and all(" images read from the decoded cache (" + str(cache_dir) in line for line in said)
     assert same(first, second) and cache_warnings(caplog) == []
     assert not any(p.suffix == ".npys" for p in root.rglob("*"))  # nothing written in the user's folder
 
@@ -341,6 +347,20 @@ def test_a_wrong_bound_is_one_config_error_naming_the_variable(tmp_path, cache_d
         load_folder(root, (8, 8), 3)
     assert f"CONVSCOPE_CACHE_MAX_GB={value!r}" in str(err.value) and "\n" not in str(err.value)
     assert entries(cache_dir) == []  # refused before anything was decoded or written
+
+
+@pytest.mark.parametrize(("value", "expected"), [("relative/cache", "expected an absolute folder path, or off"),
+                                                ("FILE", "is a file, expected a folder (or off)")])  # fmt: skip
+def test_a_cache_folder_that_is_relative_or_a_file_is_one_config_error(tmp_path, monkeypatch, value, expected):
+    root = make_bmp(tmp_path / "data")
+    (tmp_path / "FILE").write_text("a user's file")
+    value = str(tmp_path / "FILE") if value == "FILE" else value
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CONVSCOPE_CACHE_DIR", value)
+    with pytest.raises(ConfigError) as err:
+        load_folder(root, (8, 8), 3)
+    assert str(err.value) == f"CONVSCOPE_CACHE_DIR={value!r}: {expected}"
+    assert not (tmp_path / "relative").exists() and (tmp_path / "FILE").read_text() == "a user's file"
 
 
 def test_an_empty_bound_is_the_default_like_an_empty_folder_setting(monkeypatch):

@@ -2,7 +2,8 @@
 
 Where: $CONVSCOPE_CACHE_DIR, else $XDG_CACHE_HOME/convscope/decoded, else ~/.cache/convscope/decoded — never inside
 the user's folder, which is only read. Everything there can be deleted at any time; it is decoded again when needed.
-Set CONVSCOPE_CACHE_DIR=off to neither read nor write it.
+Set CONVSCOPE_CACHE_DIR=off to neither read nor write it; any other value must be an absolute path that is not a
+file (else a ConfigError, as for CONVSCOPE_DATA_HOME). A hit and a write are each one INFO line (train.log, `-v`).
 
 Key: SHA-256 of the format version, the image size and channels, and for every file (in order) its absolute path,
 label, size in bytes, modification time, inode number and status-change time (ctime, in nanoseconds). Only `stat`,
@@ -62,10 +63,17 @@ _DAMAGED = (cache_entry.Refused, OSError, ValueError, EOFError, TypeError, KeyEr
 
 
 def cache_dir() -> Path | None:
-    """The cache folder (see the module's docstring), or None when caching is off."""
+    """The cache folder (see the module's docstring), or None when caching is off. Raises ConfigError (one line) for
+    a relative $CONVSCOPE_CACHE_DIR or one that is a file."""
     chosen = os.environ.get("CONVSCOPE_CACHE_DIR")
     if chosen:
-        return None if chosen.lower() in ("off", "0", "none") else Path(chosen)
+        if chosen.lower() in ("off", "0", "none"):
+            return None
+        if not os.path.isabs(chosen):  # it would move with the working directory
+            raise ConfigError(f"CONVSCOPE_CACHE_DIR={chosen!r}: expected an absolute folder path, or off")
+        if os.path.exists(chosen) and not os.path.isdir(chosen):
+            raise ConfigError(f"CONVSCOPE_CACHE_DIR={chosen!r}: is a file, expected a folder (or off)")
+        return Path(chosen)
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "convscope" / "decoded"
 
@@ -106,8 +114,9 @@ class Key:
 def key(files: Sequence[tuple[Path, int]], image_size: tuple[int, int], channels: int) -> Key:
     """The key of decoding `files` ((path, label) pairs, in order) to image_size × channels (see the module's
     docstring). Only stats the files (never opens them: a named pipe stays unopened). Raises ConfigError for a wrong
-    $CONVSCOPE_CACHE_MAX_GB here, before any decoding, rather than minutes later when the entry is written."""
-    max_bytes()
+    $CONVSCOPE_CACHE_MAX_GB or $CONVSCOPE_CACHE_DIR here, before any decoding, rather than minutes later when the
+    entry is written."""
+    max_bytes(), cache_dir()
     shape = (int(image_size[0]), int(image_size[1]), int(channels))
     h = hashlib.sha256(f"{FORMAT}\n{shape[0]}x{shape[1]}x{shape[2]}\n".encode())
     listed = []
@@ -146,6 +155,7 @@ def load(k: Key) -> tuple[np.ndarray, np.ndarray, list[tuple[str, str]]] | None:
         return None
     with contextlib.suppress(OSError):
         os.utime(path)  # most recently used
+    log.info("%d images read from the decoded cache (%s)", len(labels), path)
     return images, labels, skipped
 
 
@@ -188,6 +198,7 @@ def store(k: Key, images: np.ndarray, labels: np.ndarray, skipped: list[tuple[st
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
     _fsync_dir(folder)
+    log.info("%d decoded images cached in %s", len(labels), path)
     trim(folder, limit)
     return path
 
