@@ -10,6 +10,7 @@ from convscope import userfiles
 from convscope.errors import CheckpointError, DataError
 from convscope.userfiles import (
     MAX_DEPTH,
+    JsonNumberTooLong,
     JsonTooDeep,
     json_depth,
     load_json,
@@ -90,6 +91,22 @@ def test_bad_json_and_binary_data_are_one_line_naming_the_file(tmp_path):
     )
     with pytest.raises(DataError, match=r"^x\.json: expected UTF-8 JSON, found binary data$"):
         load_json(b"\xff\xfe\xfd\x00\x81", "x.json")
+
+
+def test_a_json_integer_at_the_digit_limit_is_read_and_one_past_it_is_one_line(tmp_path):
+    text = '{"a": "%s",\n "b": [1,\n  %s]}'  # digits in a string before the number are not a number
+    doc = userfiles.parse_json(text % ("7" * 50_000, "9" * 4300))
+    assert doc["b"][1] == 10**4300 - 1
+    for data in (text % ("7" * 10, "9" * 4301), (text % ("7" * 10, "9" * 50_000)).encode()):
+        with pytest.raises(JsonNumberTooLong) as err:
+            userfiles.parse_json(data)
+        assert (str(err.value), err.value.line) == ("line 3: refused: a number of more than 4300 digits", 3)
+    path = tmp_path / "big.json"
+    path.write_text("[1.5, -%s]" % ("1" * 5000))
+    with pytest.raises(DataError) as err:
+        read_json(path)
+    assert one_line(err.value) == f"{path}, line 1: refused: a number of more than 4300 digits"
+    assert userfiles.parse_json("[1e400, %s.5]" % ("1" * 5000))[0] == float("inf")  # floats have no digit limit
 
 
 def test_size_at_and_past_the_bound(tmp_path):

@@ -18,7 +18,9 @@ from __future__ import annotations
 import codecs
 import json
 import os
+import re
 import stat
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +43,16 @@ class JsonTooDeep(ValueError):
 
     def __init__(self, line: int, max_depth: int):
         super().__init__(f"line {line}: refused: JSON nested more than {max_depth} levels")
+        self.line = line
+
+
+class JsonNumberTooLong(ValueError):
+    """A JSON integer past Python's int-to-str limit (sys.get_int_max_str_digits(), 4,300 digits by default), which
+    json.loads would raise as a bare ValueError: 'line N: refused: a number of more than 4300 digits'."""
+
+    def __init__(self, line: int | None, limit: int):
+        where = f"line {line}: " if line is not None else ""
+        super().__init__(f"{where}refused: a number of more than {limit} digits")
         self.line = line
 
 
@@ -183,8 +195,8 @@ def _even_runs(chunk: np.ndarray, ends: np.ndarray, carried: int) -> np.ndarray:
 
 
 def parse_json(data: bytes | str, max_depth: int = MAX_DEPTH) -> Any:
-    """`json.loads` after the depth check. Raises JsonTooDeep or json.JSONDecodeError (both ValueErrors), or
-    UnicodeDecodeError for bytes that are not text."""
+    """`json.loads` after the depth check. Raises JsonTooDeep, JsonNumberTooLong or json.JSONDecodeError (all
+    ValueErrors), or UnicodeDecodeError for bytes that are not text."""
     json_depth(data, max_depth)
     if isinstance(data, bytes | bytearray) and data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         data = decode_text(bytes(data))
@@ -192,16 +204,34 @@ def parse_json(data: bytes | str, max_depth: int = MAX_DEPTH) -> Any:
         return json.loads(data)
     except RecursionError:  # not reached within the bound; kept so that no traceback can escape
         raise JsonTooDeep(1, max_depth) from None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise
+    except ValueError as err:  # int() past its limit: found again (the error says not where) to name its line
+        limit = sys.get_int_max_str_digits()
+        if not limit or "integer string conversion" not in str(err):
+            raise
+        raise JsonNumberTooLong(_line_of(data, limit), limit) from None
+
+
+def _line_of(data: bytes | bytearray | str, limit: int) -> int | None:
+    """1-based line of the first run of more than `limit` digits in JSON `data`; None when there is none (UTF-32,
+    or UTF-16 bytes json.loads decoded itself). A number is only searched after json.loads refused one, so the
+    usual read costs nothing; the run found may be inside a string before the number (the line is then earlier)."""
+    if isinstance(data, str):
+        found = re.search(f"[0-9]{{{limit + 1}}}", data)
+        return None if found is None else data.count("\n", 0, found.start()) + 1
+    found = re.search(f"[0-9]{{{limit + 1}}}".encode(), data)
+    return None if found is None else data.count(b"\n", 0, found.start()) + 1
 
 
 def load_json(data: bytes | str, where: str, error: type[ConvscopeError] = DataError, what: str = "JSON") -> Any:
     """The value of JSON `data`; every failure is `error`, one line naming `where`: 'WHERE, line 3: not valid JSON
-    (Expecting value)', 'WHERE, line 1: refused: JSON nested more than 100 levels', 'WHERE: expected UTF-8 JSON,
-    found binary data'."""
+    (Expecting value)', 'WHERE, line 1: refused: JSON nested more than 100 levels', 'WHERE, line 2: refused: a
+    number of more than 4300 digits', 'WHERE: expected UTF-8 JSON, found binary data'."""
     try:
         return parse_json(data)
-    except JsonTooDeep as err:
-        raise error(f"{where}, {err}") from None
+    except (JsonTooDeep, JsonNumberTooLong) as err:
+        raise error(f"{where}, {err}" if err.line is not None else f"{where}: {err}") from None
     except json.JSONDecodeError as err:
         raise error(f"{where}, line {err.lineno}: not valid {what} ({err.msg})") from None
     except UnicodeDecodeError:

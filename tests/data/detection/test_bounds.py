@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from convscope.cli import main
 from convscope.data.detection.boxes import MAX_BOXES
 from convscope.data.detection.coco import lint_coco
 from convscope.data.detection.voc import lint_voc
@@ -148,3 +149,84 @@ def test_a_scenes_manifest_nested_past_the_bound_is_one_line(tmp_path):
         f"{tmp_path}: expected an empty folder or a previous fashion-scenes output, found an unreadable "
         f"{MANIFEST} (line 1: refused: JSON nested more than 100 levels)"
     )
+
+
+# ── huge numbers: within float's range a coordinate is a box (outside the image), past it a problem quoted short ──
+FLOAT_MAX_DIGITS = "1" + "0" * 308  # 1e308: the float is finite
+PAST_FLOAT = "9" * 309  # > 1.8e308: no float holds it
+
+
+def _coco_with(root: Path, value: str, width: str = "400") -> Path:
+    (root / "images").mkdir(parents=True)
+    Image.fromarray(np.full((400, 400, 3), 90, np.uint8)).save(root / "images/a.png")
+    text = (
+        '{"images": [{"id": 1, "file_name": "a.png", "width": %s, "height": 400}],\n'
+        ' "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 2, 30, 40]},\n'
+        '   {"id": 2, "image_id": 1, "category_id": 1, "bbox": [10, 20, %s, 40]}],\n "categories": [{"id": 1}]}'
+    )
+    (root / "instances.json").write_text(text % (width, value))
+    return root / "instances.json"
+
+
+@pytest.mark.parametrize(
+    ("value", "kind", "message"),
+    [
+        (FLOAT_MAX_DIGITS, "outside", "annotation 2: bbox [10, 20, 1e+308, 40] outside the 400×400 image"),
+        (PAST_FLOAT, "number", "annotation 2: bbox [10, 20, 99999999999999999999… (309 characters), 40] is not a "),
+        ("9" * 4300, "number", "annotation 2: bbox [10, 20, 99999999999999999999… (4,300 characters), 40] is not"),
+    ],
+)
+def test_a_coco_bbox_of_hundreds_of_digits_is_a_problem_of_that_box(tmp_path, capsys, value, kind, message):
+    path = _coco_with(tmp_path, value)
+    problems = lint_coco(path, tmp_path / "images")
+    assert [(p.kind, p.message[: len(message)]) for p in problems] == [(kind, message)]
+    assert main(["detect", "lint", str(path)]) == 1
+    out, err = capsys.readouterr()
+    assert out == f"{path}: {problems[0].message}\n" and len(problems[0].message) < 120
+
+
+def test_a_coco_number_past_4300_digits_refuses_the_file_in_one_line(tmp_path, capsys):
+    path = _coco_with(tmp_path, "9" * 4301)
+    assert main(["detect", "lint", str(path)]) == 2
+    out, err = capsys.readouterr()
+    assert (out, err) == ("", f"convscope: error: {path}, line 3: refused: a number of more than 4300 digits\n")
+
+
+def test_a_coco_image_size_past_floats_range_is_a_size_problem(tmp_path):
+    path = _coco_with(tmp_path, "3", width=PAST_FLOAT)
+    problems = lint_coco(path, tmp_path / "images")
+    assert [p.kind for p in problems] == ["image-size", "no-box"]
+    assert problems[0].message == (
+        "image 1 is 400×400 but the JSON says 99999999999999999999… (309 characters)×400; skipped"
+    )
+
+
+@pytest.mark.parametrize("digits", [308, 5000])
+def test_a_yolo_coordinate_of_thousands_of_digits_is_quoted_short(tmp_path, digits):
+    problems = lint_yolo(_yolo(tmp_path / "ds", f"0 0.5 0.5 0.1 0.1\n0 {'9' * digits} 0.5 0.1 0.1\n"))
+    if digits == 308:  # 1e308 is a float: a box far outside
+        assert [(p.line, p.kind) for p in problems] == [(2, "outside")]
+        return
+    assert [(p.line, p.kind, p.message) for p in problems] == [
+        (2, "number", "expected a number, found '99999999999999999999…' (5,000 characters)")
+    ]
+
+
+def test_a_voc_coordinate_and_class_of_thousands_of_characters_are_quoted_short(tmp_path):
+    box = "<bndbox><xmin>{}</xmin><ymin>1</ymin><xmax>9</xmax><ymax>9</ymax></bndbox>"
+    body = (
+        f"<object><name>cat</name>{box.format(1)}</object>\n<object><name>cat</name>{box.format('9' * 5000)}</object>"
+        f"\n<object><name>{'d' * 5000}</name>{box.format(1)}</object>\n"
+    )
+    root = _voc(tmp_path / "ds", body)
+    (root / "classes.txt").write_text("cat\n")
+    problems = lint_voc(root, val_fraction=0)
+    assert [(p.line, p.kind, p.message) for p in problems] == [
+        (4, "number", "object 2 (cat): <xmin> is '99999999999999999999…' (5,000 characters), not a number"),
+        (
+            5,
+            "class",
+            "object 3 (dddddddddddddddddddddddddddddddddddddddd… (5,000 characters)): class "
+            "'dddddddddddddddddddddddddddddddddddddddd…' (5,000 characters) is not in the class list (cat), skipped",
+        ),
+    ]

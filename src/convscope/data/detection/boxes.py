@@ -33,6 +33,7 @@ PAD_VALUE = 114  # the gray YOLO pads letterboxed images with
 DUPLICATE_IOU = 0.95  # a box of the same class overlapping an earlier one more than this is a duplicate
 MAX_BOXES = 10_000  # boxes (rows, annotations, objects) one image may have; an image with more is skipped
 EDGE_SLACK = 1e-6  # normalised coordinates may overshoot [0, 1] by this much (printing rounds), then are clipped
+ECHO_CHARS = 20  # a problem quotes this much of a value it shows (a 5,000-digit coordinate, a megabyte of name)
 
 # kind → (singular, plural) noun phrases for `lint_summary`, in the order the summary lists equal counts.
 PROBLEM_KINDS = {
@@ -61,6 +62,25 @@ PROBLEM_KINDS = {
 # Kinds that are notes, not problems: nothing was dropped (`convscope detect lint` still exits 0 on them alone).
 # "clipped": VOC boxes running past the image edge, clipped to it as the other tools do (convscope.data.detection.voc).
 NOTE_KINDS = frozenset({"polygon", "clipped"})
+
+
+def echo(value: object, limit: int = ECHO_CHARS) -> str:
+    """How a problem quotes a value from a label file: repr(value), or its first `limit` characters, '…' and how
+    long it is: "'99999999999999999999…' (5,000 characters)". Safe for ints past Python's 4,300-digit str() limit."""
+    try:
+        text = value if isinstance(value, str) else repr(value)
+    except ValueError:  # an int (or a list holding one) past the int-to-str limit
+        return "a value holding a number of over 4,300 digits"
+    if len(text) <= limit:
+        return repr(value) if isinstance(value, str) else text
+    cut = text[:limit] + "…"
+    return f"{cut!r} ({len(text):,} characters)" if isinstance(value, str) else f"{cut} ({len(text):,} characters)"
+
+
+def cut(text: str, limit: int = ECHO_CHARS) -> str:
+    """Text from a label file as a problem shows it unquoted: as it is, or its first `limit` characters, '…' and how
+    long it is ('99999999999999999999… (5,000 characters)')."""
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text):,} characters)"
 
 
 # ── data types ────────────────────────────────────────────────────────────────────────────────────────────────────

@@ -19,7 +19,15 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from convscope import userfiles
-from convscope.data.detection.boxes import EDGE_SLACK, DetectionSplit, LabelProblem, RawImage, letterbox, lint_summary
+from convscope.data.detection.boxes import (
+    EDGE_SLACK,
+    DetectionSplit,
+    LabelProblem,
+    RawImage,
+    echo,
+    letterbox,
+    lint_summary,
+)
 from convscope.data.detection.reading import (
     ImageResult,
     check_image_size,
@@ -47,7 +55,7 @@ class _CocoImage:
 
 @dataclass(frozen=True)
 class _CocoBox:
-    id: object  # the annotation id, for messages
+    id: str  # the annotation id as messages name it (_named)
     cls: int
     xywh: tuple[float, float, float, float]  # pixels of the original image
     crowd: bool = False  # iscrowd: an ignore region for scoring, not a training target
@@ -68,15 +76,33 @@ def _is_id(value: object) -> bool:
     return isinstance(value, int | str) and not isinstance(value, bool)
 
 
+def _named(value: object) -> str:
+    """An id (image, annotation, category) as messages name it: as written, or echo's cut of a long one."""
+    return str(value) if isinstance(value, int | str) and len(echo(value)) <= 40 else echo(value)
+
+
+def _finite(value: int | float) -> bool:
+    """A JSON number that is a finite float: not Infinity, NaN, or an int past float's range (a 400-digit one)."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
+def _sized(value: int | float) -> str:
+    """A width or height the JSON says, as messages show it ('640', '1e+400' is no float: echo's cut)."""
+    return f"{value:g}" if _finite(value) else echo(value)
+
+
 def _coco_categories(doc: dict, path: Path) -> tuple[tuple[str, ...], dict[object, int]]:
     """Class names in sorted category-id order, and category id → index 0..K-1."""
     names: dict[int, str] = {}
     for i, category in enumerate(doc["categories"]):
         cid = category.get("id") if isinstance(category, dict) else None
         if not isinstance(cid, int) or isinstance(cid, bool):
-            raise DataError(f"{path}: categories[{i}]: expected an integer id, found {cid!r}")
+            raise DataError(f"{path}: categories[{i}]: expected an integer id, found {echo(cid, 40)}")
         if cid in names:
-            raise DataError(f"{path}: categories[{i}]: id {cid} appears twice")
+            raise DataError(f"{path}: categories[{i}]: id {_named(cid)} appears twice")
         names[cid] = str(category.get("name", cid))
     if not names:
         raise DataError(f"{path}: expected at least one category, found none")
@@ -95,12 +121,12 @@ def _coco_images(doc: dict, path: Path, problems: list[LabelProblem]) -> list[_C
             continue
         if iid in seen:
             problems.append(
-                LabelProblem(shown, None, f"image {iid} appears twice; the later entry is ignored", "entry")
+                LabelProblem(shown, None, f"image {_named(iid)} appears twice; the later entry is ignored", "entry")
             )
             continue
         relative = PurePosixPath(name.replace("\\", "/"))
         if relative.is_absolute() or ".." in relative.parts:
-            why = f"image {iid}: file name {name!r} points outside the images folder, skipped"
+            why = f"image {_named(iid)}: file name {echo(name, 60)} points outside the images folder, skipped"
             problems.append(LabelProblem(shown, None, why, "entry"))
             continue
         seen.add(iid)
@@ -121,25 +147,27 @@ def _coco_boxes(
             problems.append(LabelProblem(shown, None, f"annotations[{i}]: expected an object", "entry"))
             continue
         aid = ann.get("id", f"#{i}")
-        where = f"annotation {aid}"
+        where = f"annotation {_named(aid)}"
         bbox = ann.get("bbox")
         numbers = bbox if isinstance(bbox, list) and len(bbox) == 4 else None
         if numbers is None or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in numbers):
-            problems.append(LabelProblem(shown, None, f"{where}: expected bbox [x, y, w, h], found {bbox!r}", "entry"))
+            why = f"{where}: expected bbox [x, y, w, h], found {echo(bbox, 60)}"
+            problems.append(LabelProblem(shown, None, why, "entry"))
             continue
-        if not all(math.isfinite(v) for v in numbers):
-            problems.append(LabelProblem(shown, None, f"{where}: bbox {bbox} is not finite", "number"))
+        if not all(_finite(v) for v in numbers):
+            written = ", ".join(echo(v) for v in numbers)
+            problems.append(LabelProblem(shown, None, f"{where}: bbox [{written}] is not a finite number", "number"))
             continue
         if not _is_id(ann.get("image_id")) or ann["image_id"] not in image_ids:
-            why = f"{where}: image_id {ann.get('image_id')!r} is not among the usable images"
+            why = f"{where}: image_id {echo(ann.get('image_id'), 40)} is not among the usable images"
             problems.append(LabelProblem(shown, None, why, "unknown-image"))
             continue
         if not _is_id(ann.get("category_id")) or ann["category_id"] not in category_index:
-            why = f"{where}: category_id {ann.get('category_id')!r} is not in categories"
+            why = f"{where}: category_id {echo(ann.get('category_id'), 40)} is not in categories"
             problems.append(LabelProblem(shown, None, why, "class"))
             continue
         crowd = bool(ann.get("iscrowd"))
-        box = _CocoBox(aid, category_index[ann["category_id"]], tuple(float(v) for v in numbers), crowd)
+        box = _CocoBox(_named(aid), category_index[ann["category_id"]], tuple(float(v) for v in numbers), crowd)
         per_image.setdefault(ann["image_id"], []).append(box)
     return per_image
 
@@ -181,7 +209,7 @@ def _read_coco_image(
     if (problem := too_many_boxes(shown, len(boxes), "annotations")) is not None:
         return ImageResult(None, [problem])
     if not image_path.is_file():
-        why = f"image {entry.id}: no such file, skipped with its {len(boxes)} annotation(s)"
+        why = f"image {_named(entry.id)}: no such file, skipped with its {len(boxes)} annotation(s)"
         return ImageResult(None, [LabelProblem(shown, None, why, "missing")])
     try:
         array = decode_image(image_path)
@@ -189,7 +217,8 @@ def _read_coco_image(
         return ImageResult(None, [LabelProblem(shown, None, f"unreadable image, skipped: {err}", "unreadable")])
     height, width = array.shape[:2]
     if entry.width is not None and entry.height is not None and (entry.width, entry.height) != (width, height):
-        why = f"image {entry.id} is {width}×{height} but the JSON says {entry.width:g}×{entry.height:g}; skipped"
+        said = f"{_sized(entry.width)}×{_sized(entry.height)}"
+        why = f"image {_named(entry.id)} is {width}×{height} but the JSON says {said}; skipped"
         return ImageResult(None, [LabelProblem(shown, None, why, "image-size")])
     scale, pad = 1.0, (0, 0)
     if image_size is not None:

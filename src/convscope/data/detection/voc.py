@@ -31,6 +31,8 @@ from convscope.data.detection.boxes import (
     DetectionSplit,
     LabelProblem,
     RawDataset,
+    cut,
+    echo,
     letterbox,
 )
 from convscope.data.detection.reading import (
@@ -109,7 +111,7 @@ def _class_file(layout_root: Path, annotations: Path) -> tuple[str, ...] | None:
                 raise DataError(f"{path}: expected class names, one a line, found none")
             if len(set(names)) != len(names):
                 twice = next(n for n in names if names.count(n) > 1)
-                raise DataError(f"{path}: class {twice!r} is listed twice")
+                raise DataError(f"{path}: class {echo(twice, 40)} is listed twice")
             return tuple(names)
     return None
 
@@ -134,7 +136,7 @@ def _image_sets(root: Path, annotations: Path, xmls: dict[str, Path]) -> tuple[d
             image_id = text.split()[0]  # per-class files add a column (1, -1, 0); split files have one
             xml = xmls.get(image_id.lower())
             if xml is None:
-                why = f"{image_id}: no {shown_path(annotations, root)}/{image_id}.xml, left out"
+                why = f"{cut(image_id, 40)}: no {shown_path(annotations, root)}/{cut(image_id, 40)}.xml, left out"
                 problems.append(LabelProblem(shown_path(path, root), line, why, "set-entry"))
             else:
                 ids[name][xml] = None
@@ -200,7 +202,7 @@ def _read_voc_image(
     path = finder.find(file.filename, file.xml)
     if path is None:
         folder = shown_path(layout.images, layout.root)
-        why = f"image {file.filename or file.xml.stem!r} not found in {folder}/, skipped"
+        why = f"image {echo(file.filename or file.xml.stem, 60)} not found in {folder}/, skipped"
         return ImageResult(None, [LabelProblem(file.shown, None, why, "missing")]), None
     shown_image = shown_path(path, layout.root)
     try:

@@ -25,7 +25,7 @@ import numpy as np
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import DefusedXMLParser
 
-from convscope.data.detection.boxes import MAX_BOXES, LabelProblem
+from convscope.data.detection.boxes import MAX_BOXES, LabelProblem, cut, echo
 from convscope.data.detection.reading import finite_number
 
 MAX_XML_BYTES = 16 * 2**20  # an annotation file is a few KiB; one this big is not one, and is not read
@@ -42,7 +42,7 @@ class VocObject:
 
     @property
     def where(self) -> str:
-        return f"object {self.number} ({self.name})" if self.name else f"object {self.number}"
+        return f"object {self.number} ({cut(self.name, 40)})" if self.name else f"object {self.number}"
 
 
 @dataclass(frozen=True)
@@ -148,7 +148,8 @@ def check_object(obj: VocObject, classes: dict[str, int], width: int, height: in
     if not obj.name:
         return "entry", f"{obj.where}: no <name>, skipped"
     if obj.name not in classes:
-        return "class", f"{obj.where}: class {obj.name!r} is not in the class list ({', '.join(classes)}), skipped"
+        listed = cut(", ".join(classes), 200)
+        return "class", f"{obj.where}: class {echo(obj.name, 40)} is not in the class list ({listed}), skipped"
     if obj.coords is None:
         return "entry", f"{obj.where}: no <bndbox>, skipped"
     values = []
@@ -156,7 +157,7 @@ def check_object(obj: VocObject, classes: dict[str, int], width: int, height: in
         if text is None:
             return "entry", f"{obj.where}: <bndbox> has no <{tag}>, skipped"
         if (value := finite_number(text)) is None:
-            return "number", f"{obj.where}: <{tag}> is {text!r}, not a number"
+            return "number", f"{obj.where}: <{tag}> is {echo(text)}, not a number"
         values.append(value)
     xmin, ymin, xmax, ymax = values
     written = f"xmin {xmin:g}, ymin {ymin:g}, xmax {xmax:g}, ymax {ymax:g}"
@@ -182,6 +183,6 @@ def size_problem(file: VocFile, image: str, width: int, height: int) -> LabelPro
     said = tuple(finite_number(text) if text is not None else None for text in file.size)
     if said == (width, height):
         return None
-    shown = "×".join(f"{v:g}" if v is not None else repr(t) for v, t in zip(said, file.size, strict=True))
+    shown = "×".join(f"{v:g}" if v is not None else echo(t) for v, t in zip(said, file.size, strict=True))
     why = f"<size> says {shown} but {image} is {width}×{height}; the image's own size is used"
     return LabelProblem(file.shown, None, why, "image-size")

@@ -24,6 +24,7 @@ from convscope.data.detection.boxes import (
     LabelProblem,
     RawDataset,
     RawImage,
+    echo,
     letterbox,
 )
 from convscope.data.detection.reading import (
@@ -120,15 +121,14 @@ def _class_names(doc: dict, path: Path) -> tuple[str, ...]:
         names = [names[i] for i in ids]
     if not isinstance(names, list) or not names:
         raise DataError(
-            f"{path}: names: expected a non-empty list of class names (or a dict id → name), found {names!r}"
+            f"{path}: names: expected a non-empty list of class names (or a dict id → name), found {echo(names, 60)}"
         )
     bad = [n for n in names if not isinstance(n, str | int | float) or isinstance(n, bool)]
     if bad:
-        shown = repr(bad[0]) if len(repr(bad[0])) <= 60 else repr(bad[0])[:59] + "…"  # one short line
-        raise DataError(f"{path}: names: expected strings, found {shown}")
+        raise DataError(f"{path}: names: expected strings, found {echo(bad[0], 60)}")
     nc = doc.get("nc")
     if nc is not None and nc != len(names):
-        raise DataError(f"{path}: nc is {nc!r} but names lists {len(names)} classes")
+        raise DataError(f"{path}: nc is {echo(nc, 40)} but names lists {len(names)} classes")
     return tuple(str(n) for n in names)
 
 
@@ -141,7 +141,7 @@ def _split_folders(doc: dict, name: str, base: Path, path: Path) -> list[Path] |
     folders = []
     for item in values:
         if not isinstance(item, str) or not item:
-            raise DataError(f"{path}: {name}: expected a folder path (or a list of them), found {item!r}")
+            raise DataError(f"{path}: {name}: expected a folder path (or a list of them), found {echo(item, 60)}")
         folder = base / item
         if not folder.exists() and item.startswith("../") and (base / item[3:]).exists():
             # Roboflow exports say `train: ../train/images` next to a train/ folder; Ultralytics retries without ../
@@ -160,7 +160,7 @@ def _layout(root: str | Path) -> _YoloLayout:
     base = yaml_path.parent
     if doc.get("path") is not None:
         if not isinstance(doc["path"], str):
-            raise DataError(f"{yaml_path}: path: expected a folder path, found {doc['path']!r}")
+            raise DataError(f"{yaml_path}: path: expected a folder path, found {echo(doc['path'], 60)}")
         base = base / doc["path"]  # an absolute path replaces the yaml's folder
     if doc.get("train") is None:
         raise DataError(f"{yaml_path}: expected a train: entry (the folder of training images), found none")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from convscope.data.detection.boxes import EDGE_SLACK, LabelProblem
+from convscope.data.detection.boxes import EDGE_SLACK, LabelProblem, cut, echo
 from convscope.data.detection.reading import duplicate_problems, finite_number
 
 POLYGON_MIN_COLUMNS = 7  # a class and three points
@@ -36,11 +36,11 @@ def _check_row(fields: list[str], n_classes: int, width_px: float, height_px: fl
     for text in fields:
         value = finite_number(text)
         if value is None:
-            return "number", f"expected a number, found {text!r}"
+            return "number", f"expected a number, found {echo(text)}"
         values.append(value)
     cls = values[0]
     if cls != int(cls):
-        return "class", f"class {fields[0]} is not an integer"
+        return "class", f"class {cut(fields[0])} is not an integer"
     if not 0 <= cls < n_classes:
         return "class", f"class {int(cls)} out of range (0–{n_classes - 1})"
     if polygon:
@@ -52,7 +52,7 @@ def _check_row(fields: list[str], n_classes: int, width_px: float, height_px: fl
     else:
         cx, cy, w, h = values[1:]
         if w <= 0 or h <= 0:
-            return "size", f"zero-size box (w {fields[3]}, h {fields[4]})"
+            return "size", f"zero-size box (w {cut(fields[3])}, h {cut(fields[4])})"
         x1, y1, x2, y2 = cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2
     if min(x1, y1) < -EDGE_SLACK or max(x2, y2) > 1 + EDGE_SLACK:
         return "outside", f"coordinates outside [0, 1]: x {x1:.4g} to {x2:.4g}, y {y1:.4g} to {y2:.4g}"
