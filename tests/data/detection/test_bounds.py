@@ -230,3 +230,9 @@ def test_a_voc_coordinate_and_class_of_thousands_of_characters_are_quoted_short(
             "'dddddddddddddddddddddddddddddddddddddddd…' (5,000 characters) is not in the class list (cat), skipped",
         ),
     ]
+
+
+def test_a_yolo_class_id_of_hundreds_of_digits_is_quoted_short(tmp_path):
+    problems = lint_yolo(_yolo(tmp_path / "ds", f"0 0.5 0.5 0.1 0.1\n{'9' * 300} 0.5 0.5 0.1 0.1\n"))
+    assert [(p.line, p.kind) for p in problems] == [(2, "class")]
+    assert problems[0].message == "class 99999999999999999999… (300 characters) out of range (0–0)"

@@ -117,7 +117,7 @@ def _class_names(doc: dict, path: Path) -> tuple[str, ...]:
     if isinstance(names, dict):
         ids = sorted(names, key=lambda k: (not isinstance(k, int), k if isinstance(k, int) else 0))
         if ids != list(range(len(names))):
-            raise DataError(f"{path}: names: expected class ids 0..{len(names) - 1}, found {list(names)}")
+            raise DataError(f"{path}: names: expected class ids 0..{len(names) - 1}, found {echo(list(names), 60)}")
         names = [names[i] for i in ids]
     if not isinstance(names, list) or not names:
         raise DataError(

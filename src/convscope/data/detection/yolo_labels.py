@@ -42,7 +42,8 @@ def _check_row(fields: list[str], n_classes: int, width_px: float, height_px: fl
     if cls != int(cls):
         return "class", f"class {cut(fields[0])} is not an integer"
     if not 0 <= cls < n_classes:
-        return "class", f"class {int(cls)} out of range (0–{n_classes - 1})"
+        written = int(cls) if abs(cls) < 1e15 else cut(fields[0])  # int(1e300) has float's rounding in its digits
+        return "class", f"class {written} out of range (0–{n_classes - 1})"
     if polygon:
         xs, ys = values[1::2], values[2::2]
         x1, y1, x2, y2 = min(xs), min(ys), max(xs), max(ys)
