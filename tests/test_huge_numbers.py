@@ -8,7 +8,18 @@ import pytest
 from convscope.cli import main
 from convscope.errors import SpecError
 from convscope.shapes import MAX_JUMP, infer
-from convscope.spec import MAX_COUNT, MAX_INPUT_VALUES, MAX_SIDE, Conv, Dense, Detect, Flatten, NetSpec, parse_shape
+from convscope.spec import (
+    MAX_COUNT,
+    MAX_INPUT_VALUES,
+    MAX_SIDE,
+    Conv,
+    Dense,
+    Detect,
+    Dropout,
+    Flatten,
+    NetSpec,
+    parse_shape,
+)
 
 NINES = "9" * 400
 
@@ -95,3 +106,11 @@ def test_strides_that_multiply_past_the_bound_are_a_spec_error_not_a_huge_number
     assert report.layers[-1].jump == (MAX_JUMP, MAX_JUMP)
     with pytest.raises(SpecError, match=r"^layer 3 \(.*\): the strides up to conv3 multiply to a number of 29 digits"):
         infer(NetSpec((1, 1, 1), [Conv(1, 1, stride=stride)] * 3))
+
+
+def test_a_value_past_pythons_str_limit_is_shown_by_its_kind_not_a_traceback():
+    with pytest.raises(SpecError) as err:
+        Dropout(rate=10**5000)
+    assert str(err.value) == (
+        "dropout: rate must be a number in [0, 1). Received: an int holding a number of over 4,300 digits"
+    )

@@ -161,6 +161,7 @@ FLOORS: list[tuple[str, ...]] = [
     (  # the spec and its arithmetic: pure Python, no torch (the base catalog is the bases' layers as data)
         "convscope.spec",
         "convscope.spec_layers",
+        "convscope.spec_bounds",
         "convscope.shapes",
         "convscope.summary",
         "convscope.yamlfile",

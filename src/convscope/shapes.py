@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 
 from convscope.errors import SpecError
 from convscope.pretrained.catalog import base_shape
+from convscope.spec_bounds import number_text
 from convscope.spec_layers import (
     Base,
     BatchNorm,
@@ -182,8 +183,8 @@ def infer(spec: NetSpec, input_shape: Shape | None = None) -> ShapeReport:  # no
             rf, jump = None, None
         if jump is not None and max(jump) > MAX_JUMP:  # each stride may be 2²⁸: a few hundred layers of them …
             raise where.fail(
-                f"the strides up to {where.name} multiply to {_count(max(jump))}, more than the {MAX_JUMP:,} input "
-                "pixels two neighbouring outputs may be apart (no input is that large)."
+                f"the strides up to {where.name} multiply to {number_text(max(jump))}, more than the {MAX_JUMP:,} "
+                "input pixels two neighbouring outputs may be apart (no input is that large)."
             )
         _check_bounds(out, params, where)
         infos.append(LayerInfo(i, name, layer, layer.label(), shape, out, params, macs, rf, jump, text))
@@ -230,17 +231,7 @@ def _check_bounds(out: Shape, params: int, where: _Where) -> None:
 def _gib(n: int) -> str:
     """Bytes as GiB, '1.5 GiB'; integer arithmetic past float's range (a float division of a 400-digit int is an
     OverflowError)."""
-    return f"{n / 2**30:,.1f} GiB" if n < 2**100 else f"{_count(n // 2**30)} GiB"
-
-
-def _count(n: int) -> str:
-    """An int as messages show it: '1,048,576', or 'a number of 400 digits' (str() refuses ints past 4,300)."""
-    if n < 10**15:
-        return f"{n:,}"
-    try:
-        return f"a number of {len(str(n)):,} digits"
-    except ValueError:
-        return "a number of over 4,300 digits"
+    return f"{n / 2**30:,.1f} GiB" if n < 2**100 else f"{number_text(n // 2**30)} GiB"
 
 
 def _step(layer: Layer, shape: Shape, where: _Where) -> tuple[Shape, int, int, str]:

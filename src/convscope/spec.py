@@ -37,6 +37,7 @@ import yaml
 
 from convscope.errors import SpecError
 from convscope.files import check_regular_file
+from convscope.spec_bounds import MAX_COUNT, MAX_SIDE, check_limits, number_text
 from convscope.spec_layers import (
     ACTIVATIONS,
     BASE_ARCH,
@@ -106,26 +107,7 @@ __all__ = [
 ]
 
 MAX_INPUT_VALUES = 2**28  # H·W·C of a network's input: a 8192×8192 color photo is 2**27.6
-# Upper bounds of a layer's numbers, checked when a NetSpec is made, so that no number reaches shapes.infer's
-# arithmetic with hundreds of digits. A count past MAX_COUNT gives a layer more than shapes.MAX_LAYER_PARAMS
-# parameters, refused there anyway; sizes, strides and padding below MAX_SIDE are judged there too (with the
-# layer's shapes: a window far larger than its input, a padded map of too many values).
-MAX_COUNT = 2**31  # filters, units, classes, channels, a base's params
-MAX_SIDE = 10**24  # a window's size, a stride, padding
-_LIMITS = {key: MAX_COUNT for key in ("filters", "units", "classes", "channels", "params")}
-_LIMITS |= {key: MAX_SIDE for key in ("size", "stride", "padding")}
 _DIGITS = 12  # a side written with more digits is past MAX_INPUT_VALUES whatever it says: not converted at all
-
-
-def number_text(value: int) -> str:
-    """An int as messages show it: 1,048,576, or 'a number of 400 digits' (never an unreadable line, nor Python's
-    ValueError for ints past 4,300 digits)."""
-    if abs(value) < 10**15:
-        return f"{value:,}"
-    try:
-        return f"a number of {len(str(abs(value))):,} digits"
-    except ValueError:  # past Python's int-to-str limit
-        return "a number of over 4,300 digits"
 
 
 def parse_shape(value: Any, what: str = "input") -> tuple[int, int, int]:
@@ -146,7 +128,7 @@ def parse_shape(value: Any, what: str = "input") -> tuple[int, int, int]:
             side = number_text(max(parts)).removeprefix("a number of ")  # '300,000,000' or '400 digits'
             raise SpecError(
                 f"{what}: a side of {side} is more than the {MAX_INPUT_VALUES:,} values an input may have. "
-                f"Received: {_shown(value)}"
+                f"Received: {shown(value)}"
             )
         if parts[0] * parts[1] * parts[2] > MAX_INPUT_VALUES:  # images are resized to it before any layer runs
             raise SpecError(
@@ -154,27 +136,7 @@ def parse_shape(value: Any, what: str = "input") -> tuple[int, int, int]:
                 f" the {MAX_INPUT_VALUES:,} (1 GiB of float32) an input may have"
             )
         return (parts[0], parts[1], parts[2])
-    raise SpecError(f"{what} must be H×W×C with positive integers, e.g. 32x32x3. Received: {_shown(value)}")
-
-
-def _shown(value: Any) -> str:
-    """spec_layers.shown, for values that may hold ints past Python's 4,300-digit str() limit."""
-    try:
-        return shown(value)
-    except ValueError:
-        return f"a {type(value).__name__} holding a number of over 4,300 digits"
-
-
-def _check_limits(layer: Layer, index: int) -> None:
-    """A SpecError naming the layer and the key when one of its numbers is past its _LIMITS bound."""
-    for f in fields(layer):
-        limit, value = _LIMITS.get(f.name), getattr(layer, f.name)
-        values = value if isinstance(value, tuple) else (value,)
-        if limit is None or not any(is_int(v) and v > limit for v in values):
-            continue
-        big = max(v for v in values if is_int(v))
-        detail = f"{f.name} must be at most {limit:,}. Received: {shown(value) if big < 10**15 else number_text(big)}"
-        raise SpecError(f"layer {index} ({layer.layer_type}): {detail}", layer=index, detail=detail)
+    raise SpecError(f"{what} must be H×W×C with positive integers, e.g. 32x32x3. Received: {shown(value)}")
 
 
 def parse_input(value: Any, what: str = "input") -> tuple[int, int, int]:
@@ -229,9 +191,9 @@ class NetSpec:
             if not isinstance(layer, Layer):
                 called = f"; call it: {layer.__name__}()" if callable(layer) and hasattr(layer, "__name__") else ""
                 raise SpecError(
-                    f"layer {i}: expected a layer (Conv, Pool, ...). Received: {_shown(layer)}{called}", layer=i
+                    f"layer {i}: expected a layer (Conv, Pool, ...). Received: {shown(layer)}{called}", layer=i
                 )
-            _check_limits(layer, i)
+            check_limits(layer, i)
         if self.layers and self.input is None:
             raise SpecError(MISSING_INPUT)
         seen: dict[str, int] = {}

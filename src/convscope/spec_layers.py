@@ -26,7 +26,11 @@ Padding = str | Pair  # "valid" | "same" | (rows added top and bottom, columns a
 
 def shown(value: Any, limit: int = 80) -> str:
     """repr(value) cut to `limit` characters: what a message shows of a received value (it may be huge)."""
-    text = repr(value)
+    try:
+        text = repr(value)
+    except ValueError:  # it holds an int past Python's 4,300-digit str() limit
+        kind = type(value).__name__
+        return f"{'an' if kind[0] in 'aeiou' else 'a'} {kind} holding a number of over 4,300 digits"
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
