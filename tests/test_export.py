@@ -327,6 +327,27 @@ def test_an_export_never_replaces_a_pipe_or_a_run_s_own_files(run, tmp_path, cap
     assert pipe.is_fifo() and best.read_bytes() == weights and not (run.path / "model.onnx").exists()
 
 
+def test_an_out_without_a_suffix_is_a_folder_and_the_hint_s_place_works(run, tmp_path, capsys):
+    assert main(["export", str(run.path), "--format", "torchscript", "--out", str(tmp_path / "models")]) == 0
+    assert f"wrote {tmp_path / 'models' / 'model.pt'}" in capsys.readouterr().out
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["model.json", "model.pt"]
+    assert export(run, "torchscript", tmp_path / "lib").path == tmp_path / "lib" / "model.pt"  # the library too
+    other = tmp_path / "c3"  # another run's folder (its two marker files): the hint names the run's own export/
+    other.mkdir()
+    (other / "config.yaml").write_text("train: {}\ndata: {}\n")
+    (other / "spec.yaml").write_text("name: other\n")
+    (tmp_path / "link").symlink_to(other)
+    for out in (other / "export", other, tmp_path / "link", tmp_path / "link" / "export"):
+        assert main(["export", str(run.path), "--format", "torchscript", "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert f"is inside the run folder {other}; export to {run.path / 'export'} or outside any run" in err, err
+        assert err.endswith("; nothing was changed\n") and len(err.splitlines()) == 1
+    assert sorted(p.name for p in other.iterdir()) == ["config.yaml", "spec.yaml"]
+    hint = run.path / "export"
+    assert main(["export", str(run.path), "--format", "torchscript", "--out", str(hint)]) == 0  # the hint's place
+    assert f"wrote {hint / 'model.pt'}" in capsys.readouterr().out and (hint / "model.json").is_file()
+
+
 def test_an_export_never_replaces_a_users_file_or_json_unless_told(run, tmp_path, capsys):
     annotations, coco = tmp_path / "annotations.json", '{"images": [], "annotations": []}'
     annotations.write_text(coco)  # a COCO file where the sidecar would go

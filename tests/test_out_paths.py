@@ -109,7 +109,7 @@ def test_a_read_only_folder_is_refused_in_one_line(read_only):
 def test_inside_a_run_folder_only_the_command_s_own_names_pass(run_dir):
     assert run_folder_above(run_dir / "weights" / "x.png") == run_dir.resolve()
     assert run_folder_above(run_dir) is None  # the folder itself is not inside a run
-    check_file_in_folder(run_dir / "filters-conv2.png", run_names=("filters-*",))
+    check_file_in_folder(run_dir / "filters-conv2.png", run_names=("filters-*",), own_run=run_dir)
     for name in ("config.yaml", "curves.png", "weights/best.safetensors"):
         with pytest.raises(OutputError, match="is inside the run folder"):
             check_file_in_folder(run_dir / name, overwrite=True, run_names=("filters-*",))
@@ -196,3 +196,105 @@ def test_a_read_only_out_is_refused_in_one_line(command, run_dir, read_only, cap
     argv = COMMANDS[command][0] if command in COMMANDS else FOLDER_COMMANDS[command]
     out = read_only / "new" if command == "train" else read_only
     _refused(_argv(argv, run_dir, out), capsys, f"{read_only}: cannot write in this folder (Read-only file system)")
+
+
+# ── another run's folder, links, empty and file-like names ──────────────────────────────────────────────────────
+@pytest.fixture
+def other_run(tmp_path):
+    """Another run's folder (its two marker files) and a link to it, in tmp_path."""
+    other = tmp_path / "c3"
+    other.mkdir()
+    (other / "config.yaml").write_text("train: {}\ndata: {}\n")
+    (other / "spec.yaml").write_text("name: other\n")
+    (tmp_path / "link").symlink_to(other)
+    return other
+
+
+INTO_ANOTHER_RUN = {  # argv before --out, and where --out points inside the other run (c3), '' for c3 itself
+    "filters": (["filters", "{run}"], ""),
+    "patterns": (["filters", "{run}", "--patterns", "--steps", "1", "--filters", "0"], ""),
+    "gradcam": (["gradcam", "{run}", "chelsea"], ""),
+    "top-activations": (["top-activations", "{run}", "--layer", "conv1", "--k", "2"], ""),
+    "filters named": (["filters", "{run}"], "filters-conv1.png"),
+    "featuremaps": (["featuremaps", "{run}", "chelsea", "--layer", "conv1"], "featuremaps"),
+    "detect predict": (["detect", "predict", "{run}", "chelsea"], "detections"),
+}
+
+
+@pytest.mark.parametrize("command", INTO_ANOTHER_RUN)
+@pytest.mark.parametrize("through", ["c3", "link"])
+def test_one_run_s_outputs_never_go_into_another_run_s_folder(command, through, run_dir, other_run, capsys):
+    argv, inside = INTO_ANOTHER_RUN[command]
+    out = other_run.parent / through / inside if inside else other_run.parent / through
+    _refused(_argv(argv, run_dir, out), capsys, f"is inside the run folder {other_run.resolve()}")
+    assert sorted(p.name for p in other_run.iterdir()) == ["config.yaml", "spec.yaml"]
+
+
+def test_a_run_s_own_pictures_may_go_into_its_own_folder_also_through_a_link(run_dir, tmp_path, capsys):
+    (tmp_path / "own").symlink_to(run_dir)
+    for out in (run_dir, tmp_path / "own"):
+        assert main(["filters", str(run_dir), "--out", str(out)]) == 0
+        assert f"{out / 'filters-conv1.png'}" in capsys.readouterr().out
+    assert written_by_convscope(run_dir / "filters-conv1.png")
+    with pytest.raises(OutputError, match="is inside the run folder"):  # no own run named: no run's folder
+        out_file(run_dir, "filters-conv1.png", run_names=("filters-*",))
+
+
+def test_a_name_without_a_suffix_is_a_folder_made_when_missing(run_dir, tmp_path, capsys):
+    assert out_file(tmp_path / "pictures", "filters-conv1.png") == tmp_path / "pictures" / "filters-conv1.png"
+    assert main(["filters", str(run_dir), "--out", str(tmp_path / "pictures")]) == 0
+    capsys.readouterr()
+    assert written_by_convscope(tmp_path / "pictures" / "filters-conv1.png")
+
+
+@pytest.mark.parametrize("command", ["filters", "featuremaps", "train", "detect convert"])
+def test_an_empty_out_is_refused_not_read_as_the_default_place(command, run_dir, capsys):
+    argv = COMMANDS[command][0] if command in COMMANDS else FOLDER_COMMANDS[command]
+    err = _refused(_argv(argv, run_dir, ""), capsys)
+    assert err == "convscope: error: --out: expected a file or folder path, received an empty one\n"
+    with pytest.raises(OutputError, match="--out: expected a file or folder path, received an empty one"):
+        out_folder("")
+
+
+@pytest.mark.parametrize("name", ["fm.png", "fm.JPG", "sheets.pdf"])
+def test_a_folder_of_pictures_refuses_a_new_name_that_looks_like_a_file(name, run_dir, tmp_path, capsys):
+    err = _refused(_argv(FOLDER_COMMANDS["featuremaps"], run_dir, tmp_path / name), capsys)
+    assert f"featuremaps writes a folder of pictures; --out {tmp_path / name} looks like a file" in err
+    assert not (tmp_path / name).exists()
+    (tmp_path / name).mkdir()  # a folder the user made with that name is a folder
+    assert out_folder(tmp_path / name, writes="featuremaps writes a folder of pictures") == tmp_path / name
+
+
+def test_refusals_end_in_one_form(run_dir, places, other_run, capsys):
+    for argv in (
+        _argv(FOLDER_COMMANDS["featuremaps"], run_dir, places / "pipe"),
+        _argv(COMMANDS["filters"][0], run_dir, places / "user.png" / "x.png"),
+        _argv(COMMANDS["filters"][0], run_dir, other_run),
+        _argv(COMMANDS["export"][0], run_dir, other_run),
+    ):
+        err = _refused(argv, capsys)
+        assert err.endswith("; nothing was changed\n") and "Nothing" not in err, err
+
+
+# ── a training's --out ──────────────────────────────────────────────────────────────────────────────────────────
+def test_train_into_a_run_s_folder_is_told_it_holds_a_run_whatever_pictures_it_holds(run_dir, tmp_path, capsys):
+    from convscope.errors import CheckpointError
+    from convscope.run import check_not_foreign
+    from convscope.show import Picture
+
+    run = tmp_path / "r2"  # a run with its checkpoint, and a gradcam drawn in it (its default place)
+    run.mkdir()
+    for name in ("config.yaml", "spec.yaml", "checkpoint.safetensors"):
+        (run / name).write_bytes((run_dir / name).read_bytes())
+    Picture(figsize=(1, 1)).save(run / "gradcam-0.png")
+    (run / "notes.txt").write_text("mine")
+    argv = FOLDER_COMMANDS["train"]
+    err = _refused(_argv(argv, run_dir, run), capsys, f"{run}: already holds a run; resume it with --resume {run}")
+    assert "not a convscope run" not in err
+    (run / "checkpoint.safetensors").unlink()  # a run that never reached its first checkpoint: the user's file speaks
+    with pytest.raises(OutputError, match=r"not a convscope run \(it holds notes.txt\)"):
+        check_not_foreign(run)
+    (run / "notes.txt").unlink()
+    check_not_foreign(run)  # convscope's own picture is not a user's file
+    with pytest.raises(CheckpointError, match="already holds a run"):
+        check_not_foreign(run_dir)

@@ -9,6 +9,7 @@ import io
 import json
 import logging
 import os
+import signal
 import sys
 
 from rich.console import Console
@@ -22,6 +23,7 @@ from convscope.spec import PADDING_WORDS, POOL_KINDS, parse_shape, shown
 from convscope.summary import formula_lines, human_bytes, summary_table, totals_lines
 
 EXIT_USAGE = 2
+EXIT_SIGPIPE = 128 + signal.SIGPIPE  # 141, as a shell reports a command that SIGPIPE ended
 
 
 class _Console(Console):
@@ -34,12 +36,22 @@ class _Console(Console):
         raise BrokenPipeError(errno.EPIPE, "standard output closed")
 
 
-def _stdout_to_devnull() -> None:
-    """Point file descriptor 1 at /dev/null, so the interpreter's final flush of what is left cannot fail again."""
-    with contextlib.suppress(OSError, ValueError, io.UnsupportedOperation):
+def _stdout_to_devnull(stream=None) -> None:
+    """Point the file descriptor of `stream` (default standard output) at /dev/null, so the interpreter's final
+    flush of what is left cannot fail again (it would turn the exit status into 120)."""
+    with contextlib.suppress(OSError, ValueError, io.UnsupportedOperation, AttributeError):
         devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        os.dup2(devnull, (stream or sys.stdout).fileno())
         os.close(devnull)
+
+
+def _say(line: str) -> None:
+    """One line on standard error; when it is closed too (`convscope train 2>&1 | head`), nothing can be said and
+    the exit status speaks alone."""
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        _stdout_to_devnull(sys.stderr)
 
 
 def _console() -> Console:
@@ -263,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.verbose:
             library.setLevel(logging.INFO)
         try:
-            return _run(args)
+            return _flushed(_run(args))
         finally:
             stop.done = True  # from here on, a late Ctrl-C could only break the exit
             logging.getLogger().removeHandler(handler)
@@ -271,7 +283,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    """The command, with every error as one line on stderr: its exit status (2 for errors, 130/143 for signals)."""
+    """The command, with every error as one line on stderr: its exit status (2 for errors, 130/143 for signals, 141
+    when standard output closed before the command was done, as a shell reports a command that SIGPIPE ended: a
+    reader that stopped early never turns a failure into success)."""
+    if getattr(args, "out", None) == "":  # '' is not "the default place": said before any work
+        _say("convscope: error: --out: expected a file or folder path, received an empty one")
+        return EXIT_USAGE
     try:
         args.run(args)
     except PeerFailed:  # torchrun's other ranks: rank 0 has said why
@@ -281,19 +298,32 @@ def _run(args: argparse.Namespace) -> int:
         if rank != "0" and err.outcome:  # e.g. stopped by a signal: rank 0 says where the run was saved
             return err.exit_code
         where = f"rank {rank}: " if rank != "0" else ""
-        print(f"convscope: {where}{'' if err.outcome else 'error: '}{err}", file=sys.stderr)
+        _say(f"convscope: {where}{'' if err.outcome else 'error: '}{err}")
         return err.exit_code
-    except BrokenPipeError:  # output piped into `head` and the like: stop quietly
+    except BrokenPipeError:  # output piped into `head` and the like: stop quietly, with SIGPIPE's status
         _stdout_to_devnull()
-        return 0
+        return EXIT_SIGPIPE
     except OSError as err:  # a file system error convscope did not foresee: still one line naming the path
         where = f"{err.filename}: " if err.filename else ""
-        print(f"convscope: error: {where}{err.strerror or err}", file=sys.stderr)
+        _say(f"convscope: error: {where}{err.strerror or err}")
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print("convscope: interrupted", file=sys.stderr)
+        _say("convscope: interrupted")
         return args.stop.exit_code
     return 0
+
+
+def _flushed(code: int) -> int:
+    """`code`, once what is left of standard output is written: a reader gone by then turns a success into 141 (the
+    interpreter's own final flush would fail with 120 and a traceback-like line)."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _stdout_to_devnull()
+        return code or EXIT_SIGPIPE
+    except (OSError, ValueError):
+        pass
+    return code
 
 
 if __name__ == "__main__":

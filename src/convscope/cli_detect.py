@@ -236,7 +236,11 @@ def cmd_detect_predict(args: argparse.Namespace, console: Console) -> None:
     from convscope.detect.predict import detect_images
     from convscope.out_paths import out_folder
 
-    out = out_folder(args.out, (DETECTIONS, f"{DETECTIONS}/*")) if args.out else Path(args.run_dir) / DETECTIONS
+    if args.out is None:
+        out = Path(args.run_dir) / DETECTIONS
+    else:  # in its own run, only RUN/detections; in another run, nothing
+        in_run = (DETECTIONS, f"{DETECTIONS}/*")
+        out = out_folder(args.out, in_run, own_run=args.run_dir, writes="detect predict writes a folder of pictures")
     run = detector_run(args.run_dir)  # a classifier's run is refused here, before any image is read
     results = detect_images(
         run, args.images, args.min_score, out, all_classes=args.all_classes, device=args.device or "auto"

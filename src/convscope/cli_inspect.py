@@ -11,6 +11,7 @@ from convscope.cli_args import add_device_flag, int_in
 from convscope.run import FEATUREMAPS
 
 OVERWRITE_HELP = "replace an existing file of that name that convscope did not write"
+FOLDER_HELP = "; a name without a suffix is a folder, made when missing"
 
 
 def add_parsers(sub, console: Console) -> None:
@@ -42,7 +43,9 @@ def add_parsers(sub, console: Console) -> None:
         "--size", type=int_in(8, 1024), help="with --patterns: the pictures' side (default: the run's input)"
     )
     add_device_flag(p)
-    p.add_argument("--out", help="picture file or folder (default RUN/filters-LAYER.png, or RUN/patterns-LAYER.png)")
+    p.add_argument(
+        "--out", help="picture file or folder (default RUN/filters-LAYER.png, or RUN/patterns-LAYER.png)" + FOLDER_HELP
+    )
     p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     p.set_defaults(run=lambda args: cmd_filters(args, console))
 
@@ -52,7 +55,7 @@ def add_parsers(sub, console: Console) -> None:
     p.add_argument("--k", type=int_in(1, 10_000), default=9, help="images per filter (default 9)")
     p.add_argument("--data", help="another dataset (default: the run's own), its test split")
     p.add_argument("--filters", help="which filters to draw, e.g. 0-15 or 3,7,9 (default: the first 16)")
-    p.add_argument("--out", help="picture file or folder (default RUN/top-LAYER.png)")
+    p.add_argument("--out", help="picture file or folder (default RUN/top-LAYER.png)" + FOLDER_HELP)
     p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     add_device_flag(p)
     p.set_defaults(run=lambda args: cmd_top(args, console))
@@ -70,7 +73,9 @@ def add_parsers(sub, console: Console) -> None:
         "measurements) or gradcam (the original, one averaged weight per feature map)",
     )
     p.add_argument(
-        "--out", help="picture file or folder (default RUN/gradcam-IMAGE[-CLASS][-LAYER][-METHOD].png, what was chosen)"
+        "--out",
+        help="picture file or folder (default RUN/gradcam-IMAGE[-CLASS][-LAYER][-METHOD].png, what was chosen)"
+        + FOLDER_HELP,
     )
     p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     add_device_flag(p)
@@ -87,10 +92,11 @@ def _picture_out(args: argparse.Namespace, name: str) -> Path:
     from convscope.out_paths import out_file
     from convscope.show import picture_format
 
-    if not args.out:
+    if args.out is None:
         return Path(args.run_dir) / name
-    # In a run folder, only this command's own pictures (filters-*, top-*, ...), never the run's files.
-    path = out_file(args.out, name, args.overwrite, run_names=(name.split("-")[0] + "-*",))
+    # In its own run's folder, only this command's own pictures (filters-*, top-*, ...), never the run's files; in
+    # another run's folder, nothing.
+    path = out_file(args.out, name, args.overwrite, run_names=(name.split("-")[0] + "-*",), own_run=args.run_dir)
     picture_format(path)
     return path
 
@@ -100,11 +106,14 @@ def cmd_featuremaps(args: argparse.Namespace, console: Console) -> None:
     from convscope.out_paths import check_file_in_folder, out_folder
 
     in_run = (f"{FEATUREMAPS}", f"{FEATUREMAPS}/*")
-    out = out_folder(args.out, in_run) if args.out else Path(args.run_dir) / FEATUREMAPS
+    if args.out is None:
+        out = Path(args.run_dir) / FEATUREMAPS
+    else:
+        out = out_folder(args.out, in_run, own_run=args.run_dir, writes="featuremaps writes a folder of pictures")
     maps = feature_maps(args.run_dir, args.image, args.layer, device=args.device or "auto")
-    if args.out:  # checked before any sheet is written: none, or all
+    if args.out is not None:  # checked before any sheet is written: none, or all
         for layer in maps.layers:
-            check_file_in_folder(out / sheet_name(layer), args.overwrite, in_run)
+            check_file_in_folder(out / sheet_name(layer), args.overwrite, in_run, own_run=args.run_dir)
     paths = save_feature_map_sheets(maps, out)
     h, w, c = maps.image.shape
     console.print(f"input {h}×{w}×{c} ({maps.conversion})")

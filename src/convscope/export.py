@@ -36,6 +36,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,8 +89,8 @@ def export(run: Run | str | Path, fmt: str, out: str | Path | None = None, overw
         raise ExportError(f"export format must be one of {', '.join(FORMATS)}. Received: {fmt!r}")
     loaded = load(run, device="cpu")
     run, task = loaded.run, task_of(loaded.run)
-    path = Path(out) if out else run.path / EXPORT / f"model{FORMATS[fmt]}"
-    _check_out(path, chosen=out is not None, overwrite=overwrite)
+    path = _out_path(out, f"model{FORMATS[fmt]}") if out is not None else run.path / EXPORT / f"model{FORMATS[fmt]}"
+    _check_out(path, chosen=out is not None, overwrite=overwrite, run_path=run.path)
     model = task.predictor(loaded.model, run.config)  # the run's test-time mirror averaging inside, as predict's
     batch = check_batch(loaded)
     example = batch[:2].contiguous()  # 2, not 1: torch.export would specialise a batch of 1 into the graph
@@ -198,16 +199,27 @@ def _torchscript_runner(data: bytes):
     return run
 
 
-def _check_out(path: Path, chosen: bool, overwrite: bool) -> None:
+def _out_path(out: str | Path, name: str) -> Path:
+    """The file `out` names: itself, or `out/name` when it is a folder or a name without a suffix (a folder, made
+    when the file is written). OutputError for an empty `out`."""
+    if not str(out):
+        raise OutputError("--out: expected a file or folder path, received an empty one")
+    path = Path(out)
+    return path / name if path.is_dir() or (not path.suffix and not path.exists()) else path
+
+
+def _check_out(path: Path, chosen: bool, overwrite: bool, run_path: Path) -> None:
     """Refuse an output path that would replace what export did not make (see `export`). `chosen`: named by the user
-    (the default RUN/export/model.* is export's own)."""
-    resolved = path.resolve()
+    (the default RUN/export/model.* is export's own); `run_path`: the run exported, whose export/ is the only place
+    inside a run folder it writes (links resolved: never another run's folder)."""
+    resolved = Path(os.path.realpath(path))
+    own = Path(os.path.realpath(run_path)) / EXPORT
     for folder in resolved.parents:  # a run's files (weights, checkpoint, config) are never an export's target
         if (folder / CONFIG).is_file() and (folder / SPEC).is_file():
-            if not resolved.is_relative_to(folder / EXPORT):
+            if folder != own.parent or not resolved.is_relative_to(own):
                 raise OutputError(
-                    f"{path}: is inside the run folder {folder}; export to {folder / EXPORT} or outside any run. "
-                    "Nothing was changed"
+                    f"{path}: is inside the run folder {folder}; export to {run_path / EXPORT} or outside any run; "
+                    "nothing was changed"
                 )
             break
     check_replaceable(path)
@@ -217,7 +229,7 @@ def _check_out(path: Path, chosen: bool, overwrite: bool) -> None:
     if sidecar.exists() and not _is_sidecar(info):
         raise OutputError(
             f"{sidecar}: exists and is not a model.json of convscope's (the description of {path.name} goes there); "
-            "export under another name. Nothing was changed"
+            "export under another name; nothing was changed"
         )
     made_here = _is_sidecar(info) and any(e.get("file") == path.name for e in info["exports"].values())
     if chosen and path.exists() and not (made_here or overwrite):

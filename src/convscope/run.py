@@ -40,7 +40,7 @@ import yaml
 
 from convscope.config import TrainConfig
 from convscope.errors import CheckpointError, ConvscopeError, OutputError
-from convscope.files import atomic_write_text, is_temp_file_of, remove_temp_files
+from convscope.files import atomic_write_text, is_temp_file_of, remove_temp_files, written_by_convscope
 from convscope.spec import NetSpec, load_spec
 from convscope.userfiles import parse_json, read_bytes, read_text
 from convscope.yamlfile import read_yaml
@@ -263,8 +263,6 @@ def new_run_folder(config: TrainConfig) -> tuple[Path, bool]:
 def check_run_folder_is_free(path: Path) -> None:
     """Under the folder's lock: refuse a folder that holds a run with a checkpoint. A run that never reached its first
     checkpoint holds nothing worth keeping and is started over. Raises CheckpointError."""
-    if (path / CHECKPOINT).exists() or (path / RESULTS).exists():
-        raise CheckpointError(f"{path}: already holds a run; resume it with --resume {path} or choose another --out")
     check_not_foreign(path)
     remove_run_temp_files(path)  # left by a training killed before its first checkpoint
     if (path / CONFIG).exists():
@@ -273,21 +271,27 @@ def check_run_folder_is_free(path: Path) -> None:
 
 
 def check_not_foreign(path: Path) -> None:
-    """Refuse, before anything is written, a folder given as --out that holds what no convscope run writes (a user's
-    files), or a config.yaml that is not a run's: training there would replace or delete them. An empty folder and
-    the folder of a run that never reached its first checkpoint pass. Raises OutputError."""
+    """Refuse, before anything is written, a folder given as --out that holds a run with a checkpoint
+    (CheckpointError: --resume continues it), what no convscope run writes (a user's files; a picture carrying
+    convscope's mark, such as a gradcam drawn in the run, is not one), or a config.yaml that is not a run's:
+    training there would replace or delete them (OutputError). An empty folder and the folder of a run that never
+    reached its first checkpoint pass."""
+    if (path / CHECKPOINT).exists() or (path / RESULTS).exists():
+        raise CheckpointError(f"{path}: already holds a run; resume it with --resume {path} or choose another --out")
     foreign = sorted(
-        p.name for p in path.iterdir() if p.name not in _RUN_NAMES and not is_temp_file_of(p.name, _RUN_FILES)
+        p.name
+        for p in path.iterdir()
+        if p.name not in _RUN_NAMES and not is_temp_file_of(p.name, _RUN_FILES) and not written_by_convscope(p)
     )
     if foreign:
         shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
         raise OutputError(
-            f"{path}: is not empty and not a convscope run (it holds {shown}); give --out a new or empty folder. "
-            "Nothing was changed"
+            f"{path}: is not empty and not a convscope run (it holds {shown}); give --out a new or empty folder; "
+            "nothing was changed"
         )
     if (path / CONFIG).is_file() and not _is_run_config(path / CONFIG):
         raise OutputError(
-            f"{path / CONFIG}: is not a convscope run's config; give --out another folder. Nothing was changed"
+            f"{path / CONFIG}: is not a convscope run's config; give --out another folder; nothing was changed"
         )
 
 

@@ -122,7 +122,7 @@ def test_an_output_path_that_cannot_be_made_is_one_line(folder, tmp_path):
     assert proc.returncode == 2, err
     assert err.strip() == (
         f"convscope: error: {tmp_path / 'afile' / 'run'}: cannot be written, {tmp_path / 'afile'} is a file, not a "
-        "folder. Nothing was changed"
+        "folder; nothing was changed"
     )
 
 
