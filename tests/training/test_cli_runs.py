@@ -57,7 +57,11 @@ def test_ctrl_c_while_the_command_starts_is_one_line(folder, tmp_path):
     """During the imports of the first second (torch) or while the data loads: no traceback, exit 130, no folder."""
     out = tmp_path / "run"
     proc = cli(*train_args(folder, out, epochs=3))
-    time.sleep(0.8)
+    maps = Path(f"/proc/{proc.pid}/maps")
+    if maps.exists():  # torch is imported by the command, after main() took Ctrl-C in hand: from then on, whatever load
+        wait_for(lambda: "libtorch" in maps.read_text(errors="replace"), proc)
+    else:  # before main() runs (the interpreter and numpy starting) Ctrl-C is Python's own KeyboardInterrupt
+        time.sleep(0.8)
     proc.send_signal(signal.SIGINT)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
