@@ -9,12 +9,11 @@ import io
 import json
 import logging
 import os
-import signal
 import sys
 
 from rich.console import Console
 
-from convscope.errors import ConvscopeError, PeerFailed, SpecError
+from convscope.errors import EXIT_SIGPIPE, ConvscopeError, PeerFailed, SpecError
 from convscope.memory import available_memory, training_memory
 from convscope.presets import get_preset, preset_names, resolve_spec
 from convscope.shapes import infer
@@ -23,7 +22,6 @@ from convscope.spec import PADDING_WORDS, POOL_KINDS, parse_shape, shown
 from convscope.summary import formula_lines, human_bytes, summary_table, totals_lines
 
 EXIT_USAGE = 2
-EXIT_SIGPIPE = 128 + signal.SIGPIPE  # 141, as a shell reports a command that SIGPIPE ended
 
 
 class _Console(Console):

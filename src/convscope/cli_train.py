@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from convscope.cli_args import add_config_flags, add_device_flag, add_process_flags, config_settings, int_in
-from convscope.errors import ConfigError, DataError, Interrupted, SomeImagesFailed
+from convscope.errors import EXIT_SIGPIPE, ConfigError, DataError, Interrupted, SomeImagesFailed
 from convscope.recipes import TRANSFER as TRANSFER_DEFAULTS
 from convscope.signals import StopRequest
 
@@ -237,9 +237,6 @@ def show(console: Console, work, stop: StopRequest | None = None) -> None:
             EXIT_SIGPIPE,
             path=run.path,
         )
-
-
-EXIT_SIGPIPE = 128 + signal.SIGPIPE  # 141, as a shell reports a command that SIGPIPE ended
 
 
 class _Piped:

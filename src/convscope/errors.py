@@ -8,7 +8,10 @@ command ended in its own words, without "error:", and exits with a status of its
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
+
+EXIT_SIGPIPE = 128 + signal.SIGPIPE  # 141, as a shell reports a command that SIGPIPE ended (`convscope … | head`)
 
 
 class ConvscopeError(Exception):
