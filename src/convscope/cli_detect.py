@@ -146,6 +146,9 @@ def add_parsers(sub, console: Console) -> None:
     g.add_argument("--min-score", type=float_in(0, 1), default=0.3)
     g.add_argument("--out", metavar="DIR", help="where the pictures go (default RUN/detections)")
     g.add_argument(
+        "--overwrite", action="store_true", help="replace a picture of the same name that convscope did not write"
+    )
+    g.add_argument(
         "--json",
         action="store_true",
         help="print a list of {image, size: [w, h], objects: [{label, score, box, drawn}], suppressed: how many "
@@ -243,7 +246,13 @@ def cmd_detect_predict(args: argparse.Namespace, console: Console) -> None:
         out = out_folder(args.out, in_run, own_run=args.run_dir, writes="detect predict writes a folder of pictures")
     run = detector_run(args.run_dir)  # a classifier's run is refused here, before any image is read
     results = detect_images(
-        run, args.images, args.min_score, out, all_classes=args.all_classes, device=args.device or "auto"
+        run,
+        args.images,
+        args.min_score,
+        out,
+        all_classes=args.all_classes,
+        device=args.device or "auto",
+        overwrite=args.overwrite,
     )
     if args.json:
         print(json.dumps([r.to_dict() for r in results], indent=2))

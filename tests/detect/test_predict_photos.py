@@ -244,6 +244,25 @@ def test_the_picture_is_a_jpeg_for_a_jpeg_photo_and_a_png_otherwise(run_dir, tmp
     assert found.picture.stat().st_size < (3_000_000 if fmt == "JPEG" else 13_000_000)  # full size: 36 MB as PNG
 
 
+def test_a_users_file_where_a_picture_would_go_is_refused_before_any_image_is_read(run_dir, tmp_path, capsys):
+    from convscope.files import written_by_convscope
+
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(tmp_path / "photo.png")
+    out = tmp_path / "out"
+    [found] = detect_images(run_dir, [str(tmp_path / "photo.png")], out=out)
+    assert written_by_convscope(found.picture)  # marked: running it again replaces it silently
+    detect_images(run_dir, [str(tmp_path / "photo.png")], out=out)
+    found.picture.write_bytes(b"a user's own picture")
+    argv = ["detect", "predict", str(run_dir), str(tmp_path / "photo.png"), "--out", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert (
+        err == f"convscope: error: {found.picture}: exists and was not written by convscope; --overwrite replaces it\n"
+    )
+    assert found.picture.read_bytes() == b"a user's own picture"
+    assert main([*argv, "--overwrite"]) == 0 and written_by_convscope(found.picture)
+
+
 def test_help_says_which_boxes_are_listed_and_drawn(capsys):
     with pytest.raises(SystemExit):
         main(["detect", "predict", "--help"])

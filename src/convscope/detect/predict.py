@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from convscope.classify.predict import image_paths
 from convscope.data.detection.boxes import letterbox
@@ -17,10 +16,11 @@ from convscope.detect.decoding import decode, detector_maps
 from convscope.detect.draw import draw_detections
 from convscope.detect.evaluate import flips_at_test
 from convscope.errors import ConvscopeError
-from convscope.files import atomic_write_bytes
 from convscope.layers import split_outputs
 from convscope.loaded import LoadedRun, load
+from convscope.out_paths import check_file_in_folder
 from convscope.run import Run, load_run
+from convscope.show import save_image
 
 
 @dataclass(frozen=True)
@@ -120,6 +120,7 @@ def detect_images(
     out: str | Path | None = None,
     all_classes: bool = False,
     device: str = "auto",
+    overwrite: bool = False,
 ) -> list[Found]:
     """Objects in image files, folders or sample-photo names, as one Found per image (in the order given).
 
@@ -131,22 +132,27 @@ def detect_images(
     of the Found too, only counted (`suppressed`), unless `all_classes` is true: then they are listed, each with
     `same_as` naming the box drawn in its place. (Evaluation keeps every class's boxes, as COCO mAP expects.)
 
-    With `out` (a folder, made if needed), a picture per image with the drawn boxes (see convscope.detect.draw:
-    longer side at most 2000 px, labels scaled to it) is written atomically as NAME-detections.jpg (JPEG quality
-    90) when the image is a .jpg/.jpeg file, a photo whose PNG would be ten times larger, else NAME-detections.png
-    (exact pixels for scenes, drawings and screenshots). An unreadable file is reported in its Found.error and
-    the others are still processed. The network runs on `device`, or where `run` is loaded when it is a LoadedRun
+    With `out` (a folder, made if needed), a picture per image with the drawn boxes (see convscope.detect.draw: longer
+    side at most 2000 px, labels scaled to it) is written atomically as NAME-detections.jpg (JPEG quality 90) when the
+    image is a .jpg/.jpeg file, a photo whose PNG would be ten times larger, else NAME-detections.png (exact pixels for
+    scenes, drawings and screenshots), with convscope's mark; an existing file of that name that convscope did not write
+    is refused before any image is read, unless `overwrite`. An unreadable file is reported in its Found.error and the
+    others are still processed. The network runs on `device`, or where `run` is loaded when it is a LoadedRun
     (convscope.Run and the studio keep one). Raises SpecError when `run` is not a detector, CheckpointError when it
-    cannot be loaded, DataError when an item names no image, OutputError when a picture cannot be written,
-    ConfigError for a device this machine lacks.
+    cannot be loaded, DataError when an item names no image, OutputError when a picture cannot be written, ConfigError
+    for a device this machine lacks.
     """
     loaded = run if isinstance(run, LoadedRun) else None
     run = load_run(loaded.run if loaded else run)
     loaded = loaded or load(run, device)
     flip = flips_at_test(run.config)  # as evaluated: averaged with the mirror image when trained on mirrors
     head, size = run.spec.layers[-1], run.spec.input[0]
+    paths = image_paths(items)
+    if out is not None:  # every picture's place checked before any image is read: a user's file is never replaced
+        for path in paths:
+            check_file_in_folder(_picture_path(out, path), overwrite, ("detections/*",), own_run=run.path)
     results = []
-    for path in image_paths(items):
+    for path in paths:
         try:
             img = open_image(path)
         except ConvscopeError as err:
@@ -167,10 +173,10 @@ def detect_images(
         picture = None
         if out is not None:
             drawn = same < 0
-            jpeg = path.suffix.lower() in (".jpg", ".jpeg")
-            picture = Path(out) / f"{path.stem}-detections.{'jpg' if jpeg else 'png'}"
+            picture = _picture_path(out, path)
             image = draw_detections(array, boxes[drawn], scores[drawn], classes[drawn], run.data.classes)
-            _save_picture(image, picture, jpeg)
+            options = {"quality": PICTURE_JPEG_QUALITY} if picture.suffix == ".jpg" else {}
+            save_image(image, picture, **options)  # atomic, with convscope's mark (a rerun replaces it silently)
         labels = tuple(run.data.classes[int(k)] for k in classes)
         conversion = f"{describe(img)} → letterboxed to {size}×{size}"
         suppressed = 0 if all_classes else suppressed
@@ -235,10 +241,7 @@ def _pairwise_iou(boxes: np.ndarray) -> np.ndarray:
     return inter / np.maximum(area[:, None] + area[None, :] - inter, 1e-12)
 
 
-def _save_picture(image: Image.Image, path: Path, jpeg: bool) -> None:
-    buffer = io.BytesIO()
-    if jpeg:
-        image.save(buffer, "JPEG", quality=PICTURE_JPEG_QUALITY)
-    else:
-        image.save(buffer, "PNG")
-    atomic_write_bytes(path, buffer.getvalue())
+def _picture_path(out: str | Path, image: Path) -> Path:
+    """NAME-detections.jpg for a JPEG photo (its PNG would be ten times larger), else NAME-detections.png."""
+    jpeg = image.suffix.lower() in (".jpg", ".jpeg")
+    return Path(out) / f"{image.stem}-detections.{'jpg' if jpeg else 'png'}"
