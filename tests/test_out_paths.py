@@ -129,6 +129,7 @@ FOLDER_COMMANDS = {  # commands whose --out is a folder
     "detect train": ["detect", "train", "--data", "{images}", "--epochs", "1"],
     "detect predict": ["detect", "predict", "{run}", "chelsea"],
     "detect convert": ["detect", "convert", "{images}", "--to", "coco"],
+    "detect make-scenes": ["detect", "make-scenes", "--n", "10"],
 }
 
 

@@ -166,8 +166,11 @@ def add_parsers(sub, console: Console) -> None:
 
 def cmd_make_scenes(args: argparse.Namespace, console: Console) -> None:
     from convscope.data.detection.scenes import make_scenes
+    from convscope.out_paths import out_folder
 
-    path = make_scenes(args.out, args.n, seed=args.seed, size=args.size, data_dir=args.data_dir)
+    # a device, pipe, a path under a file, a read-only folder or one inside a run: refused before any scene is drawn
+    out = out_folder(args.out, writes="detect make-scenes writes a dataset folder")
+    path = make_scenes(out, args.n, seed=args.seed, size=args.size, data_dir=args.data_dir)
     console.print(f"fashion-scenes: {args.n:,} scenes of {args.size}×{args.size} in {path}; train with "
                   f"convscope detect train --data {path}")  # fmt: skip
 
