@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import logging
+import os
 import socket
 import sys
 from pathlib import Path
@@ -12,6 +14,9 @@ from convscope.cli_args import int_in
 from convscope.errors import ConfigError
 
 GRACE = 2.0  # seconds requests in flight get to finish at Ctrl-C; then they are cancelled (the trainings get 3 more)
+WORKER_WAIT = 10  # seconds a stopping studio waits for the piece of work each worker is running
+
+log = logging.getLogger("convscope.studio")
 
 
 def add_parsers(sub) -> None:
@@ -109,3 +114,9 @@ def cmd_serve(args: argparse.Namespace) -> None:
         app.state.work.close()
         app.state.jobs.close()
         app.state.uploads.close()
+        # The workers' current pieces end before the interpreter does (an exit inside torch's C++ code aborts): they
+        # take at most a few seconds (studio.guards' bounds); past WORKER_WAIT the process leaves without them.
+        if not app.state.work.join(WORKER_WAIT):
+            log.warning("convscope studio: work still running after %d s; stopping without it", WORKER_WAIT)
+            sys.stdout.flush(), sys.stderr.flush()
+            os._exit(0)

@@ -242,6 +242,20 @@ def test_the_work_queue_drops_a_waiting_request_whose_client_has_gone():
         work.close()
 
 
+def test_a_stopping_studio_waits_for_the_piece_a_worker_is_running_and_no_longer():
+    work = Work(workers=1)
+    release = threading.Event()
+    started = work.submit(lambda: release.wait(30) and "done")
+    deadline = time.monotonic() + 10
+    while not started.running() and time.monotonic() < deadline:  # the worker has taken it
+        time.sleep(0.01)
+    waiting = work.submit(lambda: "never run")
+    work.close()  # what waits is cancelled; the running piece is not interrupted
+    assert waiting.cancelled() and not work.join(0.2)  # still running: join says so after its bound
+    release.set()
+    assert work.join(5) and started.result(timeout=1) == "done"
+
+
 def files_of(folder: Path) -> dict[str, tuple[int, str]]:
     return {str(p.relative_to(folder)): (p.stat().st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest())
             for p in sorted(folder.rglob("*")) if p.is_file()}  # fmt: skip

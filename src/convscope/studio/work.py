@@ -3,8 +3,9 @@
 One worker per core, 1 to 4: the pages (GET /, /api/runs) keep being answered by the server's own threads while the
 workers are busy. A request waits in the queue until a worker is free; one whose client has gone meanwhile (the page
 closed, a newer question asked) is dropped before it starts. Work that has started is not interrupted: the field
-bounds (studio.guards) keep each piece to a few seconds at most. The workers are daemon threads, so stopping the
-studio never waits for them.
+bounds (studio.guards) keep each piece to a few seconds at most. The workers are daemon threads; a stopping studio
+waits for the piece they are running (`join`, bounded), because a process that exits while a thread is inside
+torch's C++ code aborts ("terminate called without an active exception", exit status -6).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import logging
 import os
 import queue
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
@@ -113,3 +115,11 @@ class Work:
                 item[0].cancel()
         for _ in self._threads:
             self._queue.put(None)
+
+    def join(self, seconds: float) -> bool:
+        """Wait at most `seconds` for the workers to end (after `close`: their current piece, if any). Returns
+        whether they all did."""
+        deadline = time.monotonic() + seconds
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        return not any(thread.is_alive() for thread in self._threads)
