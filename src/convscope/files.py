@@ -119,7 +119,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     except BaseException:
         _remove_quietly(tmp_name)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def check_replaceable(path: Path) -> None:
@@ -164,8 +164,9 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def _fsync_dir(folder: Path) -> None:
-    # Makes the rename itself durable. Best effort: some systems (Windows, some network mounts) cannot open a folder.
+def fsync_dir(folder: Path) -> None:
+    """Make a rename in `folder` durable (after os.replace). Best effort: some systems (Windows, some network mounts)
+    cannot open a folder."""
     with contextlib.suppress(OSError):
         fd = os.open(folder, os.O_RDONLY)
         try:

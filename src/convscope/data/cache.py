@@ -49,6 +49,7 @@ import numpy as np
 
 from convscope.data import cache_entry
 from convscope.errors import ConfigError
+from convscope.files import fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +198,7 @@ def store(k: Key, images: np.ndarray, labels: np.ndarray, skipped: list[tuple[st
         if tmp is not None:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
-    _fsync_dir(folder)
+    fsync_dir(folder)
     log.info("%d decoded images cached in %s", len(labels), path)
     trim(folder, limit)
     return path
@@ -205,16 +206,6 @@ def store(k: Key, images: np.ndarray, labels: np.ndarray, skipped: list[tuple[st
 
 def _why(err: OSError) -> str:
     return " ".join(str(err.strerror or err).split())
-
-
-def _fsync_dir(folder: Path) -> None:
-    # Makes the rename durable. Best effort: some systems cannot open a folder.
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def trim(folder: Path, limit: int) -> list[Path]:
