@@ -162,15 +162,17 @@ def _child() -> None:
 
 # ── a real full disk ──────────────────────────────────────────────────────────────────────────────────────────────
 @contextmanager
-def tmpfs(path: str | os.PathLike, size: str) -> Iterator[Path]:
-    """A tmpfs of `size` bytes ("8m") mounted on `path` (made if missing) for the body, unmounted after it. Skips
-    the calling test, saying why, where it cannot be mounted (not root, or no right to mount in this container)."""
+def tmpfs(path: str | os.PathLike, size: str, options: str = "") -> Iterator[Path]:
+    """A tmpfs of `size` bytes ("8m") mounted on `path` (made if missing) for the body, unmounted after it; `options`
+    adds mount options ("ro": a read-only file system, which root cannot write either). Skips the calling test,
+    saying why, where it cannot be mounted (not root, or no right to mount in this container)."""
     import pytest
 
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-                             capture_output=True, text=True)  # fmt: skip
+    settings = ",".join(filter(None, (options, f"size={size}")))
+    command = ["mount", "-t", "tmpfs", "-o", settings, "tmpfs", str(path)]
+    mounted = subprocess.run(command, capture_output=True, text=True)
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.strip() or mounted.returncode})")
     try:

@@ -1,10 +1,10 @@
 """A disk that fills up while convscope writes a picture, an export or the report: one line naming the file, the
 previous file left as it was, no empty file, no temporary file; a training whose report cannot be written is saved."""
 
-import subprocess
 from pathlib import Path
 
 import pytest
+from fault_harness import tmpfs
 from helpers import make_folder
 
 from convscope.cli import main
@@ -29,13 +29,8 @@ def run_dir(images, tmp_path_factory):
 @pytest.fixture
 def small_disk(tmp_path):
     """A folder on a tmpfs of its own (16 MiB) that the test can fill up; mounting needs root."""
-    folder = tmp_path / "disk"
-    folder.mkdir()
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(folder)], capture_output=True)
-    if made.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root): {made.stderr.decode().strip()}")
-    yield folder
-    subprocess.run(["umount", str(folder)], check=True)
+    with tmpfs(tmp_path / "disk", "16m") as folder:
+        yield folder
 
 
 def fill(folder: Path) -> Path:

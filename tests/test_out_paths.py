@@ -4,9 +4,9 @@ run folder, and (without --overwrite) an existing file convscope did not write."
 
 import os
 import stat
-import subprocess
 
 import pytest
+from fault_harness import tmpfs
 from helpers import make_folder, train_args
 
 from convscope.cli import main
@@ -41,13 +41,8 @@ def places(tmp_path):
 @pytest.fixture
 def read_only(tmp_path):
     """A folder on a read-only file system (root ignores file modes, not a read-only mount)."""
-    folder = tmp_path / "read-only"
-    folder.mkdir()
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(folder)], capture_output=True)
-    if made.returncode != 0:
-        pytest.skip(f"cannot mount a read-only tmpfs here (needs root): {made.stderr.decode().strip()}")
-    yield folder
-    subprocess.run(["umount", str(folder)], check=True)
+    with tmpfs(tmp_path / "read-only", "64k", "ro") as folder:
+        yield folder
 
 
 def _refused(argv, capsys, *words) -> str:

@@ -9,11 +9,11 @@ import logging
 import os
 import pickle
 import shutil
-import subprocess
 import time
 
 import numpy as np
 import pytest
+from fault_harness import tmpfs
 from helpers import make_folder
 from PIL import Image
 from safetensors.torch import load_file
@@ -458,16 +458,8 @@ def test_training_gives_the_same_weights_with_the_cache_cold_warm_and_off(images
 
 
 def test_training_on_a_full_disk_is_one_warning_and_the_same_weights(images, weights_without_cache, tmp_path, caplog):
-    full = tmp_path / "full"
-    full.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(full)], capture_output=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"a 64 kB tmpfs cannot be mounted here ({mounted.stderr.decode().strip()[:100]})")
-    try:
-        with pytest.MonkeyPatch.context() as m:
-            weights = _weights(images, tmp_path / "run", full, m)  # 96 images of 28×28: 75 kB, past its 64 kB
+    with tmpfs(tmp_path / "full", "64k") as full, pytest.MonkeyPatch.context() as m:
+        weights = _weights(images, tmp_path / "run", full, m)  # 96 images of 28×28: 75 kB, past its 64 kB
         [warning] = cache_warnings(caplog)
         assert "No space left on device" in warning and list(full.iterdir()) == []
         assert _equal(weights, weights_without_cache)
-    finally:
-        subprocess.run(["umount", str(full)], check=True)
