@@ -76,3 +76,16 @@ def shared_data(name: str) -> Path:
     if not path.is_dir():
         pytest.skip(f"{path} is not on this machine (real data shared by the team; see its README)")
     return path
+
+
+# The smallest detector on the EfficientNet-Lite0 base: 64×64 inputs, the base cut at stride 16, the 10 Fashion-MNIST
+# classes (fashion-scenes).
+TINY_LITE0_DET = {
+    "name": "tiny-lite0-det",
+    "input": "64x64x3",
+    "layers": [
+        {"base": {"arch": "efficientnet-lite0", "stride": 16}},
+        {"conv": {"filters": 16, "size": 3, "padding": "same"}},
+        {"detect": {"classes": 10, "channels": 8}},
+    ],
+}

