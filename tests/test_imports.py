@@ -150,6 +150,7 @@ FLOORS: list[tuple[str, ...]] = [
         "convscope.recipes",
         "convscope.data",
         "convscope.builder",
+        "convscope.fused",  # an inference copy of a built network, batchnorms folded into convs
         "convscope.memory",
         "convscope.plots",
         "convscope.explain",

@@ -113,7 +113,7 @@ def predict(
         check_regular_file(run, "model file", CheckpointError)
         return predict_onnx(run, items, top_k)
     loaded = load(run, device)
-    predictor = with_test_flips(loaded.model, loaded.run.config)
+    predictor = with_test_flips(loaded.fused, loaded.run.config)
 
     def logits_of(x: torch.Tensor) -> torch.Tensor:
         return class_scores(predictor(x).float().cpu(), loaded)
@@ -134,7 +134,7 @@ def predict_image(loaded: LoadedRun, image, top_k: int = 3) -> Prediction:
     import torch
 
     picture = loaded.fit(image)
-    predictor = with_test_flips(loaded.model, loaded.run.config)
+    predictor = with_test_flips(loaded.fused, loaded.run.config)
     with torch.inference_mode():
         logits = class_scores(predictor(loaded.tensor(picture)).float().cpu(), loaded)
     return Prediction(picture.name, top_classes(logits, loaded.classes, top_k), picture.conversion, "", picture.array)

@@ -160,7 +160,7 @@ def detect_images(
             continue
         array = to_array(img, 3)  # H×W×3 uint8, upright
         boxed, scale, pad = letterbox(array, size)
-        out_maps = detector_maps(loaded.model, loaded.tensor(boxed), flip)
+        out_maps = detector_maps(loaded.fused, loaded.tensor(boxed), flip)
         [(boxes, scores, classes)] = decode(*split_outputs(out_maps, head.classes), stride=head.stride)
         boxes, scores, classes = boxes.float().cpu(), scores.float().cpu(), classes.cpu()
         keep = (scores >= min_score).numpy()
