@@ -273,3 +273,60 @@ def competitor_rate(seconds: float = 2.0) -> float:
     with Competitors(1, seconds + 60) as c:
         time.sleep(seconds)
     return c.loops_per_s[0] if c.loops_per_s else float("nan")
+
+
+# -- additions for net_throughput.py ----------------------------------------------------------------------------------
+# OpenMP / MKL settings that change how many threads an engine runs or how they wait: removed from each engine
+# subprocess's environment (clean_env), so that every engine gets only the settings it sets itself.
+THREAD_VARS = (
+    "OMP_WAIT_POLICY",
+    "GOMP_SPINCOUNT",
+    "KMP_BLOCKTIME",
+    "KMP_AFFINITY",
+    "OMP_PROC_BIND",
+    "OMP_PLACES",
+    "OMP_DYNAMIC",
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "MKL_THREADING_LAYER",
+)
+
+
+def clean_env(extra: dict | None = None) -> dict:
+    """This process's environment less THREAD_VARS, plus `extra`: an engine subprocess's whole environment."""
+    return {**{k: v for k, v in os.environ.items() if k not in THREAD_VARS}, **(extra or {})}
+
+
+def cpu_flags(wanted: tuple[str, ...] = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")) -> list:
+    """Which of the `wanted` /proc/cpuinfo flags this CPU has (the ones that decide matmul speed); [] off Linux."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8")
+    except OSError:
+        return []
+    line = next((x for x in text.splitlines() if x.startswith("flags")), "")
+    flags = set(line.partition(":")[2].split())
+    return [f for f in wanted if f in flags]
+
+
+def matmul_peak(threads: int, dtype: str = "float32", n: int = 2048, repeats: int = 7) -> dict:
+    """Measured n×n matmul speed at `threads` threads in GFLOP/s (2·n³ per product), `repeats` times after a
+    warm-up: {"dtype", "n", "median", "best", "samples"}. dtype: "float32" or "bfloat16" (inputs and output in it)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        g = torch.Generator().manual_seed(0)
+        kind = getattr(torch, dtype)
+        a = torch.randn(n, n, generator=g).to(kind)
+        b = torch.randn(n, n, generator=g).to(kind)
+        out = torch.empty(n, n, dtype=kind)
+        torch.mm(a, b, out=out)  # warm-up: thread pool, page faults, oneDNN's kernel choice
+        samples = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            torch.mm(a, b, out=out)
+            samples.append(2 * n**3 / (time.perf_counter() - t0) / 1e9)
+    finally:
+        torch.set_num_threads(previous)
+    return {"dtype": dtype, "n": n, "median": statistics.median(samples), "best": max(samples), "samples": samples}
