@@ -68,8 +68,12 @@ def detector_maps(model, x: torch.Tensor, flip: bool = False) -> torch.Tensor:
     out = model(x)
     if not flip:
         return out
-    k = model.spec.layers[-1].classes
-    mirror = model(x.flip(-1)).flip(-1)
+    return mirror_average(out, model(x.flip(-1)).flip(-1), model.spec.layers[-1].classes)
+
+
+def mirror_average(out: Tensor, mirror: Tensor, classes: int) -> Tensor:
+    """detector_maps' average of the maps `out` (N×(K+4)×h×w) with `mirror`, the mirror images' maps flipped back."""
+    k = classes
     heat = (out[:, :k].sigmoid() + mirror[:, :k].sigmoid()) / 2
     size = (out[:, k : k + 2] + mirror[:, k : k + 2]) / 2
     return torch.cat([torch.logit(heat, eps=1e-6), size, out[:, k + 2 :]], dim=1)

@@ -18,6 +18,7 @@ from convscope.data.detection.augment import augments
 from convscope.data.detection.boxes import DetectionSplit
 from convscope.data.detection.coco import coco_json_images, load_coco
 from convscope.data.detection.load import load_detection
+from convscope.detect.cache import Features
 from convscope.detect.decoding import decode, detector_maps
 from convscope.detect.loss import detection_loss
 from convscope.detect.metrics import DetectionMetrics, coco_evaluate, plot_pr_curves
@@ -32,11 +33,18 @@ from convscope.spec_layers import Detect
 
 @torch.inference_mode()
 def detect_split(
-    model, split: DetectionSplit, mean: torch.Tensor, std: torch.Tensor, flip: bool = False, device=None
+    model,
+    split: DetectionSplit,
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    flip: bool = False,
+    device=None,
+    features: Features | None = None,
 ) -> tuple[list, float]:
     """Detections (numpy boxes, scores, classes) for every image of `split`, and the mean loss against its boxes.
     flip: average with the mirror images' maps (detector_maps). The batches run on `device` (default: where mean
-    and std are), the detections come back to the CPU."""
+    and std are), the detections come back to the CPU. `features`: the frozen base's features of the split's images
+    (detect.cache), so that only the head runs."""
     model.train(False)
     device = mean.device if device is None else device
     mean, std = mean.to(device), std.to(device)
@@ -45,8 +53,11 @@ def detect_split(
     found, loss_sum = [], 0.0
     step = batch_for(images, 256)
     for start in range(0, len(images), step):
-        x = normalise(images[start : start + step].to(device, non_blocking=True), mean, std)
-        out = detector_maps(model, x, flip).float()
+        if features is not None:
+            out = features.maps(model, slice(start, start + step), flip).float()
+        else:
+            x = normalise(images[start : start + step].to(device, non_blocking=True), mean, std)
+            out = detector_maps(model, x, flip).float()
         targets = split.targets[start : start + step]
         boxes = [torch.from_numpy(t.xyxy).to(device) for t in targets]
         classes = [torch.from_numpy(t.classes).to(device) for t in targets]
@@ -157,5 +168,5 @@ def load_test_split(run: Run, data: str | None = None, data_dir: str | None = No
 def _detect(run: Run, split: DetectionSplit, device: torch.device) -> list:
     """The best weights' detections on every image of `split`, as detect_split gives them."""
     loaded = load(run, device)
-    found, _loss = detect_split(loaded.fused, split, loaded.mean, loaded.std, flips_at_test(run.config), device)
+    found, _loss = detect_split(loaded.model, split, loaded.mean, loaded.std, flips_at_test(run.config), device)
     return found

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 
@@ -17,6 +18,7 @@ from convscope.config import TrainConfig
 from convscope.data.detection.augment import augments, flip, scale_translate
 from convscope.data.detection.boxes import DetectionDataset, DetectionSplit, hold_out
 from convscope.data.detection.load import load_detection, log_label_problems
+from convscope.detect.cache import Features, base_features
 from convscope.detect.evaluate import (
     detect_split,
     detection_of,
@@ -29,7 +31,6 @@ from convscope.detect.loss import detection_loss
 from convscope.detect.metrics import DetectionMetrics, plot_pr_curves
 from convscope.errors import ConfigError, DataError, SpecError
 from convscope.files import atomic_write_text
-from convscope.fused import inference_copy
 from convscope.preprocess import channel_stats, normalise, run_stats, to_tensor
 from convscope.run import COCO_EVAL, PR_CURVES, Run
 from convscope.spec import Detect, NetSpec
@@ -49,8 +50,8 @@ class DetectTask(Task):
         h, w, c = spec.input
         if h != w or c != 3:
             raise SpecError(f"{spec.name}: a detector takes square color images (S×S×3). Received input {h}×{w}×{c}")
-        if config.per_class or config.cache_features:  # boxes move with augmentation: no cached features
-            raise ConfigError("per_class and cache_features are for classification, not detection")
+        if config.per_class:
+            raise ConfigError("per_class is for classification, not detection")
         augments(config)  # a bad setting fails before any data is read
         return load_detection(config.data, config.data_dir, h, config.val_fraction, config.seed)
 
@@ -81,6 +82,9 @@ class DetectTask(Task):
         self.augments = augments(self.config)
         self.head_layer: Detect = run.spec.layers[-1]
         self.mean, self.std = (t.to(device) for t in run_stats(run))
+        # phase 1 with cache_features: the frozen base's features of the training and validation images (detect.cache)
+        self.features: Features | None = None
+        self.val_features: Features | None = None
         self.metrics: DetectionMetrics | None = None  # of the test split, and its detections:
         self.found: list = []
 
@@ -89,17 +93,41 @@ class DetectTask(Task):
         data again and logs what it finds again."""
         log_label_problems(self.source, self.label_problems)
 
+    # -- a frozen base's features, computed once (cache_features: detect/cache.py) --------------------------------
+    def start_phase(self, model: torch.nn.Module, phase: int, epoch: int) -> None:
+        self.features = self.val_features = None
+        if phase == 1 and self.config.cache_features and epoch < self.config.epochs:
+            started = time.perf_counter()
+            self.features = base_features(model.base, self.train_x, self.mean, self.std, self.device)
+            if self.val is not None:
+                images = to_tensor(self.val.images)
+                self.val_features = base_features(model.base, images, self.mean, self.std, self.device)
+            cached = [f for f in (self.features, self.val_features) if f is not None]
+            log.info(
+                "cached the frozen base's features of %d images and of their mirror images in %.1f s (%.0f MiB)%s",
+                sum(len(f) for f in cached),
+                time.perf_counter() - started,
+                sum(f.nbytes for f in cached) / 2**20,
+                "; phase 1 trains without scale augmentation" if "scale" in self.augments else "",
+            )
+
     def batches(self, index: list[torch.Tensor]) -> Iterator[tuple]:
-        """(images, boxes, classes) per batch, all on the device: uint8 N×C×H×W, and per image n×4 and n."""
+        """(images, boxes, classes) per batch, all on the device: uint8 N×C×H×W, and per image n×4 and n; on cached
+        features, the batch's positions in the training split instead of its images."""
         device = self.device
         for part in index:
-            images = self.train_x[part].to(device, non_blocking=True)
+            images = part if self.features is not None else self.train_x[part].to(device, non_blocking=True)
             boxes = [self.train_boxes[i].to(device, non_blocking=True) for i in part]
             classes = [self.train_classes[i].to(device, non_blocking=True) for i in part]
             yield images, boxes, classes
 
     def loss(self, model, batch, generator: torch.Generator) -> tuple[torch.Tensor, int, int]:
         images, boxes, classes = batch
+        if self.features is not None:  # the frozen base's output, computed once; mirrored as flip() would
+            x = self.features.plain[images.to(self.features.plain.device)]
+            if "flip" in self.augments:
+                x, boxes = self.features.draw(images, boxes, self.train_x.shape[3], generator)
+            return detection_loss(model.forward_head(x), boxes, classes, self.head_layer), 0, len(images)
         x = normalise(images, self.mean, self.std)
         if "flip" in self.augments:
             x, boxes = flip(x, boxes, generator)
@@ -107,16 +135,18 @@ class DetectTask(Task):
             x, boxes, classes = scale_translate(x, boxes, classes, generator)
         return detection_loss(model(x), boxes, classes, self.head_layer), 0, len(images)
 
-    def _evaluate_split(self, model, split: DetectionSplit) -> tuple[DetectionMetrics, float]:
-        fused = inference_copy(model)  # batchnorms folded: the same maps, less work; `model` itself untouched
-        found, loss = detect_split(fused, split, self.mean, self.std, flips_at_test(self.config), self.device)
+    def _evaluate_split(
+        self, model, split: DetectionSplit, features: Features | None = None
+    ) -> tuple[DetectionMetrics, float]:
+        flip = flips_at_test(self.config)
+        found, loss = detect_split(model, split, self.mean, self.std, flip, self.device, features)
         self.found = found
         return split_metrics(split, found, self.run.data.classes), loss
 
     def validate(self, model) -> dict[str, float]:
         if self.val is None:
             return dict.fromkeys(self.validation_keys, math.nan)
-        metrics, loss = self._evaluate_split(model, self.val)
+        metrics, loss = self._evaluate_split(model, self.val, self.val_features)
         return {"val_loss": loss, "val_map50": metrics.map50, "val_map50_95": metrics.map50_95}
 
     def score(self, row: dict[str, float]) -> float:
