@@ -1,17 +1,21 @@
-"""Inference speed of one network on this CPU: eager PyTorch vs ONNX Runtime vs torch.compile.
+"""Inference speed of one network on this CPU: eager PyTorch, batchnorms folded, ONNX Runtime, torch.compile.
 
     .venv/bin/python bench/inference.py                                   # fashion-fast, random weights
     .venv/bin/python bench/inference.py --model fashion-fast --model cifar-3conv --threads 2
     .venv/bin/python bench/inference.py --run runs/fashion-fast-fashion-mnist --json /tmp/inference.json
+    .venv/bin/python bench/inference.py --model cifar-fast --model lite0-224 --engine eager --engine fused --threads 2
 
 For each network and batch size (1 and 256 by default) it reports images/s and the p50 / p99 latency of one batch for
-  eager          the model in eval mode under torch.inference_mode (what `convscope predict` and `evaluate` run)
+  eager          the model in eval mode under torch.inference_mode (what `convscope predict` and `evaluate` ran)
+  fused          the same with each batchnorm folded into its conv (convscope.fused.inference_copy: what they run now)
   onnxruntime    the file `convscope.export` writes (checked against eager), CPUExecutionProvider
   torch.compile  inductor, one compile per batch size (dynamic=False); its compile time is reported separately
 all with the same number of threads, and all computing the same thing: the run's predictor (`load_predictor`), which
 is also what export writes, so a run with flip test-time augmentation is two passes (image and mirror) in all three.
 The speed of a network does not depend on its weights, so a preset's random initialisation is measured unless --run
-gives a trained run; a preset is measured as one pass, without test-time flips.
+gives a trained run; a preset is measured as one pass, without test-time flips. Besides the presets, --model takes
+`lite0-224`: the EfficientNet-Lite0 base at 224×224×3 with a global average pool and dense 10 (a transfer classifier).
+--engine picks engines (default all; torch.compile of lite0-224 at batch 256 takes minutes on 2 cores).
 
 How it measures: every engine is warmed up, then the engines take turns, in a different order each round, for
 --rounds rounds of about --seconds each. Each round gives images/s (batch / its median batch latency) and its p50
@@ -35,7 +39,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402 (bench/ is not a package: scripts run as files)
 
 DEFAULT_JSON = Path(__file__).parent / "results" / "inference.json"
-ENGINES = ("eager", "onnxruntime", "torch.compile")
+ENGINES = ("eager", "fused", "onnxruntime", "torch.compile")
+# Networks that are no preset, by name: a spec as convscope.spec.NetSpec.from_dict takes it.
+EXTRA_MODELS = {
+    "lite0-224": {
+        "name": "lite0-224",
+        "input": "224x224x3",
+        "layers": [
+            {"base": {"arch": "efficientnet-lite0", "weights": "none"}},
+            "global_pool",
+            {"dense": {"units": 10}},
+        ],
+    },
+}
 QUIET_IDLE_PERCENT = 90  # less CPU idle than this at the start: say the numbers were taken on a busy machine
 
 
@@ -76,8 +92,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=5, help="turns per engine (default 5)")
     p.add_argument("--seconds", type=float, default=0.5, help="length of one turn (default 0.5 s)")
     p.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"default {DEFAULT_JSON}")
+    p.add_argument("--engine", action="append", choices=ENGINES, help="engines to time (repeatable; default all)")
     args = p.parse_args(argv)
     args.batch = args.batch or [1, 256]
+    args.engine = [e for e in ENGINES if e in (args.engine or ENGINES)]  # in ENGINES' order, each once
     if not args.run and not args.model:
         args.model = ["fashion-fast"]
     return args
@@ -102,16 +120,18 @@ def preset_run(preset: str, folder: Path):
     from convscope.config import TrainConfig
     from convscope.presets import resolve_spec
     from convscope.run import DataInfo, Run
+    from convscope.spec import NetSpec
     from convscope.weights import save_weights
 
     torch.manual_seed(0)
-    spec = resolve_spec(preset)
+    spec = NetSpec.from_dict(EXTRA_MODELS[preset]) if preset in EXTRA_MODELS else resolve_spec(preset)
     model = build(spec)
     last, channels = spec.layers[-1], spec.input[2]
     classes = tuple(str(i) for i in range(getattr(last, "units", None) or last.classes))  # dense or detect
     data = DataInfo("random", classes, (0.5,) * channels, (0.25,) * channels)
     # tta_flip off: the network itself, one pass (a run of data "random" would otherwise average mirror images)
-    run = Run(folder, TrainConfig(model=preset, data="random", tta_flip=False), spec, data)
+    model_name = str(folder / "spec.yaml") if preset in EXTRA_MODELS else preset  # a spec file names the model then
+    run = Run(folder, TrainConfig(model=model_name, data="random", tta_flip=False), spec, data)
     folder.mkdir(parents=True)
     (folder / "spec.yaml").write_text(spec.to_yaml())
     (folder / "config.yaml").write_text(run.config_yaml())
@@ -120,36 +140,50 @@ def preset_run(preset: str, folder: Path):
 
 
 # ── the engines ───────────────────────────────────────────────────────────────────────────────────────────────────
-def make_engines(run, batches: list[int], threads: int, folder: Path) -> tuple[dict, dict, float]:
-    """{engine: {batch: call()}}, torch.compile's seconds per batch size, and the export's max abs diff."""
+def make_engines(run, batches: list[int], threads: int, folder: Path, names: list[str]) -> tuple[dict, dict, dict]:
+    """{engine: {batch: call()}} for the engines in `names`, torch.compile's seconds per batch size, and each other
+    engine's max abs difference from eager's outputs (the ONNX one as the export checked it)."""
     import numpy as np
-    import onnxruntime as ort
     import torch
 
-    from convscope.export import export
+    from convscope.fused import inference_copy
     from convscope.loaded import load
     from convscope.tasks import task_of
 
     model = task_of(run).predictor(load(run, "cpu").model, run.config)  # what export writes: mirror-averaged if so
-    exported = export(run, "onnx", folder / "model.onnx")
-    options = ort.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-    session = ort.InferenceSession(str(exported.path), options, ["CPUExecutionProvider"])
-    compiled = torch.compile(model, dynamic=False)
+    fused, diffs = inference_copy(model), {}
+    if "onnxruntime" in names:
+        import onnxruntime as ort
+
+        from convscope.export import export
+
+        exported = export(run, "onnx", folder / "model.onnx")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+        session = ort.InferenceSession(str(exported.path), options, ["CPUExecutionProvider"])
+        diffs["onnxruntime"] = exported.max_abs_diff
+    compiled = torch.compile(model, dynamic=False) if "torch.compile" in names else None
     h, w, c = run.spec.input
-    engines: dict[str, dict] = {name: {} for name in ENGINES}
+    engines: dict[str, dict] = {name: {} for name in names}
     compile_seconds = {}
     for n in batches:
         x = torch.randn(n, c, h, w, generator=torch.Generator().manual_seed(n))
         x_torch = x.contiguous(memory_format=torch.channels_last)
         x_numpy = np.ascontiguousarray(x.numpy())
         engines["eager"][n] = torch_call(model, x_torch)
-        engines["onnxruntime"][n] = lambda x_numpy=x_numpy: session.run(None, {"images": x_numpy})
-        engines["torch.compile"][n] = torch_call(compiled, x_torch)
-        start = time.perf_counter()
-        engines["torch.compile"][n]()  # the first call compiles for this batch size
-        compile_seconds[n] = time.perf_counter() - start
-    return engines, compile_seconds, exported.max_abs_diff
+        if "fused" in names:
+            engines["fused"][n] = torch_call(fused, x_torch)
+            diffs["fused"] = max(
+                diffs.get("fused", 0.0), float((engines["fused"][n]() - engines["eager"][n]()).abs().max())
+            )
+        if "onnxruntime" in names:
+            engines["onnxruntime"][n] = lambda x_numpy=x_numpy: session.run(None, {"images": x_numpy})
+        if compiled is not None:
+            engines["torch.compile"][n] = torch_call(compiled, x_torch)
+            start = time.perf_counter()
+            engines["torch.compile"][n]()  # the first call compiles for this batch size
+            compile_seconds[n] = time.perf_counter() - start
+    return engines, compile_seconds, diffs
 
 
 def torch_call(model, x):
@@ -168,21 +202,22 @@ def bench_network(network: tuple[str, object], args: argparse.Namespace, onnx_fo
     import torch._dynamo
 
     torch._dynamo.reset()  # each network compiles from scratch
-    engines, compile_seconds, diff = make_engines(run, args.batch, args.threads, onnx_folder)
+    names = ["eager", *(e for e in args.engine if e != "eager")]  # eager always: the baseline
+    engines, compile_seconds, diffs = make_engines(run, args.batch, args.threads, onnx_folder, names)
     rows, others = [], {}
     for n in args.batch:
-        calls = {name: engines[name][n] for name in ENGINES}
+        calls = {name: engines[name][n] for name in names}
         for call in calls.values():
             warm_up(call)
         watch = OtherJobs()
         latencies = interleaved(calls, args.rounds, args.seconds)
         others[str(n)] = watch.cpu_percent()
-        rows += [summarise(name, n, latencies[name]) for name in ENGINES]
+        rows += [summarise(name, n, latencies[name]) for name in names]
     result = {
         "network": label,
         "input_hwc": list(run.spec.input),
         "threads": args.threads,
-        "onnx_max_abs_diff": diff,
+        "max_abs_diff_vs_eager": diffs,  # per engine: fused (its own check), onnxruntime (export's check)
         # The sidecar's name for it: the logits are the average over the image and its mirror (two passes).
         "mirror_averaged": run.config.flips_at_test() and run.spec.layers[-1].layer_type != "detect",
         "compile_seconds": {str(n): s for n, s in compile_seconds.items()},
@@ -307,8 +342,8 @@ def cpu_idle_percent(seconds: float = 2.0) -> float | None:
 def print_table(result: dict) -> None:
     h, w, c = result["input_hwc"]
     passes = "image + mirror averaged" if result["mirror_averaged"] else "one pass"
-    print(f"\n{result['network']} ({h}×{w}×{c}, {passes}, {result['threads']} threads; ONNX max abs diff vs eager "
-          f"{result['onnx_max_abs_diff']:.2g})")  # fmt: skip
+    diffs = ", ".join(f"{name} {d:.2g}" for name, d in result["max_abs_diff_vs_eager"].items()) or "none"
+    print(f"\n{result['network']} ({h}×{w}×{c}, {passes}, {result['threads']} threads; max abs diff vs eager: {diffs})")
     common.print_table(
         ["engine", "batch", "images/s", "p50 ms", "p99 ms"],
         [
@@ -317,7 +352,8 @@ def print_table(result: dict) -> None:
         ],
     )
     compile_text = ", ".join(f"batch {n}: {s:.1f} s" for n, s in result["compile_seconds"].items())
-    print(f"torch.compile time (cold cache): {compile_text}")
+    if compile_text:
+        print(f"torch.compile time (cold cache): {compile_text}")
     others = ", ".join(f"batch {n}: {p}%" for n, p in result["other_jobs_cpu_percent"].items())
     print(f"CPU used by other jobs while timing (% of all cores): {others}")
 
