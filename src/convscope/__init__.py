@@ -3,13 +3,14 @@
 import os as _os
 import sys as _sys
 
-# PyTorch's OpenMP threads spin while they wait for work; on a machine where another program keeps a core busy, the
-# spinning threads and the program take turns and training falls to a tenth of its speed (bench/train_throughput.py
-# --busy). Passive waiting (threads sleep) keeps most of it. OpenMP reads this once, when torch loads, so it is set
-# here, before anything imports torch, and only as a default: a value the user set wins. Python API users who import
-# torch before convscope set it themselves (README, "A busy machine").
-if "torch" not in _sys.modules:
-    _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# PyTorch's OpenMP threads (libgomp) wait for work by spinning 300,000 times before they sleep. Beside another busy
+# program that spin takes turns with it and training falls to a third of its speed or less; never spinning (passive
+# waiting) costs a quarter of the speed on a quiet machine. A short spin of 10,000 is as fast as spinning when the
+# machine is quiet, and the trainer's auto-tuning (training/autotune.py) moves to fewer threads when it is busy
+# (bench/train_throughput.py --busy 0,1 measures both). OpenMP reads this once, when torch loads, so it is set here,
+# before anything imports torch, and only as a default: a wait policy or spin count the user set wins.
+if "torch" not in _sys.modules and "OMP_WAIT_POLICY" not in _os.environ:
+    _os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 
 from convscope.errors import (
     CheckpointError,

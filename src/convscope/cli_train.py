@@ -270,6 +270,9 @@ class _Piped:
     def on_start(self, run, epochs, batches, epoch):
         self._show(self.bar.on_start, run, epochs, batches, epoch)
 
+    def on_note(self, line):
+        self._show(self.bar.on_note, line)
+
     def on_batch(self, epoch, batch, loss, accuracy, images_per_s):
         self._show(self.bar.on_batch, epoch, batch, loss, accuracy, images_per_s)
         self._say()

@@ -135,17 +135,19 @@ class TrainConfig:
     )
     # bf16: the forward pass in bfloat16 (torch.autocast; weights, optimizer and evaluation stay float32). Much faster
     # on CPUs with bf16 instructions (AMX or AVX512-BF16: cifar-3conv trained 2.0x faster here), slower on CPUs
-    # without. auto: bf16 on such CPUs, else fp32 (training.runtime.uses_bf16).
+    # without. auto (the default): on the CPU, bf16 only where it measures faster at the start of the run
+    # (training/autotune.py), float32 for runs too short to measure; on a GPU, device.autocast_dtype's rule.
     precision: str = field(
-        default="fp32",
+        default="auto",
         metadata={
-            "help": "bf16: much faster on CPUs with AMX or AVX512-BF16; auto: bf16 on those (default fp32)",
+            "help": "fp32, bf16, or auto (default): bf16 only where it measures faster on this machine",
             "choices": PRECISIONS,
         },
     )
     seed: int = field(default=0, metadata={"help": "for the split, initialisation, order and augmentation (default 0)"})
     threads: int | None = field(
-        default=None, metadata={"help": "torch CPU threads (default: all cores)", "metavar": "N"}
+        default=None,
+        metadata={"help": "torch CPU threads (default: the fastest count, measured at the start)", "metavar": "N"},
     )
     # Where the model, the batches, augmentation and the loss run: auto (CUDA when a GPU is there, then Apple's MPS,
     # else the CPU), cpu, cuda, cuda:N or mps (convscope.device).

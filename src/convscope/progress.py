@@ -55,6 +55,7 @@ class ProgressBar(Callback):
         self.epochs, self.batches = epochs, batches
         device = resolve_device(run.config.device)
         # Said once training starts, not before: a refused command prints only its one-line error.
+        # (on the CPU, the threads and precision the trainer chooses are said by on_note, once chosen)
         for line in (run.config.recipe_line(), precision_line(device, run.config.precision), device_line(device)):
             if line:
                 self.console.print(line, style="dim", highlight=False)
@@ -70,6 +71,9 @@ class ProgressBar(Callback):
             acc="",
             speed=0.0,
         )
+
+    def on_note(self, line):
+        self.progress.console.print(line, style="dim", highlight=False)
 
     def on_batch(self, epoch, batch, loss, accuracy, images_per_s):
         self.progress.update(

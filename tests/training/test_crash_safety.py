@@ -62,7 +62,8 @@ def test_the_write_boundaries_are_the_ones_expected(straight):
     # evaluation.json: the test evaluation (per class, confusion), saved so viewers read it instead of computing it;
     # confusion.png, its picture, is written atomically like every other picture
     tested = ["confusion.png", "evaluation.json", "results.json"]
-    assert calls == ["spec.yaml", "config.yaml", *per_epoch, *per_epoch, *tested]
+    # config.yaml twice: the run's settings, then the threads and precision chosen when training starts (autotune)
+    assert calls == ["spec.yaml", "config.yaml", "config.yaml", *per_epoch, *per_epoch, *tested]
 
 
 @pytest.mark.parametrize(

@@ -53,11 +53,14 @@ def test_train_with_settings_uses_the_recipe_and_the_cli_says_so(tmp_path, capsy
     assert run.config.optimizer == "sgd" and run.config.label_smoothing == 0.2 and run.config.val_fraction == 0.02
     log = (run.path / "train.log").read_text()
     assert "cifar-fast trains with its recipe: epochs 1 (given; recipe 14), batch_size 8 (given; recipe 256)" in log
-    assert "precision auto: " in log  # resolved to bf16 or fp32 for this CPU
+    assert "threads and precision: 1 thread, " in log  # threads given; precision auto: fp32 unless bf16 measures faster
     argv = ["train", "--model", "cifar-fast", "--data", str(folder), "--epochs", "1", "--batch-size", "8"]
     assert main([*argv, "--threads", "1", "--out", str(tmp_path / "cli")]) == 0
     shown = capsys.readouterr().out
-    assert "cifar-fast trains with its recipe: epochs 1 (given; recipe 14)" in shown and "precision auto: " in shown
+    assert (
+        "cifar-fast trains with its recipe: epochs 1 (given; recipe 14)" in shown
+        and "threads and precision: 1 thread" in shown
+    )
 
 
 @pytest.mark.parametrize(

@@ -113,6 +113,10 @@ class EpochBars(Callback):
         ]
         print("\n".join(line for line in lines if line), flush=True)
 
+    def on_note(self, line: str) -> None:
+        if self.verbose:
+            print(line, flush=True)
+
     def on_batch(self, epoch: int, batch: int, loss: float, accuracy, images_per_s: float) -> None:
         if self.verbose != 1:
             return

@@ -17,10 +17,11 @@ from typing import Any
 
 import torch
 
-from convscope.config import TrainConfig
+from convscope.config import MAX_THREADS, TrainConfig
 from convscope.errors import CheckpointError, ConfigError, OutputError
 from convscope.files import atomic_write_bytes
 from convscope.run import CHECKPOINT, METRICS, REPORT, Run, weights_file
+from convscope.training.autotune import Tuning
 from convscope.training.checkpoint_file import MAX_COUNT, Checkpoint, restore, save_checkpoint
 from convscope.training.metrics_csv import write_metrics
 from convscope.training.task import Task
@@ -190,6 +191,8 @@ class Checkpointing:
             "train_seconds": self.seconds["train_seconds"] + now - self.fit_started,
             "wall_seconds": self.seconds["wall_seconds"] + now - self.started,
         }
+        if self.tuning is not None:  # the threads and precision in effect: a resumed run continues with them
+            extra["tuning"] = self.tuning.to_dict()
         if self.scaler.is_enabled():  # fp16 on CUDA: the loss scale it has found
             extra["grad_scaler"] = self.scaler.state_dict()
         if ranks is not None:
@@ -232,6 +235,8 @@ class Checkpointing:
         self.best_weights = saved.best if self.group.is_main else None  # rank 0 keeps and saves them
         self.rows = extra["metrics"]
         self.running = tuple(extra["running"])
+        if "tuning" in extra:  # absent in checkpoints of runs that were not tuned: tuned anew
+            self.tuning = Tuning.from_dict(extra["tuning"], f"{saved.path}", MAX_THREADS)
         if self.scaler.is_enabled() and isinstance(extra.get("grad_scaler"), dict):
             self.scaler.load_state_dict(extra["grad_scaler"])
         # A finished run extended with --epochs: its first segment's test pass counts too (results.json has it).

@@ -39,6 +39,7 @@ from convscope.training.checkpoints import Checkpointing
 from convscope.training.distributed import Group, batches_per_epoch, check_world_size, rank_seed, shard
 from convscope.training.runtime import log_file, optimizer_for, scheduler_for
 from convscope.training.task import Task
+from convscope.training.tuning import Tuned
 
 log = logging.getLogger("convscope.train")
 
@@ -58,7 +59,7 @@ def _peer_gone(err: RuntimeError) -> bool:
     )
 
 
-class Trainer(Checkpointing):
+class Trainer(Checkpointing, Tuned):
     """Trains `run` with `task_class`'s task: `Trainer(run, ClassifyTask, callbacks).fit()`.
 
     `data`: the task's dataset when the caller loaded it already (a new run); a resumed run (`resuming`) reads its
@@ -187,7 +188,8 @@ class Trainer(Checkpointing):
             self.batches,
             cfg.batch_size * self.group.world_size,  # the step's images over every process (said next)
         )
-        lines = (cfg.recipe_line(), self.group.line(cfg.batch_size), precision_line(self.device, cfg.precision))
+        precision = precision_line(self.device, cfg.precision) if self.device.type != "cpu" else ""  # CPU: tuned
+        lines = (cfg.recipe_line(), self.group.line(cfg.batch_size), precision)
         for line in (*lines, device_line(self.device)):
             if line:
                 log.info("%s", line)
@@ -199,6 +201,7 @@ class Trainer(Checkpointing):
 
     def _epochs(self) -> None:
         self.task.start_phase(self.model, self.phase, self.epoch)
+        self._choose(restored=self.resumed_at is not None)
         self.stop.armed = True  # from here a signal only asks the loop to stop at the end of a batch
         try:
             while self.epoch < self.total_epochs:
@@ -210,6 +213,7 @@ class Trainer(Checkpointing):
                 if self.phase == 1 and self.epoch >= self.config.epochs:
                     self._enter_phase(2)
                     self.task.start_phase(self.model, 2, self.epoch)
+                    self._choose(restored=False)
                     self.stale = 0
                 elif self.epoch >= sum(self.schedule):  # epochs added by --resume --epochs: a schedule of their own
                     log.info("epochs %d to %d: a new learning-rate schedule", self.epoch + 1, self.config.epochs)
@@ -233,7 +237,8 @@ class Trainer(Checkpointing):
         t0 = time.perf_counter()
         steps = shard(order, cfg.batch_size, self.group.rank, self.group.world_size)[self.batch :]
         for (_, weight), batch in zip(steps, task.batches([index for index, _ in steps]), strict=True):
-            with autocast(self.device, cfg.precision):
+            started = time.perf_counter()
+            with autocast(self.device, self.precision):
                 loss, right, images = task.loss(self.net, batch, self.generator)
             # The step's numbers over every rank, before the step: a loss that is not finite stops them all here.
             total, right, images = self.group.sum([loss.item() * images, right, images])
@@ -252,6 +257,7 @@ class Trainer(Checkpointing):
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.scheduler.step()
+            self._step_done(images, time.perf_counter() - started)  # a busy machine: re-check the threads
             self.batch += 1
             loss_sum += total
             correct += right
