@@ -523,11 +523,18 @@ def main(argv=None) -> None:
         if "keras" in engines:
             goals["convscope/keras busy"] = (ratios[f"{label('convscope', 1)}/{label('keras', 1)}"], ">=", 1.0)
     met = {">=": lambda x, y: x >= y, "<=": lambda x, y: x <= y}
-    goals = {k: {"value": v, "goal": f"{op} {g:.0%}", "met": met[op](v, g)} for k, (v, op, g) in goals.items()}
+
+    def shown(key: str, x: float) -> str:  # engine/engine ratios as 1.25×, the rest as shares
+        return f"{x:.2f}×" if "/" in key and "busy/quiet" not in key else f"{x:.0%}"
+
+    goals = {
+        k: {"value": v, "goal": f"{op} {shown(k, g)}", "met": met[op](v, g), "shown": shown(k, v)}
+        for k, (v, op, g) in goals.items()
+    }
     print(
         "goals: "
         + "; ".join(
-            f"{k} {v['value']:.0%} (goal {v['goal']}: {'met' if v['met'] else 'NOT met'})" for k, v in goals.items()
+            f"{k} {v['shown']} (goal {v['goal']}: {'met' if v['met'] else 'NOT met'})" for k, v in goals.items()
         )
     )
     if not keras:
