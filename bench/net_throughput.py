@@ -129,7 +129,7 @@ def run_convscope(a: dict) -> dict:
     log = (Path(a["out"]) / "train.log").read_text(encoding="utf-8")
     cached = re.search(r"cached the base's features of \d+ images in ([\d.]+) s", log)
     counted = re.search(r": (\d+) images, \d+ batches", log)
-    precision = re.search(r"precision[^\n]*", log)
+    precision = re.search(r"precision: [^\n]*", log) or re.search(r"precision[^\n]*", log)
     return {
         "images": int(counted.group(1)) if counted else n,
         "epoch_seconds": seconds[1:] if net.unfreeze else seconds,  # lite0-top2: the fine-tuning epochs
