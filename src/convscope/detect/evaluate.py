@@ -168,5 +168,5 @@ def load_test_split(run: Run, data: str | None = None, data_dir: str | None = No
 def _detect(run: Run, split: DetectionSplit, device: torch.device) -> list:
     """The best weights' detections on every image of `split`, as detect_split gives them."""
     loaded = load(run, device)
-    found, _loss = detect_split(loaded.model, split, loaded.mean, loaded.std, flips_at_test(run.config), device)
+    found, _loss = detect_split(loaded.fused, split, loaded.mean, loaded.std, flips_at_test(run.config), device)
     return found
