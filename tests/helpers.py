@@ -34,6 +34,8 @@ def train_args(folder, out, epochs, batch_size=8):
         str(batch_size),
         "--threads",
         "1",
+        "--precision",  # forced: two runs compared bit for bit must not each measure their own choice (autotune)
+        "fp32",
         "--out",
         str(out),
     ]

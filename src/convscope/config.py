@@ -147,7 +147,11 @@ class TrainConfig:
     seed: int = field(default=0, metadata={"help": "for the split, initialisation, order and augmentation (default 0)"})
     threads: int | None = field(
         default=None,
-        metadata={"help": "torch CPU threads (default: the fastest count, measured at the start)", "metavar": "N"},
+        metadata={
+            "help": "torch CPU threads (default: the fastest count, measured when a long enough run starts and again "
+            "when its steps slow down; all cores for a short run)",
+            "metavar": "N",
+        },
     )
     # Where the model, the batches, augmentation and the loss run: auto (CUDA when a GPU is there, then Apple's MPS,
     # else the CPU), cpu, cuda, cuda:N or mps (convscope.device).

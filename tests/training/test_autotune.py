@@ -16,7 +16,7 @@ from convscope.errors import CheckpointError, Interrupted
 from convscope.signals import StopRequest
 from convscope.tasks.train import train
 from convscope.training import autotune
-from convscope.training.autotune import Choice, Tuning, Watch, candidates, thread_counts, worth_tuning
+from convscope.training.autotune import Choice, Tuning, Watch, candidates, steps_to_tune, thread_counts, worth_tuning
 from convscope.training.callbacks import Callback
 
 
@@ -26,8 +26,8 @@ def folder(tmp_path_factory):
 
 
 def settings(folder, out, **kw):
-    # 7 epochs of 96 steps: long enough to be worth tuning (worth_tuning), a few seconds of lenet5
-    return {"model": "lenet5", "data": str(folder), "epochs": 7, "batch_size": 1, "out": str(out), **kw}
+    # 3 epochs of 96 steps: long enough to be worth tuning (240 steps for 2 candidates), a few seconds of lenet5
+    return {"model": "lenet5", "data": str(folder), "epochs": 3, "batch_size": 1, "out": str(out), **kw}
 
 
 @pytest.fixture
@@ -67,8 +67,9 @@ def test_the_candidates_and_when_tuning_is_worth_it():
     choices, _ = candidates(None, "auto", 2, bf16_native=True)
     assert [c.label() for c in choices] == ["1 thread, fp32", "2 threads, fp32", "1 thread, bf16", "2 threads, bf16"]
     assert candidates(3, "bf16", 8, bf16_native=False) == ([Choice(3, "bf16")], [])  # forced: nothing to measure
-    # two candidates cost at most 30 steps: worth it from 600 steps on (5%), never for a single candidate
-    assert not worth_tuning(2, 599) and worth_tuning(2, 600) and not worth_tuning(1, 10**6)
+    # two candidates cost about 12 steps: worth it from 240 steps on (5%), four from 480; never a single candidate
+    assert not worth_tuning(2, 239) and worth_tuning(2, 240) and not worth_tuning(1, 10**6)
+    assert steps_to_tune(4) == 480
 
 
 def test_a_tuning_is_saved_and_read_back_and_a_damaged_one_is_refused():
@@ -122,7 +123,8 @@ def test_a_forced_choice_is_honoured_and_nothing_is_measured(folder, tmp_path, f
 def test_a_short_run_is_not_tuned(folder, tmp_path, fake_speeds):
     run = train(**settings(folder, tmp_path / "r", epochs=1, batch_size=8), report=False)
     saved = tuning(run)["phase 1"]
-    assert saved["how"] == "default" and saved["precision"] == "fp32" and "too short to tune" in saved["notes"][0]
+    assert saved["how"] == "default" and saved["precision"] == "fp32"
+    assert saved["notes"][0] == "12 steps: too short to tune, which takes 240; --threads N sets the count"
 
 
 def test_a_tuned_run_resumes_with_its_own_choice_bit_identically(folder, tmp_path, fake_speeds, monkeypatch):
@@ -131,7 +133,7 @@ def test_a_tuned_run_resumes_with_its_own_choice_bit_identically(folder, tmp_pat
     stop = StopRequest()
     out = tmp_path / "stopped"
     with pytest.raises(Interrupted):
-        train(**settings(folder, out), stop=stop, callbacks=[Threads(stop, (2, 40))], report=False)
+        train(**settings(folder, out), stop=stop, callbacks=[Threads(stop, (1, 40))], report=False)
     fake_speeds[2] = 10**6  # the machine changed: a new measurement would choose 2 threads
     seen = Threads()
     resumed = train(resume=out, callbacks=[seen], report=False)
@@ -141,12 +143,27 @@ def test_a_tuned_run_resumes_with_its_own_choice_bit_identically(folder, tmp_pat
         assert same_weights(resumed.weights / f"{which}.safetensors", straight.weights / f"{which}.safetensors")
 
 
+def test_threads_given_on_resume_win_and_a_damaged_record_is_rewritten(folder, tmp_path, fake_speeds, monkeypatch):
+    monkeypatch.setattr(Watch, "step", lambda *a: False)
+    stop = StopRequest()
+    out = tmp_path / "stopped"
+    with pytest.raises(Interrupted):
+        train(**settings(folder, out), stop=stop, callbacks=[Threads(stop, (1, 40))], report=False)
+    config = out / "config.yaml"
+    config.write_text(config.read_text().replace("tuning:\n", "tuning: edited\nwas:\n"))  # a hand-edited record
+    seen = Threads()
+    resumed = train(resume=out, threads=2, callbacks=[seen], report=False)
+    assert set(seen.seen) == {2}
+    assert tuning(resumed)["phase 1"]["how"] == "forced" and tuning(resumed)["phase 1"]["threads"] == 2
+    assert "resumed with 2 threads, fp32 (threads given; fp32: the run's precision)" in (out / "train.log").read_text()
+
+
 def test_a_busy_machine_makes_the_trainer_check_the_threads_again(folder, tmp_path, fake_speeds, monkeypatch):
     calls = []
 
-    def slowed(self, images, seconds):  # the steps slow down at the 600th step (of 672)
+    def slowed(self, images, seconds):  # the steps slow down at the 250th step (of 288)
         calls.append(1)
-        if len(calls) == 600:
+        if len(calls) == 250:
             self.now, self.reference = 100.0, 300.0
             fake_speeds[2] = 900.0  # and now two threads measure faster
             return True
@@ -155,12 +172,12 @@ def test_a_busy_machine_makes_the_trainer_check_the_threads_again(folder, tmp_pa
     monkeypatch.setattr(Watch, "step", slowed)
     seen = Threads()
     run = train(**settings(folder, tmp_path / "r"), callbacks=[seen], report=False)
-    assert seen.seen[:599] == [1] * 599 and set(seen.seen[599:]) == {2}  # from the step that was re-checked
+    assert seen.seen[:249] == [1] * 249 and set(seen.seen[249:]) == {2}  # from the step that was re-checked
     assert tuning(run)["phase 1"]["threads"] == 2
     log = (run.path / "train.log").read_text()
     said = [line for line in log.splitlines() if "re-checked" in line]
     assert len(said) == 1, log
     assert (
-        "tuned: 2 threads, fp32 (900 images/s; 1 thread, fp32: 300; re-checked at epoch 7, batch 23: the steps "
-        in said[0]
-    )
+        "threads re-checked: now 2 threads, fp32, was 1 thread, fp32; 2 threads, fp32 (900 images/s; 1 thread, fp32: "
+        "300; re-checked at epoch 3, batch 57: the steps ran at 100 images/s, against 300 after the choice) in "
+    ) in said[0]

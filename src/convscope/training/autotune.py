@@ -18,6 +18,7 @@ changed silently: every choice and re-check is logged with its measured figures.
 
 from __future__ import annotations
 
+import math
 import os
 import statistics
 import time
@@ -148,11 +149,15 @@ def tune(trial: Callable[[Choice], float], choices: list[Choice], notes: list[st
     return Tuning(best, "measured", measured, notes, time.perf_counter() - started)
 
 
+def steps_to_tune(choices: int) -> int:
+    """The fewest steps a phase needs for timing `choices` candidates to cost at most MAX_TUNING_SHARE of it (a trial
+    takes one step for the batch's size, the warm-up and MIN_TIMED timed steps; more only while they are quick)."""
+    return math.ceil(choices * (1 + WARMUP_STEPS + MIN_TIMED) / MAX_TUNING_SHARE)
+
+
 def worth_tuning(choices: int, steps: int) -> bool:
-    """Whether timing `choices` candidates costs at most MAX_TUNING_SHARE of a phase of `steps` training steps (at
-    the most a trial takes: one step for the batch's size, the warm-up and MAX_TIMED timed steps)."""
-    trial_steps = choices * (1 + WARMUP_STEPS + MAX_TIMED)
-    return choices > 1 and trial_steps <= MAX_TUNING_SHARE * steps
+    """Whether a phase of `steps` training steps is long enough to time `choices` (> 1) candidates."""
+    return choices > 1 and steps >= steps_to_tune(choices)
 
 
 def cores_for(processes: int) -> int:

@@ -15,12 +15,14 @@ from convscope.files import atomic_write_text
 from convscope.run import CONFIG
 from convscope.training import phases
 from convscope.training.autotune import (
+    DROP,
     RECHECK_SECONDS,
     Choice,
     Tuning,
     Watch,
     candidates,
     cores_for,
+    steps_to_tune,
     thread_counts,
     time_steps,
     tune,
@@ -56,7 +58,12 @@ class Tuned:
         cfg = self.config
         if restored and self.tuning is not None and cfg.threads not in (None, self.tuning.choice.threads):
             # `--resume --threads N`: the user's count, with the run's precision
-            self.tuning = Tuning(Choice(cfg.threads, self.tuning.choice.precision), "forced", notes=["given"])
+            precision = self.tuning.choice.precision
+            self.tuning = Tuning(
+                Choice(cfg.threads, precision), "forced", notes=["threads given", "the run's precision"]
+            )
+            self._apply(f"resumed with {self.tuning.choice.label()} (threads given; {precision}: the run's precision)")
+            return
         if restored and self.tuning is not None:
             self._apply(f"resumed with {self.tuning.choice.label()} (the choice this run's checkpoint was made with)")
             return
@@ -73,7 +80,8 @@ class Tuned:
             ]
             tuning = Tuning(choices[0], "forced", notes=given + notes)
         elif not worth_tuning(len(choices), steps):
-            why = f"{steps} steps: too short to tune"
+            need = steps_to_tune(len(choices))
+            why = f"{steps} step{'s' * (steps != 1)}: too short to tune, which takes {need}; --threads N sets the count"
             tuning = Tuning(Choice(cfg.threads or self._cores(), _fixed(cfg.precision)), "default", notes=[why])
         else:
             tuning = tune(self._trial(), choices, notes)
@@ -104,12 +112,15 @@ class Tuned:
         old = self.tuning.choice
         choices = [Choice(t, old.precision) for t in thread_counts(self._cores())]
         tuning = tune(self._trial(), choices, [])
-        tuning.notes = [
-            f"re-checked at epoch {self.epoch + 1}, batch {self.batch}: the steps ran at {self.watch.now:,.0f} "
-            f"images/s, against {self.watch.reference:,.0f} after the last choice"
-        ]
+        why = (
+            f"the steps ran at {self.watch.now:,.0f} images/s, against {self.watch.reference:,.0f} after the choice"
+            if self.watch.now < DROP * self.watch.reference
+            else f"on {old.threads} of {self._cores()} cores for {self.watch.period:.0f} s"
+        )
+        kept = "kept" if tuning.choice == old else f"now {tuning.choice.label()}, was {old.label()}"
+        tuning.notes = [f"re-checked at epoch {self.epoch + 1}, batch {self.batch}: {why}"]
         self.tuning = tuning
-        self._apply(tuning.line())
+        self._apply(f"threads re-checked: {kept}; {tuning.line().removeprefix('tuned: ')}")
 
     def _trial(self):
         """A function timing one choice: training steps on a copy of the model and optimizer, on the phase's first
@@ -144,7 +155,9 @@ class Tuned:
         if not self.group.is_main or not path.is_file():  # a Trainer driven without train() has no config.yaml
             return
         body = read_yaml(path, CheckpointError, "run config")
-        body.setdefault("tuning", {})[f"phase {self.phase}"] = self.tuning.to_dict()
+        if not isinstance(body.get("tuning"), dict):  # absent, or edited into something else: the record is rewritten
+            body["tuning"] = {}
+        body["tuning"][f"phase {self.phase}"] = self.tuning.to_dict()
         atomic_write_text(path, yaml.safe_dump(body, sort_keys=False, allow_unicode=True))
 
 
