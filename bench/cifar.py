@@ -153,7 +153,9 @@ def main(argv=None) -> None:
     work = Path(tempfile.mkdtemp(prefix="convscope-bench-cifar-"))
     cache = work / "cache"  # empty: the first convscope run reads the JPEGs cold
     folder = _small_copy(args.folder, work / "small") if args.quick else args.folder
-    extra = {"threads": args.threads} | ({"epochs": 1} if args.quick else {})
+    # convscope measures its own thread count (training/autotune.py) unless --threads was given
+    given = any(a.startswith("--threads") for a in (sys.argv[1:] if argv is None else argv))
+    extra = ({"threads": args.threads} if given else {}) | ({"epochs": 1} if args.quick else {})
     results: dict = {"machine": facts, "folder": str(folder), "convscope": {}, "keras": []}
     try:
         for model in args.models:
