@@ -84,14 +84,19 @@ def test_a_tuning_is_saved_and_read_back_and_a_damaged_one_is_refused():
 def test_the_watch_calls_for_a_recheck_when_the_steps_slow_down_by_a_third(monkeypatch):
     clock = [0.0]
     monkeypatch.setattr(autotune.time, "perf_counter", lambda: clock[0])
-    watch = Watch(all_threads=2, threads=2)
-    assert not any(watch.step(64, 64 / 3000) for _ in range(8)) and watch.reference == pytest.approx(3000)
-    assert not any(watch.step(64, 64 / 2100) for _ in range(8))  # 70% of the yardstick: not yet
-    assert [watch.step(64, 64 / 1900) for _ in range(8)][-1]  # below two thirds: re-check
+    watch = Watch(all_threads=2, threads=2, cost=1.0)  # re-checks 20 s apart at the least (5%)
+    steps = lambda speed, n: [watch.step(64, 64 / speed) for _ in range(n)]  # noqa: E731
+    assert not any(steps(3000, 100)) and watch.reference == pytest.approx(3000)  # the first 2 s of steps
+    assert not any(steps(1900, 100))  # below two thirds, but 20 s have not passed since the measurement
+    assert not any(steps(2100, 200))
+    clock[0] = 21.0
+    assert not any(steps(2100, 100))  # 70% of the yardstick: not yet
+    slower = steps(1900, 100)
+    assert slower[-1] and not slower[0]  # only once the window of 2 s is below two thirds
     one = Watch(all_threads=2, threads=1, period=120)  # on one thread of two: every `period` seconds
-    assert not any(one.step(64, 0.05) for _ in range(9))
-    clock[0] = 121.0
-    assert one.step(64, 0.05)
+    assert not any(one.step(64, 0.25) for _ in range(9))
+    clock[0] = 142.0
+    assert one.step(64, 0.25)
 
 
 def test_a_long_run_is_tuned_and_keeps_the_fastest_choice(folder, tmp_path, fake_speeds, monkeypatch):

@@ -33,10 +33,12 @@ WARMUP_STEPS, MIN_TIMED, MAX_TIMED, TRIAL_SECONDS = 2, 3, 12, 0.4
 # Tuning is worth it only when it costs little of the phase: the trial steps of every candidate at most this share of
 # the phase's steps (a short run, a test, keeps the defaults: all of its cores, float32).
 MAX_TUNING_SHARE = 0.05
-# Busy machine: a re-check when the median of the last RECHECK_WINDOW steps runs below DROP × the speed measured
-# for the choice (another program started); and, while running on fewer threads than the cores, every
-# RECHECK_SECONDS of training at least (the other program may have ended, which a one-thread run cannot see).
-RECHECK_WINDOW, DROP, RECHECK_SECONDS = 8, 2 / 3, 120.0
+# Busy machine: a re-check when the steps of the last WINDOW_SECONDS (at least RECHECK_WINDOW steps) run at a median
+# speed below DROP × that of the first such window after the choice (another program started); and, while running on
+# fewer threads than the cores, every RECHECK_SECONDS (the other program may have ended, which a one-thread run cannot
+# see). Never sooner than 1 / MAX_TUNING_SHARE times what the last measurement took after it: a machine whose speed
+# merely jitters costs at most that share in re-checks.
+RECHECK_WINDOW, WINDOW_SECONDS, DROP, RECHECK_SECONDS = 8, 2.0, 2 / 3, 120.0
 
 
 @dataclass(frozen=True)
@@ -169,26 +171,31 @@ class Watch:
     """Watches the training steps' speed for a drop (another program started) or a long time on few threads.
 
     `step(images, seconds)` after each step: True when a re-check is due. The yardstick is the median speed of the
-    first RECHECK_WINDOW steps after a choice (the real steps, data and augmentation included); `now` is the median
-    of the last RECHECK_WINDOW. `period`: seconds between re-checks while on fewer threads than `all_threads`."""
+    first window of steps after a choice (the real steps, data and augmentation included); `now` is the median of the
+    last window. `cost`: seconds the choice's measurement took; `period`: seconds between re-checks while on fewer
+    threads than `all_threads`."""
 
-    def __init__(self, all_threads: int, threads: int, period: float = RECHECK_SECONDS) -> None:
+    def __init__(self, all_threads: int, threads: int, cost: float = 0.0, period: float = RECHECK_SECONDS) -> None:
         self.all_threads, self.threads, self.period = all_threads, threads, period
+        self.gap = cost / MAX_TUNING_SHARE  # the least time between a measurement and the next
         self.reference: float | None = None
         self.now = 0.0
-        self.recent: list[float] = []
+        self.recent: list[tuple[int, float]] = []  # (images, seconds) of the last steps: the window
         self.since = time.perf_counter()
 
     def step(self, images: int, seconds: float) -> bool:
         if seconds <= 0:
             return False
-        self.recent = [*self.recent[-(RECHECK_WINDOW - 1) :], images / seconds]
-        if len(self.recent) < RECHECK_WINDOW:
+        self.recent.append((images, seconds))
+        while len(self.recent) > RECHECK_WINDOW and sum(s for _, s in self.recent[1:]) >= WINDOW_SECONDS:
+            self.recent.pop(0)
+        if len(self.recent) < RECHECK_WINDOW or sum(s for _, s in self.recent) < WINDOW_SECONDS:
             return False
-        self.now = statistics.median(self.recent)
+        self.now = statistics.median(n / s for n, s in self.recent)
         if self.reference is None:
             self.reference = self.now
             return False
-        if self.now < DROP * self.reference:
-            return True
-        return self.threads < self.all_threads and time.perf_counter() - self.since > self.period
+        waited = time.perf_counter() - self.since
+        if waited < self.gap:
+            return False
+        return self.now < DROP * self.reference or (self.threads < self.all_threads and waited > self.period)

@@ -97,7 +97,7 @@ class Tuned:
         watched = self.tuning.how == "measured" and self.config.threads is None
         # re-checks while on few threads: every RECHECK_SECONDS, or 20× what one costs (≤ 5% of the time)
         period = max(RECHECK_SECONDS, 20 * self.tuning.seconds)
-        self.watch = Watch(self._cores(), threads, period) if watched else None
+        self.watch = Watch(self._cores(), threads, self.tuning.seconds, period) if watched else None
         log.info("%s", line)
         for cb in self.callbacks:
             if hasattr(cb, "on_note"):  # the CLI's and the notebook's progress show it
