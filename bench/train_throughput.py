@@ -44,23 +44,11 @@ CLASSES = 10
 TEST_IMAGES = 100  # convscope evaluates its test split once at the end (outside the timed epochs): keep it small
 WORKER_TIMEOUT = 3600  # seconds per engine run
 COMPETITOR_LIMIT = WORKER_TIMEOUT + 120  # a competitor outlives no engine run by more than this, whatever happens
-# Threading settings of OpenMP / MKL that change how the engines' threads wait or how many there are. Those of the
-# shell are removed from every engine's environment (each engine then gets only its own, ENGINES), and recorded.
-# Read here, when the script starts: convscope, once imported, sets OMP_WAIT_POLICY in this process's environment.
-TUNING_VARS = (
-    "OMP_WAIT_POLICY",
-    "GOMP_SPINCOUNT",
-    "KMP_BLOCKTIME",
-    "KMP_AFFINITY",
-    "OMP_PROC_BIND",
-    "OMP_PLACES",
-    "OMP_DYNAMIC",
-    "OMP_NUM_THREADS",
-    "MKL_NUM_THREADS",
-    "MKL_THREADING_LAYER",
-    "TF_NUM_INTRAOP_THREADS",
-    "TF_NUM_INTEROP_THREADS",
-)
+# Threading settings of OpenMP / MKL (common.THREAD_VARS) and TensorFlow that change how the engines' threads wait or
+# how many there are. Those of the shell are removed from every engine's environment (each engine then gets only its
+# own, ENGINES), and recorded. Read here, when the script starts: convscope, once imported, sets GOMP_SPINCOUNT in
+# this process's environment.
+TUNING_VARS = (*common.THREAD_VARS, "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")
 SHELL_TUNING = {k: os.environ[k] for k in TUNING_VARS if k in os.environ}
 
 
