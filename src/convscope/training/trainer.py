@@ -188,8 +188,8 @@ class Trainer(Checkpointing, Tuned):
             self.batches,
             cfg.batch_size * self.group.world_size,  # the step's images over every process (said next)
         )
-        precision = precision_line(self.device, cfg.precision) if self.device.type != "cpu" else ""  # CPU: tuned
-        lines = (cfg.recipe_line(), self.group.line(cfg.batch_size), precision)
+        # precision_line is '' on the CPU, where the tuning line says it (training/tuning.py)
+        lines = (cfg.recipe_line(), self.group.line(cfg.batch_size), precision_line(self.device, cfg.precision))
         for line in (*lines, device_line(self.device)):
             if line:
                 log.info("%s", line)
