@@ -22,6 +22,7 @@ import math
 import os
 import statistics
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
@@ -180,16 +181,18 @@ class Watch:
         self.gap = cost / MAX_TUNING_SHARE  # the least time between a measurement and the next
         self.reference: float | None = None
         self.now = 0.0
-        self.recent: list[tuple[int, float]] = []  # (images, seconds) of the last steps: the window
+        self.recent: deque[tuple[int, float]] = deque()  # (images, seconds) of the last steps: the window
+        self.seconds = 0.0  # the window's seconds, kept as steps come and go (this runs after every step)
         self.since = time.perf_counter()
 
     def step(self, images: int, seconds: float) -> bool:
         if seconds <= 0:
             return False
         self.recent.append((images, seconds))
-        while len(self.recent) > RECHECK_WINDOW and sum(s for _, s in self.recent[1:]) >= WINDOW_SECONDS:
-            self.recent.pop(0)
-        if len(self.recent) < RECHECK_WINDOW or sum(s for _, s in self.recent) < WINDOW_SECONDS:
+        self.seconds += seconds
+        while len(self.recent) > RECHECK_WINDOW and self.seconds - self.recent[0][1] >= WINDOW_SECONDS:
+            self.seconds -= self.recent.popleft()[1]
+        if len(self.recent) < RECHECK_WINDOW or self.seconds < WINDOW_SECONDS:
             return False
         self.now = statistics.median(n / s for n, s in self.recent)
         if self.reference is None:
