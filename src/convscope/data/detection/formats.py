@@ -5,8 +5,10 @@ written. `format_of(path)` is the one place that picks a format from a path: `lo
 
 Recognised in this order: a .json file is COCO, a .yaml or .yml file YOLO (its data.yaml); a folder with a data.yaml
 is YOLO, a folder of COCO split JSONs (`coco_split_files`: train.json …, or instances_train2017.json …, there or in
-annotations/) COCO, a folder with .xml files in its Annotations folder, or beside the images, Pascal VOC. Anything
-else is a DataError naming the three.
+annotations/) COCO, a folder with .xml files in its Annotations folder, or beside the images, Pascal VOC. A .csv file
+is the TF Object Detection CSV, and so is a folder of split CSVs (`csv_split_files`: train_labels.csv … there, in
+annotations/ or images/, or Roboflow's train/_annotations.csv …; convscope.data.detection.tfcsv). Anything else is a
+DataError naming them.
 
 A COCO source is one JSON — one split, whose images are in `data_dir` (default: images/ beside it); training holds out
 val_fraction of it (seeded) for validation, and the same images serve as the test split — or a folder of split JSONs,
@@ -36,6 +38,8 @@ from convscope.data.detection.coco import (
     read_coco_raw,
 )
 from convscope.data.detection.reading import child_folder
+from convscope.data.detection.tfcsv import lint_csv, load_csv, read_csv_raw
+from convscope.data.detection.tfcsv_files import csv_split_files, write_csv
 from convscope.data.detection.voc import lint_voc, load_voc, read_voc_raw
 from convscope.data.detection.write import write_coco, write_voc, write_yolo
 from convscope.data.detection.yolo import lint_yolo, load_yolo, read_yolo_raw
@@ -45,7 +49,7 @@ log = logging.getLogger("convscope.detect")
 
 EXPECTED = (
     "expected a YOLO dataset folder (with data.yaml), a Pascal VOC folder (Annotations/*.xml, or XML files "
-    "beside their images) or a COCO .json file"
+    "beside their images), a COCO .json file or a TF Object Detection .csv file (or a folder of split CSVs)"
 )
 
 
@@ -180,5 +184,15 @@ FORMATS: dict[str, Format] = {
         lint=lambda path, **_: lint_voc(path),
         read_raw=lambda path, *, seed, val_fraction, **_: read_voc_raw(path, seed=seed, val_fraction=val_fraction),
         write=write_voc,
+    ),
+    "csv": Format(
+        "csv",
+        (".csv",),
+        holds=lambda folder: bool(csv_split_files(folder)),
+        ignore_regions=False,
+        load=lambda path, image_size, *, data_dir, **_: load_csv(path, image_size, data_dir=data_dir),
+        lint=lambda path, *, data_dir, **_: lint_csv(path, data_dir=data_dir),
+        read_raw=lambda path, *, data_dir, **_: read_csv_raw(path, data_dir=data_dir),
+        write=write_csv,
     ),
 }
