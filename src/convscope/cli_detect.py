@@ -30,6 +30,7 @@ difficult objects are left out when converting to it. OUT must be new or empty; 
 DETECT_SETTINGS = ("data", "data_dir", "model", "epochs", "finetune_epochs", "unfreeze_blocks", "batch_size", "lr")
 DETECT_SETTINGS += ("precision", "seed", "threads", "device", "cache_limit", "augment", "tta_flip", "val_fraction")
 DETECT_SETTINGS += ("patience", "val_every", "sync_bn", "out")
+DETECT_SETTINGS += ("ema_decay", "ema_tau", "giou_weight")  # better boxes on small sets (issue 28)
 
 
 def _detect_help() -> dict[str, dict]:
@@ -58,7 +59,7 @@ def _detect_help() -> dict[str, dict]:
             "help": "bf16: much faster on CPUs with AMX or AVX512-BF16; auto: bf16 on those (default: the model's "
             f"recipe; {per_model('precision')})"
         },
-        "augment": {"help": "flip,scale (default) or none"},
+        "augment": {"help": "flip,scale (default), color (HSV jitter) or none"},
         "tta_flip": {
             "help": "evaluate on each image and its mirror image, heatmaps and sizes averaged (default: when training "
             "flips)"

@@ -78,7 +78,8 @@ class TrainConfig:
             "metavar": "AMOUNT",
         },
     )
-    # 'flip,translate=2,cutout=8' | 'none' (classifiers), 'flip,scale' | 'none' (detectors); None: the task's default
+    # 'flip,translate=2,cutout=8' | 'none' (classifiers), 'flip,scale,color' | 'none' (detectors); None: the task's
+    # default
     augment: str | None = field(
         default=None,
         metadata={"help": "e.g. flip,translate=2,cutout=8 or none (default: suited to the data)", "metavar": "WORDS"},
@@ -132,6 +133,33 @@ class TrainConfig:
     cache_features: bool = field(
         default=False,  # frozen phase: compute the base's features once, then train only the head on them
         metadata={"help": "with a pretrained base: train the head on the base's features, computed once"},
+    )
+    # An exponential moving average of the weights (training/ema.py, as YOLOv5's ModelEMA): validation, the test and
+    # the saved weights use it; 0 turns it off. Its decay ramps up as decay·(1 − exp(−step/ema_tau)).
+    ema_decay: float = field(
+        default=0.0,
+        metadata={
+            "help": "moving average of the weights, used to validate, test and save: its decay per step in "
+            "[0, 1), 0 for none (default 0, or the model's recipe)",
+            "metavar": "DECAY",
+        },
+    )
+    ema_tau: float = field(
+        default=2000.0,
+        metadata={
+            "help": "steps over which the moving average's decay ramps up (default 2000, or the recipe)",
+            "metavar": "STEPS",
+        },
+    )
+    # Detectors: a GIoU loss between the predicted and the true box at each object's centre, added to CenterNet's
+    # L1 on size and offset with this weight (detect/loss.py); 0 turns it off.
+    giou_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "detectors: weight of a GIoU box loss at the object centres, 0 for none (default 0, or "
+            "the model's recipe)",
+            "metavar": "WEIGHT",
+        },
     )
     # bf16: the forward pass in bfloat16 (torch.autocast; weights, optimizer and evaluation stay float32). Much faster
     # on CPUs with bf16 instructions (AMX or AVX512-BF16: cifar-3conv trained 2.0x faster here), slower on CPUs
@@ -200,6 +228,9 @@ class TrainConfig:
         if self.finetune_epochs and not self.unfreeze_blocks:
             raise ConfigError("finetune_epochs needs unfreeze_blocks >= 1 (how many of the base's top blocks to train)")
         _check(self.cache_features, bool, "cache_features", "true or false", lambda v: True)
+        _check(self.ema_decay, float, "ema_decay", "a number in [0, 1)", lambda v: 0 <= v < 1)
+        _check(self.ema_tau, float, "ema_tau", "a positive number of steps", lambda v: v > 0)
+        _check(self.giou_weight, float, "giou_weight", "a number >= 0", lambda v: v >= 0)
         if self.tta_flip is not None:
             _check(self.tta_flip, bool, "tta_flip", "true or false", lambda v: True)
         _check(self.precision, str, "precision", "one of " + ", ".join(PRECISIONS), lambda v: v in PRECISIONS)
@@ -212,7 +243,8 @@ class TrainConfig:
             _check(self.cache_limit, str, "cache_limit", "a size such as 6GiB, 500MB or 0", lambda v: True)
             parse_bytes(self.cache_limit, "cache_limit")
         if self.augment is not None:  # the words of both tasks; each task refuses the other's (scale: detectors)
-            Augment.parse(",".join(w for w in self.augment.split(",") if w.strip() != "scale") or "none")
+            words = [w for w in self.augment.split(",") if w.strip() not in ("scale", "color")]
+            Augment.parse(",".join(words) or "none")
         for key in ("model", "data"):
             _check(getattr(self, key), str, key, "text", lambda v: bool(v))
 

@@ -193,6 +193,8 @@ class Checkpointing:
         }
         if self.tuning is not None:  # the threads and precision in effect: a resumed run continues with them
             extra["tuning"] = self.tuning.to_dict()
+        if self.ema is not None:  # the weights' moving average (training/ema.py): its count and tensors
+            extra["ema"] = self.ema.state()
         if self.scaler.is_enabled():  # fp16 on CUDA: the loss scale it has found
             extra["grad_scaler"] = self.scaler.state_dict()
         if ranks is not None:
@@ -221,7 +223,7 @@ class Checkpointing:
 
     def _write_copies(self) -> None:
         weights = self.run.weights
-        save_weights(weights / weights_file("last"), self.model)
+        save_weights(weights / weights_file("last"), self.evaluated)  # the moving average, with ema_decay
         if self.best_weights is not None:
             atomic_write_bytes(weights / weights_file("best"), safetensors_bytes(self.best_weights))
         write_metrics(self.run.path / METRICS, self.rows)
@@ -237,6 +239,8 @@ class Checkpointing:
         self.running = tuple(extra["running"])
         if "tuning" in extra:  # absent in checkpoints of runs that were not tuned: tuned anew
             self.tuning = Tuning.from_dict(extra["tuning"], f"{saved.path}", MAX_THREADS)
+        if self.ema is not None:
+            self.ema.load_state(extra.get("ema"), str(saved.path))
         if self.scaler.is_enabled() and isinstance(extra.get("grad_scaler"), dict):
             self.scaler.load_state_dict(extra["grad_scaler"])
         # A finished run extended with --epochs: its first segment's test pass counts too (results.json has it).

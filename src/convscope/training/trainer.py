@@ -37,6 +37,7 @@ from convscope.training.callbacks import data_progress
 from convscope.training.checkpoint_file import read_checkpoint
 from convscope.training.checkpoints import Checkpointing
 from convscope.training.distributed import Group, batches_per_epoch, check_world_size, rank_seed, shard
+from convscope.training.ema import ModelEMA
 from convscope.training.runtime import log_file, optimizer_for, scheduler_for
 from convscope.training.task import Task
 from convscope.training.tuning import Tuned
@@ -95,6 +96,8 @@ class Trainer(Checkpointing, Tuned):
             self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         if group.rank:  # the other ranks draw their own dropout masks
             torch.manual_seed(rank_seed(cfg.seed, group.rank))
+        # ema_decay: the weights' moving average, which validation, the test and the saved weights use (training/ema.py)
+        self.ema = ModelEMA(self.model, cfg.ema_decay, cfg.ema_tau) if cfg.ema_decay else None
         self.scaler = torch.amp.GradScaler("cuda", enabled=needs_grad_scaler(self.device, cfg.precision))
         self.train_size = self.task.train_size
         self.total_epochs = cfg.epochs + cfg.finetune_epochs
@@ -257,6 +260,8 @@ class Trainer(Checkpointing, Tuned):
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.scheduler.step()
+            if self.ema is not None:
+                self.ema.update(self.model)
             self._step_done(images, time.perf_counter() - started)  # a busy machine: re-check the threads
             self.batch += 1
             loss_sum += total
@@ -275,7 +280,7 @@ class Trainer(Checkpointing, Tuned):
         if task.counts_correct:
             row["train_acc"] = correct / max(seen, 1)
         if self._validation_due():  # once, on rank 0; every rank needs the score (the best epoch, patience)
-            row |= self.group.on_main(lambda: task.validate(model))
+            row |= self.group.on_main(lambda: task.validate(self.evaluated))
         else:
             row |= dict.fromkeys(task.validation_keys, math.nan)
         row |= {"lr": self.scheduler.get_last_lr()[0], "seconds": seconds}
@@ -286,7 +291,7 @@ class Trainer(Checkpointing, Tuned):
         elif self.best is None or score > self.best:
             self.best, self.stale = score, 0
             if self.group.is_main:  # the one that saves them
-                self.best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                self.best_weights = {k: v.detach().clone() for k, v in self.evaluated.state_dict().items()}
         else:
             self.stale += 1
         self.rows.append(row)
@@ -294,6 +299,12 @@ class Trainer(Checkpointing, Tuned):
         shown = ", ".join(f"{k} {v:.4f}" for k, v in row.items() if k not in ("epoch", "lr", "seconds"))
         log.info("epoch %d/%d: %s (%.1f s)", row["epoch"], self.total_epochs, shown, seconds)
         return row
+
+    @property
+    def evaluated(self) -> torch.nn.Module:
+        """What validation scores and weights/best and weights/last hold: the weights' moving average (ema_decay),
+        else the model itself."""
+        return self.ema.module if self.ema is not None else self.model
 
     def _validation_due(self) -> bool:
         """Validate after every val_every epochs, and after the last epoch of each phase."""
@@ -343,6 +354,8 @@ class Trainer(Checkpointing, Tuned):
         resumed run (wall_seconds adds up the whole commands, data loading and tests included). Rank 0 only."""
         if self.best_weights is not None:
             self.model.load_state_dict(self.best_weights)
+        elif self.ema is not None:  # never validated: the moving average of the last step
+            self.model.load_state_dict(self.ema.weights())
         results = {**self.task.test(self.model, self.epoch), "epochs": self.epoch, "train_seconds": train_seconds}
         results["stopped_early"] = self.epoch < self.total_epochs
         results["wall_seconds"] = self.seconds["wall_seconds"] + time.perf_counter() - self.started
