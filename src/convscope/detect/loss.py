@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torchvision.ops import generalized_box_iou_loss
 
 from convscope.errors import DataError
 from convscope.layers import split_outputs
@@ -156,12 +157,36 @@ def regression_loss(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
 SIZE_WEIGHT, OFFSET_WEIGHT = 0.05, 0.5
 
 
-def detection_loss(out: torch.Tensor, boxes: list, classes: list, head: Detect) -> torch.Tensor:
-    """Focal loss on the centre heatmaps + L1 on box sizes and centre offsets, per object (CenterNet's balance)."""
+def giou_loss(size: Tensor, offset: Tensor, targets: dict[str, Tensor], stride: int) -> Tensor:
+    """1 − GIoU (Rezatofighi et al. 2019) between the predicted and the true box at each object's centre cell,
+    averaged over the objects (0 when there are none); torchvision's generalized_box_iou_loss.
+
+    size, offset N×2×h×w (predicted, input px and cells); targets: encode_targets' maps. Both boxes are placed
+    relative to their cell (GIoU does not change under a shift of both); a negative predicted size counts as 0.
+    """
+    n, y, x = targets["mask"].nonzero(as_tuple=True)  # M objects' cells
+    if not len(n):
+        return size.sum() * 0.0  # keeps the graph (and the device) of a batch without objects
+    wh = size[n, :, y, x].float().clamp(min=0)  # M×2 px (indices around a slice: the indexed dimension first)
+    centre = offset[n, :, y, x].float() * stride  # M×2 px from the cell's corner
+    true_wh, true_centre = targets["size"][n, :, y, x], targets["offset"][n, :, y, x] * stride
+    predicted = torch.cat([centre - wh / 2, centre + wh / 2], dim=1)  # M×4 xyxy
+    true = torch.cat([true_centre - true_wh / 2, true_centre + true_wh / 2], dim=1)
+    return generalized_box_iou_loss(predicted, true, reduction="mean")
+
+
+def detection_loss(
+    out: torch.Tensor, boxes: list, classes: list, head: Detect, giou_weight: float = 0.0
+) -> torch.Tensor:
+    """Focal loss on the centre heatmaps + L1 on box sizes and centre offsets, per object (CenterNet's balance);
+    with `giou_weight`, + that weight × giou_loss at the centres (the config's giou_weight)."""
     heat, size, offset = split_outputs(out, head.classes)
     t = encode_targets(boxes, classes, head.classes, tuple(out.shape[-2:]), head.stride)
-    return (
+    loss = (
         focal_loss(heat, t["heatmap"])
         + SIZE_WEIGHT * regression_loss(size, t["size"], t["mask"])
         + OFFSET_WEIGHT * regression_loss(offset, t["offset"], t["mask"])
     )
+    if giou_weight:
+        loss = loss + giou_weight * giou_loss(size, offset, t, head.stride)
+    return loss

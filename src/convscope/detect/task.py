@@ -15,9 +15,10 @@ from dataclasses import replace
 import torch
 
 from convscope.config import TrainConfig
-from convscope.data.detection.augment import augments, flip, scale_translate
+from convscope.data.detection.augment import augments, color_jitter, flip, scale_translate
 from convscope.data.detection.boxes import DetectionDataset, DetectionSplit, hold_out
-from convscope.data.detection.load import load_detection, log_label_problems
+from convscope.data.detection.load import load_detection, log_data_summary, log_label_problems
+from convscope.data.detection.summary import SHOWN_CLASSES, summarise_dataset
 from convscope.detect.cache import Features, base_features
 from convscope.detect.evaluate import (
     detect_split,
@@ -38,6 +39,12 @@ from convscope.spec import Detect, NetSpec
 from convscope.training.task import Task
 
 log = logging.getLogger("convscope.detect")
+
+
+def _uncached(augments: set[str]) -> str:
+    """What the cached phase 1 trains without: '; phase 1 trains without scale augmentation' (or '')."""
+    moving = [word for word in ("scale", "color") if word in augments]  # they change the pixels under the base
+    return f"; phase 1 trains without {' and '.join(moving)} augmentation" if moving else ""
 
 
 class DetectTask(Task):
@@ -109,7 +116,7 @@ class DetectTask(Task):
                 sum(len(f) for f in cached),
                 time.perf_counter() - started,
                 sum(f.nbytes for f in cached) / 2**20,
-                "; phase 1 trains without scale augmentation" if "scale" in self.augments else "",
+                _uncached(self.augments),
             )
 
     def batches(self, index: list[torch.Tensor]) -> Iterator[tuple]:
@@ -128,13 +135,18 @@ class DetectTask(Task):
             x = self.features.plain[images.to(self.features.plain.device)]
             if "flip" in self.augments:
                 x, boxes = self.features.draw(images, boxes, self.train_x.shape[3], generator)
-            return detection_loss(model.forward_head(x), boxes, classes, self.head_layer), 0, len(images)
+            return self._loss(model.forward_head(x), boxes, classes), 0, len(images)
+        if "color" in self.augments:  # on the uint8 pixels, before the first draw of flip: none of them move
+            images = color_jitter(images, generator)
         x = normalise(images, self.mean, self.std)
         if "flip" in self.augments:
             x, boxes = flip(x, boxes, generator)
         if "scale" in self.augments:
             x, boxes, classes = scale_translate(x, boxes, classes, generator)
-        return detection_loss(model(x), boxes, classes, self.head_layer), 0, len(images)
+        return self._loss(model(x), boxes, classes), 0, len(images)
+
+    def _loss(self, out: torch.Tensor, boxes: list, classes: list) -> torch.Tensor:
+        return detection_loss(out, boxes, classes, self.head_layer, self.config.giou_weight)
 
     def _evaluate_split(
         self, model, split: DetectionSplit, features: Features | None = None

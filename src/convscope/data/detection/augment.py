@@ -1,4 +1,5 @@
-"""Box-aware batch augmentation: images N×C×H×W (uint8 or float) with boxes as a list of n×4 xyxy pixel tensors.
+"""Box-aware batch augmentation: images N×C×H×W (uint8 or float) with boxes as a list of n×4 xyxy pixel tensors;
+and colour (HSV) jitter, which leaves the boxes as they are.
 
 As in `convscope.data.augment`, each step is one tensor operation over the whole batch and every random draw comes
 from the `generator` passed in. Boxes of all images are concatenated into one M×4 tensor for the arithmetic and
@@ -85,6 +86,48 @@ def _move_boxes(boxes: Tensor, s: Tensor, shift: Tensor, hw: tuple[int, int]) ->
     return clipped, keep
 
 
+# YOLOv5/Ultralytics' hyp.scratch hsv_h, hsv_s, hsv_v: hue shifted by up to ±0.015 of the colour circle, saturation
+# and value multiplied by 1 ± up to 0.7 and 0.4.
+HSV_GAINS = (0.015, 0.7, 0.4)
+
+
+def color_jitter(images: Tensor, generator: torch.Generator, gains: tuple[float, float, float] = HSV_GAINS) -> Tensor:
+    """Shift each image's hue by h·U(−1, 1) turns and scale its saturation and value by 1 + s·U(−1, 1) and
+    1 + v·U(−1, 1) (clipped to [0, 1]), as YOLO's HSV augmentation (which multiplies the hue; a shift is
+    torchvision's adjust_hue). Boxes are unchanged. images: uint8 N×3×H×W (0–255) → uint8 N×3×H×W, one batched
+    RGB → HSV → RGB round trip; 3 draws per image from `generator`."""
+    draws = torch.rand(len(images), 3, generator=generator) * 2 - 1  # N×3 in [−1, 1)
+    factors = (draws * torch.tensor(gains)).to(images.device)
+    hue, sat, val = _rgb_to_hsv(images.float() / 255)  # each N×H×W in [0, 1]
+    hue = (hue + factors[:, 0, None, None]) % 1.0
+    sat = (sat * (1 + factors[:, 1, None, None])).clamp(0, 1)
+    val = (val * (1 + factors[:, 2, None, None])).clamp(0, 1)
+    return (_hsv_to_rgb(hue, sat, val) * 255).round().clamp(0, 255).to(torch.uint8)
+
+
+def _rgb_to_hsv(rgb: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """N×3×H×W RGB in [0, 1] → hue (turns), saturation, value, each N×H×W in [0, 1]."""
+    r, g, b = rgb.unbind(1)
+    value, _ = rgb.max(1)
+    chroma = value - rgb.min(1).values
+    safe = torch.where(chroma > 0, chroma, torch.ones_like(chroma))
+    hue = torch.where(value == r, ((g - b) / safe) % 6, torch.where(value == g, (b - r) / safe + 2, (r - g) / safe + 4))
+    hue = torch.where(chroma > 0, hue / 6, torch.zeros_like(hue))
+    sat = torch.where(
+        value > 0, chroma / torch.where(value > 0, value, torch.ones_like(value)), torch.zeros_like(value)
+    )
+    return hue, sat, value
+
+
+def _hsv_to_rgb(hue: Tensor, sat: Tensor, value: Tensor) -> Tensor:
+    """Hue (turns), saturation, value N×H×W in [0, 1] → N×3×H×W RGB in [0, 1] (the standard formula:
+    channel n ∈ (5, 3, 1) is v − v·s·max(0, min(k, 4 − k, 1)) with k = (n + 6·hue) mod 6)."""
+    n = torch.tensor([5.0, 3.0, 1.0], device=hue.device).view(1, 3, 1, 1)
+    k = (n + 6 * hue[:, None]) % 6
+    ramp = torch.minimum(torch.minimum(k, 4 - k), torch.ones_like(k)).clamp(min=0)
+    return value[:, None] - value[:, None] * sat[:, None] * ramp
+
+
 def _cat(boxes: list[Tensor]) -> tuple[Tensor, Tensor]:
     """Per-image boxes → M×4 float32 and the image index of each box (M, int64)."""
     device = boxes[0].device if boxes else torch.device("cpu")
@@ -95,7 +138,7 @@ def _cat(boxes: list[Tensor]) -> tuple[Tensor, Tensor]:
     return flat, image
 
 
-AUGMENTS = ("flip", "scale")  # the box-aware augmentations; `augment: flip,scale` (the default) or `none`
+AUGMENTS = ("flip", "scale", "color")  # the box-aware augmentations; `augment: flip,scale` (the default) or `none`
 
 
 def augments(config: TrainConfig) -> set[str]:
