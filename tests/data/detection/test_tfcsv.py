@@ -140,6 +140,19 @@ def test_one_csv_without_a_split_column_is_the_train_split(tmp_path):
     _assert_boxes(_by_name(read_csv_raw(path, data_dir=other)), {"train": EXPECTED["train"]})
 
 
+@pytest.mark.parametrize("data", ["ds", "ds/images", "ds/images/train_labels.csv"])
+def test_the_tf_tutorial_layout_images_train_labels_csv_beside_images_train(tmp_path, data):
+    root = tmp_path / "ds"
+    for split in ("train", "test"):
+        _csv(root / "images" / f"{split}_labels.csv", ROWS[split])
+        for name in {r[0] for r in ROWS[split]}:
+            _jpeg(root / "images" / split / name, SIZES[name])
+    raw = read_raw(tmp_path / data)
+    expected = {"train": EXPECTED["train"]} if data.endswith(".csv") else {s: EXPECTED[s] for s in ("train", "test")}
+    assert raw.problems == ()
+    _assert_boxes(_by_name(raw), expected)
+
+
 def test_the_boxes_equal_the_voc_reading_of_the_same_objects(tmp_path):
     root = tmp_path / "voc"
     (root / "Annotations").mkdir(parents=True)

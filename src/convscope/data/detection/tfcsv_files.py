@@ -85,7 +85,7 @@ def read_table(path: Path, shown: str) -> CsvTable:
             if columns is None:
                 columns, width = _header(record, path, start), len(record)
                 continue
-            if len(record) != width and any(field.strip() for field in record[width:]) or len(record) < width:
+            if len(record) < width or any(field.strip() for field in record[width:]):  # empty extras: trailing commas
                 why = f"{len(record)} columns where the header has {width}; row skipped"
                 problems.append(LabelProblem(shown, start, why, "columns"))
                 continue
