@@ -15,9 +15,10 @@ from convscope.recipes import RECIPES
 from convscope.run import DETECTIONS
 
 LINT_EXIT = """exit status: 0 when no problems were found (notes, such as polygon rows read as boxes or VOC boxes
-clipped to the image, alone still give 0), 1 when problems were found (listed on stdout, their summary on stderr), 2
-when the dataset cannot be read at all (no data.yaml, bad YAML, a missing split folder, no VOC XML files, a COCO JSON
-that is not one) or for a usage mistake."""
+clipped to the image, and the summary's warnings alone still give 0), 1 when problems were found (listed on stdout,
+their summary on stderr; an image in two splits is one), 2 when the dataset cannot be read at all (no data.yaml, bad
+YAML, a missing split folder, no VOC XML files, a COCO JSON that is not one, a folder of COCO JSONs without a train
+JSON) or for a usage mistake."""
 
 CONVERT_ABOUT = """Formats: yolo (data.yaml, images/ and labels/ per split), coco (SPLIT.json per split, images in
 images/SPLIT/) and voc (Annotations/, JPEGImages/, ImageSets/Main/). Boxes stay in the images' own pixels (VOC's whole
@@ -82,16 +83,25 @@ def add_parsers(sub, console: Console) -> None:
 
     g = dsub.add_parser(
         "lint",
-        help="check a dataset's labels (YOLO, Pascal VOC, COCO): per file and line, then a summary; exit 1 when "
-        "problems were found",
-        description="Check every label of a YOLO dataset, a Pascal VOC folder or a COCO JSON (and decode every "
-        "image) without training. Each problem is one line, file and line first.",
+        help="what a dataset holds (YOLO, Pascal VOC, COCO), split by split, and its label problems per file and "
+        "line; exit 1 when problems were found",
+        description="Read every label of a YOLO dataset, a Pascal VOC folder or a COCO JSON (and decode every "
+        "image) without training. First what was read: per split, images, boxes, boxes per class, images without "
+        "boxes (and ignore regions), with warnings for a class with fewer than 20 training boxes or none in a split; "
+        "then each problem on one line, file and line first. Images that two splits share (the same file, or the "
+        "same bytes under another name) are problems: they inflate the score of the later split.",
         epilog=LINT_EXIT,
     )
     g.add_argument(
         "data", metavar="DIR|JSON", help="a YOLO folder (with data.yaml), a Pascal VOC folder, or a COCO .json"
     )
     g.add_argument("--data-dir", metavar="DIR", help="COCO: the folder of its images (default: images/ beside it)")
+    g.add_argument(
+        "--json",
+        action="store_true",
+        help="print {summary: {name, format, classes, splits: {SPLIT: {images, boxes, boxes_per_class, "
+        "without_boxes, ignore, repeated}}, warnings}, problems: [{path, line, kind, message}], notes: [...]}",
+    )
     g.set_defaults(run=lambda args: cmd_lint(args, console))
 
     g = dsub.add_parser(
@@ -177,22 +187,30 @@ def cmd_make_scenes(args: argparse.Namespace, console: Console) -> None:
 
 
 def cmd_lint(args: argparse.Namespace, console: Console) -> None:
-    from pathlib import Path
-
     from convscope.data.detection.boxes import lint_summary
-    from convscope.data.detection.formats import format_of
+    from convscope.data.detection.summary import lint_dataset
 
-    path = Path(args.data)
-    # format_of: a DataError (exit 2) naming the formats when it is none of them
-    found = format_of(path).lint(path, data_dir=args.data_dir)
+    # a DataError (exit 2) naming the formats when it is none of them, or when it cannot be read at all
+    summary, found = lint_dataset(args.data, args.data_dir)
     problems = [problem for problem in found if not problem.is_note]
-    for problem in problems:
-        console.print(str(problem), markup=False, highlight=False)
-    for note in (problem for problem in found if problem.is_note):
-        console.print(f"note: {note}", markup=False, highlight=False)
+    if args.json:
+        doc = {"summary": summary.as_dict(), "problems": [_problem(p) for p in problems]}
+        print(json.dumps({**doc, "notes": [_problem(p) for p in found if p.is_note]}, indent=2, ensure_ascii=False))
+    else:
+        for line in summary.lines():
+            console.print(line, markup=False, highlight=False)
+        for problem in problems:
+            console.print(str(problem), markup=False, highlight=False)
+        for note in (problem for problem in found if problem.is_note):
+            console.print(f"note: {note}", markup=False, highlight=False)
     if problems:  # the summary goes to stderr as the CLI's one line, with exit status 1
         raise LintProblems(f"{len(problems)} label problem(s): {lint_summary(problems)}")
-    console.print("no problems found")
+    if not args.json:
+        console.print("no problems found")
+
+
+def _problem(problem) -> dict:
+    return {"path": problem.path, "line": problem.line, "kind": problem.kind, "message": problem.message}
 
 
 def cmd_convert(args: argparse.Namespace, console: Console) -> None:

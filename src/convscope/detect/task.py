@@ -86,7 +86,12 @@ class DetectTask(Task):
         if self.test_split is None:
             raise DataError(f"{data.source}: no val or test images to evaluate the detector on")
         self.train_size = len(train)
-        self.label_problems, self.source = data.problems, data.source  # for train.log: see log_data_notes
+        # What was read, split by split, and the images two splits share (hashes of their pixels): for train.log and
+        # the terminal (log_data_notes, data_lines), the shared images counted with the label problems.
+        self.summary, shared = summarise_dataset(data)
+        if shared:
+            log.warning("%s: %d image(s) in two splits (first: %s)", data.source, len(shared), shared[0])
+        self.label_problems, self.source = (*data.problems, *shared), data.source
         self.augments = augments(self.config)
         self.head_layer: Detect = run.spec.layers[-1]
         self.mean, self.std = (t.to(device) for t in run_stats(run))
@@ -97,9 +102,15 @@ class DetectTask(Task):
         self.found: list = []
 
     def log_data_notes(self) -> None:
-        """Every label problem found while the data loaded, one line each, into train.log. A resumed run reads its
-        data again and logs what it finds again."""
+        """What the data holds (per split: images, boxes, boxes per class; warnings) and every label problem found
+        while it loaded, images in two splits included, one line each, into train.log. A resumed run reads its data
+        again and logs what it finds again."""
+        log_data_summary(self.summary)
         log_label_problems(self.source, self.label_problems)
+
+    def data_lines(self) -> list[str]:
+        """The summary for the terminal: one line per split, at most SHOWN_CLASSES classes' counts each."""
+        return self.summary.lines(most=SHOWN_CLASSES)
 
     # -- a frozen base's features, computed once (cache_features: detect/cache.py) --------------------------------
     def start_phase(self, model: torch.nn.Module, phase: int, epoch: int) -> None:

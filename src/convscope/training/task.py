@@ -80,6 +80,10 @@ class Task:
         """Write to train.log (open now) what loading the data found besides the images: skipped files, label
         problems. The data is read before the run folder exists, so this is said again once it does."""
 
+    def data_lines(self) -> list[str]:
+        """Lines the terminal shows when training starts, after the data notes (a detector: what its data holds)."""
+        return []
+
     def start_phase(self, model: torch.nn.Module, phase: int, epoch: int) -> None:
         """Called when training starts or resumes and when a phase begins (2: a base's top blocks unfrozen), with
         the epoch (0-based) it begins at; e.g. to compute a frozen base's features once."""

@@ -201,6 +201,10 @@ class Trainer(Checkpointing, Tuned):
         if line := phases.describe(self.model, self.phase):  # said again now that train.log is open
             log.info("%s", line)
         self.task.log_data_notes()
+        for line in self.task.data_lines():
+            for cb in self.callbacks:
+                if hasattr(cb, "on_note"):  # the CLI's and the notebook's progress show it
+                    cb.on_note(line)
 
     def _epochs(self) -> None:
         self.task.start_phase(self.model, self.phase, self.epoch)

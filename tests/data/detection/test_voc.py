@@ -234,7 +234,7 @@ def test_lint_cli_reads_voc_and_coco_with_the_same_exit_codes(tmp_path, capsys):
     root = _voc(tmp_path / "voc", {"a": [("cat", 11, 11, 50, 50), ("cat", 30, 11, 30, 50)]}, {"train": ["a"]})
     assert main(["detect", "lint", str(root)]) == 1
     captured = capsys.readouterr()
-    assert captured.out.splitlines() == [
+    assert captured.out.splitlines()[-1:] == [  # after the summary (tests/data/detection/test_lint_summary.py)
         "Annotations/a.xml, line 10: object 2 (cat): zero-size box (xmin 30, ymin 11, xmax 30, ymax 50: expected "
         "xmax > xmin and ymax > ymin)"
     ]
@@ -248,13 +248,13 @@ def test_lint_cli_reads_voc_and_coco_with_the_same_exit_codes(tmp_path, capsys):
     }
     (coco / "train.json").write_text(json.dumps(doc))
     assert main(["detect", "lint", str(coco / "train.json")]) == 0
-    assert capsys.readouterr().out == "no problems found\n"
+    assert capsys.readouterr().out.splitlines()[-1] == "no problems found"
     doc["annotations"][0]["bbox"] = [190, 10, 40, 40]
     (coco / "train.json").write_text(json.dumps(doc))
     assert main(["detect", "lint", str(coco / "train.json"), "--data-dir", str(coco / "images")]) == 1
-    assert capsys.readouterr().out.splitlines() == [
+    assert capsys.readouterr().out.splitlines()[-2:] == [
         f"{coco / 'train.json'}: annotation 1: bbox [190, 10, 40, 40] outside the 200×100 image",
-        f"{coco / 'train.json'}: no image with a usable box: training would be refused",
+        "train.json: no training image with a valid box: training would be refused",
     ]
     (root / "Annotations" / "a.xml").unlink()
     assert main(["detect", "lint", str(root)]) == 2

@@ -58,6 +58,7 @@ PROBLEM_KINDS = {
     "set-entry": ("image set entry with no XML file", "image set entries with no XML file"),
     "no-box": ("training split with no box", "training splits with no box"),
     "boxes": ("image with too many boxes", "images with too many boxes"),
+    "leak": ("image in two splits", "images in two splits"),  # the same file or bytes (data.detection.summary)
 }
 # Kinds that are notes, not problems: nothing was dropped (`convscope detect lint` still exits 0 on them alone).
 # "clipped": VOC boxes running past the image edge, clipped to it as the other tools do (convscope.data.detection.voc).

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from convscope.data.detection.boxes import DetectionDataset, LabelProblem, lint_summary
 from convscope.data.detection.formats import format_of
+from convscope.data.detection.summary import DataSummary
 
 log = logging.getLogger("convscope.detect")
 
@@ -23,6 +24,13 @@ def load_detection(
     path = Path(data)
     fmt = format_of(path, by_name=True)  # a .json or .yaml path is read as one, so its reader says what is missing
     return fmt.load(path, image_size, data_dir=data_dir, seed=seed, val_fraction=val_fraction or 0.1)
+
+
+def log_data_summary(summary: DataSummary) -> None:
+    """What the data holds, one INFO line each (convscope.data.detection.summary): the dataset and its classes, one
+    line per split (images, boxes, boxes per class, images without boxes), then the summary's warnings."""
+    for line in summary.lines():
+        log.info("%s", line)
 
 
 def log_label_problems(source: str, problems: tuple[LabelProblem, ...]) -> None:

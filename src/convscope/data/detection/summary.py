@@ -1,0 +1,292 @@
+"""What a detection dataset holds, split by split — images, boxes, boxes per class, images without boxes, ignore
+regions — with warnings on classes too thin to learn or missing from a split, and the problems only the whole
+dataset shows: no training box at all, and images that two splits share ("leak": the same file, or the same bytes
+under another name, in train and test inflates the test score).
+
+Built from a RawDataset (`convscope detect lint`: `lint_dataset` reads the dataset once with its format's raw reader,
+the same decoding and row checks as the readers' lint, then hashes each image file once, SHA-256 of its bytes) or from
+a loaded DetectionDataset (`detect train`: `summarise_dataset`; a split holds names, not paths, so the letterboxed
+pixels already decoded are hashed instead: identical files decode to identical pixels, no file is read again).
+
+Images repeated within one split are counted in its line ("3 repeated images"), not listed as problems: a repeat
+weighs one image twice in training or scoring, it does not carry an answer from training into a score, and datasets
+scraped from the web hold many, so a line each would bury the problems that drop boxes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from convscope.data.detection.boxes import SPLIT_NAMES, Boxes, DetectionDataset, LabelProblem, RawDataset
+from convscope.data.detection.formats import format_of
+from convscope.data.detection.reading import each_image
+
+MIN_TRAIN_BOXES = 20  # fewer training boxes of a class than this: a warning (a detector needs more to learn it)
+SHOWN_CLASSES = 8  # a compact line (the terminal at training) lists this many classes' box counts, then "… N more"
+FORMAT_NAMES = {
+    "yolo": "YOLO",
+    "voc": "Pascal VOC",
+    "coco": "COCO",
+    "csv": "TF Object Detection CSV",
+}  # RawDataset.format → as people name it
+SCORES = {"train": "training", "val": "validation", "test": "test"}  # the score an image in that split counts in
+
+
+# ── the counts ────────────────────────────────────────────────────────────────────────────────────────────────────
+@dataclass(frozen=True)
+class SplitSummary:
+    """One split's counts. `per_class`: boxes per class, in the dataset's class order (ignore regions not counted)."""
+
+    name: str  # "train", "val", "test" ("val/test" when one held-out split serves as both)
+    images: int  # images read and kept (an unreadable image is a problem, not counted)
+    boxes: int
+    per_class: tuple[int, ...]
+    without_boxes: int  # kept images with no box (background images)
+    ignore: int = 0  # ignore regions: COCO iscrowd, VOC difficult
+    repeated: int = 0  # images with the same bytes (pixels) as an earlier image of this split
+
+    @staticmethod
+    def of(name: str, n_classes: int, boxes: Sequence[Boxes], ignore: Sequence[Boxes] = ()) -> SplitSummary:
+        """The counts of one split from its images' boxes (one Boxes each) and ignore regions (one each, or ())."""
+        classes = [b.classes for b in boxes if len(b)]
+        counts = np.bincount(np.concatenate(classes), minlength=n_classes) if classes else np.zeros(n_classes, int)
+        return SplitSummary(
+            name,
+            images=len(boxes),
+            boxes=int(sum(len(b) for b in boxes)),
+            per_class=tuple(int(c) for c in counts[:n_classes]),
+            without_boxes=sum(1 for b in boxes if not len(b)),
+            ignore=int(sum(len(b) for b in ignore)),
+        )
+
+    def line(self, classes: Sequence[str], name_width: int, count_width: int, most: int | None = None) -> str:
+        """'train  205 images, 2,789 boxes (RBC 2,347, WBC 219, Platelets 223), 0 without boxes'; `most`: list only
+        the first `most` classes' counts, then '… N more'."""
+        shown = [f"{c} {n:,}" for c, n in zip(classes, self.per_class, strict=True)]
+        if most is not None and len(shown) > most:
+            shown = [*shown[:most], f"… {len(shown) - most} more"]
+        text = f"{self.name:<{name_width}}  {self.images:>{count_width},} image{_s(self.images)}, "
+        text += f"{self.boxes:,} box{'' if self.boxes == 1 else 'es'}"
+        text += f" ({', '.join(shown)})" if self.boxes and shown else ""
+        text += f", {self.without_boxes:,} without boxes"
+        if self.ignore:
+            text += f", {self.ignore:,} ignore region{_s(self.ignore)}"
+        if self.repeated:
+            text += f", {self.repeated:,} repeated image{_s(self.repeated)}"
+        return text
+
+
+def _s(count: int) -> str:
+    return "" if count == 1 else "s"
+
+
+@dataclass(frozen=True)
+class DataSummary:
+    """A dataset's counts per split (in SPLIT_NAMES order), for people (`lines`) and for JSON (`as_dict`)."""
+
+    name: str  # the dataset's folder (or file) name
+    format: str  # as people name it ("Pascal VOC"), or "" when not known (a dataset loaded for training)
+    classes: tuple[str, ...]
+    splits: tuple[SplitSummary, ...]
+
+    def split(self, name: str) -> SplitSummary | None:
+        return next((s for s in self.splits if s.name == name), None)
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """A class with fewer than MIN_TRAIN_BOXES training boxes; a class with no box in a split that has boxes of
+        others (its AP cannot be measured there)."""
+        found = []
+        train = self.split("train")
+        if train is not None:
+            for name, count in zip(self.classes, train.per_class, strict=True):
+                if count < MIN_TRAIN_BOXES:
+                    found.append(
+                        f"class {name} has {count or 'no'} training box{'' if count == 1 else 'es'}: a detector needs "
+                        f"more (≥ {MIN_TRAIN_BOXES})"
+                    )
+        for split in self.splits:
+            if split.name == "train" or not split.boxes:
+                continue
+            for name, count in zip(self.classes, split.per_class, strict=True):
+                if not count:
+                    found.append(
+                        f"class {name} has no box in {split.name}, which has {split.boxes:,} boxes of other classes: "
+                        f"its AP cannot be measured on {split.name}"
+                    )
+        return tuple(found)
+
+    def lines(self, most: int | None = None) -> list[str]:
+        """The header, one line per split, then the warnings ('warning: …'); `most`: see SplitSummary.line."""
+        head = f"{self.name} ({self.format})" if self.format else self.name
+        lines = [f"{head}: {len(self.classes)} class{'' if len(self.classes) == 1 else 'es'}"]
+        name_width = max((len(s.name) for s in self.splits), default=0)
+        count_width = max((len(f"{s.images:,}") for s in self.splits), default=0)
+        lines += ["  " + s.line(self.classes, name_width, count_width, most) for s in self.splits]
+        return lines + [f"warning: {text}" for text in self.warnings]
+
+    def as_dict(self) -> dict:
+        """JSON-ready: {name, format, classes, splits: {split: {images, boxes, boxes_per_class (a list in class
+        order), without_boxes, ignore, repeated}}, warnings}. `from_dict` reads it back."""
+        splits = {
+            s.name: {
+                "images": s.images,
+                "boxes": s.boxes,
+                "boxes_per_class": list(s.per_class),
+                "without_boxes": s.without_boxes,
+                "ignore": s.ignore,
+                "repeated": s.repeated,
+            }
+            for s in self.splits
+        }
+        return {
+            "name": self.name,
+            "format": self.format,
+            "classes": list(self.classes),
+            "splits": splits,
+            "warnings": list(self.warnings),
+        }
+
+    @staticmethod
+    def from_dict(doc: dict) -> DataSummary:
+        """The summary `as_dict` wrote (warnings are computed again from the counts)."""
+        splits = tuple(
+            SplitSummary(
+                name,
+                s["images"],
+                s["boxes"],
+                tuple(s["boxes_per_class"]),
+                s["without_boxes"],
+                s["ignore"],
+                s["repeated"],
+            )
+            for name, s in doc["splits"].items()
+        )
+        return DataSummary(doc["name"], doc["format"], tuple(doc["classes"]), splits)
+
+
+# ── images in two splits ──────────────────────────────────────────────────────────────────────────────────────────
+@dataclass(frozen=True)
+class _Entry:
+    split: str
+    name: str  # as shown to people
+    key: str  # the same key: the same file (its real path), or at training the same name
+    digest: bytes | None  # SHA-256 of the file's bytes (or of its decoded pixels); None: could not be read
+
+
+def _shared(entries: Iterable[_Entry], what: str) -> tuple[list[LabelProblem], dict[str, int]]:
+    """(a "leak" problem for each image whose digest an earlier split already holds, named with the first such
+    image; the images per split repeating one of the same split). `what`: "bytes" or "pixels"."""
+    first: dict[bytes, _Entry] = {}
+    problems, repeated = [], {}
+    for entry in entries:
+        if entry.digest is None:
+            continue
+        earlier = first.setdefault(entry.digest, entry)
+        if earlier is entry:
+            continue
+        if earlier.split == entry.split:
+            repeated[entry.split] = repeated.get(entry.split, 0) + 1
+            continue
+        harm = f"an image in two splits inflates the {SCORES.get(entry.split, entry.split)} score"
+        if earlier.key == entry.key:
+            why = f"the same image is in {earlier.split} and {entry.split}: {harm}"
+        else:
+            why = f"in {entry.split}, same {what} as {earlier.name} in {earlier.split}: {harm}"
+        problems.append(LabelProblem(entry.name, None, why, "leak"))
+    return problems, repeated
+
+
+def file_digest(path: Path) -> bytes | None:
+    """SHA-256 of a file's bytes, read in chunks; None when it cannot be read (its reader already said why)."""
+    try:
+        with open(path, "rb") as file:
+            return hashlib.file_digest(file, "sha256").digest()
+    except OSError:
+        return None
+
+
+def _digests(count: int, digest: Callable[[int], bytes | None]) -> list[bytes | None]:
+    """digest(0) … digest(count − 1) on the readers' threads (hashlib lets go of the GIL on large buffers)."""
+    return each_image(digest, count)
+
+
+def _with_repeats(splits: Sequence[SplitSummary], repeated: dict[str, int]) -> tuple[SplitSummary, ...]:
+    return tuple(
+        SplitSummary(s.name, s.images, s.boxes, s.per_class, s.without_boxes, s.ignore, repeated.get(s.name, 0))
+        for s in splits
+    )
+
+
+# ── from a raw read (lint) and from a loaded dataset (training) ───────────────────────────────────────────────────
+def dataset_name(source: str) -> str:
+    """A dataset's name from the path it was read from: a data.yaml's folder, a COCO JSON's stem, a folder's name."""
+    path = Path(source)
+    if path.suffix.lower() in (".yaml", ".yml"):
+        return path.resolve().parent.name
+    return path.stem if path.suffix.lower() == ".json" else path.resolve().name
+
+
+def summarise_raw(raw: RawDataset) -> tuple[DataSummary, list[LabelProblem]]:
+    """The counts of a raw read, and the problems of the whole dataset: no training image with a box (kind
+    "no-box": training would be refused) and images in two splits (kind "leak", by SHA-256 of each file's bytes,
+    each file read once)."""
+    k = len(raw.classes)
+    order = [name for name in SPLIT_NAMES if name in raw.splits] + [n for n in raw.splits if n not in SPLIT_NAMES]
+    splits = [
+        SplitSummary.of(name, k, [i.boxes for i in raw.splits[name]], [i.ignore for i in raw.splits[name]])
+        for name in order
+    ]
+    images = [(name, image) for name in order for image in raw.splits[name]]
+    keys = [os.path.realpath(image.path) for _, image in images]
+    unique = list(dict.fromkeys(keys))  # a file listed twice (VOC image sets) is hashed once
+    by_key = dict(zip(unique, _digests(len(unique), lambda i: file_digest(Path(unique[i]))), strict=True))
+    entries = [_Entry(name, image.name, key, by_key[key]) for (name, image), key in zip(images, keys, strict=True)]
+    problems, repeated = _shared(entries, "bytes")
+    fmt = FORMAT_NAMES.get(raw.format, raw.format)
+    summary = DataSummary(dataset_name(raw.source), fmt, raw.classes, _with_repeats(splits, repeated))
+    train = summary.split("train")
+    if train is not None and not train.boxes:
+        why = "no training image with a valid box: training would be refused"
+        problems.insert(0, LabelProblem(Path(raw.source).name, None, why, "no-box"))
+    return summary, problems
+
+
+def summarise_dataset(data: DetectionDataset) -> tuple[DataSummary, list[LabelProblem]]:
+    """The counts of a dataset loaded for training, and its images in two splits (kind "leak", by SHA-256 of the
+    decoded, letterboxed pixels: no file is read again). One held-out split serving as val and test (a COCO JSON) is
+    counted once, as "val/test"."""
+    k = len(data.classes)
+    parts = [("train", data.train), ("val", data.val), ("test", data.test)]
+    if data.test is not None and data.test is data.val:
+        parts = [("train", data.train), ("val/test", data.val)]
+    parts = [(name, split) for name, split in parts if split is not None]
+    splits = [SplitSummary.of(name, k, split.targets, split.crowds) for name, split in parts]
+    entries = []
+    for name, split in parts:
+        images = split.images
+        digests = _digests(
+            len(split), lambda i, images=images: hashlib.sha256(np.ascontiguousarray(images[i])).digest()
+        )
+        entries += [_Entry(name, shown, shown, d) for shown, d in zip(split.names, digests, strict=True)]
+    problems, repeated = _shared(entries, "pixels")
+    return DataSummary(dataset_name(data.source), "", data.classes, _with_repeats(splits, repeated)), problems
+
+
+def lint_dataset(path: str | Path, data_dir: str | Path | None = None) -> tuple[DataSummary, list[LabelProblem]]:
+    """`convscope detect lint`: the dataset at `path` read once by its format's raw reader (every image decoded, no
+    pixels kept), its summary, and every problem: the readers' (rows dropped), then the whole dataset's (no training
+    box, images in two splits), then the notes. A DataError when the dataset cannot be read at all (formats.format_of,
+    the readers). A VOC folder without ImageSets is split as training would split it by default (seed 0, 10%)."""
+    path = Path(path)
+    raw = format_of(path).read_raw(path, data_dir=data_dir, seed=0, val_fraction=0.1)
+    summary, found = summarise_raw(raw)
+    dropped = [problem for problem in raw.problems if not problem.is_note]
+    notes = [problem for problem in raw.problems if problem.is_note]
+    return summary, dropped + found + notes
