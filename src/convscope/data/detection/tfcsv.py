@@ -115,6 +115,33 @@ def _size_problem(image: _CsvImage, shown_image: str, width: int, height: int) -
     return None
 
 
+def _boxes(image: _CsvImage, classes: dict[str, int], width: int, height: int, scale: float):
+    """The rows of one width×height image checked (`scale`: its letterbox scale, for the 1-pixel check) →
+    ((xyxy, class) of the boxes kept, in the image's pixels; their problems in row order; (CSV, line) of clipped ones).
+    A row with an empty class is an image with no boxes: nothing to check."""
+    slots: list[LabelProblem | None] = []  # one per row with a class: its problem, in file order
+    candidates, clipped = [], []  # (xyxy, class, (row, slot)) of the valid boxes
+    for row in (row for row in image.rows if row.cls):
+        checked = _check_row(row, classes, width, height, scale)
+        if isinstance(checked[0], str):
+            slots.append(LabelProblem(image.shown, row.line, checked[1], checked[0]))
+            continue
+        cls, xyxy, was_clipped = checked
+        slots.append(None)
+        if was_clipped:
+            clipped.append((image.shown, row.line))
+        candidates.append((xyxy, cls, (row, len(slots) - 1)))
+
+    def duplicate(where, earlier, iou) -> tuple[int, LabelProblem]:
+        why = f"duplicate of the box on line {earlier[0].line} (IoU {iou:.2f}), row skipped"
+        return where[1], LabelProblem(image.shown, where[0].line, why, "duplicate")
+
+    kept, duplicates = duplicate_problems(candidates, duplicate)
+    for _, (slot, problem) in duplicates:
+        slots[slot] = problem
+    return [candidates[i][:2] for i in kept], [p for p in slots if p is not None], clipped
+
+
 def _read_image(image: _CsvImage, root: Path, classes: dict[str, int], image_size, out, index: int):
     """Find and decode one image and check its rows → (ImageResult, its path or None); with image_size, the
     letterboxed pixels go to out[index] (when out is given) and the boxes follow them."""
@@ -130,39 +157,18 @@ def _read_image(image: _CsvImage, root: Path, classes: dict[str, int], image_siz
     try:
         array = decode_image(path)
     except DataError as err:
-        return ImageResult(
-            None, [LabelProblem(shown_image, None, f"unreadable image, skipped: {err}", "unreadable")]
-        ), path
+        problem = LabelProblem(shown_image, None, f"unreadable image, skipped: {err}", "unreadable")
+        return ImageResult(None, [problem]), path
     height, width = array.shape[:2]
-    problems = [p for p in [_size_problem(image, shown_image, width, height)] if p is not None]
     scale, pad = 1.0, (0, 0)
     if image_size is not None:
         array, scale, pad = letterbox(array, image_size)
         if out is not None:
             out[index] = array
-    slots: list[LabelProblem | None] = []  # one per row with a class: its problem, in file order
-    candidates, clipped = [], []  # (xyxy, class, (row, slot)), and (CSV, line) of clipped boxes
-    for row in (row for row in image.rows if row.cls):  # an empty class: an image with no boxes
-        first_value, *rest = _check_row(row, classes, width, height, scale)
-        slots.append(
-            LabelProblem(image.shown, row.line, rest[0], first_value) if isinstance(first_value, str) else None
-        )
-        if isinstance(first_value, str):
-            continue
-        if rest[1]:
-            clipped.append((image.shown, row.line))
-        candidates.append((rest[0], first_value, (row, len(slots) - 1)))
-
-    def duplicate(where, earlier, iou) -> tuple[int, LabelProblem]:
-        why = f"duplicate of the box on line {earlier[0].line} (IoU {iou:.2f}), row skipped"
-        return where[1], LabelProblem(image.shown, where[0].line, why, "duplicate")
-
-    kept, duplicates = duplicate_problems(candidates, duplicate)
-    for _, (slot, problem) in duplicates:
-        slots[slot] = problem
-    problems += [problem for problem in slots if problem is not None]
+    rows, problems, clipped = _boxes(image, classes, width, height, scale)
+    problems = [p for p in [_size_problem(image, shown_image, width, height)] if p is not None] + problems
     size = float(image_size if image_size is not None else max(width, height))
-    boxes = to_boxes([candidates[i][:2] for i in kept], (scale, scale), pad, size)
+    boxes = to_boxes(rows, (scale, scale), pad, size)
     return ImageResult(boxes, problems, size=(width, height), clipped=clipped), path
 
 
