@@ -88,7 +88,7 @@ def test_yolo_counts_per_split_and_class_are_exact(tmp_path):
         "  train  3 images, 41 boxes (cat 21, dog 20), 1 without boxes",
         "  val    1 image, 3 boxes (cat 1, dog 2), 0 without boxes",
         "  test   2 images, 1 box (cat 0, dog 1), 1 without boxes",
-        "warning: class cat has no box in test, which has 1 boxes of other classes: its AP cannot be measured on test",
+        "warning: class cat has no box in test, which has 1 box of other classes: its AP cannot be measured on test",
     ]
 
 

@@ -117,8 +117,9 @@ class DataSummary:
             for name, count in zip(self.classes, split.per_class, strict=True):
                 if not count:
                     found.append(
-                        f"class {name} has no box in {split.name}, which has {split.boxes:,} boxes of other classes: "
-                        f"its AP cannot be measured on {split.name}"
+                        f"class {name} has no box in {split.name}, which has {split.boxes:,} "
+                        f"box{'' if split.boxes == 1 else 'es'} of other classes: its AP cannot be measured on "
+                        f"{split.name}"
                     )
         return tuple(found)
 
