@@ -44,7 +44,7 @@ class ConvertSummary:
         dropped = f"{self.dropped} label problem(s) dropped ({self.problems})" if self.dropped else "no label problems"
         text += f"; {dropped}"
         if self.ignore_dropped:
-            text += f"; {self.ignore_dropped} ignore region(s) (crowd/difficult) not written: YOLO has none"
+            text += f"; {self.ignore_dropped} ignore region(s) (crowd/difficult) not written: {self.target} has none"
         return text
 
 
@@ -93,7 +93,7 @@ def convert(
     """Convert the dataset at `src` (any of FORMATS, see `read_raw`) to format `to` in the new or empty folder `out`.
 
     Boxes keep their pixels (within half a pixel for VOC's whole pixels), classes and their order, splits, and ignore
-    regions (as iscrowd / difficult; YOLO has none). Returns the summary (`.line()` is the CLI's). DataError when the
+    regions (as iscrowd / difficult; YOLO and the CSV have none). Returns the summary (`.line()` is the CLI's). DataError when the
     source cannot be read, `to` is not a format, or `out` is not empty or lies inside the source; OutputError when
     writing fails (then nothing is left at `out`).
     """
