@@ -225,8 +225,9 @@ def test_load_detection_reads_voc_and_names_the_three_formats_otherwise(tmp_path
         load_detection(str(tmp_path / "empty"), None, 32, 0.1, 0)
     assert str(caught.value) == (
         f"{tmp_path / 'empty'}: expected a YOLO dataset folder (with data.yaml), a Pascal VOC folder "
-        "(Annotations/*.xml, or XML files beside their images), a COCO .json file or a TF Object Detection .csv file "
-        "(or a folder of split CSVs), found a folder with none of them"
+        "(Annotations/*.xml, or XML files beside their images), a COCO .json file, a TF Object Detection .csv file "
+        "(or a folder of split CSVs), or split folders (train/, val/ or valid/, test/) of Pascal VOC .xml files or a "
+        "COCO .json file each, found a folder with none of them"
     )
 
 

@@ -1,11 +1,13 @@
 """COCO detection datasets: an annotations JSON (images, annotations, categories) and the folder of its images.
 
 `load_coco` reads them into one `DetectionSplit` letterboxed to S×S, with the class names; category ids map to 0..K-1
-in sorted id order. Crowd annotations (`iscrowd` 1) are not training targets: they go to `split.crowds`, the ignore
-regions of scoring (as pycocotools treats them). `lint_coco` only lists the problems; `read_coco_raw` gives every
-image's boxes in its own pixels (for `convscope detect convert`). A COCO source may also be a folder of split JSONs
-(`coco_split_files`), each with its images (`coco_images_folder`). Decoding, reading text files and the lint's
-conventions are the reading kit's (convscope.data.detection.reading).
+in sorted id order, less a category with no annotation that is the supercategory of all the others (Roboflow's export
+adds the dataset's name so; logged). Crowd annotations (`iscrowd` 1) are not training targets: they go to
+`split.crowds`, the ignore regions of scoring (as pycocotools treats them). `lint_coco` only lists the problems;
+`read_coco_raw` gives every image's boxes in its own pixels (for `convscope detect convert`). A COCO source may also be
+a folder of split JSONs (`coco_split_files`), each with its images (`coco_images_folder`), or split folders each with
+its JSON (convscope.data.detection.coco_folders). Decoding, reading text files and the lint's conventions are the
+reading kit's (convscope.data.detection.reading).
 """
 
 from __future__ import annotations
@@ -106,8 +108,30 @@ def _coco_categories(doc: dict, path: Path) -> tuple[tuple[str, ...], dict[objec
         names[cid] = str(category.get("name", cid))
     if not names:
         raise DataError(f"{path}: expected at least one category, found none")
+    _drop_parent_category(doc, path, names)
     ids = sorted(names)
     return tuple(names[i] for i in ids), {cid: index for index, cid in enumerate(ids)}
+
+
+def _drop_parent_category(doc: dict, path: Path, names: dict[int, str]) -> None:
+    """Leave out (of `names`, category id → name) a category with no annotation that is the supercategory of every
+    other: Roboflow's COCO export lists the dataset's name so (id 0, supercategory "none"; its classes have that
+    name as supercategory), and its other exports (YOLO's data.yaml) leave it out. Logged."""
+    if len(names) < 2:
+        return
+    parents = {c["id"]: c.get("supercategory") for c in doc["categories"] if c["id"] in names}
+    used = {ann.get("category_id") for ann in doc["annotations"] if isinstance(ann, dict)}
+    for cid, name in names.items():
+        if cid not in used and all(parents[other] == name for other in names if other != cid):
+            log.info(
+                "%s: category %s (id %s) has no annotation and is the supercategory of all the others: left out of "
+                "the classes (as Roboflow's exports leave it out)",
+                path,
+                echo(name, 40),
+                cid,
+            )
+            del names[cid]
+            return
 
 
 def _coco_images(doc: dict, path: Path, problems: list[LabelProblem]) -> list[_CocoImage]:
@@ -258,9 +282,10 @@ def load_coco(
 ) -> tuple[DetectionSplit, tuple[str, ...]]:
     """A COCO detection JSON and its images as one split letterboxed to image_size, and the class names.
 
-    Category ids (any integers) map to 0..K-1 in sorted id order. Crowd annotations go to `split.crowds` (one Boxes
-    per image, when the JSON has any), not to the targets. Problems (reported with the annotation id) are in
-    `split.problems`; a DataError when no image with a usable box is left.
+    Category ids (any integers) map to 0..K-1 in sorted id order (less Roboflow's supercategory entry: the module
+    docstring). Crowd annotations go to `split.crowds` (one Boxes per image, when the JSON has any), not to the
+    targets. Problems (reported with the annotation id) are in `split.problems`; a DataError when no image with a
+    usable box is left.
     """
     check_image_size(image_size)
     annotations, images_dir = Path(annotations), Path(images_dir)

@@ -10,6 +10,12 @@ is the TF Object Detection CSV, and so is a folder of split CSVs (`csv_split_fil
 annotations/ or images/, or Roboflow's train/_annotations.csv …; convscope.data.detection.tfcsv). Anything else is a
 DataError naming them.
 
+A folder that is none of these, with split folders (`train/`, `val/` or `valid/` or `validation/`, `test/`, any case)
+there or one folder below it, is read by the split folders' labels: .xml files (beside the images, or in each split's
+annotations/) are "voc-folders" (convscope.data.detection.voc_folders), a COCO JSON in each (Roboflow's
+_annotations.coco.json) "coco-folders" (convscope.data.detection.coco_folders); split folders in mixed formats, or
+without train/, are a DataError naming the folder.
+
 A COCO source is one JSON — one split, whose images are in `data_dir` (default: images/ beside it); training holds out
 val_fraction of it (seeded) for validation, and the same images serve as the test split — or a folder of split JSONs,
 each with its own images (`coco_images_folder`), a train JSON required to load or convert it.
@@ -23,7 +29,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from convscope.data.detection.boxes import (
-    SPLIT_NAMES,
     DetectionDataset,
     LabelProblem,
     RawDataset,
@@ -35,13 +40,22 @@ from convscope.data.detection.coco import (
     coco_split_files,
     lint_coco,
     load_coco,
-    read_coco_raw,
+)
+from convscope.data.detection.coco_folders import (
+    lint_coco_folders,
+    lint_coco_splits,
+    load_coco_folders,
+    load_coco_splits,
+    read_coco_folders_raw,
+    read_coco_splits,
 )
 from convscope.data.detection.reading import child_folder
+from convscope.data.detection.split_folders import holds_split_folders
 from convscope.data.detection.tfcsv import lint_csv, load_csv, read_csv_raw
 from convscope.data.detection.tfcsv_files import csv_split_files, write_csv
 from convscope.data.detection.voc import lint_voc, load_voc, read_voc_raw
-from convscope.data.detection.write import write_coco, write_voc, write_yolo
+from convscope.data.detection.voc_folders import lint_voc_folders, load_voc_folders, read_voc_folders_raw
+from convscope.data.detection.write import write_coco, write_coco_folders, write_voc, write_voc_folders, write_yolo
 from convscope.data.detection.yolo import lint_yolo, load_yolo, read_yolo_raw
 from convscope.errors import DataError
 
@@ -49,7 +63,8 @@ log = logging.getLogger("convscope.detect")
 
 EXPECTED = (
     "expected a YOLO dataset folder (with data.yaml), a Pascal VOC folder (Annotations/*.xml, or XML files "
-    "beside their images), a COCO .json file or a TF Object Detection .csv file (or a folder of split CSVs)"
+    "beside their images), a COCO .json file, a TF Object Detection .csv file (or a folder of split CSVs), or "
+    "split folders (train/, val/ or valid/, test/) of Pascal VOC .xml files or a COCO .json file each"
 )
 
 
@@ -65,7 +80,7 @@ class Format:
     that has none (a COCO JSON, a VOC folder without ImageSets).
     """
 
-    name: str  # "yolo", "coco" or "voc": `detect convert --to`'s word and RawDataset.format
+    name: str  # a key of FORMATS ("yolo", "coco", "voc", …): `detect convert --to`'s word and RawDataset.format
     suffixes: tuple[str, ...]  # a file whose suffix (lower case) is one of these is of this format
     holds: Callable[[Path], bool]  # whether a folder is of this format
     ignore_regions: bool  # whether it holds ignore regions (COCO iscrowd, VOC difficult); YOLO has none
@@ -106,33 +121,22 @@ def _split_jsons(root: Path) -> dict[str, Path]:
     return files
 
 
-def _same_classes(classes: tuple[str, ...] | None, names: tuple[str, ...], path: Path) -> None:
-    if classes is not None and names != classes:
-        raise DataError(f"{path}: categories {list(names)} differ from the train JSON's {list(classes)}")
-
-
 def _load_coco(path: Path, image_size: int, *, data_dir, seed: int, val_fraction: float) -> DetectionDataset:
     if not path.is_dir():
         split, classes = load_coco(path, coco_json_images(path, data_dir), image_size)
         train, held = hold_out(split, val_fraction, seed)
         log.info("%s: %d images for training, %d held out for validation and test", path, len(train), len(held))
         return DetectionDataset(path.stem, classes, train, held, held, str(path), split.problems)
-    files, splits, classes = _split_jsons(path), {}, None
-    for name in (name for name in SPLIT_NAMES if name in files):
-        splits[name], names = load_coco(files[name], coco_images_folder(path, files[name], data_dir), image_size)
-        _same_classes(classes, names, files[name])
-        classes = names
-    problems = tuple(problem for split in splits.values() for problem in split.problems)
-    return DetectionDataset(
-        path.name, classes, splits["train"], splits.get("val"), splits.get("test"), str(path), problems
-    )
+    files = _split_jsons(path)
+    images = {name: coco_images_folder(path, file, data_dir) for name, file in files.items()}
+    return load_coco_splits(path, files, images, image_size)
 
 
 def _lint_coco(path: Path, *, data_dir) -> list[LabelProblem]:
     if not path.is_dir():
         return lint_coco(path, coco_json_images(path, data_dir))
-    files = coco_split_files(path).values()  # train.json, val.json, test.json: each JSON with its own images
-    return [problem for file in files for problem in lint_coco(file, coco_images_folder(path, file, data_dir))]
+    files = coco_split_files(path)  # train.json, val.json, test.json: each JSON with its own images
+    return lint_coco_splits(files, {name: coco_images_folder(path, file, data_dir) for name, file in files.items()})
 
 
 def _read_coco_raw(path: Path, *, data_dir, seed: int, val_fraction: float) -> RawDataset:
@@ -141,14 +145,9 @@ def _read_coco_raw(path: Path, *, data_dir, seed: int, val_fraction: float) -> R
         root, images = path, data_dir
     else:
         root, files, images = path.parent, {"train": path}, coco_json_images(path, data_dir)
-    classes, splits, problems = None, {}, []
-    for split in (name for name in SPLIT_NAMES if name in files):
-        names, raw, found = read_coco_raw(files[split], coco_images_folder(root, files[split], images))
-        _same_classes(classes, names, files[split])
-        classes, splits[split] = names, raw
-        problems += found
     source = str(files["train"]) if len(files) == 1 else str(root)
-    return RawDataset("coco", classes, splits, source, tuple(problems))
+    folders = {name: coco_images_folder(root, file, images) for name, file in files.items()}
+    return read_coco_splits("coco", source, files, folders)
 
 
 # ── the table ─────────────────────────────────────────────────────────────────────────────────────────────────────
@@ -184,6 +183,26 @@ FORMATS: dict[str, Format] = {
         lint=lambda path, **_: lint_voc(path),
         read_raw=lambda path, *, seed, val_fraction, **_: read_voc_raw(path, seed=seed, val_fraction=val_fraction),
         write=write_voc,
+    ),
+    "voc-folders": Format(
+        "voc-folders",
+        (),
+        holds=lambda folder: holds_split_folders(folder, "voc"),
+        ignore_regions=True,
+        load=lambda path, image_size, **_: load_voc_folders(path, image_size),
+        lint=lambda path, **_: lint_voc_folders(path),
+        read_raw=lambda path, **_: read_voc_folders_raw(path),
+        write=write_voc_folders,
+    ),
+    "coco-folders": Format(
+        "coco-folders",
+        (),
+        holds=lambda folder: holds_split_folders(folder, "coco"),
+        ignore_regions=True,
+        load=lambda path, image_size, **_: load_coco_folders(path, image_size),
+        lint=lambda path, **_: lint_coco_folders(path),
+        read_raw=lambda path, **_: read_coco_folders_raw(path),
+        write=write_coco_folders,
     ),
     "csv": Format(
         "csv",

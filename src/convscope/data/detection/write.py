@@ -11,6 +11,10 @@ convert`, into a folder made for it. Images are copied byte for byte (the source
         order, read back by load_voc). Coordinates are 1-based and inclusive, whole pixels: xmin = round(x1) + 1,
         xmax = round(x2) (data/detection/voc_xml.py), so boxes move by at most half a pixel; VOC needs xmax > xmin,
         so a box under 2 pixels wide (or high) grows to 2.
+  voc-folders   SPLIT/NAME with SPLIT/STEM.xml beside it (the same XML as voc), SPLIT train/, val/, test/, and
+        classes.txt: the split folders of the TensorFlow Object Detection API tutorials (data/detection/voc_folders.py).
+  coco-folders  SPLIT/_annotations.coco.json with SPLIT/NAME beside it (`file_name` NAME; the same JSON as coco), the
+        val split in valid/: Roboflow's COCO export, as RF-DETR's Roboflow reader finds it (train/, valid/, test/).
 """
 
 from __future__ import annotations
@@ -23,6 +27,9 @@ from xml.etree import ElementTree
 import yaml
 
 from convscope.data.detection.boxes import RawDataset, RawImage
+from convscope.data.detection.split_folders import ROBOFLOW_JSON
+
+ROBOFLOW_FOLDERS = {"val": "valid"}  # split → folder name where Roboflow's differs (RF-DETR reads valid/ only)
 
 
 def _copy(image: RawImage, folder: Path, name: str) -> None:
@@ -46,28 +53,40 @@ def write_yolo(data: RawDataset, out: Path, names: dict) -> None:
     (out / "data.yaml").write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
 
 
+def _coco_doc(data: RawDataset, split: str, folder: Path, prefix: str, names: dict) -> dict:
+    """The COCO JSON of one split, its images copied into `folder`; `file_name` is prefix + the image's name."""
+    entries, annotations = [], []
+    for i, image in enumerate(data.splits[split]):
+        _copy(image, folder, names[split, i])
+        entries.append(
+            {"id": i + 1, "file_name": prefix + names[split, i], "width": image.width, "height": image.height}
+        )
+        for boxes, crowd in ((image.boxes, 0), (image.ignore, 1)):
+            for (x1, y1, x2, y2), cls in zip(boxes.xyxy.tolist(), boxes.classes.tolist(), strict=True):
+                bbox = [round(x1, 3), round(y1, 3), round(x2 - x1, 3), round(y2 - y1, 3)]
+                area = round(bbox[2] * bbox[3], 3)
+                ann = {"id": len(annotations) + 1, "image_id": i + 1, "category_id": cls + 1, "bbox": bbox}
+                annotations.append({**ann, "area": area, "iscrowd": crowd})
+    return {
+        "info": {"description": f"converted by convscope from {data.format}: {data.source}"},
+        "licenses": [],
+        "images": entries,
+        "annotations": annotations,
+        "categories": [{"id": i + 1, "name": name, "supercategory": ""} for i, name in enumerate(data.classes)],
+    }
+
+
 def write_coco(data: RawDataset, out: Path, names: dict) -> None:
-    categories = [{"id": i + 1, "name": name, "supercategory": ""} for i, name in enumerate(data.classes)]
-    for split, images in data.splits.items():
-        entries, annotations = [], []
-        for i, image in enumerate(images):
-            _copy(image, out / "images" / split, names[split, i])
-            name = f"{split}/{names[split, i]}"
-            entries.append({"id": i + 1, "file_name": name, "width": image.width, "height": image.height})
-            for boxes, crowd in ((image.boxes, 0), (image.ignore, 1)):
-                for (x1, y1, x2, y2), cls in zip(boxes.xyxy.tolist(), boxes.classes.tolist(), strict=True):
-                    bbox = [round(x1, 3), round(y1, 3), round(x2 - x1, 3), round(y2 - y1, 3)]
-                    area = round(bbox[2] * bbox[3], 3)
-                    ann = {"id": len(annotations) + 1, "image_id": i + 1, "category_id": cls + 1, "bbox": bbox}
-                    annotations.append({**ann, "area": area, "iscrowd": crowd})
-        doc = {
-            "info": {"description": f"converted by convscope from {data.format}: {data.source}"},
-            "licenses": [],
-            "images": entries,
-            "annotations": annotations,
-            "categories": categories,
-        }
+    for split in data.splits:
+        doc = _coco_doc(data, split, out / "images" / split, f"{split}/", names)
         (out / f"{split}.json").write_text(json.dumps(doc, ensure_ascii=False))
+
+
+def write_coco_folders(data: RawDataset, out: Path, names: dict) -> None:
+    for split in data.splits:
+        folder = out / ROBOFLOW_FOLDERS.get(split, split)
+        doc = _coco_doc(data, split, folder, "", names)
+        (folder / ROBOFLOW_JSON).write_text(json.dumps(doc, ensure_ascii=False))
 
 
 def _voc_box(xyxy: list[float], width: int, height: int) -> list[int]:
@@ -82,9 +101,9 @@ def _voc_box(xyxy: list[float], width: int, height: int) -> list[int]:
     return [xmin, ymin, xmax, ymax]
 
 
-def _voc_xml(image: RawImage, name: str, classes: tuple[str, ...]) -> ElementTree.ElementTree:
+def _voc_xml(image: RawImage, name: str, classes: tuple[str, ...], folder: str) -> ElementTree.ElementTree:
     root = ElementTree.Element("annotation")
-    for tag, text in (("folder", "JPEGImages"), ("filename", name)):
+    for tag, text in (("folder", folder), ("filename", name)):
         ElementTree.SubElement(root, tag).text = text
     size = ElementTree.SubElement(root, "size")
     for tag, value in (("width", image.width), ("height", image.height), ("depth", 3)):
@@ -105,6 +124,18 @@ def _voc_xml(image: RawImage, name: str, classes: tuple[str, ...]) -> ElementTre
     return tree
 
 
+def _write_voc_image(image: RawImage, name: str, classes: tuple[str, ...], images: Path, xmls: Path) -> None:
+    """Copy one image into `images` and write its XML (`<folder>` the images folder's name) into `xmls`."""
+    _copy(image, images, name)
+    xmls.mkdir(parents=True, exist_ok=True)
+    tree = _voc_xml(image, name, classes, images.name)
+    tree.write(xmls / f"{Path(name).stem}.xml", encoding="utf-8", xml_declaration=True)
+
+
+def _write_classes(data: RawDataset, out: Path) -> None:
+    (out / "classes.txt").write_text("".join(f"{name}\n" for name in data.classes))  # the class order, read back
+
+
 def write_voc(data: RawDataset, out: Path, names: dict) -> None:
     (out / "Annotations").mkdir(parents=True)
     (out / "ImageSets" / "Main").mkdir(parents=True)
@@ -112,14 +143,18 @@ def write_voc(data: RawDataset, out: Path, names: dict) -> None:
     for split, images in data.splits.items():
         ids[split] = []
         for i, image in enumerate(images):
-            name = names[split, i]
-            _copy(image, out / "JPEGImages", name)
-            _voc_xml(image, name, data.classes).write(
-                out / "Annotations" / f"{Path(name).stem}.xml", encoding="utf-8", xml_declaration=True
-            )
-            ids[split].append(Path(name).stem)
+            _write_voc_image(image, names[split, i], data.classes, out / "JPEGImages", out / "Annotations")
+            ids[split].append(Path(names[split, i]).stem)
     if "train" in ids and "val" in ids:
         ids["trainval"] = ids["train"] + ids["val"]  # the devkit's lists have it; mmdetection trains on it
     for split, stems in ids.items():
         (out / "ImageSets" / "Main" / f"{split}.txt").write_text("".join(f"{stem}\n" for stem in stems))
-    (out / "classes.txt").write_text("".join(f"{name}\n" for name in data.classes))
+    _write_classes(data, out)
+
+
+def write_voc_folders(data: RawDataset, out: Path, names: dict) -> None:
+    for split, images in data.splits.items():
+        (out / split).mkdir(parents=True, exist_ok=True)  # even when empty: the split stays a split
+        for i, image in enumerate(images):
+            _write_voc_image(image, names[split, i], data.classes, out / split, out / split)
+    _write_classes(data, out)

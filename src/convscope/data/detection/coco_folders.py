@@ -1,0 +1,112 @@
+"""COCO sources of several splits, each a JSON with its own image folder: a folder of split JSONs (train.json …,
+instances_train2017.json …; convscope.data.detection.formats finds them) and Roboflow's COCO export, split folders
+`train/`, `valid/` (or `val/`, `validation/`) and `test/` — any case, at the dataset folder or one folder below it —
+each holding its images beside one `_annotations.coco.json` (or its only .json file; split_folders.py finds them).
+
+Every JSON is read by convscope.data.detection.coco (load_coco, lint_coco, read_coco_raw), so the same checks apply;
+the splits must list the same categories (Roboflow's supercategory entry, a category with no annotation that is the
+supercategory of all the others, is left out of each by coco.py, and logged). The splits are those found: no val
+folder, no val split. In split folders, problems name their paths relative to the dataset folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from convscope.data.detection.boxes import (
+    SPLIT_NAMES,
+    DetectionDataset,
+    DetectionSplit,
+    LabelProblem,
+    RawDataset,
+)
+from convscope.data.detection.coco import lint_coco, load_coco, read_coco_raw
+from convscope.data.detection.reading import check_image_size, shown_path
+from convscope.data.detection.split_folders import coco_json, split_folders
+from convscope.errors import DataError
+
+
+def same_classes(classes: tuple[str, ...] | None, names: tuple[str, ...], path: Path) -> None:
+    """A DataError when a split JSON's categories (`names`) differ from the train JSON's (`classes`, None: none yet)."""
+    if classes is not None and names != classes:
+        raise DataError(f"{path}: categories {list(names)} differ from the train JSON's {list(classes)}")
+
+
+def _shown(problems, root: Path | None) -> list[LabelProblem]:
+    """The problems with their paths relative to `root` (None: as they are)."""
+    if root is None:
+        return list(problems)
+    return [dataclasses.replace(p, path=shown_path(Path(p.path), root)) for p in problems]
+
+
+def _ordered(files: dict[str, Path]) -> list[str]:
+    return [name for name in SPLIT_NAMES if name in files]
+
+
+def load_coco_splits(
+    source: Path, files: dict[str, Path], images: dict[str, Path], image_size: int, *, root: Path | None = None
+) -> DetectionDataset:
+    """Split → JSON (`files`, train among them) and split → image folder (`images`) loaded as one DetectionDataset
+    letterboxed to image_size (uint8 N×S×S×3); splits not in `files` are None. With `root`, problems name paths
+    relative to it. A DataError when the splits' categories differ, or as load_coco."""
+    check_image_size(image_size)
+    splits: dict[str, DetectionSplit] = {}
+    classes = None
+    for name in _ordered(files):
+        split, names = load_coco(files[name], images[name], image_size)
+        same_classes(classes, names, files[name])
+        splits[name], classes = dataclasses.replace(split, problems=tuple(_shown(split.problems, root))), names
+    problems = tuple(problem for split in splits.values() for problem in split.problems)
+    return DetectionDataset(
+        source.name, classes, splits["train"], splits.get("val"), splits.get("test"), str(source), problems
+    )
+
+
+def lint_coco_splits(
+    files: dict[str, Path], images: dict[str, Path], image_size: int | None = None, *, root: Path | None = None
+) -> list[LabelProblem]:
+    """Every problem of each split JSON and its images, in the order of `files`, as lint_coco finds them; with
+    `root`, paths relative to it. A DataError as lint_coco."""
+    found = [p for name, file in files.items() for p in lint_coco(file, images[name], image_size)]
+    return _shown(found, root)
+
+
+def read_coco_splits(
+    format_name: str, source: str, files: dict[str, Path], images: dict[str, Path], *, root: Path | None = None
+) -> RawDataset:
+    """Every split's images with their boxes in their own pixels (read_coco_raw), as a RawDataset of `format_name`
+    from `source`; with `root`, problems name paths relative to it. A DataError when the categories differ."""
+    classes, splits, problems = None, {}, []
+    for name in _ordered(files):
+        names, raw, found = read_coco_raw(files[name], images[name])
+        same_classes(classes, names, files[name])
+        classes, splits[name] = names, raw
+        problems += _shown(found, root)
+    return RawDataset(format_name, classes, splits, source, tuple(problems))
+
+
+# ── Roboflow's COCO export: a JSON in each split folder ──────────────────────────────────────────────────────────
+def coco_folders(root: str | Path) -> tuple[Path, dict[str, Path], dict[str, Path]]:
+    """(the dataset folder, split → its JSON, split → its folder) of COCO split folders. A DataError as
+    split_folders says, or when a split folder has several JSONs and no _annotations.coco.json."""
+    found = split_folders(root, "coco")
+    return found.root, {split: coco_json(folder) for split, folder in found.splits.items()}, found.splits
+
+
+def load_coco_folders(root: str | Path, image_size: int) -> DetectionDataset:
+    """COCO split folders letterboxed to image_size (as load_coco_splits); `val` is None without a val folder."""
+    root, files, folders = coco_folders(root)
+    return load_coco_splits(root, files, folders, image_size, root=root)
+
+
+def lint_coco_folders(root: str | Path, image_size: int | None = None) -> list[LabelProblem]:
+    """Every problem of the COCO split folders at `root`, paths relative to it (as lint_coco_splits)."""
+    root, files, folders = coco_folders(root)
+    return lint_coco_splits(files, folders, image_size, root=root)
+
+
+def read_coco_folders_raw(root: str | Path) -> RawDataset:
+    """The COCO split folders at `root` in the images' own pixels (as read_coco_splits): exactly the splits found."""
+    root, files, folders = coco_folders(root)
+    return read_coco_splits("coco-folders", str(root), files, folders, root=root)
