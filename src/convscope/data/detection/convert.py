@@ -44,8 +44,11 @@ class ConvertSummary:
         dropped = f"{self.dropped} label problem(s) dropped ({self.problems})" if self.dropped else "no label problems"
         text += f"; {dropped}"
         if self.ignore_dropped:
-            text += f"; {self.ignore_dropped} ignore region(s) (crowd/difficult) not written: {self.target} has none"
+            text += f"; {self.ignore_dropped} ignore region(s) (crowd/difficult) not written: {_HOLDS_NONE.get(self.target, self.target)} has none"
         return text
+
+
+_HOLDS_NONE = {"yolo": "YOLO", "csv": "the CSV"}  # how the summary names a format without ignore regions
 
 
 # ── reading ───────────────────────────────────────────────────────────────────────────────────────────────────────
