@@ -224,9 +224,16 @@ def test_json_round_trip(tmp_path, capsys):
     assert captured.err == "convscope: 2 label problem(s): 1 bad class id, 1 image in two splits\n"
 
 
-def test_split_summary_lines_cut_a_long_class_list_when_asked():
+def test_compact_lines_cut_a_long_class_list_and_the_warnings():
     split = SplitSummary("train", 1_234, 5_000, tuple(range(500, 1500, 100)), 3)
     classes = [f"c{i}" for i in range(10)]
+    few = DataSummary("x", "", tuple(classes), (SplitSummary("train", 1, 10, (1,) * 10, 0),))
+    assert len(few.warnings) == 10 and len(few.lines()) == 12
+    assert few.lines(most=2)[2:] == [
+        "warning: class c0 has 1 training box: a detector needs more (≥ 20)",
+        "warning: class c1 has 1 training box: a detector needs more (≥ 20)",
+        "warning: … 8 more (the run's train.log has them all)",
+    ]
     assert (
         split.line(classes, 5, 5, most=2)
         == "train  1,234 images, 5,000 boxes (c0 500, c1 600, … 8 more), 3 without boxes"

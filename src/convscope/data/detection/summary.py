@@ -124,13 +124,17 @@ class DataSummary:
         return tuple(found)
 
     def lines(self, most: int | None = None) -> list[str]:
-        """The header, one line per split, then the warnings ('warning: …'); `most`: see SplitSummary.line."""
+        """The header, one line per split, then the warnings ('warning: …'). `most` (a compact summary): each split
+        lists the first `most` classes' counts, and at most `most` warnings are shown, then how many more."""
         head = f"{self.name} ({self.format})" if self.format else self.name
         lines = [f"{head}: {len(self.classes)} class{'' if len(self.classes) == 1 else 'es'}"]
         name_width = max((len(s.name) for s in self.splits), default=0)
         count_width = max((len(f"{s.images:,}") for s in self.splits), default=0)
         lines += ["  " + s.line(self.classes, name_width, count_width, most) for s in self.splits]
-        return lines + [f"warning: {text}" for text in self.warnings]
+        warnings = [f"warning: {text}" for text in self.warnings]
+        if most is not None and len(warnings) > most:
+            warnings = [*warnings[:most], f"warning: … {len(warnings) - most} more (the run's train.log has them all)"]
+        return lines + warnings
 
     def as_dict(self) -> dict:
         """JSON-ready: {name, format, classes, splits: {split: {images, boxes, boxes_per_class (a list in class
