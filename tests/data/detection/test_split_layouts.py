@@ -14,6 +14,7 @@ from PIL import Image
 
 from convscope.data.detection.convert import convert, read_raw
 from convscope.data.detection.formats import FORMATS, format_of
+from convscope.data.detection.load import load_detection
 from convscope.errors import DataError
 
 W, H = 64, 40  # every test image, pixels
@@ -208,6 +209,19 @@ def test_coco_split_folders_read_as_the_same_data_in_split_jsons(tmp_path, below
     loaded = fmt.load(root, 48, data_dir=None, seed=0, val_fraction=0.1)
     _same_loaded(loaded, FORMATS["coco"].load(std, 48, data_dir=None, seed=0, val_fraction=0.1))
     assert loaded.name == "ds" and loaded.val.names == ("c.jpg",)
+
+
+def test_a_split_folder_may_name_its_only_json_as_it_likes_but_not_hold_two(tmp_path):
+    root = _coco_folders(tmp_path / "ds", {"train": "train", "test": "test"})
+    (root / "test" / "_annotations.coco.json").rename(root / "test" / "labels.json")
+    data = load_detection(str(root), None, 32, 0.1, 0)  # the path training and evaluation take
+    assert data.classes == ("RBC", "WBC") and len(data.test) == 2
+    (root / "test" / "more.json").write_text("{}")
+    with pytest.raises(DataError) as caught:
+        read_raw(root)
+    assert str(caught.value) == (
+        f"{root / 'test'}: expected one COCO JSON (_annotations.coco.json), found 2: labels.json, more.json"
+    )
 
 
 def test_a_supercategory_with_annotations_or_a_class_without_any_is_kept(tmp_path):
