@@ -34,8 +34,9 @@ class SplitFolders:
 
 
 def _listing(folder: Path) -> list[Path]:
+    """The entries of a folder, sorted, hidden ones (macOS's ._a.json, .DS_Store) left out."""
     try:
-        return sorted(folder.iterdir())
+        return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
     except OSError:  # unreadable: as good as empty here; the readers name the folder when they need it
         return []
 
@@ -62,7 +63,7 @@ def _splits_in(root: Path, folder: Path) -> SplitFolders | None:
 def coco_json(folder: Path) -> Path | None:
     """The COCO JSON of a split folder: _annotations.coco.json (any case), else its only .json file, else None.
     A DataError when it has several .json files and none is _annotations.coco.json."""
-    jsons = [p for p in _listing(folder) if p.suffix.lower() == ".json" and not p.name.startswith(".") and p.is_file()]
+    jsons = [p for p in _listing(folder) if p.suffix.lower() == ".json" and p.is_file()]
     named = [p for p in jsons if p.name.lower() == ROBOFLOW_JSON]
     if named or len(jsons) <= 1:
         return (named or jsons or [None])[0]
@@ -76,7 +77,7 @@ def _has_xml(folder: Path) -> bool:
 
 
 def split_kind(folder: Path) -> str | None:
-    """ "voc", "coco", "both" or None: what the labels of one split folder are."""
+    """What the labels of one split folder are: "voc", "coco", "both" or None (neither)."""
     has_json = any(p.suffix.lower() == ".json" and p.is_file() for p in _listing(folder))
     has_xml = _has_xml(folder)
     return "both" if has_json and has_xml else "coco" if has_json else "voc" if has_xml else None
