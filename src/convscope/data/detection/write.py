@@ -85,6 +85,7 @@ def write_coco(data: RawDataset, out: Path, names: dict) -> None:
 def write_coco_folders(data: RawDataset, out: Path, names: dict) -> None:
     for split in data.splits:
         folder = out / ROBOFLOW_FOLDERS.get(split, split)
+        folder.mkdir(parents=True, exist_ok=True)  # even when empty: the split stays a split
         doc = _coco_doc(data, split, folder, "", names)
         (folder / ROBOFLOW_JSON).write_text(json.dumps(doc, ensure_ascii=False))
 
