@@ -34,6 +34,8 @@ FORMAT_NAMES = {
     "voc": "Pascal VOC",
     "coco": "COCO",
     "csv": "TF Object Detection CSV",
+    "voc-folders": "Pascal VOC split folders",
+    "coco-folders": "COCO split folders",
 }  # RawDataset.format → as people name it
 SCORES = {"train": "training", "val": "validation", "test": "test"}  # the score an image in that split counts in
 
@@ -231,11 +233,12 @@ def _with_repeats(splits: Sequence[SplitSummary], repeated: dict[str, int]) -> t
 
 # ── from a raw read (lint) and from a loaded dataset (training) ───────────────────────────────────────────────────
 def dataset_name(source: str) -> str:
-    """A dataset's name from the path it was read from: a data.yaml's folder, a COCO JSON's stem, a folder's name."""
+    """A dataset's name from the path it was read from: a data.yaml's folder, a COCO JSON's (or a CSV's) stem, a
+    folder's name."""
     path = Path(source)
     if path.suffix.lower() in (".yaml", ".yml"):
         return path.resolve().parent.name
-    return path.stem if path.suffix.lower() == ".json" else path.resolve().name
+    return path.stem if path.suffix.lower() in (".json", ".csv") else path.resolve().name
 
 
 def summarise_raw(raw: RawDataset) -> tuple[DataSummary, list[LabelProblem]]:
