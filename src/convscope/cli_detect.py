@@ -21,11 +21,18 @@ YAML, a missing split folder, no VOC XML files, a COCO JSON that is not one, a f
 JSON) or for a usage mistake."""
 
 CONVERT_ABOUT = """Formats: yolo (data.yaml, images/ and labels/ per split), coco (SPLIT.json per split, images in
-images/SPLIT/) and voc (Annotations/, JPEGImages/, ImageSets/Main/). Boxes stay in the images' own pixels (VOC's whole
-pixels: within half a pixel), classes keep their order, splits are kept, images are copied unchanged. Rows the lint
-drops are not written (`convscope detect lint SRC` lists them). YOLO has no ignore regions: COCO crowds and VOC
-difficult objects are left out when converting to it. OUT must be new or empty; a failure leaves nothing there."""
+images/SPLIT/), voc (Annotations/, JPEGImages/, ImageSets/Main/), voc-folders (train/ val/ test/, each image's XML
+beside it), coco-folders (Roboflow's COCO export: train/ valid/ test/, each with _annotations.coco.json and its
+images) and csv (the TensorFlow Object Detection CSV, as Roboflow exports it: SPLIT/_annotations.csv beside the
+images, classes.txt). Boxes stay in the images' own pixels (VOC's whole pixels: within half a pixel), classes keep
+their order, splits are kept, images are copied unchanged. Rows the lint drops are not written (`convscope detect lint
+SRC` lists them). YOLO and the CSV have no ignore regions: COCO crowds and VOC difficult objects are left out when
+converting to them. OUT must be new or empty; a failure leaves nothing there."""
 
+
+# `detect convert --to`: the keys of the format table (data.detection.formats.FORMATS, which a test compares), named
+# here so that the CLI starts without importing the readers.
+CONVERT_TO = ("yolo", "coco", "voc", "voc-folders", "coco-folders", "csv")
 
 # The settings `detect train` has flags for; the others come from the model's recipe, then TrainConfig's defaults.
 DETECT_SETTINGS = ("data", "data_dir", "model", "epochs", "finetune_epochs", "unfreeze_blocks", "batch_size", "lr")
@@ -45,8 +52,12 @@ def _detect_help() -> dict[str, dict]:
         return f"scenes-det {scenes.get(key, default)}, lite0-det {lite0.get(key, default)}"
 
     return {
-        "data": {"required": True, "help": "a YOLO dataset folder, a Pascal VOC folder or a COCO .json"},
-        "data_dir": {"help": "COCO: the folder of its images (default: images/ beside the JSON)"},
+        "data": {
+            "required": True,
+            "help": "a YOLO dataset folder, a Pascal VOC folder, a COCO .json, a TF Object Detection .csv, or a "
+            "folder of split folders (train/ valid/ test/) or split files; `detect lint DATA` shows what is read",
+        },
+        "data_dir": {"help": "a COCO .json or TF .csv file: the folder of its images (default: beside it, or images/)"},
         "model": {
             "help": "preset (scenes-det, the default; lite0-det: a pretrained EfficientNet-Lite0 base) or spec file "
             "ending in a detect layer; unset settings come from the model's recipe"
@@ -83,17 +94,20 @@ def add_parsers(sub, console: Console) -> None:
 
     g = dsub.add_parser(
         "lint",
-        help="what a dataset holds (YOLO, Pascal VOC, COCO), split by split, and its label problems per file and "
-        "line; exit 1 when problems were found",
-        description="Read every label of a YOLO dataset, a Pascal VOC folder or a COCO JSON (and decode every "
-        "image) without training. First what was read: per split, images, boxes, boxes per class, images without "
-        "boxes (and ignore regions), with warnings for a class with fewer than 20 training boxes or none in a split; "
-        "then each problem on one line, file and line first. Images that two splits share (the same file, or the "
-        "same bytes under another name) are problems: they inflate the score of the later split.",
+        help="what a dataset holds (YOLO, Pascal VOC, COCO, TF CSV), split by split, and its label problems per "
+        "file and line; exit 1 when problems were found",
+        description="Read every label of a YOLO dataset, a Pascal VOC folder, a COCO JSON, a TF Object Detection "
+        "CSV or split folders of them (and decode every image) without training. First what was read: per split, "
+        "images, boxes, boxes per class, images without boxes (and ignore regions), with warnings for a class with "
+        "fewer than 20 training boxes or none in a split; then each problem on one line, file and line first. Images "
+        "that two splits share (the same file, or the same bytes under another name) are problems: they inflate the "
+        "score of the later split.",
         epilog=LINT_EXIT,
     )
     g.add_argument(
-        "data", metavar="DIR|JSON", help="a YOLO folder (with data.yaml), a Pascal VOC folder, or a COCO .json"
+        "data",
+        metavar="DATA",
+        help="a YOLO folder (with data.yaml), a Pascal VOC folder, a COCO .json, a TF .csv, or split folders of them",
     )
     g.add_argument("--data-dir", metavar="DIR", help="COCO: the folder of its images (default: images/ beside it)")
     g.add_argument(
@@ -106,15 +120,16 @@ def add_parsers(sub, console: Console) -> None:
 
     g = dsub.add_parser(
         "convert",
-        help="convert a detection dataset between YOLO, COCO and Pascal VOC (splits kept, images copied)",
+        help="convert a detection dataset between YOLO, COCO, Pascal VOC and the TF CSV (splits kept, images copied)",
         description=CONVERT_ABOUT,
     )
     g.add_argument(
         "src",
         metavar="SRC",
-        help="a YOLO folder (data.yaml), a Pascal VOC folder, a COCO .json, or a folder of COCO split JSONs",
+        help="any dataset `detect lint` reads: a YOLO folder (data.yaml), a Pascal VOC folder, a COCO .json, a TF "
+        "Object Detection .csv, or a folder of split JSONs, CSVs or split folders",
     )
-    g.add_argument("--to", required=True, choices=("yolo", "coco", "voc"), help="the format to write")
+    g.add_argument("--to", required=True, choices=CONVERT_TO, help="the format to write")
     g.add_argument("--out", required=True, metavar="DIR", help="a new or empty folder")
     g.add_argument("--data-dir", metavar="DIR", help="COCO source: the folder of its images (default: images/)")
     g.add_argument("--seed", type=int_in(0, 2**32 - 1), default=0, help="VOC without ImageSets: the split's seed")

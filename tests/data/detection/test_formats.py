@@ -47,5 +47,5 @@ def test_convert_offers_the_formats_of_the_table():
     detect = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices["detect"]
     actions = next(a for a in detect._actions if isinstance(a, argparse._SubParsersAction)).choices
     to = next(a for a in actions["convert"]._actions if a.dest == "to")
-    assert tuple(to.choices) == tuple(FORMATS) == ("yolo", "coco", "voc")
+    assert tuple(to.choices) == tuple(FORMATS) == ("yolo", "coco", "voc", "voc-folders", "coco-folders", "csv")
     assert all(name == fmt.name for name, fmt in FORMATS.items())
