@@ -28,6 +28,8 @@ MAX_BATCH = 2**20  # images per batch
 MAX_IMAGES = 2**31  # per_class
 MAX_BLOCKS = 1_000  # unfreeze_blocks (a base has tens)
 MAX_THREADS = 1_024
+MAX_IMAGE_SIZE = 8_192  # pixels of a detector's square input side
+FROM_DATA = ("image_size", "epochs", "finetune_epochs")  # the settings a detector's recipe may choose from its data
 DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d{1,3})?")
 
 
@@ -95,6 +97,27 @@ class TrainConfig:
         metadata={
             "help": "share of the training images held out for validation when the data has no val split (default 0.1)",
             "metavar": "FRACTION",
+        },
+    )
+    # Detectors: the side S of the S×S input the images are letterboxed to. None: chosen from the training boxes'
+    # sizes where from_data names it (lite0-det, scenes-det: convscope.detect.data_recipe), else the model's own.
+    image_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "detectors: the side of the square input, in pixels (default: chosen from the training boxes' "
+            "sizes for lite0-det and scenes-det, else the model's)",
+            "metavar": "S",
+        },
+    )
+    # Which settings a new run chooses from its training data (detectors: image_size, epochs, finetune_epochs),
+    # comma-separated: the model's recipe names them, less the settings given. A run records what it chose with the
+    # reasons after a colon ("image_size,epochs: input 256×256: …"); a resumed run reuses the recorded values.
+    from_data: str = field(
+        default="",
+        metadata={
+            "help": "settings chosen from the training data when a run starts, e.g. image_size,epochs (default: "
+            "the model's recipe, less the settings given; none for none)",
+            "metavar": "NAMES",
         },
     )
     patience: int | None = field(
@@ -218,6 +241,11 @@ class TrainConfig:
         _check(self.weight_decay, float, "weight_decay", "a number in [0, 1]", lambda v: 0 <= v <= 1)
         _check(self.label_smoothing, float, "label_smoothing", "a number in [0, 1)", lambda v: 0 <= v < 1)
         _check(self.val_fraction, float, "val_fraction", "a number in [0, 0.9]", lambda v: 0 <= v <= 0.9)
+        if self.image_size is not None:
+            _count(self.image_size, "image_size", 16, MAX_IMAGE_SIZE)
+        _check(self.from_data, str, "from_data", "names of " + ", ".join(FROM_DATA), lambda v: True)
+        if unknown := set(self.chosen_keys()) - set(FROM_DATA):
+            raise ConfigError(f"from_data: expected names of {', '.join(FROM_DATA)}. Received: {sorted(unknown)[0]!r}")
         if self.patience is not None:
             _count(self.patience, "patience", 1, MAX_EPOCHS)
         _count(self.val_every, "val_every", 1, MAX_EPOCHS)
@@ -275,16 +303,26 @@ class TrainConfig:
         image, and their logits are averaged (fashion-fast measured: 92.64% -> 92.83% test accuracy)."""
         return self.augmentation().flip if self.tta_flip is None else self.tta_flip
 
+    def chosen_keys(self) -> tuple[str, ...]:
+        """The settings from_data names ('image_size,epochs: why…' → ('image_size', 'epochs'); 'none' → ())."""
+        names = self.from_data.split(":", 1)[0]
+        return tuple(n.strip() for n in names.split(",") if n.strip() and n.strip() != "none")
+
     def recipe_line(self) -> str:
         """'cifar-fast trains with its recipe: epochs 2 (given; recipe 14), batch_size 256, ...': each recipe setting
-        with the value this config uses, saying which were given; '' when the model has no recipe."""
+        with the value this config uses, saying which were given and which were chosen from the data (and why: the
+        reasons from_data records); '' when the model has no recipe."""
         recipe = preset_recipe(self.model)
         if not recipe:
             return ""
-        parts = []
+        recipe.pop("from_data", None)
+        chosen = set(self.chosen_keys()) if ":" in self.from_data else set()
+        parts = [f"image_size {self.image_size} (chosen from the data)"] if "image_size" in chosen else []
         for key, value in recipe.items():
             used = self.learning_rate if key == "lr" else getattr(self, key)
-            if used == value:
+            if key in chosen:
+                parts.append(f"{key} {used} (chosen from the data; recipe {value})")
+            elif used == value:
                 parts.append(f"{key} {value}")
             elif key == "lr" and self.lr is None:
                 parts.append(
@@ -293,7 +331,8 @@ class TrainConfig:
                 )
             else:
                 parts.append(f"{key} {used} (given; recipe {value})")
-        return f"{self.model} trains with its recipe: " + ", ".join(parts)
+        line = f"{self.model} trains with its recipe: " + ", ".join(parts)
+        return line + (f". Chosen from the training data: {self.from_data.split(':', 1)[1].strip()}" if chosen else "")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -309,6 +348,8 @@ class TrainConfig:
         recipe_optimizer = recipe.get("optimizer", cls.optimizer)
         if data.get("optimizer", recipe_optimizer) != recipe_optimizer:
             recipe.pop("lr", None)  # the recipe's rate suits its own optimizer only (SGD's 0.2 would wreck AdamW)
+        if "from_data" in recipe and "from_data" not in data:  # the recipe's choices, less the settings given
+            recipe["from_data"] = ",".join(k for k in recipe["from_data"].split(",") if k not in data)
         data = recipe | data
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)

@@ -20,6 +20,7 @@ from convscope.data.detection.boxes import DetectionDataset, DetectionSplit, hol
 from convscope.data.detection.load import load_detection, log_data_summary, log_label_problems
 from convscope.data.detection.summary import SHOWN_CLASSES, summarise_dataset
 from convscope.detect.cache import Features, base_features
+from convscope.detect.data_recipe import chosen_size, fitted_config
 from convscope.detect.evaluate import (
     detect_split,
     detection_of,
@@ -61,15 +62,25 @@ class DetectTask(Task):
         if config.per_class:
             raise ConfigError("per_class is for classification, not detection")
         augments(config)  # a bad setting fails before any data is read
-        return load_detection(config.data, config.data_dir, h, config.val_fraction, config.seed)
+        size = chosen_size(config, spec)  # config.image_size, or chosen from a raw pass (detect/data_recipe.py)
+        return load_detection(config.data, config.data_dir, size, config.val_fraction, config.seed)
 
     @staticmethod
     def fit_spec(spec: NetSpec, data: DetectionDataset) -> NetSpec:
-        head = spec.layers[-1]
+        """The spec with the data's classes and input size (S×S×3, S: the size the images were letterboxed to)."""
+        head, size = spec.layers[-1], int(data.train.images.shape[1])
+        if spec.input[0] != size:
+            log.info("%s: input set to %d×%d×3", spec.name, size, size)
+            spec = replace(spec, input=(size, size, 3))
         if head.classes == len(data.classes):
             return spec
         log.info("%s: detect layer set to the data's %d classes", spec.name, len(data.classes))
         return replace(spec, layers=(*spec.layers[:-1], replace(head, classes=len(data.classes))))
+
+    @staticmethod
+    def fit_config(config: TrainConfig, spec: NetSpec, data: DetectionDataset) -> TrainConfig:
+        """The settings from_data names, chosen from the loaded data, with their reasons (detect/data_recipe.py)."""
+        return fitted_config(config, spec, data)
 
     @staticmethod
     def input_stats(data: DetectionDataset) -> tuple[tuple[float, ...], tuple[float, ...]]:

@@ -114,12 +114,15 @@ def _restarted_run(config: TrainConfig, group: Group) -> Path | None:
         run = load_run(config.out)
     except ConvscopeError:  # killed while writing its first files: it is started again
         return None
-    own = {k: v for k, v in run.config.to_dict().items() if k not in CHANGEABLE}
-    return run.path if own == {k: v for k, v in config.to_dict().items() if k not in CHANGEABLE} else None
+    skip = {*CHANGEABLE, *run.config.chosen_keys(), "from_data"}  # what the first attempt chose from its data
+    own = {k: v for k, v in run.config.to_dict().items() if k not in skip}
+    return run.path if own == {k: v for k, v in config.to_dict().items() if k not in skip} else None
 
 
 def _resume(path: Path, settings, group: Group, callbacks, report, stop, started) -> Run:
     run = load_run(path)
+    if run.config.image_size is None and "image_size" in run.config.chosen_keys():  # a run from before image_size:
+        run = replace(run, config=replace(run.config, image_size=run.spec.input[0]))  # its size, never chosen anew
     check_format(run)
     config = resumed_config(run, settings)
     device = group.device_for(config.device)  # refused before the run's config is touched
@@ -164,6 +167,7 @@ def _new_run(config: TrainConfig, spec: NetSpec | None, group: Group, callbacks,
         # Rank 0 first: it decodes an image folder into the cache, which the others then read.
         data = group.main_first(lambda: task.load_data(config, spec, data_progress(callbacks)))
         spec = task.fit_spec(spec, data)
+        config = task.fit_config(config, spec, data)  # settings chosen from the data, recorded in config.yaml
         try:
             infer(spec)
             check_training_memory(spec, config.batch_size)  # what this machine cannot hold: refused before any write

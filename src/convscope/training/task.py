@@ -3,7 +3,8 @@
 The trainer (training/trainer.py) owns epochs, batches, the optimizer and its schedule, checkpoints, Ctrl-C and the
 callbacks; it never asks which task it runs. A task owns the data and what the numbers mean:
 
-    data     load_data(config, spec) → dataset;  fit_spec(spec, dataset) → the spec fitted to it (classes, input)
+    data     load_data(config, spec) → dataset;  fit_spec(spec, dataset) → the spec fitted to it (classes, input);
+             fit_config(config, spec, dataset) → settings chosen from the data (a new run)
     batches  batches(index) → the training batches of an epoch (index: each one's images), on the device
     loss     loss(model, batch, generator) → (loss, right answers, images) of one training batch
     validate validate(model) → the row entries named validation_keys;  score(row) → what "best" maximises
@@ -57,6 +58,11 @@ class Task:
     def fit_spec(spec: NetSpec, data: Any) -> NetSpec:
         """The spec fitted to the data (its classes; its input where the network allows)."""
         raise NotImplementedError
+
+    @staticmethod
+    def fit_config(config: TrainConfig, spec: NetSpec, data: Any) -> TrainConfig:
+        """The config with the settings it lets the data choose (TrainConfig.from_data) chosen; a new run only."""
+        return config
 
     @staticmethod
     def input_stats(data: Any) -> tuple[tuple[float, ...], tuple[float, ...]]:

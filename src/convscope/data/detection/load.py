@@ -5,25 +5,58 @@ DetectionDataset letterboxed to S×S; splits held out (seeded) where the format 
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
-from convscope.data.detection.boxes import DetectionDataset, LabelProblem, lint_summary
+from convscope.data.detection.boxes import DetectionDataset, LabelProblem, hold_out, lint_summary
 from convscope.data.detection.formats import format_of
 from convscope.data.detection.summary import DataSummary
 
 log = logging.getLogger("convscope.detect")
+MIN_TO_HOLD_OUT = 2  # training images needed to hold some out: one to train on, one to validate (as the trainer did)
 
 
 def load_detection(
     data: str, data_dir: str | None, image_size: int, val_fraction: float, seed: int
 ) -> DetectionDataset:
     """A YOLO folder (or its data.yaml), a Pascal VOC folder, or a COCO JSON whose images are in `data_dir` (default:
-    an `images` folder beside the JSON). A COCO file is one split: val_fraction of it is held out, and serves as the
-    test split too. A VOC folder without ImageSets/Main holds out val_fraction for val and as much for test (seeded).
-    A val_fraction of 0 (or None) holds out 0.1. A DataError naming the three formats for anything else."""
+    an `images` folder beside the JSON), or any other layout of the format table. A COCO file is one split:
+    val_fraction of it is held out, and serves as the test split too. A VOC folder without ImageSets/Main holds out
+    val_fraction for val and as much for test (seeded). Any dataset still without a val split gets one the same way
+    (`with_val_split`). A val_fraction of 0 (or None) holds out 0.1. A DataError naming the formats for anything
+    else."""
     path = Path(data)
     fmt = format_of(path, by_name=True)  # a .json or .yaml path is read as one, so its reader says what is missing
-    return fmt.load(path, image_size, data_dir=data_dir, seed=seed, val_fraction=val_fraction or 0.1)
+    fraction = val_fraction or 0.1
+    dataset = fmt.load(path, image_size, data_dir=data_dir, seed=seed, val_fraction=fraction)
+    return with_val_split(dataset, fraction, seed)
+
+
+def with_val_split(dataset: DetectionDataset, fraction: float, seed: int) -> DetectionDataset:
+    """The dataset with a val split: when it has none (or an empty one), a seeded `fraction` of its training images
+    (at least one; boxes.hold_out), when train has at least MIN_TO_HOLD_OUT images. Logged, and so is the rule for
+    a dataset without a test split: the test score is then taken on the val split, as the trainer and
+    `detect evaluate` both do (an optimistic score: the same images chose the best checkpoint)."""
+    train, val = dataset.train, dataset.val
+    if (val is None or not len(val)) and len(train) >= MIN_TO_HOLD_OUT:
+        rest, val = hold_out(train, fraction, seed)
+        log.info(
+            "%s: no val split: %d of %d training images held out for validation (seed %d)",
+            dataset.source,
+            len(val),
+            len(train),
+            seed,
+        )
+        dataset = replace(dataset, train=replace(rest, problems=train.problems), val=val)
+    if dataset.test is None or not len(dataset.test):
+        held = len(dataset.val) if dataset.val is not None else 0
+        log.info(
+            "%s: no test split: the test score will be on the %d validation image(s), which also choose the best "
+            "checkpoint (an optimistic score)",
+            dataset.source,
+            held,
+        )
+    return dataset
 
 
 def log_data_summary(summary: DataSummary) -> None:
