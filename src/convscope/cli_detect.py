@@ -39,6 +39,7 @@ DETECT_SETTINGS = ("data", "data_dir", "model", "epochs", "finetune_epochs", "un
 DETECT_SETTINGS += ("precision", "seed", "threads", "device", "cache_limit", "augment", "tta_flip", "val_fraction")
 DETECT_SETTINGS += ("patience", "val_every", "sync_bn", "out")
 DETECT_SETTINGS += ("ema_decay", "ema_tau", "giou_weight")  # better boxes on small sets (issue 28)
+DETECT_SETTINGS += ("image_size", "from_data")  # chosen from the training data unless given (detect/data_recipe.py)
 
 
 def _detect_help() -> dict[str, dict]:
