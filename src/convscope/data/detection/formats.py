@@ -1,4 +1,5 @@
-"""The detection data formats — YOLO, COCO and Pascal VOC — in one table, `FORMATS`: for each, how a path is
+"""The detection data formats — YOLO, COCO, Pascal VOC, their split-folder layouts and the TF Object Detection
+CSV — in one table, `FORMATS`: for each, how a path is
 recognised, how it loads for training (letterboxed to S×S), lints, reads raw (boxes in the images' own pixels) and is
 written. `format_of(path)` is the one place that picks a format from a path: `load_detection` (training, evaluation),
 `convscope detect lint` and `convscope detect convert` all ask it.
