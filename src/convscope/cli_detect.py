@@ -251,11 +251,13 @@ def cmd_detect_train(args: argparse.Namespace, console: Console) -> None:
 
 
 def cmd_detect_evaluate(args: argparse.Namespace, console: Console) -> None:
-    """The metrics training saved (detection.json), or, for other data or other weights, new ones."""
+    """The metrics training saved (detection.json), or, for other data or other weights, new ones; the picture of
+    their curves: RUN/pr_curves.png for the run's own data, RUN/pr_curves-NAME.png for another dataset's."""
     from convscope.api.verbs import detector_run
-    from convscope.detect.evaluate import detection_of
+    from convscope.detect.evaluate import detection_of, pr_curves_path
 
-    metrics = detection_of(detector_run(args.run_dir), args.data, args.data_dir, device=args.device or "auto")
+    run = detector_run(args.run_dir)
+    metrics = detection_of(run, args.data, args.data_dir, device=args.device or "auto")
     if args.json:
         print(json.dumps(metrics.to_dict(), indent=2))
         return
@@ -264,6 +266,9 @@ def cmd_detect_evaluate(args: argparse.Namespace, console: Console) -> None:
     for name in metrics.class_names:
         table.add_row(name, _ap(metrics.per_class_ap50[name]), _ap(metrics.per_class_ap50_95[name]))
     console.print(table)
+    picture = pr_curves_path(run, args.data, args.data_dir)
+    own = "" if run.trained_on(args.data, args.data_dir) else f" (on {args.data}; the run's own test results are kept)"
+    console.print(f"precision–recall curves: {picture}{own}", markup=False, highlight=False)
 
 
 def _ap(value: float) -> str:

@@ -3,11 +3,13 @@ mAP (convscope.detect.metrics).
 
 Training saves the test split's metrics in the run folder (detection.json, stamped with the best weights' sha256);
 `detection_of` reads them back while those weights are the same, so `convscope detect evaluate`, the report and
-`Run.evaluate` do not score the same images twice.
+`Run.evaluate` do not score the same images twice. Another dataset's scores are never saved, and its curves have their
+own picture (`pr_curves_path`: pr_curves-NAME.png), so the run's own test results are never overwritten.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from convscope.data.detection.augment import augments
 from convscope.data.detection.boxes import DetectionSplit
 from convscope.data.detection.coco import coco_json_images, load_coco
 from convscope.data.detection.load import load_detection
+from convscope.data.detection.summary import dataset_name
 from convscope.detect.cache import Features
 from convscope.detect.decoding import decode, detector_maps
 from convscope.detect.loss import detection_loss
@@ -87,8 +90,25 @@ def detection_of(
     made with, else `evaluate_detector` (which saves them again when the data is the run's own)."""
     run = load_run(run)
     if run.trained_on(data, data_dir) and (saved := saved_detection(run)) is not None:
+        if not (run.path / PR_CURVES).is_file():  # the picture `convscope detect evaluate` names
+            plot_pr_curves(saved, run.path / PR_CURVES, _own_title(run, saved))
         return saved
     return evaluate_detector(run, data, data_dir, device)
+
+
+def pr_curves_path(run: Run, data: str | None = None, data_dir: str | None = None) -> Path:
+    """Where the precision–recall curves of an evaluation go: RUN/pr_curves.png for the run's own data, else
+    RUN/pr_curves-NAME.png (NAME: the other dataset's folder or file name, characters other than letters, digits,
+    '.', '_' and '-' made '_'), so that another dataset's curves never replace the run's own."""
+    if run.trained_on(data, data_dir):
+        return run.path / PR_CURVES
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", dataset_name(str(data))) or "data"
+    return run.path / f"{Path(PR_CURVES).stem}-{name}.png"
+
+
+def _own_title(run: Run, metrics: DetectionMetrics) -> str:
+    """The title training gives the run's own pr_curves.png."""
+    return f"{run.path.name}: test mAP@0.5 {metrics.map50:.3f}, mAP@0.5:0.95 {metrics.map50_95:.3f}"
 
 
 def evaluate_detector(
@@ -96,14 +116,18 @@ def evaluate_detector(
 ) -> DetectionMetrics:
     """COCO mAP of a run's best weights on the test split of its data (its val split when it has none), or of
     `data`: the test split of another dataset with the same classes, or the whole of a COCO JSON (`data_dir`: its
-    images), computed on `device`. Writes pr_curves.png, and detection.json for the run's own data. DataError for
-    data that cannot be read, SpecError for other classes, ConfigError for a device this machine lacks."""
+    images), computed on `device`. Writes pr_curves.png and detection.json for the run's own data; for other data
+    only its own picture, pr_curves-NAME.png (`pr_curves_path`): the run's own results are left as they are.
+    DataError for data that cannot be read, SpecError for other classes, ConfigError for a device this machine
+    lacks."""
     run = load_run(run)
     device = resolve_device(device)  # a device this machine lacks is refused before the data is read
     split = load_test_split(run, data, data_dir)
     metrics = split_metrics(split, _detect(run, split, device), run.data.classes)
-    plot_pr_curves(metrics, run.path / PR_CURVES, f"{run.path.name}: precision–recall on {len(split)} images")
-    if run.trained_on(data, data_dir):
+    own = run.trained_on(data, data_dir)
+    title = _own_title(run, metrics) if own else f"{run.path.name} on {data}: precision–recall on {len(split)} images"
+    plot_pr_curves(metrics, pr_curves_path(run, data, data_dir), title)
+    if own:
         save_detection(run, metrics)
     return metrics
 
