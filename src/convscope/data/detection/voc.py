@@ -3,13 +3,16 @@ API reads them.
 
 Layouts (folder names in any case): `DIR/Annotations/*.xml` with the images in `DIR/JPEGImages/` (the VOC devkit's),
 `DIR/annotations/` beside `DIR/images/`, or the XML files beside their images in one folder. An XML file's image is
-found by its `<filename>` (case and extension may differ: `a.JPG` finds a.jpg, or a.png when that is the only `a`),
-else by the XML file's own stem. Splits come from `ImageSets/Main/{train,val,trainval,test}.txt` (train is train.txt,
-or trainval.txt less val.txt when there is no train.txt); without ImageSets a seeded draw holds out `val_fraction` for
+the one its `<filename>` names (case and extension may differ: `a.JPG` finds a.jpg, or a.png when that is the only
+`a`), else the one with the XML file's own stem; when both exist and differ (a LabelImg XML copied and renamed,
+`<filename>` left as it was), the image with the XML file's own stem wins, as LabelImg pairs them (it opens STEM.xml
+for STEM.jpg), with a problem of kind "filename" naming both. A second XML file labelling the same image is skipped
+(kind "claimed", naming both). Splits come from `ImageSets/Main/{train,val,trainval,test}.txt` (train is train.txt, or
+trainval.txt less val.txt when there is no train.txt); without ImageSets a seeded draw holds out `val_fraction` for
 val and as much for test. Classes are `classes.txt` or `labels.txt` in the dataset folder (one name a line; objects of
 other classes are problems), else the sorted names found. `<difficult>1</difficult>` objects are ignore regions
-(`DetectionSplit.crowds`, as COCO's iscrowd): neither targets nor, in scoring, false positives — as the VOC devkit
-and mmdetection treat them.
+(`DetectionSplit.crowds`, as COCO's iscrowd): neither targets nor, in scoring, false positives — as the VOC devkit and
+mmdetection treat them.
 
 Coordinates (1-based, inclusive: a box covers [xmin − 1, xmax] in convscope's pixels, detectron2's conversion), the
 checks of each object, and the safe parsing are in voc_xml.py; reading a layout (shared with the VOC split folders of
@@ -47,6 +50,22 @@ from convscope.errors import DataError
 log = logging.getLogger(__name__)
 
 
+def _set_entry(text: str, xmls: dict[str, Path]) -> tuple[str, Path | None]:
+    """(the id, its XML file or None) of one ImageSets line: the whole line (stripped) when an annotation file has
+    that stem ('BloodImage 00002', 'blood, sample 3'), else the line less a per-class file's last column
+    ('a b  -1'), else its first word (the devkit's ids have no space)."""
+    whole = text.strip()
+    words = whole.split()
+    candidates = [whole]
+    if len(words) > 1 and words[-1].lstrip("-").isdigit():
+        candidates.append(whole[: whole.rfind(words[-1])].rstrip())
+    candidates.append(words[0])
+    for candidate in candidates:
+        if (xml := xmls.get(candidate.lower())) is not None:
+            return candidate, xml
+    return candidates[1] if len(candidates) > 2 else whole, None  # the id as the line gives it
+
+
 def _image_sets(root: Path, annotations: Path, xmls: dict[str, Path]) -> tuple[dict, list[LabelProblem]] | None:
     """Split → XML files from ImageSets/Main (None when there is none), and its entries without an XML file."""
     sets = child_folder(root, "imagesets")
@@ -64,8 +83,7 @@ def _image_sets(root: Path, annotations: Path, xmls: dict[str, Path]) -> tuple[d
         for line, text in enumerate(lines, start=1):
             if not text.split():
                 continue
-            image_id = text.split()[0]  # per-class files add a column (1, -1, 0); split files have one
-            xml = xmls.get(image_id.lower())
+            image_id, xml = _set_entry(text, xmls)
             if xml is None:
                 why = f"{cut(image_id, 40)}: no {shown_path(annotations, root)}/{cut(image_id, 40)}.xml, left out"
                 problems.append(LabelProblem(shown_path(path, root), line, why, "set-entry"))

@@ -2,11 +2,14 @@
 into loaded, linted or raw data: what the VOC folder (convscope.data.detection.voc) and the VOC split folders
 (convscope.data.detection.voc_folders) share.
 
-A `VocLayout` says, per split, its XML files and the folders of its annotations and images (one pair for a VOC
-folder, one per split for split folders); every problem names its path relative to the layout's `root`. An XML
-file's image is found by its `<filename>` (case and extension may differ: `a.JPG` finds a.jpg, or a.png when that is
-the only `a`), else by the XML file's own stem. Classes are the layout's class list (`class_file`), else the sorted
-names found over every split. Coordinates, the checks of each object and the safe parsing are in voc_xml.py.
+A `VocLayout` says, per split, its XML files and the folders of its annotations and images (one pair for a VOC folder,
+one per split for split folders); every problem names its path relative to the layout's `root`. An XML file's image is
+the one its `<filename>` names (case and extension may differ: `a.JPG` finds a.jpg, or a.png when that is the only
+`a`), else the one with the XML file's own stem; when both exist and differ (a LabelImg XML copied and renamed,
+`<filename>` left as it was), the image with the XML file's own stem wins, as LabelImg pairs them (it opens STEM.xml
+for STEM.jpg), with a problem of kind "filename" naming both. A second XML file labelling the same image is skipped
+(kind "claimed", naming both). Classes are the layout's class list (`class_file`), else the sorted names found over
+every split. Coordinates, the checks of each object and the safe parsing are in voc_xml.py.
 """
 
 from __future__ import annotations
@@ -68,13 +71,16 @@ class ImageFinder:
             self.by_name.setdefault(path.name.lower(), path)
             self.by_stem.setdefault(path.stem.lower(), path)
 
-    def find(self, filename: str | None, xml: Path) -> Path | None:
-        if filename:
-            name = PurePosixPath(filename.replace("\\", "/")).name  # only a name: never a path out of the folder
-            found = self.exact.get(name) or self.by_name.get(name.lower())
-            found = found or self.by_stem.get(PurePosixPath(name).stem.lower())
-            if found:
-                return found
+    def named(self, filename: str | None) -> Path | None:
+        """The image a `<filename>` names (case and extension may differ), or None."""
+        if not filename:
+            return None
+        name = PurePosixPath(filename.replace("\\", "/")).name  # only a name: never a path out of the folder
+        found = self.exact.get(name) or self.by_name.get(name.lower())
+        return found or self.by_stem.get(PurePosixPath(name).stem.lower())
+
+    def own(self, xml: Path) -> Path | None:
+        """The image with the XML file's own stem, or None."""
         return self.by_stem.get(xml.stem.lower())
 
 
@@ -110,31 +116,45 @@ def xml_files(annotations: Path) -> list[Path]:
     return sorted(p for p in annotations.iterdir() if p.suffix.lower() == ".xml" and not p.name.startswith("."))
 
 
+def image_of(file: VocFile, finder: ImageFinder, root: Path, images: Path) -> tuple[Path | None, list[LabelProblem]]:
+    """The image of one XML file (module docstring: its own stem wins over a `<filename>` naming another image,
+    a problem of kind "filename" naming both), and its problems; None with a "missing" problem when there is none."""
+    named, own = finder.named(file.filename), finder.own(file.xml)
+    if named is not None and own is not None and named != own:
+        why = (
+            f"<filename> {echo(file.filename, 60)} names {shown_path(named, root)}, another image; read as the "
+            f"labels of {shown_path(own, root)}, the image with the XML file's own name"
+        )
+        return own, [LabelProblem(file.shown, None, why, "filename")]
+    if (path := named or own) is None:
+        why = f"image {echo(file.filename or file.xml.stem, 60)} not found in {shown_path(images, root)}/, skipped"
+        return None, [LabelProblem(file.shown, None, why, "missing")]
+    return path, []
+
+
 def _read_voc_image(
     file: VocFile,
-    finder: ImageFinder,
-    where: tuple[Path, Path],
+    found: tuple[Path | None, list[LabelProblem]],
+    root: Path,
     classes: dict[str, int],
     image_size: int | None,
     out: np.ndarray | None,
     index: int,
 ) -> tuple[ImageResult, Path | None]:
-    """Find and decode one XML file's image and check its objects; with image_size, the letterboxed pixels go to
-    out[index] (when out is given) and the boxes follow them, else the boxes stay in the image's own pixels.
-    where: (the dataset root, the images folder)."""
-    root, images = where
-    path = finder.find(file.filename, file.xml)
+    """Decode one XML file's image (`found`: its path or None, and the problems of finding it) and check its
+    objects; with image_size, the letterboxed pixels go to out[index] (when out is given) and the boxes follow
+    them, else the boxes stay in the image's own pixels. root: the dataset folder (paths in problems)."""
+    path, problems = found
     if path is None:
-        why = f"image {echo(file.filename or file.xml.stem, 60)} not found in {shown_path(images, root)}/, skipped"
-        return ImageResult(None, [LabelProblem(file.shown, None, why, "missing")]), None
+        return ImageResult(None, problems), None
     shown_image = shown_path(path, root)
     try:
         array = decode_image(path)
     except DataError as err:
         problem = LabelProblem(shown_image, None, f"unreadable image, skipped: {err}", "unreadable")
-        return ImageResult(None, [problem]), path
+        return ImageResult(None, [*problems, problem]), path
     height, width = array.shape[:2]
-    problems = [p for p in [size_problem(file, shown_image, width, height)] if p is not None]
+    problems = problems + [p for p in [size_problem(file, shown_image, width, height)] if p is not None]
     scale, pad = 1.0, (0, 0)
     if image_size is not None:
         array, scale, pad = letterbox(array, image_size)
@@ -197,14 +217,16 @@ def _read(layout: VocLayout, image_size: int | None, keep_images: bool) -> _Read
     finders = {images: ImageFinder(images) for _, images in dict.fromkeys(layout.folders.values())}
     read = _Read(classes, {}, list(layout.problems), {})
     used: set[Path] = set()
+    claims: dict[Path, VocFile] = {}  # image → the first XML file that labels it
     for name, split_xmls in layout.splits.items():
         split_files = [parsed[x] for x in split_xmls if isinstance(parsed[x], VocFile)]
         keep = keep_images and image_size is not None
         out = np.empty((len(split_files), image_size, image_size, 3), np.uint8) if keep else None
         images = layout.folders[name][1]
+        found = [_claim(image_of(f, finders[images], layout.root, images), f, claims, layout.root) for f in split_files]
 
-        def one(i: int, split_files=split_files, out=out, images=images):
-            return _read_voc_image(split_files[i], finders[images], (layout.root, images), index, image_size, out, i)
+        def one(i: int, split_files=split_files, out=out, found=found):
+            return _read_voc_image(split_files[i], found[i], layout.root, index, image_size, out, i)
 
         done = each_image(one, len(split_files))
         results, paths = [r for r, _ in done], [p for _, p in done]
@@ -223,6 +245,18 @@ def _read(layout: VocLayout, image_size: int | None, keep_images: bool) -> _Read
     if note := _clipped_note(layout, read):
         read.problems.append(note)
     return read
+
+
+def _claim(found, file: VocFile, claims: dict[Path, VocFile], root: Path) -> tuple[Path | None, list[LabelProblem]]:
+    """`found` (image, problems) unless another XML file labels that image already: then no image and a problem of
+    kind "claimed" naming both XML files and the image (the first keeps it)."""
+    path, problems = found
+    if path is None:
+        return found
+    if (first := claims.setdefault(path, file)) is not file:
+        why = f"labels {shown_path(path, root)}, which {first.shown} labels already; skipped"
+        return None, [*problems, LabelProblem(file.shown, None, why, "claimed")]
+    return found
 
 
 def _clipped_note(layout: VocLayout, read: _Read) -> LabelProblem | None:

@@ -1,0 +1,105 @@
+"""Layouts as people's datasets have them: image names with spaces and commas in ImageSets, a copied LabelImg XML
+whose <filename> names another photo, empty split folders, a Roboflow split JSON given alone, nested folders, the
+parent category of Roboflow's COCO, one class list for every layout, and lint paths that say which split."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from convscope.data.detection.convert import convert, read_raw
+from convscope.data.detection.formats import FORMATS
+
+W, H = 64, 40  # every test image, pixels
+
+
+def _jpeg(path: Path, seed: int = 0) -> None:
+    """A real JPEG, W×H; the same bytes for the same seed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pixels = np.random.default_rng(seed).integers(0, 255, (H, W, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path, format="JPEG", quality=90)
+
+
+def _xml(path: Path, filename: str, objects: list[tuple]) -> None:
+    """objects: (name, xmin, ymin, xmax, ymax), 1-based inclusive."""
+    body = "".join(
+        f"<object><name>{n}</name><bndbox><xmin>{a}</xmin><ymin>{b}</ymin><xmax>{c}</xmax><ymax>{d}</ymax>"
+        "</bndbox></object>"
+        for n, a, b, c, d in objects
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    head = f"<annotation><filename>{filename}</filename><size><width>{W}</width><height>{H}</height></size>"
+    path.write_text(f"{head}{body}</annotation>", encoding="utf-8")
+
+
+def _boxes(data) -> dict[str, dict[str, int]]:
+    """split → image name → its number of boxes."""
+    return {split: {image.path.name: len(image.boxes) for image in images} for split, images in data.splits.items()}
+
+
+# ── 1. ImageSets lines that name ids with spaces and commas ───────────────────────────────────────────────────────
+ODD = ["BloodImage 00002", "blood, sample X", "Zelle ä 1", "plain"]
+
+
+def _voc_odd_names(root: Path) -> Path:
+    for i, stem in enumerate(ODD):
+        _jpeg(root / "JPEGImages" / f"{stem}.jpg", i)
+        _xml(root / "Annotations" / f"{stem}.xml", f"{stem}.jpg", [("RBC", 2, 3, 20 + i, 30)] * 1)
+    sets = root / "ImageSets" / "Main"
+    sets.mkdir(parents=True)
+    (sets / "train.txt").write_text("BloodImage 00002\nblood, sample X\nplain\n", encoding="utf-8")
+    (sets / "val.txt").write_text("Zelle ä 1\n", encoding="utf-8")
+    (sets / "RBC_train.txt").write_text("BloodImage 00002  1\nplain -1\n", encoding="utf-8")  # per-class: ignored
+    return root
+
+
+def test_image_set_lines_name_ids_with_spaces_and_commas(tmp_path):
+    data = read_raw(_voc_odd_names(tmp_path / "voc"))
+    assert _boxes(data) == {"train": {"BloodImage 00002.jpg": 1, "blood, sample X.jpg": 1, "plain.jpg": 1},
+                            "val": {"Zelle ä 1.jpg": 1}}  # fmt: skip
+    assert [p for p in data.problems if not p.is_note] == []
+
+
+def test_image_set_per_class_column_and_a_missing_id_with_a_space(tmp_path):
+    from convscope.data.detection.voc import _set_entry
+
+    xmls = {"a b": Path("a b.xml"), "c": Path("c.xml")}
+    assert _set_entry("a b  -1", xmls) == ("a b", Path("a b.xml"))
+    assert _set_entry("c 1", xmls) == ("c", Path("c.xml"))
+    assert _set_entry("  a b \n", xmls) == ("a b", Path("a b.xml"))
+    assert _set_entry("x y", xmls) == ("x y", None)
+    assert _set_entry("x y 0", xmls) == ("x y", None)
+
+
+@pytest.mark.parametrize("to", list(FORMATS))
+def test_names_with_spaces_and_commas_survive_every_conversion(tmp_path, to):
+    src = _voc_odd_names(tmp_path / "voc")
+    summary = convert(src, to, tmp_path / "out")
+    assert summary.splits["train"][:2] == (3, 3) and summary.dropped == 0
+    back = read_raw(tmp_path / "out" / ("data.yaml" if to == "yolo" else ""))
+    names = {split: sorted(b) for split, b in _boxes(back).items()}
+    assert names["train"] == ["BloodImage 00002.jpg", "blood, sample X.jpg", "plain.jpg"]
+    assert names["val"] == ["Zelle ä 1.jpg"]
+    assert [p for p in back.problems if not p.is_note] == []
+
+
+# ── 2. an XML copied beside its image with the <filename> of another ──────────────────────────────────────────────
+def test_the_image_with_the_xml_files_own_name_wins_over_another_named_one(tmp_path):
+    root = tmp_path / "split"
+    for i, stem in enumerate(["a", "b", "c"]):
+        _jpeg(root / "train" / f"{stem}.jpg", i)
+    _xml(root / "train" / "a.xml", "a.jpg", [("RBC", 2, 2, 10, 10)])
+    _xml(root / "train" / "b.xml", "a.jpg", [("RBC", 5, 5, 30, 30), ("WBC", 1, 1, 9, 9)])  # copied from a.xml
+    _xml(root / "train" / "copy_of_c.xml", "c.jpg", [("RBC", 3, 3, 12, 12)])  # no copy_of_c.jpg: claims c.jpg
+    _xml(root / "train" / "c.xml", "c.jpg", [("RBC", 4, 4, 13, 13)])
+    data = read_raw(root)
+    assert data.format == "voc-folders"
+    assert _boxes(data) == {"train": {"a.jpg": 1, "b.jpg": 2, "c.jpg": 1}}
+    c = next(image for image in data.splits["train"] if image.path.name == "c.jpg")
+    assert c.boxes.xyxy.tolist() == [[3.0, 3.0, 13.0, 13.0]]  # c.xml, sorted first, keeps it
+    problems = {p.kind: str(p) for p in data.problems}
+    assert set(problems) == {"filename", "claimed"}
+    assert problems["filename"].startswith("train/b.xml: <filename> 'a.jpg' names train/a.jpg, another image")
+    assert "train/b.jpg" in problems["filename"]
+    assert problems["claimed"] == "train/copy_of_c.xml: labels train/c.jpg, which train/c.xml labels already; skipped"
