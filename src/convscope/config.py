@@ -30,6 +30,7 @@ MAX_BLOCKS = 1_000  # unfreeze_blocks (a base has tens)
 MAX_THREADS = 1_024
 MAX_IMAGE_SIZE = 8_192  # pixels of a detector's square input side
 FROM_DATA = ("image_size", "epochs", "finetune_epochs")  # the settings a detector's recipe may choose from its data
+PHASE_LENGTHS = {"epochs", "finetune_epochs"}  # chosen from the data together, or not at all (`--epochs 1` is short)
 DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d{1,3})?")
 
 
@@ -142,7 +143,7 @@ class TrainConfig:
         default=0,
         metadata={
             "help": "with a pretrained base: epochs that also train its last blocks, at a tenth of the learning rate "
-            "(default 0)",
+            "(default 0; lite0-det: its recipe's 36, or chosen from the data unless --epochs is given)",
             "metavar": "N",
         },
     )
@@ -349,7 +350,10 @@ class TrainConfig:
         if data.get("optimizer", recipe_optimizer) != recipe_optimizer:
             recipe.pop("lr", None)  # the recipe's rate suits its own optimizer only (SGD's 0.2 would wreck AdamW)
         if "from_data" in recipe and "from_data" not in data:  # the recipe's choices, less the settings given
-            recipe["from_data"] = ",".join(k for k in recipe["from_data"].split(",") if k not in data)
+            given = set(data)
+            if given & PHASE_LENGTHS:  # one phase's length given: the other is the recipe's, not the data's
+                given |= PHASE_LENGTHS
+            recipe["from_data"] = ",".join(k for k in recipe["from_data"].split(",") if k not in given)
         data = recipe | data
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)

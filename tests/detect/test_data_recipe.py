@@ -73,7 +73,11 @@ def test_fewer_images_get_more_epochs_within_bounds(images, size, epochs):
 def test_the_recipe_chooses_only_what_is_not_given():
     assert TrainConfig.from_dict({"model": "lite0-det"}).chosen_keys() == ("image_size", "epochs", "finetune_epochs")
     given = TrainConfig.from_dict({"model": "lite0-det", "epochs": 12, "image_size": 320})
-    assert given.chosen_keys() == ("finetune_epochs",)  # a given value equal to the recipe's still wins
+    assert given.chosen_keys() == ()  # a given value equal to the recipe's still wins
+    # one phase's length given (`--epochs 1` for a quick look): the other is the recipe's, not 40 from the data
+    short = TrainConfig.from_dict({"model": "lite0-det", "epochs": 1})
+    assert (short.chosen_keys(), short.epochs, short.finetune_epochs) == (("image_size",), 1, 36)
+    assert TrainConfig.from_dict({"model": "lite0-det", "finetune_epochs": 0}).chosen_keys() == ("image_size",)
     assert TrainConfig.from_dict({"model": "scenes-det"}).chosen_keys() == ("image_size",)
     assert TrainConfig.from_dict({"model": "lite0-det", "from_data": "none"}).chosen_keys() == ()
     assert TrainConfig.from_dict({"model": "fashion-fast"}).chosen_keys() == ()
@@ -165,3 +169,12 @@ def test_the_choice_is_recorded_in_config_yaml_and_kept_on_resume(tmp_path, monk
     monkeypatch.setattr(data_recipe, "raw_box_stats", refuse)
     resumed = train(resume=str(out), epochs=2, report=False)
     assert resumed.config.image_size == 128 and load_run(out).results()["epochs"] == 2
+
+
+def test_a_classifier_refuses_an_image_size(tmp_path):
+    from convscope.cli import main
+
+    out = tmp_path / "run"
+    args = ["train", "--model", "fashion-fast", "--data", "fashion-mnist", "--image-size", "64", "--out", str(out)]
+    assert main(args) == 2
+    assert not out.exists()  # refused before the run folder is claimed

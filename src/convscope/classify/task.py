@@ -24,7 +24,7 @@ from convscope.data.dataset import Dataset, Split, per_class_subset, seeded_spli
 from convscope.data.load import load_dataset
 from convscope.data.resize import fit_images
 from convscope.data.stream import FileSplit, memory_budget, stream_batches
-from convscope.errors import SpecError
+from convscope.errors import ConfigError, SpecError
 from convscope.fused import inference_copy
 from convscope.loaded import with_test_flips
 from convscope.memory import human_bytes
@@ -61,6 +61,11 @@ class ClassifyTask(Task):
 
     @staticmethod
     def load_data(config: TrainConfig, spec: NetSpec, progress=None) -> Dataset:
+        if config.image_size is not None:  # a classifier's input is its spec's (or the base's, for transfer)
+            raise ConfigError(
+                f"image_size is for detectors; a classifier takes its spec's input ({spec.input[0]}×{spec.input[1]}). "
+                f"Received: {config.image_size}"
+            )
         budget = memory_budget(config.cache_limit)
         data = load_dataset(
             config.data, config.data_dir, spec.input, config.seed, config.val_fraction, progress, memory_budget=budget
