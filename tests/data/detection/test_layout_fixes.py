@@ -2,14 +2,17 @@
 whose <filename> names another photo, empty split folders, a Roboflow split JSON given alone, nested folders, the
 parent category of Roboflow's COCO, one class list for every layout, and lint paths that say which split."""
 
+import json
+import logging
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
 from convscope.data.detection.convert import convert, read_raw
-from convscope.data.detection.formats import FORMATS
+from convscope.data.detection.formats import FORMATS, format_of
 
 W, H = 64, 40  # every test image, pixels
 
@@ -103,3 +106,60 @@ def test_the_image_with_the_xml_files_own_name_wins_over_another_named_one(tmp_p
     assert problems["filename"].startswith("train/b.xml: <filename> 'a.jpg' names train/a.jpg, another image")
     assert "train/b.jpg" in problems["filename"]
     assert problems["claimed"] == "train/copy_of_c.xml: labels train/c.jpg, which train/c.xml labels already; skipped"
+
+
+# ── 3. empty split folders ────────────────────────────────────────────────────────────────────────────────────────
+def _voc_split_folders(root: Path) -> Path:
+    for split, stems in {"train": ["a", "b"], "valid": ["c"]}.items():
+        for i, stem in enumerate(stems):
+            _jpeg(root / split / f"{stem}.jpg", ord(stem))
+            _xml(root / split / f"{stem}.xml", f"{stem}.jpg", [("RBC", 2, 2, 10 + i, 12)])
+    return root
+
+
+def _coco_split(folder: Path, images: dict[str, list], categories=None) -> None:
+    """images: file name → [(category id, x, y, w, h)]; Roboflow's categories (its parent id 0) unless given."""
+    categories = categories or [
+        {"id": 0, "name": "cells", "supercategory": "none"},
+        {"id": 1, "name": "RBC", "supercategory": "cells"},
+    ]
+    doc = {"images": [], "annotations": [], "categories": categories}
+    for i, (name, boxes) in enumerate(images.items()):
+        _jpeg(folder / name, i)
+        doc["images"].append({"id": i, "file_name": name, "width": W, "height": H})
+        for cid, *xywh in boxes:
+            doc["annotations"].append({"id": len(doc["annotations"]), "image_id": i, "category_id": cid, "bbox": xywh})
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "_annotations.coco.json").write_text(json.dumps(doc))
+
+
+def test_an_empty_test_folder_is_no_test_split_with_a_note(tmp_path, caplog):
+    root = _voc_split_folders(tmp_path / "voc")
+    (root / "test").mkdir()
+    coco = tmp_path / "coco"
+    _coco_split(coco / "train", {"a.jpg": [(1, 2, 2, 10, 10)]})
+    _coco_split(coco / "test", {})  # Roboflow's empty test/: a JSON of no images
+    for folder, fmt in ((root, "voc-folders"), (coco, "coco-folders")):
+        assert format_of(folder).name == fmt
+        with caplog.at_level(logging.INFO):
+            data = read_raw(folder)
+        assert "test" not in data.splits
+        notes = [str(p) for p in data.problems]
+        assert notes == ["test: split folder with no image and no labels: read as no test split"]
+        assert [str(p) for p in FORMATS[fmt].lint(folder, data_dir=None)] == notes
+        assert FORMATS[fmt].load(folder, 32, data_dir=None, seed=0, val_fraction=0.1).test is None
+    assert "test: split folder with no image and no labels" in caplog.text
+
+
+@pytest.mark.parametrize("to", list(FORMATS))
+def test_an_empty_split_is_not_written_and_every_output_reads_back(tmp_path, to):
+    from convscope.data.detection.boxes import RawDataset
+
+    data = read_raw(_voc_split_folders(tmp_path / "voc"))
+    data = RawDataset(data.format, data.classes, {**data.splits, "test": ()}, data.source)  # a split with no image
+    FORMATS[to].write(data, tmp_path / "out", {(s, i): im.path.name for s, ims in data.splits.items()
+                                                for i, im in enumerate(ims)})  # fmt: skip
+    if to == "yolo":
+        assert "test" not in yaml.safe_load((tmp_path / "out" / "data.yaml").read_text())
+    back = read_raw(tmp_path / "out" / ("data.yaml" if to == "yolo" else ""))
+    assert {split: len(images) for split, images in back.splits.items()} == {"train": 2, "val": 1}

@@ -325,7 +325,7 @@ def test_mixed_formats_or_no_train_split_is_a_one_line_error_naming_the_folder(t
     two = _voc_folders(tmp_path / "two", {"train": "a/train", "test": "b/test"})
     with pytest.raises(DataError, match=r"two: split folders \(train/, val/, test/\) in a/, b/; expected them in one"):
         read_raw(two)
-    empty = _voc_folders(tmp_path / "empty", {"train": "train"})
-    (empty / "test").mkdir()
+    unlabelled = _voc_folders(tmp_path / "unlabelled", {"train": "train"})
+    _jpeg(unlabelled / "test" / "x.jpg", "x")  # an image but no labels (an empty test/ is no test split)
     with pytest.raises(DataError, match=r"found: test/ has no labels$"):
-        read_raw(empty)
+        read_raw(unlabelled)

@@ -58,16 +58,14 @@ PROBLEM_KINDS = {
     "set-entry": ("image set entry with no XML file", "image set entries with no XML file"),
     "no-box": ("training split with no box", "training splits with no box"),
     "boxes": ("image with too many boxes", "images with too many boxes"),
-    "leak": ("image in two splits", "images in two splits"),
-    "filename": ("XML file naming another image", "XML files naming other images"),
-    "claimed": (
-        "image two XML files label",
-        "images two XML files label",
-    ),  # the same file or bytes (data.detection.summary)
+    "leak": ("image in two splits", "images in two splits"),  # the same file or bytes (data.detection.summary)
+    "filename": ("XML file naming another image", "XML files naming other images"),  # VOC: its own image read
+    "claimed": ("image two XML files label", "images two XML files label"),  # VOC: the second XML skipped
+    "empty-split": ("empty split folder", "empty split folders"),  # a note: read as no such split
 }
 # Kinds that are notes, not problems: nothing was dropped (`convscope detect lint` still exits 0 on them alone).
 # "clipped": VOC boxes running past the image edge, clipped to it as the other tools do (convscope.data.detection.voc).
-NOTE_KINDS = frozenset({"polygon", "clipped"})
+NOTE_KINDS = frozenset({"polygon", "clipped", "empty-split"})
 
 
 def echo(value: object, limit: int = ECHO_CHARS) -> str:

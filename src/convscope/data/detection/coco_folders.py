@@ -87,26 +87,30 @@ def read_coco_splits(
 
 
 # ── Roboflow's COCO export: a JSON in each split folder ──────────────────────────────────────────────────────────
-def coco_folders(root: str | Path) -> tuple[Path, dict[str, Path], dict[str, Path]]:
-    """(the dataset folder, split → its JSON, split → its folder) of COCO split folders. A DataError as
-    split_folders says, or when a split folder has several JSONs and no _annotations.coco.json."""
+def coco_folders(root: str | Path) -> tuple[Path, dict[str, Path], dict[str, Path], list[LabelProblem]]:
+    """(the dataset folder, split → its JSON, split → its folder, the notes on empty split folders left out) of COCO
+    split folders. A DataError as split_folders says, or when a split folder has several JSONs and no
+    _annotations.coco.json."""
     found = split_folders(root, "coco")
-    return found.root, {split: coco_json(folder) for split, folder in found.splits.items()}, found.splits
+    files = {split: coco_json(folder) for split, folder in found.splits.items()}
+    return found.root, files, found.splits, found.notes()
 
 
 def load_coco_folders(root: str | Path, image_size: int) -> DetectionDataset:
     """COCO split folders letterboxed to image_size (as load_coco_splits); `val` is None without a val folder."""
-    root, files, folders = coco_folders(root)
-    return load_coco_splits(root, files, folders, image_size, root=root)
+    root, files, folders, notes = coco_folders(root)
+    data = load_coco_splits(root, files, folders, image_size, root=root)
+    return dataclasses.replace(data, problems=(*notes, *data.problems))
 
 
 def lint_coco_folders(root: str | Path, image_size: int | None = None) -> list[LabelProblem]:
     """Every problem of the COCO split folders at `root`, paths relative to it (as lint_coco_splits)."""
-    root, files, folders = coco_folders(root)
-    return lint_coco_splits(files, folders, image_size, root=root)
+    root, files, folders, notes = coco_folders(root)
+    return notes + lint_coco_splits(files, folders, image_size, root=root)
 
 
 def read_coco_folders_raw(root: str | Path) -> RawDataset:
     """The COCO split folders at `root` in the images' own pixels (as read_coco_splits): exactly the splits found."""
-    root, files, folders = coco_folders(root)
-    return read_coco_splits("coco-folders", str(root), files, folders, root=root)
+    root, files, folders, notes = coco_folders(root)
+    data = read_coco_splits("coco-folders", str(root), files, folders, root=root)
+    return dataclasses.replace(data, problems=(*notes, *data.problems))

@@ -6,21 +6,28 @@ the TensorFlow Object Detection API tutorials lay it out). Each split folder hol
   coco  one COCO JSON beside the images: Roboflow's _annotations.coco.json, or the only .json there (coco_folders.py)
 
 `find_split_folders` finds them (None when there are none); `split_folders(root, kind)` checks they are all of one
-format and hold a train split, else a one-line DataError naming the folder and what was expected.
+format and hold a train split, else a one-line DataError naming the folder and what was expected. A val or test
+folder with no image and no labels (Roboflow's empty test/ with a JSON of no images, a test/ kept for later) is
+left out of the splits, as if absent, with a note (kind "empty-split", `SplitFolders.notes`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from convscope.data.detection.boxes import SPLIT_NAMES
-from convscope.data.detection.reading import child_folder
+from convscope import userfiles
+from convscope.data.detection.boxes import SPLIT_NAMES, LabelProblem
+from convscope.data.detection.reading import child_folder, shown_path
+from convscope.data.folder import image_files
 from convscope.errors import DataError
 
+log = logging.getLogger("convscope.data.detection")
 SPLIT_FOLDERS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 ROBOFLOW_JSON = "_annotations.coco.json"  # the JSON of each split folder of Roboflow's COCO export
+_SMALL_JSON = 2**20  # bytes: a JSON of no images is a few hundred; a bigger one is read by the reader, not here
 KIND_WORDS = {"voc": "Pascal VOC .xml files", "coco": "a COCO .json file", "both": "both .xml and .json files"}
 
 
@@ -31,6 +38,15 @@ class SplitFolders:
     splits: dict[str, Path]  # split ("train", "val", "test") → its folder, in SPLIT_NAMES order
     kinds: dict[str, str | None]  # split → "voc", "coco", "both" (XML and JSON) or None (neither)
     wrong: str = ""  # what makes it unreadable (two folders for one split, …), "" when nothing: split_folders raises it
+    empty: tuple[Path, ...] = ()  # val or test folders with no image and no label, left out of `splits`
+
+    def notes(self) -> list[LabelProblem]:
+        """One note (kind "empty-split") per split folder left out as empty, its path relative to `root`."""
+        why = "split folder with no image and no labels: read as no {} split"
+        return [
+            LabelProblem(shown_path(f, self.root), None, why.format(SPLIT_FOLDERS[f.name.lower()]), "empty-split")
+            for f in self.empty
+        ]
 
 
 def _listing(folder: Path) -> list[Path]:
@@ -56,8 +72,28 @@ def _splits_in(root: Path, folder: Path) -> SplitFolders | None:
         found[split] = child
     if not found:
         return None
+    empty = tuple(found.pop(split) for split in ("val", "test") if split in found and is_empty_split(found[split]))
     splits = {split: found[split] for split in SPLIT_NAMES if split in found}
-    return SplitFolders(root, folder, splits, {split: split_kind(path) for split, path in splits.items()}, wrong)
+    kinds = {split: split_kind(path) for split, path in splits.items()}
+    return SplitFolders(root, folder, splits, kinds, wrong, empty)
+
+
+def is_empty_split(folder: Path) -> bool:
+    """Whether a split folder holds no image (there, or in its images/ folder), no .xml file and no COCO JSON that
+    lists an image: Roboflow exports an empty test/ with a JSON of no images; people keep an empty test/ for later."""
+    images = child_folder(folder, "images", "jpegimages")
+    if image_files(folder) or (images is not None and image_files(images)) or _has_xml(folder):
+        return False
+    for path in (p for p in _listing(folder) if p.suffix.lower() == ".json" and p.is_file()):
+        if path.stat().st_size > _SMALL_JSON:
+            return False
+        try:
+            doc = userfiles.read_json(path, what="COCO annotations JSON")
+        except DataError:
+            return False  # the reader names what is wrong with it
+        if not isinstance(doc, dict) or doc.get("images") != [] or doc.get("annotations", []) != []:
+            return False
+    return True
 
 
 def coco_json(folder: Path) -> Path | None:
@@ -125,4 +161,6 @@ def split_folders(root: str | Path, kind: str) -> SplitFolders:
     if "train" not in found.splits:
         names = ", ".join(f"{folder.name}/" for folder in found.splits.values())
         raise DataError(f"{found.parent}: expected a train/ split folder beside {names}")
+    for note in found.notes():
+        log.info("%s: %s", note.path, note.message)
     return found

@@ -262,6 +262,8 @@ def write_csv(data: RawDataset, out: Path, names: dict) -> None:
     ymin, xmax, ymax in the image's pixels, 0-based corners (x1, y1, x2, y2 as convscope holds them); an image
     without boxes is one row with the class and corners empty. CSV has no ignore regions: they are left out."""
     for split, images in data.splits.items():
+        if not images and split != "train":
+            continue  # an empty split is not written (convscope.data.detection.write.written_splits)
         folder = out / WRITTEN_SPLITS[split]
         folder.mkdir(parents=True, exist_ok=True)
         rows: list[tuple] = [COLUMNS]

@@ -43,7 +43,7 @@ def voc_folders_layout(root: str | Path) -> VocLayout:
         folders[split] = (annotations, images)
     counts = ", ".join(f"{split} {len(xmls)}" for split, xmls in splits.items())
     log.info("%s: Pascal VOC split folders in %s (XML files: %s)", found.root, found.parent, counts)
-    return VocLayout(found.root, class_file(found.root, found.parent), splits, folders, [])
+    return VocLayout(found.root, class_file(found.root, found.parent), splits, folders, found.notes())
 
 
 def lint_voc_folders(root: str | Path, image_size: int | None = None) -> list[LabelProblem]:

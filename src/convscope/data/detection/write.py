@@ -1,6 +1,7 @@
 """Writing a `RawDataset` (each image's boxes in its own pixels) as YOLO, COCO or Pascal VOC, for `convscope detect
 convert`, into a folder made for it. Images are copied byte for byte (the source is never changed); `names` maps
-(split, index) to each image's file name in the output. What is written, as the usual tools read it:
+(split, index) to each image's file name in the output. A split with no image (other than train) is not written
+(`written_splits`): every layout's reader would refuse or drop it. What is written, as the usual tools read it:
   yolo  data.yaml (train/val/test folders, nc, names), images/SPLIT/NAME, labels/SPLIT/STEM.txt with `class cx cy w h`
         normalised to [0, 1] (6 decimals). YOLO has no ignore regions: COCO crowds and VOC difficult objects are left
         out, as Ultralytics' VOC.yaml leaves difficult objects out.
@@ -32,13 +33,21 @@ from convscope.data.detection.split_folders import ROBOFLOW_JSON
 ROBOFLOW_FOLDERS = {"val": "valid"}  # split → folder name where Roboflow's differs (RF-DETR reads valid/ only)
 
 
+def written_splits(data: RawDataset) -> dict[str, tuple[RawImage, ...]]:
+    """The splits a writer writes: train, and every other split with an image (an empty one is left out, so that
+    what is written reads back: the readers refuse a data.yaml naming a folder that is not there)."""
+    return {split: images for split, images in data.splits.items() if images or split == "train"}
+
+
 def _copy(image: RawImage, folder: Path, name: str) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(image.path, folder / name)  # the bytes as they are: no re-encoding, the source untouched
 
 
 def write_yolo(data: RawDataset, out: Path, names: dict) -> None:
-    for split, images in data.splits.items():
+    splits = written_splits(data)
+    for split, images in splits.items():
+        (out / "images" / split).mkdir(parents=True, exist_ok=True)
         (out / "labels" / split).mkdir(parents=True, exist_ok=True)
         for i, image in enumerate(images):
             _copy(image, out / "images" / split, names[split, i])
@@ -48,7 +57,7 @@ def write_yolo(data: RawDataset, out: Path, names: dict) -> None:
                 w, h = (x2 - x1) / image.width, (y2 - y1) / image.height
                 rows.append(f"{cls} {cx:.6f} {cy:.6f} {w:.6f} {h:.6f}\n")
             (out / "labels" / split / Path(names[split, i]).with_suffix(".txt")).write_text("".join(rows))
-    doc = {split: f"images/{split}" for split in data.splits}  # no `path:` — both readers then use data.yaml's folder
+    doc = {split: f"images/{split}" for split in splits}  # no `path:` — both readers then use data.yaml's folder
     doc.update({"nc": len(data.classes), "names": list(data.classes)})
     (out / "data.yaml").write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
 
@@ -77,15 +86,15 @@ def _coco_doc(data: RawDataset, split: str, folder: Path, prefix: str, names: di
 
 
 def write_coco(data: RawDataset, out: Path, names: dict) -> None:
-    for split in data.splits:
+    for split in written_splits(data):
         doc = _coco_doc(data, split, out / "images" / split, f"{split}/", names)
         (out / f"{split}.json").write_text(json.dumps(doc, ensure_ascii=False))
 
 
 def write_coco_folders(data: RawDataset, out: Path, names: dict) -> None:
-    for split in data.splits:
+    for split in written_splits(data):
         folder = out / ROBOFLOW_FOLDERS.get(split, split)
-        folder.mkdir(parents=True, exist_ok=True)  # even when empty: the split stays a split
+        folder.mkdir(parents=True, exist_ok=True)
         doc = _coco_doc(data, split, folder, "", names)
         (folder / ROBOFLOW_JSON).write_text(json.dumps(doc, ensure_ascii=False))
 
@@ -141,7 +150,7 @@ def write_voc(data: RawDataset, out: Path, names: dict) -> None:
     (out / "Annotations").mkdir(parents=True)
     (out / "ImageSets" / "Main").mkdir(parents=True)
     ids: dict[str, list[str]] = {}
-    for split, images in data.splits.items():
+    for split, images in written_splits(data).items():
         ids[split] = []
         for i, image in enumerate(images):
             _write_voc_image(image, names[split, i], data.classes, out / "JPEGImages", out / "Annotations")
@@ -154,8 +163,8 @@ def write_voc(data: RawDataset, out: Path, names: dict) -> None:
 
 
 def write_voc_folders(data: RawDataset, out: Path, names: dict) -> None:
-    for split, images in data.splits.items():
-        (out / split).mkdir(parents=True, exist_ok=True)  # even when empty: the split stays a split
+    for split, images in written_splits(data).items():
+        (out / split).mkdir(parents=True, exist_ok=True)
         for i, image in enumerate(images):
             _write_voc_image(image, names[split, i], data.classes, out / split, out / split)
     _write_classes(data, out)
