@@ -13,6 +13,7 @@ from PIL import Image
 
 from convscope.data.detection.convert import convert, read_raw
 from convscope.data.detection.formats import FORMATS, format_of
+from convscope.errors import DataError
 
 W, H = 64, 40  # every test image, pixels
 
@@ -163,3 +164,22 @@ def test_an_empty_split_is_not_written_and_every_output_reads_back(tmp_path, to)
         assert "test" not in yaml.safe_load((tmp_path / "out" / "data.yaml").read_text())
     back = read_raw(tmp_path / "out" / ("data.yaml" if to == "yolo" else ""))
     assert {split: len(images) for split, images in back.splits.items()} == {"train": 2, "val": 1}
+
+
+# ── 4. one Roboflow split JSON given alone ────────────────────────────────────────────────────────────────────────
+def test_a_json_alone_finds_its_images_beside_it_or_says_to_give_data_dir(tmp_path):
+    _coco_split(tmp_path / "rf" / "train", {"a.jpg": [(1, 2, 2, 10, 10)], "b.jpg": [(1, 3, 3, 9, 9)]})
+    json_path = tmp_path / "rf" / "train" / "_annotations.coco.json"
+    assert _boxes(read_raw(json_path)) == {"train": {"a.jpg": 1, "b.jpg": 1}}
+    assert FORMATS["coco"].lint(json_path, data_dir=None) == []
+    assert len(FORMATS["coco"].load(json_path, 32, data_dir=None, seed=0, val_fraction=0.5).train.images) == 1
+    (tmp_path / "rf" / "train" / "images").mkdir()  # images/ beside the JSON is the default when it is there …
+    with pytest.raises(DataError) as caught:
+        read_raw(json_path)
+    assert str(caught.value) == (
+        f"{json_path}: none of its 2 images is in {json_path.parent / 'images'}/ (first: 'a.jpg'); give their folder "
+        "with --data-dir (default: images/ beside the JSON, else its folder)"
+    )
+    with pytest.raises(DataError, match="give their folder with --data-dir"):
+        FORMATS["coco"].lint(json_path, data_dir=None)
+    assert len(read_raw(json_path, tmp_path / "rf" / "train").splits["train"]) == 2  # … and --data-dir wins

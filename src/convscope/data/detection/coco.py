@@ -278,18 +278,18 @@ def _read_coco_image(
 
 
 def load_coco(
-    annotations: str | Path, images_dir: str | Path, image_size: int
+    annotations: str | Path, images_dir: str | Path, image_size: int, *, hint: str | None = None
 ) -> tuple[DetectionSplit, tuple[str, ...]]:
     """A COCO detection JSON and its images as one split letterboxed to image_size, and the class names.
 
     Category ids (any integers) map to 0..K-1 in sorted id order (less Roboflow's supercategory entry: the module
     docstring). Crowd annotations go to `split.crowds` (one Boxes per image, when the JSON has any), not to the
     targets. Problems (reported with the annotation id) are in `split.problems`; a DataError when no image with a
-    usable box is left.
+    usable box is left, or (with `hint`, ending it) when none of the JSON's images is in images_dir.
     """
     check_image_size(image_size)
     annotations, images_dir = Path(annotations), Path(images_dir)
-    classes, entries, results, problems, out = _read_coco(annotations, images_dir, image_size, keep_images=True)
+    classes, entries, results, problems, out = _read_coco(annotations, images_dir, image_size, True, hint)
     images, kept = compact(out, results)
     if not any(len(results[i].boxes) for i in kept):
         raise no_training_data(annotations, problems, f"{len(kept)} usable image(s), none with a usable box")
@@ -307,8 +307,9 @@ def load_coco(
     return split, classes
 
 
-def _read_coco(annotations: Path, images_dir: Path, image_size: int | None, keep_images: bool):
-    """(classes, image entries, a result per entry, problems, the letterboxed images when kept, else None)."""
+def _read_coco(annotations: Path, images_dir: Path, image_size: int | None, keep_images: bool, hint: str | None):
+    """(classes, image entries, a result per entry, problems, the letterboxed images when kept, else None).
+    With `hint`, a DataError ending with it when none of the JSON's images is in images_dir."""
     if not images_dir.is_dir():
         found = "a file" if images_dir.exists() else "nothing"
         raise DataError(f"{images_dir}: expected the folder of the COCO images, found {found}")
@@ -317,6 +318,11 @@ def _read_coco(annotations: Path, images_dir: Path, image_size: int | None, keep
     classes, category_index = _coco_categories(doc, annotations)
     entries = _coco_images(doc, annotations, problems)
     per_image = _coco_boxes(doc, annotations, {e.id for e in entries}, category_index, problems)
+    if hint and entries and not any((images_dir / entry.file_name).is_file() for entry in entries):
+        first = echo(entries[0].file_name, 60)
+        raise DataError(
+            f"{annotations}: none of its {len(entries)} images is in {images_dir}/ (first: {first}); {hint}"
+        )
     out = None
     if keep_images and image_size is not None:
         out = np.empty((len(entries), image_size, image_size, 3), dtype=np.uint8)  # filled in place
@@ -332,25 +338,29 @@ def _read_coco(annotations: Path, images_dir: Path, image_size: int | None, keep
 
 
 def read_coco_raw(
-    annotations: str | Path, images_dir: str | Path
+    annotations: str | Path, images_dir: str | Path, *, hint: str | None = None
 ) -> tuple[tuple[str, ...], tuple[RawImage, ...], list[LabelProblem]]:
     """A COCO detection JSON's images with their boxes in their own pixels (x1, y1, x2, y2 float32, pixel i covering
     [i, i+1)); crowd annotations as ignore regions. Returns (class names in sorted category-id order, the readable
-    images, every problem), after the same lint as load_coco. A DataError when the JSON or the folder is unusable."""
+    images, every problem), after the same lint as load_coco. A DataError when the JSON or the folder is unusable, or
+    as load_coco with `hint`."""
     annotations, images_dir = Path(annotations), Path(images_dir)
-    classes, entries, results, problems, _ = _read_coco(annotations, images_dir, None, keep_images=False)
+    classes, entries, results, problems, _ = _read_coco(annotations, images_dir, None, False, hint)
     paths = [images_dir / entry.file_name for entry in entries]
     return classes, raw_images(paths, [entry.file_name for entry in entries], results), problems
 
 
-def lint_coco(annotations: str | Path, images_dir: str | Path, image_size: int | None = None) -> list[LabelProblem]:
+def lint_coco(
+    annotations: str | Path, images_dir: str | Path, image_size: int | None = None, *, hint: str | None = None
+) -> list[LabelProblem]:
     """Every problem of a COCO detection JSON and its images (decoded, not kept), as load_coco finds them; with
     `image_size`, the 1-pixel check uses the letterboxed size. No image with a usable box (which training refuses) is
-    a problem of kind "no-box", last. A DataError when the JSON or the folder cannot be read at all."""
+    a problem of kind "no-box", last. A DataError when the JSON or the folder cannot be read at all, or as load_coco
+    with `hint`."""
     if image_size is not None:
         check_image_size(image_size)
     annotations, images_dir = Path(annotations), Path(images_dir)
-    _, _, results, problems, _ = _read_coco(annotations, images_dir, image_size, keep_images=False)
+    _, _, results, problems, _ = _read_coco(annotations, images_dir, image_size, False, hint)
     if not any(result.boxes is not None and len(result.boxes) for result in results):
         why = "no image with a usable box: training would be refused"
         problems.append(LabelProblem(str(annotations), None, why, "no-box"))
@@ -387,5 +397,8 @@ def coco_images_folder(root: Path, json_path: Path, data_dir: str | Path | None)
 
 
 def coco_json_images(json_path: Path, data_dir: str | Path | None) -> Path:
-    """The image folder of a COCO JSON read on its own: `data_dir` when given, else images/ beside the JSON."""
-    return Path(data_dir) if data_dir else json_path.parent / "images"
+    """The image folder of a COCO JSON read on its own: `data_dir` when given, else images/ beside the JSON when
+    there is one, else the JSON's own folder (Roboflow's train/_annotations.coco.json, its images beside it)."""
+    if data_dir:
+        return Path(data_dir)
+    return json_path.parent / "images" if (json_path.parent / "images").is_dir() else json_path.parent

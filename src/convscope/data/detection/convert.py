@@ -6,9 +6,9 @@ does: the rows it drops are not written, and the summary counts them. What each 
 it, is in convscope.data.detection.write; YOLO has no ignore regions, so COCO crowds and VOC difficult objects are left
 out (counted in the summary) when converting to it.
 
-A COCO source is one JSON (split "train"; images in --data-dir, default images/ beside it), or a folder of split JSONs
-(train.json, val.json, test.json, or instances_train2017.json …, there or in annotations/). File names are unique in
-the output: the second a.jpg (from another split or folder) becomes a_2.jpg.
+A COCO source is one JSON (split "train"; images in --data-dir, default images/ beside it, else the JSON's folder), or
+a folder of split JSONs (train.json, val.json, test.json, or instances_train2017.json …, there or in annotations/).
+File names are unique in the output: the second a.jpg (from another split or folder) becomes a_2.jpg.
 
 Everything is written into a temporary folder beside OUT, which is renamed to OUT at the end: a failure leaves no
 half-written OUT (the temporary folder is removed).
@@ -44,7 +44,8 @@ class ConvertSummary:
         dropped = f"{self.dropped} label problem(s) dropped ({self.problems})" if self.dropped else "no label problems"
         text += f"; {dropped}"
         if self.ignore_dropped:
-            text += f"; {self.ignore_dropped} ignore region(s) (crowd/difficult) not written: {_HOLDS_NONE.get(self.target, self.target)} has none"
+            holder = _HOLDS_NONE.get(self.target, self.target)
+            text += f"; {self.ignore_dropped} ignore region(s) (crowd/difficult) not written: {holder} has none"
         return text
 
 
@@ -96,9 +97,9 @@ def convert(
     """Convert the dataset at `src` (any of FORMATS, see `read_raw`) to format `to` in the new or empty folder `out`.
 
     Boxes keep their pixels (within half a pixel for VOC's whole pixels), classes and their order, splits, and ignore
-    regions (as iscrowd / difficult; YOLO and the CSV have none). Returns the summary (`.line()` is the CLI's). DataError when the
-    source cannot be read, `to` is not a format, or `out` is not empty or lies inside the source; OutputError when
-    writing fails (then nothing is left at `out`).
+    regions (as iscrowd / difficult; YOLO and the CSV have none). Returns the summary (`.line()` is the CLI's).
+    DataError when the source cannot be read, `to` is not a format, or `out` is not empty or lies inside the source;
+    OutputError when writing fails (then nothing is left at `out`).
     """
     if to not in FORMATS:
         raise DataError(f"expected --to {', '.join(FORMATS)}. Received: {to!r}")

@@ -17,7 +17,9 @@ annotations/) are "voc-folders" (convscope.data.detection.voc_folders), a COCO J
 _annotations.coco.json) "coco-folders" (convscope.data.detection.coco_folders); split folders in mixed formats, or
 without train/, are a DataError naming the folder.
 
-A COCO source is one JSON — one split, whose images are in `data_dir` (default: images/ beside it); training holds out
+A COCO source is one JSON — one split, whose images are in `data_dir` (default: images/ beside it when there is one,
+else the JSON's own folder, as Roboflow's train/_annotations.coco.json has them; when none of its images is there, the
+DataError says to give their folder with --data-dir); training holds out
 val_fraction of it (seeded) for validation, and the same images serve as the test split — or a folder of split JSONs,
 each with its own images (`coco_images_folder`), a train JSON required to load or convert it.
 """
@@ -41,6 +43,7 @@ from convscope.data.detection.coco import (
     coco_split_files,
     lint_coco,
     load_coco,
+    read_coco_raw,
 )
 from convscope.data.detection.coco_folders import (
     lint_coco_folders,
@@ -122,9 +125,14 @@ def _split_jsons(root: Path) -> dict[str, Path]:
     return files
 
 
+def _hint(data_dir) -> str | None:
+    """What a COCO JSON's error says when none of its images is in the folder chosen for it (None: --data-dir given)."""
+    return None if data_dir else "give their folder with --data-dir (default: images/ beside the JSON, else its folder)"
+
+
 def _load_coco(path: Path, image_size: int, *, data_dir, seed: int, val_fraction: float) -> DetectionDataset:
     if not path.is_dir():
-        split, classes = load_coco(path, coco_json_images(path, data_dir), image_size)
+        split, classes = load_coco(path, coco_json_images(path, data_dir), image_size, hint=_hint(data_dir))
         train, held = hold_out(split, val_fraction, seed)
         log.info("%s: %d images for training, %d held out for validation and test", path, len(train), len(held))
         return DetectionDataset(path.stem, classes, train, held, held, str(path), split.problems)
@@ -135,19 +143,18 @@ def _load_coco(path: Path, image_size: int, *, data_dir, seed: int, val_fraction
 
 def _lint_coco(path: Path, *, data_dir) -> list[LabelProblem]:
     if not path.is_dir():
-        return lint_coco(path, coco_json_images(path, data_dir))
+        return lint_coco(path, coco_json_images(path, data_dir), hint=_hint(data_dir))
     files = coco_split_files(path)  # train.json, val.json, test.json: each JSON with its own images
     return lint_coco_splits(files, {name: coco_images_folder(path, file, data_dir) for name, file in files.items()})
 
 
 def _read_coco_raw(path: Path, *, data_dir, seed: int, val_fraction: float) -> RawDataset:
-    if path.is_dir():
-        files = _split_jsons(path)
-        root, images = path, data_dir
-    else:
-        root, files, images = path.parent, {"train": path}, coco_json_images(path, data_dir)
-    source = str(files["train"]) if len(files) == 1 else str(root)
-    folders = {name: coco_images_folder(root, file, images) for name, file in files.items()}
+    if not path.is_dir():
+        classes, images, problems = read_coco_raw(path, coco_json_images(path, data_dir), hint=_hint(data_dir))
+        return RawDataset("coco", classes, {"train": images}, str(path), tuple(problems))
+    files = _split_jsons(path)
+    source = str(files["train"]) if len(files) == 1 else str(path)
+    folders = {name: coco_images_folder(path, file, data_dir) for name, file in files.items()}
     return read_coco_splits("coco", source, files, folders)
 
 
