@@ -60,6 +60,8 @@ _LAZY = {
     "evaluate": "convscope.api.verbs",
     "predict": "convscope.classify.predict",
     "write_report": "convscope.api.verbs",
+    "lint_detection": "convscope.api.detection_data",
+    "convert_detection": "convscope.api.detection_data",
 }
 
 
@@ -112,4 +114,6 @@ __all__ = [
     "train",
     "infer",
     "load_spec",
+    "lint_detection",
+    "convert_detection",
 ]

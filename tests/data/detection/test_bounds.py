@@ -225,7 +225,7 @@ def test_a_voc_coordinate_and_class_of_thousands_of_characters_are_quoted_short(
         (4, "number", "object 2 (cat): <xmin> is '99999999999999999999…' (5,000 characters), not a number"),
         (
             5,
-            "class",
+            "unknown-class",
             "object 3 (dddddddddddddddddddddddddddddddddddddddd… (5,000 characters)): class "
             "'dddddddddddddddddddddddddddddddddddddddd…' (5,000 characters) is not in the class list (cat), skipped",
         ),

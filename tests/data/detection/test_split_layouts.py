@@ -183,7 +183,7 @@ def test_voc_lint_names_paths_relative_to_the_dataset_folder(tmp_path):
     _xml(root / "images" / "valid" / "h.xml", "h", [("RBC", 1, 1, 9, 9, 0)])  # an XML with no image
     problems = FORMATS["voc-folders"].lint(root, data_dir=None)
     assert [(p.path, p.line, p.kind) for p in problems] == [
-        ("images/train/b.xml", 1, "class"),
+        ("images/train/b.xml", 1, "unknown-class"),
         ("images/valid/h.xml", None, "missing"),
         ("images/test/g.jpg", None, "no-label"),
     ]

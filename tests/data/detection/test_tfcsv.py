@@ -209,7 +209,7 @@ def test_every_problem_names_the_csv_and_its_line(tmp_path):
     found = [(p.path, p.line, p.kind) for p in lint_csv(path)]
     assert found == [
         ("train_labels.csv", 12, "columns"),
-        ("train_labels.csv", 3, "class"),
+        ("train_labels.csv", 3, "unknown-class"),
         ("train_labels.csv", 4, "number"),
         ("train_labels.csv", 5, "size"),
         ("train_labels.csv", 6, "size"),

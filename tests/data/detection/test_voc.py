@@ -130,7 +130,7 @@ def test_a_class_list_orders_classes_and_other_names_are_problems(tmp_path):
     assert [(str(p), p.kind) for p in raw.problems] == [
         (
             "Annotations/a.xml, line 10: object 2 (cow): class 'cow' is not in the class list (dog, cat), skipped",
-            "class",
+            "unknown-class",
         )
     ]
 

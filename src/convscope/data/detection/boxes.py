@@ -40,6 +40,7 @@ PROBLEM_KINDS = {
     "columns": ("row with the wrong number of columns", "rows with the wrong number of columns"),
     "number": ("value that is not a number", "values that are not numbers"),
     "class": ("bad class id", "bad class ids"),
+    "unknown-class": ("unknown class name", "unknown class names"),  # VOC, TF CSV: a name not in the class list
     "size": ("zero-size box", "zero-size boxes"),
     "outside": ("box outside the image", "boxes outside the image"),
     "duplicate": ("duplicate box", "duplicate boxes"),
@@ -159,6 +160,9 @@ class DetectionDataset:
     test: DetectionSplit | None
     source: str  # the data.yaml it was read from
     problems: tuple[LabelProblem, ...] = ()  # every split's problems, train first
+    # what loading said about the splits (drawn from the files, held out, no test split: the score is on val), one
+    # line each: shown with the data's summary at training (train.log and the terminal), as the lint shows it
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

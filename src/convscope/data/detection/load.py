@@ -10,7 +10,7 @@ from pathlib import Path
 
 from convscope.data.detection.boxes import DetectionDataset, LabelProblem, hold_out, lint_summary
 from convscope.data.detection.formats import format_of
-from convscope.data.detection.summary import DataSummary
+from convscope.data.detection.summary import DataSummary, reading_notes
 
 log = logging.getLogger("convscope.detect")
 MIN_TO_HOLD_OUT = 2  # training images needed to hold some out: one to train on, one to validate (as the trainer did)
@@ -23,13 +23,16 @@ def load_detection(
     an `images` folder beside the JSON), or any other layout of the format table. A COCO file is one split:
     val_fraction of it is held out, and serves as the test split too. A VOC folder without ImageSets/Main holds out
     val_fraction for val and as much for test (seeded). Any dataset still without a val split gets one the same way
-    (`with_val_split`). A val_fraction of 0 (or None) holds out 0.1. A DataError naming the formats for anything
+    (`with_val_split`). A val_fraction of 0 (or None) holds out 0.1. What was said about the splits while reading
+    (drawn, held out, no test split) is in the dataset's `notes`. A DataError naming the formats for anything
     else."""
     path = Path(data)
     fmt = format_of(path, by_name=True)  # a .json or .yaml path is read as one, so its reader says what is missing
     fraction = val_fraction or 0.1
-    dataset = fmt.load(path, image_size, data_dir=data_dir, seed=seed, val_fraction=fraction)
-    return with_val_split(dataset, fraction, seed)
+    with reading_notes() as notes:  # what is said about the splits: carried to the summary (DataSummary.notes)
+        dataset = fmt.load(path, image_size, data_dir=data_dir, seed=seed, val_fraction=fraction)
+        dataset = with_val_split(dataset, fraction, seed)
+    return replace(dataset, notes=(*dataset.notes, *notes))
 
 
 def with_val_split(dataset: DetectionDataset, fraction: float, seed: int) -> DetectionDataset:
@@ -52,7 +55,7 @@ def with_val_split(dataset: DetectionDataset, fraction: float, seed: int) -> Det
         held = len(dataset.val) if dataset.val is not None else 0
         log.info(
             "%s: no test split: the test score will be on the %d validation image(s), which also choose the best "
-            "checkpoint (an optimistic score)",
+            "checkpoint (an optimistic score: results.json's test_* numbers and the last line's test mAP are theirs)",
             dataset.source,
             held,
         )

@@ -16,18 +16,28 @@ scraped from the web hold many, so a line each would bury the problems that drop
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from convscope.data.detection.boxes import SPLIT_NAMES, Boxes, DetectionDataset, LabelProblem, RawDataset
+from convscope.data.detection.boxes import (
+    SPLIT_NAMES,
+    Boxes,
+    DetectionDataset,
+    LabelProblem,
+    RawDataset,
+    lint_summary,
+)
 from convscope.data.detection.formats import format_of
 from convscope.data.detection.reading import each_image
 
 MIN_TRAIN_BOXES = 20  # fewer training boxes of a class than this: a warning (a detector needs more to learn it)
+SHOWN_PROBLEMS = 20  # a notebook's display of a summary lists this many problems, then how many more
 SHOWN_CLASSES = 8  # a compact line (the terminal at training) lists this many classes' box counts, then "… N more"
 FORMAT_NAMES = {
     "yolo": "YOLO",
@@ -96,6 +106,8 @@ class DataSummary:
     format: str  # as people name it ("Pascal VOC"), or "" when not known (a dataset loaded for training)
     classes: tuple[str, ...]
     splits: tuple[SplitSummary, ...]
+    notes: tuple[str, ...] = ()  # what reading said about the splits: drawn from the files, held out, no test split
+    problems: tuple[LabelProblem, ...] = ()  # convscope.lint_detection's: every problem, then the notes (kind)
 
     def split(self, name: str) -> SplitSummary | None:
         return next((s for s in self.splits if s.name == name), None)
@@ -126,21 +138,60 @@ class DataSummary:
         return tuple(found)
 
     def lines(self, most: int | None = None) -> list[str]:
-        """The header, one line per split, then the warnings ('warning: …'). `most` (a compact summary): each split
-        lists the first `most` classes' counts, and at most `most` warnings are shown, then how many more."""
+        """The header, one line per split, the notes ('note: …': how the splits were made), then the warnings
+        ('warning: …'). `most` (a compact summary): each split lists the first `most` classes' counts, and at most
+        `most` warnings are shown, then how many more."""
         head = f"{self.name} ({self.format})" if self.format else self.name
         lines = [f"{head}: {len(self.classes)} class{'' if len(self.classes) == 1 else 'es'}"]
         name_width = max((len(s.name) for s in self.splits), default=0)
         count_width = max((len(f"{s.images:,}") for s in self.splits), default=0)
         lines += ["  " + s.line(self.classes, name_width, count_width, most) for s in self.splits]
+        lines += [f"note: {text}" for text in self.notes]
         warnings = [f"warning: {text}" for text in self.warnings]
         if most is not None and len(warnings) > most:
             warnings = [*warnings[:most], f"warning: … {len(warnings) - most} more (the run's train.log has them all)"]
         return lines + warnings
 
+    @property
+    def problem_count(self) -> int:
+        """The problems in `problems` (notes not counted): what `convscope detect lint` exits 1 on."""
+        return sum(1 for problem in self.problems if not problem.is_note)
+
+    def __repr__(self) -> str:
+        found = [p for p in self.problems if not p.is_note]
+        tail = [f"{len(found)} label problem(s): {lint_summary(found)}"] if found else []
+        return "\n".join(self.lines() + tail)
+
+    def _repr_html_(self) -> str:
+        """For a notebook: a table of the splits (images, boxes, without boxes, ignore regions, repeated images), one
+        of boxes per class and split, then the notes, the warnings and the problems (count by kind, the first
+        SHOWN_PROBLEMS listed)."""
+        from html import escape
+
+        from convscope.show import heading, table
+
+        found = [p for p in self.problems if not p.is_note]
+        head = f"{self.name} ({self.format})" if self.format else self.name
+        counts = f"{len(found)} label problem(s)" if found else "no label problems"
+        html = heading(f"{head}: {len(self.classes)} class{'' if len(self.classes) == 1 else 'es'}", counts)
+        header = ("split", "images", "boxes", "without boxes", "ignore regions", "repeated images")
+        rows = [(s.name, f"{s.images:,}", f"{s.boxes:,}", f"{s.without_boxes:,}", f"{s.ignore:,}", f"{s.repeated:,}")
+                for s in self.splits]  # fmt: skip
+        html += table(header, rows, right=range(1, 6))
+        per_class = [(c, *(f"{s.per_class[i]:,}" for s in self.splits)) for i, c in enumerate(self.classes)]
+        html += table(
+            ("boxes of class", *(s.name for s in self.splits)), per_class, right=range(1, len(self.splits) + 1)
+        )
+        items = [f"note: {n}" for n in self.notes] + [f"warning: {w}" for w in self.warnings]
+        if found:
+            items.append(f"{len(found)} label problem(s): {lint_summary(found)}")
+            items += [str(p) for p in found[:SHOWN_PROBLEMS]]
+            items += [f"… {len(found) - SHOWN_PROBLEMS} more"] if len(found) > SHOWN_PROBLEMS else []
+        return html + ("<ul>" + "".join(f"<li>{escape(i)}</li>" for i in items) + "</ul>" if items else "")
+
     def as_dict(self) -> dict:
         """JSON-ready: {name, format, classes, splits: {split: {images, boxes, boxes_per_class (a list in class
-        order), without_boxes, ignore, repeated}}, warnings}. `from_dict` reads it back."""
+        order), without_boxes, ignore, repeated}}, warnings, notes}. `from_dict` reads it back."""
         splits = {
             s.name: {
                 "images": s.images,
@@ -158,6 +209,7 @@ class DataSummary:
             "classes": list(self.classes),
             "splits": splits,
             "warnings": list(self.warnings),
+            "notes": list(self.notes),
         }
 
     @staticmethod
@@ -175,7 +227,43 @@ class DataSummary:
             )
             for name, s in doc["splits"].items()
         )
-        return DataSummary(doc["name"], doc["format"], tuple(doc["classes"]), splits)
+        return DataSummary(doc["name"], doc["format"], tuple(doc["classes"]), splits, tuple(doc.get("notes", ())))
+
+
+# ── what reading says ──────────────────────────────────────────────────────────────────────────────────────────────
+NOTE_LOGGERS = ("convscope.data.detection", "convscope.detect")  # the readers' loggers, and load_detection's
+
+
+class _Notes(logging.Handler):
+    def __init__(self, into: list[str]) -> None:
+        super().__init__(logging.INFO)
+        self.into = into
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.levelno < logging.WARNING:  # warnings reach the terminal already
+            self.into.append(record.getMessage())
+
+
+@contextmanager
+def reading_notes() -> Iterator[list[str]]:
+    """The INFO lines the readers log while the block reads a dataset (splits drawn from the files or held out, no
+    test split, classes found in the files), collected into the list it yields, one string each: a training logs
+    them before its train.log exists, and the terminal shows INFO lines with -v only, so the summary carries them.
+    The readers' loggers log INFO while the block runs; their levels are put back after."""
+    into: list[str] = []
+    handler = _Notes(into)
+    loggers = [logging.getLogger(name) for name in NOTE_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.addHandler(handler)
+        if not logger.isEnabledFor(logging.INFO):
+            logger.setLevel(logging.INFO)
+    try:
+        yield into
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.removeHandler(handler)
+            logger.setLevel(level)
 
 
 # ── images in two splits ──────────────────────────────────────────────────────────────────────────────────────────
@@ -284,7 +372,8 @@ def summarise_dataset(data: DetectionDataset) -> tuple[DataSummary, list[LabelPr
         )
         entries += [_Entry(name, shown, shown, d) for shown, d in zip(split.names, digests, strict=True)]
     problems, repeated = _shared(entries, "pixels")
-    return DataSummary(dataset_name(data.source), "", data.classes, _with_repeats(splits, repeated)), problems
+    summary = DataSummary(dataset_name(data.source), "", data.classes, _with_repeats(splits, repeated), data.notes)
+    return summary, problems
 
 
 def lint_dataset(path: str | Path, data_dir: str | Path | None = None) -> tuple[DataSummary, list[LabelProblem]]:
@@ -293,8 +382,10 @@ def lint_dataset(path: str | Path, data_dir: str | Path | None = None) -> tuple[
     box, images in two splits), then the notes. A DataError when the dataset cannot be read at all (formats.format_of,
     the readers). A VOC folder without ImageSets is split as training would split it by default (seed 0, 10%)."""
     path = Path(path)
-    raw = format_of(path).read_raw(path, data_dir=data_dir, seed=0, val_fraction=0.1)
+    with reading_notes() as notes:
+        raw = format_of(path).read_raw(path, data_dir=data_dir, seed=0, val_fraction=0.1)
     summary, found = summarise_raw(raw)
+    summary = replace(summary, notes=tuple(notes))
     dropped = [problem for problem in raw.problems if not problem.is_note]
     notes = [problem for problem in raw.problems if problem.is_note]
     return summary, dropped + found + notes

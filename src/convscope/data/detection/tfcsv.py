@@ -83,7 +83,7 @@ def _check_row(row: CsvRow, classes: dict[str, int], width: int, height: int, sc
     """(kind, message) of what is wrong with one row's box on a width×height image, or (class, xyxy, clipped)."""
     if row.cls not in classes:
         listed = cut(", ".join(classes), 200)
-        return "class", f"class {echo(row.cls, 40)} is not in the class list ({listed}), row skipped"
+        return "unknown-class", f"class {echo(row.cls, 40)} is not in the class list ({listed}), row skipped"
     values = []
     for name, text in zip(("xmin", "ymin", "xmax", "ymax"), row.coords, strict=True):
         if (value := finite_number(text)) is None:

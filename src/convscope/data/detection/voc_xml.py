@@ -149,7 +149,7 @@ def check_object(obj: VocObject, classes: dict[str, int], width: int, height: in
         return "entry", f"{obj.where}: no <name>, skipped"
     if obj.name not in classes:
         listed = cut(", ".join(classes), 200)
-        return "class", f"{obj.where}: class {echo(obj.name, 40)} is not in the class list ({listed}), skipped"
+        return "unknown-class", f"{obj.where}: class {echo(obj.name, 40)} is not in the class list ({listed}), skipped"
     if obj.coords is None:
         return "entry", f"{obj.where}: no <bndbox>, skipped"
     values = []
