@@ -183,3 +183,20 @@ def test_a_json_alone_finds_its_images_beside_it_or_says_to_give_data_dir(tmp_pa
     with pytest.raises(DataError, match="give their folder with --data-dir"):
         FORMATS["coco"].lint(json_path, data_dir=None)
     assert len(read_raw(json_path, tmp_path / "rf" / "train").splits["train"]) == 2  # … and --data-dir wins
+
+
+# ── 6. Roboflow's parent category, annotated in one split only ───────────────────────────────────────────────────
+def test_the_parent_category_is_kept_in_every_split_when_one_split_annotates_it(tmp_path):
+    parent = {"id": 0, "name": "WBC-cells", "supercategory": "none"}
+    categories = [parent, {"id": 1, "name": "WBC", "supercategory": "WBC-cells"}]
+    _coco_split(tmp_path / "rf" / "train", {"a.jpg": [(0, 2, 2, 10, 10)], "b.jpg": [(1, 3, 3, 9, 9)]}, categories)
+    _coco_split(tmp_path / "rf" / "valid", {"c.jpg": [(1, 2, 2, 10, 10)]}, categories)
+    data = read_raw(tmp_path / "rf")
+    assert data.classes == ("WBC-cells", "WBC")
+    assert {im.path.name: im.boxes.classes.tolist() for ims in data.splits.values() for im in ims} == {
+        "a.jpg": [0], "b.jpg": [1], "c.jpg": [1]}  # fmt: skip
+    loaded = FORMATS["coco-folders"].load(tmp_path / "rf", 32, data_dir=None, seed=0, val_fraction=0.1)
+    assert loaded.classes == ("WBC-cells", "WBC") and [b.classes.tolist() for b in loaded.val.targets] == [[1]]
+    for split in ("train", "valid"):  # annotated nowhere: left out of every split, as before
+        _coco_split(tmp_path / "rf2" / split, {f"{split}.jpg": [(1, 2, 2, 10, 10)]}, categories)
+    assert read_raw(tmp_path / "rf2").classes == ("WBC",)

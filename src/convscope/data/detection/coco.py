@@ -96,8 +96,9 @@ def _sized(value: int | float) -> str:
     return f"{value:g}" if _finite(value) else echo(value)
 
 
-def _coco_categories(doc: dict, path: Path) -> tuple[tuple[str, ...], dict[object, int]]:
-    """Class names in sorted category-id order, and category id → index 0..K-1."""
+def _coco_categories(doc: dict, path: Path, keep_parent: bool) -> tuple[tuple[str, ...], dict[object, int]]:
+    """Class names in sorted category-id order, and category id → index 0..K-1 (Roboflow's parent category left out
+    unless `keep_parent`)."""
     names: dict[int, str] = {}
     for i, category in enumerate(doc["categories"]):
         cid = category.get("id") if isinstance(category, dict) else None
@@ -108,7 +109,8 @@ def _coco_categories(doc: dict, path: Path) -> tuple[tuple[str, ...], dict[objec
         names[cid] = str(category.get("name", cid))
     if not names:
         raise DataError(f"{path}: expected at least one category, found none")
-    _drop_parent_category(doc, path, names)
+    if not keep_parent:
+        _drop_parent_category(doc, path, names)
     ids = sorted(names)
     return tuple(names[i] for i in ids), {cid: index for index, cid in enumerate(ids)}
 
@@ -278,18 +280,19 @@ def _read_coco_image(
 
 
 def load_coco(
-    annotations: str | Path, images_dir: str | Path, image_size: int, *, hint: str | None = None
+    annotations: str | Path, images_dir: str | Path, image_size: int, *, hint: str | None = None, keep_parent=False
 ) -> tuple[DetectionSplit, tuple[str, ...]]:
     """A COCO detection JSON and its images as one split letterboxed to image_size, and the class names.
 
     Category ids (any integers) map to 0..K-1 in sorted id order (less Roboflow's supercategory entry: the module
-    docstring). Crowd annotations go to `split.crowds` (one Boxes per image, when the JSON has any), not to the
-    targets. Problems (reported with the annotation id) are in `split.problems`; a DataError when no image with a
-    usable box is left, or (with `hint`, ending it) when none of the JSON's images is in images_dir.
+    docstring; with `keep_parent`, kept). Crowd annotations go to `split.crowds` (one Boxes per image, when the JSON
+    has any), not to the targets. Problems (reported with the annotation id) are in `split.problems`; a DataError
+    when no image with a usable box is left, or (with `hint`, ending it) when none of the JSON's images is in
+    images_dir.
     """
     check_image_size(image_size)
     annotations, images_dir = Path(annotations), Path(images_dir)
-    classes, entries, results, problems, out = _read_coco(annotations, images_dir, image_size, True, hint)
+    classes, entries, results, problems, out = _read_coco(annotations, images_dir, image_size, True, hint, keep_parent)
     images, kept = compact(out, results)
     if not any(len(results[i].boxes) for i in kept):
         raise no_training_data(annotations, problems, f"{len(kept)} usable image(s), none with a usable box")
@@ -307,7 +310,7 @@ def load_coco(
     return split, classes
 
 
-def _read_coco(annotations: Path, images_dir: Path, image_size: int | None, keep_images: bool, hint: str | None):
+def _read_coco(annotations: Path, images_dir: Path, image_size: int | None, keep_images: bool, hint, keep_parent):
     """(classes, image entries, a result per entry, problems, the letterboxed images when kept, else None).
     With `hint`, a DataError ending with it when none of the JSON's images is in images_dir."""
     if not images_dir.is_dir():
@@ -315,7 +318,7 @@ def _read_coco(annotations: Path, images_dir: Path, image_size: int | None, keep
         raise DataError(f"{images_dir}: expected the folder of the COCO images, found {found}")
     doc = _read_json(annotations)
     problems: list[LabelProblem] = []
-    classes, category_index = _coco_categories(doc, annotations)
+    classes, category_index = _coco_categories(doc, annotations, keep_parent)
     entries = _coco_images(doc, annotations, problems)
     per_image = _coco_boxes(doc, annotations, {e.id for e in entries}, category_index, problems)
     if hint and entries and not any((images_dir / entry.file_name).is_file() for entry in entries):
@@ -338,14 +341,14 @@ def _read_coco(annotations: Path, images_dir: Path, image_size: int | None, keep
 
 
 def read_coco_raw(
-    annotations: str | Path, images_dir: str | Path, *, hint: str | None = None
+    annotations: str | Path, images_dir: str | Path, *, hint: str | None = None, keep_parent: bool = False
 ) -> tuple[tuple[str, ...], tuple[RawImage, ...], list[LabelProblem]]:
     """A COCO detection JSON's images with their boxes in their own pixels (x1, y1, x2, y2 float32, pixel i covering
     [i, i+1)); crowd annotations as ignore regions. Returns (class names in sorted category-id order, the readable
     images, every problem), after the same lint as load_coco. A DataError when the JSON or the folder is unusable, or
     as load_coco with `hint`."""
     annotations, images_dir = Path(annotations), Path(images_dir)
-    classes, entries, results, problems, _ = _read_coco(annotations, images_dir, None, False, hint)
+    classes, entries, results, problems, _ = _read_coco(annotations, images_dir, None, False, hint, keep_parent)
     paths = [images_dir / entry.file_name for entry in entries]
     return classes, raw_images(paths, [entry.file_name for entry in entries], results), problems
 
@@ -360,7 +363,7 @@ def lint_coco(
     if image_size is not None:
         check_image_size(image_size)
     annotations, images_dir = Path(annotations), Path(images_dir)
-    _, _, results, problems, _ = _read_coco(annotations, images_dir, image_size, False, hint)
+    _, _, results, problems, _ = _read_coco(annotations, images_dir, image_size, False, hint, False)
     if not any(result.boxes is not None and len(result.boxes) for result in results):
         why = "no image with a usable box: training would be refused"
         problems.append(LabelProblem(str(annotations), None, why, "no-box"))

@@ -5,13 +5,15 @@ each holding its images beside one `_annotations.coco.json` (or its only .json f
 
 Every JSON is read by convscope.data.detection.coco (load_coco, lint_coco, read_coco_raw), so the same checks apply;
 the splits must list the same categories (Roboflow's supercategory entry, a category with no annotation that is the
-supercategory of all the others, is left out of each by coco.py, and logged). The splits are those found: no val
+supercategory of all the others, is left out by coco.py, and logged; decided over all the splits together: when one
+split annotates it, it is kept in every split's classes). The splits are those found: no val
 folder, no val split. In split folders, problems name their paths relative to the dataset folder.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
 
 from convscope.data.detection.boxes import (
@@ -25,6 +27,8 @@ from convscope.data.detection.coco import lint_coco, load_coco, read_coco_raw
 from convscope.data.detection.reading import check_image_size, shown_path
 from convscope.data.detection.split_folders import coco_json, split_folders
 from convscope.errors import DataError
+
+log = logging.getLogger("convscope.data.detection.coco")
 
 
 def same_classes(classes: tuple[str, ...] | None, names: tuple[str, ...], path: Path) -> None:
@@ -44,6 +48,19 @@ def _ordered(files: dict[str, Path]) -> list[str]:
     return [name for name in SPLIT_NAMES if name in files]
 
 
+def _parent_lacking(names: dict[str, tuple[str, ...]]) -> list[str]:
+    """The splits whose classes lack one name that another split has and that is all they lack (Roboflow's parent
+    category, left out of a JSON that does not annotate it, kept in one that does): they are read again keeping it.
+    Empty when the classes agree, or differ otherwise (same_classes then says how)."""
+    most = max(names.values(), key=len)
+    lacking = [split for split, found in names.items() if found != most]
+    if not lacking or any(len(names[s]) != len(most) - 1 or not set(names[s]) < set(most) for s in lacking):
+        return []
+    (extra,) = set(most) - set(names[lacking[0]])
+    log.info("category %s is annotated in a split: kept in every split's classes", extra)
+    return lacking
+
+
 def load_coco_splits(
     source: Path, files: dict[str, Path], images: dict[str, Path], image_size: int, *, root: Path | None = None
 ) -> DetectionDataset:
@@ -51,10 +68,12 @@ def load_coco_splits(
     letterboxed to image_size (uint8 N×S×S×3); splits not in `files` are None. With `root`, problems name paths
     relative to it. A DataError when the splits' categories differ, or as load_coco."""
     check_image_size(image_size)
+    read = {name: load_coco(files[name], images[name], image_size) for name in _ordered(files)}
+    for name in _parent_lacking({name: names for name, (_, names) in read.items()}):
+        read[name] = load_coco(files[name], images[name], image_size, keep_parent=True)
     splits: dict[str, DetectionSplit] = {}
     classes = None
-    for name in _ordered(files):
-        split, names = load_coco(files[name], images[name], image_size)
+    for name, (split, names) in read.items():
         same_classes(classes, names, files[name])
         splits[name], classes = dataclasses.replace(split, problems=tuple(_shown(split.problems, root))), names
     problems = tuple(problem for split in splits.values() for problem in split.problems)
@@ -77,9 +96,11 @@ def read_coco_splits(
 ) -> RawDataset:
     """Every split's images with their boxes in their own pixels (read_coco_raw), as a RawDataset of `format_name`
     from `source`; with `root`, problems name paths relative to it. A DataError when the categories differ."""
+    read = {name: read_coco_raw(files[name], images[name]) for name in _ordered(files)}
+    for name in _parent_lacking({name: names for name, (names, _, _) in read.items()}):
+        read[name] = read_coco_raw(files[name], images[name], keep_parent=True)
     classes, splits, problems = None, {}, []
-    for name in _ordered(files):
-        names, raw, found = read_coco_raw(files[name], images[name])
+    for name, (names, raw, found) in read.items():
         same_classes(classes, names, files[name])
         classes, splits[name] = names, raw
         problems += _shown(found, root)
