@@ -200,3 +200,31 @@ def test_the_parent_category_is_kept_in_every_split_when_one_split_annotates_it(
     for split in ("train", "valid"):  # annotated nowhere: left out of every split, as before
         _coco_split(tmp_path / "rf2" / split, {f"{split}.jpg": [(1, 2, 2, 10, 10)]}, categories)
     assert read_raw(tmp_path / "rf2").classes == ("WBC",)
+
+
+# ── 7. one class list for every layout ────────────────────────────────────────────────────────────────────────────
+def test_the_tf_tutorial_folder_has_one_class_order_through_its_xml_and_its_csv(tmp_path):
+    root = tmp_path / "tftut"
+    rows = ["filename,width,height,class,xmin,ymin,xmax,ymax"]
+    for split, stem, name in (("train", "a", "RBC"), ("train", "b", "WBC"), ("test", "c", "Platelets")):
+        _jpeg(root / "images" / split / f"{stem}.jpg", ord(stem))
+        _xml(root / "images" / split / f"{stem}.xml", f"{stem}.jpg", [(name, 2, 2, 20, 20)])
+        rows.append(f"{stem}.jpg,{W},{H},{name},1,1,20,20")
+    (root / "annotations").mkdir()
+    (root / "annotations" / "label_map.pbtxt").write_text(
+        "item { id: 1 name: 'WBC' }\nitem { id: 2 name: 'RBC' }\nitem { id: 3 name: 'Platelets' }\n"
+    )
+    (root / "annotations" / "train_labels.csv").write_text("\n".join(rows[:3]) + "\n")
+    (root / "annotations" / "test_labels.csv").write_text("\n".join(rows[:1] + rows[3:]) + "\n")
+    through_xml = read_raw(root)
+    assert through_xml.format == "voc-folders"
+    through_csv = FORMATS["csv"].read_raw(root, data_dir=None)
+    assert _boxes(through_csv) == {"train": {"a.jpg": 1, "b.jpg": 1}, "test": {"c.jpg": 1}}
+    single = read_raw(root / "annotations" / "train_labels.csv", root / "images" / "train")
+    voc = tmp_path / "voc"  # a VOC folder whose label map is in its annotations/ folder
+    _jpeg(voc / "JPEGImages" / "a.jpg")
+    _xml(voc / "Annotations" / "a.xml", "a.jpg", [("RBC", 2, 2, 20, 20)])
+    (voc / "Annotations" / "labelmap.pbtxt").write_text("item { id: 1 name: 'WBC' }\nitem { id: 2 name: 'RBC' }\n")
+    order = ("WBC", "RBC", "Platelets")
+    assert through_xml.classes == through_csv.classes == single.classes == order
+    assert read_raw(voc).classes == ("WBC", "RBC")

@@ -10,7 +10,8 @@ Layouts (names in any case):
     row's image looked for in images/SPLIT/, SPLIT/, images/ and the CSV's folder; or Roboflow's SPLIT/_annotations.csv
     per split folder, images beside it. A folder needs a train CSV.
 Classes: classes.txt or labels.txt (one name a line), else TF's label_map.pbtxt / labelmap.pbtxt (names in id order),
-in the dataset folder or beside a CSV; else the sorted names found. A row of another class is a problem.
+in the dataset folder, its annotations/ or beside a CSV (convscope.data.detection.class_lists: one lookup for every
+layout); else the sorted names found. A row of another class is a problem.
 
 Coordinates are pixels of the image, 0-based corners: a box is [xmin, xmax] × [ymin, ymax] with pixel i covering
 [i, i+1), as TF's generate_tfrecord.py reads them (xmin / width) and as Roboflow writes them (a whole 640×640 photo is
@@ -41,6 +42,7 @@ from convscope.data.detection.boxes import (
     echo,
     letterbox,
 )
+from convscope.data.detection.class_lists import class_list
 from convscope.data.detection.reading import (
     ImageResult,
     check_image_size,
@@ -61,7 +63,6 @@ from convscope.data.detection.tfcsv_files import (
     CsvLayout,
     CsvRow,
     ImageFinder,
-    class_list,
     csv_layout,
     read_table,
 )

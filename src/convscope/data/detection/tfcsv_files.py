@@ -1,29 +1,25 @@
 """The files of a TensorFlow Object Detection CSV dataset (convscope.data.detection.tfcsv, whose docstring says the
 layouts and conventions): where its CSVs and images are (`csv_layout`, `csv_split_files`, `ImageFinder`), the CSV's
-rows (`read_table`), the class lists found beside it (classes.txt, labels.txt, TF's label_map.pbtxt), and the writer
-of Roboflow's layout (`write_csv`).
+rows (`read_table`), the folders where its class list is looked for (`CsvLayout.class_folders`; the lookup is
+convscope.data.detection.class_lists', shared by every layout), and the writer of Roboflow's layout (`write_csv`).
 
 A CSV is read with the csv module as editors save it (UTF-8 with or without a BOM, UTF-16 with a BOM, CRLF or LF,
 quoted fields), up to MAX_CSV_BYTES and lines of 100,000 characters (convscope.userfiles). Its header is required:
 filename, class, xmin, ymin, xmax, ymax (width, height and split optional), names in any case and order.
-
-`read_label_map` reads TF's label map (`item { id: 1 name: 'cat' }`, one item per class) with two bounded regular
-expressions, not a protobuf parser: the classes are its names in id order.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from convscope import userfiles
-from convscope.data.detection.boxes import SPLIT_NAMES, LabelProblem, RawDataset, cut, echo
+from convscope.data.detection.boxes import SPLIT_NAMES, LabelProblem, RawDataset, cut
+from convscope.data.detection.class_lists import class_folders
 from convscope.data.detection.reading import child_folder
-from convscope.data.detection.voc_read import CLASS_FILES, class_file
 from convscope.data.folder import image_files
 from convscope.errors import DataError
 
@@ -32,7 +28,6 @@ COLUMNS = ("filename", "width", "height", "class", "xmin", "ymin", "xmax", "ymax
 REQUIRED = ("filename", "class", "xmin", "ymin", "xmax", "ymax")
 SPLIT_WORDS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "eval": "val", "test": "test"}
 WRITTEN_SPLITS = {"train": "train", "val": "valid", "test": "test"}  # Roboflow's folder names
-LABEL_MAPS = ("label_map.pbtxt", "labelmap.pbtxt")
 ANNOTATIONS = "_annotations.csv"  # Roboflow's name for each split folder's CSV
 
 
@@ -107,50 +102,6 @@ def _row(record: list[str], columns: dict[str, int], line: int) -> CsvRow:
     return CsvRow(line, split, field("filename"), field("class"), size, coords)
 
 
-# ── class lists ───────────────────────────────────────────────────────────────────────────────────────────────────
-_COMMENT = re.compile(r"(?m)^([^'\"\n]*)#[^\n]*$")  # a comment before any quote on its line
-_ITEM = re.compile(r"\bitem\s*\{([^{}]*)\}")
-_ID = re.compile(r"\bid\s*:\s*(-?\d{1,9})\b")
-_NAME = re.compile(r"\b(name|display_name)\s*:\s*(?:\"([^\"\n]*)\"|'([^'\n]*)')")
-
-
-def read_label_map(path: Path) -> tuple[str, ...]:
-    """The class names of a TF label map (`item { id: 1 name: 'cat' }` …) in id order; `display_name` when an item
-    has no `name`. A DataError naming the file and line for an item without an id or a name, an id or name given
-    twice, or a file with no item."""
-    text = _COMMENT.sub(r"\1", userfiles.read_text(path, what="label map"))
-    names: dict[int, str] = {}
-    for match in _ITEM.finditer(text):
-        line = text.count("\n", 0, match.start()) + 1
-        body = match.group(1)
-        ids = _ID.search(body)
-        found = {m.group(1): m.group(2) if m.group(2) is not None else m.group(3) for m in _NAME.finditer(body)}
-        name = found.get("name", found.get("display_name"))
-        if ids is None or not name:
-            raise DataError(f"{path}, line {line}: expected an item with an id and a name, found {cut(body, 80)!r}")
-        number = int(ids.group(1))
-        if number in names or name in names.values():
-            twice = f"id {number}" if number in names else f"name {echo(name, 40)}"
-            raise DataError(f"{path}, line {line}: {twice} appears twice")
-        names[number] = name
-    if not names:
-        raise DataError(f"{path}: expected item {{ id: 1 name: '…' }} entries, found none")
-    return tuple(names[number] for number in sorted(names))
-
-
-def class_list(folders: list[Path]) -> tuple[tuple[str, ...], Path] | None:
-    """The class names of the first class list in `folders` (in order; in each, classes.txt, labels.txt, then
-    label_map.pbtxt or labelmap.pbtxt) and its path, or None when there is none."""
-    for folder in dict.fromkeys(folders):
-        names = class_file(folder)  # classes.txt / labels.txt, read as the VOC reader reads them
-        if names is not None:
-            return names, next(folder / n for n in CLASS_FILES if (folder / n).is_file())
-        for name in LABEL_MAPS:
-            if (folder / name).is_file():
-                return read_label_map(folder / name), folder / name
-    return None
-
-
 # ── layouts ───────────────────────────────────────────────────────────────────────────────────────────────────────
 @dataclass(frozen=True)
 class CsvSource:
@@ -218,7 +169,8 @@ def csv_layout(path: Path, data_dir) -> CsvLayout:
             images = child_folder(path.parent, "images")
             by_split = child_folder(images, word) if images is not None else None
             folders = _folders(path.parent, images, child_folder(path.parent, word), by_split)
-        return CsvLayout(path.parent, path.stem, (CsvSource(path, None, folders),), (path.parent,))
+        places = class_folders(path.parent, path.parent.parent if path.parent.name.lower() == "annotations" else None)
+        return CsvLayout(path.parent, path.stem, (CsvSource(path, None, folders),), tuple(places))
     if not path.is_dir():
         raise DataError(f"{path}: expected a TF Object Detection CSV file or a folder of them, found nothing")
     files = csv_split_files(path)
@@ -227,8 +179,8 @@ def csv_layout(path: Path, data_dir) -> CsvLayout:
             f"{path}: expected a train CSV (train_labels.csv, train.csv or train/{ANNOTATIONS}), "
             f"found {', '.join(files) or 'none'}"
         )
-    places = (path, child_folder(path, "annotations"), *(src.csv.parent for src in files.values()))
-    return CsvLayout(path, path.resolve().name, tuple(files.values()), _folders(*places))
+    places = class_folders(path, *(src.csv.parent for src in files.values()))
+    return CsvLayout(path, path.resolve().name, tuple(files.values()), tuple(places))
 
 
 # ── one image ─────────────────────────────────────────────────────────────────────────────────────────────────────

@@ -9,10 +9,11 @@ the one its `<filename>` names (case and extension may differ: `a.JPG` finds a.j
 for STEM.jpg), with a problem of kind "filename" naming both. A second XML file labelling the same image is skipped
 (kind "claimed", naming both). Splits come from `ImageSets/Main/{train,val,trainval,test}.txt` (train is train.txt, or
 trainval.txt less val.txt when there is no train.txt); without ImageSets a seeded draw holds out `val_fraction` for
-val and as much for test. Classes are `classes.txt` or `labels.txt` in the dataset folder (one name a line; objects of
-other classes are problems), else the sorted names found. `<difficult>1</difficult>` objects are ignore regions
-(`DetectionSplit.crowds`, as COCO's iscrowd): neither targets nor, in scoring, false positives — as the VOC devkit and
-mmdetection treat them.
+val and as much for test. Classes are the dataset's class list (classes.txt, labels.txt or TF's label_map.pbtxt, in
+the dataset folder or its annotations/ folder: convscope.data.detection.class_lists, one lookup for every layout;
+objects of other classes are problems), else the sorted names found. `<difficult>1</difficult>` objects are ignore
+regions (`DetectionSplit.crowds`, as COCO's iscrowd): neither targets nor, in scoring, false positives — as the VOC
+devkit and mmdetection treat them.
 
 Coordinates (1-based, inclusive: a box covers [xmin − 1, xmax] in convscope's pixels, detectron2's conversion), the
 checks of each object, and the safe parsing are in voc_xml.py; reading a layout (shared with the VOC split folders of
@@ -35,14 +36,13 @@ from convscope.data.detection.boxes import (
     RawDataset,
     cut,
 )
+from convscope.data.detection.class_lists import class_folders, class_list, read_lines
 from convscope.data.detection.reading import check_image_size, child_folder, shown_path
 from convscope.data.detection.voc_read import (
     VocLayout,
-    class_file,
     lint_layout,
     load_layout,
     raw_layout,
-    read_lines,
     xml_files,
 )
 from convscope.errors import DataError
@@ -117,7 +117,8 @@ def _layout(root: str | Path, seed: int, val_fraction: float) -> VocLayout:
     found_xml = xml_files(annotations)
     if not found_xml:
         raise DataError(f"{annotations}: expected Pascal VOC .xml annotation files, found none")
-    classes = class_file(root, annotations)
+    listed = class_list(class_folders(root, annotations))
+    classes = listed[0] if listed is not None else None
     found = _image_sets(root, annotations, {p.stem.lower(): p for p in found_xml})
     if found is None:
         splits, problems = _drawn_splits(found_xml, seed, val_fraction), []

@@ -2,10 +2,11 @@
 folder or one folder below it (`ROOT/images/train` of the TensorFlow Object Detection API tutorials, `ROOT/train`,
 `ROOT/valid`, `ROOT/test` of Roboflow's "Pascal VOC" export), each holding its images with their .xml files beside
 them, or an `images/` and an `annotations/` folder. The splits are the folders found (no val folder: no val split,
-none drawn here). Classes are classes.txt or labels.txt in the dataset folder (or the folder holding the splits),
-else the sorted names found over every split: one class list for all of them. Every file is read as in a VOC folder
-(convscope.data.detection.voc_read): the same checks, difficult objects as ignore regions, problems named relative
-to the dataset folder.
+none drawn here). Classes are the dataset's class list (classes.txt, labels.txt or TF's label_map.pbtxt in the dataset
+folder, its annotations/ folder or the folder holding the splits: convscope.data.detection.class_lists), else the
+sorted names found over every split: one class list for all of them. Every file is read as in a VOC folder
+(convscope.data.detection.voc_read): the same checks, difficult objects as ignore regions, problems named relative to
+the dataset folder.
 """
 
 from __future__ import annotations
@@ -14,11 +15,11 @@ import logging
 from pathlib import Path
 
 from convscope.data.detection.boxes import DetectionDataset, LabelProblem, RawDataset
+from convscope.data.detection.class_lists import class_folders, class_list
 from convscope.data.detection.reading import check_image_size, child_folder
 from convscope.data.detection.split_folders import split_folders
 from convscope.data.detection.voc_read import (
     VocLayout,
-    class_file,
     lint_layout,
     load_layout,
     raw_layout,
@@ -43,7 +44,9 @@ def voc_folders_layout(root: str | Path) -> VocLayout:
         folders[split] = (annotations, images)
     counts = ", ".join(f"{split} {len(xmls)}" for split, xmls in splits.items())
     log.info("%s: Pascal VOC split folders in %s (XML files: %s)", found.root, found.parent, counts)
-    return VocLayout(found.root, class_file(found.root, found.parent), splits, folders, found.notes())
+    listed = class_list(class_folders(found.root, found.parent))
+    classes = listed[0] if listed is not None else None
+    return VocLayout(found.root, classes, splits, folders, found.notes())
 
 
 def lint_voc_folders(root: str | Path, image_size: int | None = None) -> list[LabelProblem]:

@@ -8,8 +8,8 @@ the one its `<filename>` names (case and extension may differ: `a.JPG` finds a.j
 `a`), else the one with the XML file's own stem; when both exist and differ (a LabelImg XML copied and renamed,
 `<filename>` left as it was), the image with the XML file's own stem wins, as LabelImg pairs them (it opens STEM.xml
 for STEM.jpg), with a problem of kind "filename" naming both. A second XML file labelling the same image is skipped
-(kind "claimed", naming both). Classes are the layout's class list (`class_file`), else the sorted names found over
-every split. Coordinates, the checks of each object and the safe parsing are in voc_xml.py.
+(kind "claimed", naming both). Classes are the layout's class list (convscope.data.detection.class_lists), else the
+sorted names found over every split. Coordinates, the checks of each object and the safe parsing are in voc_xml.py.
 """
 
 from __future__ import annotations
@@ -37,7 +37,6 @@ from convscope.data.detection.reading import (
     loaded_dataset,
     no_training_data,
     raw_images,
-    read_text,
     shown_path,
     to_boxes,
 )
@@ -46,9 +45,6 @@ from convscope.data.folder import image_files
 from convscope.errors import DataError
 
 log = logging.getLogger("convscope.data.detection.voc")
-
-CLASS_FILES = ("classes.txt", "labels.txt")
-_LABELME_EXTRAS = ("__ignore__", "_background_")  # labelme2voc's labels.txt starts with these; they are not classes
 
 
 @dataclass(frozen=True)
@@ -82,33 +78,6 @@ class ImageFinder:
     def own(self, xml: Path) -> Path | None:
         """The image with the XML file's own stem, or None."""
         return self.by_stem.get(xml.stem.lower())
-
-
-def read_lines(path: Path, what: str) -> list[str]:
-    """The lines of a text file the dataset needs (a class list, an image set); a DataError when it is unreadable."""
-    try:
-        return read_text(path).splitlines()
-    except DataError as err:  # unreadable, not text, or past a bound (convscope.userfiles): name what it is
-        raise DataError(f"{err} ({what})") from None
-
-
-def class_file(*folders: Path) -> tuple[str, ...] | None:
-    """The class names of the first classes.txt or labels.txt in `folders` (one a line, labelme's extras left out),
-    or None when there is none. A DataError when it lists none, or one twice."""
-    for folder in dict.fromkeys(folders):
-        for name in CLASS_FILES:
-            path = folder / name
-            if not path.is_file():
-                continue
-            lines = read_lines(path, "the class list")
-            names = [line.strip() for line in lines if line.strip() and line.strip() not in _LABELME_EXTRAS]
-            if not names:
-                raise DataError(f"{path}: expected class names, one a line, found none")
-            if len(set(names)) != len(names):
-                twice = next(n for n in names if names.count(n) > 1)
-                raise DataError(f"{path}: class {echo(twice, 40)} is listed twice")
-            return tuple(names)
-    return None
 
 
 def xml_files(annotations: Path) -> list[Path]:
