@@ -30,6 +30,15 @@ SRC` lists them). YOLO and the CSV have no ignore regions: COCO crowds and VOC d
 converting to them. OUT must be new or empty; a failure leaves nothing there."""
 
 
+# What every DATA and --data of `detect` reads, and what --data-dir is for: the same words in each command's help.
+DATA_LAYOUTS = (
+    "a YOLO folder (with data.yaml), a Pascal VOC folder, a COCO .json, a TF Object Detection .csv, or a folder of "
+    "split folders (train/ valid/ test/) or of split files (train.json …, train.csv …)"
+)
+DATA_DIR_HELP = (
+    "a COCO .json or TF .csv: the folder of its images (default: images/ beside it, or the file's own folder)"
+)
+
 # `detect convert --to`: the keys of the format table (data.detection.formats.FORMATS, which a test compares), named
 # here so that the CLI starts without importing the readers.
 CONVERT_TO = ("yolo", "coco", "voc", "voc-folders", "coco-folders", "csv")
@@ -55,10 +64,9 @@ def _detect_help() -> dict[str, dict]:
     return {
         "data": {
             "required": True,
-            "help": "a YOLO dataset folder, a Pascal VOC folder, a COCO .json, a TF Object Detection .csv, or a "
-            "folder of split folders (train/ valid/ test/) or split files; `detect lint DATA` shows what is read",
+            "help": f"{DATA_LAYOUTS}; `detect lint DATA` shows what is read",
         },
-        "data_dir": {"help": "a COCO .json or TF .csv file: the folder of its images (default: beside it, or images/)"},
+        "data_dir": {"help": DATA_DIR_HELP},
         "model": {
             "help": "preset (scenes-det, the default; lite0-det: a pretrained EfficientNet-Lite0 base) or spec file "
             "ending in a detect layer; unset settings come from the model's recipe"
@@ -108,14 +116,15 @@ def add_parsers(sub, console: Console) -> None:
     g.add_argument(
         "data",
         metavar="DATA",
-        help="a YOLO folder (with data.yaml), a Pascal VOC folder, a COCO .json, a TF .csv, or split folders of them",
+        help=DATA_LAYOUTS,
     )
-    g.add_argument("--data-dir", metavar="DIR", help="COCO: the folder of its images (default: images/ beside it)")
+    g.add_argument("--data-dir", metavar="DIR", help=DATA_DIR_HELP)
     g.add_argument(
         "--json",
         action="store_true",
         help="print {summary: {name, format, classes, splits: {SPLIT: {images, boxes, boxes_per_class, "
-        "without_boxes, ignore, repeated}}, warnings}, problems: [{path, line, kind, message}], notes: [...]}",
+        "without_boxes, ignore, repeated}}, warnings, notes}, problems: [{path, line, kind, message}], notes: [...]}; "
+        'a dataset that cannot be read: {"error": MESSAGE} (exit 2)',
     )
     g.set_defaults(run=lambda args: cmd_lint(args, console))
 
@@ -127,12 +136,11 @@ def add_parsers(sub, console: Console) -> None:
     g.add_argument(
         "src",
         metavar="SRC",
-        help="any dataset `detect lint` reads: a YOLO folder (data.yaml), a Pascal VOC folder, a COCO .json, a TF "
-        "Object Detection .csv, or a folder of split JSONs, CSVs or split folders",
+        help=f"any dataset `detect lint` reads: {DATA_LAYOUTS}",
     )
     g.add_argument("--to", required=True, choices=CONVERT_TO, help="the format to write")
     g.add_argument("--out", required=True, metavar="DIR", help="a new or empty folder")
-    g.add_argument("--data-dir", metavar="DIR", help="COCO source: the folder of its images (default: images/)")
+    g.add_argument("--data-dir", metavar="DIR", help=DATA_DIR_HELP)
     g.add_argument("--seed", type=int_in(0, 2**32 - 1), default=0, help="VOC without ImageSets: the split's seed")
     g.add_argument(
         "--val-fraction",
@@ -142,7 +150,7 @@ def add_parsers(sub, console: Console) -> None:
     )
     g.set_defaults(run=lambda args: cmd_convert(args, console))
 
-    g = dsub.add_parser("train", help="train a detector (default scenes-det) on a YOLO or VOC folder or a COCO JSON")
+    g = dsub.add_parser("train", help="train a detector (default scenes-det) on any dataset `detect lint` reads")
     add_config_flags(g, DETECT_SETTINGS, **_detect_help())
     add_process_flags(g)
     g.set_defaults(run=lambda args: cmd_detect_train(args, console))
@@ -151,11 +159,16 @@ def add_parsers(sub, console: Console) -> None:
         "evaluate",
         help="COCO mAP@0.5 and mAP@0.5:0.95 per class, and pr_curves.png",
         description="Score a detection run's best weights with pycocotools on the test split of its data (its val "
-        "split when it has none), or on --data: another dataset's test split, or the whole of a COCO JSON.",
+        "split when it has none), or on --data: another dataset's test split, or the whole of a COCO JSON. The curves "
+        "of the run's own data are RUN/pr_curves.png; another dataset's go to RUN/pr_curves-NAME.png (NAME: its "
+        "folder or file name), and the run's own test results are left as they are.",
     )
     g.add_argument("run_dir", metavar="RUN")
-    g.add_argument("--data", help="another dataset with the same classes (YOLO or VOC folder, COCO JSON or folder)")
-    g.add_argument("--data-dir", metavar="DIR", help="COCO JSON: the folder of its images (default: images/ beside it)")
+    g.add_argument(
+        "--data",
+        help=f"another dataset with the same classes, its test split (a COCO .json: all of it): {DATA_LAYOUTS}",
+    )
+    g.add_argument("--data-dir", metavar="DIR", help=DATA_DIR_HELP)
     g.add_argument("--json", action="store_true")
     add_device_flag(g)
     g.set_defaults(run=lambda args: cmd_detect_evaluate(args, console))
@@ -206,8 +219,14 @@ def cmd_lint(args: argparse.Namespace, console: Console) -> None:
     from convscope.data.detection.boxes import lint_summary
     from convscope.data.detection.summary import lint_dataset
 
-    # a DataError (exit 2) naming the formats when it is none of them, or when it cannot be read at all
-    summary, found = lint_dataset(args.data, args.data_dir)
+    # a DataError (exit 2) naming the formats when it is none of them, or when it cannot be read at all; with --json
+    # stdout still gets a JSON document: {"error": the one-line message} (also on stderr, as every error is)
+    try:
+        summary, found = lint_dataset(args.data, args.data_dir)
+    except DataError as err:
+        if args.json:
+            print(json.dumps({"error": str(err)}, ensure_ascii=False))
+        raise
     problems = [problem for problem in found if not problem.is_note]
     if args.json:
         doc = {"summary": summary.as_dict(), "problems": [_problem(p) for p in problems]}

@@ -58,3 +58,13 @@ def test_a_missing_pr_curves_png_is_drawn_again_from_the_saved_metrics(run, caps
     assert main(["detect", "evaluate", str(run.path)]) == 0
     assert (run.path / "pr_curves.png").read_bytes()[:4] == b"\x89PNG"
     assert "mAP@0.5" in capsys.readouterr().out
+
+
+def test_the_python_progress_names_the_detectors_augmentation(run, capsys):
+    from convscope.api.progress import EpochBars, augmentation_of
+
+    assert augmentation_of(run) == ("flip,scale", True)  # the detector's default, as its report says
+    EpochBars(verbose=0).on_start(run, 1, 1, 0)
+    out = capsys.readouterr().out
+    assert "augmentation: flip,scale, test images averaged with their mirror images" in out
+    assert "translate" not in out

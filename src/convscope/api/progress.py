@@ -103,8 +103,8 @@ class EpochBars(Callback):
     def on_start(self, run, epochs: int, batches: int, epoch: int) -> None:
         self.epochs, self.batches = epochs, batches
         h, w, c = run.spec.input
-        augment = run.config.augmentation().text() or "none"
-        mirror = ", test images averaged with their mirror images" if run.config.flips_at_test() else ""
+        augment, flips = augmentation_of(run)
+        mirror = ", test images averaged with their mirror images" if flips else ""
         lines = [
             run.config.recipe_line(),
             f"training {run.spec.name} ({h}×{w}×{c}) on {run.data.name} → {run.path}",
@@ -148,3 +148,17 @@ class EpochBars(Callback):
             if bar is not None:
                 self._finish(bar)
         self.bar = self.reading = None
+
+
+def augmentation_of(run) -> tuple[str, bool]:
+    """(the augmentation a run trains with, as its report names it: 'flip,translate=2' for a classifier, 'flip,scale'
+    for a detector; 'none' for none) and whether its test images are averaged with their mirror images."""
+    from convscope.tasks import DetectTask, task_of
+
+    if task_of(run) is DetectTask:
+        from convscope.data.detection.augment import AUGMENTS, augments
+        from convscope.detect.evaluate import flips_at_test
+
+        chosen = augments(run.config)
+        return ",".join(word for word in AUGMENTS if word in chosen) or "none", flips_at_test(run.config)
+    return run.config.augmentation().text() or "none", run.config.flips_at_test()
