@@ -228,3 +228,25 @@ def test_the_tf_tutorial_folder_has_one_class_order_through_its_xml_and_its_csv(
     order = ("WBC", "RBC", "Platelets")
     assert through_xml.classes == through_csv.classes == single.classes == order
     assert read_raw(voc).classes == ("WBC", "RBC")
+
+
+# ── 5. nested folders inside a split folder; eval/ as the val folder ─────────────────────────────────────────────
+def test_xml_files_in_nested_folders_are_one_problem_and_eval_is_the_val_folder(tmp_path):
+    root = tmp_path / "tftut"
+    for split, stem in (("train", "a"), ("train", "b"), ("eval", "c")):
+        _jpeg(root / "images" / split / f"{stem}.jpg", ord(stem))
+        _xml(root / "images" / split / f"{stem}.xml", f"{stem}.jpg", [("RBC", 2, 2, 20, 20)])
+    for stem in ("astronaut", "zebra"):
+        _jpeg(root / "images" / "train" / "nested" / f"{stem}.jpg")
+        _xml(root / "images" / "train" / "nested" / "deeper" / f"{stem}.xml", f"{stem}.jpg", [("RBC", 2, 2, 9, 9)])
+    data = read_raw(root)
+    assert _boxes(data) == {"train": {"a.jpg": 1, "b.jpg": 1}, "val": {"c.jpg": 1}}
+    assert [(p.path, p.kind) for p in data.problems] == [("images/train/nested/deeper", "nested")]
+    assert data.problems[0].message.startswith(
+        "2 XML file(s) in folders nested inside the split folders were not read (first: "
+        "images/train/nested/deeper/astronaut.xml)"
+    )
+    coco = tmp_path / "coco"
+    _coco_split(coco / "train", {"a.jpg": [(1, 2, 2, 10, 10)]})
+    _coco_split(coco / "eval", {"b.jpg": [(1, 2, 2, 10, 10)]})
+    assert _boxes(read_raw(coco)) == {"train": {"a.jpg": 1}, "val": {"b.jpg": 1}}

@@ -63,6 +63,7 @@ PROBLEM_KINDS = {
     "filename": ("XML file naming another image", "XML files naming other images"),  # VOC: its own image read
     "claimed": ("image two XML files label", "images two XML files label"),  # VOC: the second XML skipped
     "empty-split": ("empty split folder", "empty split folders"),  # a note: read as no such split
+    "nested": ("nested folder of XML files not read", "nested folders of XML files not read"),  # VOC split folders
 }
 # Kinds that are notes, not problems: nothing was dropped (`convscope detect lint` still exits 0 on them alone).
 # "clipped": VOC boxes running past the image edge, clipped to it as the other tools do (convscope.data.detection.voc).

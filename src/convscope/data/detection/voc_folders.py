@@ -6,7 +6,9 @@ none drawn here). Classes are the dataset's class list (classes.txt, labels.txt 
 folder, its annotations/ folder or the folder holding the splits: convscope.data.detection.class_lists), else the
 sorted names found over every split: one class list for all of them. Every file is read as in a VOC folder
 (convscope.data.detection.voc_read): the same checks, difficult objects as ignore regions, problems named relative to
-the dataset folder.
+the dataset folder. XML files in folders nested inside a split folder are not read (one problem, kind "nested", says
+how many): a split's files are those directly in its folder, as the TF tutorials' xml_to_csv.py (`glob(path +
+'/*.xml')`) and Roboflow read them; nested folders are mostly copies (backups, augmentations) that would be read twice.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 
 from convscope.data.detection.boxes import DetectionDataset, LabelProblem, RawDataset
 from convscope.data.detection.class_lists import class_folders, class_list
-from convscope.data.detection.reading import check_image_size, child_folder
+from convscope.data.detection.reading import check_image_size, child_folder, shown_path
 from convscope.data.detection.split_folders import split_folders
 from convscope.data.detection.voc_read import (
     VocLayout,
@@ -46,7 +48,25 @@ def voc_folders_layout(root: str | Path) -> VocLayout:
     log.info("%s: Pascal VOC split folders in %s (XML files: %s)", found.root, found.parent, counts)
     listed = class_list(class_folders(found.root, found.parent))
     classes = listed[0] if listed is not None else None
-    return VocLayout(found.root, classes, splits, folders, found.notes())
+    return VocLayout(found.root, classes, splits, folders, found.notes() + _nested(found.root, folders))
+
+
+def _nested(root: Path, folders: dict[str, tuple[Path, Path]]) -> list[LabelProblem]:
+    """One problem (kind "nested") when folders inside the split folders hold .xml files, which are not read."""
+    nested: list[Path] = []
+    for xml_folder, images in folders.values():
+        for place in dict.fromkeys((xml_folder, images)):
+            below = [p for p in sorted(place.iterdir()) if p.is_dir() and not p.name.startswith(".")]
+            below = [p for p in below if p not in (xml_folder, images)]  # the split's own annotations/, images/
+            nested += [x for folder in below for x in sorted(folder.rglob("*")) if x.suffix.lower() == ".xml"]
+    if not nested:
+        return []
+    why = (
+        f"{len(nested)} XML file(s) in folders nested inside the split folders were not read (first: "
+        f"{shown_path(nested[0], root)}); a split's files are those directly in its folder: move them there to read "
+        "them"
+    )
+    return [LabelProblem(shown_path(nested[0].parent, root), None, why, "nested")]
 
 
 def lint_voc_folders(root: str | Path, image_size: int | None = None) -> list[LabelProblem]:
