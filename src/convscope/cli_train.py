@@ -294,8 +294,9 @@ def _print_result(run, console: Console) -> None:
 
     results = run.results()
     score = task_of(run).headline(results)
+    scored = "validation images (no test split)" if results.get("test_split") == "val" else "test images"
     console.print(
-        f"{score} on {results['test_images']:,} test images after {results['epochs']} "
+        f"{score} on {results['test_images']:,} {scored} after {results['epochs']} "
         f"epoch{'' if results['epochs'] == 1 else 's'} in "
         f"{results['train_seconds']:.0f} s; run: {run.path} (report: report.html)"
     )

@@ -68,3 +68,27 @@ def test_the_python_progress_names_the_detectors_augmentation(run, capsys):
     out = capsys.readouterr().out
     assert "augmentation: flip,scale, test images averaged with their mirror images" in out
     assert "translate" not in out
+
+
+def test_without_a_test_split_the_notes_and_the_last_line_say_the_score_is_on_val(tmp_path, capsys):
+    """A dataset with train and val only: detect train prints (and train.log keeps) the note that the test score
+    is on the validation images, results.json says which split was scored, the last line names it."""
+    import json
+    import shutil
+
+    scenes = make_scenes(tmp_path / "scenes", 30, seed=3, size=64, min_side=10, max_side=28)
+    shutil.rmtree(scenes / "images" / "test")
+    shutil.rmtree(scenes / "labels" / "test")
+    yaml = (scenes / "data.yaml").read_text()
+    (scenes / "data.yaml").write_text("\n".join(line for line in yaml.splitlines() if not line.startswith("test")))
+    spec = tmp_path / "tiny-det.yaml"
+    spec.write_text(NetSpec.from_dict(TINY).to_yaml())
+    out = tmp_path / "run"
+    flags = ["--model", str(spec), "--data", str(scenes), "--epochs", "1", "--batch-size", "8", "--threads", "1"]
+    assert main(["detect", "train", *flags, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    note = "no test split: the test score will be on the 3 validation image(s)"
+    assert note in " ".join(printed.split()) and note in (out / "train.log").read_text()
+    results = json.loads((out / "results.json").read_text())
+    assert results["test_split"] == "val" and results["test_images"] == 3
+    assert "on 3 validation images (no test split) after 1 epoch" in " ".join(printed.split())

@@ -207,6 +207,7 @@ class DetectTask(Task):
             "test_map50_95": metrics.map50_95,
             "test_loss": loss,
             "test_images": len(self.test_split),
+            "test_split": "val" if self.test_split is self.val else "test",  # no test split: scored on val (load.py)
             "per_class_ap50": per_class["per_class_ap50"],
             "per_class_ap50_95": per_class["per_class_ap50_95"],
             "skipped_count": 0,  # detection readers report label problems instead (train.log, lint)
