@@ -250,3 +250,45 @@ def test_xml_files_in_nested_folders_are_one_problem_and_eval_is_the_val_folder(
     _coco_split(coco / "train", {"a.jpg": [(1, 2, 2, 10, 10)]})
     _coco_split(coco / "eval", {"b.jpg": [(1, 2, 2, 10, 10)]})
     assert _boxes(read_raw(coco)) == {"train": {"a.jpg": 1}, "val": {"b.jpg": 1}}
+
+
+# ── 8. what the lint says: split folders in paths, one problem when a CSV's images are elsewhere ──────────────────
+def test_coco_split_folder_images_are_named_with_their_folder(tmp_path):
+    root = tmp_path / "rf"
+    _coco_split(root / "train", {"a.jpg": [(1, 2, 2, 10, 10)]})
+    _coco_split(root / "test", {"copy_of_a.jpg": [(1, 2, 2, 10, 10)]})  # the same bytes (seed 0) as train/a.jpg
+    data = read_raw(root)
+    assert [image.name for images in data.splits.values() for image in images] == ["train/a.jpg", "test/copy_of_a.jpg"]
+
+
+def _csv(path: Path, names: list[str]) -> None:
+    rows = ["filename,width,height,class,xmin,ymin,xmax,ymax"] + [f"{n},{W},{H},RBC,1,1,20,20" for n in names]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(rows) + "\n")
+
+
+def test_a_csv_whose_images_are_elsewhere_is_one_problem_with_a_data_dir_hint(tmp_path):
+    csv_path = tmp_path / "ds" / "annotations" / "train_labels.csv"
+    _csv(csv_path, ["a.jpg", "b.jpg", "c.jpg"])
+    for stem in "abc":
+        _jpeg(tmp_path / "ds" / "images" / "train" / f"{stem}.jpg", ord(stem))
+    problems = FORMATS["csv"].lint(csv_path, data_dir=None)
+    assert [(p.path, p.kind) for p in problems] == [("train_labels.csv", "missing"), ("train_labels.csv", "no-box")]
+    assert problems[0].message == (
+        "none of the 3 images its rows name is in ./ (first: image 'a.jpg'); give their folder with --data-dir"
+    )
+    found = FORMATS["csv"].lint(csv_path, data_dir=tmp_path / "ds" / "images" / "train")
+    assert found == []
+
+
+def test_a_single_test_labels_csv_is_read_as_train_and_says_so(tmp_path, caplog):
+    csv_path = tmp_path / "ds" / "test_labels.csv"
+    _csv(csv_path, ["a.jpg"])
+    _jpeg(tmp_path / "ds" / "a.jpg")
+    with caplog.at_level(logging.INFO):
+        data = read_raw(csv_path)
+    assert list(data.splits) == ["train"]
+    assert [(str(p), p.is_note) for p in data.problems] == [
+        ("test_labels.csv: named for the test split but without a split column: its rows are read as the train "
+         "split", True)]  # fmt: skip
+    assert "test_labels.csv: no split column, so its rows are the train split" in caplog.text

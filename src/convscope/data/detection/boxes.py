@@ -64,10 +64,11 @@ PROBLEM_KINDS = {
     "claimed": ("image two XML files label", "images two XML files label"),  # VOC: the second XML skipped
     "empty-split": ("empty split folder", "empty split folders"),  # a note: read as no such split
     "nested": ("nested folder of XML files not read", "nested folders of XML files not read"),  # VOC split folders
+    "split-name": ("CSV named for another split", "CSVs named for other splits"),  # a note: read as train
 }
 # Kinds that are notes, not problems: nothing was dropped (`convscope detect lint` still exits 0 on them alone).
 # "clipped": VOC boxes running past the image edge, clipped to it as the other tools do (convscope.data.detection.voc).
-NOTE_KINDS = frozenset({"polygon", "clipped", "empty-split"})
+NOTE_KINDS = frozenset({"polygon", "clipped", "empty-split", "split-name"})
 
 
 def echo(value: object, limit: int = ECHO_CHARS) -> str:

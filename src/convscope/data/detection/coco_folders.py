@@ -95,13 +95,16 @@ def read_coco_splits(
     format_name: str, source: str, files: dict[str, Path], images: dict[str, Path], *, root: Path | None = None
 ) -> RawDataset:
     """Every split's images with their boxes in their own pixels (read_coco_raw), as a RawDataset of `format_name`
-    from `source`; with `root`, problems name paths relative to it. A DataError when the categories differ."""
+    from `source`; with `root`, problems and images name paths relative to it. A DataError when the categories
+    differ."""
     read = {name: read_coco_raw(files[name], images[name]) for name in _ordered(files)}
     for name in _parent_lacking({name: names for name, (names, _, _) in read.items()}):
         read[name] = read_coco_raw(files[name], images[name], keep_parent=True)
     classes, splits, problems = None, {}, []
     for name, (names, raw, found) in read.items():
         same_classes(classes, names, files[name])
+        if root is not None:  # named relative to the dataset folder, split folder included: 'test/a.jpg'
+            raw = tuple(dataclasses.replace(image, name=shown_path(image.path, root)) for image in raw)
         classes, splits[name] = names, raw
         problems += _shown(found, root)
     return RawDataset(format_name, classes, splits, source, tuple(problems))

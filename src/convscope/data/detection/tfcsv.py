@@ -65,6 +65,7 @@ from convscope.data.detection.tfcsv_files import (
     ImageFinder,
     csv_layout,
     read_table,
+    split_word,
 )
 from convscope.data.folder import image_files
 from convscope.errors import DataError
@@ -199,6 +200,8 @@ def _images(layout: CsvLayout, problems: list[LabelProblem]) -> dict[str, dict[s
         table = read_table(source.csv, shown)
         problems += table.problems
         finder = ImageFinder(source.images)
+        if source.split is None and not table.has_split:
+            problems += _read_as_train(source.csv, shown)
         for row in table.rows:
             split = source.split or _split_of(row, shown, problems)
             if split is None:
@@ -209,6 +212,34 @@ def _images(layout: CsvLayout, problems: list[LabelProblem]) -> dict[str, dict[s
             image = groups.setdefault(split, {}).setdefault(row.filename, _CsvImage(row.filename, shown, finder))
             image.rows.append(row)
     return {name: groups[name] for name in SPLIT_NAMES if name in groups}
+
+
+def _read_as_train(csv: Path, shown: str) -> list[LabelProblem]:
+    """A single CSV without a split column is the train split: logged, and a note (kind "split-name") when its name
+    says another split (test_labels.csv)."""
+    log.info("%s: no split column, so its rows are the train split", csv)
+    named = split_word(csv.stem)
+    if named is None or named == "train":
+        return []
+    why = f"named for the {named} split but without a split column: its rows are read as the train split"
+    return [LabelProblem(shown, None, why, "split-name")]
+
+
+def _none_found(layout: CsvLayout, splits: dict, problems: list[LabelProblem]) -> list[LabelProblem]:
+    """`problems` with its "missing" ones made one when no row's image was found at all: with a --data-dir hint for a
+    single CSV (the images are elsewhere), instead of one problem per image."""
+    results = [r for results, _, _ in splits.values() for r in results]
+    missing = [p for p in problems if p.kind == "missing"]
+    if len(missing) < 2 or len(missing) != len(results):
+        return problems
+    first = next(p for p in missing)
+    where = ", ".join(f"{shown_path(f, layout.root)}/" for f in layout.sources[0].images) or "no folder"
+    hint = "; give their folder with --data-dir" if len(layout.sources) == 1 and layout.sources[0].split is None else ""
+    why = (
+        f"none of the {len(missing)} images its rows name is in {where} (first: {first.message.split(' not found')[0]})"
+    )
+    one = LabelProblem(first.path, None, why + hint, "missing")
+    return [one if p is first else p for p in problems if p.kind != "missing" or p is first]
 
 
 def _classes(layout: CsvLayout, groups: dict[str, dict[str, _CsvImage]]) -> tuple[str, ...]:
@@ -265,6 +296,7 @@ def _read(path, data_dir, image_size: int | None, keep_images: bool) -> _Read:
         read.splits[name] = (results, paths, [shown_path(p, layout.root) if p else "" for p in paths])
         if out is not None:
             read.out[name] = out
+    read.problems = problems = _none_found(layout, read.splits, problems)
     used = {p for _, paths, _ in read.splits.values() for p in paths if p is not None}
     problems += _unread_images(layout, used)
     problems += _clipped_note(layout, [result for results, _, _ in read.splits.values() for result in results])

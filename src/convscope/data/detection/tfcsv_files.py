@@ -118,7 +118,7 @@ class CsvLayout:
     class_folders: tuple[Path, ...]  # where a class list is looked for, in order
 
 
-def _split_word(stem: str) -> str | None:
+def split_word(stem: str) -> str | None:
     """The split a CSV's name gives ('train_labels' → train, 'valid' → val), or None."""
     stem = stem.lower()
     return SPLIT_WORDS.get(stem.removesuffix("_labels")) if stem.endswith("_labels") else SPLIT_WORDS.get(stem)
@@ -147,7 +147,7 @@ def csv_split_files(root: Path) -> dict[str, CsvSource]:
             found[split] = CsvSource(folder / ANNOTATIONS, split, (folder,))
     for place in _folders(root, child_folder(root, "annotations"), child_folder(root, "images")):
         for file in sorted(p for p in place.iterdir() if p.suffix.lower() == ".csv" and p.is_file()):
-            split = _split_word(file.stem)
+            split = split_word(file.stem)
             if split is not None and split not in found:
                 word = file.stem.lower().removesuffix("_labels")
                 found[split] = CsvSource(file, split, _image_folders(root, word, file))
