@@ -41,7 +41,7 @@ def test_lint_detection_returns_the_summary_with_its_drawn_splits_and_displays_i
     assert [(s.name, s.images, s.boxes) for s in summary.splits] == [("train", 16, 16), ("val", 2, 2), ("test", 2, 2)]
     assert summary.problem_count == 0 and summary.problems == ()
     drawn = [note for note in summary.notes if "were drawn for train/val/test (seed 0" in note]
-    assert len(drawn) == 1 and any(line == f"note: {drawn[0]}" for line in summary.lines())
+    assert len(drawn) == 1 and any(line == f"  note: {drawn[0]}" for line in summary.lines())
     assert summary.as_dict()["notes"] == list(summary.notes)
     assert DataSummary.from_dict(summary.as_dict()).notes == summary.notes
     html = summary._repr_html_()
@@ -72,7 +72,7 @@ def test_loading_without_a_test_split_says_where_the_test_score_comes_from(tmp_p
     data = load_detection(str(root), None, 32, 0.1, 0)
     assert any("no test split: the test score will be on the 2 validation image(s)" in note for note in data.notes)
     lines = summarise_dataset(data)[0].lines(most=8)  # what DetectTask.data_lines prints and train.log keeps
-    assert any(line.startswith("note: ") and "no test split" in line for line in lines)
+    assert any(line.startswith("  note: ") and "no test split" in line for line in lines)
     held = load_detection(str(_voc(tmp_path / "one", 10, {"train": range(10)})), None, 32, 0.1, 0)
     assert any("no val split: 1 of 10 training images held out for validation (seed 0)" in n for n in held.notes)
 

@@ -9,6 +9,12 @@ from PIL import Image
 
 from convscope.cli import main
 
+# what the lint says of a dataset with a train split only: what training will make of it
+TRAIN_ONLY = (
+    "  note: no val or test split: `detect train` holds out a seeded 10% of the training images (--val-fraction, "
+    "--seed) for validation and reports its test score on them (optimistic)"
+)
+
 
 def _dataset(root: Path, labels: dict[str, str]) -> Path:
     (root / "images" / "train").mkdir(parents=True)
@@ -34,6 +40,7 @@ def test_clean_dataset_exits_0(tmp_path, capsys):
     assert captured.out.splitlines() == [
         "ds (YOLO): 2 classes",
         "  train  2 images, 2 boxes (cat 1, dog 1), 0 without boxes",
+        TRAIN_ONLY,
         "warning: class cat has 1 training box: a detector needs more (≥ 20)",
         "warning: class dog has 1 training box: a detector needs more (≥ 20)",
         "no problems found",
@@ -91,6 +98,7 @@ def test_a_training_split_without_any_box_is_a_problem(tmp_path, capsys):
     assert captured.out.splitlines() == [
         "ds (YOLO): 2 classes",
         "  train  2 images, 0 boxes, 2 without boxes",
+        TRAIN_ONLY,
         "warning: class cat has no training boxes: a detector needs more (≥ 20)",
         "warning: class dog has no training boxes: a detector needs more (≥ 20)",
         "data.yaml: no training image with a valid box: training would be refused",

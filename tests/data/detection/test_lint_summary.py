@@ -182,6 +182,8 @@ def test_an_image_repeated_within_a_split_is_counted_not_a_problem(tmp_path, cap
     assert out == [
         "ds (YOLO): 2 classes",
         "  train  3 images, 42 boxes (cat 21, dog 21), 0 without boxes, 1 repeated image",
+        "  note: no val or test split: `detect train` holds out a seeded 10% of the training images (--val-fraction, "
+        "--seed) for validation and reports its test score on them (optimistic)",
         "no problems found",
     ]
 
@@ -194,6 +196,7 @@ def test_a_clean_folder_prints_the_summary_and_exits_0(tmp_path):
         "ds (YOLO): 2 classes",
         "  train  2 images, 40 boxes (cat 20, dog 20), 0 without boxes",
         "  val    1 image, 2 boxes (cat 1, dog 1), 0 without boxes",
+        "  note: no test split: `detect train` reports its test score on the validation images (optimistic)",
         "no problems found",
     ]
 

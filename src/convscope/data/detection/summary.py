@@ -138,7 +138,7 @@ class DataSummary:
         return tuple(found)
 
     def lines(self, most: int | None = None) -> list[str]:
-        """The header, one line per split, the notes ('note: …': how the splits were made), then the warnings
+        """The header, one line per split, the notes ('  note: …': how the splits were made), then the warnings
         ('warning: …'). `most` (a compact summary): each split lists the first `most` classes' counts, and at most
         `most` warnings are shown, then how many more."""
         head = f"{self.name} ({self.format})" if self.format else self.name
@@ -146,7 +146,7 @@ class DataSummary:
         name_width = max((len(s.name) for s in self.splits), default=0)
         count_width = max((len(f"{s.images:,}") for s in self.splits), default=0)
         lines += ["  " + s.line(self.classes, name_width, count_width, most) for s in self.splits]
-        lines += [f"note: {text}" for text in self.notes]
+        lines += [f"  note: {text}" for text in self.notes]  # under the splits: how they were made
         warnings = [f"warning: {text}" for text in self.warnings]
         if most is not None and len(warnings) > most:
             warnings = [*warnings[:most], f"warning: … {len(warnings) - most} more (the run's train.log has them all)"]
@@ -385,7 +385,19 @@ def lint_dataset(path: str | Path, data_dir: str | Path | None = None) -> tuple[
     with reading_notes() as notes:
         raw = format_of(path).read_raw(path, data_dir=data_dir, seed=0, val_fraction=0.1)
     summary, found = summarise_raw(raw)
-    summary = replace(summary, notes=tuple(notes))
+    summary = replace(summary, notes=(*notes, *_training_splits(raw)))
     dropped = [problem for problem in raw.problems if not problem.is_note]
     notes = [problem for problem in raw.problems if problem.is_note]
     return summary, dropped + found + notes
+
+
+def _training_splits(raw: RawDataset) -> tuple[str, ...]:
+    """What `detect train` makes of missing splits (data.detection.load.with_val_split), said by the lint."""
+    held = "holds out a seeded 10% of the training images (--val-fraction, --seed) for validation"
+    if "val" not in raw.splits and "test" not in raw.splits:
+        return (f"no val or test split: `detect train` {held} and reports its test score on them (optimistic)",)
+    if "val" not in raw.splits:
+        return (f"no val split: `detect train` {held}",)
+    if "test" not in raw.splits:
+        return ("no test split: `detect train` reports its test score on the validation images (optimistic)",)
+    return ()
