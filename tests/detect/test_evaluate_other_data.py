@@ -11,6 +11,7 @@ import pytest
 from convscope.cli import main
 from convscope.data.detection.scenes import make_scenes
 from convscope.detect.evaluate import pr_curves_path
+from convscope.files import written_by_convscope
 from convscope.spec import NetSpec
 from convscope.tasks.train import train
 
@@ -43,6 +44,7 @@ def test_other_data_gets_its_own_picture_and_leaves_the_runs_results(run, tmp_pa
     picture = run.path / "pr_curves-other_scenes.png"
     assert pr_curves_path(run, str(other)) == picture
     assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert written_by_convscope(picture)  # so the folder is still only a run's (run.py: a convscope file)
     assert f"precision–recall curves: {picture} (on {other}" in out.replace("\n", "")
     assert {name: (run.path / name).read_bytes() for name in OWN} == before  # the run's own results untouched
     assert "on 3 images" in out  # other's test split (a tenth of 30), not the run's 4 test images
