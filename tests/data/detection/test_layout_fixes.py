@@ -271,13 +271,13 @@ def test_a_csv_whose_images_are_elsewhere_is_one_problem_with_a_data_dir_hint(tm
     csv_path = tmp_path / "ds" / "annotations" / "train_labels.csv"
     _csv(csv_path, ["a.jpg", "b.jpg", "c.jpg"])
     for stem in "abc":
-        _jpeg(tmp_path / "ds" / "images" / "train" / f"{stem}.jpg", ord(stem))
+        _jpeg(tmp_path / "ds" / "photos" / f"{stem}.jpg", ord(stem))
     problems = FORMATS["csv"].lint(csv_path, data_dir=None)
     assert [(p.path, p.kind) for p in problems] == [("train_labels.csv", "missing"), ("train_labels.csv", "no-box")]
     assert problems[0].message == (
         "none of the 3 images its rows name is in ./ (first: image 'a.jpg'); give their folder with --data-dir"
     )
-    found = FORMATS["csv"].lint(csv_path, data_dir=tmp_path / "ds" / "images" / "train")
+    found = FORMATS["csv"].lint(csv_path, data_dir=tmp_path / "ds" / "photos")
     assert found == []
 
 
@@ -292,3 +292,11 @@ def test_a_single_test_labels_csv_is_read_as_train_and_says_so(tmp_path, caplog)
         ("test_labels.csv: named for the test split but without a split column: its rows are read as the train "
          "split", True)]  # fmt: skip
     assert "test_labels.csv: no split column, so its rows are the train split" in caplog.text
+
+
+def test_the_tf_tutorials_annotations_csv_finds_its_images_in_images_split(tmp_path):
+    csv_path = tmp_path / "ds" / "annotations" / "test_labels.csv"
+    _csv(csv_path, ["a.jpg"])
+    _jpeg(tmp_path / "ds" / "images" / "test" / "a.jpg")
+    data = read_raw(csv_path)
+    assert _boxes(data) == {"train": {"a.jpg": 1}} and [p.kind for p in data.problems] == ["split-name"]

@@ -4,8 +4,10 @@ exports them ("TensorFlow Object Detection CSV": train/_annotations.csv, valid/â
 
 Layouts (names in any case):
   - one CSV file: its images in `data_dir`, else in the CSV's folder, images/ beside it, or (train_labels.csv) train/
-    or images/train/ beside it. With a `split` column (train, val|valid|validation|eval, test) its rows make those
-    splits; without, the file is the train split (load.py holds out validation images for every format).
+    or images/train/ beside it (or beside its annotations/ folder, as the TF tutorials lay it out). With a `split`
+    column (train, val|valid|validation|eval, test) its rows make those splits; without, the file is the train split
+    (logged; a note, kind "split-name", when its name says another split), and load.py holds out validation images.
+    When none of its images is found, that is one problem (kind "missing") saying to give their folder (--data-dir).
   - a folder with one CSV per split: SPLIT_labels.csv or SPLIT.csv at the root, in annotations/ or in images/, each
     row's image looked for in images/SPLIT/, SPLIT/, images/ and the CSV's folder; or Roboflow's SPLIT/_annotations.csv
     per split folder, images beside it. A folder needs a train CSV.

@@ -159,6 +159,7 @@ def csv_layout(path: Path, data_dir) -> CsvLayout:
     file's image folder. A DataError when `path` is neither, `data_dir` is not a folder, or a folder has no train
     CSV."""
     if path.is_file():
+        dataset = path.parent.parent if path.parent.name.lower() == "annotations" else None
         if data_dir is not None:
             if not Path(data_dir).is_dir():
                 found = "a file" if Path(data_dir).exists() else "nothing"
@@ -169,7 +170,9 @@ def csv_layout(path: Path, data_dir) -> CsvLayout:
             images = child_folder(path.parent, "images")
             by_split = child_folder(images, word) if images is not None else None
             folders = _folders(path.parent, images, child_folder(path.parent, word), by_split)
-        places = class_folders(path.parent, path.parent.parent if path.parent.name.lower() == "annotations" else None)
+            if dataset is not None:  # the TF tutorials' annotations/train_labels.csv, images in ../images/train/
+                folders = _folders(*folders, *_image_folders(dataset, word, path))
+        places = class_folders(path.parent, dataset)
         return CsvLayout(path.parent, path.stem, (CsvSource(path, None, folders),), tuple(places))
     if not path.is_dir():
         raise DataError(f"{path}: expected a TF Object Detection CSV file or a folder of them, found nothing")
