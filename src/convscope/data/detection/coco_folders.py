@@ -22,6 +22,7 @@ from convscope.data.detection.boxes import (
     DetectionSplit,
     LabelProblem,
     RawDataset,
+    echo,
 )
 from convscope.data.detection.coco import lint_coco, load_coco, read_coco_raw
 from convscope.data.detection.reading import check_image_size, shown_path
@@ -57,7 +58,14 @@ def _parent_lacking(names: dict[str, tuple[str, ...]]) -> list[str]:
     if not lacking or any(len(names[s]) != len(most) - 1 or not set(names[s]) < set(most) for s in lacking):
         return []
     (extra,) = set(most) - set(names[lacking[0]])
-    log.info("category %s is annotated in a split: kept in every split's classes", extra)
+    having = ", ".join(split for split in names if split not in lacking)
+    log.info(
+        "category %s is annotated in %s: kept in the classes of %s too (read again keeping it), as one class list "
+        "serves every split",
+        echo(extra, 40),
+        having,
+        ", ".join(lacking),
+    )
     return lacking
 
 
