@@ -5,8 +5,8 @@ in sorted id order, less a category with no annotation that is the supercategory
 adds the dataset's name so; logged). Crowd annotations (`iscrowd` 1) are not training targets: they go to
 `split.crowds`, the ignore regions of scoring (as pycocotools treats them). `lint_coco` only lists the problems;
 `read_coco_raw` gives every image's boxes in its own pixels (for `convscope detect convert`). A COCO source may also be
-a folder of split JSONs (`coco_split_files`), each with its images (`coco_images_folder`), or split folders each with
-its JSON (convscope.data.detection.coco_folders). Decoding, reading text files and the lint's conventions are the
+a folder of split JSONs, each with its images, or split folders each with its JSON: coco_folders.py finds and reads
+those. Decoding, reading text files and the lint's conventions are the
 reading kit's (convscope.data.detection.reading).
 """
 
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -368,35 +367,6 @@ def lint_coco(
         why = "no image with a usable box: training would be refused"
         problems.append(LabelProblem(str(annotations), None, why, "no-box"))
     return problems
-
-
-# ── a folder of split JSONs ───────────────────────────────────────────────────────────────────────────────────────
-COCO_SPLIT = re.compile(r"(?:instances_)?(train|val|valid|test)(?:\d{4})?\.json", re.IGNORECASE)
-
-
-def coco_split_files(root: Path) -> dict[str, Path]:
-    """split → its JSON, for a folder of COCO split files (there or in its annotations/ folder)."""
-    found: dict[str, Path] = {}
-    for folder in (root, root / "annotations"):
-        if not folder.is_dir():
-            continue
-        for path in sorted(folder.iterdir()):
-            if match := COCO_SPLIT.fullmatch(path.name):
-                split = "val" if match[1].lower() == "valid" else match[1].lower()
-                found.setdefault(split, path)
-    return found
-
-
-def coco_images_folder(root: Path, json_path: Path, data_dir: str | Path | None) -> Path:
-    """The image folder of a split JSON: `data_dir` when given, else images/ or the folder named like the JSON
-    (COCO 2017's train2017/ for instances_train2017.json), else images/."""
-    if data_dir is not None:
-        return Path(data_dir)
-    stem = json_path.stem.lower().removeprefix("instances_")
-    for folder in (root / "images", root / stem):  # ours (file_name SPLIT/NAME), COCO 2017's train2017/ …
-        if folder.is_dir():
-            return folder
-    return root / "images"
 
 
 def coco_json_images(json_path: Path, data_dir: str | Path | None) -> Path:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 from pathlib import Path
 
 from convscope.data.detection.boxes import (
@@ -30,6 +31,35 @@ from convscope.data.detection.split_folders import coco_json, split_folders
 from convscope.errors import DataError
 
 log = logging.getLogger("convscope.data.detection.coco")
+
+
+# ── a folder of split JSONs ───────────────────────────────────────────────────────────────────────────────────────
+COCO_SPLIT = re.compile(r"(?:instances_)?(train|val|valid|test)(?:\d{4})?\.json", re.IGNORECASE)
+
+
+def coco_split_files(root: Path) -> dict[str, Path]:
+    """split → its JSON, for a folder of COCO split files (there or in its annotations/ folder)."""
+    found: dict[str, Path] = {}
+    for folder in (root, root / "annotations"):
+        if not folder.is_dir():
+            continue
+        for path in sorted(folder.iterdir()):
+            if match := COCO_SPLIT.fullmatch(path.name):
+                split = "val" if match[1].lower() == "valid" else match[1].lower()
+                found.setdefault(split, path)
+    return found
+
+
+def coco_images_folder(root: Path, json_path: Path, data_dir: str | Path | None) -> Path:
+    """The image folder of a split JSON: `data_dir` when given, else images/ or the folder named like the JSON
+    (COCO 2017's train2017/ for instances_train2017.json), else images/."""
+    if data_dir is not None:
+        return Path(data_dir)
+    stem = json_path.stem.lower().removeprefix("instances_")
+    for folder in (root / "images", root / stem):  # ours (file_name SPLIT/NAME), COCO 2017's train2017/ …
+        if folder.is_dir():
+            return folder
+    return root / "images"
 
 
 def same_classes(classes: tuple[str, ...] | None, names: tuple[str, ...], path: Path) -> None:

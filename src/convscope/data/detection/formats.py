@@ -38,14 +38,14 @@ from convscope.data.detection.boxes import (
     hold_out,
 )
 from convscope.data.detection.coco import (
-    coco_images_folder,
     coco_json_images,
-    coco_split_files,
     lint_coco,
     load_coco,
     read_coco_raw,
 )
 from convscope.data.detection.coco_folders import (
+    coco_images_folder,
+    coco_split_files,
     lint_coco_folders,
     lint_coco_splits,
     load_coco_folders,

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -34,7 +34,7 @@ from convscope.data.detection.boxes import (
     lint_summary,
 )
 from convscope.data.detection.formats import format_of
-from convscope.data.detection.reading import each_image
+from convscope.data.detection.leaks import Entry, digests, file_digest, shared
 
 MIN_TRAIN_BOXES = 20  # fewer training boxes of a class than this: a warning (a detector needs more to learn it)
 SHOWN_PROBLEMS = 20  # a notebook's display of a summary lists this many problems, then how many more
@@ -47,7 +47,6 @@ FORMAT_NAMES = {
     "voc-folders": "Pascal VOC split folders",
     "coco-folders": "COCO split folders",
 }  # RawDataset.format → as people name it
-SCORES = {"train": "training", "val": "validation", "test": "test"}  # the score an image in that split counts in
 
 
 # ── the counts ────────────────────────────────────────────────────────────────────────────────────────────────────
@@ -266,52 +265,6 @@ def reading_notes() -> Iterator[list[str]]:
             logger.setLevel(level)
 
 
-# ── images in two splits ──────────────────────────────────────────────────────────────────────────────────────────
-@dataclass(frozen=True)
-class _Entry:
-    split: str
-    name: str  # as shown to people
-    key: str  # the same key: the same file (its real path), or at training the same name
-    digest: bytes | None  # SHA-256 of the file's bytes (or of its decoded pixels); None: could not be read
-
-
-def _shared(entries: Iterable[_Entry], what: str) -> tuple[list[LabelProblem], dict[str, int]]:
-    """(a "leak" problem for each image whose digest an earlier split already holds, named with the first such
-    image; the images per split repeating one of the same split). `what`: "bytes" or "pixels"."""
-    first: dict[bytes, _Entry] = {}
-    problems, repeated = [], {}
-    for entry in entries:
-        if entry.digest is None:
-            continue
-        earlier = first.setdefault(entry.digest, entry)
-        if earlier is entry:
-            continue
-        if earlier.split == entry.split:
-            repeated[entry.split] = repeated.get(entry.split, 0) + 1
-            continue
-        harm = f"an image in two splits inflates the {SCORES.get(entry.split, entry.split)} score"
-        if earlier.key == entry.key:
-            why = f"the same image is in {earlier.split} and {entry.split}: {harm}"
-        else:
-            why = f"in {entry.split}, same {what} as {earlier.name} in {earlier.split}: {harm}"
-        problems.append(LabelProblem(entry.name, None, why, "leak"))
-    return problems, repeated
-
-
-def file_digest(path: Path) -> bytes | None:
-    """SHA-256 of a file's bytes, read in chunks; None when it cannot be read (its reader already said why)."""
-    try:
-        with open(path, "rb") as file:
-            return hashlib.file_digest(file, "sha256").digest()
-    except OSError:
-        return None
-
-
-def _digests(count: int, digest: Callable[[int], bytes | None]) -> list[bytes | None]:
-    """digest(0) … digest(count − 1) on the readers' threads (hashlib lets go of the GIL on large buffers)."""
-    return each_image(digest, count)
-
-
 def _with_repeats(splits: Sequence[SplitSummary], repeated: dict[str, int]) -> tuple[SplitSummary, ...]:
     return tuple(
         SplitSummary(s.name, s.images, s.boxes, s.per_class, s.without_boxes, s.ignore, repeated.get(s.name, 0))
@@ -342,9 +295,9 @@ def summarise_raw(raw: RawDataset) -> tuple[DataSummary, list[LabelProblem]]:
     images = [(name, image) for name in order for image in raw.splits[name]]
     keys = [os.path.realpath(image.path) for _, image in images]
     unique = list(dict.fromkeys(keys))  # a file listed twice (VOC image sets) is hashed once
-    by_key = dict(zip(unique, _digests(len(unique), lambda i: file_digest(Path(unique[i]))), strict=True))
-    entries = [_Entry(name, image.name, key, by_key[key]) for (name, image), key in zip(images, keys, strict=True)]
-    problems, repeated = _shared(entries, "bytes")
+    by_key = dict(zip(unique, digests(len(unique), lambda i: file_digest(Path(unique[i]))), strict=True))
+    entries = [Entry(name, image.name, key, by_key[key]) for (name, image), key in zip(images, keys, strict=True)]
+    problems, repeated = shared(entries, "bytes")
     fmt = FORMAT_NAMES.get(raw.format, raw.format)
     summary = DataSummary(dataset_name(raw.source), fmt, raw.classes, _with_repeats(splits, repeated))
     train = summary.split("train")
@@ -367,11 +320,9 @@ def summarise_dataset(data: DetectionDataset) -> tuple[DataSummary, list[LabelPr
     entries = []
     for name, split in parts:
         images = split.images
-        digests = _digests(
-            len(split), lambda i, images=images: hashlib.sha256(np.ascontiguousarray(images[i])).digest()
-        )
-        entries += [_Entry(name, shown, shown, d) for shown, d in zip(split.names, digests, strict=True)]
-    problems, repeated = _shared(entries, "pixels")
+        found = digests(len(split), lambda i, images=images: hashlib.sha256(np.ascontiguousarray(images[i])).digest())
+        entries += [Entry(name, shown, shown, d) for shown, d in zip(split.names, found, strict=True)]
+    problems, repeated = shared(entries, "pixels")
     summary = DataSummary(dataset_name(data.source), "", data.classes, _with_repeats(splits, repeated), data.notes)
     return summary, problems
 
