@@ -137,8 +137,8 @@ def test_voc_to_coco_to_voc_is_exact_with_difficult_flags_and_image_sets(tmp_pat
     src = _voc(tmp_path / "src")
     summary = convert(src, "coco", tmp_path / "coco")
     assert summary.line() == (
-        f"voc → coco in {tmp_path / 'coco'}: train 1 images, 2 boxes, 1 classes; val 1 images, 1 boxes, 1 classes; "
-        "test 1 images, 0 boxes, 0 classes; no label problems"
+        f"voc → coco in {tmp_path / 'coco'}: train 1 image, 2 boxes, 1 class; val 1 image, 1 box, 1 class; "
+        "test 1 image, 0 boxes, 0 classes; no label problems"
     )
     doc = json.loads((tmp_path / "coco" / "train.json").read_text())
     assert doc["categories"] == [
@@ -214,7 +214,7 @@ def test_to_yolo_leaves_ignore_regions_out_and_says_so(tmp_path, capsys):
     out = tmp_path / "yolo"
     assert main(["detect", "convert", str(src), "--to", "yolo", "--out", str(out)]) == 0
     assert capsys.readouterr().out == (
-        f"voc → yolo in {out}: train 1 images, 2 boxes, 1 classes; val 1 images, 1 boxes, 1 classes; test 1 images, "
+        f"voc → yolo in {out}: train 1 image, 2 boxes, 1 class; val 1 image, 1 box, 1 class; test 1 image, "
         "0 boxes, 0 classes; no label problems; 2 ignore region(s) (crowd/difficult) not written: YOLO has "
         "none\n"
     )

@@ -287,8 +287,8 @@ def test_voc_to_csv_to_voc_is_exact(tmp_path):
     convert(src, "voc", tmp_path / "voc")
     summary = convert(tmp_path / "voc", "csv", tmp_path / "csv")
     assert summary.line() == (
-        f"voc → csv in {tmp_path / 'csv'}: train 2 images, 3 boxes, 2 classes; val 1 images, 1 boxes, 1 classes; "
-        "test 1 images, 0 boxes, 0 classes; no label problems"
+        f"voc → csv in {tmp_path / 'csv'}: train 2 images, 3 boxes, 2 classes; val 1 image, 1 box, 1 class; "
+        "test 1 image, 0 boxes, 0 classes; no label problems"
     )
     assert (tmp_path / "csv" / "train" / "_annotations.csv").read_text().splitlines()[:3] == [
         "filename,width,height,class,xmin,ymin,xmax,ymax",

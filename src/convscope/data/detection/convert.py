@@ -39,7 +39,7 @@ class ConvertSummary:
 
     def line(self) -> str:
         """One line: what went where, per split, and what was left out."""
-        parts = [f"{s} {i:,} images, {b:,} boxes, {c} classes" for s, (i, b, c) in self.splits.items()]
+        parts = [f"{s} {_n(i, 'image')}, {_n(b, 'box')}, {_n(c, 'class')}" for s, (i, b, c) in self.splits.items()]
         text = f"{self.source_format} → {self.target} in {self.out}: " + "; ".join(parts)
         dropped = f"{self.dropped} label problem(s) dropped ({self.problems})" if self.dropped else "no label problems"
         text += f"; {dropped}"
@@ -47,6 +47,11 @@ class ConvertSummary:
             holder = _HOLDS_NONE.get(self.target, self.target)
             text += f"; {self.ignore_dropped} ignore region(s) (crowd/difficult) not written: {holder} has none"
         return text
+
+
+def _n(count: int, noun: str) -> str:
+    """'1 image', '2 images', '1 box', '3 boxes'."""
+    return f"{count:,} {noun}" if count == 1 else f"{count:,} {noun}{'es' if noun.endswith(('s', 'x')) else 's'}"
 
 
 _HOLDS_NONE = {"yolo": "YOLO", "csv": "the CSV"}  # how the summary names a format without ignore regions
