@@ -32,9 +32,11 @@ def settings(folder, out, **kw):
 
 @pytest.fixture
 def fake_speeds(monkeypatch):
-    """Two cores, and a trial's images/s read from `speeds` (threads → images/s) instead of a clock."""
+    """Two cores without bf16 instructions (so 2 candidates on every CPU, AMX included), and a trial's images/s read
+    from `speeds` (threads → images/s) instead of a clock."""
     speeds = {1: 300.0, 2: 200.0}
     monkeypatch.setattr(autotune.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr("convscope.training.tuning.cpu_has_fast_bf16", lambda: False)
     monkeypatch.setattr("convscope.training.tuning.time_steps", lambda step, batch: speeds[torch.get_num_threads()])
     return speeds
 
