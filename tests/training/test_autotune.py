@@ -112,6 +112,27 @@ def test_a_long_run_is_tuned_and_keeps_the_fastest_choice(folder, tmp_path, fake
     assert "tuned: 1 thread, fp32 (300 images/s; 2 threads, fp32: 200" in (run.path / "train.log").read_text()
 
 
+def test_a_phase_too_short_for_every_candidate_tunes_the_precision_alone(folder, tmp_path, fake_speeds, monkeypatch):
+    """A bf16 CPU has 4 candidates (480 steps to be worth timing); 288 steps are worth timing the 2 precisions on all
+    cores, which a bf16 phase of a few hundred steps gains most from (AMX: up to 2.4×)."""
+    monkeypatch.setattr("convscope.training.tuning.cpu_has_fast_bf16", lambda: True)
+    monkeypatch.setattr(Watch, "step", lambda *a: False)  # no re-check on a noisy test machine: the choice stays
+    tried = []
+
+    def fake_tune(trial, choices, notes):  # bf16 measured fastest: the run must go on with it
+        tried.extend(choice.label() for choice in choices)
+        return Tuning(choices[-1], "measured", {c.label(): 100.0 + i for i, c in enumerate(choices)}, notes, 0.5)
+
+    monkeypatch.setattr("convscope.training.tuning.tune", fake_tune)
+    run = train(**settings(folder, tmp_path / "r"), report=False)  # 3 epochs of 96 steps
+    saved = tuning(run)["phase 1"]
+    assert tried == ["2 threads, fp32", "2 threads, bf16"]
+    assert (saved["how"], saved["threads"], saved["precision"]) == ("measured", 2, "bf16")
+    assert saved["notes"] == ["288 steps: too short to tune the threads too"]
+    short = train(**settings(folder, tmp_path / "s", epochs=1, batch_size=8), report=False)  # 12 steps: nothing
+    assert tuning(short)["phase 1"]["how"] == "default" and tried == ["2 threads, fp32", "2 threads, bf16"]
+
+
 def test_a_forced_choice_is_honoured_and_nothing_is_measured(folder, tmp_path, fake_speeds):
     fake_speeds[2] = 10**6  # would win if measured
     seen = Threads()
