@@ -80,8 +80,6 @@ class Tuned:
             ]
             tuning = Tuning(choices[0], "forced", notes=given + notes)
         elif not worth_tuning(len(choices), steps):
-            need = steps_to_tune(len(choices))
-            why = f"{steps} step{'s' * (steps != 1)}: too short to tune, which takes {need}; --threads N sets the count"
             # too short for every candidate: the precisions alone, on all cores, where that is worth it (bf16 is up
             # to 2.4× fp32 on AMX, so a phase of a few hundred steps is worth a few steps of timing)
             threads = cfg.threads or self._cores()
@@ -89,6 +87,9 @@ class Tuned:
             if worth_tuning(len(precisions), steps):
                 tuning = tune(self._trial(), precisions, [*notes, f"{steps} steps: too short to tune the threads too"])
             else:
+                need = steps_to_tune(len(precisions) if len(precisions) > 1 else len(choices))
+                short = f"{steps} step{'s' * (steps != 1)}: too short to tune, which takes {need}"
+                why = f"{short}; --threads N sets the count"
                 tuning = Tuning(Choice(threads, _fixed(cfg.precision)), "default", notes=[why])
         else:
             tuning = tune(self._trial(), choices, notes)
