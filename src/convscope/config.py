@@ -30,7 +30,6 @@ MAX_BLOCKS = 1_000  # unfreeze_blocks (a base has tens)
 MAX_THREADS = 1_024
 MAX_IMAGE_SIZE = 8_192  # pixels of a detector's square input side
 FROM_DATA = ("image_size", "epochs", "finetune_epochs")  # the settings a detector's recipe may choose from its data
-PHASE_LENGTHS = {"epochs", "finetune_epochs"}  # chosen from the data together, or not at all (`--epochs 1` is short)
 DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d{1,3})?")
 
 
@@ -351,8 +350,8 @@ class TrainConfig:
             recipe.pop("lr", None)  # the recipe's rate suits its own optimizer only (SGD's 0.2 would wreck AdamW)
         if "from_data" in recipe and "from_data" not in data:  # the recipe's choices, less the settings given
             given = set(data)
-            if given & PHASE_LENGTHS:  # one phase's length given: the other is the recipe's, not the data's
-                given |= PHASE_LENGTHS
+            if given & {"epochs", "finetune_epochs"}:  # one phase's length given: the other is the recipe's
+                given |= {"epochs", "finetune_epochs"}  # (`--epochs 1` is a short run, not 1 + 40 epochs)
             recipe["from_data"] = ",".join(k for k in recipe["from_data"].split(",") if k not in given)
         data = recipe | data
         known = {f.name for f in fields(cls)}

@@ -32,7 +32,7 @@ class ModelEMA:
 
     def __init__(self, model: nn.Module, decay: float, tau: float) -> None:
         self.decay, self.tau, self.updates = decay, tau, 0
-        self.module = copy.deepcopy(model).eval()
+        self.module = copy.deepcopy(model).train(False)  # eval mode: batchnorm uses its averaged statistics
         for p in self.module.parameters():
             p.requires_grad_(False)
 
