@@ -300,3 +300,65 @@ def test_the_tf_tutorials_annotations_csv_finds_its_images_in_images_split(tmp_p
     _jpeg(tmp_path / "ds" / "images" / "test" / "a.jpg")
     data = read_raw(csv_path)
     assert _boxes(data) == {"train": {"a.jpg": 1}} and [p.kind for p in data.problems] == ["split-name"]
+
+
+# ── COCO file names that differ from the files on disk only in case; training/ and testing/ split folders ────────
+def _coco_upper_case_on_disk(folder: Path, names: list[str]) -> None:
+    """A Roboflow split folder whose JSON names `names` (2 boxes each), the files on disk with upper-case suffixes."""
+    _coco_split(folder, {name: [(1, 2, 2, 10, 10), (1, 20, 5, 30, 20)] for name in names})
+    for name in names:
+        (folder / name).rename(folder / (Path(name).stem + Path(name).suffix.upper()))
+
+
+def test_coco_images_whose_case_differs_on_disk_load_with_all_their_boxes(tmp_path):
+    from convscope.data.detection.coco import lint_coco, load_coco
+
+    root = tmp_path / "bccd"
+    _coco_upper_case_on_disk(root / "train", ["BloodImage_00001.jpg", "BloodImage_00002.jpg"])
+    assert sorted(p.name for p in (root / "train").glob("*.JPG")) == ["BloodImage_00001.JPG", "BloodImage_00002.JPG"]
+    json_path = root / "train" / "_annotations.coco.json"
+    split, classes = load_coco(json_path, root / "train", 64, hint="give --data-dir")
+    assert classes == ("RBC",) and split.problems == ()
+    assert split.names == ("BloodImage_00001.jpg", "BloodImage_00002.jpg")
+    assert [len(boxes) for boxes in split.targets] == [2, 2] and split.images.shape == (2, 64, 64, 3)
+    assert lint_coco(json_path, root / "train") == []
+    data = read_raw(root)  # the split folders' reader, in the images' own pixels
+    assert _boxes(data) == {"train": {"BloodImage_00001.JPG": 2, "BloodImage_00002.JPG": 2}}
+    assert data.problems == ()
+
+
+def test_coco_names_differing_only_in_case_prefer_the_exact_file_else_are_a_problem(tmp_path):
+    from convscope.data.detection.coco import lint_coco, read_coco_raw
+
+    folder = tmp_path / "train"
+    _coco_split(folder, {"a.jpg": [(1, 2, 2, 10, 10)], "b.jpg": [(1, 2, 2, 10, 10)]})
+    _jpeg(folder / "A.JPG", 7)  # a.jpg exists exactly: it is the one read
+    (folder / "b.jpg").rename(folder / "B.jpg")
+    _jpeg(folder / "b.JPG", 8)  # b.jpg is not there: B.jpg and b.JPG both differ only in case
+    _, images, problems = read_coco_raw(folder / "_annotations.coco.json", folder)
+    assert [image.path.name for image in images] == ["a.jpg"]
+    assert [(Path(p.path).name, p.kind) for p in problems] == [("b.jpg", "missing")]
+    assert (
+        problems[0].message
+        == "image 1: 2 files differing from it only in case (B.jpg, b.JPG), skipped with its 1 annotation(s)"
+    )
+    assert [p.kind for p in lint_coco(folder / "_annotations.coco.json", folder)] == ["missing"]
+
+
+def test_training_and_testing_folders_are_the_train_and_test_splits(tmp_path):
+    voc, coco, csv_root = tmp_path / "voc", tmp_path / "coco", tmp_path / "csv"
+    for split, stems in {"Training": ["a", "b"], "testing": ["c"]}.items():
+        for i, stem in enumerate(stems):
+            _jpeg(voc / split / f"{stem}.jpg", ord(stem))
+            _xml(voc / split / f"{stem}.xml", f"{stem}.jpg", [("RBC", 2, 2, 10 + i, 12)])
+            _jpeg(csv_root / split / f"{stem}.jpg", ord(stem))
+        _coco_split(coco / split.lower(), {f"{stem}.jpg": [(1, 2, 2, 10, 10)] for stem in stems})
+        _csv(csv_root / split / "_annotations.csv", [f"{stem}.jpg" for stem in stems])
+    expected = {"train": {"a.jpg": 1, "b.jpg": 1}, "test": {"c.jpg": 1}}
+    for root, fmt in ((voc, "voc-folders"), (coco, "coco-folders"), (csv_root, "csv")):
+        assert format_of(root).name == fmt
+        data = read_raw(root)
+        assert {split: images for split, images in _boxes(data).items() if images} == expected, fmt
+    from convscope.data.detection.tfcsv_files import split_word
+
+    assert (split_word("training_labels"), split_word("Testing")) == ("train", "test")

@@ -6,7 +6,9 @@ adds the dataset's name so; logged). Crowd annotations (`iscrowd` 1) are not tra
 `split.crowds`, the ignore regions of scoring (as pycocotools treats them). `lint_coco` only lists the problems;
 `read_coco_raw` gives every image's boxes in its own pixels (for `convscope detect convert`). A COCO source may also be
 a folder of split JSONs, each with its images, or split folders each with its JSON: coco_folders.py finds and reads
-those. Decoding, reading text files and the lint's conventions are the
+those. An image's `file_name` is a path in the images folder; when no file has it exactly, the one file of that
+folder whose name differs only in case is read (a.jpg in the JSON, a.JPG on disk; two such and none exact: a problem,
+kind "missing"). Decoding, reading text files and the lint's conventions are the
 reading kit's (convscope.data.detection.reading).
 """
 
@@ -30,6 +32,7 @@ from convscope.data.detection.boxes import (
     lint_summary,
 )
 from convscope.data.detection.reading import (
+    CaseFinder,
     ImageResult,
     check_image_size,
     compact,
@@ -221,7 +224,7 @@ def _check_coco_box(box: _CocoBox, width: int, height: int, scale: float) -> tup
 def _read_coco_image(
     entry: _CocoImage,
     boxes: list[_CocoBox],
-    images_dir: Path,
+    finder: CaseFinder,
     json_shown: str,
     image_size: int | None,
     out: np.ndarray | None,
@@ -229,12 +232,14 @@ def _read_coco_image(
 ) -> ImageResult:
     """Decode one image and check its annotations (crowds apart); with image_size, the letterboxed pixels go to
     out[index] (when out is given) and the boxes follow them, else the boxes stay in the image's own pixels."""
-    image_path = images_dir / entry.file_name
-    shown = str(image_path)
+    image_path, same = finder.find(entry.file_name)
+    shown = str(image_path or finder.root / entry.file_name)
     if (problem := too_many_boxes(shown, len(boxes), "annotations")) is not None:
         return ImageResult(None, [problem])
-    if not image_path.is_file():
-        why = f"image {_named(entry.id)}: no such file, skipped with its {len(boxes)} annotation(s)"
+    if image_path is None:
+        names = ", ".join(path.name for path in same)
+        found = f"{len(same)} files differing from it only in case ({names})" if same else "no such file"
+        why = f"image {_named(entry.id)}: {found}, skipped with its {len(boxes)} annotation(s)"
         return ImageResult(None, [LabelProblem(shown, None, why, "missing")])
     try:
         array = decode_image(image_path)
@@ -320,7 +325,8 @@ def _read_coco(annotations: Path, images_dir: Path, image_size: int | None, keep
     classes, category_index = _coco_categories(doc, annotations, keep_parent)
     entries = _coco_images(doc, annotations, problems)
     per_image = _coco_boxes(doc, annotations, {e.id for e in entries}, category_index, problems)
-    if hint and entries and not any((images_dir / entry.file_name).is_file() for entry in entries):
+    finder = CaseFinder(images_dir)
+    if hint and entries and not any(finder.find(entry.file_name)[0] is not None for entry in entries):
         first = echo(entries[0].file_name, 60)
         raise DataError(
             f"{annotations}: none of its {len(entries)} images is in {images_dir}/ (first: {first}); {hint}"
@@ -332,7 +338,7 @@ def _read_coco(annotations: Path, images_dir: Path, image_size: int | None, keep
     def read(index: int) -> ImageResult:
         entry = entries[index]
         boxes = per_image.get(entry.id, [])
-        return _read_coco_image(entry, boxes, images_dir, str(annotations), image_size, out, index)
+        return _read_coco_image(entry, boxes, finder, str(annotations), image_size, out, index)
 
     results = each_image(read, len(entries))
     problems += [problem for result in results for problem in result.problems]
@@ -348,7 +354,8 @@ def read_coco_raw(
     as load_coco with `hint`."""
     annotations, images_dir = Path(annotations), Path(images_dir)
     classes, entries, results, problems, _ = _read_coco(annotations, images_dir, None, False, hint, keep_parent)
-    paths = [images_dir / entry.file_name for entry in entries]
+    finder = CaseFinder(images_dir)  # the files read, as _read_coco found them
+    paths = [finder.find(entry.file_name)[0] or images_dir / entry.file_name for entry in entries]
     return classes, raw_images(paths, [entry.file_name for entry in entries], results), problems
 
 

@@ -6,7 +6,8 @@ Images are decoded by `decode_image` (format allowlist, EXIF orientation, bombs 
 `reader_threads()` threads by `each_image`, which Ctrl-C and SIGTERM stop within a second. An image with more than
 MAX_BOXES boxes is skipped (`too_many_boxes`), and duplicates are found in n log n (`duplicate_problems`). What reading
 one image and its labels gave is an `ImageResult`; a split's results become its letterboxed array (`compact`) or, for
-`convscope detect convert`, its `RawImage`s (`raw_images`). The lint's conventions are those of
+`convscope detect convert`, its `RawImage`s (`raw_images`). `CaseFinder` finds a labelled file whose name differs
+from the one on disk only in case. The lint's conventions are those of
 convscope.data.detection.boxes (LabelProblem, lint_summary).
 """
 
@@ -19,7 +20,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import CancelledError, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TypeVar
 
 import numpy as np
@@ -70,6 +71,43 @@ def child_folder(root: Path, *names: str) -> Path | None:
     except OSError:
         return None
     return next((found[name] for name in wanted if name in found), None)
+
+
+class CaseFinder:
+    """Files under `root` by a relative name (POSIX or Windows separators): the exact path when it is a file, else
+    the one file of that folder whose name equals the last part with case ignored (labels written on one system,
+    files copied from another: a.jpg in the labels, a.JPG on disk). Never a path outside `root`: an absolute name or
+    one with .. finds nothing. Each folder is listed once, on the first miss in it (thread-safe: each_image)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self._folders: dict[Path, dict[str, list[Path]]] = {}  # folder → lower-case name → its files, sorted
+        self._lock = threading.Lock()
+
+    def find(self, name: str) -> tuple[Path | None, tuple[Path, ...]]:
+        """(the file, ()) when found; (None, the files differing only in case) when two or more differ from `name`
+        only in case and none is exact; (None, ()) when there is none."""
+        relative = PurePosixPath(name.replace("\\", "/"))
+        if not relative.parts or relative.is_absolute() or ".." in relative.parts:
+            return None, ()
+        exact = self.root / relative
+        if exact.is_file():
+            return exact, ()
+        same = self._listing(exact.parent).get(exact.name.lower(), [])
+        return (same[0], ()) if len(same) == 1 else (None, tuple(same))
+
+    def _listing(self, folder: Path) -> dict[str, list[Path]]:
+        with self._lock:
+            if folder not in self._folders:
+                names: dict[str, list[Path]] = {}
+                try:
+                    for path in sorted(folder.iterdir()):
+                        if path.is_file():
+                            names.setdefault(path.name.lower(), []).append(path)
+                except OSError:  # no such folder (a name with a folder that is not there), or unreadable
+                    pass
+                self._folders[folder] = names
+            return self._folders[folder]
 
 
 def shown_path(path: Path, base: Path) -> str:
