@@ -1,6 +1,7 @@
-"""Split folders: a dataset whose splits are folders named train/, val/ (or valid/, validation/, eval/) and test/, in
-any case, at the dataset folder itself or one folder below it (`ROOT/train` as Roboflow exports, `ROOT/images/train` as
-the TensorFlow Object Detection API tutorials lay it out). Each split folder holds its labels in one format:
+"""Split folders: a dataset whose splits are folders named train/ (or training/), val/ (or valid/, validation/, eval/)
+and test/ (or testing/), in any case, at the dataset folder itself or one folder below it (`ROOT/train` as Roboflow
+exports, `ROOT/images/train` as the TensorFlow Object Detection API tutorials lay it out). Each split folder holds
+its labels in one format:
 
   voc   .xml files beside the images, or in the split's annotations/ folder beside its images/ (voc_folders.py)
   coco  one COCO JSON beside the images: Roboflow's _annotations.coco.json, or the only .json there (coco_folders.py)
@@ -25,7 +26,16 @@ from convscope.data.folder import image_files
 from convscope.errors import DataError
 
 log = logging.getLogger("convscope.data.detection")
-SPLIT_FOLDERS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "eval": "val", "test": "test"}
+# Folder name (lower case) → split; also the split words of the CSV reader (tfcsv_files: names and split column).
+SPLIT_FOLDERS = {
+    "train": "train",
+    "training": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "eval": "val",
+}
+SPLIT_FOLDERS |= {"test": "test", "testing": "test"}
 ROBOFLOW_JSON = "_annotations.coco.json"  # the JSON of each split folder of Roboflow's COCO export
 _SMALL_JSON = 2**20  # bytes: a JSON of no images is a few hundred; a bigger one is read by the reader, not here
 KIND_WORDS = {"voc": "Pascal VOC .xml files", "coco": "a COCO .json file", "both": "both .xml and .json files"}

@@ -20,13 +20,14 @@ from convscope import userfiles
 from convscope.data.detection.boxes import SPLIT_NAMES, LabelProblem, RawDataset, cut
 from convscope.data.detection.class_lists import class_folders
 from convscope.data.detection.reading import child_folder
+from convscope.data.detection.split_folders import SPLIT_FOLDERS
 from convscope.data.folder import image_files
 from convscope.errors import DataError
 
 MAX_CSV_BYTES = 64 * 2**20  # ~1 million rows; the CSVs of the TF tutorials and Roboflow's exports are kilobytes
 COLUMNS = ("filename", "width", "height", "class", "xmin", "ymin", "xmax", "ymax")  # what the writer writes
 REQUIRED = ("filename", "class", "xmin", "ymin", "xmax", "ymax")
-SPLIT_WORDS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "eval": "val", "test": "test"}
+SPLIT_WORDS = SPLIT_FOLDERS  # one list of split names: folders, CSV names (train_labels), the split column
 WRITTEN_SPLITS = {"train": "train", "val": "valid", "test": "test"}  # Roboflow's folder names
 ANNOTATIONS = "_annotations.csv"  # Roboflow's name for each split folder's CSV
 
