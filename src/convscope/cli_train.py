@@ -303,10 +303,13 @@ def _print_result(run, console: Console) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace, console: Console) -> None:
-    """The evaluation training saved (evaluation.json), or, for other data or other weights, a new one."""
-    from convscope.api.verbs import evaluate
+    """The evaluation training saved (evaluation.json), or, for other data or other weights, a new one; the picture of
+    its confusion matrix: RUN/confusion.png for the run's own data, RUN/confusion-NAME.png for another dataset's."""
+    from convscope.api.verbs import classifier_run, evaluate
+    from convscope.classify.evaluate import confusion_path
 
-    result = evaluate(args.run_dir, args.data, args.data_dir, device=args.device or "auto")
+    run = classifier_run(args.run_dir, "evaluate")
+    result = evaluate(run, args.data, args.data_dir, device=args.device or "auto")
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
         return
@@ -326,7 +329,13 @@ def cmd_evaluate(args: argparse.Namespace, console: Console) -> None:
         confusion.add_row(f"{i} {name}", *[str(n) for n in counts])
     console.print(confusion)
     console.print("most confused: " + "; ".join(f"{t} → {p} ({n})" for t, p, n in result.most_confused()))
-    console.print(f"picture: {Path(args.run_dir) / 'confusion.png'}")
+    picture = confusion_path(run, args.data, args.data_dir)
+    own = (
+        ""
+        if run.trained_on(args.data, args.data_dir)
+        else f" (on {args.data or args.data_dir}; the run's own test results are kept)"
+    )
+    console.print(f"picture: {picture}{own}", markup=False, highlight=False)
 
 
 def _classifier(path: str, command: str):

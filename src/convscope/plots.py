@@ -7,6 +7,7 @@ figure list alone (a notebook's inline backend keeps working).
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -103,3 +104,15 @@ def confusion_figure(evaluation, title: str) -> Figure:
 def plot_confusion(evaluation, path: Path, title: str) -> Path:
     """confusion_figure saved as a PNG at `path` (cropped to what is drawn); returns the path."""
     return confusion_figure(evaluation, title).save(path, bbox_inches="tight", pad_inches=0.15)
+
+
+def picture_path(folder: Path, picture: str, data: str | None = None) -> Path:
+    """Where an evaluation's picture goes in a run folder: folder/picture for the run's own data (`data` None), else
+    folder/STEM-NAME.png (NAME: the other dataset's folder or file name, characters other than letters, digits, '.',
+    '_' and '-' made '_'), so that another dataset's picture never replaces the run's own."""
+    if data is None:
+        return folder / picture
+    from convscope.data.detection.summary import dataset_name
+
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", dataset_name(str(data))) or "data"
+    return folder / f"{Path(picture).stem}-{name}.png"

@@ -87,7 +87,8 @@ class Run(folder.Run):
         """The test evaluation: the one training saved (evaluation.json, detection.json) while the best weights are
         the ones it was made with, else computed once on the run's test split and saved. With `data`: that dataset's
         test split (a name or folder, as `train` takes), or NumPy images with their `labels` (`run.evaluate(x_test,
-        y_test)` or `run.evaluate((x_test, y_test))`, as `train` takes arrays; not saved). A classifier's Evaluation
+        y_test)` or `run.evaluate((x_test, y_test))`, as `train` takes arrays; not saved, their picture apart:
+        confusion-NAME.png, confusion-arrays.png, pr_curves-NAME.png). A classifier's Evaluation
         (accuracy, per-class table, confusion matrix) or a detector's DetectionMetrics (COCO mAP). Raises DataError
         for data or arrays that cannot be used."""
         if labels is not None or isinstance(data, tuple | list | np.ndarray):

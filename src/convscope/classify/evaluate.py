@@ -3,7 +3,8 @@
 Training saves the test split's evaluation in the run folder (evaluation.json, stamped with the best weights'
 sha256); `evaluation_of` reads it back while those weights are the same, so `convscope evaluate`, the report, the
 studio and `Run.evaluate` never score the same images twice. Only another dataset, or a run whose saved
-evaluation is missing or stale, is scored again.
+evaluation is missing or stale, is scored again. Another dataset's evaluation is never saved, and its confusion
+matrix has its own picture (`confusion_path`: confusion-NAME.png), so the run's own test results are never overwritten.
 """
 
 from __future__ import annotations
@@ -134,7 +135,8 @@ def evaluate(
     run: Run | str | Path, data: str | None = None, data_dir: str | None = None, device: str = "auto"
 ) -> Evaluation:
     """Evaluate a classifier run's best weights on the test split of its data (or of `data`), writing confusion.png
-    (and evaluation.json for its own data). The network runs on `device` (convscope.device.resolve_device:
+    and evaluation.json for its own data; for other data only its own picture, confusion-NAME.png (`confusion_path`):
+    the run's own results are left as they are. The network runs on `device` (convscope.device.resolve_device:
     ConfigError when this machine lacks it)."""
     import torch
 
@@ -148,7 +150,8 @@ def evaluate(
     loaded = load(run, device)
     model = with_test_flips(loaded.fused, run.config)  # batchnorms folded: same logits, less work
     logits = predict_logits(model, to_tensor(test_images), loaded.mean, loaded.std, device)
-    return evaluation_from_logits(run, logits, labels, test_images, None if run.trained_on(data, data_dir) else data)
+    other = None if run.trained_on(data, data_dir) else data or run.config.data  # None: the run's own test split
+    return evaluation_from_logits(run, logits, labels, test_images, other)
 
 
 def load_test_split(run: Run, data: str | None = None, data_dir: str | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -176,8 +179,9 @@ def with_test_images(run: Run, evaluation: Evaluation) -> Evaluation:
 def evaluation_from_logits(
     run: Run, logits, labels: np.ndarray, images: np.ndarray, data: str | None = None
 ) -> Evaluation:
-    """The Evaluation of test logits (N×classes tensor) against their labels; writes the run's confusion.png, and
-    evaluation.json when these are the run's own test images (`data` None)."""
+    """The Evaluation of test logits (N×classes tensor) against their labels. The run's own test images (`data`
+    None) write the run's confusion.png and evaluation.json; other images (`data`: their dataset, or "arrays") only
+    RUN/confusion-NAME.png (`confusion_path`)."""
     import torch
     import torch.nn.functional as F
 
@@ -188,17 +192,28 @@ def evaluation_from_logits(
     loss = float(F.cross_entropy(logits, target))
     probabilities = torch.softmax(logits, 1).numpy()
     result = Evaluation(run.data.classes, confusion, loss, labels, probabilities, images)
-    _plot(run, result)
+    _plot(run, result, data)
     if data is None:  # the run's own test split: kept, so viewers read it back instead of computing it again
         mistakes = [vars(m) for m in result.mistakes(WRONG_KEPT)]
         write_evaluation(run, EVALUATION, {"images": len(labels), **result.to_dict(), "mistakes": mistakes})
     return result
 
 
-def _plot(run: Run, result: Evaluation) -> None:
-    from convscope.plots import plot_confusion
+def confusion_path(run: Run, data: str | None = None, data_dir: str | None = None) -> Path:
+    """Where the confusion matrix of an evaluation goes: RUN/confusion.png for the run's own data, else
+    RUN/confusion-NAME.png (NAME: the other dataset's name, folder or file name; convscope.plots.picture_path)."""
+    from convscope.plots import picture_path
 
-    plot_confusion(result, run.path / CONFUSION, title=f"{run.path.name}: test accuracy {result.accuracy:.2%}")
+    return picture_path(run.path, CONFUSION, None if run.trained_on(data, data_dir) else data or run.config.data)
+
+
+def _plot(run: Run, result: Evaluation, data: str | None = None) -> None:
+    """The confusion matrix as a picture: the run's own (`data` None) or another dataset's (`confusion_path`)."""
+    from convscope.plots import picture_path, plot_confusion
+
+    on = "test" if data is None else f"on {data}:"
+    title = f"{run.path.name}: {on} accuracy {result.accuracy:.2%}"
+    plot_confusion(result, picture_path(run.path, CONFUSION, data), title=title)
 
 
 def saved_evaluation(run: Run) -> Evaluation | None:

@@ -9,7 +9,6 @@ own picture (`pr_curves_path`: pr_curves-NAME.png), so the run's own test result
 
 from __future__ import annotations
 
-import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,7 +19,6 @@ from convscope.data.detection.augment import augments
 from convscope.data.detection.boxes import DetectionSplit
 from convscope.data.detection.coco import coco_json_images, load_coco
 from convscope.data.detection.load import load_detection
-from convscope.data.detection.summary import dataset_name
 from convscope.detect.cache import Features
 from convscope.detect.decoding import decode, detector_maps
 from convscope.detect.loss import detection_loss
@@ -29,6 +27,7 @@ from convscope.device import resolve_device
 from convscope.errors import CheckpointError, SpecError
 from convscope.layers import split_outputs
 from convscope.loaded import load
+from convscope.plots import picture_path
 from convscope.preprocess import batch_for, normalise, to_tensor
 from convscope.run import DETECTION_EVALUATION, PR_CURVES, Run, load_run, read_evaluation, write_evaluation
 from convscope.spec_layers import Detect
@@ -100,10 +99,7 @@ def pr_curves_path(run: Run, data: str | None = None, data_dir: str | None = Non
     """Where the precision–recall curves of an evaluation go: RUN/pr_curves.png for the run's own data, else
     RUN/pr_curves-NAME.png (NAME: the other dataset's folder or file name, characters other than letters, digits,
     '.', '_' and '-' made '_'), so that another dataset's curves never replace the run's own."""
-    if run.trained_on(data, data_dir):
-        return run.path / PR_CURVES
-    name = re.sub(r"[^A-Za-z0-9._-]", "_", dataset_name(str(data))) or "data"
-    return run.path / f"{Path(PR_CURVES).stem}-{name}.png"
+    return picture_path(run.path, PR_CURVES, None if run.trained_on(data, data_dir) else data)
 
 
 def _own_title(run: Run, metrics: DetectionMetrics) -> str:
