@@ -204,3 +204,12 @@ def written_by_convscope(path: str | os.PathLike) -> bool:
     except (OSError, ValueError):
         return False
     return any(head.startswith(start) and (mark.search(head) or mark.search(tail)) for start, mark in _MARKS)
+
+
+def dataset_name(source: str) -> str:
+    """A dataset's name from the path it was read from: a data.yaml's folder, a COCO JSON's (or a CSV's) stem, a
+    folder's name."""
+    path = Path(source)
+    if path.suffix.lower() in (".yaml", ".yml"):
+        return path.resolve().parent.name
+    return path.stem if path.suffix.lower() in (".json", ".csv") else path.resolve().name

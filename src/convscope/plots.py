@@ -14,6 +14,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import PercentFormatter
 
+from convscope.files import dataset_name
 from convscope.show import Picture
 
 
@@ -112,7 +113,5 @@ def picture_path(folder: Path, picture: str, data: str | None = None) -> Path:
     '_' and '-' made '_'), so that another dataset's picture never replaces the run's own."""
     if data is None:
         return folder / picture
-    from convscope.data.detection.summary import dataset_name
-
     name = re.sub(r"[^A-Za-z0-9._-]", "_", dataset_name(str(data))) or "data"
     return folder / f"{Path(picture).stem}-{name}.png"

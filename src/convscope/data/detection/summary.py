@@ -35,6 +35,7 @@ from convscope.data.detection.boxes import (
 )
 from convscope.data.detection.formats import format_of
 from convscope.data.detection.leaks import Entry, digests, file_digest, shared
+from convscope.files import dataset_name
 
 MIN_TRAIN_BOXES = 20  # fewer training boxes of a class than this: a warning (a detector needs more to learn it)
 SHOWN_PROBLEMS = 20  # a notebook's display of a summary lists this many problems, then how many more
@@ -273,15 +274,6 @@ def _with_repeats(splits: Sequence[SplitSummary], repeated: dict[str, int]) -> t
 
 
 # ── from a raw read (lint) and from a loaded dataset (training) ───────────────────────────────────────────────────
-def dataset_name(source: str) -> str:
-    """A dataset's name from the path it was read from: a data.yaml's folder, a COCO JSON's (or a CSV's) stem, a
-    folder's name."""
-    path = Path(source)
-    if path.suffix.lower() in (".yaml", ".yml"):
-        return path.resolve().parent.name
-    return path.stem if path.suffix.lower() in (".json", ".csv") else path.resolve().name
-
-
 def summarise_raw(raw: RawDataset) -> tuple[DataSummary, list[LabelProblem]]:
     """The counts of a raw read, and the problems of the whole dataset: no training image with a box (kind
     "no-box": training would be refused) and images in two splits (kind "leak", by SHA-256 of each file's bytes,
