@@ -129,6 +129,7 @@ FLOORS: list[tuple[str, ...]] = [
         "convscope.cli",
         "convscope.cli_args",
         "convscope.cli_detect",
+        "convscope.cli_doctor",
         "convscope.cli_export",
         "convscope.cli_inspect",
         "convscope.cli_serve",
@@ -138,6 +139,7 @@ FLOORS: list[tuple[str, ...]] = [
         "convscope.api",
     ),
     ("convscope.export",),  # a run as an ONNX / TorchScript file
+    ("convscope.diagnosis",),  # the dataset doctor: a data set's files, twins, properties, balance and labels
     ("convscope.tasks",),  # which task a network is (the one place), and training started or resumed with it
     ("convscope.classify", "convscope.detect"),  # each task's whole life: task, evaluate, predict, report
     ("convscope.training", "convscope.inspect", "convscope.explain_plot"),  # the trainer; looking inside a network

@@ -234,12 +234,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_presets)
 
     _add_explain(sub)
-    from convscope import cli_detect, cli_export, cli_inspect, cli_serve, cli_train
+    from convscope import cli_detect, cli_doctor, cli_export, cli_inspect, cli_serve, cli_train
 
     console = _console()
     cli_train.add_parsers(sub, console)
     cli_inspect.add_parsers(sub, console)
     cli_detect.add_parsers(sub, console)
+    cli_doctor.add_parsers(sub, console)
     cli_export.add_parsers(sub, console)
     cli_serve.add_parsers(sub)
     return parser

@@ -68,7 +68,8 @@ def image_files(folder: str | Path, recursive: bool = False) -> list[Path]:
     return sorted(found)
 
 
-def _class_folders(folder: Path) -> dict[str, Path]:
+def class_folders(folder: Path) -> dict[str, Path]:
+    """The subfolders of `folder` by name, sorted (hidden ones left out): its classes, or its splits."""
     return {p.name: p for p in sorted(folder.iterdir()) if p.is_dir() and not _hidden(p)}
 
 
@@ -122,7 +123,7 @@ def _decode_all(
 
 def _files_of(folder: Path, classes: tuple[str, ...]) -> list[tuple[Path, int]]:
     """(path, label) for every image under folder/<class>/, class by class; a class folder train lacks is an error."""
-    found = _class_folders(folder)
+    found = class_folders(folder)
     unknown = sorted(set(found) - set(classes))
     if unknown:
         raise DataError(
@@ -219,7 +220,7 @@ def load_folder(
     """
     root = Path(root)
     _check_arguments(root, image_size, channels, val_fraction, test_fraction)
-    folders = _layout(root)
+    folders = split_folders(root)
     classes = _classes(folders["train"])
     # List every split before decoding any: a misnamed class folder in test/ fails at once, not after minutes.
     files = {name: _files_of(folder, classes) for name, folder in folders.items() if folder is not None}
@@ -257,10 +258,10 @@ def _check_arguments(
         )
 
 
-def _layout(root: Path) -> dict[str, Path | None]:
+def split_folders(root: Path) -> dict[str, Path | None]:
     """The folder of each split, {"train": …, "val": … or None, "test": … or None}: root/train/ and its neighbours, or
     root itself (flat layout: val and test None). A lone val/ (valid/, validation/) is the test split."""
-    top = _class_folders(root)
+    top = class_folders(root)
     if "train" not in top and {"test", *VAL_NAMES} & set(top):
         raise DataError(f"{root}: found {', '.join(sorted({'test', *VAL_NAMES} & set(top)))}/ but no train/ folder")
     train_dir = top.get("train", root)
@@ -282,7 +283,7 @@ def _layout(root: Path) -> dict[str, Path | None]:
 
 def _classes(train_dir: Path) -> tuple[str, ...]:
     """The class names: the subfolders of the training folder, sorted; at least 2, or a DataError."""
-    classes = tuple(_class_folders(train_dir))
+    classes = tuple(class_folders(train_dir))
     if len(classes) < 2:
         raise DataError(
             f"{train_dir}: expected one subfolder per class, at least 2. Received: {len(classes)} "

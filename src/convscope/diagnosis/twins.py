@@ -1,0 +1,142 @@
+"""Exact and near duplicates, within a split and across splits (a leak: a test image whose twin is in train puts the
+answer in the training data and inflates the test score).
+
+Exact: the same SHA-256 of the file's bytes (of the pixels for built-in arrays). Near: a perceptual hash (pHash,
+imagehash: the signs of the 8×8 lowest frequencies of the 2-D DCT of a 32×32 gray copy, Zauner 2010) within
+NEAR_BITS of the other's, confirmed by the correlation of the two 16×16 gray thumbnails (≥ NEAR_CORRELATION): a
+resized, re-encoded or slightly cropped copy passes both; two different photos rarely pass both. Near-blank images
+(every hash of a flat image looks alike) are left to the properties check.
+
+All pairs are compared: the Hamming distances of every pair come from one matrix product of the hashes' bits as
+±1 (64 − a·b = 2 × distance), a block of rows at a time (60,000 images: 1.8 billion pairs, a few seconds).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+
+from convscope.diagnosis.listing import Item, Listing
+from convscope.diagnosis.model import Example, Finding
+from convscope.diagnosis.scan import Scan
+
+NEAR_BITS = 10  # pHash bits (of 64) two near duplicates may differ in
+NEAR_CORRELATION = 0.92  # and the least correlation of their 16×16 gray thumbnails (chosen on CIFAR-10: see the note)
+FLAT_STD = 3.0  # gray levels: below this an image is near-blank, its hash meaningless
+SPLIT_ORDER = ("train", "val", "test", "all")  # a later split's image is the one that leaks
+_BLOCK = 1024  # rows of the distance matrix computed at once (1024 × 60,000 float32: 245 MB)
+
+
+def find_twins(listing: Listing, scan: Scan) -> list[Finding]:
+    """The findings "leak", "near-leak", "duplicate", "near-duplicate" (those with at least one image)."""
+    exact = _exact_pairs(scan)
+    near = [(i, j, d) for i, j, d in near_pairs(scan) if scan.sha256[i] != scan.sha256[j]]
+    return [f for f in (*_findings(listing, exact, "exact"), *_findings(listing, near, "near")) if f.count]
+
+
+def _exact_pairs(scan: Scan) -> list[tuple[int, int, int]]:
+    """(first, other, 0) for every image whose bytes an earlier one has: one pair per copy, with the group's first."""
+    first: dict[bytes, int] = {}
+    pairs = []
+    for i, (digest, reason) in enumerate(zip(scan.sha256, scan.reasons, strict=True)):
+        if reason is None:
+            earlier = first.setdefault(digest, i)
+            if earlier != i:
+                pairs.append((earlier, i, 0))
+    return pairs
+
+
+def near_pairs(scan: Scan) -> list[tuple[int, int, int]]:
+    """(i, j, Hamming distance) for i < j, every near pair (see the module docstring)."""
+    usable = np.flatnonzero(scan.readable & (scan.std >= FLAT_STD))
+    if len(usable) < 2:
+        return []
+    bits = np.unpackbits(scan.phash[usable].astype(">u8").view(np.uint8).reshape(-1, 8), axis=1)
+    signs = bits.astype(np.float32) * 2 - 1  # N×64 of ±1
+    thumbs = scan.thumbs[usable].reshape(len(usable), -1).astype(np.float32)
+    thumbs -= thumbs.mean(axis=1, keepdims=True)
+    thumbs /= np.maximum(np.linalg.norm(thumbs, axis=1, keepdims=True), 1e-6)
+    pairs = []
+    for start in range(0, len(usable), _BLOCK):
+        rows = signs[start : start + _BLOCK]
+        distance = (64 - rows @ signs[start:].T) / 2  # block × (N − start): columns from this block's first row on
+        r, c = np.nonzero(distance <= NEAR_BITS + 0.5)
+        keep = c > r  # each pair once, not an image with itself
+        r, c = r[keep], c[keep] + start
+        a, b = r + start, c
+        correlation = np.einsum("ij,ij->i", thumbs[a], thumbs[b])
+        ok = correlation >= NEAR_CORRELATION
+        pairs += zip(
+            usable[a[ok]].tolist(),
+            usable[b[ok]].tolist(),
+            distance[r[ok], c[ok] - start].astype(int).tolist(),
+            strict=True,
+        )
+    return pairs
+
+
+def _later(listing: Listing, i: int, j: int) -> tuple[Item, Item]:
+    """The pair ordered (earlier split's, later split's): the later one is the image that leaks."""
+    a, b = listing.items[i], listing.items[j]
+    return (a, b) if SPLIT_ORDER.index(a.split) <= SPLIT_ORDER.index(b.split) else (b, a)
+
+
+def _findings(listing: Listing, pairs: list[tuple[int, int, int]], how: str) -> tuple[Finding, Finding]:
+    """(the leak finding, the within-split finding) of exact or near pairs."""
+    leaked: dict[str, dict[int, Example]] = defaultdict(dict)  # later split → its leaking images (once each)
+    within: list[Example] = []
+    for i, j, distance in pairs:
+        first, second = _later(listing, i, j)
+        why = "same bytes" if how == "exact" else f"pHash {distance} bit{'s' if distance != 1 else ''} apart"
+        example = _example(listing, second, first, why, distance)
+        if first.split == second.split:
+            within.append(example)
+        else:
+            leaked[second.split].setdefault(i if second is listing.items[i] else j, example)
+    leaks = [example for split in SPLIT_ORDER for example in leaked.get(split, {}).values()]
+    breakdown = ", ".join(
+        f"{len(found)} {split} image{'s' if len(found) != 1 else ''}" for split, found in leaked.items()
+    )
+    twin = "the same bytes as" if how == "exact" else "a near copy in"
+    leak = Finding(
+        check="twins",
+        kind="leak" if how == "exact" else "near-leak",
+        title=f"{len(leaks)} image(s) have {twin} an image of an earlier split ({breakdown}): a leak that inflates "
+        "the score",
+        count=len(leaks),
+        serious=True,
+        examples=tuple(leaks),
+        advice="remove the copies from val/test (or from train), so that no scored image was trained on",
+    )
+    flat = any(example.split == "all" for example in within)
+    repeats = Finding(
+        check="twins",
+        kind="duplicate" if how == "exact" else "near-duplicate",
+        title=f"{len(within)} {'exact' if how == 'exact' else 'near'} duplicate pair(s) within a split"
+        + (": training's seeded split may put the two copies in train and test" if flat else ""),
+        count=len(within),
+        serious=flat,
+        examples=tuple(sorted(within, key=lambda e: e.score or 0)),
+        advice="keep one copy of each: repeats weigh an image twice and, split later, leak",
+    )
+    return leak, repeats
+
+
+def _example(listing: Listing, item: Item, twin: Item, why: str, distance: int) -> Example:
+    label = None if item.label is None else listing.classes[item.label]
+    twin_label = None if twin.label is None else listing.classes[twin.label]
+    if label is not None and twin_label is not None and label != twin_label:
+        why += f"; labelled {label} and {twin_label}"
+    return Example(
+        name=item.name,
+        split=item.split,
+        label=label,
+        why=why,
+        other=twin.name,
+        other_split=twin.split,
+        other_label=twin_label,
+        score=float(distance),
+        index=item.index,
+        other_index=twin.index,
+    )
