@@ -112,6 +112,9 @@ class Diagnosis:
     out: str | None = None  # the folder its report was written to, when it was
     # the images examined (to show an example's pixels); not saved, absent from a diagnosis read back from JSON
     listing: Listing | None = field(default=None, repr=False, compare=False)
+    # pictures drawn for examples, by example name (the class-activation maps of suspicious labels): uint8 H×W×3;
+    # not saved to JSON
+    pictures: dict[str, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def problems(self) -> tuple[Finding, ...]:
@@ -167,7 +170,7 @@ class Diagnosis:
 
     def as_dict(self) -> dict:
         """JSON-ready: every field (the listing aside), findings with all their examples."""
-        doc = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "listing"}
+        doc = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("listing", "pictures")}
         return asdict(_Saved(doc)).get("doc", {}) | {"exit_code": self.exit_code}
 
     def image(self, name: str, split: str, index: int | None = None) -> np.ndarray | None:
