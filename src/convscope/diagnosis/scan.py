@@ -66,18 +66,22 @@ class Scan:
         return len(self.reasons)
 
 
-def scan_files(paths: Sequence[Path], progress: Progress | None = None, workers: int | None = None) -> Scan:
-    """Scan image files (see the module docstring); progress(done, total) as chunks finish."""
+def scan_files(
+    paths: Sequence[Path], progress: Progress | None = None, workers: int | None = None, chunk: int = _CHUNK
+) -> Scan:
+    """Scan image files (see the module docstring); progress(done, total) as chunks finish. workers: processes
+    (default: one per core from _PARALLEL_FROM images on, else this process alone); chunk: images per task."""
     paths = [str(path) for path in paths]
-    workers = workers or len(os.sched_getaffinity(0))
-    if len(paths) < _PARALLEL_FROM or workers < 2:
+    if workers is None:
+        workers = len(os.sched_getaffinity(0)) if len(paths) >= _PARALLEL_FROM else 1
+    if workers < 2 or len(paths) <= chunk:
         rows = []
         for i, path in enumerate(paths):
             rows.append(_scan_file(path))
-            if progress and ((i + 1) % _CHUNK == 0 or i + 1 == len(paths)):
+            if progress and ((i + 1) % chunk == 0 or i + 1 == len(paths)):
                 progress(i + 1, len(paths))
         return _columns(rows)
-    chunks = [paths[i : i + _CHUNK] for i in range(0, len(paths), _CHUNK)]
+    chunks = [paths[i : i + chunk] for i in range(0, len(paths), chunk)]
     rows, done = [], 0
     with ProcessPoolExecutor(workers, mp_context=_context()) as pool:
         for chunk_rows in pool.map(_scan_chunk, chunks):

@@ -1,0 +1,224 @@
+"""The dataset doctor on folders with one planted problem each: every problem found with the right count, and a clean
+folder reported clean (convscope.diagnosis.doctor.diagnose)."""
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from convscope.diagnosis.doctor import diagnose
+from convscope.diagnosis.model import Diagnosis
+from convscope.errors import DataError
+
+CLASSES = ("apple", "bear", "cloud")
+
+
+def smooth(rng: np.random.Generator, size: int = 48) -> Image.Image:
+    """A smooth RGB picture (random 6×6 colours, upsampled): distinct from every other, as photos are."""
+    small = rng.integers(20, 236, (6, 6, 3), dtype=np.uint8)
+    return Image.fromarray(small).resize((size, size), Image.Resampling.BICUBIC)
+
+
+def clean_folder(root: Path, train: int = 12, test: int = 4, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    for split, count in (("train", train), ("test", test)):
+        for name in CLASSES:
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(count):
+                smooth(rng).save(folder / f"{i:03}.jpg", quality=92)
+    return root
+
+
+def test_a_clean_folder_reports_nothing(tmp_path):
+    diagnosis = diagnose(clean_folder(tmp_path / "d"))
+    assert diagnosis.findings == ()
+    assert diagnosis.exit_code == 0
+    assert [(s.name, s.files, s.readable) for s in diagnosis.splits] == [("train", 36, 36), ("test", 12, 12)]
+    assert diagnosis.splits[0].per_class == dict.fromkeys(CLASSES, 12)
+    assert diagnosis.properties.modes == {"RGB": 48}
+    assert diagnosis.lines()[-1].startswith("nothing found")
+
+
+def test_a_copy_of_a_training_image_in_test_is_a_leak(tmp_path):
+    root = clean_folder(tmp_path / "d")
+    shutil.copy(root / "train/bear/003.jpg", root / "test/bear/copy.jpg")
+    diagnosis = diagnose(root)
+    leak = diagnosis.finding("leak")
+    assert leak.count == 1 and leak.serious and diagnosis.exit_code == 1
+    (example,) = leak.examples
+    assert (example.name, example.split, example.other, example.other_split) == (
+        "test/bear/copy.jpg",
+        "test",
+        "train/bear/003.jpg",
+        "train",
+    )
+    assert diagnosis.count("near-leak") == 0  # the same pair is not counted twice
+
+
+def test_a_resized_reencoded_copy_in_test_is_a_near_leak(tmp_path):
+    root = clean_folder(tmp_path / "d")
+    with Image.open(root / "train/apple/005.jpg") as img:
+        img.resize((40, 40), Image.Resampling.BILINEAR).save(root / "test/apple/near.jpg", quality=70)
+    diagnosis = diagnose(root)
+    assert diagnosis.count("leak") == 0
+    near = diagnosis.finding("near-leak")
+    assert near.count == 1
+    assert (near.examples[0].name, near.examples[0].other) == ("test/apple/near.jpg", "train/apple/005.jpg")
+
+
+def test_duplicates_within_a_split_are_warnings_unless_training_splits_the_folder(tmp_path):
+    root = clean_folder(tmp_path / "d")
+    shutil.copy(root / "train/cloud/001.jpg", root / "train/cloud/again.jpg")
+    diagnosis = diagnose(root)
+    assert diagnosis.count("duplicate") == 1 and diagnosis.exit_code == 0
+    flat = tmp_path / "flat"
+    shutil.copytree(root / "train", flat)  # one folder per class: training draws val and test from it
+    diagnosis = diagnose(flat)
+    duplicate = diagnosis.finding("duplicate")
+    assert duplicate.count == 1 and duplicate.serious and "seeded split" in duplicate.title
+    assert diagnosis.splits[0].name == "all"
+
+
+def _truncated(root: Path) -> None:
+    data = (root / "train/apple/000.jpg").read_bytes()
+    (root / "train/apple/cut.jpg").write_bytes(data[: len(data) // 2])
+
+
+def _zero(root: Path) -> None:
+    (root / "train/apple/empty.jpg").write_bytes(b"")
+
+
+def _text(root: Path) -> None:
+    (root / "train/apple/notes.png").write_text("not an image\n")
+
+
+def _loop(root: Path) -> None:
+    os.symlink("loop.jpg", root / "train/apple/loop.jpg")
+
+
+def _bomb(root: Path) -> None:
+    # 14,000² = 196 million pixels, over Pillow's 178,956,970 limit: refused from the header, never decoded
+    Image.new("1", (14_000, 14_000)).save(root / "train/apple/bomb.png")
+
+
+@pytest.mark.parametrize(
+    ("plant", "name", "reason"),
+    [
+        (_truncated, "cut.jpg", "damaged or truncated"),
+        (_zero, "empty.jpg", "zero bytes"),
+        (_text, "notes.png", "not an image"),
+        (_loop, "loop.jpg", "symbolic link loop"),
+        (_bomb, "bomb.png", "decompression bomb"),
+    ],
+)
+def test_each_unreadable_file_is_named_with_its_reason(tmp_path, plant, name, reason):
+    root = clean_folder(tmp_path / "d")
+    before = sorted((p.name, p.stat().st_size) for p in (root / "train/apple").iterdir() if not p.is_symlink())
+    plant(root)
+    planted = sorted((p.name, p.lstat().st_size) for p in (root / "train/apple").iterdir())
+    diagnosis = diagnose(root)
+    unreadable = diagnosis.finding("unreadable")
+    assert unreadable.count == 1 and unreadable.serious
+    (example,) = unreadable.examples
+    assert example.name == f"train/apple/{name}" and reason in example.why, example.why
+    assert diagnosis.splits[0].files == 37 and diagnosis.splits[0].readable == 36
+    assert sorted((p.name, p.lstat().st_size) for p in (root / "train/apple").iterdir()) == planted  # untouched
+    assert len(before) == 12
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their permissions")
+def test_a_file_without_read_permission_is_named(tmp_path):
+    root = clean_folder(tmp_path / "d")
+    locked = root / "train/apple/000.jpg"
+    locked.chmod(0)
+    try:
+        example = diagnose(root).finding("unreadable").examples[0]
+    finally:
+        locked.chmod(0o644)
+    assert example.name == "train/apple/000.jpg" and "permission" in example.why
+
+
+def test_a_gray_image_among_rgb_a_tiny_one_and_an_exif_rotated_one(tmp_path):
+    root = clean_folder(tmp_path / "d")
+    rng = np.random.default_rng(7)
+    smooth(rng).convert("L").save(root / "train/bear/gray.jpg")
+    smooth(rng, size=4).save(root / "train/bear/tiny.png")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90° clockwise to view"
+    smooth(rng).resize((64, 48)).save(root / "train/bear/turned.jpg", exif=exif)
+    diagnosis = diagnose(root)
+    assert [e.name for e in diagnosis.finding("mode").examples] == ["train/bear/gray.jpg"]
+    assert "gray (L) among RGB" in diagnosis.finding("mode").examples[0].why
+    assert [e.name for e in diagnosis.finding("tiny").examples] == ["train/bear/tiny.png"]
+    (turned,) = diagnosis.finding("exif").examples
+    assert turned.name == "train/bear/turned.jpg" and "orientation 6" in turned.why
+    assert diagnosis.properties.exif_rotated == 1
+    assert diagnosis.properties.modes == {"RGB": 50, "L": 1}
+    assert diagnosis.exit_code == 0  # odd images are warnings
+
+
+def test_a_near_blank_image(tmp_path):
+    root = clean_folder(tmp_path / "d")
+    Image.new("RGB", (48, 48), (90, 90, 90)).save(root / "train/cloud/flat.png")
+    (example,) = diagnose(root).finding("near-blank").examples
+    assert example.name == "train/cloud/flat.png" and "flat colour" in example.why
+
+
+def test_a_class_of_three_images_and_a_class_missing_from_test(tmp_path):
+    root = clean_folder(tmp_path / "d", train=40)
+    for path in sorted((root / "train/cloud").iterdir())[3:]:
+        path.unlink()
+    shutil.rmtree(root / "test/bear")
+    diagnosis = diagnose(root)
+    imbalance = diagnosis.finding("imbalance")
+    assert imbalance.count == 1 and not imbalance.serious
+    assert imbalance.examples[0].label == "cloud" and imbalance.examples[0].why.startswith("3 training images")
+    missing = diagnosis.finding("missing-class")
+    assert missing.count == 1 and missing.serious
+    assert (missing.examples[0].label, missing.examples[0].split) == ("bear", "test")
+    assert diagnosis.splits[1].per_class == {"apple": 4, "bear": 0, "cloud": 4}
+
+
+def test_the_diagnosis_round_trips_through_json(tmp_path):
+    root = clean_folder(tmp_path / "d")
+    shutil.copy(root / "train/bear/003.jpg", root / "test/bear/copy.jpg")
+    _zero(root)
+    diagnosis = diagnose(root)
+    back = Diagnosis.from_dict(json.loads(json.dumps(diagnosis.as_dict())))
+    assert back.findings == diagnosis.findings and back.splits == diagnosis.splits
+    assert back.properties == diagnosis.properties and back.lines() == diagnosis.lines()
+    assert diagnosis.as_dict()["exit_code"] == 1
+
+
+def test_an_example_shows_its_pixels(tmp_path):
+    root = clean_folder(tmp_path / "d")
+    shutil.copy(root / "train/bear/003.jpg", root / "test/bear/copy.jpg")
+    diagnosis = diagnose(root)
+    example = diagnosis.finding("leak").examples[0]
+    pixels = diagnosis.image(example.name, example.split)
+    assert pixels.shape == (48, 48, 3) and pixels.dtype == np.uint8
+    assert np.array_equal(pixels, diagnosis.image(example.other, example.other_split))
+
+
+def test_many_images_are_scanned_by_worker_processes_with_the_same_result(tmp_path):
+    from convscope.diagnosis import scan
+
+    root = clean_folder(tmp_path / "d", train=10)
+    paths = sorted(root.rglob("*.jpg"))
+    alone = scan.scan_files(paths, workers=1)
+    spread = scan.scan_files(paths, workers=2, chunk=8)
+    assert alone.sha256 == spread.sha256 and np.array_equal(alone.phash, spread.phash)
+    assert np.array_equal(alone.thumbs, spread.thumbs) and alone.reasons == spread.reasons
+
+
+def test_data_that_cannot_be_read_is_one_error(tmp_path):
+    with pytest.raises(DataError, match="no such file or folder"):
+        diagnose(tmp_path / "nothing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no subfolder"):
+        diagnose(tmp_path / "empty")
