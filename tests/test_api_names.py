@@ -10,7 +10,18 @@ import sys
 
 import pytest
 
-NAMES = ("build", "evaluate", "predict", "train", "load_run", "load_model", "TrainConfig", "write_report", "infer")
+NAMES = (
+    "build",
+    "evaluate",
+    "predict",
+    "train",
+    "load_run",
+    "load_model",
+    "TrainConfig",
+    "write_report",
+    "infer",
+    "doctor",
+)
 CHECK = f"""
 import inspect
 import convscope

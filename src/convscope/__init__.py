@@ -62,6 +62,7 @@ _LAZY = {
     "write_report": "convscope.api.verbs",
     "lint_detection": "convscope.api.detection_data",
     "convert_detection": "convscope.api.detection_data",
+    "doctor": "convscope.api.doctor",
 }
 
 
@@ -116,4 +117,5 @@ __all__ = [
     "load_spec",
     "lint_detection",
     "convert_detection",
+    "doctor",
 ]
