@@ -91,3 +91,25 @@ TINY_LITE0_DET = {
         {"detect": {"classes": 10, "channels": 8}},
     ],
 }
+
+
+def smooth_photo(rng: np.random.Generator, size: int = 48) -> Image.Image:
+    """A smooth RGB picture (random 6×6 colours, upsampled): distinct from every other, as photos are."""
+    small = rng.integers(20, 236, (6, 6, 3), dtype=np.uint8)
+    return Image.fromarray(small).resize((size, size), Image.Resampling.BICUBIC)
+
+
+PHOTO_CLASSES = ("apple", "bear", "cloud")
+
+
+def photo_folder(root: Path, train: int = 12, test: int = 4, seed: int = 0) -> Path:
+    """train/ and test/ folders of PHOTO_CLASSES, JPEGs of smooth_photo: no duplicates, no odd image (the doctor's
+    clean data set)."""
+    rng = np.random.default_rng(seed)
+    for split, count in (("train", train), ("test", test)):
+        for name in PHOTO_CLASSES:
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(count):
+                smooth_photo(rng).save(folder / f"{i:03}.jpg", quality=92)
+    return root

@@ -8,30 +8,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import PHOTO_CLASSES as CLASSES
+from helpers import photo_folder as clean_folder
+from helpers import smooth_photo as smooth
 from PIL import Image
 
 from convscope.diagnosis.doctor import diagnose
 from convscope.diagnosis.model import Diagnosis
 from convscope.errors import DataError
-
-CLASSES = ("apple", "bear", "cloud")
-
-
-def smooth(rng: np.random.Generator, size: int = 48) -> Image.Image:
-    """A smooth RGB picture (random 6×6 colours, upsampled): distinct from every other, as photos are."""
-    small = rng.integers(20, 236, (6, 6, 3), dtype=np.uint8)
-    return Image.fromarray(small).resize((size, size), Image.Resampling.BICUBIC)
-
-
-def clean_folder(root: Path, train: int = 12, test: int = 4, seed: int = 0) -> Path:
-    rng = np.random.default_rng(seed)
-    for split, count in (("train", train), ("test", test)):
-        for name in CLASSES:
-            folder = root / split / name
-            folder.mkdir(parents=True)
-            for i in range(count):
-                smooth(rng).save(folder / f"{i:03}.jpg", quality=92)
-    return root
 
 
 def test_a_clean_folder_reports_nothing(tmp_path):
