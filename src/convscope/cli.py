@@ -268,6 +268,8 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("RANK", "0") != "0":
             handler.setLevel(logging.ERROR)
         handler.setFormatter(logging.Formatter("%(message)s"))
+        # A record logged with extra={"noted": True} is a line the progress bar shows too (its on_note): said once.
+        handler.addFilter(lambda record: not getattr(record, "noted", False))
         logging.getLogger().addHandler(handler)
         # -v: convscope's INFO lines reach the handler (the root logger's default level, WARNING, would stop them)
         library, level = logging.getLogger("convscope"), logging.getLogger("convscope").level

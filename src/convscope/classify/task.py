@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from convscope.config import TrainConfig
 from convscope.data.augment_batch import augment_batch
+from convscope.data.checks import quick_check
 from convscope.data.dataset import Dataset, Split, per_class_subset, seeded_split, skipped_results
 from convscope.data.load import load_dataset
 from convscope.data.resize import fit_images
@@ -98,6 +99,8 @@ class ClassifyTask(Task):
         self.augment = self.config.augmentation()
         self.mean, self.std = (t.to(device) for t in run_stats(run))
         self.skipped = data.skipped  # files the loader left out: train.log and results.json
+        # The cheap checks (leaks by exact hash, repeats, balance, unreadable files): one line, said at the start.
+        self.data_check = quick_check(data, self.config.data)
         self.features: tuple[torch.Tensor, torch.Tensor | None] | None = None  # a frozen base's, computed once
         self.tested = None  # the Evaluation of the test split, made by test()
 
@@ -118,6 +121,14 @@ class ClassifyTask(Task):
                 human_bytes(self.train_x.nbytes),
                 self.config.cache_limit or "half the available memory",
             )
+        check = self.data_check
+        # The terminal shows the line through data_lines (the callbacks' on_note: the CLI, the notebook); `noted`
+        # keeps the CLI's log handler from showing a serious one a second time.
+        log.log(logging.WARNING if check.serious else logging.INFO, "%s", check.line(), extra={"noted": True})
+        log.info("data check: %.2f s", check.seconds)
+
+    def data_lines(self) -> list[str]:
+        return [self.data_check.line()]
 
     # -- a frozen base's features, computed once (cache_features) ----------------------------------------------------
     def start_phase(self, model: torch.nn.Module, phase: int, epoch: int) -> None:
