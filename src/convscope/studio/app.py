@@ -13,6 +13,9 @@
     GET  /api/uploads/{token}                                   an uploaded image as convscope decoded it (PNG)
     POST /api/explain                                           one conv or pool, computed by convscope.reference
     GET  /api/jobs · POST /api/jobs · POST /api/jobs/{name}/stop  trainings started here
+    GET  /doctor                             the dataset doctor GET /api/doctor · POST /api/doctor (form data, run)
+    GET  /api/doctor/{id}                    one diagnosis: state, stage, done, total, the findings when finished
+    GET  /doctor/{id}/report.html            its report (written in RUNS/.doctor/ID, studio.doctor)
 
 The pages and the runs' JSON are plain `def` handlers (FastAPI's thread pool); the heavy work (decoding an upload,
 running a network, the explainer) waits its turn on the studio's own workers (studio.work), which drop it when its
@@ -39,6 +42,7 @@ from pydantic import BaseModel, Field, field_validator
 from convscope.data.images import describe
 from convscope.errors import ConvscopeError
 from convscope.studio import guards, pictures
+from convscope.studio.doctor import Diagnoses, doctor_routes
 from convscope.studio.guards import Guard, Refused, check, field, form, query, validation_answer
 from convscope.studio.jobs import Jobs
 from convscope.studio.runs import RunNotFound, RunNotServed, list_runs, metrics, picture, run_detail, run_folder
@@ -96,6 +100,7 @@ FIELD_TEXTS = {
     "layer": "layer must be one of the run's layers with maps",
     "model": "model must be one of the presets",
     "data": "data must be a built-in dataset or a folder inside one of the studio's data roots",
+    "run": "run must be the name of a run folder in the runs list",
 }
 UPLOAD_TEXT = "image must be an image file, sent as multipart form data (or send a sample's name)"
 
@@ -123,6 +128,7 @@ def create_app(
     uploads = UploadStore()
     jobs = Jobs(runs, uploads.folder, max_trainings, data_roots or [runs])
     work = Work(workers)
+    diagnoses = Diagnoses(runs, jobs.check_data, lambda name: run_folder(runs, name))
 
     @contextlib.asynccontextmanager
     async def lifespan(_app):
@@ -130,6 +136,7 @@ def create_app(
             yield
         finally:
             work.close()
+            diagnoses.close()
             jobs.close()
             uploads.close()
 
@@ -148,9 +155,11 @@ def create_app(
         _try_routes(runs, uploads, work),
         _explain_routes(work),
         _job_routes(jobs),
+        doctor_routes(diagnoses),
     ):
         app.include_router(router)
     app.state.uploads, app.state.jobs, app.state.runs, app.state.work = uploads, jobs, runs, work
+    app.state.diagnoses = diagnoses
     return app
 
 
@@ -218,6 +227,10 @@ def _page_routes(runs: Path, templates: Jinja2Templates) -> APIRouter:
         from convscope.presets import preset_names
 
         return page(request, "train.html", "train", presets=preset_names())
+
+    @router.get("/doctor", response_class=HTMLResponse)
+    def doctor_page(request: Request):
+        return page(request, "doctor.html", "doctor")
 
     return router
 

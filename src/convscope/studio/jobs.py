@@ -66,7 +66,7 @@ class Jobs:
             presets = ", ".join(preset_names())
             raise ConfigError(f"model must be one of the presets: {presets}. Received: {model[:40]!r}")
         check("epochs", epochs)
-        folder = data if data in BUILT_IN else str(self._check_folder(data))
+        folder = data if data in BUILT_IN else str(self.check_data(data))
         stem = re.sub(r"[^A-Za-z0-9._-]+", "-", f"{model}-{Path(data.rstrip('/')).name}")
         name = f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
         with self._lock:
@@ -84,9 +84,10 @@ class Jobs:
             job = self._jobs[name] = Job(name, command, process, log)
         return job
 
-    def _check_folder(self, data: str) -> Path:
-        """The real path of the data folder `data` (absolute, or relative to the first data root that has it).
-        Raises ConfigError when there is no such folder, NotAllowed when it lies outside every data root."""
+    def check_data(self, data: str, files: bool = False) -> Path:
+        """The real path of the data folder `data` (absolute, or relative to the first data root that has it; with
+        `files`, a file too: a detection data set's data.yaml or COCO JSON). Raises ConfigError when there is no
+        such folder (or file), NotAllowed when it lies outside every data root."""
         roots = ", ".join(map(str, self.data_roots))
         real = None
         for candidate in [Path(data)] if Path(data).is_absolute() else [root / data for root in self.data_roots]:
@@ -94,9 +95,9 @@ class Jobs:
                 real = candidate.resolve(strict=True)
             except (OSError, RuntimeError):
                 continue
-            if real.is_dir():
+            if real.is_dir() or (files and real.is_file()):
                 break
-        if real is None or not real.is_dir():
+        if real is None or not (real.is_dir() or (files and real.is_file())):
             built_in = ", ".join(BUILT_IN)
             raise ConfigError(f"data must be {built_in} or a folder inside {roots} (absolute, or relative to one of "
                               f"them). Received: {data[:80]!r}")  # fmt: skip

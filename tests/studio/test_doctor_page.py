@@ -1,0 +1,101 @@
+"""The studio's Doctor page (studio.doctor): a diagnosis started through the JSON API, followed to its end, its report
+served; data outside the data roots refused; and the page in a real browser showing the findings as they come."""
+
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from convscope.studio.app import create_app
+
+HEADER = {"x-convscope-studio": "1"}
+
+
+def leaky(root: Path) -> Path:
+    """train/ and test/ of two classes of distinct smooth pictures, one training image copied into test."""
+    rng = np.random.default_rng(1)
+    for split, count in (("train", 6), ("test", 3)):
+        for name in ("ant", "bee"):
+            (root / split / name).mkdir(parents=True)
+            for i in range(count):
+                small = rng.integers(20, 236, (6, 6, 3), dtype=np.uint8)
+                Image.fromarray(small).resize((40, 40), Image.Resampling.BICUBIC).save(root / split / name / f"{i}.png")
+    shutil.copy(root / "train/ant/2.png", root / "test/ant/copy.png")
+    return root
+
+
+def finished(client: TestClient, name: str) -> dict:
+    deadline = time.monotonic() + 60
+    while True:
+        job = client.get(f"/api/doctor/{name}").json()
+        if job["state"] != "running":
+            return job
+        assert time.monotonic() < deadline, "the diagnosis did not finish in 60 s"
+        time.sleep(0.05)
+
+
+def test_a_diagnosis_started_through_the_api_finishes_with_its_report(tmp_path):
+    runs, data = tmp_path / "runs", leaky(tmp_path / "runs/insects")
+    with TestClient(create_app(runs, data_roots=[runs]), base_url="http://127.0.0.1") as client:
+        started = client.post("/api/doctor", data={"data": "insects"}, headers=HEADER)
+        assert started.status_code == 200 and started.json()["state"] == "running"
+        job = finished(client, started.json()["id"])
+        assert job["state"] == "finished", job["message"]
+        doc = job["diagnosis"]
+        assert [f["kind"] for f in doc["findings"]] == ["leak"] and doc["findings"][0]["count"] == 1
+        assert doc["source"] == str(data.resolve()) and doc["exit_code"] == 1
+        assert [(s["name"], s["files"]) for s in doc["splits"]] == [("train", 12), ("test", 7)]
+        folder = Path(job["folder"])
+        assert folder.parent == runs.resolve() / ".doctor" and (folder / "doctor.json").is_file()
+        page = client.get(job["report"])
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        assert "default-src 'none'" in page.headers["content-security-policy"]
+        assert doc["findings"][0]["title"] in page.text and page.text.count('<figure class="tile pair"') == 1
+        listed = client.get("/api/doctor").json()
+        assert [j["id"] for j in listed] == [job["id"]]
+        assert client.get("/api/runs").json() == []  # the reports' folder is not a run
+
+
+def test_the_doctor_refuses_what_it_may_not_read(tmp_path):
+    runs = tmp_path / "runs"
+    outside = leaky(tmp_path / "elsewhere")
+    with TestClient(create_app(runs, data_roots=[runs]), base_url="http://127.0.0.1") as client:
+        refused = client.post("/api/doctor", data={"data": str(outside)}, headers=HEADER)
+        assert refused.status_code == 403 and "outside the studio's data roots" in refused.json()["detail"]
+        missing = client.post("/api/doctor", data={"data": "no-such-folder"}, headers=HEADER)
+        assert missing.status_code == 400 and "no-such-folder" in missing.json()["detail"]
+        no_run = client.post("/api/doctor", data={"data": "cifar10", "run": "../x"}, headers=HEADER)
+        assert no_run.status_code == 404
+        assert client.post("/api/doctor", data={"data": "cifar10"}).status_code == 403  # not from the pages
+        assert client.post("/api/doctor", data={}, headers=HEADER).status_code == 422
+        assert client.get("/api/doctor/nothing").status_code == 404
+        assert client.get("/doctor/nothing/report.html").status_code == 404
+        assert client.get("/doctor/..%2F..%2Fetc/report.html").status_code == 404
+        assert client.get("/api/doctor").json() == []
+
+
+def test_the_doctor_page_shows_the_findings_of_a_folder(page, studio_runs, tmp_path):
+    data = studio_runs.parent / "doctor-insects"
+    if not data.exists():
+        leaky(data)
+    page.goto("/doctor")
+    assert page.locator("header nav a.here").inner_text() == "Doctor"
+    page.locator("#run option[value=shades]").wait_for(state="attached")
+    page.fill("#data", "doctor-insects")
+    page.click("#diagnose")
+    leak = page.locator("#findings li[data-kind=leak]")
+    leak.wait_for(timeout=60_000)
+    assert "1 image(s) have the same bytes as an image of an earlier split (1 test image)" in leak.inner_text()
+    assert page.locator("#counts tr").count() == 4  # the head, two classes, the totals
+    assert page.locator("#diagnoses tbody tr").first.locator("td").nth(1).inner_text() == "finished"
+    frame = page.frame_locator("#report")
+    frame.locator('figure.tile.pair[data-name="test/ant/copy.png"]').wait_for()
+    loaded = frame.locator("figure.tile.pair img").evaluate_all("imgs => imgs.map(i => i.complete && i.naturalWidth)")
+    assert loaded == [80, 80]  # 40×40 pictures, enlarged twice to be seen
+    page.screenshot(path=tmp_path / "doctor.png", full_page=True)
+    page.fill("#data", "/etc")
+    page.click("#diagnose")
+    page.wait_for_function("document.getElementById('doctor-error').textContent.includes('outside')")
