@@ -29,7 +29,9 @@ def add_parsers(sub, console: Console) -> None:
         "doctor", help="find what is wrong with a data set before training on it", description=ABOUT, epilog=EXIT
     )
     p.add_argument("data", metavar="DATA", help="image folder, built-in name (cifar10, …) or detection data set")
-    p.add_argument("--run", metavar="RUN", help="a trained run folder: its predictions judge the labels")
+    p.add_argument(
+        "--run", dest="run_dir", metavar="RUN", help="a trained run folder: its predictions judge the labels"
+    )
     p.add_argument("--data-dir", metavar="DIR", help="a COCO JSON's image folder, or a built-in data set's folder")
     p.add_argument("--out", metavar="DIR", help="folder for report.html and doctor.json (default doctor/NAME)")
     p.add_argument("--examples", type=int, default=5, metavar="N", help="images listed per finding (default 5)")
@@ -45,7 +47,7 @@ def cmd_doctor(args: argparse.Namespace, console: Console) -> None:
     out = out_folder(args.out or Path("doctor") / _name(args.data))  # refused before any work when not writable
     try:
         diagnosis = _with_progress(
-            lambda progress: diagnose(args.data, args.run, args.data_dir, progress), console, quiet=args.json
+            lambda progress: diagnose(args.data, args.run_dir, args.data_dir, progress), console, quiet=args.json
         )
     except DataError as err:
         if args.json:

@@ -94,7 +94,10 @@ def _findings(listing: Listing, pairs: list[tuple[int, int, int]], how: str) -> 
             within.append(example)
         else:
             leaked[second.split].setdefault(i if second is listing.items[i] else j, example)
-    leaks = [example for split in SPLIT_ORDER for example in leaked.get(split, {}).values()]
+    # closest pairs first (the report shows the first few); within a distance, split by split, in listing order
+    leaks = sorted(
+        (example for split in SPLIT_ORDER for example in leaked.get(split, {}).values()), key=lambda e: e.score or 0
+    )
     breakdown = ", ".join(
         f"{len(found)} {split} image{'s' if len(found) != 1 else ''}" for split, found in leaked.items()
     )
