@@ -220,7 +220,9 @@ def load_folder(
     """
     root = Path(root)
     _check_arguments(root, image_size, channels, val_fraction, test_fraction)
-    folders = split_folders(root)
+    folders, notes = split_layout(root)
+    for note in notes:  # shown (warning level): which images are scored, and which are not read, is worth a line
+        log.warning("%s", note)
     classes = _classes(folders["train"])
     # List every split before decoding any: a misnamed class folder in test/ fails at once, not after minutes.
     files = {name: _files_of(folder, classes) for name, folder in folders.items() if folder is not None}
@@ -258,9 +260,10 @@ def _check_arguments(
         )
 
 
-def split_folders(root: Path) -> dict[str, Path | None]:
+def split_layout(root: Path) -> tuple[dict[str, Path | None], list[str]]:
     """The folder of each split, {"train": …, "val": … or None, "test": … or None}: root/train/ and its neighbours, or
-    root itself (flat layout: val and test None). A lone val/ (valid/, validation/) is the test split."""
+    root itself (flat layout: val and test None). A lone val/ (valid/, validation/) is the test split. With them, the
+    lines worth telling the user: that a val/ folder is the test split, folders next to train/ that are ignored."""
     top = class_folders(root)
     if "train" not in top and {"test", *VAL_NAMES} & set(top):
         raise DataError(f"{root}: found {', '.join(sorted({'test', *VAL_NAMES} & set(top)))}/ but no train/ folder")
@@ -270,15 +273,15 @@ def split_folders(root: Path) -> dict[str, Path | None]:
         raise DataError(f"{root}: expected one validation folder, found {', '.join(p.name for p in val_dirs)}")
     val_dir = val_dirs[0] if val_dirs else None
     test_dir = top.get("test") if train_dir != root else None
+    notes = []
     if test_dir is None and val_dir is not None:
-        # Shown (warning level): which images the test accuracy is measured on is worth a line on screen.
-        log.warning("%s: %s/ is the test split (no test/); validation images come from train/", root, val_dir.name)
+        notes.append(f"{root}: {val_dir.name}/ is the test split (no test/); validation images come from train/")
         test_dir, val_dir = val_dir, None
     if train_dir != root:
         extra = sorted(set(top) - {"train", "test", *VAL_NAMES})
         if extra:
-            log.warning("%s: ignoring folder(s) %s next to train/", root, ", ".join(extra))
-    return {"train": train_dir, "val": val_dir, "test": test_dir}
+            notes.append(f"{root}: ignoring folder(s) {', '.join(extra)} next to train/")
+    return {"train": train_dir, "val": val_dir, "test": test_dir}, notes
 
 
 def _classes(train_dir: Path) -> tuple[str, ...]:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from convscope.data.detection.boxes import Boxes, LabelProblem
-from convscope.data.folder import VAL_NAMES, class_folders, image_files, split_folders
+from convscope.data.folder import class_folders, image_files, split_layout
 from convscope.data.load import BUILT_IN
 from convscope.errors import DataError
 
@@ -103,7 +103,7 @@ def _built_in(name: str, data_dir) -> Listing:
 
 
 def _class_folders(root: Path) -> Listing:
-    folders = split_folders(root)  # logs when validation/ is the test split
+    folders, notes = split_layout(root)
     flat = folders["train"] == root
     per_split = {("all" if flat else name): folder for name, folder in folders.items() if folder is not None}
     classes = sorted({name for folder in per_split.values() for name in class_folders(folder)})
@@ -122,18 +122,16 @@ def _class_folders(root: Path) -> Listing:
         layout = "image folders, one per class (training draws its own val and test splits)"
     else:
         layout = "image folders (" + " ".join(f"{_shown(f, root)}/" for f in per_split.values()) + ")"
-    listing = Listing(str(root), layout, "classification", tuple(classes), items, shown)
-    test = folders.get("test")
-    if test is not None and test.name in VAL_NAMES:
-        listing.notes.append(f"{test.name}/ is the test split (no test/ folder): training scores on it")
-    return listing
+    return Listing(str(root), layout, "classification", tuple(classes), items, shown, notes=notes)
 
 
 def _detection(path: Path, data_dir) -> Listing:
     from convscope.data.detection.formats import format_of
+    from convscope.data.detection.summary import reading_notes
 
     fmt = format_of(path)
-    raw = fmt.read_raw(path, data_dir=data_dir, seed=0, val_fraction=0.1)
+    with reading_notes() as notes:  # splits drawn or missing, classes found: the readers' INFO lines
+        raw = fmt.read_raw(path, data_dir=data_dir, seed=0, val_fraction=0.1)
     base = path if path.is_dir() else path.parent
     items = [
         Item(split, image.name, image.path, None, i, image.boxes)
@@ -141,7 +139,16 @@ def _detection(path: Path, data_dir) -> Listing:
         for i, image in enumerate(images)
     ]
     folders = {split: _common_folder([image.path for image in images], base) for split, images in raw.splits.items()}
-    return Listing(str(path), f"detection, {fmt.name}", "detection", raw.classes, items, folders, problems=raw.problems)
+    return Listing(
+        str(path),
+        f"detection, {fmt.name}",
+        "detection",
+        raw.classes,
+        items,
+        folders,
+        problems=raw.problems,
+        notes=notes,
+    )
 
 
 def _shown(path: Path, root: Path) -> str:
