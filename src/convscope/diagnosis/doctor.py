@@ -84,6 +84,7 @@ def diagnose(
         scores=scores,
         notes=tuple(notes),
         listing=listing,
+        pictures={} if run is None else judged.pictures,
     )
 
 

@@ -1,0 +1,164 @@
+"""Detection labels judged by a trained detector: boxes it finds nothing near ("missed-box": a missing object, or a
+box drawn where nothing is) and objects it is sure of where no box is ("unlabelled-object": an object nobody boxed).
+
+Every readable image is read as `convscope detect predict` reads it (upright, letterboxed to the run's input,
+mirror-averaged where the run tests so, boxes mapped back to the image's own pixels). Matching is class-agnostic:
+a box of the wrong class near an object is not "nothing near it". Thresholds:
+- missed: no prediction with score ≥ MISSED_SCORE overlapping the box at IoU ≥ NEAR_IOU; ranked by the best score
+  of any prediction at that IoU, lowest first (the detector sees least there);
+- unlabelled: a prediction with score ≥ UNLABELLED_SCORE overlapping every labelled box at IoU < NEAR_IOU, unless it
+  is the same object as a better one (IoU ≥ detect.predict.SAME_OBJECT_IOU, any class: `detect predict` does not
+  draw it either); ranked by its score, highest first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from convscope.data.detection.boxes import letterbox
+from convscope.data.images import open_image, to_array
+from convscope.detect.decoding import decode, detector_maps
+from convscope.detect.evaluate import flips_at_test
+from convscope.detect.predict import same_object_as, to_image_pixels
+from convscope.diagnosis.listing import Item, Listing
+from convscope.diagnosis.model import Example, Finding
+from convscope.diagnosis.scan import Scan
+from convscope.errors import ConvscopeError
+from convscope.layers import split_outputs
+from convscope.loaded import LoadedRun
+
+MISSED_SCORE = 0.3
+UNLABELLED_SCORE = 0.5
+NEAR_IOU = 0.1
+_BATCH = 16
+
+
+@dataclass(frozen=True)
+class Predicted:
+    """One image's predictions in its own pixels: boxes n×4 xyxy, scores n, classes n (int)."""
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    classes: np.ndarray
+
+
+def judge_boxes(loaded: LoadedRun, listing: Listing, scan: Scan, progress=None) -> tuple[list[Finding], list[str]]:
+    """(findings, notes) of a detection data set's boxes judged by the detector `loaded`."""
+    rows = [i for i, reason in enumerate(scan.reasons) if reason is None]
+    predicted = predict_boxes(loaded, [listing.items[i] for i in rows], progress)
+    missed, unlabelled = [], []
+    for row, found in zip(rows, predicted, strict=True):
+        if found is None:
+            continue
+        m, u = compare(listing.items[row], found, listing.classes)
+        missed += m
+        unlabelled += u
+    missed.sort(key=lambda e: (e.score, e.name))
+    unlabelled.sort(key=lambda e: (-e.score, e.name))
+    note = (
+        f"boxes judged by {loaded.run.path} on {sum(f is not None for f in predicted):,} images: a box is "
+        f"missed with no prediction of score ≥ {MISSED_SCORE} at IoU ≥ {NEAR_IOU}; an object is unlabelled "
+        f"when a prediction of score ≥ {UNLABELLED_SCORE} overlaps no box at IoU ≥ {NEAR_IOU} (any class)"
+    )
+    findings = [f for f in (_missed_finding(missed), _unlabelled_finding(unlabelled)) if f is not None]
+    return findings, [note]
+
+
+@torch.inference_mode()
+def predict_boxes(loaded: LoadedRun, items: list[Item], progress=None) -> list[Predicted | None]:
+    """Each item's predictions (every one the decoder keeps), or None when the image cannot be read;
+    progress("labels", done, total) per batch."""
+    head, size = loaded.run.spec.layers[-1], loaded.input[0]
+    flip = flips_at_test(loaded.run.config)
+    results: list[Predicted | None] = [None] * len(items)
+    for start in range(0, len(items), _BATCH):
+        batch, places = [], []
+        for i in range(start, min(start + _BATCH, len(items))):
+            try:
+                array = to_array(open_image(items[i].path), 3)  # upright, H×W×3
+            except ConvscopeError:
+                continue
+            boxed, scale, pad = letterbox(array, size)
+            batch.append(boxed)
+            places.append((i, scale, pad, (array.shape[1], array.shape[0])))
+        if batch:
+            maps = detector_maps(loaded.fused, loaded.tensor(np.stack(batch)), flip)
+            decoded = decode(*split_outputs(maps, head.classes), stride=head.stride)
+            for (i, scale, pad, wh), (boxes, scores, classes) in zip(places, decoded, strict=True):
+                boxes = to_image_pixels(boxes.float().cpu().numpy(), scale, pad, wh)
+                results[i] = Predicted(boxes, scores.float().cpu().numpy(), classes.cpu().numpy())
+        if progress:
+            progress("labels", min(start + _BATCH, len(items)), len(items))
+    return results
+
+
+def compare(item: Item, found: Predicted, classes: tuple[str, ...]) -> tuple[list[Example], list[Example]]:
+    """(missed boxes, unlabelled objects) of one image, as Examples with their box in the image's pixels."""
+    labelled = item.boxes.xyxy.astype(np.float64) if item.boxes is not None else np.zeros((0, 4))
+    given = item.boxes.classes if item.boxes is not None else np.zeros(0, np.int64)
+    overlap = iou(labelled, found.boxes)  # boxes × predictions
+    near = overlap >= NEAR_IOU
+    missed, unlabelled = [], []
+    for b in range(len(labelled)):
+        close = found.scores[near[b]]
+        best = float(close.max()) if len(close) else 0.0
+        if best < MISSED_SCORE:
+            name = classes[int(given[b])]
+            why = f"{name} box with no prediction near it" + (f" (best {best:.2f})" if best > 0 else "")
+            missed.append(_example(item, name, why, best, labelled[b]))
+    sure = np.flatnonzero(found.scores >= UNLABELLED_SCORE)
+    sure = sure[same_object_as(found.boxes[sure], found.scores[sure]) < 0]  # one object, one prediction
+    for p in sure:
+        if not near[:, p].any():
+            name = classes[int(found.classes[p])]
+            why = f"the network sees a {name} ({found.scores[p]:.2f}) where no box is"
+            unlabelled.append(_example(item, None, why, float(found.scores[p]), found.boxes[p]))
+    return missed, unlabelled
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of every box of a (n×4 xyxy) with every box of b (m×4): n×m."""
+    a, b = np.asarray(a, np.float64).reshape(-1, 4), np.asarray(b, np.float64).reshape(-1, 4)
+    lo = np.maximum(a[:, None, :2], b[None, :, :2])
+    hi = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = (hi - lo).clip(0).prod(axis=-1)
+    area_a, area_b = ((x[:, 2:] - x[:, :2]).clip(0).prod(axis=-1) for x in (a, b))
+    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-12)
+
+
+def _example(item: Item, label: str | None, why: str, score: float, box: np.ndarray) -> Example:
+    x1, y1, x2, y2 = (round(float(v), 1) for v in box)
+    return Example(item.name, item.split, label, why, score=round(score, 4), box=(x1, y1, x2, y2), index=item.index)
+
+
+def _missed_finding(examples: list[Example]) -> Finding | None:
+    if not examples:
+        return None
+    images = len({e.name for e in examples})
+    return Finding(
+        check="labels",
+        kind="missed-box",
+        title=f"{len(examples)} labelled box(es) in {images} image(s) with no prediction near them",
+        count=len(examples),
+        serious=True,
+        examples=tuple(examples),
+        advice="look at each: a box around nothing (remove it) or an object the detector has not learnt",
+    )
+
+
+def _unlabelled_finding(examples: list[Example]) -> Finding | None:
+    if not examples:
+        return None
+    images = len({e.name for e in examples})
+    return Finding(
+        check="labels",
+        kind="unlabelled-object",
+        title=f"{len(examples)} confident prediction(s) in {images} image(s) where no box is",
+        count=len(examples),
+        serious=True,
+        examples=tuple(examples),
+        advice="look at each: an object nobody boxed (add its box) or a false alarm of the detector",
+    )
