@@ -88,7 +88,9 @@ def test_the_doctor_page_shows_the_findings_of_a_folder(page, studio_runs, tmp_p
     page.click("#diagnose")
     leak = page.locator("#findings li[data-kind=leak]")
     leak.wait_for(timeout=60_000)
-    assert "1 image(s) have the same bytes as an image of an earlier split (1 test image)" in leak.inner_text()
+    assert (
+        "1 image(s) are exact copies (the same bytes) of images in an earlier split (1 test image)" in leak.inner_text()
+    )
     assert page.locator("#counts tr").count() == 4  # the head, two classes, the totals
     assert page.locator("#diagnoses tbody tr").first.locator("td").nth(1).inner_text() == "finished"
     frame = page.frame_locator("#report")

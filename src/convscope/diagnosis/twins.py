@@ -101,12 +101,12 @@ def _findings(listing: Listing, pairs: list[tuple[int, int, int]], how: str) -> 
     breakdown = ", ".join(
         f"{len(found)} {split} image{'s' if len(found) != 1 else ''}" for split, found in leaked.items()
     )
-    twin = "the same bytes as" if how == "exact" else "a near copy in"
+    twin = "exact copies (the same bytes)" if how == "exact" else "near copies"
     leak = Finding(
         check="twins",
         kind="leak" if how == "exact" else "near-leak",
-        title=f"{len(leaks)} image(s) have {twin} an image of an earlier split ({breakdown}): a leak that inflates "
-        "the score",
+        title=f"{len(leaks)} image(s) are {twin} of images in an earlier split ({breakdown}): a leak that "
+        "inflates the score",
         count=len(leaks),
         serious=True,
         examples=tuple(leaks),
