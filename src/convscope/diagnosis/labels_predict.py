@@ -174,10 +174,11 @@ def _split_images(loaded: LoadedRun, listing: Listing, scan: Scan, rows: np.ndar
                 yield part, model_images(loaded.run, images, listing.source)
 
         return rows, built_in(), False
-    files = [(_file(listing, listing.items[row]), int(listing.items[row].label)) for row in rows]
+    root = Path(listing.source).resolve()  # once: resolving each of 60,000 paths took 5 s
+    files = [(_file(listing, listing.items[row], root), int(listing.items[row].label)) for row in rows]
     if len(rows) * h * w * c > memory_budget(None):  # larger than memory: decoded batch by batch, not cached
         kept = rows[scan.readable[rows]]
-        return kept, _streamed(kept, [_file(listing, listing.items[row]) for row in kept], (h, w, c), step), False
+        return kept, _streamed(kept, [_file(listing, listing.items[row], root) for row in kept], (h, w, c), step), False
     key = cache.key(files, (h, w), c)
     hit = cache.load(key)
     if hit is not None:
@@ -192,10 +193,10 @@ def _split_images(loaded: LoadedRun, listing: Listing, scan: Scan, rows: np.ndar
     return kept, chunks, hit is not None
 
 
-def _file(listing: Listing, item: Item) -> Path:
-    """The item's file as training names it: under the data set's folder resolved (TrainConfig.with_absolute_paths),
-    so the decoded-image cache's key is training's."""
-    return Path(listing.source).resolve() / item.name
+def _file(listing: Listing, item: Item, root: Path | None = None) -> Path:
+    """The item's file as training names it: under the data set's folder resolved (TrainConfig.with_absolute_paths;
+    `root`, when the caller resolved it already), so the decoded-image cache's key is training's."""
+    return (root or Path(listing.source).resolve()) / item.name
 
 
 def _decode(files: list[tuple[Path, int]], shape: tuple[int, int, int]) -> tuple[np.ndarray, list[tuple[str, str]]]:
