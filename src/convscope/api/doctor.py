@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from convscope.api.progress import close_bar, open_bar
 from convscope.diagnosis.doctor import diagnose
 from convscope.diagnosis.model import Diagnosis
 
@@ -49,19 +50,17 @@ def doctor(
 
 
 def _with_bars(work):
-    from tqdm.auto import tqdm
-
-    bars: dict[str, tqdm] = {}
+    """work(progress) with a bar per stage, each gone once its stage is done (nothing of it stays in a notebook)."""
+    bars = {}
 
     def progress(stage: str, done: int, total: int) -> None:
         if stage not in bars:
-            bars[stage] = tqdm(total=total, desc=stage, unit="image", leave=False)
+            bars[stage] = open_bar(total=total, desc=stage, unit="image", leave=False)
         bars[stage].total = total
-        bars[stage].n = done
-        bars[stage].refresh()
+        bars[stage].update(done - bars[stage].n)
 
     try:
         return work(progress)
     finally:
         for bar in bars.values():
-            bar.close()
+            close_bar(bar)

@@ -46,6 +46,32 @@ def epoch_numbers(row: dict[str, float]) -> dict[str, str]:
     return out
 
 
+def open_bar(**kwargs):
+    """A tqdm bar (tqdm.auto's keyword arguments): a widget in Jupyter, text elsewhere. In Jupyter the widget shows
+    its text form (text/plain, what a notebook saved, rendered on GitHub or by nbconvert, shows) as it was when first
+    displayed: "0%". So it is displayed here with an id, and close_bar() replaces it with the bar's last state."""
+    from tqdm.auto import tqdm
+
+    notebook = sys.modules.get("tqdm.notebook")  # imported by tqdm.auto inside a Jupyter kernel only
+    if notebook is None or not issubclass(tqdm, notebook.tqdm_notebook):
+        return tqdm(**kwargs)  # a text bar (a terminal, a script, Jupyter without ipywidgets)
+    from IPython.display import display
+
+    bar = tqdm(display=False, **kwargs)
+    bar.shown = display(bar.container, display_id=True)
+    return bar
+
+
+def close_bar(bar) -> None:
+    """Close a bar of open_bar; in Jupyter its output becomes its last state (leave=True) or nothing (leave=False)."""
+    bar.close()
+    shown = getattr(bar, "shown", None)
+    if shown is not None:
+        # ipywidgets cuts text/plain at 110 characters; the whole line keeps the epoch's last numbers.
+        last = {**bar.container._repr_mimebundle_(), "text/plain": str(bar)} if bar.leave else {"text/plain": ""}
+        shown.update(last, raw=True)
+
+
 class EpochBars(Callback):
     """verbose=1: a bar per epoch (kept, with loss, accuracy and the validation numbers); verbose=2: one line per
     epoch, no bar (for logs). Prints; used by convscope.train, never by the library below it."""
@@ -62,42 +88,16 @@ class EpochBars(Callback):
             # and show after all (in red, in a notebook: TqdmExperimentalWarning).
             import tqdm.auto  # noqa: F401
 
-    @staticmethod
-    def _tqdm(**kwargs):
-        from tqdm.auto import tqdm
-
-        notebook = sys.modules.get("tqdm.notebook")  # imported by tqdm.auto inside a Jupyter kernel only
-        if notebook is None or not issubclass(tqdm, notebook.tqdm_notebook):
-            return tqdm(**kwargs)  # a text bar (a terminal, a script, Jupyter without ipywidgets)
-        # Jupyter: tqdm's widget shows its text form (text/plain, what a notebook saved, rendered on GitHub or by
-        # nbconvert, shows) as it was when first displayed: "0%". Displayed here with an id, so _finish() can replace
-        # it with the bar's last state.
-        from IPython.display import display
-
-        bar = tqdm(display=False, **kwargs)
-        bar.shown = display(bar.container, display_id=True)
-        return bar
-
-    @staticmethod
-    def _finish(bar) -> None:
-        """Close a bar; in Jupyter, its output becomes its last state (leave=True) or nothing (leave=False)."""
-        bar.close()
-        shown = getattr(bar, "shown", None)
-        if shown is not None:
-            # ipywidgets cuts text/plain at 110 characters; the whole line keeps the epoch's last numbers.
-            last = {**bar.container._repr_mimebundle_(), "text/plain": str(bar)} if bar.leave else {"text/plain": ""}
-            shown.update(last, raw=True)
-
     def on_data(self, done: int, total: int) -> None:
         if self.verbose != 1:
             return
         if self.reading is None:
             if done >= total:  # read from the decoded cache at once: nothing to show
                 return
-            self.reading = self._tqdm(total=total, desc="reading images", unit="img", leave=False)
+            self.reading = open_bar(total=total, desc="reading images", unit="img", leave=False)
         self.reading.update(done - self.reading.n)
         if done >= total:
-            self._finish(self.reading)
+            close_bar(self.reading)
             self.reading = None
 
     def on_start(self, run, epochs: int, batches: int, epoch: int) -> None:
@@ -122,7 +122,7 @@ class EpochBars(Callback):
             return
         if self.bar is None:
             desc = f"epoch {epoch + 1}/{self.epochs}"
-            self.bar = self._tqdm(total=self.batches, desc=desc, unit="batch", leave=True, dynamic_ncols=True)
+            self.bar = open_bar(total=self.batches, desc=desc, unit="batch", leave=True, dynamic_ncols=True)
         self.bar.update(batch - self.bar.n)
         shown = {"loss": f"{loss:.4f}"} | ({} if accuracy is None else {"accuracy": f"{accuracy:.2%}"})
         self.bar.set_postfix(shown | {"img/s": f"{images_per_s:,.0f}"}, refresh=False)
@@ -132,7 +132,7 @@ class EpochBars(Callback):
         if self.bar is not None:
             self.bar.set_postfix(numbers, refresh=False)
             self.bar.update(self.bar.total - self.bar.n)
-            self._finish(self.bar)
+            close_bar(self.bar)
             self.bar = None
         elif self.verbose:
             cells = "  ".join(f"{k} {v}" for k, v in numbers.items())
@@ -146,7 +146,7 @@ class EpochBars(Callback):
     def close(self) -> None:
         for bar in (self.bar, self.reading):
             if bar is not None:
-                self._finish(bar)
+                close_bar(bar)
         self.bar = self.reading = None
 
 

@@ -73,7 +73,7 @@ def render(diagnosis: Diagnosis, shown: int, full: bool) -> str:
         parts += [_properties(diagnosis), _timings(diagnosis)]
         if diagnosis.findings:
             parts.append(_index(diagnosis.findings))
-    parts += [_finding(diagnosis, i, finding, shown) for i, finding in enumerate(diagnosis.findings)]
+    parts += [_finding(diagnosis, i, finding, shown, full) for i, finding in enumerate(diagnosis.findings)]
     if diagnosis.notes:
         parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{escape(n)}</li>" for n in diagnosis.notes) + "</ul>")
     return "<div class=cs-doctor>" + "".join(parts) + "</div>"
@@ -168,9 +168,10 @@ def _index(findings: tuple[Finding, ...]) -> str:
     return f"<h2>Findings</h2><ul class=index>{items}</ul>"
 
 
-def _finding(d: Diagnosis, i: int, finding: Finding, shown: int) -> str:
+def _finding(d: Diagnosis, i: int, finding: Finding, shown: int, full: bool) -> str:
     """A finding's section: its level and title, its advice, its first `shown` examples (a gallery of images, or a
-    table when they are classes or annotation files), and how many more doctor.json holds."""
+    table when they are classes or annotation files), and how many more doctor.json (full: the page) or the
+    finding's `examples` (a notebook cell) holds."""
     examples = finding.examples[:shown]
     badge = f"<span class='level {finding.level}'>{finding.level}</span>"
     head = f"<h2 id='finding-{i}'>{badge}{escape(finding.title)}</h2>"
@@ -180,7 +181,8 @@ def _finding(d: Diagnosis, i: int, finding: Finding, shown: int) -> str:
     else:
         body = example_table(examples)
     more = len(finding.examples) - len(examples)
-    tail = f"<p class=more>… {more:,} more in {SAVED}</p>" if more > 0 else ""
+    where = SAVED if full else f"<code>.finding({finding.kind!r}).examples</code>"
+    tail = f"<p class=more>… {more:,} more in {where}</p>" if more > 0 else ""
     return f"<section class=finding data-kind='{escape(finding.kind)}'>{head}{advice}{body}{tail}</section>"
 
 
