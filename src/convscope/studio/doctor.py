@@ -28,7 +28,7 @@ from fastapi.responses import Response
 from convscope.data.load import BUILT_IN
 from convscope.errors import ConvscopeError
 from convscope.studio.guards import TooMany
-from convscope.studio.runs import NAME, _clean
+from convscope.studio.runs import NAME, json_ready
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ class Diagnosing:
 
     def to_dict(self) -> dict[str, Any]:
         report = f"/doctor/{self.id}/report.html" if self.state == "finished" else None
-        return _clean({
+        return json_ready({
             "id": self.id, "data": self.data, "run": self.run, "state": self.state, "stage": self.stage,
             "done": self.done, "total": self.total, "message": self.message, "started": self.started,
             "seconds": self.seconds, "report": report, "folder": str(self.folder), "diagnosis": self.diagnosis,

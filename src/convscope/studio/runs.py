@@ -166,7 +166,7 @@ def run_detail(path: Path) -> dict[str, Any]:
     ]
     return run_entry(path) | {
         "config": run.config.to_dict(),
-        "results": _clean(run.results()),
+        "results": json_ready(run.results()),
         "layers": layers,
         "input": "×".join(map(str, run.spec.input)),
         "params": report.params,
@@ -185,12 +185,12 @@ def metrics(path: Path) -> list[dict[str, float | None]]:
     return [{k: _number(v) for k, v in row.items()} for row in rows]
 
 
-def _clean(value: Any) -> Any:
+def json_ready(value: Any) -> Any:
     """JSON data with every non-finite number as None (a JSON response cannot carry NaN)."""
     if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
+        return {str(k): json_ready(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
+        return [json_ready(v) for v in value]
     return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
