@@ -58,21 +58,17 @@ def near_pairs(scan: Scan) -> list[tuple[int, int, int]]:
     thumbs -= thumbs.mean(axis=1, keepdims=True)
     thumbs /= np.maximum(np.linalg.norm(thumbs, axis=1, keepdims=True), 1e-6)
     pairs = []
+    least = 64 - 2 * NEAR_BITS - 0.5  # agreement a·b = 64 − 2 × distance: compared as it is, no array made from it
     for start in range(0, len(usable), _BLOCK):
-        rows = signs[start : start + _BLOCK]
-        distance = (64 - rows @ signs[start:].T) / 2  # block × (N − start): columns from this block's first row on
-        r, c = np.nonzero(distance <= NEAR_BITS + 0.5)
+        agreement = signs[start : start + _BLOCK] @ signs[start:].T  # block × (N − start): from this block's row on
+        r, c = np.nonzero(agreement >= least)
         keep = c > r  # each pair once, not an image with itself
-        r, c = r[keep], c[keep] + start
-        a, b = r + start, c
+        r, c = r[keep], c[keep]
+        a, b = r + start, c + start
         correlation = np.einsum("ij,ij->i", thumbs[a], thumbs[b])
         ok = correlation >= NEAR_CORRELATION
-        pairs += zip(
-            usable[a[ok]].tolist(),
-            usable[b[ok]].tolist(),
-            distance[r[ok], c[ok] - start].astype(int).tolist(),
-            strict=True,
-        )
+        distance = ((64 - agreement[r[ok], c[ok]]) / 2).round().astype(int)
+        pairs += zip(usable[a[ok]].tolist(), usable[b[ok]].tolist(), distance.tolist(), strict=True)
     return pairs
 
 
