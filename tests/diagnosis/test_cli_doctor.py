@@ -21,7 +21,7 @@ def test_a_clean_folder_exits_0_and_writes_its_report(tmp_path, capsys):
     assert status == 0, err
     lines = out.splitlines()
     assert lines[0] == f"{root}: image folders (train/ test/), classification, 3 classes"
-    assert lines[1].split() == ["train", "36", "images", "in", "train/;", "per", "class", "12–12"]
+    assert lines[1].split() == ["train", "36", "images", "in", "train/;", "12", "images", "per", "class"]
     assert any(line.startswith("nothing found in ") for line in lines)
     assert lines[-1] == f"report: {tmp_path / 'report' / 'report.html'}"
     saved = json.loads((tmp_path / "report" / "doctor.json").read_text())
@@ -37,7 +37,7 @@ def test_problems_exit_1_with_each_finding_and_its_first_images(tmp_path, capsys
     status, out, err = run(capsys, "doctor", str(root), "--out", str(tmp_path / "r"), "--examples", "1")
     assert status == 1
     assert err.strip() == f"convscope: 2 problem(s) found in {root}"
-    assert "problem: 1 file(s) cannot be read as images: 1 zero bytes" in out
+    assert "problem: 1 file(s) cannot be read as images: zero bytes (1)" in out
     assert "    train/apple/empty.jpg (apple): zero bytes" in out
     assert "    test/bear/copy.jpg (bear) ↔ train/bear/003.jpg (bear): same bytes" in out
     assert "warning: 1 exact duplicate pair(s) within a split" in out

@@ -206,3 +206,32 @@ def test_data_that_cannot_be_read_is_one_error(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="no subfolder"):
         diagnose(tmp_path / "empty")
+
+
+def test_an_empty_class_is_one_line_and_other_files_and_folder_links_are_noted(tmp_path):
+    root = clean_folder(tmp_path / "d")
+    for split in ("train", "test"):
+        (root / split / "dragon").mkdir()
+    (root / "train/apple/IMG_0001.HEIC").write_bytes(b"ftypheic")
+    (root / "train/apple/labels.txt").write_text("apple\n")
+    (root / "train/apple/.DS_Store").write_bytes(b"\0")  # hidden: not worth a word
+    outside = tmp_path / "more"
+    outside.mkdir()
+    os.symlink(outside, root / "train/bear/more")
+    diagnosis = diagnose(root)
+    (missing,) = diagnosis.finding("missing-class").examples
+    assert missing.why == "class dragon has no images in any split (empty folders)"
+    assert "dragon in every split" in diagnosis.finding("missing-class").title
+    assert (
+        "2 file(s) in class folders are not read, their suffix not an image format convscope reads (.heic 1, .txt 1): "
+        "convert them (e.g. HEIC to JPEG) or move them out" in diagnosis.notes
+    )
+    assert "1 link(s) to folders not followed, their images not read (train/bear/more)" in diagnosis.notes
+
+
+def test_a_thin_panorama_is_an_aspect_outlier_not_tiny(tmp_path):
+    root = clean_folder(tmp_path / "d")
+    smooth(np.random.default_rng(3)).resize((1200, 60)).save(root / "train/cloud/panorama.jpg")
+    diagnosis = diagnose(root)
+    assert diagnosis.count("tiny") == 0
+    assert [e.name for e in diagnosis.finding("aspect").examples] == ["train/cloud/panorama.jpg"]

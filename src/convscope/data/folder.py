@@ -49,19 +49,24 @@ def _hidden(path: Path) -> bool:
     return path.name.startswith(".")
 
 
-def image_files(folder: str | Path, recursive: bool = False) -> list[Path]:
+def image_files(folder: str | Path, recursive: bool = False, others: list[Path] | None = None) -> list[Path]:
     """Sorted image files in `folder` (by suffix; hidden files and folders left out). Nothing is decoded or opened here.
 
     Entries with an image suffix that are not folders are listed even when they are not regular files (a named pipe
     called x.png, a dangling link), so that reading them reports them (open_image refuses them without opening)
-    instead of leaving them out without a word."""
+    instead of leaving them out without a word. `others`, when given, receives what is left out and not hidden: files
+    without an image suffix (README.txt, IMG_1.HEIC) and links to folders (never followed)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"{folder}: expected a folder of images, found {'a file' if folder.exists() else 'nothing'}")
     found = []
     for path in folder.rglob("*") if recursive else folder.iterdir():
         relative = path.relative_to(folder)
-        if any(part.startswith(".") for part in relative.parts) or path.suffix.lower() not in IMAGE_SUFFIXES:
+        if any(part.startswith(".") for part in relative.parts):
+            continue
+        if path.suffix.lower() not in IMAGE_SUFFIXES:
+            if others is not None and (path.is_symlink() or not path.is_dir()):
+                others.append(path)
             continue
         if not path.is_dir():
             found.append(path)

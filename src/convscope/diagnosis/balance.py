@@ -17,6 +17,10 @@ from convscope.diagnosis.scan import Scan
 MINORITY_SHARE = 0.1  # of the largest class's count
 
 
+def _where(example: Example) -> str:
+    return f"{example.label} in {example.split}" if example.split else f"{example.label} in every split"
+
+
 def split_counts(listing: Listing, scan: Scan) -> tuple[SplitCounts, ...]:
     """Each split's counts, readable images only (see SplitCounts)."""
     out = []
@@ -66,9 +70,18 @@ def find_imbalance(listing: Listing, splits: tuple[SplitCounts, ...]) -> list[Fi
         for name, count in counts.items():
             if count == 0:
                 missing.append(Example(split.folder, split.name, name, f"no {what} of class {name} in {split.name}"))
+    nowhere = {e.label for e in missing} - {
+        name for split in splits for name, count in (split.boxes_per_class if detection else split.per_class).items()
+        if count
+    }  # fmt: skip
+    if nowhere:  # one line a class, not one a split: its folders are empty everywhere
+        missing = [e for e in missing if e.label not in nowhere] + [
+            Example("", "", name, f"class {name} has no {what} in any split (empty folders)")
+            for name in sorted(nowhere)
+        ]
     findings = []
     if missing:
-        names = ", ".join(f"{e.label} in {e.split}" for e in missing[:6]) + (", …" if len(missing) > 6 else "")
+        names = ", ".join(_where(e) for e in missing[:6]) + (", …" if len(missing) > 6 else "")
         findings.append(
             Finding(
                 "balance",

@@ -122,7 +122,7 @@ def find_unreadable(listing: Listing, scan: Scan) -> list[Finding]:
         return []
     kinds = Counter(example.why.split(" (")[0] for example in examples)
     title = f"{len(examples)} file(s) cannot be read as images: " + ", ".join(
-        f"{count} {why}" for why, count in kinds.most_common()
+        f"{why} ({count})" for why, count in kinds.most_common()
     )
     advice = "training leaves them out; fix or remove them (nothing was modified)"
     return [Finding("files", "unreadable", title, len(examples), True, tuple(examples), advice)]

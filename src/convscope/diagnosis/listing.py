@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -110,13 +111,14 @@ def _class_folders(root: Path) -> Listing:
     if not classes:
         raise DataError(f"{root}: expected one subfolder per class (or train/<class>/), found no subfolder")
     index = {name: i for i, name in enumerate(classes)}
-    items = []
+    items, others = [], []
     for split, folder in per_split.items():
         position = 0
         for name, class_folder in class_folders(folder).items():
-            for path in image_files(class_folder, recursive=True):
+            for path in image_files(class_folder, recursive=True, others=others):
                 items.append(Item(split, _shown(path, root), path, index[name], position))
                 position += 1
+    notes += _left_out(others, root)
     shown = {split: _shown(folder, root) + "/" if folder != root else "./" for split, folder in per_split.items()}
     if flat:
         layout = "image folders, one per class (training draws its own val and test splits)"
@@ -149,6 +151,24 @@ def _detection(path: Path, data_dir) -> Listing:
         problems=raw.problems,
         notes=notes,
     )
+
+
+def _left_out(others: list[Path], root: Path) -> list[str]:
+    """Notes on what a class folder holds that neither training nor the doctor reads: other files (by suffix), and
+    links to folders (not followed)."""
+    links = [path for path in others if path.is_dir()]
+    files = Counter(path.suffix.lower() or "(no suffix)" for path in others if not path.is_dir())
+    notes = []
+    if files:
+        kinds = ", ".join(f"{suffix} {count:,}" for suffix, count in files.most_common())
+        notes.append(
+            f"{sum(files.values()):,} file(s) in class folders are not read, their suffix not an image format "
+            f"convscope reads ({kinds}): convert them (e.g. HEIC to JPEG) or move them out"
+        )
+    if links:
+        shown = ", ".join(_shown(path, root) for path in links[:3]) + (", …" if len(links) > 3 else "")
+        notes.append(f"{len(links):,} link(s) to folders not followed, their images not read ({shown})")
+    return notes
 
 
 def _shown(path: Path, root: Path) -> str:

@@ -144,7 +144,14 @@ class Diagnosis:
         for split in self.splits:
             unread = f", {split.files - split.readable:,} unreadable" if split.readable < split.files else ""
             counts = sorted(split.per_class.values())
-            spread = f"; per class {counts[0]:,}–{counts[-1]:,}" if counts else ""
+            many = (
+                f"{counts[0]:,}"
+                if counts and counts[0] == counts[-1]
+                else f"{counts[0]:,}–{counts[-1]:,}"
+                if counts
+                else ""
+            )
+            spread = f"; {many} images per class" if counts else ""
             out.append(f"  {split.name:5} {split.files:>7,} images in {split.folder}{unread}{spread}")
         if self.scores:
             out.append("  " + ", ".join(f"{name} {value:.2%}" for name, value in self.scores.items()))

@@ -2,7 +2,8 @@
 
 Outliers are judged against the data set's own images (a 32×32 photo is normal in CIFAR-10, tiny among 640×480
 ones), with a floor or ceiling that holds for every data set:
-- tiny: the shorter side under 8 px, or under a quarter of the median shorter side;
+- tiny: the longer side under 8 px, or under a quarter of the median longer side (a thin panorama is not tiny: its
+  aspect ratio is the outlier);
 - huge: more than 16 times the median pixel count (and over a megapixel);
 - extreme aspect: the longer side over 3 times the shorter, and over twice the median image's ratio;
 - another mode than most images' (gray among RGB, palette, alpha, 16-bit, CMYK);
@@ -23,7 +24,7 @@ from convscope.diagnosis.scan import Scan
 from convscope.diagnosis.twins import FLAT_STD
 
 TINY_PX = 8
-TINY_SHARE = 0.25  # of the median shorter side
+TINY_SHARE = 0.25  # of the median longer side
 HUGE_TIMES = 16  # the median pixel count
 HUGE_FLOOR = 1_000_000  # pixels: never huge below a megapixel
 ASPECT_LIMIT = 3.0
@@ -94,14 +95,14 @@ def find_outliers(listing: Listing, scan: Scan) -> list[Finding]:
         return []
     w, h = scan.width.astype(np.int64), scan.height.astype(np.int64)
     short, long = np.minimum(w, h), np.maximum(w, h)
-    median_short = float(np.median(short[ok]))
+    median_long = float(np.median(long[ok]))
     median_pixels = float(np.median((w * h)[ok]))
     median_ratio = float(np.median((long / np.maximum(short, 1))[ok]))
     common_mode = Counter(scan.modes[i] for i in ok).most_common(1)[0][0]
     rules = {
         "tiny": lambda i: (
-            (short[i] < max(TINY_PX, TINY_SHARE * median_short))
-            and f"{w[i]}×{h[i]} px (median shorter side {median_short:.0f})"
+            (long[i] < max(TINY_PX, TINY_SHARE * median_long))
+            and f"{w[i]}×{h[i]} px (median longer side {median_long:.0f})"
         ),
         "huge": lambda i: (
             (w[i] * h[i] > max(HUGE_TIMES * median_pixels, HUGE_FLOOR))

@@ -14,7 +14,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from convscope.diagnosis.report_tiles import CSS, escape, example_table, gallery, pictured, table
+from convscope.diagnosis.report_tiles import CSS, escape, example_table, gallery, pictured, prose, table
 from convscope.errors import OutputError
 from convscope.files import MARK, atomic_write_text, check_replaceable
 from convscope.out_paths import check_file_in_folder
@@ -68,7 +68,10 @@ def notebook_html(diagnosis: Diagnosis) -> str:
 def render(diagnosis: Diagnosis, shown: int, full: bool) -> str:
     """The report inside `<div class=cs-doctor>`: the header, the counts, (full: the image properties, the stage
     timings, an index of the findings), each finding with up to `shown` examples, the notes."""
-    parts = [_header(diagnosis, full), "<h2>Images per class and split</h2>", _counts(diagnosis)]
+    parts = [_header(diagnosis, full)]
+    if diagnosis.listing is None and diagnosis.findings:
+        parts.append(f"<p class=note>no pictures: this diagnosis was read back from {SAVED}</p>")
+    parts += ["<h2>Images per class and split</h2>", _counts(diagnosis)]
     if full:
         parts += [_properties(diagnosis), _timings(diagnosis)]
         if diagnosis.findings:
@@ -175,7 +178,7 @@ def _finding(d: Diagnosis, i: int, finding: Finding, shown: int, full: bool) -> 
     examples = finding.examples[:shown]
     badge = f"<span class='level {finding.level}'>{finding.level}</span>"
     head = f"<h2 id='finding-{i}'>{badge}{escape(finding.title)}</h2>"
-    advice = f"<p class=advice>{escape(finding.advice)}</p>" if finding.advice else ""
+    advice = f"<p class=advice>{prose(finding.advice)}</p>" if finding.advice else ""
     if examples and all(pictured(e) for e in examples):
         body = gallery(d, examples, d.image)
     else:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import re
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -54,10 +55,13 @@ CSS = """
   display: block; margin: 0 auto 2px; }
 .cs-doctor .none { width: 96px; height: 72px; margin: 0 auto 2px; background: repeating-linear-gradient(45deg,
   #f3f3f5, #f3f3f5 6px, #e9e9ee 6px, #e9e9ee 12px); border: 1px dashed #bbb; color: #777; display: flex;
-  align-items: center; justify-content: center; text-align: center; font-size: .7rem; padding: 2px; }
+  align-items: center; justify-content: center; text-align: center; font-size: .7rem; padding: 2px;
+  overflow: hidden; overflow-wrap: anywhere; box-sizing: border-box; }
 .cs-doctor .name { color: #333; } .cs-doctor .split { color: #777; }
 .cs-doctor figcaption { margin-top: 4px; color: #444; text-align: center; overflow-wrap: anywhere; }
 .cs-doctor .index a { text-decoration: none; }
+.cs-doctor code { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size: .88em;
+  background: #f2f2f5; border-radius: 3px; padding: 0 .25em; }
 """
 
 Pixels = Callable[[str, str, "int | None"], "np.ndarray | None"]  # (name, split, index) → uint8 H×W×3 or None
@@ -66,6 +70,14 @@ Pixels = Callable[[str, str, "int | None"], "np.ndarray | None"]  # (name, split
 def escape(text) -> str:
     """`text` (anything, shown with str) safe inside HTML text and quoted attributes."""
     return html.escape(str(text), quote=True)
+
+
+def prose(text) -> str:
+    """Advice as HTML: escaped, then each `...` (a command, as Markdown writes one) shown as <code>...</code>."""
+    return _TICKED.sub(r"<code>\1</code>", escape(text))
+
+
+_TICKED = re.compile(r"`([^`]+)`")
 
 
 def thumbnail(pixels: np.ndarray, box: Sequence[float] | None = None) -> Image.Image:
@@ -113,11 +125,13 @@ def pictured(example: Example) -> bool:
     return example.name.lower().endswith(IMAGE_SUFFIXES)
 
 
-def _picture(pixels: np.ndarray | None, name: str, box, missing: str, caption: str = "") -> str:
-    """One image with its name under it, or a placeholder saying why there is none."""
+def _picture(pixels: np.ndarray | None, name: str, box, missing: tuple[str, str], caption: str = "") -> str:
+    """One image with its name under it, or a placeholder: a short word in the box (`missing[0]`), the reason
+    (`missing[1]`) as its tooltip; a reason is a sentence and would not fit in 96 pixels."""
     short = name.rsplit("/", 1)[-1]
     if pixels is None:
-        shown = f'<div class=none title="{escape(missing)}">{escape(missing)}</div>'
+        word, reason = missing
+        shown = f'<div class=none title="{escape(reason)}">{escape(word)}</div>'
     else:
         shown = f'<img alt="{escape(name)}" src="{data_url(thumbnail(pixels, box))}">'
     return f'<div class=pic title="{escape(name)}">{shown}<span class=name>{escape(caption or short)}</span></div>'
@@ -137,7 +151,7 @@ def tile(diagnosis: Diagnosis, example: Example, pixels: Pixels) -> str:
         kind = "tile pair"
     elif example.name in diagnosis.pictures:
         cam = diagnosis.pictures[example.name]
-        pics.append(_picture(cam, example.name, None, "", caption="class activation"))
+        pics.append(_picture(cam, example.name, None, ("", ""), caption="class activation"))
         kind = "tile cam"
     return (
         f'<figure class="{kind}" data-name="{escape(example.name)}"><div class=pics>{"".join(pics)}</div>'
@@ -145,11 +159,12 @@ def tile(diagnosis: Diagnosis, example: Example, pixels: Pixels) -> str:
     )
 
 
-def _missing(diagnosis: Diagnosis, why: str) -> str:
-    """What a placeholder says: the file's reason (unreadable), or that the pixels are not at hand."""
+def _missing(diagnosis: Diagnosis, why: str) -> tuple[str, str]:
+    """A placeholder's word and reason: the file is unreadable (its reason is the tile's caption too), or its
+    pixels are not at hand (a diagnosis read back from doctor.json: report.render says so once, above)."""
     if diagnosis.listing is None:
-        return "no pixels: read back from doctor.json"
-    return why or "cannot be read"
+        return "no picture", "no pixels: read back from doctor.json"
+    return "unreadable", why or "cannot be read"
 
 
 def _where(split: str, label: str | None) -> str:

@@ -147,7 +147,7 @@ def _read_bytes(path: str) -> tuple[str | None, bytes]:
         mode = os.stat(path).st_mode
     except OSError as err:
         if err.errno == errno.ELOOP:
-            return "a symbolic link loop", b""
+            return "symbolic link loop", b""
         if isinstance(err, FileNotFoundError):
             return "missing (a dangling link, or removed while scanning)", b""
         return f"cannot be looked at ({err.strerror or err})", b""
