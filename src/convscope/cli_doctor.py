@@ -8,6 +8,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from convscope.cli_args import int_in
 from convscope.errors import DataError, LintProblems
 
 ABOUT = (
@@ -20,7 +21,7 @@ ABOUT = (
 )
 EXIT = (
     "exit status: 0 nothing serious found (warnings only), 1 problems found (unreadable files, leaks, a class "
-    "missing from a split, suspicious labels), 2 the data set cannot be read at all"
+    "missing from a split, suspicious labels), 2 the data set cannot be read at all, or the run does not fit it"
 )
 
 
@@ -34,17 +35,25 @@ def add_parsers(sub, console: Console) -> None:
     )
     p.add_argument("--data-dir", metavar="DIR", help="a COCO JSON's image folder, or a built-in data set's folder")
     p.add_argument("--out", metavar="DIR", help="folder for report.html and doctor.json (default doctor/NAME)")
-    p.add_argument("--examples", type=int, default=5, metavar="N", help="images listed per finding (default 5)")
+    p.add_argument(
+        "--examples",
+        type=int_in(0, 1_000_000),
+        default=5,
+        metavar="N",
+        help="images listed per finding on the terminal (default 5; report.html shows up to 24, doctor.json all)",
+    )
     p.add_argument("--json", action="store_true", help="print the whole diagnosis as JSON instead of the summary")
     p.set_defaults(run=lambda args: cmd_doctor(args, console))
 
 
 def cmd_doctor(args: argparse.Namespace, console: Console) -> None:
-    from convscope.diagnosis.doctor import diagnose
+    from convscope.diagnosis.doctor import check_out, diagnose
     from convscope.diagnosis.report import write_report
     from convscope.out_paths import out_folder
 
-    out = out_folder(args.out or Path("doctor") / _name(args.data))  # refused before any work when not writable
+    out = Path(args.out or Path("doctor") / _name(args.data))
+    check_out(out, args.data)
+    out = out_folder(str(out))  # refused before any work when not writable
     try:
         diagnosis = _with_progress(
             lambda progress: diagnose(args.data, args.run_dir, args.data_dir, progress), console, quiet=args.json
@@ -57,7 +66,7 @@ def cmd_doctor(args: argparse.Namespace, console: Console) -> None:
     if args.json:
         print(json.dumps(diagnosis.as_dict(), indent=2, ensure_ascii=False))
     else:
-        for line in diagnosis.lines(examples=max(args.examples, 0)):
+        for line in diagnosis.lines(examples=args.examples):
             console.print(line, markup=False, highlight=False)
         console.print(f"report: {out / 'report.html'}", markup=False, highlight=False)
     if diagnosis.exit_code:

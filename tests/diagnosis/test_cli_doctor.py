@@ -65,3 +65,22 @@ def test_data_that_cannot_be_read_exits_2_and_json_says_why(tmp_path, capsys):
     }
     assert err.startswith("convscope: error: ") and err.count("\n") == 1
     assert not (tmp_path / "r" / "report.html").exists()
+
+
+def test_the_report_is_never_written_into_the_data(tmp_path, capsys, monkeypatch):
+    root = clean_folder(tmp_path / "photos")
+    status, _, err = run(capsys, "doctor", str(root), "--out", str(root / "train" / "report"))
+    assert status == 2 and "inside the data set" in err and "give --out a folder outside it" in err
+    monkeypatch.chdir(root)  # the default, doctor/NAME, would be inside it too
+    status, _, err = run(capsys, "doctor", ".")
+    assert status == 2 and err.startswith("convscope: error: doctor/photos: inside the data set .;")
+    assert sorted(p.name for p in root.iterdir()) == ["test", "train"]
+
+
+def test_examples_must_be_a_count(tmp_path, capsys):
+    root = clean_folder(tmp_path / "photos")
+    try:
+        status = main(["doctor", str(root), "--examples", "-1"])
+    except SystemExit as stop:  # argparse's usage error
+        status = stop.code
+    assert status == 2 and "--examples" in capsys.readouterr().err

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from convscope.api.progress import close_bar, open_bar
-from convscope.diagnosis.doctor import diagnose
+from convscope.diagnosis.doctor import check_out, diagnose
 from convscope.diagnosis.model import Diagnosis
 
 
@@ -37,6 +37,7 @@ def doctor(
     if out is not None:
         from convscope.out_paths import out_folder
 
+        check_out(out, data)
         folder = out_folder(str(out))  # refused before any work when it cannot be written
     if progress:
         diagnosis = _with_bars(lambda bar: diagnose(data, run, data_dir, bar))

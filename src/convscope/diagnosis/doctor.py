@@ -21,6 +21,7 @@ from convscope.diagnosis.model import Diagnosis, Example, Finding
 from convscope.diagnosis.properties import find_outliers, summarise
 from convscope.diagnosis.scan import Scan, scan_arrays, scan_files
 from convscope.diagnosis.twins import find_twins
+from convscope.errors import OutputError
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
@@ -107,6 +108,21 @@ def _concatenate(scans: list[Scan]) -> Scan:
         values = [getattr(scan, name) for scan in scans]
         joined[name] = np.concatenate(values) if isinstance(values[0], np.ndarray) else sum(values, [])
     return Scan(**joined)
+
+
+def check_out(out: str | Path, data: str | Path) -> None:
+    """OutputError when the report's folder `out` lies inside the data set `data` (its folder, or a data file's
+    folder): the doctor writes nothing into the data, and a report folder there would be read as a class next time."""
+    data = Path(data)
+    if not data.exists():
+        return  # a built-in name, or nothing: diagnose says so
+    root = (data if data.is_dir() else data.parent).resolve()
+    target = Path(out).resolve()
+    if target == root or root in target.parents:
+        raise OutputError(
+            f"{out}: inside the data set {data}; the doctor writes nothing into the data it examines (a report "
+            "folder there would be read as a class): give --out a folder outside it"
+        )
 
 
 def find_unreadable(listing: Listing, scan: Scan) -> list[Finding]:
