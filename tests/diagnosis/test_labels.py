@@ -261,3 +261,25 @@ def test_a_detectors_findings_are_those_of_its_own_predictions(tmp_path):
     assert {(e.name, e.box) for e in (found.examples if found else ())} == unlabelled
     assert diagnosis.count("missed-box") == len(missed) > 0  # one epoch: a weak detector misses boxes
     assert any("score ≥ 0.3 at IoU ≥ 0.1" in note for note in diagnosis.notes)
+
+
+def test_a_run_near_chance_judges_no_label_and_says_why():
+    from convscope.diagnosis.labels import suspicious
+    from convscope.diagnosis.labels_predict import Probabilities
+    from convscope.diagnosis.listing import Item, Listing
+
+    rng = np.random.default_rng(0)
+    n = 200
+    items = [Item("test", f"test/{i}.png", None, i % 2, i) for i in range(n)]
+    listing = Listing("x", "image folders", "classification", ("cat", "dog"), items, {"test": "test/"})
+    values = rng.dirichlet((0.3, 0.3), n).astype(np.float32)  # confident, and right only by chance
+    flags = [np.zeros(n, bool) for _ in range(4)]
+    flags[0][:] = True  # judged
+    notes = []
+    assert suspicious(Probabilities(listing, values, *flags), listing, notes) == []
+    (note,) = notes
+    assert note.startswith("labels of 200 images not judged: their predictions (of the run) are ")
+    assert "under the 75% needed" in note
+    right = np.eye(2, dtype=np.float32)[[item.label for item in items]] * 0.9 + 0.05  # a strong run
+    right[:3] = right[:3, ::-1]  # three labels it disagrees with
+    assert [issue.row for issue in suspicious(Probabilities(listing, right, *flags), listing, [])] == [0, 1, 2]

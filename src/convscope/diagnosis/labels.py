@@ -69,7 +69,7 @@ def judge_labels(listing: Listing, scan: Scan, findings: list[Finding], run_dir:
         return Judged(found, None, notes)
     probs = class_probabilities(loaded, listing, scan, _progress(progress))
     judged = Judged(notes=probs.notes)
-    issues = suspicious(probs, listing)
+    issues = suspicious(probs, listing, judged.notes)
     if issues:
         judged.findings.append(_finding(issues, probs))
         judged.pictures = _pictures(loaded, listing, issues[:PICTURES], judged.notes)
@@ -109,17 +109,37 @@ class Issue:
     self_confidence: float  # the probability of the given class: the ranking, lowest first
 
 
-def suspicious(probs: Probabilities, listing: Listing) -> list[Issue]:
+def suspicious(probs: Probabilities, listing: Listing, notes: list[str]) -> list[Issue]:
     """The label issues cleanlab finds, each group of probabilities (held out, cross-validated) judged on its own,
-    worst (lowest self-confidence) first."""
+    worst (lowest self-confidence) first. A group whose accuracy is under STRONG_ENOUGH's bar is not judged (a note
+    says why): a weak network disagrees with right labels as often as with wrong ones."""
     labels = np.array([item.label for item in listing.items], dtype=np.int64)
     issues = []
     for rows in _groups(probs, len(listing.classes)):
+        weak = _too_weak(probs, labels, rows, len(listing.classes))
+        if weak:
+            notes.append(weak)
+            continue
         for row in rows[_find_issues(labels[rows], probs.values[rows])]:
             p = probs.values[row]
             predicted = int(p.argmax())
             issues.append(Issue(int(row), int(labels[row]), predicted, float(p[predicted]), float(p[labels[row]])))
     return sorted(issues, key=lambda issue: (issue.self_confidence, issue.row))
+
+
+def _too_weak(probs: Probabilities, labels: np.ndarray, rows: np.ndarray, classes: int) -> str | None:
+    """Why the group `rows` is not judged, or None: its accuracy is under halfway between chance (1/classes) and
+    100% (2 classes: 75%; 10 classes: 55%)."""
+    bar = (1 + 1 / classes) / 2
+    accuracy = float((probs.values[rows].argmax(1) == labels[rows]).mean())
+    if accuracy >= bar:
+        return None
+    how = "cross-validated on the run's features" if probs.cross_validated[rows].all() else "of the run"
+    return (
+        f"labels of {len(rows):,} images not judged: their predictions ({how}) are {accuracy:.1%} right, under "
+        f"the {bar:.0%} needed to tell a wrong label from the network's own mistakes (halfway between chance and "
+        "100%); train a stronger run"
+    )
 
 
 def _groups(probs: Probabilities, classes: int) -> list[np.ndarray]:
