@@ -235,3 +235,14 @@ def test_a_thin_panorama_is_an_aspect_outlier_not_tiny(tmp_path):
     diagnosis = diagnose(root)
     assert diagnosis.count("tiny") == 0
     assert [e.name for e in diagnosis.finding("aspect").examples] == ["train/cloud/panorama.jpg"]
+
+
+def test_a_mirrored_copy_in_test_is_a_near_leak(tmp_path):
+    root = clean_folder(tmp_path / "d")
+    with Image.open(root / "train/cloud/002.jpg") as img:
+        img.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(root / "test/cloud/mirrored.jpg", quality=85)
+    near = diagnose(root).finding("near-leak")
+    assert near.count == 1
+    (example,) = near.examples
+    assert (example.name, example.other) == ("test/cloud/mirrored.jpg", "train/cloud/002.jpg")
+    assert example.why.startswith("mirrored, pHash ")

@@ -1,8 +1,9 @@
 """One pass over every image: each file read once, its bytes hashed, decoded once, and what the checks need kept.
 
 Per image: why it could not be read (or None), SHA-256 of its bytes (exact duplicates), a 64-bit perceptual hash
-(imagehash.phash: near duplicates), a 16×16 gray thumbnail (to confirm a near pair), its size after EXIF orientation,
-its stored mode and format, its EXIF orientation tag, and the mean and standard deviation of its gray levels.
+(imagehash.phash: near duplicates) of it and of its mirror image, a 16×16 gray thumbnail (to confirm a near pair),
+its size after EXIF orientation, its stored mode and format, its EXIF orientation tag, and the mean and standard
+deviation of its gray levels.
 
 Reasons a file is not read, each checked before the next and named in one line: a link loop or a folder that cannot
 be looked into; not a regular file (a named pipe, a device: never opened); zero bytes; no permission to read; not an
@@ -49,6 +50,7 @@ class Scan:
     reasons: list[str | None]  # why the file could not be read; None when it was
     sha256: list[bytes]  # of the file's bytes (of the pixels for arrays); b"" when unread
     phash: np.ndarray  # uint64 N: perceptual hash, 0 when unread
+    phash_mirror: np.ndarray  # uint64 N: the perceptual hash of the mirrored picture (left and right swapped)
     thumbs: np.ndarray  # uint8 N×16×16 gray
     width: np.ndarray  # int32 N, pixels after EXIF orientation; 0 when unread
     height: np.ndarray
@@ -179,31 +181,34 @@ def _measure(img: Image.Image, digest: bytes, mode: str, fmt: str, orientation: 
     mean = float(counts @ _LEVELS) / max(counts.sum(), 1)
     std = float(np.sqrt(max(counts @ _LEVELS**2 / max(counts.sum(), 1) - mean**2, 0.0)))
     small = gray.resize((HASH_SIDE, HASH_SIDE), Image.Resampling.BOX)
-    bits = imagehash.phash(small, hash_size=8).hash.flatten()
-    phash = int(np.packbits(bits).view(">u8")[0])
+    phash, mirrored = (
+        int(np.packbits(imagehash.phash(picture, hash_size=8).hash.flatten()).view(">u8")[0])
+        for picture in (small, small.transpose(Image.Transpose.FLIP_LEFT_RIGHT))
+    )
     thumb = np.asarray(small.resize((THUMB, THUMB), Image.Resampling.BOX), dtype=np.uint8)
-    return (None, digest, phash, thumb, img.width, img.height, mode, fmt, orientation, mean, std)
+    return (None, digest, phash, mirrored, thumb, img.width, img.height, mode, fmt, orientation, mean, std)
 
 
 def _unread(reason: str) -> tuple:
-    return (reason, b"", 0, np.zeros((THUMB, THUMB), np.uint8), 0, 0, "", "", 0, 0.0, 0.0)
+    return (reason, b"", 0, 0, np.zeros((THUMB, THUMB), np.uint8), 0, 0, "", "", 0, 0.0, 0.0)
 
 
 def _columns(rows: list[tuple]) -> Scan:
     if not rows:
-        rows_t = [[] for _ in range(11)]
+        rows_t = [[] for _ in range(12)]
     else:
         rows_t = list(zip(*rows, strict=True))
     return Scan(
         reasons=list(rows_t[0]),
         sha256=list(rows_t[1]),
         phash=np.array(rows_t[2], dtype=np.uint64),
-        thumbs=np.array(rows_t[3], dtype=np.uint8).reshape(-1, THUMB, THUMB),
-        width=np.array(rows_t[4], dtype=np.int32),
-        height=np.array(rows_t[5], dtype=np.int32),
-        modes=list(rows_t[6]),
-        formats=list(rows_t[7]),
-        orientation=np.array(rows_t[8], dtype=np.int8),
-        mean=np.array(rows_t[9], dtype=np.float32),
-        std=np.array(rows_t[10], dtype=np.float32),
+        phash_mirror=np.array(rows_t[3], dtype=np.uint64),
+        thumbs=np.array(rows_t[4], dtype=np.uint8).reshape(-1, THUMB, THUMB),
+        width=np.array(rows_t[5], dtype=np.int32),
+        height=np.array(rows_t[6], dtype=np.int32),
+        modes=list(rows_t[7]),
+        formats=list(rows_t[8]),
+        orientation=np.array(rows_t[9], dtype=np.int8),
+        mean=np.array(rows_t[10], dtype=np.float32),
+        std=np.array(rows_t[11], dtype=np.float32),
     )

@@ -5,7 +5,10 @@ Exact: the same SHA-256 of the file's bytes (of the pixels for built-in arrays).
 imagehash: the signs of the 8×8 lowest frequencies of the 2-D DCT of a 32×32 gray copy, Zauner 2010) within
 NEAR_BITS of the other's, confirmed by the correlation of the two 16×16 gray thumbnails (≥ NEAR_CORRELATION): a
 resized, re-encoded or slightly cropped copy passes both; two different photos rarely pass both. Near-blank images
-(every hash of a flat image looks alike) are left to the properties check.
+(every hash of a flat image looks alike) are left to the properties check. Across splits a mirrored copy counts too
+(training's flips would show the network the scored image): each image is also compared, mirrored (its hash and
+thumbnail of the mirrored picture), with every image of the earlier splits. A copy cropped by more than a few
+percent on a side, or rotated, is not found.
 
 All pairs are compared: the Hamming distances of every pair come from one matrix product of the hashes' bits as
 ±1 (64 − a·b = 2 × distance), a block of rows at a time (60,000 images: 1.8 billion pairs, a few seconds).
@@ -32,6 +35,10 @@ def find_twins(listing: Listing, scan: Scan) -> list[Finding]:
     """The findings "leak", "near-leak", "duplicate", "near-duplicate" (those with at least one image)."""
     exact = _exact_pairs(scan)
     near = [(i, j, d) for i, j, d in near_pairs(scan) if scan.sha256[i] != scan.sha256[j]]
+    split = np.array([SPLIT_ORDER.index(item.split) for item in listing.items])
+    seen = {(i, j) for i, j, _ in near} | {(i, j) for i, j, _ in exact}
+    mirrored = [(i, j, d) for i, j, d in mirrored_pairs(scan, split) if (i, j) not in seen and (j, i) not in seen]
+    near += [(i, j, -1 - d) for i, j, d in mirrored]  # a negative distance marks a mirrored pair (−1 − d)
     return [f for f in (*_findings(listing, exact, "exact"), *_findings(listing, near, "near")) if f.count]
 
 
@@ -49,27 +56,67 @@ def _exact_pairs(scan: Scan) -> list[tuple[int, int, int]]:
 
 def near_pairs(scan: Scan) -> list[tuple[int, int, int]]:
     """(i, j, Hamming distance) for i < j, every near pair (see the module docstring)."""
-    usable = np.flatnonzero(scan.readable & (scan.std >= FLAT_STD))
+    usable = _usable(scan)
     if len(usable) < 2:
         return []
-    bits = np.unpackbits(scan.phash[usable].astype(">u8").view(np.uint8).reshape(-1, 8), axis=1)
-    signs = bits.astype(np.float32) * 2 - 1  # N×64 of ±1
-    thumbs = scan.thumbs[usable].reshape(len(usable), -1).astype(np.float32)
-    thumbs -= thumbs.mean(axis=1, keepdims=True)
-    thumbs /= np.maximum(np.linalg.norm(thumbs, axis=1, keepdims=True), 1e-6)
+    signs, thumbs = _signs(scan.phash[usable]), _normalised(scan.thumbs[usable])
     pairs = []
-    least = 64 - 2 * NEAR_BITS - 0.5  # agreement a·b = 64 − 2 × distance: compared as it is, no array made from it
     for start in range(0, len(usable), _BLOCK):
-        agreement = signs[start : start + _BLOCK] @ signs[start:].T  # block × (N − start): from this block's row on
-        r, c = np.nonzero(agreement >= least)
-        keep = c > r  # each pair once, not an image with itself
-        r, c = r[keep], c[keep]
-        a, b = r + start, c + start
-        correlation = np.einsum("ij,ij->i", thumbs[a], thumbs[b])
-        ok = correlation >= NEAR_CORRELATION
-        distance = ((64 - agreement[r[ok], c[ok]]) / 2).round().astype(int)
-        pairs += zip(usable[a[ok]].tolist(), usable[b[ok]].tolist(), distance.tolist(), strict=True)
+        # block × (N − start): from this block's first row on, each pair once
+        for r, c, d in _close(signs[start : start + _BLOCK], signs[start:], thumbs[start : start + _BLOCK],
+                              thumbs[start:], upper=True):  # fmt: skip
+            pairs.append((int(usable[r + start]), int(usable[c + start]), d))
     return pairs
+
+
+def mirrored_pairs(scan: Scan, split: np.ndarray) -> list[tuple[int, int, int]]:
+    """(i, j, Hamming distance) where image j, mirrored, is a near copy of image i of an earlier split (`split`: each
+    image's position in SPLIT_ORDER)."""
+    usable = _usable(scan)
+    signs, thumbs = _signs(scan.phash[usable]), _normalised(scan.thumbs[usable])
+    flipped_signs = _signs(scan.phash_mirror[usable])
+    flipped_thumbs = _normalised(scan.thumbs[usable][:, :, ::-1])
+    pairs = []
+    for later in np.unique(split[usable]):
+        rows = np.flatnonzero(split[usable] == later)
+        earlier = np.flatnonzero(split[usable] < later)
+        for start in range(0, len(rows), _BLOCK):
+            block = rows[start : start + _BLOCK]
+            for r, c, d in _close(flipped_signs[block], signs[earlier], flipped_thumbs[block], thumbs[earlier]):
+                pairs.append((int(usable[earlier[c]]), int(usable[block[r]]), d))
+    return pairs
+
+
+def _usable(scan: Scan) -> np.ndarray:
+    return np.flatnonzero(scan.readable & (scan.std >= FLAT_STD))
+
+
+def _signs(hashes: np.ndarray) -> np.ndarray:
+    """float32 N×64 of ±1: each 64-bit hash's bits, so that a·b = 64 − 2 × their Hamming distance."""
+    bits = np.unpackbits(hashes.astype(">u8").view(np.uint8).reshape(-1, 8), axis=1)
+    return bits.astype(np.float32) * 2 - 1
+
+
+def _normalised(thumbs: np.ndarray) -> np.ndarray:
+    """float32 N×256: each thumbnail minus its mean, of length 1 (a dot product is their correlation)."""
+    flat = thumbs.reshape(len(thumbs), -1).astype(np.float32)
+    flat -= flat.mean(axis=1, keepdims=True)
+    return flat / np.maximum(np.linalg.norm(flat, axis=1, keepdims=True), 1e-6)
+
+
+def _close(rows, cols, row_thumbs, col_thumbs, upper: bool = False) -> list[tuple[int, int, int]]:
+    """(row, column, distance) of the near pairs between two blocks of signs; `upper`: the blocks start at the same
+    image, and only pairs above the diagonal count."""
+    least = 64 - 2 * NEAR_BITS - 0.5  # agreement a·b = 64 − 2 × distance: compared as it is, no array made from it
+    agreement = rows @ cols.T
+    r, c = np.nonzero(agreement >= least)
+    if upper:
+        keep = c > r
+        r, c = r[keep], c[keep]
+    ok = np.einsum("ij,ij->i", row_thumbs[r], col_thumbs[c]) >= NEAR_CORRELATION
+    r, c = r[ok], c[ok]
+    distance = ((64 - agreement[r, c]) / 2).round().astype(int)
+    return list(zip(r.tolist(), c.tolist(), distance.tolist(), strict=True))
 
 
 def _later(listing: Listing, i: int, j: int) -> tuple[Item, Item]:
@@ -84,8 +131,9 @@ def _findings(listing: Listing, pairs: list[tuple[int, int, int]], how: str) -> 
     within: list[Example] = []
     for i, j, distance in pairs:
         first, second = _later(listing, i, j)
+        mirrored, distance = distance < 0, distance if distance >= 0 else -1 - distance
         why = "same bytes" if how == "exact" else f"pHash {distance} bit{'s' if distance != 1 else ''} apart"
-        example = _example(listing, second, first, why, distance)
+        example = _example(listing, second, first, ("mirrored, " if mirrored else "") + why, distance)
         if first.split == second.split:
             within.append(example)
         else:
