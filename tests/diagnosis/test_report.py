@@ -159,3 +159,50 @@ def test_a_detection_example_with_a_box_is_drawn_with_it(diagnosed, tmp_path):
     suspicious = _section(page, "suspicious")
     assert suspicious.count('<figure class="tile cam"') == 1 and suspicious.count("<img ") == 2
     assert "class activation" in suspicious
+
+
+def test_an_unreadable_files_placeholder_holds_a_word_and_its_reason_is_said_once_below(tmp_path):
+    """A truncated JPEG, a zero-byte file and a text file named .jpg: each tile's grey box says "unreadable" (the
+    reason, a sentence, would spill out of 96 pixels over the file's name), the reason once, under the name."""
+    root = planted(tmp_path / "d")
+    (root / "train/apple/empty.jpg").write_bytes(b"")
+    (root / "train/bear/notes.jpg").write_text("my notes, not a picture\n" * 5)
+    diagnosis = diagnose(root)
+    for html_text in (write_report(diagnosis, tmp_path / "out").read_text(), notebook_html(diagnosis)):
+        unreadable = _section(html_text, "unreadable")
+        tiles = re.findall(r'<figure class="tile" data-name="([^"]+)">(.*?)</figure>', unreadable, re.S)
+        assert sorted(name for name, _ in tiles) == [
+            "train/apple/cut.jpg",
+            "train/apple/empty.jpg",
+            "train/bear/notes.jpg",
+        ]
+        for name, tile in tiles:
+            assert re.findall(r"<div class=none[^>]*>([^<]*)</div>", tile) == ["unreadable"]
+            why = next(e.why for e in diagnosis.finding("unreadable").examples if e.name == name)
+            caption = re.search(r"<figcaption>(.*?)</figcaption>", tile, re.S).group(1)
+            seen = re.sub(r"<[^>]+>", " ", tile)  # the text shown, tooltips (attributes) left out
+            assert caption.count(why) == 1 and seen.count(why) == 1
+            assert f"<span class=name>{name.rsplit('/', 1)[-1]}</span>" in tile
+        reasons = {e.why for e in diagnosis.finding("unreadable").examples}
+        assert any("truncated" in r for r in reasons) and any("zero bytes" in r for r in reasons)
+
+
+def test_advice_in_backticks_is_shown_as_code_and_the_rest_escaped(diagnosed, tmp_path):
+    advice = "`convscope detect lint DATA` lists them; <b>not bold</b> and `a<b` too; one ` alone"
+    finding = Finding("annotations", "bad-box", "2 bad boxes", 2, True, (), advice)
+    shown = dataclasses.replace(diagnosed, findings=(finding,))
+    shown.listing = diagnosed.listing
+    expected = (
+        "<p class=advice><code>convscope detect lint DATA</code> lists them; &lt;b&gt;not bold&lt;/b&gt; and "
+        "<code>a&lt;b</code> too; one ` alone</p>"
+    )
+    assert expected in write_report(shown, tmp_path / "out").read_text()
+    assert expected in notebook_html(shown)
+
+
+def test_a_diagnosis_read_back_says_once_that_it_has_no_pictures(diagnosed, tmp_path):
+    write_report(diagnosed, tmp_path / "out")
+    back = Diagnosis.from_dict(json.loads((tmp_path / "out/doctor.json").read_text()))
+    page = write_report(back, tmp_path / "again").read_text()
+    assert page.count("no pictures: this diagnosis was read back from doctor.json") == 1
+    assert page.count(">no picture</div>") == 4  # the unreadable file, the leak's pair, the gray image

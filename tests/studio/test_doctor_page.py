@@ -66,7 +66,12 @@ def test_the_doctor_refuses_what_it_may_not_read(tmp_path):
         refused = client.post("/api/doctor", data={"data": str(outside)}, headers=HEADER)
         assert refused.status_code == 403 and "outside the studio's data roots" in refused.json()["detail"]
         missing = client.post("/api/doctor", data={"data": "no-such-folder"}, headers=HEADER)
-        assert missing.status_code == 400 and "no-such-folder" in missing.json()["detail"]
+        assert missing.status_code == 400
+        assert missing.json()["detail"] == f"no such folder or file: {runs.resolve() / 'no-such-folder'}"
+        deeper = client.post("/api/doctor", data={"data": str(runs / "a/b")}, headers=HEADER)
+        assert deeper.json()["detail"] == f"no such folder or file: {runs.resolve() / 'a/b'}"
+        gone = client.post("/api/doctor", data={"data": str(tmp_path / "gone/x")}, headers=HEADER)
+        assert gone.status_code == 400 and gone.json()["detail"].startswith("data must be")  # not inside: no hint
         no_run = client.post("/api/doctor", data={"data": "cifar10", "run": "../x"}, headers=HEADER)
         assert no_run.status_code == 404
         assert client.post("/api/doctor", data={"data": "cifar10"}).status_code == 403  # not from the pages
@@ -81,6 +86,9 @@ def test_the_doctor_page_shows_the_findings_of_a_folder(page, studio_runs, tmp_p
     data = studio_runs.parent / "doctor-insects"
     if not data.exists():
         leaky(data)
+    complaints, failed = [], []  # console errors (a 404 is one), and answers >= 400 (the refusals asked for below)
+    page.on("console", lambda message: complaints.append(message.text) if message.type == "error" else None)
+    page.on("response", lambda answer: failed.append((answer.url, answer.status)) if answer.status >= 400 else None)
     page.goto("/doctor")
     assert page.locator("header nav a.here").inner_text() == "Doctor"
     page.locator("#run option[value=shades]").wait_for(state="attached")
@@ -98,6 +106,32 @@ def test_the_doctor_page_shows_the_findings_of_a_folder(page, studio_runs, tmp_p
     loaded = frame.locator("figure.tile.pair img").evaluate_all("imgs => imgs.map(i => i.complete && i.naturalWidth)")
     assert loaded == [80, 80]  # 40×40 pictures, enlarged twice to be seen
     page.screenshot(path=tmp_path / "doctor.png", full_page=True)
+    # the finding's link opens its own section of the report in the frame, which scrolls to it
+    link = leak.locator("a")
+    assert link.get_attribute("href").endswith("/report.html#finding-0") and link.get_attribute("target") == "report"
+    section = frame.locator("#finding-0")
+    before = section.bounding_box()["y"]
+    link.click()
+    deadline = time.monotonic() + 10
+    while not page.frame(name="report").url.endswith("#finding-0") or section.bounding_box()["y"] == before:
+        assert time.monotonic() < deadline, "the report did not go to the finding's section"
+        page.wait_for_timeout(50)
+    after, top = section.bounding_box()["y"], page.locator("#report").bounding_box()["y"]
+    assert after < before and after >= top - 1
+    # advice's `...` as <code>, the rest as text
+    built = page.evaluate("() => { const d = document.createElement('p'); d.append(...prose('`convscope x` <b>y</b>'));"
+                          " return d.innerHTML; }")  # fmt: skip
+    assert built == "<code>convscope x</code> &lt;b&gt;y&lt;/b&gt;"
+    assert not complaints and not failed, (complaints, failed)  # no favicon.ico 404 either
+    # a diagnosis refused: its error, and nothing of the previous result left under it
     page.fill("#data", "/etc")
     page.click("#diagnose")
     page.wait_for_function("document.getElementById('doctor-error').textContent.includes('outside')")
+    assert page.locator("#result").is_hidden()
+    page.fill("#data", str(data.parent / "nope"))
+    page.click("#diagnose")
+    page.wait_for_function("document.getElementById('doctor-error').textContent.startsWith('no such folder or file')")
+    assert page.locator("#doctor-error").inner_text() == f"no such folder or file: {data.parent.resolve() / 'nope'}"
+    assert page.locator("#result").is_hidden() and page.frame(name="report").url == "about:blank"
+    assert [status for _, status in failed] == [403, 400] and all(url.endswith("/api/doctor") for url, _ in failed)
+    assert len(complaints) == 2 and all("status of 40" in text for text in complaints), complaints

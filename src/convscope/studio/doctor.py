@@ -14,6 +14,7 @@ the run, when one is picked, must be a run folder of RUNS (studio.runs.run_folde
 from __future__ import annotations
 
 import logging
+import os
 import re
 import threading
 import time
@@ -26,7 +27,7 @@ from fastapi import APIRouter, Form, HTTPException
 from fastapi.responses import Response
 
 from convscope.data.load import BUILT_IN
-from convscope.errors import ConvscopeError
+from convscope.errors import ConfigError, ConvscopeError
 from convscope.studio.guards import TooMany
 from convscope.studio.runs import NAME, json_ready
 
@@ -84,7 +85,7 @@ class Diagnoses:
         """Diagnose `data` (a built-in name, or a folder or file inside the data roots), its labels judged by the run
         folder named `run` when given. Raises ConfigError / NotAllowed (data), RunNotFound (run), TooMany (one
         already running), before anything starts."""
-        source = data if data in BUILT_IN else str(self.check_data(data, files=True))
+        source = data if data in BUILT_IN else str(self._data(data))
         run_folder = self.run_path(run) if run else None
         stem = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(data.rstrip("/")).name or "data").lstrip(".-") or "data"
         with self._lock:
@@ -100,6 +101,33 @@ class Diagnoses:
             self._threads.append(thread)
         thread.start()
         return job
+
+    def _data(self, data: str) -> Path:
+        """check_data(data, files=True), its refusal of a path that does not exist made plain when the path lies
+        inside a data root: "no such folder or file: PATH" (the generic message lists what data may be)."""
+        try:
+            return self.check_data(data, files=True)
+        except ConfigError as err:
+            missing = self._missing(Path(data))
+            if missing is None:
+                raise
+            raise ConfigError(f"no such folder or file: {missing}") from err
+
+    def _missing(self, path: Path) -> Path | None:
+        """Where `path` would be when it does not exist but its nearest existing folder is inside a data root (asked
+        of check_data itself, which alone knows the roots); None otherwise (outside, or there but not a folder)."""
+        for above in path.parents:
+            rest = path.relative_to(above)
+            if ".." in rest.parts:
+                return None
+            try:
+                real = self.check_data(str(above))
+            except ConfigError:  # not there either: the folder above it decides
+                continue
+            except ConvscopeError:  # there, but outside every data root
+                return None
+            return None if os.path.lexists(real / rest) else real / rest
+        return None
 
     def _work(self, job: Diagnosing, source: str, run_folder: Path | None) -> None:
         from convscope.diagnosis.doctor import diagnose

@@ -17,6 +17,27 @@ function found(doc) {
   return doc.findings.length ? `${problems} problem(s), ${warnings} warning(s)` : "nothing found";
 }
 
+function prose(text) {
+  // Advice as the report shows it: each `...` (a command) as <code>, built as elements (no HTML strings).
+  // The same pattern as report_tiles.prose, so the page and the report agree on odd backticks.
+  const out = [], all = String(text);
+  let last = 0;
+  for (const match of all.matchAll(/`([^`]+)`/g)) {
+    out.push(all.slice(last, match.index), el("code", {}, match[1]));
+    last = match.index + match[0].length;
+  }
+  return [...out, all.slice(last)];
+}
+
+function clear() {
+  // A new diagnosis starts: nothing of the one shown before stays on screen (its result, its error, its progress).
+  following = "";  // not null: refresh() must not follow the previous diagnosis again
+  showError("doctor-error", null);
+  document.getElementById("result").hidden = true;
+  document.getElementById("progress").hidden = true;
+  document.getElementById("report").src = "about:blank";
+}
+
 async function refresh() {
   try {
     const all = await api("/api/doctor");
@@ -45,6 +66,7 @@ async function follow(id) {
     return;
   }
   refresh();
+  showError("doctor-error", null);
   if (job.state === "failed") {
     document.getElementById("result").hidden = true;
     showError("doctor-error", job.message || "the diagnosis failed");
@@ -70,17 +92,18 @@ function show(job) {
   const frame = document.getElementById("report");
   document.getElementById("findings").replaceChildren(...(doc.findings.length ? doc.findings.map((f, i) => el("li", {"data-kind": f.kind},
     el("span", {class: `level ${f.serious ? "problem" : "warning"}`}, f.serious ? "problem" : "warning"),
-    el("a", {href: "#report", onclick: () => { frame.src = `${job.report}#finding-${i}`; }}, f.title),
-    el("div", {class: "advice"}, f.advice))) : [el("li", {class: "muted"}, "nothing found")]));
+    // The finding's own section of the report (its id is finding-N, in the same order), opened in the frame
+    el("a", {href: `${job.report}#finding-${i}`, target: "report", onclick: () => frame.scrollIntoView()}, f.title),
+    el("div", {class: "advice"}, ...prose(f.advice || "")))) : [el("li", {class: "muted"}, "nothing found")]));
   document.getElementById("report-link").href = job.report;
   document.getElementById("report-folder").textContent = job.folder;
-  if (!frame.src.includes(job.report)) frame.src = job.report;
+  if (!frame.src.includes(job.report)) frame.src = job.report;  // kept when only its #finding-N differs
   document.getElementById("result").hidden = false;
 }
 
 document.getElementById("doctor-form").addEventListener("submit", async e => {
   e.preventDefault();
-  showError("doctor-error", null);
+  clear();
   try {
     const job = await api("/api/doctor", {method: "POST", body: new FormData(e.target)});
     follow(job.id);
