@@ -27,7 +27,7 @@ def test_train_leaves_pictures_and_a_summary_line(run_dir, capsys):
 def test_train_logs_a_clean_data_check(run_dir):
     lines = [line for line in (run_dir / "train.log").read_text().splitlines() if ": data check: " in line]
     assert len(lines) == 2 and " INFO convscope.train: data check: " in lines[0]
-    assert lines[0].endswith("2 classes of 48 training images; no leaks, repeats or unreadable files found")
+    assert lines[0].endswith("2 classes, 48 training images per class; no leaks, repeats or unreadable files found")
 
 
 def test_train_says_in_one_line_that_test_images_leak_from_train(tmp_path, capsys):
@@ -38,8 +38,8 @@ def test_train_says_in_one_line_that_test_images_leak_from_train(tmp_path, capsy
     assert main([*train_args(data, out, epochs=1, batch_size=16), "--val-fraction", "0"]) == 0
     shown = capsys.readouterr()
     found = (
-        "data check: 40 train / 6 test images, 2 classes of 20 training images; 3 test images identical to training "
-        f"images (a leak) — `convscope doctor {data}` looks deeper"
+        "data check: 40 train / 6 test images, 2 classes, 20 training images per class; 3 test images identical to "
+        f"training images (a leak) — `convscope doctor {data}` looks deeper"
     )
     assert [line for line in (shown.out + shown.err).splitlines() if "data check" in line] == [found]
     assert f"WARNING convscope.train: {found}" in (out / "train.log").read_text()

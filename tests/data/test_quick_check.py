@@ -40,8 +40,8 @@ def test_a_clean_folder_says_nothing_is_wrong(tmp_path, streamed):
     assert check.missing == {"test": ()} and check.class_counts == {"cat": 10, "dog": 10}
     assert not check.serious and check.findings() == []
     assert check.line() == (
-        "data check: 20 train / 8 test images, 2 classes of 10 training images; no leaks, repeats or unreadable "
-        "files found"
+        "data check: 20 train / 8 test images, 2 classes, 10 training images per class; no leaks, repeats or "
+        "unreadable files found"
     )
 
 
@@ -97,7 +97,8 @@ def test_a_tenth_of_the_largest_class_is_imbalance():
     check = quick_check(data, "/home/me/arrays.npz")
     assert check.class_counts == {"big": 30, "small": 3} and check.imbalanced and check.serious
     assert check.line() == (  # arrays (an .npz file): the doctor does not read them, so it is not named
-        "data check: 33 train / 2 test images, 2 classes of 3–30 training images; class 'small' has 3 training images"
+        "data check: 33 train / 2 test images, 2 classes, 3–30 training images per class; class 'small' has 3 "
+        "training images"
     )
     balanced = Dataset("arrays", ("big", "small"), _split(list(range(8)), [0] * 4 + [1] * 4), data.test)
     assert not quick_check(balanced).serious

@@ -81,7 +81,7 @@ class DataCheck:
         counts = list(self.class_counts.values())
         low, high = (min(counts), max(counts)) if counts else (0, 0)
         each = f"{low:,}" if low == high else f"{low:,}–{high:,}"
-        head = f"data check: {totals} images, {len(counts)} classes of {each} training images"
+        head = f"data check: {totals} images, {len(counts)} classes, {each} training images per class"
         found = self.findings()
         if not found:
             return f"{head}; no leaks, repeats or unreadable files found"
