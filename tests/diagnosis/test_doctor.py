@@ -246,3 +246,28 @@ def test_a_mirrored_copy_in_test_is_a_near_leak(tmp_path):
     (example,) = near.examples
     assert (example.name, example.other) == ("test/cloud/mirrored.jpg", "train/cloud/002.jpg")
     assert example.why.startswith("mirrored, pHash ")
+
+
+def test_a_built_in_data_set_is_examined_from_its_arrays(tmp_path):
+    import gzip
+    import struct
+
+    def write_idx(path, array):
+        header = struct.pack(f">BBBB{array.ndim}I", 0, 0, 0x08, array.ndim, *array.shape)
+        path.write_bytes(gzip.compress(header + array.tobytes()))
+
+    rng = np.random.default_rng(0)
+    train = rng.integers(0, 256, (20, 28, 28), dtype=np.uint8)
+    test = rng.integers(0, 256, (5, 28, 28), dtype=np.uint8)
+    test[2] = train[7]  # the published test sets hold a few such copies
+    for prefix, images in (("train", train), ("t10k", test)):
+        write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", images)
+        write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", np.arange(len(images), dtype=np.uint8) % 10)
+    diagnosis = diagnose("fashion-mnist", data_dir=tmp_path)
+    assert diagnosis.layout == "built-in fashion-mnist" and len(diagnosis.classes) == 10
+    assert [(s.name, s.files, s.readable) for s in diagnosis.splits] == [("train", 20, 20), ("test", 5, 5)]
+    (leak,) = diagnosis.finding("leak").examples
+    assert (leak.name, leak.other, leak.index, leak.other_index) == ("test[2]", "train[7]", 2, 7)
+    pixels = diagnosis.image(leak.name, leak.split, leak.index)
+    assert pixels.shape == (28, 28, 3) and np.array_equal(pixels[:, :, 0], train[7])
+    assert diagnosis.properties.modes == {"L": 25} and diagnosis.properties.formats == {"array": 25}
