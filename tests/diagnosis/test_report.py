@@ -158,7 +158,7 @@ def test_a_detection_example_with_a_box_is_drawn_with_it(diagnosed, tmp_path):
     assert _section(page, "missed-box").count("<img ") == 1
     suspicious = _section(page, "suspicious")
     assert suspicious.count('<figure class="tile cam"') == 1 and suspicious.count("<img ") == 2
-    assert "class activation" in suspicious
+    assert "class maps: given | predicted" in suspicious
 
 
 def test_an_unreadable_files_placeholder_holds_a_word_and_its_reason_is_said_once_below(tmp_path):

@@ -48,11 +48,12 @@ CSS = """
 .cs-doctor .gallery { display: flex; flex-wrap: wrap; gap: 10px; align-items: flex-start; }
 .cs-doctor figure.tile { margin: 0; padding: 6px; width: 128px; border: 1px solid #e3e3e8; border-radius: 6px;
   background: #fff; font-size: .75rem; }
-.cs-doctor figure.tile.pair, .cs-doctor figure.tile.cam { width: 236px; }
+.cs-doctor figure.tile.pair { width: 236px; } .cs-doctor figure.tile.cam { width: 332px; }
 .cs-doctor .pics { display: flex; gap: 8px; justify-content: center; align-items: flex-end; min-height: 96px; }
 .cs-doctor .pic { width: 108px; text-align: center; overflow-wrap: anywhere; }
 .cs-doctor .pic img { max-width: 96px; max-height: 96px; image-rendering: pixelated; border: 1px solid #eee;
   display: block; margin: 0 auto 2px; }
+.cs-doctor .pic.wide { width: 204px; } .cs-doctor .pic.wide img { max-width: 192px; }
 .cs-doctor .none { width: 96px; height: 72px; margin: 0 auto 2px; background: repeating-linear-gradient(45deg,
   #f3f3f5, #f3f3f5 6px, #e9e9ee 6px, #e9e9ee 12px); border: 1px dashed #bbb; color: #777; display: flex;
   align-items: center; justify-content: center; text-align: center; font-size: .7rem; padding: 2px;
@@ -80,17 +81,18 @@ def prose(text) -> str:
 _TICKED = re.compile(r"`([^`]+)`")
 
 
-def thumbnail(pixels: np.ndarray, box: Sequence[float] | None = None) -> Image.Image:
-    """uint8 H×W×3 as a gallery thumbnail: shrunk to TILE on its longer side, or enlarged (nearest, a whole factor)
+def thumbnail(pixels: np.ndarray, box: Sequence[float] | None = None, side: int = TILE) -> Image.Image:
+    """uint8 H×W×3 as a gallery thumbnail: shrunk to `side` on its longer side, or enlarged (nearest, a whole factor)
     when tiny, so a 32×32 image shows its pixels; `box` (x1, y1, x2, y2 in the image's pixels) drawn on it."""
     height, width = pixels.shape[:2]
     img = Image.fromarray(np.ascontiguousarray(pixels[:, :, :3]))
     longer = max(width, height, 1)
     if longer < UPSCALE_BELOW:
-        factor = max(1, TILE // longer)
+        factor = max(1, side // longer)
         img = img.resize((width * factor, height * factor), Image.Resampling.NEAREST)
-    elif longer > TILE:
-        img = img.resize((max(1, round(width * TILE / longer)), max(1, round(height * TILE / longer))), Image.BILINEAR)
+    elif longer > side:
+        size = (max(1, round(width * side / longer)), max(1, round(height * side / longer)))
+        img = img.resize(size, Image.BILINEAR)
     if box is not None:
         sx, sy = img.width / max(width, 1), img.height / max(height, 1)
         x1, y1, x2, y2 = (float(v) for v in box)
@@ -125,7 +127,9 @@ def pictured(example: Example) -> bool:
     return example.name.lower().endswith(IMAGE_SUFFIXES)
 
 
-def _picture(pixels: np.ndarray | None, name: str, box, missing: tuple[str, str], caption: str = "") -> str:
+def _picture(
+    pixels: np.ndarray | None, name: str, box, missing: tuple[str, str], caption: str = "", side: int = TILE
+) -> str:
     """One image with its name under it, or a placeholder: a short word in the box (`missing[0]`), the reason
     (`missing[1]`) as its tooltip; a reason is a sentence and would not fit in 96 pixels."""
     short = name.rsplit("/", 1)[-1]
@@ -133,8 +137,11 @@ def _picture(pixels: np.ndarray | None, name: str, box, missing: tuple[str, str]
         word, reason = missing
         shown = f'<div class=none title="{escape(reason)}">{escape(word)}</div>'
     else:
-        shown = f'<img alt="{escape(name)}" src="{data_url(thumbnail(pixels, box))}">'
-    return f'<div class=pic title="{escape(name)}">{shown}<span class=name>{escape(caption or short)}</span></div>'
+        shown = f'<img alt="{escape(name)}" src="{data_url(thumbnail(pixels, box, side))}">'
+    wide = " wide" if side > TILE else ""
+    return (
+        f'<div class="pic{wide}" title="{escape(name)}">{shown}<span class=name>{escape(caption or short)}</span></div>'
+    )
 
 
 def tile(diagnosis: Diagnosis, example: Example, pixels: Pixels) -> str:
@@ -151,7 +158,9 @@ def tile(diagnosis: Diagnosis, example: Example, pixels: Pixels) -> str:
         kind = "tile pair"
     elif example.name in diagnosis.pictures:
         cam = diagnosis.pictures[example.name]
-        pics.append(_picture(cam, example.name, None, ("", ""), caption="class activation"))
+        # two maps side by side: twice a tile's width, so each is as large as the image beside them
+        caption = "class maps: given | predicted"
+        pics.append(_picture(cam, example.name, None, ("", ""), caption=caption, side=2 * TILE))
         kind = "tile cam"
     return (
         f'<figure class="{kind}" data-name="{escape(example.name)}"><div class=pics>{"".join(pics)}</div>'
