@@ -125,7 +125,7 @@ def test_transfer_learning(tmp_path, monkeypatch):
     no_stderr(nb)
     assert pictures(cell(nb, "photos")) == 1
     doctor = text(cell(nb, "doctor"))  # the Diagnosis shows its counts and findings, with thumbnails
-    assert "1 near duplicate pair(s) within a split" in doctor and "16 tiny image(s)" in doctor
+    assert "1 near duplicate pair(s) within a split" in doctor and "27 tiny image(s)" in doctor
     assert "data:image/" in doctor and "<table" in doctor
     assert "epoch 4/4: 100%" in text(cell(nb, "train"))  # 3 epochs of the head, 1 of fine-tuning
     assert percent("test accuracy", text(cell(nb, "evaluate"))) >= 80  # measured 94 % on these 200 photos
