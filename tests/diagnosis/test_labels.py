@@ -261,6 +261,9 @@ def test_a_detectors_findings_are_those_of_its_own_predictions(tmp_path):
     assert {(e.name, e.box) for e in (found.examples if found else ())} == unlabelled
     assert diagnosis.count("missed-box") == len(missed) > 0  # one epoch: a weak detector misses boxes
     assert any("score ≥ 0.3 at IoU ≥ 0.1" in note for note in diagnosis.notes)
+    # the test mAP, computed here in the images' own pixels, is the run's own (64×64 scenes: no letterbox)
+    assert list(diagnosis.scores) == ["test mAP@0.5"]
+    assert diagnosis.scores["test mAP@0.5"] == pytest.approx(run.results()["test_map50"], abs=1e-6)
 
 
 def test_a_run_near_chance_judges_no_label_and_says_why():

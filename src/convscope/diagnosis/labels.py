@@ -33,13 +33,13 @@ from convscope.diagnosis.labels_predict import Probabilities, class_probabilitie
 from convscope.diagnosis.listing import Listing
 from convscope.diagnosis.model import Example, Finding
 from convscope.diagnosis.scan import Scan
+from convscope.diagnosis.twins import twinned_rows
 from convscope.errors import DataError
 
 log = logging.getLogger(__name__)
 PICTURES = 24  # suspicious examples drawn with their class-activation maps
 PICTURE_SIDE = 128  # px: smaller images are enlarged (nearest neighbour) to at least this height
 _GAP = 4  # px of white between the given class's map and the predicted class's
-_TWIN_KINDS = ("leak", "near-leak", "duplicate", "near-duplicate")
 
 
 @dataclass
@@ -65,8 +65,8 @@ def judge_labels(listing: Listing, scan: Scan, findings: list[Finding], run_dir:
     if listing.task == "detection":
         from convscope.diagnosis.labels_detection import judge_boxes
 
-        found, notes = judge_boxes(loaded, listing, scan, progress)
-        return Judged(found, None, notes)
+        found, scores, notes = judge_boxes(loaded, listing, scan, findings, progress)
+        return Judged(found, scores, notes)
     probs = class_probabilities(loaded, listing, scan, _progress(progress))
     judged = Judged(notes=probs.notes)
     issues = suspicious(probs, listing, judged.notes)
@@ -202,7 +202,7 @@ def test_scores(probs: Probabilities, listing: Listing, findings: list[Finding],
     labels = np.array([item.label for item in listing.items], dtype=np.int64)
     right = probs.values.argmax(1) == labels
     scores = {"test accuracy": float(right[test].mean())}
-    twinned = _twinned_test_rows(probs, listing, findings) & test
+    twinned = twinned_rows(listing, findings, probs.test, probs.train_side) & test
     n = int(twinned.sum())
     if n:
         rest = test & ~twinned
@@ -213,23 +213,6 @@ def test_scores(probs: Probabilities, listing: Listing, findings: list[Finding],
             f"with them, {scores[key]:.2%} without them"
         )
     return scores
-
-
-def _twinned_test_rows(probs: Probabilities, listing: Listing, findings: list[Finding]) -> np.ndarray:
-    """Rows of test images one of whose twins (exact or near, from the twins check) is a training image."""
-    row_of = {item.name: i for i, item in enumerate(listing.items)}
-    twinned = np.zeros(len(listing.items), dtype=bool)
-    for finding in findings:
-        if finding.kind not in _TWIN_KINDS:
-            continue
-        for example in finding.examples:
-            a, b = row_of.get(example.name), row_of.get(example.other or "")
-            if a is None or b is None:
-                continue
-            for one, other in ((a, b), (b, a)):
-                if probs.test[one] and probs.train_side[other]:
-                    twinned[one] = True
-    return twinned
 
 
 # -- class-activation maps of the worst examples ----------------------------------------------------------------------

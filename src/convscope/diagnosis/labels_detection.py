@@ -26,6 +26,7 @@ from convscope.detect.predict import same_object_as, to_image_pixels
 from convscope.diagnosis.listing import Item, Listing
 from convscope.diagnosis.model import Example, Finding
 from convscope.diagnosis.scan import Scan
+from convscope.diagnosis.twins import twinned_rows
 from convscope.errors import ConvscopeError
 from convscope.layers import split_outputs
 from convscope.loaded import LoadedRun
@@ -45,8 +46,11 @@ class Predicted:
     classes: np.ndarray
 
 
-def judge_boxes(loaded: LoadedRun, listing: Listing, scan: Scan, progress=None) -> tuple[list[Finding], list[str]]:
-    """(findings, notes) of a detection data set's boxes judged by the detector `loaded`."""
+def judge_boxes(
+    loaded: LoadedRun, listing: Listing, scan: Scan, findings: list[Finding], progress=None
+) -> tuple[list[Finding], dict[str, float] | None, list[str]]:
+    """(findings, scores, notes) of a detection data set's boxes judged by the detector `loaded`; `findings`: the
+    doctor's so far (test images with a twin in train give the test mAP without them)."""
     rows = [i for i, reason in enumerate(scan.reasons) if reason is None]
     predicted = predict_boxes(loaded, [listing.items[i] for i in rows], progress)
     missed, unlabelled = [], []
@@ -63,8 +67,42 @@ def judge_boxes(loaded: LoadedRun, listing: Listing, scan: Scan, progress=None) 
         f"missed with no prediction of score ≥ {MISSED_SCORE} at IoU ≥ {NEAR_IOU}; an object is unlabelled "
         f"when a prediction of score ≥ {UNLABELLED_SCORE} overlaps no box at IoU ≥ {NEAR_IOU} (any class)"
     )
-    findings = [f for f in (_missed_finding(missed), _unlabelled_finding(unlabelled)) if f is not None]
-    return findings, [note]
+    notes = [note]
+    scores = test_scores(listing, dict(zip(rows, predicted, strict=True)), scan, findings, notes)
+    judged = [f for f in (_missed_finding(missed), _unlabelled_finding(unlabelled)) if f is not None]
+    return judged, scores, notes
+
+
+def test_scores(
+    listing: Listing, predicted: dict[int, Predicted | None], scan: Scan, findings: list[Finding], notes: list[str]
+) -> dict[str, float] | None:
+    """{"test mAP@0.5": m} over the test images predicted (COCO's mAP, pycocotools; boxes in the images' own pixels,
+    no ignore regions), and without the test images that have a twin in train; None without test images."""
+    from convscope.detect.metrics import coco_evaluate
+
+    split = np.array([item.split for item in listing.items])
+    test = np.array([predicted.get(i) is not None for i in range(len(listing.items))]) & (split == "test")
+    if not test.any():
+        return None
+    twinned = twinned_rows(listing, findings, test, split == "train")
+
+    def map50(rows: np.ndarray) -> float:
+        truth = [(listing.items[i].boxes.xyxy, listing.items[i].boxes.classes) for i in rows]
+        found = [(predicted[i].boxes, predicted[i].scores, predicted[i].classes) for i in rows]
+        size = (int(scan.height[rows].max()), int(scan.width[rows].max()))
+        return float(coco_evaluate(truth, found, list(listing.classes), size).map50)
+
+    scores = {"test mAP@0.5": map50(np.flatnonzero(test))}
+    n = int(twinned.sum())
+    if n:
+        rest = np.flatnonzero(test & ~twinned)
+        key = f"test mAP@0.5 without the {n} images that have a twin in train"
+        scores[key] = map50(rest) if len(rest) else float("nan")
+        notes.append(
+            f"{n} of {int(test.sum())} test images have a twin in train: test mAP@0.5 {scores['test mAP@0.5']:.3f} "
+            f"with them, {scores[key]:.3f} without them"
+        )
+    return scores
 
 
 @torch.inference_mode()

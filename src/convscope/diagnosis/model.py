@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from convscope.diagnosis.report_tiles import score_text
+
 if TYPE_CHECKING:
     from convscope.diagnosis.listing import Listing
 
@@ -154,7 +156,7 @@ class Diagnosis:
             spread = f"; {many} images per class" if counts else ""
             out.append(f"  {split.name:5} {split.files:>7,} images in {split.folder}{unread}{spread}")
         if self.scores:
-            out.append("  " + ", ".join(f"{name} {value:.2%}" for name, value in self.scores.items()))
+            out.append("  " + ", ".join(f"{name} {score_text(name, value)}" for name, value in self.scores.items()))
         for finding in self.findings:
             out.append(f"{finding.level}: {finding.title}")
             out += [f"    {_example_line(example)}" for example in finding.examples[:examples]]

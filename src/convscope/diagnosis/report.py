@@ -14,7 +14,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from convscope.diagnosis.report_tiles import CSS, escape, example_table, gallery, pictured, prose, table
+from convscope.diagnosis.report_tiles import CSS, escape, example_table, gallery, pictured, prose, score_text, table
 from convscope.errors import OutputError
 from convscope.files import MARK, atomic_write_text, check_replaceable
 from convscope.out_paths import check_file_in_folder
@@ -89,7 +89,7 @@ def _header(d: Diagnosis, full: bool) -> str:
     )
     facts = [("data", d.source), ("layout", d.layout), ("task", d.task), ("classes", len(d.classes))]
     facts += [("run", d.run)] if d.run else []
-    facts += [(name, f"{value:.2%}") for name, value in (d.scores or {}).items()]
+    facts += [(name, score_text(name, value)) for name, value in (d.scores or {}).items()]
     facts.append(("time", f"{d.seconds:.1f} s"))
     text = " · ".join(f"{escape(k)} <b>{escape(v)}</b>" for k, v in facts)
     made = f"<p class=note>written {dt.datetime.now():%Y-%m-%d %H:%M} by convscope doctor</p>" if full else ""

@@ -73,6 +73,11 @@ def escape(text) -> str:
     return html.escape(str(text), quote=True)
 
 
+def score_text(name: str, value: float) -> str:
+    """A score as people read it: an accuracy as a percentage, a mAP as a number from 0 to 1 ("0.803")."""
+    return f"{value:.3f}" if "mAP" in name else f"{value:.2%}"
+
+
 def prose(text) -> str:
     """Advice as HTML: escaped, then each `...` (a command, as Markdown writes one) shown as <code>...</code>."""
     return _TICKED.sub(r"<code>\1</code>", escape(text))

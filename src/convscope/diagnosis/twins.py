@@ -28,6 +28,7 @@ NEAR_BITS = 10  # pHash bits (of 64) two near duplicates may differ in
 NEAR_CORRELATION = 0.92  # and the least correlation of their 16×16 gray thumbnails (chosen on CIFAR-10: see the note)
 FLAT_STD = 3.0  # gray levels: below this an image is near-blank, its hash meaningless
 SPLIT_ORDER = ("train", "val", "test", "all")  # a later split's image is the one that leaks
+TWIN_KINDS = ("leak", "near-leak", "duplicate", "near-duplicate")  # the findings this module makes
 _BLOCK = 1024  # rows of the distance matrix computed at once (1024 × 60,000 float32: 245 MB)
 
 
@@ -117,6 +118,24 @@ def _close(rows, cols, row_thumbs, col_thumbs, upper: bool = False) -> list[tupl
     r, c = r[ok], c[ok]
     distance = ((64 - agreement[r, c]) / 2).round().astype(int)
     return list(zip(r.tolist(), c.tolist(), distance.tolist(), strict=True))
+
+
+def twinned_rows(listing: Listing, findings: list[Finding], scored: np.ndarray, trained: np.ndarray) -> np.ndarray:
+    """bool N: the images of `scored` (bool N over listing.items, e.g. the test split) one of whose twins (exact or
+    near, from this module's findings) is an image of `trained` (e.g. the run's training images)."""
+    row_of = {item.name: i for i, item in enumerate(listing.items)}
+    twinned = np.zeros(len(listing.items), dtype=bool)
+    for finding in findings:
+        if finding.kind not in TWIN_KINDS:
+            continue
+        for example in finding.examples:
+            a, b = row_of.get(example.name), row_of.get(example.other or "")
+            if a is None or b is None:
+                continue
+            for one, other in ((a, b), (b, a)):
+                if scored[one] and trained[other]:
+                    twinned[one] = True
+    return twinned
 
 
 def _later(listing: Listing, i: int, j: int) -> tuple[Item, Item]:
