@@ -33,7 +33,7 @@ from convscope.diagnosis.labels_predict import Probabilities, class_probabilitie
 from convscope.diagnosis.listing import Listing
 from convscope.diagnosis.model import Example, Finding
 from convscope.diagnosis.scan import Scan
-from convscope.diagnosis.twins import twinned_rows
+from convscope.diagnosis.twins import twinned_rows, with_and_without_twins
 from convscope.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -201,18 +201,8 @@ def test_scores(probs: Probabilities, listing: Listing, findings: list[Finding],
         return None
     labels = np.array([item.label for item in listing.items], dtype=np.int64)
     right = probs.values.argmax(1) == labels
-    scores = {"test accuracy": float(right[test].mean())}
-    twinned = twinned_rows(listing, findings, probs.test, probs.train_side) & test
-    n = int(twinned.sum())
-    if n:
-        rest = test & ~twinned
-        key = f"test accuracy without the {n} images that have a twin in train"
-        scores[key] = float(right[rest].mean()) if rest.any() else float("nan")
-        notes.append(
-            f"{n} of {int(test.sum())} test images have a twin in train: test accuracy {scores['test accuracy']:.2%} "
-            f"with them, {scores[key]:.2%} without them"
-        )
-    return scores
+    twinned = twinned_rows(listing, findings, probs.test, probs.train_side)
+    return with_and_without_twins("test accuracy", lambda rows: float(right[rows].mean()), test, twinned, notes)
 
 
 # -- class-activation maps of the worst examples ----------------------------------------------------------------------

@@ -26,7 +26,7 @@ from convscope.detect.predict import same_object_as, to_image_pixels
 from convscope.diagnosis.listing import Item, Listing
 from convscope.diagnosis.model import Example, Finding
 from convscope.diagnosis.scan import Scan
-from convscope.diagnosis.twins import twinned_rows
+from convscope.diagnosis.twins import twinned_rows, with_and_without_twins
 from convscope.errors import ConvscopeError
 from convscope.layers import split_outputs
 from convscope.loaded import LoadedRun
@@ -92,17 +92,7 @@ def test_scores(
         size = (int(scan.height[rows].max()), int(scan.width[rows].max()))
         return float(coco_evaluate(truth, found, list(listing.classes), size).map50)
 
-    scores = {"test mAP@0.5": map50(np.flatnonzero(test))}
-    n = int(twinned.sum())
-    if n:
-        rest = np.flatnonzero(test & ~twinned)
-        key = f"test mAP@0.5 without the {n} images that have a twin in train"
-        scores[key] = map50(rest) if len(rest) else float("nan")
-        notes.append(
-            f"{n} of {int(test.sum())} test images have a twin in train: test mAP@0.5 {scores['test mAP@0.5']:.3f} "
-            f"with them, {scores[key]:.3f} without them"
-        )
-    return scores
+    return with_and_without_twins("test mAP@0.5", map50, test, twinned, notes)
 
 
 @torch.inference_mode()
@@ -158,13 +148,11 @@ def compare(item: Item, found: Predicted, classes: tuple[str, ...]) -> tuple[lis
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of every box of a (n×4 xyxy) with every box of b (m×4): n×m."""
-    a, b = np.asarray(a, np.float64).reshape(-1, 4), np.asarray(b, np.float64).reshape(-1, 4)
-    lo = np.maximum(a[:, None, :2], b[None, :, :2])
-    hi = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = (hi - lo).clip(0).prod(axis=-1)
-    area_a, area_b = ((x[:, 2:] - x[:, :2]).clip(0).prod(axis=-1) for x in (a, b))
-    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-12)
+    """IoU of every box of a (n×4 xyxy) with every box of b (m×4): n×m (torchvision.ops.box_iou)."""
+    from torchvision.ops import box_iou
+
+    a, b = (torch.as_tensor(np.asarray(x, np.float64).reshape(-1, 4)) for x in (a, b))
+    return box_iou(a, b).numpy()
 
 
 def _example(item: Item, label: str | None, why: str, score: float, box: np.ndarray) -> Example:
@@ -173,30 +161,27 @@ def _example(item: Item, label: str | None, why: str, score: float, box: np.ndar
 
 
 def _missed_finding(examples: list[Example]) -> Finding | None:
-    if not examples:
-        return None
-    images = len({e.name for e in examples})
-    return Finding(
-        check="labels",
-        kind="missed-box",
-        title=f"{len(examples)} labelled box(es) in {images} image(s) with no prediction near them",
-        count=len(examples),
-        serious=True,
-        examples=tuple(examples),
-        advice="look at each: a box around nothing (remove it) or an object the detector has not learnt",
+    return _finding(
+        "missed-box",
+        examples,
+        "labelled box(es) in {images} image(s) with no prediction near them",
+        "look at each: a box around nothing (remove it) or an object the detector has not learnt",
     )
 
 
 def _unlabelled_finding(examples: list[Example]) -> Finding | None:
+    return _finding(
+        "unlabelled-object",
+        examples,
+        "confident prediction(s) in {images} image(s) where no box is",
+        "look at each: an object nobody boxed (add its box) or a false alarm of the detector",
+    )
+
+
+def _finding(kind: str, examples: list[Example], what: str, advice: str) -> Finding | None:
+    """A problem of `kind` counting `examples` (boxes), titled "N {what}" with {images} the images they are in."""
     if not examples:
         return None
     images = len({e.name for e in examples})
-    return Finding(
-        check="labels",
-        kind="unlabelled-object",
-        title=f"{len(examples)} confident prediction(s) in {images} image(s) where no box is",
-        count=len(examples),
-        serious=True,
-        examples=tuple(examples),
-        advice="look at each: an object nobody boxed (add its box) or a false alarm of the detector",
-    )
+    title = f"{len(examples)} {what.format(images=images)}"
+    return Finding("labels", kind, title, len(examples), True, tuple(examples), advice)

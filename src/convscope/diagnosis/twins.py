@@ -17,11 +17,13 @@ All pairs are compared: the Hamming distances of every pair come from one matrix
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 
 import numpy as np
 
 from convscope.diagnosis.listing import Item, Listing
 from convscope.diagnosis.model import Example, Finding
+from convscope.diagnosis.report_tiles import score_text
 from convscope.diagnosis.scan import Scan
 
 NEAR_BITS = 10  # pHash bits (of 64) two near duplicates may differ in
@@ -136,6 +138,25 @@ def twinned_rows(listing: Listing, findings: list[Finding], scored: np.ndarray, 
                 if scored[one] and trained[other]:
                     twinned[one] = True
     return twinned
+
+
+def with_and_without_twins(
+    name: str, score: Callable[[np.ndarray], float], test: np.ndarray, twinned: np.ndarray, notes: list[str]
+) -> dict[str, float]:
+    """{name: score over the rows of `test` (bool N)}, and when some of them are `twinned` (bool N) the score without
+    those, under "NAME without the N images that have a twin in train" (a note says both): how much a leak inflates
+    the test score. score(rows) takes an int array of rows."""
+    scores = {name: score(np.flatnonzero(test))}
+    n = int((twinned & test).sum())
+    if n:
+        rest = np.flatnonzero(test & ~twinned)
+        key = f"{name} without the {n} images that have a twin in train"
+        scores[key] = score(rest) if len(rest) else float("nan")
+        notes.append(
+            f"{n} of {int(test.sum())} test images have a twin in train: {name} {score_text(name, scores[name])} "
+            f"with them, {score_text(name, scores[key])} without them"
+        )
+    return scores
 
 
 def _later(listing: Listing, i: int, j: int) -> tuple[Item, Item]:
