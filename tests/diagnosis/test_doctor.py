@@ -271,3 +271,19 @@ def test_a_built_in_data_set_is_examined_from_its_arrays(tmp_path):
     pixels = diagnosis.image(leak.name, leak.split, leak.index)
     assert pixels.shape == (28, 28, 3) and np.array_equal(pixels[:, :, 0], train[7])
     assert diagnosis.properties.modes == {"L": 25} and diagnosis.properties.formats == {"array": 25}
+
+
+def test_near_copies_are_judged_closer_where_the_labels_say_the_images_merely_look_alike():
+    from convscope.diagnosis.listing import Item, Listing
+    from convscope.diagnosis.twins import NEAR_BITS, near_bits
+
+    items = [Item("train", f"train/{i}.png", None, i % 2 if i >= 80 else 0, i) for i in range(160)]
+    listing = Listing("x", "image folders", "classification", ("a", "b"), items, {"train": "train/"})
+    same = [(2 * k, 2 * k + 1, 6) for k in range(40)]  # both images of each pair labelled "a"
+    assert near_bits(listing, same) == (NEAR_BITS, [])
+    alike = same[:30] + [(80 + 2 * k, 81 + 2 * k, 6) for k in range(10)]  # 10 of 40 pairs across the labels
+    bits, (note,) = near_bits(listing, alike)
+    assert bits == 5 and note.startswith("near copies: pHash within 5 bits, not 10: at 10, 25% of the 40 candidate")
+    identical = [(i, j, 0) for i, j, _ in alike]
+    bits, (note,) = near_bits(listing, identical)
+    assert bits == -1 and note.startswith("near copies not judged: even identical pHashes pair images of different")

@@ -50,7 +50,8 @@ def diagnose(
     stages["scan"] = time.perf_counter() - tick
     tick = time.perf_counter()
     findings = [*find_unreadable(listing, scan), *find_annotation_problems(listing)]
-    findings += find_twins(listing, scan)
+    twins, twin_notes = find_twins(listing, scan)
+    findings += twins
     stages["twins"] = time.perf_counter() - tick
     tick = time.perf_counter()
     properties = summarise(listing, scan)
@@ -58,7 +59,7 @@ def diagnose(
     splits = split_counts(listing, scan)
     findings += find_imbalance(listing, splits)
     stages["properties"] = time.perf_counter() - tick
-    notes = [*listing.notes, *(str(p) for p in listing.problems if p.is_note)]
+    notes = [*listing.notes, *(str(p) for p in listing.problems if p.is_note), *twin_notes]
     scores = None
     if run is not None:
         from convscope.diagnosis.labels import judge_labels

@@ -7,8 +7,8 @@ ones), with a floor or ceiling that holds for every data set:
 - huge: more than 16 times the median pixel count (and over a megapixel);
 - extreme aspect: the longer side over 3 times the shorter, and over twice the median image's ratio;
 - another mode than most images' (gray among RGB, palette, alpha, 16-bit, CMYK);
-- near-blank: gray levels with a standard deviation under 3 (one flat colour), or a mean under 12 or over 243
-  (nearly black or white);
+- near-blank: gray levels with a standard deviation under 3 (one flat colour), or a mean under 12 or over 243 with a
+  standard deviation under 8 (nearly black or white: a small bright sandal on black, a plane on a white sky, is not);
 - an EXIF orientation other than upright: read upright by convscope, seen sideways by tools that ignore it.
 """
 
@@ -29,6 +29,7 @@ HUGE_TIMES = 16  # the median pixel count
 HUGE_FLOOR = 1_000_000  # pixels: never huge below a megapixel
 ASPECT_LIMIT = 3.0
 DARK, BRIGHT = 12, 243  # mean gray levels
+LOW_CONTRAST = 8  # standard deviation of the gray levels under which a dark or bright image is near-blank
 GRAY_MODES = ("L", "LA", "1", "I;16", "I;16B", "I", "F")
 MODE_NAMES = {
     "L": "gray (L)",
@@ -150,10 +151,12 @@ _TURNS = {
 def _blank(scan: Scan, i: int) -> str | bool:
     if scan.std[i] < FLAT_STD:
         return f"one flat colour (gray level {scan.mean[i]:.0f} ± {scan.std[i]:.1f})"
+    if scan.std[i] >= LOW_CONTRAST:
+        return False
     if scan.mean[i] < DARK:
-        return f"nearly black (mean gray level {scan.mean[i]:.0f})"
+        return f"nearly black (mean gray level {scan.mean[i]:.0f} ± {scan.std[i]:.1f})"
     if scan.mean[i] > BRIGHT:
-        return f"nearly white (mean gray level {scan.mean[i]:.0f})"
+        return f"nearly white (mean gray level {scan.mean[i]:.0f} ± {scan.std[i]:.1f})"
     return False
 
 
