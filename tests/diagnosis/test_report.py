@@ -139,10 +139,11 @@ def test_tiny_images_are_enlarged_with_their_pixels_kept_and_boxes_drawn():
     assert (small[:, :48] == 0).all() and (small[:, 48:] == 200).all()
     photo = np.full((400, 600, 3), 128, np.uint8)
     boxed = np.asarray(thumbnail(photo, box=(300, 200, 450, 300)))
-    assert boxed.shape == (64, 96, 3)  # 600 px → 96: a sixth
+    # the part around the box (its 150-px width again on every side, clipped: x 150–600, y 50–400), 450 px → 96
+    assert boxed.shape == (75, 96, 3)
     red = np.argwhere((boxed[:, :, 0] > 200) & (boxed[:, :, 1] < 80))
     assert (
-        red.size and (red[:, 1].min(), red[:, 1].max()) == (48, 72) and (red[:, 0].min(), red[:, 0].max()) == (32, 48)
+        red.size and (red[:, 1].min(), red[:, 1].max()) == (32, 64) and (red[:, 0].min(), red[:, 0].max()) == (32, 53)
     )
 
 

@@ -25,6 +25,7 @@ Diagnosis = Any
 Example = Any
 
 TILE = 96  # pixels: the longer side of a gallery thumbnail
+CONTEXT = 96  # pixels of the image, at least, around a box shown in a tile
 UPSCALE_BELOW = 48  # pixels: a smaller image (CIFAR's 32×32) is enlarged by a whole factor, nearest, to be seen
 BOX_COLOUR = (230, 40, 40)
 
@@ -88,7 +89,11 @@ _TICKED = re.compile(r"`([^`]+)`")
 
 def thumbnail(pixels: np.ndarray, box: Sequence[float] | None = None, side: int = TILE) -> Image.Image:
     """uint8 H×W×3 as a gallery thumbnail: shrunk to `side` on its longer side, or enlarged (nearest, a whole factor)
-    when tiny, so a 32×32 image shows its pixels; `box` (x1, y1, x2, y2 in the image's pixels) drawn on it."""
+    when tiny, so a 32×32 image shows its pixels. With a `box` (x1, y1, x2, y2 in the image's pixels): the part of
+    the image around it (the box and its own size again on every side, at least CONTEXT px across), the box drawn —
+    a blood cell is 40 px of a 640-px photo, too small to judge in a 96-px picture of the whole."""
+    if box is not None:
+        pixels, box = _around(pixels, box)
     height, width = pixels.shape[:2]
     img = Image.fromarray(np.ascontiguousarray(pixels[:, :, :3]))
     longer = max(width, height, 1)
@@ -103,6 +108,18 @@ def thumbnail(pixels: np.ndarray, box: Sequence[float] | None = None, side: int 
         x1, y1, x2, y2 = (float(v) for v in box)
         ImageDraw.Draw(img).rectangle((x1 * sx, y1 * sy, x2 * sx, y2 * sy), outline=BOX_COLOUR, width=2)
     return img
+
+
+def _around(pixels: np.ndarray, box: Sequence[float]) -> tuple[np.ndarray, tuple[float, float, float, float]]:
+    """The crop of `pixels` around `box` (see thumbnail), and the box in the crop's pixels."""
+    height, width = pixels.shape[:2]
+    x1, y1, x2, y2 = (float(v) for v in box)
+    reach = max(x2 - x1, y2 - y1, CONTEXT / 3)  # around the box on every side
+    left, top = max(0, int(x1 - reach)), max(0, int(y1 - reach))
+    right, bottom = min(width, int(np.ceil(x2 + reach))), min(height, int(np.ceil(y2 + reach)))
+    if right <= left or bottom <= top:  # a box outside the image: the whole image
+        return pixels, (x1, y1, x2, y2)
+    return pixels[top:bottom, left:right], (x1 - left, y1 - top, x2 - left, y2 - top)
 
 
 def data_url(img: Image.Image) -> str:
