@@ -220,7 +220,9 @@ def test_an_empty_class_is_one_line_and_other_files_and_folder_links_are_noted(t
     os.symlink(outside, root / "train/bear/more")
     diagnosis = diagnose(root)
     (missing,) = diagnosis.finding("missing-class").examples
-    assert missing.why == "class dragon has no images in any split (empty folders)"
+    assert missing.why == (
+        "class dragon has no readable images in any split (its folders are empty or hold only unreadable files)"
+    )
     assert "dragon in every split" in diagnosis.finding("missing-class").title
     assert (
         "2 file(s) in class folders are not read, their suffix not an image format convscope reads (.heic 1, .txt 1): "
@@ -287,3 +289,41 @@ def test_near_copies_are_judged_closer_where_the_labels_say_the_images_merely_lo
     identical = [(i, j, 0) for i, j, _ in alike]
     bits, (note,) = near_bits(listing, identical)
     assert bits == -1 and note.startswith("near copies not judged: even identical pHashes pair images of different")
+
+
+def test_a_split_without_a_readable_image_and_a_data_set_without_any(tmp_path):
+    root = clean_folder(tmp_path / "d")
+    for path in (root / "test").rglob("*.jpg"):
+        path.write_bytes(b"")  # every test file emptied
+    missing = diagnose(root).finding("missing-class")
+    assert [(e.split, e.label, e.why) for e in missing.examples] == [("test", None, "no readable image in test")]
+    assert "every class in test (no readable image)" in missing.title
+    for path in (root / "train").rglob("*.jpg"):
+        path.write_text("not an image")
+    with pytest.raises(DataError, match=r"none of its 48 image file\(s\) can be read \(train/apple/000.jpg: not an"):
+        diagnose(root)
+
+
+def test_exact_copies_under_two_labels_are_a_label_problem(tmp_path):
+    root = clean_folder(tmp_path / "d")
+    shutil.copy(root / "train/apple/004.jpg", root / "train/bear/apple-again.jpg")
+    diagnosis = diagnose(root)
+    (example,) = diagnosis.finding("conflicting-labels").examples
+    assert (example.name, example.label, example.other, example.other_label) == (
+        "train/bear/apple-again.jpg",
+        "bear",
+        "train/apple/004.jpg",
+        "apple",
+    )
+    assert diagnosis.finding("conflicting-labels").serious and diagnosis.exit_code == 1
+    with pytest.raises(ValueError, match="no finding is of kind 'leaks'; the kinds: unreadable, leak, near-leak"):
+        diagnosis.finding("leaks")
+
+
+def test_a_run_that_is_not_one_fails_before_the_scan(tmp_path, monkeypatch):
+    from convscope.diagnosis import doctor
+    from convscope.errors import ConvscopeError
+
+    monkeypatch.setattr(doctor, "_scan", lambda *args: pytest.fail("scanned before the run was checked"))
+    with pytest.raises(ConvscopeError, match="nowhere"):
+        diagnose(clean_folder(tmp_path / "d"), run=tmp_path / "nowhere")

@@ -18,6 +18,8 @@ MINORITY_SHARE = 0.1  # of the largest class's count
 
 
 def _where(example: Example) -> str:
+    if example.label is None:
+        return f"every class in {example.split} (no readable image)"
     return f"{example.label} in {example.split}" if example.split else f"{example.label} in every split"
 
 
@@ -65,20 +67,24 @@ def find_imbalance(listing: Listing, splits: tuple[SplitCounts, ...]) -> list[Fi
     missing = []
     for split in splits:
         counts = split.boxes_per_class if detection else split.per_class
-        if split.readable == 0 or not counts:
+        if split.files and not split.readable:  # every class is missing from it: said once
+            missing.append(Example(split.folder, split.name, None, f"no readable image in {split.name}"))
+            continue
+        if not counts:
             continue
         for name, count in counts.items():
             if count == 0:
                 missing.append(Example(split.folder, split.name, name, f"no {what} of class {name} in {split.name}"))
-    nowhere = {e.label for e in missing} - {
+    nowhere = {e.label for e in missing if e.label} - {
         name for split in splits for name, count in (split.boxes_per_class if detection else split.per_class).items()
         if count
     }  # fmt: skip
-    if nowhere:  # one line a class, not one a split: its folders are empty everywhere
+    if nowhere:  # one line a class, not one a split: it has nothing anywhere
         missing = [e for e in missing if e.label not in nowhere] + [
-            Example("", "", name, f"class {name} has no {what} in any split (empty folders)")
+            Example(name, "", name, f"class {name} has no readable {what} in any split (its folders are empty or "
+                    "hold only unreadable files)")
             for name in sorted(nowhere)
-        ]
+        ]  # fmt: skip
     findings = []
     if missing:
         names = ", ".join(_where(e) for e in missing[:6]) + (", …" if len(missing) > 6 else "")

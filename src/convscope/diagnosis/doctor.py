@@ -21,7 +21,7 @@ from convscope.diagnosis.model import Diagnosis, Example, Finding
 from convscope.diagnosis.properties import find_outliers, summarise
 from convscope.diagnosis.scan import Scan, scan_arrays, scan_files
 from convscope.diagnosis.twins import find_twins
-from convscope.errors import OutputError
+from convscope.errors import DataError, OutputError
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
@@ -41,6 +41,10 @@ def diagnose(
     Raises DataError (one line) when the data set cannot be read at all; files that cannot be read are findings.
     """
     started = time.perf_counter()
+    if run is not None:  # a run that is not one fails now, not after the scan
+        from convscope.run import load_run
+
+        load_run(Path(run))
     stages: dict[str, float] = {}
     tick = time.perf_counter()
     listing = list_data(data, data_dir)
@@ -48,6 +52,8 @@ def diagnose(
     tick = time.perf_counter()
     scan = _scan(listing, progress)
     stages["scan"] = time.perf_counter() - tick
+    if listing.items and not scan.readable.any():
+        _nothing_readable(listing, scan)
     tick = time.perf_counter()
     findings = [*find_unreadable(listing, scan), *find_annotation_problems(listing)]
     twins, twin_notes = find_twins(listing, scan)
@@ -126,8 +132,21 @@ def check_out(out: str | Path, data: str | Path) -> None:
         )
 
 
+def _nothing_readable(listing: Listing, scan: Scan) -> None:
+    """DataError (exit 2): not one image of the data set can be read; the first few files and why."""
+    shown = [f"{item.name}: {reason}" for item, reason in zip(listing.items, scan.reasons, strict=True)][:3]
+    more = "; …" if len(listing.items) > 3 else ""
+    raise DataError(
+        f"{listing.source}: none of its {len(listing.items):,} image file(s) can be read ({'; '.join(shown)}{more})"
+    )
+
+
+_UNREAD_KINDS = ("unreadable", "missing")  # what a detection reader drops as files, not as annotations
+
+
 def find_unreadable(listing: Listing, scan: Scan) -> list[Finding]:
-    """One problem listing every file that could not be read as an image, with its reason."""
+    """One problem listing every file that could not be read as an image, with its reason: the scan's, and the
+    images a detection reader could not read or find."""
     examples = [
         Example(
             item.name, item.split, None if item.label is None else listing.classes[item.label], reason, index=item.index
@@ -135,6 +154,7 @@ def find_unreadable(listing: Listing, scan: Scan) -> list[Finding]:
         for item, reason in zip(listing.items, scan.reasons, strict=True)
         if reason is not None
     ]
+    examples += [Example(p.path, "", None, p.message) for p in listing.problems if p.kind in _UNREAD_KINDS]
     if not examples:
         return []
     kinds = Counter(example.why.split(" (")[0] for example in examples)
@@ -149,7 +169,7 @@ def find_annotation_problems(listing: Listing) -> list[Finding]:
     """Detection: what the format's reader dropped (boxes outside the image, unknown classes, …), as one problem."""
     from convscope.data.detection.boxes import lint_summary
 
-    dropped = [problem for problem in listing.problems if not problem.is_note]
+    dropped = [problem for problem in listing.problems if not problem.is_note and problem.kind not in _UNREAD_KINDS]
     if not dropped:
         return []
     examples = tuple(
@@ -163,6 +183,6 @@ def find_annotation_problems(listing: Listing) -> list[Finding]:
             len(dropped),
             True,
             examples,
-            "`convscope detect lint DATA` lists them; training drops those rows",
+            "`convscope detect lint DATA` lists them too; training drops those rows",
         )
     ]

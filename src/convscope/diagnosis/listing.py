@@ -143,7 +143,7 @@ def _detection(path: Path, data_dir) -> Listing:
     folders = {split: _common_folder([image.path for image in images], base) for split, images in raw.splits.items()}
     return Listing(
         str(path),
-        f"detection, {fmt.name}",
+        f"{fmt.name} layout",
         "detection",
         raw.classes,
         items,

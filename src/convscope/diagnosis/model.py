@@ -33,6 +33,16 @@ CHECKS = {
 }
 
 
+# Every kind of finding, by check: what Diagnosis.finding(kind) and count(kind) take.
+KINDS = {
+    "files": ("unreadable",),
+    "twins": ("leak", "near-leak", "duplicate", "near-duplicate"),
+    "properties": ("tiny", "huge", "aspect", "mode", "exif", "near-blank"),
+    "balance": ("missing-class", "imbalance"),
+    "labels": ("conflicting-labels", "suspicious-label", "missed-box", "unlabelled-object", "annotations"),
+}
+
+
 @dataclass(frozen=True)
 class Example:
     """One image a finding points at (or a pair of them: `other` is the twin), as shown to people."""
@@ -132,7 +142,11 @@ class Diagnosis:
         return 1 if self.problems else 0
 
     def finding(self, kind: str) -> Finding | None:
-        """The finding of this kind, or None when there is none."""
+        """The finding of this kind (one of KINDS: "leak" for exact copies across splits, "near-leak" for near ones,
+        …), or None when there is none. Raises ValueError for a kind that does not exist."""
+        known = [name for kinds in KINDS.values() for name in kinds]
+        if kind not in known:
+            raise ValueError(f"no finding is of kind {kind!r}; the kinds: {', '.join(known)}")
         return next((f for f in self.findings if f.kind == kind), None)
 
     def count(self, kind: str) -> int:
@@ -154,7 +168,8 @@ class Diagnosis:
                 else ""
             )
             spread = f"; {many} images per class" if counts else ""
-            out.append(f"  {split.name:5} {split.files:>7,} images in {split.folder}{unread}{spread}")
+            boxes = f"; {sum(split.boxes_per_class.values()):,} boxes" if split.boxes_per_class is not None else ""
+            out.append(f"  {split.name:5} {split.files:>7,} images in {split.folder}{unread}{spread}{boxes}")
         if self.scores:
             out.append("  " + ", ".join(f"{name} {score_text(name, value)}" for name, value in self.scores.items()))
         for finding in self.findings:
@@ -235,9 +250,14 @@ def _tuple(value):
 
 
 def _example_line(example: Example) -> str:
-    label = f" ({example.label})" if example.label else ""
-    line = f"{example.name}{label}"
+    # the label when there is one (classification), else the split (a detection image's name may not say it)
+    line = _named(example.name, example.label or example.split)
     if example.other:
-        other_label = f" ({example.other_label})" if example.other_label else ""
-        line += f" ↔ {example.other}{other_label}"
+        line += " ↔ " + _named(example.other, example.other_label or example.other_split)
     return f"{line}: {example.why}" if example.why else line
+
+
+def _named(name: str, detail: str | None) -> str:
+    if not name:
+        return detail or ""
+    return f"{name} ({detail})" if detail and detail != name else name

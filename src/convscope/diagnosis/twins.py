@@ -49,7 +49,28 @@ def find_twins(listing: Listing, scan: Scan) -> tuple[list[Finding], list[str]]:
     ]
     near += [(i, j, -1 - d) for i, j, d in mirrored]  # a negative distance marks a mirrored pair (−1 − d)
     findings = [f for f in (*_findings(listing, exact, "exact"), *_findings(listing, near, "near")) if f.count]
-    return findings, notes
+    conflicting = _conflicting_labels(listing, exact)
+    return findings + ([conflicting] if conflicting else []), notes
+
+
+def _conflicting_labels(listing: Listing, exact: list[tuple[int, int, int]]) -> Finding | None:
+    """A problem for the exact copies (the same bytes) that carry different labels: one of the two is wrong."""
+    examples = []
+    for i, j, _ in exact:
+        first, second = _later(listing, i, j)
+        if first.label is not None and second.label is not None and first.label != second.label:
+            examples.append(_example(listing, second, first, "same bytes", 0))
+    if not examples:
+        return None
+    return Finding(
+        "labels",
+        "conflicting-labels",
+        f"{len(examples)} pair(s) of exact copies (the same bytes) carry different labels: one label of each is wrong",
+        len(examples),
+        True,
+        tuple(examples),
+        "keep the copy whose label is right, and remove the other",
+    )
 
 
 def near_bits(listing: Listing, pairs: list[tuple[int, int, int]]) -> tuple[int, list[str]]:
@@ -114,6 +135,8 @@ def mirrored_pairs(scan: Scan, split: np.ndarray) -> list[tuple[int, int, int]]:
     """(i, j, Hamming distance) where image j, mirrored, is a near copy of image i of an earlier split (`split`: each
     image's position in SPLIT_ORDER)."""
     usable = _usable(scan)
+    if len(usable) < 2:
+        return []
     signs, thumbs = _signs(scan.phash[usable]), _normalised(scan.thumbs[usable])
     flipped_signs = _signs(scan.phash_mirror[usable])
     flipped_thumbs = _normalised(scan.thumbs[usable][:, :, ::-1])
