@@ -327,3 +327,13 @@ def test_a_run_that_is_not_one_fails_before_the_scan(tmp_path, monkeypatch):
     monkeypatch.setattr(doctor, "_scan", lambda *args: pytest.fail("scanned before the run was checked"))
     with pytest.raises(ConvscopeError, match="nowhere"):
         diagnose(clean_folder(tmp_path / "d"), run=tmp_path / "nowhere")
+
+
+def test_arrays_are_scanned_by_worker_processes_with_the_same_result():
+    from convscope.diagnosis import scan
+
+    images = np.random.default_rng(0).integers(0, 256, (23, 28, 28, 1), dtype=np.uint8)
+    alone = scan.scan_arrays(images, workers=1)
+    spread = scan.scan_arrays(images, workers=2, chunk=5)
+    assert alone.sha256 == spread.sha256 and np.array_equal(alone.phash, spread.phash) and len(spread) == 23
+    assert np.array_equal(alone.thumbs, spread.thumbs) and spread.modes == ["L"] * 23

@@ -74,24 +74,40 @@ def scan_files(
     """Scan image files (see the module docstring); progress(done, total) as chunks finish. workers: processes
     (default: one per core from _PARALLEL_FROM images on, else this process alone); chunk: images per task."""
     paths = [str(path) for path in paths]
-    if workers is None:
-        workers = len(os.sched_getaffinity(0)) if len(paths) >= _PARALLEL_FROM else 1
-    if workers < 2 or len(paths) <= chunk:
-        rows = []
-        for i, path in enumerate(paths):
-            rows.append(_scan_file(path))
-            if progress and ((i + 1) % chunk == 0 or i + 1 == len(paths)):
-                progress(i + 1, len(paths))
-        return _columns(rows)
     chunks = [paths[i : i + chunk] for i in range(0, len(paths), chunk)]
-    rows, done = [], 0
-    with ProcessPoolExecutor(workers, mp_context=_context()) as pool:
-        for chunk_rows in pool.map(_scan_chunk, chunks):
+    return _columns(_each_chunk(_scan_chunk, chunks, len(paths), progress, workers))
+
+
+def scan_arrays(
+    images: np.ndarray, progress: Progress | None = None, workers: int | None = None, chunk: int = _CHUNK
+) -> Scan:
+    """Scan a built-in data set's uint8 N×H×W×C images (C = 1 or 3): nothing can be unreadable. Spread over
+    processes as scan_files is, each chunk of rows sent to its worker."""
+    chunks = [images[i : i + chunk] for i in range(0, len(images), chunk)]
+    return _columns(_each_chunk(_scan_array_chunk, chunks, len(images), progress, workers))
+
+
+def _each_chunk(scan_chunk, chunks: list, total: int, progress: Progress | None, workers: int | None) -> list[tuple]:
+    """The rows of every chunk, in order: in worker processes (one per core by default) from _PARALLEL_FROM images
+    on, else in this process; progress(done, total) as chunks finish."""
+    if workers is None:
+        workers = len(os.sched_getaffinity(0)) if total >= _PARALLEL_FROM else 1
+    rows: list[tuple] = []
+    if workers < 2 or len(chunks) < 2:
+        results = map(scan_chunk, chunks)
+        pool = None
+    else:
+        pool = ProcessPoolExecutor(workers, mp_context=_context())
+        results = pool.map(scan_chunk, chunks)
+    try:
+        for chunk_rows in results:
             rows += chunk_rows
-            done += len(chunk_rows)
             if progress:
-                progress(done, len(paths))
-    return _columns(rows)
+                progress(len(rows), total)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    return rows
 
 
 def _context():
@@ -102,20 +118,17 @@ def _context():
     return get_context("fork" if "fork" in methods else "spawn")
 
 
-def scan_arrays(images: np.ndarray, progress: Progress | None = None) -> Scan:
-    """Scan a built-in data set's uint8 N×H×W×C images (C = 1 or 3): nothing can be unreadable."""
-    rows = []
-    mode = "L" if images.shape[-1] == 1 else "RGB"
-    for i, pixels in enumerate(images):
-        img = Image.fromarray(pixels[:, :, 0] if mode == "L" else pixels, mode=mode)
-        rows.append(_measure(img, hashlib.sha256(pixels.tobytes()).digest(), mode, "array", 0))
-        if progress and ((i + 1) % 5000 == 0 or i + 1 == len(images)):
-            progress(i + 1, len(images))
-    return _columns(rows)
-
-
 def _scan_chunk(paths: list[str]) -> list[tuple]:
     return [_scan_file(path) for path in paths]
+
+
+def _scan_array_chunk(images: np.ndarray) -> list[tuple]:
+    mode = "L" if images.shape[-1] == 1 else "RGB"
+    rows = []
+    for pixels in images:
+        img = Image.fromarray(pixels[:, :, 0] if mode == "L" else pixels, mode=mode)
+        rows.append(_measure(img, hashlib.sha256(pixels.tobytes()).digest(), mode, "array", 0))
+    return rows
 
 
 def _scan_file(path: str) -> tuple:
