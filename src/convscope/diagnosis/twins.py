@@ -39,16 +39,19 @@ _BLOCK = 1024  # rows of the distance matrix computed at once (1024 × 60,000 fl
 def find_twins(listing: Listing, scan: Scan) -> tuple[list[Finding], list[str]]:
     """(the findings "leak", "near-leak", "duplicate", "near-duplicate" that have an image, notes)."""
     exact = _exact_pairs(scan)
-    near = [(i, j, d) for i, j, d in near_pairs(scan) if scan.sha256[i] != scan.sha256[j]]
+    digest = np.array(scan.sha256, dtype="S32")
+    near = near_pairs(scan)
+    near = near[digest[near[:, 0]] != digest[near[:, 1]]]  # exact copies are counted as such
     bits, notes = near_bits(listing, near)
-    near = [(i, j, d) for i, j, d in near if d <= bits]
-    split = np.array([SPLIT_ORDER.index(item.split) for item in listing.items])
-    seen = {(i, j) for i, j, _ in near} | {(i, j) for i, j, _ in exact}
-    mirrored = [
-        (i, j, d) for i, j, d in mirrored_pairs(scan, split) if d <= bits and (i, j) not in seen and (j, i) not in seen
-    ]
-    near += [(i, j, -1 - d) for i, j, d in mirrored]  # a negative distance marks a mirrored pair (−1 − d)
-    findings = [f for f in (*_findings(listing, exact, "exact"), *_findings(listing, near, "near")) if f.count]
+    near = near[near[:, 2] <= bits]
+    if bits >= 0:
+        split = np.array([SPLIT_ORDER.index(item.split) for item in listing.items])
+        mirrored = mirrored_pairs(scan, split, bits)
+        seen = {(i, j) for i, j, _ in near.tolist()} | {(i, j) for i, j, _ in exact}
+        mirrored = [(i, j, -1 - d) for i, j, d in mirrored.tolist() if (i, j) not in seen and (j, i) not in seen]
+        near = np.concatenate([near, np.array(mirrored, dtype=np.int64).reshape(-1, 3)])  # −1 − d: a mirrored pair
+    near_list = [tuple(pair) for pair in near.tolist()]
+    findings = [f for f in (*_findings(listing, exact, "exact"), *_findings(listing, near_list, "near")) if f.count]
     conflicting = _conflicting_labels(listing, exact)
     return findings + ([conflicting] if conflicting else []), notes
 
@@ -73,7 +76,7 @@ def _conflicting_labels(listing: Listing, exact: list[tuple[int, int, int]]) -> 
     )
 
 
-def near_bits(listing: Listing, pairs: list[tuple[int, int, int]]) -> tuple[int, list[str]]:
+def near_bits(listing: Listing, pairs: np.ndarray | list[tuple[int, int, int]]) -> tuple[int, list[str]]:
     """The pHash bits a near copy may differ in for this data set, and a note when it is fewer than NEAR_BITS.
 
     Calibrated on the labels: copies of one photo carry one label, so among the candidate pairs (within NEAR_BITS and
@@ -85,7 +88,7 @@ def near_bits(listing: Listing, pairs: list[tuple[int, int, int]]) -> tuple[int,
     if listing.task != "classification" or len(pairs) < JUDGED_FROM:
         return NEAR_BITS, []
     labels = np.array([-1 if item.label is None else item.label for item in listing.items])
-    found = np.array(pairs)
+    found = np.asarray(pairs, dtype=np.int64).reshape(-1, 3)
     cross = labels[found[:, 0]] != labels[found[:, 1]]
     share = float(cross.mean())
     for bits in range(NEAR_BITS, -1, -1):
@@ -116,39 +119,39 @@ def _exact_pairs(scan: Scan) -> list[tuple[int, int, int]]:
     return pairs
 
 
-def near_pairs(scan: Scan) -> list[tuple[int, int, int]]:
-    """(i, j, Hamming distance) for i < j, every near pair (see the module docstring)."""
+def near_pairs(scan: Scan) -> np.ndarray:
+    """int64 k×3: (i, j, Hamming distance) for i < j, every near pair (see the module docstring)."""
     usable = _usable(scan)
     if len(usable) < 2:
-        return []
+        return np.zeros((0, 3), np.int64)
     signs, thumbs = _signs(scan.phash[usable]), _normalised(scan.thumbs[usable])
-    pairs = []
+    found = []
     for start in range(0, len(usable), _BLOCK):
         # block × (N − start): from this block's first row on, each pair once
-        for r, c, d in _close(signs[start : start + _BLOCK], signs[start:], thumbs[start : start + _BLOCK],
-                              thumbs[start:], upper=True):  # fmt: skip
-            pairs.append((int(usable[r + start]), int(usable[c + start]), d))
-    return pairs
+        r, c, d = _close(signs[start : start + _BLOCK], signs[start:], thumbs[start : start + _BLOCK], thumbs[start:],
+                         NEAR_BITS, upper=True)  # fmt: skip
+        found.append(np.stack([usable[r + start], usable[c + start], d], axis=1))
+    return np.concatenate(found).astype(np.int64)
 
 
-def mirrored_pairs(scan: Scan, split: np.ndarray) -> list[tuple[int, int, int]]:
-    """(i, j, Hamming distance) where image j, mirrored, is a near copy of image i of an earlier split (`split`: each
-    image's position in SPLIT_ORDER)."""
+def mirrored_pairs(scan: Scan, split: np.ndarray, bits: int = NEAR_BITS) -> np.ndarray:
+    """int64 k×3: (i, j, Hamming distance) where image j, mirrored, is a near copy (within `bits`) of image i of an
+    earlier split (`split`: each image's position in SPLIT_ORDER)."""
     usable = _usable(scan)
     if len(usable) < 2:
-        return []
+        return np.zeros((0, 3), np.int64)
     signs, thumbs = _signs(scan.phash[usable]), _normalised(scan.thumbs[usable])
     flipped_signs = _signs(scan.phash_mirror[usable])
     flipped_thumbs = _normalised(scan.thumbs[usable][:, :, ::-1])
-    pairs = []
+    found = [np.zeros((0, 3), np.int64)]
     for later in np.unique(split[usable]):
         rows = np.flatnonzero(split[usable] == later)
         earlier = np.flatnonzero(split[usable] < later)
         for start in range(0, len(rows), _BLOCK):
             block = rows[start : start + _BLOCK]
-            for r, c, d in _close(flipped_signs[block], signs[earlier], flipped_thumbs[block], thumbs[earlier]):
-                pairs.append((int(usable[earlier[c]]), int(usable[block[r]]), d))
-    return pairs
+            r, c, d = _close(flipped_signs[block], signs[earlier], flipped_thumbs[block], thumbs[earlier], bits)
+            found.append(np.stack([usable[earlier[c]], usable[block[r]], d], axis=1))
+    return np.concatenate(found).astype(np.int64)
 
 
 def _usable(scan: Scan) -> np.ndarray:
@@ -168,10 +171,10 @@ def _normalised(thumbs: np.ndarray) -> np.ndarray:
     return flat / np.maximum(np.linalg.norm(flat, axis=1, keepdims=True), 1e-6)
 
 
-def _close(rows, cols, row_thumbs, col_thumbs, upper: bool = False) -> list[tuple[int, int, int]]:
-    """(row, column, distance) of the near pairs between two blocks of signs; `upper`: the blocks start at the same
-    image, and only pairs above the diagonal count."""
-    least = 64 - 2 * NEAR_BITS - 0.5  # agreement a·b = 64 − 2 × distance: compared as it is, no array made from it
+def _close(rows, cols, row_thumbs, col_thumbs, bits: int, upper: bool = False):
+    """(row, column, distance) arrays of the near pairs (within `bits`) between two blocks of signs; `upper`: the
+    blocks start at the same image, and only pairs above the diagonal count."""
+    least = 64 - 2 * bits - 0.5  # agreement a·b = 64 − 2 × distance: compared as it is, no array made from it
     agreement = rows @ cols.T
     r, c = np.nonzero(agreement >= least)
     if upper:
@@ -179,8 +182,7 @@ def _close(rows, cols, row_thumbs, col_thumbs, upper: bool = False) -> list[tupl
         r, c = r[keep], c[keep]
     ok = np.einsum("ij,ij->i", row_thumbs[r], col_thumbs[c]) >= NEAR_CORRELATION
     r, c = r[ok], c[ok]
-    distance = ((64 - agreement[r, c]) / 2).round().astype(int)
-    return list(zip(r.tolist(), c.tolist(), distance.tolist(), strict=True))
+    return r, c, ((64 - agreement[r, c]) / 2).round().astype(np.int64)
 
 
 def twinned_rows(listing: Listing, findings: list[Finding], scored: np.ndarray, trained: np.ndarray) -> np.ndarray:
