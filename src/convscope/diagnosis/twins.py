@@ -8,10 +8,11 @@ resized, re-encoded or slightly cropped copy passes both; two different photos r
 (every hash of a flat image looks alike) are left to the properties check. Across splits a mirrored copy counts too
 (training's flips would show the network the scored image): each image is also compared, mirrored (its hash and
 thumbnail of the mirrored picture), with every image of the earlier splits. A copy cropped by more than a few
-percent on a side, or rotated, is not found.
+percent on a side, or rotated, is not found. Where the labels say the images merely look alike (near_bits), the
+bits allowed shrink, to none on Fashion-MNIST.
 
 All pairs are compared: the Hamming distances of every pair come from one matrix product of the hashes' bits as
-±1 (64 − a·b = 2 × distance), a block of rows at a time (60,000 images: 1.8 billion pairs, a few seconds).
+±1 (64 − a·b = 2 × distance), a block of rows at a time (60,000 images: 1.8 billion pairs, about 6 s on 2 cores).
 """
 
 from __future__ import annotations
