@@ -159,15 +159,10 @@ class Diagnosis:
         out = [f"{self.source}: {self.layout}, {self.task}, {len(self.classes)} classes"]
         for split in self.splits:
             unread = f", {split.files - split.readable:,} unreadable" if split.readable < split.files else ""
-            counts = sorted(split.per_class.values())
-            many = (
-                f"{counts[0]:,}"
-                if counts and counts[0] == counts[-1]
-                else f"{counts[0]:,}–{counts[-1]:,}"
-                if counts
-                else ""
-            )
-            spread = f"; {many} images per class" if counts else ""
+            counts, spread = sorted(split.per_class.values()), ""
+            if counts:
+                many = f"{counts[0]:,}" if counts[0] == counts[-1] else f"{counts[0]:,}–{counts[-1]:,}"
+                spread = f"; {many} images per class"
             boxes = f"; {sum(split.boxes_per_class.values()):,} boxes" if split.boxes_per_class is not None else ""
             out.append(f"  {split.name:5} {split.files:>7,} images in {split.folder}{unread}{spread}{boxes}")
         if self.scores:
