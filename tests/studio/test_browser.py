@@ -51,7 +51,9 @@ def test_try_it_predicts_an_uploaded_photo_and_shows_gradcam_and_feature_maps(pa
     assert len(rows) == 2 and {row.split("\t")[0] for row in rows} == {"dark", "light"}
     shares = [float(row.split("\t")[1].rstrip("%")) for row in rows]
     assert sum(shares) == pytest.approx(100, abs=0.2) and shares[0] >= shares[1]
-    assert "RGB 600×400 → gray 28×28" in page.locator("#conversion").inner_text()
+    conversion = page.locator("#conversion").inner_text()
+    assert conversion == "as the network sees it: RGB 600×400 → gray 28×28"  # the upload said once
+    assert "Where it looked (HiResCAM)" in page.content()  # the method the studio uses, by its name
     page.wait_for_function("document.getElementById('gradcam').naturalWidth > 0")
     first = page.evaluate("() => document.getElementById('gradcam').src")
     other = [c for c in ("dark", "light") if c != page.locator("#gradcam-class").input_value()][0]

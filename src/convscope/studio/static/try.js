@@ -1,4 +1,4 @@
-// "Try it": send an image to the run, show its top classes, Grad-CAM for a chosen class, every layer's feature maps;
+// "Try it": send an image to the run, show its top classes, HiResCAM for a chosen class, every layer's feature maps;
 // for a detector, its boxes with a score slider. The uploaded image is kept by the server under a random token.
 "use strict";
 
@@ -18,7 +18,8 @@ function startTry(name) {
 
   function showClasses(answer) {
     document.getElementById("classifier").hidden = false;
-    document.getElementById("conversion").textContent = `${answer.upload} → as the network sees it: ${answer.conversion}`;
+    // conversion already starts with the upload ("RGB 459×499 → RGB 32×32"): said once, not twice
+    document.getElementById("conversion").textContent = `as the network sees it: ${answer.conversion}`;
     document.querySelector("#top tbody").replaceChildren(...answer.top.map(({class: c, probability: p}) => el("tr", {},
       el("td", {}, c), el("td", {class: "num"}, percent(p)),
       el("td", {style: "width: 160px"}, el("div", {class: "bar", style: `width: ${Math.max(1, 100 * p)}%`})))));
