@@ -31,6 +31,11 @@ def test_a_run_page_shows_its_curves_network_per_class_metrics_and_pictures(page
     page.locator("#loss-chart polyline[data-series=train_loss]").wait_for()
     assert page.locator("#loss-chart polyline[data-series=val_loss]").count() == 1
     assert page.locator("#score-chart polyline[data-series=val_acc]").count() == 1
+    # a marker per epoch, its value on hover; accuracies read as percentages
+    assert page.locator("#score-chart circle[data-series=val_acc]").count() == 3
+    hover = page.locator("#score-chart circle[data-series=val_acc] title").nth(2).text_content()
+    assert hover.startswith("validation, epoch 3: ") and hover.endswith("%")
+    assert all(t.endswith("%") for t in page.locator("#score-chart text.tick").all_text_contents()[:5])
     assert page.locator("#status").inner_text() == "finished"
     layers = page.locator("#layers tbody tr")
     assert layers.count() == 8 and "conv 5×5" in layers.nth(0).inner_text()
@@ -40,6 +45,21 @@ def test_a_run_page_shows_its_curves_network_per_class_metrics_and_pictures(page
     loaded = page.eval_on_selector_all("#pictures img", "imgs => imgs.map(i => i.complete && i.naturalWidth > 0)")
     assert loaded and all(loaded)
     page.screenshot(path=tmp_path / "run.png", full_page=True)
+
+
+def test_a_run_of_one_epoch_draws_its_point(page):
+    page.goto("/runs/shades")
+    page.locator("#loss-chart circle").first.wait_for()
+    drawn = page.evaluate(
+        """() => {
+        const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
+        lineChart(svg, [{epoch: 1, train_loss: 0.7, val_loss: null}], [["train_loss", "#000", "training"]]);
+        return {circles: svg.querySelectorAll("circle").length, lines: svg.querySelectorAll("polyline").length,
+                axis: [...svg.querySelectorAll("text.tick")].map(t => t.textContent).pop(),
+                title: svg.querySelector("circle title").textContent};
+        }"""
+    )
+    assert drawn == {"circles": 1, "lines": 0, "axis": "epoch 1", "title": "training, epoch 1: 0.7"}
 
 
 def test_try_it_predicts_an_uploaded_photo_and_shows_gradcam_and_feature_maps(page, tmp_path):

@@ -48,16 +48,18 @@ function showError(id, err) {
 }
 
 function lineChart(svg, rows, series) {
-  // Learning curves in an <svg>: `series` = [[key, colour, label]], x = epoch. Drawn again on every update.
+  // Learning curves in an <svg>: `series` = [[key, colour, label]], x = epoch. Drawn again on every update. Each
+  // epoch's value is a marker whose <title> is its value on hover; a run of one epoch draws that point; accuracies
+  // (keys ending in "_acc") read as percentages.
   const width = 520, height = 260, left = 48, right = 12, top = 12, bottom = 32;
   svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
   svg.replaceChildren();
   const ns = "http://www.w3.org/2000/svg";
-  const add = (tag, attributes, text) => {
+  const add = (tag, attributes, text, parent = svg) => {
     const node = document.createElementNS(ns, tag);
     for (const [k, v] of Object.entries(attributes)) node.setAttribute(k, v);
     if (text !== undefined) node.textContent = text;
-    svg.append(node);
+    parent.append(node);
     return node;
   };
   const values = rows.flatMap(r => series.map(([key]) => r[key])).filter(v => v !== null && v !== undefined);
@@ -65,18 +67,30 @@ function lineChart(svg, rows, series) {
     add("text", {x: width / 2, y: height / 2, "text-anchor": "middle", class: "muted"}, "no epoch finished yet");
     return;
   }
+  const shown = series.every(([key]) => key.endsWith("_acc")) ? percent : v => fmt(v, 3);
   let low = Math.min(...values), high = Math.max(...values);
-  if (high === low) { high += 0.5; low -= 0.5; }
-  const epochs = rows.map(r => r.epoch), last = Math.max(...epochs, 2);
-  const x = e => left + (e - 1) / (last - 1) * (width - left - right);
+  if (high === low) { const pad = 0.05 * (Math.abs(high) || 1); high += pad; low -= pad; }
+  const last = Math.max(...rows.map(r => r.epoch));
+  const x = e => last === 1 ? (left + width - right) / 2 : left + (e - 1) / (last - 1) * (width - left - right);
   const y = v => top + (1 - (v - low) / (high - low)) * (height - top - bottom);
   add("line", {x1: left, y1: height - bottom, x2: width - right, y2: height - bottom, class: "axis"});
   add("line", {x1: left, y1: top, x2: left, y2: height - bottom, class: "axis"});
-  for (const v of [low, (low + high) / 2, high]) add("text", {x: left - 4, y: y(v) + 4, "text-anchor": "end", class: "tick"}, fmt(v, 3));
-  add("text", {x: (left + width) / 2, y: height - 6, "text-anchor": "middle", class: "tick"}, `epoch (1–${last})`);
+  for (let i = 0; i <= 4; i++) {  // five ticks, low to high
+    const v = low + (high - low) * i / 4;
+    add("text", {x: left - 4, y: y(v) + 4, "text-anchor": "end", class: "tick"}, shown(v));
+  }
+  add("text", {x: (left + width) / 2, y: height - 6, "text-anchor": "middle", class: "tick"},
+      last === 1 ? "epoch 1" : `epoch (1–${last})`);
   series.forEach(([key, colour, label], i) => {
-    const points = rows.filter(r => r[key] !== null && r[key] !== undefined).map(r => `${x(r.epoch)},${y(r[key])}`);
-    if (points.length) add("polyline", {points: points.join(" "), fill: "none", stroke: colour, "stroke-width": 2, "data-series": key});
+    const kept = rows.filter(r => r[key] !== null && r[key] !== undefined);
+    if (kept.length > 1) {
+      add("polyline", {points: kept.map(r => `${x(r.epoch)},${y(r[key])}`).join(" "), fill: "none", stroke: colour,
+                       "stroke-width": 2, "data-series": key});
+    }
+    for (const r of kept) {
+      const dot = add("circle", {cx: x(r.epoch), cy: y(r[key]), r: 3.5, fill: colour, "data-series": key});
+      add("title", {}, `${label}, epoch ${r.epoch}: ${shown(r[key])}`, dot);
+    }
     add("text", {x: left + 8 + i * 120, y: top + 12, fill: colour, class: "legend"}, label);
   });
 }
