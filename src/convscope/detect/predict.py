@@ -145,8 +145,7 @@ def detect_images(
     loaded = run if isinstance(run, LoadedRun) else None
     run = load_run(loaded.run if loaded else run)
     loaded = loaded or load(run, device)
-    flip = flips_at_test(run.config)  # as evaluated: averaged with the mirror image when trained on mirrors
-    head, size = run.spec.layers[-1], run.spec.input[0]
+    size = run.spec.input[0]
     paths = image_paths(items)
     if out is not None:  # every picture's place checked before any image is read: a user's file is never replaced
         for path in paths:
@@ -159,13 +158,9 @@ def detect_images(
             results.append(Found(path, "", np.zeros((0, 4)), np.zeros(0), (), error=str(err)))
             continue
         array = to_array(img, 3)  # H×W×3 uint8, upright
-        boxed, scale, pad = letterbox(array, size)
-        out_maps = detector_maps(loaded.fused, loaded.tensor(boxed), flip)
-        [(boxes, scores, classes)] = decode(*split_outputs(out_maps, head.classes), stride=head.stride)
-        boxes, scores, classes = boxes.float().cpu(), scores.float().cpu(), classes.cpu()
-        keep = (scores >= min_score).numpy()
-        boxes = to_image_pixels(boxes.numpy()[keep], scale, pad, (img.width, img.height))
-        scores, classes = scores.numpy()[keep], classes.numpy()[keep]
+        [(boxes, scores, classes)] = boxes_in_images(loaded, [array])
+        keep = scores >= min_score
+        boxes, scores, classes = boxes[keep], scores[keep], classes[keep]
         same = same_object_as(boxes, scores)
         suppressed = int((same >= 0).sum())
         if not all_classes:
@@ -195,6 +190,32 @@ def detect_images(
             )
         )
     return results
+
+
+@torch.inference_mode()
+def boxes_in_images(loaded: LoadedRun, arrays: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Every box the detector's decoder keeps for each upright uint8 H×W×3 image, in one batch: (boxes n×4 in the
+    image's own pixels, scores n, class indices n) per image. Each image is letterboxed to the model's input as in
+    training and its boxes mapped back (`to_image_pixels`); averaged with the mirror image when the run was trained
+    on mirrors (as evaluated)."""
+    head, size = loaded.run.spec.layers[-1], loaded.run.spec.input[0]
+    boxed = [letterbox(array, size) for array in arrays]
+    maps = detector_maps(
+        loaded.fused, loaded.tensor(np.stack([b for b, _, _ in boxed])), flips_at_test(loaded.run.config)
+    )
+    found = []
+    for array, (_, scale, pad), (boxes, scores, classes) in zip(
+        arrays, boxed, decode(*split_outputs(maps, head.classes), stride=head.stride), strict=True
+    ):
+        size_wh = (array.shape[1], array.shape[0])
+        found.append(
+            (
+                to_image_pixels(boxes.float().cpu().numpy(), scale, pad, size_wh),
+                scores.float().cpu().numpy(),
+                classes.cpu().numpy(),
+            )
+        )
+    return found
 
 
 def to_image_pixels(boxes: np.ndarray, scale: float, pad: tuple[int, int], size: tuple[int, int]) -> np.ndarray:

@@ -18,17 +18,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from convscope.data.detection.boxes import letterbox
 from convscope.data.images import open_image, to_array
-from convscope.detect.decoding import decode, detector_maps
-from convscope.detect.evaluate import flips_at_test
-from convscope.detect.predict import same_object_as, to_image_pixels
+from convscope.detect.predict import boxes_in_images, same_object_as
 from convscope.diagnosis.listing import Item, Listing
 from convscope.diagnosis.model import Example, Finding
 from convscope.diagnosis.scan import Scan
 from convscope.diagnosis.twins import twinned_rows, with_and_without_twins
 from convscope.errors import ConvscopeError
-from convscope.layers import split_outputs
 from convscope.loaded import LoadedRun
 
 MISSED_SCORE = 0.3
@@ -95,29 +91,22 @@ def test_scores(
     return with_and_without_twins("test mAP@0.5", map50, test, twinned, notes)
 
 
-@torch.inference_mode()
 def predict_boxes(loaded: LoadedRun, items: list[Item], progress=None) -> list[Predicted | None]:
-    """Each item's predictions (every one the decoder keeps), or None when the image cannot be read;
-    progress("labels", done, total) per batch."""
-    head, size = loaded.run.spec.layers[-1], loaded.input[0]
-    flip = flips_at_test(loaded.run.config)
+    """Each item's predictions (every one the decoder keeps, as `convscope detect predict` finds them:
+    detect.predict.boxes_in_images), or None when the image cannot be read; progress("labels", done, total) per
+    batch."""
     results: list[Predicted | None] = [None] * len(items)
     for start in range(0, len(items), _BATCH):
-        batch, places = [], []
+        places, arrays = [], []
         for i in range(start, min(start + _BATCH, len(items))):
             try:
-                array = to_array(open_image(items[i].path), 3)  # upright, H×W×3
+                arrays.append(to_array(open_image(items[i].path), 3))  # upright, H×W×3
+                places.append(i)
             except ConvscopeError:
                 continue
-            boxed, scale, pad = letterbox(array, size)
-            batch.append(boxed)
-            places.append((i, scale, pad, (array.shape[1], array.shape[0])))
-        if batch:
-            maps = detector_maps(loaded.fused, loaded.tensor(np.stack(batch)), flip)
-            decoded = decode(*split_outputs(maps, head.classes), stride=head.stride)
-            for (i, scale, pad, wh), (boxes, scores, classes) in zip(places, decoded, strict=True):
-                boxes = to_image_pixels(boxes.float().cpu().numpy(), scale, pad, wh)
-                results[i] = Predicted(boxes, scores.float().cpu().numpy(), classes.cpu().numpy())
+        if arrays:
+            for i, found in zip(places, boxes_in_images(loaded, arrays), strict=True):
+                results[i] = Predicted(*found)
         if progress:
             progress("labels", min(start + _BATCH, len(items)), len(items))
     return results
