@@ -103,18 +103,8 @@ def _scan(listing: Listing, progress: Progress | None) -> Scan:
     each = None if progress is None else (lambda done, total: progress("scan", done, total))
     if listing.arrays is None:
         return scan_files([item.path for item in listing.items], each)
-    scans = [scan_arrays(listing.arrays[split], each) for split in listing.arrays]
-    return _concatenate(scans)
-
-
-def _concatenate(scans: list[Scan]) -> Scan:
-    """One Scan of several, rows in order (built-in splits are scanned one array at a time)."""
-    first = scans[0]
-    joined = {}
-    for name in first.__dataclass_fields__:
-        values = [getattr(scan, name) for scan in scans]
-        joined[name] = np.concatenate(values) if isinstance(values[0], np.ndarray) else sum(values, [])
-    return Scan(**joined)
+    # the splits' arrays in listing order (train, val, test), one scan over all: one progress bar, one worker pool
+    return scan_arrays(np.concatenate(list(listing.arrays.values())), each)
 
 
 def check_out(out: str | Path, data: str | Path) -> None:
