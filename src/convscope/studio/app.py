@@ -41,10 +41,11 @@ from pydantic import BaseModel, Field, field_validator
 
 from convscope.data.images import describe
 from convscope.errors import ConvscopeError
-from convscope.studio import guards, pictures
+from convscope.studio import compare, guards, live, mistakes, network, pictures, train_page
 from convscope.studio.doctor import Diagnoses, doctor_routes
 from convscope.studio.guards import Guard, Refused, check, field, form, query, validation_answer
 from convscope.studio.jobs import Jobs
+from convscope.studio.parts import Studio
 from convscope.studio.runs import RunNotFound, RunNotServed, list_runs, metrics, picture, run_detail, run_folder
 from convscope.studio.uploads import MAX_UPLOAD, UploadStore
 from convscope.studio.work import ClientGone, Stopping, Work
@@ -149,13 +150,14 @@ def create_app(
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     templates = Jinja2Templates(directory=HERE / "templates")
     _error_answers(app, runs)
+    studio = Studio(runs, templates, uploads, work, jobs)
     for router in (
-        _page_routes(runs, templates),
+        _page_routes(studio),
         _run_routes(runs),
         _try_routes(runs, uploads, work),
         _explain_routes(work),
-        _job_routes(jobs),
         doctor_routes(diagnoses),
+        *(part.routes(studio) for part in (train_page, live, compare, network, mistakes)),
     ):
         app.include_router(router)
     app.state.uploads, app.state.jobs, app.state.runs, app.state.work = uploads, jobs, runs, work
@@ -198,12 +200,10 @@ def _error_answers(app: FastAPI, runs: Path) -> None:
         return JSONResponse({"detail": str(err)}, status_code=404)
 
 
-def _page_routes(runs: Path, templates: Jinja2Templates) -> APIRouter:
-    """The HTML pages: the runs, one run, try it, the conv/pool explainer, start a training."""
+def _page_routes(studio: Studio) -> APIRouter:
+    """The HTML pages: the runs, one run, try it, the conv/pool explainer, the doctor."""
     router = APIRouter()
-
-    def page(request: Request, template: str, nav: str, **context) -> HTMLResponse:
-        return templates.TemplateResponse(request, template, {"nav": nav, "runs_dir": str(runs), **context})
+    runs, page = studio.runs, studio.page
 
     @router.get("/", response_class=HTMLResponse)
     def runs_page(request: Request):
@@ -221,12 +221,6 @@ def _page_routes(runs: Path, templates: Jinja2Templates) -> APIRouter:
     @router.get("/explain", response_class=HTMLResponse)
     def explain_page(request: Request):
         return page(request, "explain.html", "explain", samples=pictures.SAMPLES)
-
-    @router.get("/train", response_class=HTMLResponse)
-    def train_page(request: Request):
-        from convscope.presets import preset_names
-
-        return page(request, "train.html", "train", presets=preset_names())
 
     @router.get("/doctor", response_class=HTMLResponse)
     def doctor_page(request: Request):
@@ -339,29 +333,5 @@ def _explain_routes(work: Work) -> APIRouter:
     @router.post("/api/explain")
     async def api_explain(request: Request, explained: ExplainRequest) -> dict[str, Any]:
         return await work.run(request, pictures.explain, explained.model_dump())
-
-    return router
-
-
-def _job_routes(jobs: Jobs) -> APIRouter:
-    """The trainings started here: list, start, stop."""
-    router = APIRouter()
-
-    @router.get("/api/jobs")
-    def api_jobs() -> list[dict[str, Any]]:
-        return jobs.list()
-
-    @router.post("/api/jobs")
-    def api_start(
-        model: Annotated[str, Form()], data: Annotated[str, Form()], epochs: Annotated[int, form("epochs")] = 2
-    ):
-        return jobs.start(model, data, epochs).to_dict()
-
-    @router.post("/api/jobs/{job}/stop")
-    def api_stop(job: str) -> dict[str, Any]:
-        try:
-            return jobs.stop(job).to_dict()
-        except KeyError:
-            raise HTTPException(404, f"no training {job[:80]!r} was started here") from None
 
     return router
