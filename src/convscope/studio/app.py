@@ -12,10 +12,14 @@
     GET  /api/samples · /api/samples/{name}                     the bundled photos (PNG)
     GET  /api/uploads/{token}                                   an uploaded image as convscope decoded it (PNG)
     POST /api/explain                                           one conv or pool, computed by convscope.reference
-    GET  /api/jobs · POST /api/jobs · POST /api/jobs/{name}/stop  trainings started here
     GET  /doctor                             the dataset doctor GET /api/doctor · POST /api/doctor (form data, run)
     GET  /api/doctor/{id}                    one diagnosis: state, stage, done, total, the findings when finished
     GET  /doctor/{id}/report.html            its report (written in RUNS/.doctor/ID, studio.doctor)
+
+The parts of the studio that came later are one module each, with their page(s) and API (`routes(studio)`,
+studio.parts): train_page (start, preview and lint a training), live (per-batch progress, the film strip), compare
+(runs side by side), network (the whole network for one image, each conv output's arithmetic), mistakes (the most
+confused pairs with their class maps). Their routes are listed in their modules.
 
 The pages and the runs' JSON are plain `def` handlers (FastAPI's thread pool); the heavy work (decoding an upload,
 running a network, the explainer) waits its turn on the studio's own workers (studio.work), which drop it when its
