@@ -55,3 +55,31 @@ def test_try_it_decodes_the_upload_once_and_reads_the_weights_once(client, studi
     assert answer["conversion"] == expected.conversion == "RGB 600×400 → gray 28×28"
     assert PIL.Image.open(io.BytesIO(png)).size == (224, 224)  # 28×28 enlarged 8 times
     assert maps["shape"] == "28×28×6" and maps["shown"] == 6 and np.isfinite([m["max"] for m in maps["maps"]]).all()
+
+
+def test_try_it_shows_the_input_as_the_network_sees_it_beside_the_upload(page):
+    page.goto("/runs/shades/try")
+    page.select_option("#sample", "coffee")
+    page.click("#use-sample")
+    page.wait_for_function("(i => i.complete && i.naturalWidth > 0)(document.getElementById('seen'))")
+    page.wait_for_function("(i => i.complete && i.naturalWidth > 0)(document.getElementById('sent'))")
+    seen = page.evaluate("(i => [i.naturalWidth, i.naturalHeight])(document.getElementById('seen'))")
+    sent = page.evaluate("(i => [i.naturalWidth, i.naturalHeight])(document.getElementById('sent'))")
+    assert seen == [224, 224] and sent == [600, 400]  # 28×28 gray, enlarged 8 times; the photo as decoded
+    assert page.locator("#seen-shape").inner_text() == "gray 28×28, enlarged"
+    # one gray value per 8×8 block: whole pixels, no smoothing
+    blocks = page.evaluate("""() => {
+        const img = document.getElementById('seen'), c = document.createElement('canvas');
+        c.width = img.naturalWidth; c.height = img.naturalHeight;
+        const g = c.getContext('2d'); g.drawImage(img, 0, 0);
+        const d = g.getImageData(0, 0, c.width, c.height).data;
+        let uneven = 0;
+        for (let y = 0; y < 224; y += 8) for (let x = 0; x < 224; x += 8)
+          if (d[4 * (y * 224 + x)] !== d[4 * ((y + 7) * 224 + x + 7)]) uneven++;
+        return uneven;
+    }""")
+    assert blocks == 0
+    assert page.locator("#conversion").inner_text() == "as the network sees it: RGB 600×400 → gray 28×28"
+    assert "Where it looked (HiResCAM)" in page.content()
+    page.locator("#maps figure").first.wait_for()
+    page.screenshot(path="/tmp/shots/network-try.png", full_page=True)

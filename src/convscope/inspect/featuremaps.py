@@ -5,6 +5,9 @@
 ((32, 28, 28), (28, 28, 32))
 >>> save_feature_map_sheets(maps, "featuremaps/")                                 # doctest: +SKIP
 [PosixPath('featuremaps/01-conv1.png'), PosixPath('featuremaps/04-pool1.png'), ...]
+
+A pretrained base is one layer of the spec but many inside: its stem and blocks have maps too, named after the base
+with a dot ('base1.stem', 'base1.block1', …; a spec's own names never hold a dot). `map_layers(model)` lists them all.
 """
 
 from __future__ import annotations
@@ -115,29 +118,82 @@ def layer_maps(
         raise DataError(f"feature maps are for one image: a tensor 1×C×H×W. Received shape {tuple(x.shape)}")
     report = infer(spec, (x.shape[2], x.shape[3], x.shape[1]))
     infos = {info.name: info for info in report.layers}
-    with_maps = [info.name for info in report.layers if len(info.output_shape) == 3]
+    with_maps = map_layers(model, spec)
     if layers is None:
         layers = [info.name for info in report.layers if info.layer.layer_type in DEFAULT_KINDS]
     for name in layers:
         if name not in with_maps:
             what = "has no feature maps (its output is a vector)" if name in infos else "is not a layer of this model"
             raise DataError(f"{spec.name}: {name!r} {what}. Layers with feature maps: {', '.join(with_maps)}")
+    inner = [name for name in layers if "." in name]  # a base's stem and blocks: caught by hooks during the pass
     was_training = model.training
     model.train(False)
+    caught: dict[str, torch.Tensor] = {}
+    hooks = _base_hooks(model, inner, caught)
     try:
         with torch.inference_mode():
-            _, kept = model.forward_intermediates(x, layers)
+            _, kept = model.forward_intermediates(x, [name for name in layers if "." not in name])
     finally:
+        for hook in hooks:
+            hook.remove()
         model.train(was_training)
+    kept = kept | caught
     signed = _signed(spec)
     result = []
-    for name in sorted(set(layers), key=lambda n: infos[n].index):  # network order, whatever order they were asked in
-        info = infos[name]
+    for name in sorted(set(layers), key=with_maps.index):  # network order, whatever order they were asked in
         maps = kept[name][0].float().cpu().contiguous().numpy().copy()  # C×H×W, an own copy in plain C order
+        if "." in name:
+            info = infos[name.split(".")[0]]
+            shape = (maps.shape[1], maps.shape[2], maps.shape[0])
+            result.append(LayerMaps(info.index, name, _inner_label(model, name), shape, maps, bool(maps.min() < 0)))
+            continue
+        info = infos[name]
         label = info.label + (activation_text(info.layer.activation) if isinstance(info.layer, Conv) else "")
         can_be_negative = signed[info.index - 1] or bool(maps.min() < 0)
         result.append(LayerMaps(info.index, name, label, info.output_shape, maps, can_be_negative))
     return tuple(result)
+
+
+def map_layers(model: ConvNet, spec: NetSpec | None = None) -> list[str]:
+    """Every layer with feature maps, in network order: the spec's own (conv, pool, batchnorm, base, …) and, just
+    before a pretrained base, its stem and blocks ('base1.stem', 'base1.block1', … 'base1.block16', then 'base1')."""
+    spec = spec or model.spec
+    names = []
+    for info in infer(spec).layers:
+        if len(info.output_shape) != 3:
+            continue
+        if isinstance(info.layer, Base) and getattr(model, "base", None) is not None:
+            blocks = len(model.base.blocks)
+            names += [f"{info.name}.stem"] + [f"{info.name}.block{i}" for i in range(1, blocks + 1)]
+        names.append(info.name)
+    return names
+
+
+def _base_hooks(model: ConvNet, names: list[str], caught: dict[str, torch.Tensor]) -> list:
+    """Hooks that keep the outputs of the base's stem (the input of its first block) and blocks named in `names`,
+    into `caught`. Removed by the caller after the one forward pass (the model keeps no hook: convscope.fused leaves
+    hooked modules unfolded)."""
+    if not names:
+        return []
+    blocks = model.base.blocks
+    hooks = []
+    for name in names:
+        part = name.split(".", 1)[1]
+        if part == "stem":
+            hooks.append(blocks[0].register_forward_pre_hook(lambda _m, args, n=name: caught.__setitem__(n, args[0])))
+        else:
+            module = blocks[int(part.removeprefix("block")) - 1]
+            hooks.append(module.register_forward_hook(lambda _m, _a, out, n=name: caught.__setitem__(n, out)))
+    return hooks
+
+
+def _inner_label(model: ConvNet, name: str) -> str:
+    """'stem (the layers before block 1)' or 'block 3 of 16 (MBConv)': what a base's inner layer is."""
+    part, blocks = name.split(".", 1)[1], model.base.blocks
+    if part == "stem":
+        return "stem (the base's layers before block 1)"
+    i = int(part.removeprefix("block"))
+    return f"block {i} of {len(blocks)} ({type(blocks[i - 1]).__name__})"
 
 
 def activation_text(name: str) -> str:

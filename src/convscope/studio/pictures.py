@@ -104,21 +104,24 @@ def fitted(loaded: LoadedRun, image: Path, decoded: Image.Image | None = None) -
 
 
 def predict(path: Path, image: Path, top_k: int, decoded: Image.Image | None = None) -> dict[str, Any]:
-    """Top-k classes of a classifier (or, for a detector, that it is one), the layers with feature maps, the classes.
-    `decoded`: the upload already decoded (upright), so that it is not decoded again."""
+    """Top-k classes of a classifier (or, for a detector, that it is one), the layers with feature maps (a base's
+    stem and blocks too), the classes, and the image as the network sees it (`seen`: the fitted image enlarged by
+    whole pixels, PNG data URL). `decoded`: the upload already decoded (upright), so that it is not decoded again."""
     from convscope.classify.predict import predict_image
-    from convscope.inspect.gradcam import spatial_layers
+    from convscope.inspect.featuremaps import map_layers
     from convscope.tasks import DetectTask, task_of
 
     loaded = loaded_run(path)
     detector = task_of(loaded.run) is DetectTask
-    answer = {"detector": detector, "classes": list(loaded.classes), "layers": spatial_layers(loaded.run.spec)}
+    answer = {"detector": detector, "classes": list(loaded.classes), "layers": map_layers(loaded.model)}
     if detector:
-        return answer | {"top": [], "conversion": ""}
+        return answer | {"top": [], "conversion": "", "seen": None}
     picture = fitted(loaded, image, decoded)
     with _model_lock:
         found = predict_image(loaded, picture, top_k)
-    return answer | {"top": [{"class": c, "probability": p} for c, p in found.top], "conversion": found.conversion}
+    array = picture.array[:, :, 0] if picture.array.shape[2] == 1 else picture.array
+    top = [{"class": c, "probability": p} for c, p in found.top]
+    return answer | {"top": top, "conversion": found.conversion, "seen": data_url(enlarged(array))}
 
 
 def gradcam_png(path: Path, image: Path, class_name: str | None) -> bytes:
@@ -133,13 +136,13 @@ def gradcam_png(path: Path, image: Path, class_name: str | None) -> bytes:
 
 
 def featuremaps(path: Path, image: Path, layer: str | None) -> dict[str, Any]:
-    """Every feature map of `layer` (default: the first layer with maps) for the image: each as a PNG (gray, its own
-    value range stretched to black–white), with its index and value range; the layer's H×W×C."""
-    from convscope.inspect.featuremaps import feature_maps
-    from convscope.inspect.gradcam import spatial_layers
+    """Every feature map of `layer` (default: the first layer with maps; a base's stem and blocks are layers too,
+    inspect.featuremaps.map_layers) for the image: each as a PNG (gray, its own value range stretched to
+    black–white), with its index and value range; the layer's H×W×C."""
+    from convscope.inspect.featuremaps import feature_maps, map_layers
 
     loaded = loaded_run(path)
-    layers = spatial_layers(loaded.run.spec)
+    layers = map_layers(loaded.model)
     layer = layer or layers[0]
     if layer not in layers:
         raise OutOfBounds(f"layer must be one of {', '.join(layers)} (its layers with maps). Received: {layer[:40]!r}")

@@ -20,6 +20,10 @@ function startTry(name) {
     document.getElementById("classifier").hidden = false;
     // conversion already starts with the upload ("RGB 459×499 → RGB 32×32"): said once, not twice
     document.getElementById("conversion").textContent = `as the network sees it: ${answer.conversion}`;
+    // the upload as convscope decoded it, beside the fitted image enlarged by whole pixels (each input pixel a square)
+    document.getElementById("sent").src = `/api/uploads/${token}`;
+    document.getElementById("seen").src = answer.seen;
+    document.getElementById("seen-shape").textContent = answer.conversion.split("→").pop().trim() + ", enlarged";
     document.querySelector("#top tbody").replaceChildren(...answer.top.map(({class: c, probability: p}) => el("tr", {},
       el("td", {}, c), el("td", {class: "num"}, percent(p)),
       el("td", {style: "width: 160px"}, el("div", {class: "bar", style: `width: ${Math.max(1, 100 * p)}%`})))));
