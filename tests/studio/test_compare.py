@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from convscope.data.images import sample_photo
 from convscope.studio import comparing
 from convscope.studio.app import create_app
 
@@ -145,20 +146,26 @@ def test_the_api_refuses_in_one_line(client, runs, status, words):
 
 
 def test_one_upload_serves_every_run(client):
-    answer = client.post("/api/compare/predict", data={"runs": "shades,shades-fast,boxes", "sample": "coffee"}).json()
-    runs = {run["name"]: run for run in answer["runs"]}
-    assert list(runs) == ["shades", "shades-fast", "boxes"] and answer["upload"] == "RGB 600×400"
+    photo = sample_photo("coffee").read_bytes()
+    upload = client.post("/api/runs/boxes/predict", files={"image": ("x.png", photo)}).json()  # a detector's upload
+    assert upload["upload"] == "RGB 600×400"
+    answer = client.get("/api/compare/top", params={"runs": "shades,shades-fast,boxes", "image": upload["image"]})
+    runs = {run["name"]: run for run in answer.json()["runs"]}
+    assert list(runs) == ["shades", "shades-fast", "boxes"]
     for name in ("shades", "shades-fast"):
         top = runs[name]["top"]
         assert [t["class"] for t in top] in (["dark", "light"], ["light", "dark"])
         assert abs(sum(t["probability"] for t in top) - 1) < 1e-5
-        cam = client.get(f"/api/runs/{name}/gradcam", params={"image": answer["image"]})  # the one token
+        cam = client.get(f"/api/runs/{name}/gradcam", params={"image": upload["image"]})  # the same token
         assert cam.status_code == 200 and cam.content[:8] == b"\x89PNG\r\n\x1a\n"
     assert runs["boxes"]["detector"] and runs["boxes"]["top"] == []
-    found = client.get("/api/runs/boxes/detections", params={"image": answer["image"]})
+    found = client.get("/api/runs/boxes/detections", params={"image": upload["image"]})
     assert found.status_code == 200 and (found.json()["width"], found.json()["height"]) == (600, 400)
-    refused = client.post("/api/compare/predict", data={"runs": "shades,shades-fast"})
-    assert refused.status_code == 400 and "sample" in refused.json()["detail"]
+    one = client.get("/api/compare/top", params={"runs": "shades,shades-fast", "image": upload["image"], "top_k": 1})
+    assert [len(run["top"]) for run in one.json()["runs"]] == [1, 1]
+    gone = client.get("/api/compare/top", params={"runs": "shades,shades-fast", "image": "nope"})
+    assert gone.status_code == 404 and "no such uploaded image" in gone.json()["detail"]
+    assert client.get("/api/compare/top", params={"runs": "shades", "image": upload["image"]}).status_code == 400
 
 
 # -- the page ---------------------------------------------------------------------------------------------------------
@@ -197,6 +204,10 @@ def test_the_compare_page_shows_two_runs_side_by_side(page, fast_run):
     page.reload()  # the address keeps the choice
     page.locator("#settings tbody tr").first.wait_for()
     assert page.locator("#picker input:checked").count() == 2
+    page.set_input_files("#upload", str(sample_photo("coffee")))  # a file of the user's, uploaded once
+    page.click("#image-form button[type=submit]")
+    page.wait_for_function("document.getElementById('image-note').textContent.startsWith('RGB 600×400')")
+    page.locator("#predictions [data-run=shades-fast] img.cam").wait_for()
 
 
 def test_the_compare_page_says_what_a_detector_and_a_classifier_cannot_share(page):

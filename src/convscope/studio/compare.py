@@ -4,9 +4,9 @@
                                           their settings side by side, their per-class numbers, one image for each
     GET  /api/compare?runs=a,b            each run's detail, the merged curves, the settings with `differs`, the
                                           per-class table aligned by class name, what is not comparable (comparing)
-    POST /api/compare/predict             one image (multipart `image`, or form `sample`) for every run of form
-                                          `runs`: decoded once, one token; each run's top classes. Its class map:
-                                          GET /api/runs/{name}/gradcam?image=TOKEN, the same token for every run
+    GET  /api/compare/top?runs=a,b&image=TOKEN   each run's top classes for one upload (the token that
+                                          POST /api/runs/{name}/predict answered: an upload is any run's), decoded
+                                          once per input shape; each class map: /api/runs/{name}/gradcam?image=TOKEN
 
 An unknown run is a 404; fewer than 2 runs, more than comparing.MAX_RUNS or a run named twice, a 400.
 """
@@ -16,12 +16,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, HTTPException, Request, UploadFile
+from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse
 
-from convscope.data.images import describe
 from convscope.studio import comparing, pictures
-from convscope.studio.guards import form
+from convscope.studio.guards import query
 from convscope.studio.parts import Studio
 from convscope.studio.runs import run_detail, run_folder
 
@@ -54,25 +53,18 @@ def routes(studio: Studio) -> APIRouter:
             "notes": comparing.notes(details),
         }
 
-    def predicted(paths: list[Path], data: bytes, top_k: int) -> dict[str, Any]:
-        token, decoded = studio.uploads.add(data)  # decoded once, for every run
-        image = studio.uploads.path(token)
-        answers = [{"name": path.name} | pictures.predict(path, image, top_k, decoded) for path in paths]
-        return {"image": token, "upload": describe(decoded), "runs": answers}
+    def tops(paths: list[Path], image: Path, top_k: int) -> dict[str, Any]:
+        return {"runs": [{"name": path.name} | pictures.predict(path, image, top_k) for path in paths]}
 
-    @router.post("/api/compare/predict")
-    async def api_compare_predict(
-        request: Request,
-        runs: Annotated[str, Form()],
-        image: Annotated[UploadFile | None, File()] = None,
-        sample: Annotated[str | None, Form()] = None,
-        top_k: Annotated[int, form("top_k")] = 3,
+    @router.get("/api/compare/top")
+    async def api_compare_top(
+        request: Request, image: str, runs: str | None = None, top_k: Annotated[int, query("top_k")] = 3
     ) -> dict[str, Any]:
         paths = folders(runs)
-        if image is not None:  # its file name and content type are not looked at: convscope decodes the bytes
-            return await studio.work.run(request, lambda: predicted(paths, image.file.read(), top_k))
-        if sample in pictures.SAMPLES:
-            return await studio.work.run(request, lambda: predicted(paths, pictures.sample_bytes(sample), top_k))
-        raise HTTPException(400, f"send an image file, or a sample: {', '.join(pictures.SAMPLES)}")
+        try:
+            path = studio.uploads.path(image)
+        except KeyError:
+            raise HTTPException(404, "no such uploaded image (they are kept for the latest 32 uploads)") from None
+        return await studio.work.run(request, tops, paths, path, top_k)
 
     return router

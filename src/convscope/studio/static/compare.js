@@ -1,7 +1,7 @@
 // Compare runs: tick runs in the list (the address keeps them: /compare?runs=a,b), then their curves on one chart
 // per task (a colour per run; validation solid, training dashed), their settings side by side with the differing
 // rows marked, their per-class numbers aligned by class, and one image through every run (top classes and HiResCAM,
-// or a detector's boxes). A client of /api/runs, /api/compare and /api/compare/predict (studio/compare.py).
+// or a detector's boxes). A client of /api/runs, /api/compare, /api/runs/NAME/predict and /api/compare/top (studio/compare.py).
 "use strict";
 
 const COLOURS = ["#2f6fde", "#e07b00", "#157347", "#c0392b", "#7a3ed6", "#8c564b", "#d63384", "#0f8b8d"];
@@ -157,10 +157,15 @@ function startCompare(most) {
   }
 
   async function predict(form) {
+    // Uploaded once, to the first run (the studio's one upload route, bounded as uploads are); its token serves
+    // every run: their top classes (/api/compare/top) and each one's class map or boxes.
     showError("image-error", null);
-    form.append("runs", chosen.join(","));
+    const ticket = asked, runs = chosen.map(encodeURIComponent);
     try {
-      prediction = await api("/api/compare/predict", {method: "POST", body: form});
+      const upload = await api(`/api/runs/${runs[0]}/predict`, {method: "POST", body: form});
+      const tops = await api(`/api/compare/top?runs=${runs.join(",")}&image=${upload.image}`);
+      if (ticket !== asked) return;  // other runs were picked meanwhile
+      prediction = {image: upload.image, upload: upload.upload, runs: tops.runs};
       showPredictions();
     } catch (err) { showError("image-error", err); }
   }
