@@ -14,6 +14,9 @@ runs/NAME/
                             a detector's pr_curves.png, predictions.png, coco_eval.txt (pycocotools' summary)
   featuremaps/, detections/, export/   what `featuremaps`, `detect predict` and `export` write by default
   .lock                     held by the one training that writes the folder (the holder is written inside)
+  progress.json             where the training is inside its epoch (training/live.py), rewritten once a second
+  filmstrip/                "watch it learn": epoch-NNNN.npz (the first conv layer's filters and a probe image's
+                            feature maps at that epoch; training/filmstrip.py) and probe.png, the probe image
 
 Every name is defined here, once; the modules that write these files take their names from here.
 """
@@ -67,6 +70,14 @@ WEIGHTS, FEATUREMAPS, DETECTIONS, EXPORT = "weights", "featuremaps", "detections
 PATTERNS = "patterns"  # folder: the report's pictures of what filters look for (inspect.patterns)
 EVALUATION = "evaluation.json"  # a classifier's test evaluation: confusion matrix, per-class numbers (classify/)
 DETECTION_EVALUATION = "detection.json"  # a detector's: COCO mAP, per-class AP, precision–recall curves (detect/)
+PROGRESS = "progress.json"  # the running epoch's progress (training/live.py)
+FILMSTRIP, PROBE = "filmstrip", "probe.png"  # folder: a snapshot per epoch (training/filmstrip.py); its probe image
+FILMSTRIP_FILE = re.compile(r"epoch-(\d{4,6})\.npz")  # one snapshot: its epoch, 0 before the first
+
+
+def filmstrip_file(epoch: int) -> str:
+    """'epoch-0003.npz': the file name of the film strip's snapshot after `epoch` epochs, in FILMSTRIP."""
+    return f"epoch-{epoch:04d}.npz"
 
 
 def weights_file(which: str) -> str:
@@ -74,11 +85,11 @@ def weights_file(which: str) -> str:
     return f"{which}.safetensors"
 
 
-_STARTED_FILES = (CONFIG, SPEC, METRICS, LOG)  # what a training writes before its first checkpoint
+_STARTED_FILES = (CONFIG, SPEC, METRICS, LOG, PROGRESS)  # what a training writes before its first checkpoint
 # Every name a run folder holds (files and folders); anything else in a folder means it is not (only) a run's.
 _RUN_FILES = (CONFIG, SPEC, CHECKPOINT, METRICS, RESULTS, LOG, REPORT, CURVES, CONFUSION, WRONG, PR_CURVES)
-_RUN_FILES += (PREDICTIONS, COCO_EVAL, EVALUATION, DETECTION_EVALUATION)
-_RUN_NAMES = frozenset((*_RUN_FILES, LOCK, WEIGHTS, FEATUREMAPS, DETECTIONS, EXPORT, PATTERNS))
+_RUN_FILES += (PREDICTIONS, COCO_EVAL, EVALUATION, DETECTION_EVALUATION, PROGRESS)
+_RUN_NAMES = frozenset((*_RUN_FILES, LOCK, WEIGHTS, FEATUREMAPS, DETECTIONS, EXPORT, PATTERNS, FILMSTRIP))
 _WEIGHT_FILES = (weights_file("best"), weights_file("last"))
 
 
@@ -266,8 +277,7 @@ def check_run_folder_is_free(path: Path) -> None:
     check_not_foreign(path)
     remove_run_temp_files(path)  # left by a training killed before its first checkpoint
     if (path / CONFIG).exists():
-        for name in _STARTED_FILES:
-            (path / name).unlink(missing_ok=True)
+        _remove_started(path)
 
 
 def check_not_foreign(path: Path) -> None:
@@ -307,7 +317,35 @@ def _is_run_config(file: Path) -> bool:
 def remove_run_temp_files(path: Path) -> list[Path]:
     """The temporary files a killed training's atomic writes left: its own files' only, in the run folder and its
     weights/ folder, never anywhere else (a user's hidden files and other folders are never looked at)."""
-    return remove_temp_files(path, _RUN_FILES) + remove_temp_files(path / WEIGHTS, _WEIGHT_FILES)
+    strip = path / FILMSTRIP
+    return (
+        remove_temp_files(path, _RUN_FILES)
+        + remove_temp_files(path / WEIGHTS, _WEIGHT_FILES)
+        + remove_temp_files(strip, _filmstrip_names(strip, temporary=True))
+    )
+
+
+def _filmstrip_names(folder: Path, temporary: bool = False) -> list[str]:
+    """The film strip's own file names in `folder` (probe.png, epoch-NNNN.npz); with `temporary`, the names that its
+    atomic writes' temporary files there are for (`.epoch-0003.npz.XXXXXXXX.tmp` → epoch-0003.npz)."""
+    try:
+        names = [p.name for p in folder.iterdir()]
+    except OSError:
+        return []
+    if temporary:
+        names = [n[1:].split(".tmp")[0].rsplit(".", 1)[0] for n in names if n.startswith(".") and n.endswith(".tmp")]
+    return [n for n in names if n == PROBE or FILMSTRIP_FILE.fullmatch(n)]
+
+
+def _remove_started(path: Path) -> None:
+    """What a training writes before its first checkpoint: _STARTED_FILES, and the film strip's snapshot of the
+    untrained network (its own files only; the folder itself when it is left empty)."""
+    for name in _STARTED_FILES:
+        (path / name).unlink(missing_ok=True)
+    strip = path / FILMSTRIP
+    if strip.is_dir() and not strip.is_symlink():
+        for name in _filmstrip_names(strip):
+            (strip / name).unlink(missing_ok=True)
 
 
 def remove_unfinished(path: Path, made: bool) -> None:
@@ -316,10 +354,10 @@ def remove_unfinished(path: Path, made: bool) -> None:
     Called while holding the folder's lock."""
     if (path / CHECKPOINT).exists():
         return
-    for name in _STARTED_FILES:
-        (path / name).unlink(missing_ok=True)
-    with contextlib.suppress(OSError):
-        (path / WEIGHTS).rmdir()  # only when empty
+    _remove_started(path)
+    for folder in (WEIGHTS, FILMSTRIP):
+        with contextlib.suppress(OSError):
+            (path / folder).rmdir()  # only when empty
     with contextlib.suppress(OSError):
         if made and {p.name for p in path.iterdir()} == {LOCK}:
             # Unlinking a held lock file is safe here: a waiting writer re-checks (RunLock) that it locked the

@@ -212,6 +212,15 @@ class Run(folder.Run):
         source = f"{picture.name} ({picture.conversion}), channel 1"
         return Explained(explain_conv(x, kernel, first.stride, first.padding, at, source, f"{name} filter {filter}"))
 
+    def filmstrip(self):
+        """Watch it learn: the first conv layer's filters and a probe image's feature maps at each conv layer, saved
+        by training after every epoch (training/filmstrip.py). A Filmstrip: `.epochs`, `.filters` (E×F×C×kh×kw),
+        `.maps[layer]` (E×k×h×w), `.probe` (H×W×C); shown in a notebook as a picture, `.figure(epoch)` for one epoch.
+        DataError for a run without one (trained before film strips were saved)."""
+        from convscope.training.filmstrip_show import read_filmstrip
+
+        return read_filmstrip(self.path)
+
     def report(self):
         """Write report.html (curves, per-class numbers, mistakes, feature maps) and return it: a Report that a
         notebook shows inline and whose `.path` is the file."""

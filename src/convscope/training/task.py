@@ -29,6 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 
 from convscope.config import TrainConfig
@@ -93,6 +94,18 @@ class Task:
     def start_phase(self, model: torch.nn.Module, phase: int, epoch: int) -> None:
         """Called when training starts or resumes and when a phase begins (2: a base's top blocks unfrozen), with
         the epoch (0-based) it begins at; e.g. to compute a frozen base's features once."""
+
+    def probe_image(self) -> torch.Tensor | None:
+        """The film strip's probe image (training/filmstrip.py): uint8 C×H×W on the CPU, the same for every run of the
+        same data and seed and drawn without a random number. By default the first training image, from `train_x`
+        (a uint8 N×C×H×W tensor, or a streamed split that decodes one image); None for a task that keeps neither."""
+        images = getattr(self, "train_x", None)
+        if isinstance(images, torch.Tensor) and images.ndim == 4 and len(images):
+            return images[0].cpu().clone()
+        if hasattr(images, "take") and len(images):  # data.stream.FileSplit
+            one = images.take(np.array([0])).load().images[0]  # H×W×C uint8
+            return torch.from_numpy(np.ascontiguousarray(one.transpose(2, 0, 1)))
+        return None
 
     def batches(self, index: list[torch.Tensor]) -> Iterator[Any]:
         """One training batch per tensor of `index` (the positions of its images in the training split, from the

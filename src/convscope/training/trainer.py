@@ -38,6 +38,8 @@ from convscope.training.checkpoint_file import read_checkpoint
 from convscope.training.checkpoints import Checkpointing
 from convscope.training.distributed import Group, batches_per_epoch, check_world_size, rank_seed, shard
 from convscope.training.ema import ModelEMA
+from convscope.training.filmstrip import FilmstripWriter
+from convscope.training.live import ProgressFile
 from convscope.training.runtime import log_file, optimizer_for, scheduler_for
 from convscope.training.task import Task
 from convscope.training.tuning import Tuned
@@ -110,6 +112,9 @@ class Trainer(Checkpointing, Tuned):
         self.seconds = {"train_seconds": 0.0, "wall_seconds": 0.0}  # of earlier segments of a resumed run
         self.running = (0.0, 0, 0)  # loss sum, correct, seen of the epoch so far (kept when stopped mid-epoch)
         self.stop = StopRequest()
+        # What a watcher reads while it trains (rank 0 writes): progress.json and the film strip's snapshots
+        self.live = ProgressFile(run.path, self.total_epochs, self.batches, self.task.counts_correct, group.is_main)
+        self.filmstrip = FilmstripWriter(run, self.task.probe_image(), self.total_epochs) if group.is_main else None
         self.resumed_at: tuple[int, int] | None = None  # (epoch, batch) a resumed run continues from
         if saved is None:
             if resuming:  # killed before the first checkpoint: start again; the seeded start is the one it had
@@ -207,6 +212,8 @@ class Trainer(Checkpointing, Tuned):
                     cb.on_note(line)
 
     def _epochs(self) -> None:
+        if self.filmstrip is not None and self.epoch == self.batch == 0:  # the untrained network
+            self.filmstrip.snapshot(self.evaluated, 0)
         self.task.start_phase(self.model, self.phase, self.epoch)
         self._choose(restored=self.resumed_at is not None)
         self.stop.armed = True  # from here a signal only asks the loop to stop at the end of a batch
@@ -242,6 +249,7 @@ class Trainer(Checkpointing, Tuned):
         model.train()
         loss_sum, correct, seen = self.running if self.batch else (0.0, 0, 0)  # a resumed epoch goes on counting
         t0 = time.perf_counter()
+        self.live.epoch_started(self.epoch, self.batch)
         steps = shard(order, cfg.batch_size, self.group.rank, self.group.world_size)[self.batch :]
         for (_, weight), batch in zip(steps, task.batches([index for index, _ in steps]), strict=True):
             started = time.perf_counter()
@@ -272,6 +280,7 @@ class Trainer(Checkpointing, Tuned):
             correct += right
             seen += images
             accuracy = correct / seen if task.counts_correct else None
+            self.live.batch(self.epoch, self.batch, images, loss_sum, correct, seen, self.phase)
             for cb in self.callbacks:
                 cb.on_batch(self.epoch, self.batch, value, accuracy, seen / (time.perf_counter() - t0))
             # Every rank stops at the same step: each saw the request, or one did (torchrun signals them all).
@@ -299,7 +308,10 @@ class Trainer(Checkpointing, Tuned):
         else:
             self.stale += 1
         self.rows.append(row)
+        if self.filmstrip is not None:  # before the checkpoint: a checkpointed epoch has its snapshot
+            self.filmstrip.snapshot(self.evaluated, self.epoch)
         self._save()
+        self.live.epoch_done(row, self.phase)
         shown = ", ".join(f"{k} {v:.4f}" for k, v in row.items() if k not in ("epoch", "lr", "seconds"))
         log.info("epoch %d/%d: %s (%.1f s)", row["epoch"], self.total_epochs, shown, seconds)
         return row

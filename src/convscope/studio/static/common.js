@@ -47,11 +47,20 @@ function showError(id, err) {
   if (box) box.textContent = err ? String(err.message || err) : "";
 }
 
-function lineChart(svg, rows, series) {
+function smoothed(values, weight) {
+  // TensorBoard's smoothing: an exponential moving average, debiased so the first points are not pulled to 0.
+  let average = 0, n = 0;
+  return values.map(v => { n += 1; average = average * weight + (1 - weight) * v; return average / (1 - weight ** n); });
+}
+
+function lineChart(svg, rows, series, options = {}) {
   // Learning curves in an <svg>: `series` = [[key, colour, label]], x = epoch. Drawn again on every update. Each
   // epoch's value is a marker whose <title> is its value on hover; a run of one epoch draws that point; accuracies
-  // (keys ending in "_acc") read as percentages.
-  const width = 520, height = 260, left = 48, right = 12, top = 12, bottom = 32;
+  // (keys ending in "_acc") read as percentages. `options`: smoothing (0 to 0.99: the line is the smoothed curve and
+  // the raw one is drawn faintly, the markers stay on the raw values), format (a value → its text), empty (the text
+  // of a chart without values).
+  const width = 520, height = 260, left = 56, right = 12, top = 12, bottom = 32;
+  const smoothing = Math.min(Math.max(Number(options.smoothing) || 0, 0), 0.99);
   svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
   svg.replaceChildren();
   const ns = "http://www.w3.org/2000/svg";
@@ -64,10 +73,10 @@ function lineChart(svg, rows, series) {
   };
   const values = rows.flatMap(r => series.map(([key]) => r[key])).filter(v => v !== null && v !== undefined);
   if (!rows.length || !values.length) {
-    add("text", {x: width / 2, y: height / 2, "text-anchor": "middle", class: "muted"}, "no epoch finished yet");
+    add("text", {x: width / 2, y: height / 2, "text-anchor": "middle", class: "muted"}, options.empty || "no epoch finished yet");
     return;
   }
-  const shown = series.every(([key]) => key.endsWith("_acc")) ? percent : v => fmt(v, 3);
+  const shown = options.format || (series.every(([key]) => key.endsWith("_acc")) ? percent : v => fmt(v, 3));
   let low = Math.min(...values), high = Math.max(...values);
   if (high === low) { const pad = 0.05 * (Math.abs(high) || 1); high += pad; low -= pad; }
   const last = Math.max(...rows.map(r => r.epoch));
@@ -84,8 +93,16 @@ function lineChart(svg, rows, series) {
   series.forEach(([key, colour, label], i) => {
     const kept = rows.filter(r => r[key] !== null && r[key] !== undefined);
     if (kept.length > 1) {
-      add("polyline", {points: kept.map(r => `${x(r.epoch)},${y(r[key])}`).join(" "), fill: "none", stroke: colour,
-                       "stroke-width": 2, "data-series": key});
+      const raw = kept.map(r => `${x(r.epoch)},${y(r[key])}`).join(" ");
+      if (smoothing > 0) {
+        add("polyline", {points: raw, fill: "none", stroke: colour, "stroke-width": 1, opacity: 0.3,
+                         "data-series": `${key}:raw`});
+        const line = smoothed(kept.map(r => r[key]), smoothing);
+        add("polyline", {points: kept.map((r, j) => `${x(r.epoch)},${y(line[j])}`).join(" "), fill: "none",
+                         stroke: colour, "stroke-width": 2, "data-series": key, "data-smoothed": smoothing});
+      } else {
+        add("polyline", {points: raw, fill: "none", stroke: colour, "stroke-width": 2, "data-series": key});
+      }
     }
     for (const r of kept) {
       const dot = add("circle", {cx: x(r.epoch), cy: y(r[key]), r: 3.5, fill: colour, "data-series": key});
