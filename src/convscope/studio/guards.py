@@ -51,7 +51,12 @@ BOUNDS: dict[str, tuple[float, float, str]] = {
     "top_k": (1, 100, "classes"),
     "min_score": (0.0, 1.0, ""),
     "epochs": (1, 1000, ""),
+    "batch_size": (1, 4096, "images"),  # the Train page's training settings
+    "lr": (1e-6, 10.0, ""),
+    "per_class": (1, 100_000, "images"),
 }
+SPEC_CHARS = 32 * 1024  # the Train page's spec text: about 400 layers as NetSpec.to_yaml writes them (~80 each)
+AUGMENT_CHARS = 100  # 'flip,translate=2,cutout=8' is 25
 KERNEL_SIDE = 7  # the explainer's largest filter, k×k
 KERNEL_VALUE = 1e6  # the largest magnitude of a filter value: outputs stay finite (49 × 255 × 1e6 ≪ 1e308)
 

@@ -7,11 +7,20 @@ web server. The run folder is named here, so the page can follow it from the fir
 A page may start at most `max_trainings` at once (429 beyond), each on a built-in dataset or a folder inside one of
 the `data_roots` (403 otherwise: a page cannot make the studio read any folder of the machine). A relative folder
 is looked up in the data roots, in their order (the first is `--runs`), never in the server's working folder.
+
+A training is planned before it starts (`Jobs.plan`, what the page's preview shows): every field checked (422 in the
+studio's words), a spec's text linted (400 naming its line), the command and the recipe it resolves to. A spec
+written on the page is saved in the studio's own temporary folder under its SHA-256 (never beside the user's data):
+the child reads it with `--model FILE.yaml`, and the run folder keeps its own spec.yaml. A spec that is the chosen
+preset, unchanged, trains as the preset itself, so the preset's recipe applies.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -22,9 +31,11 @@ from pathlib import Path
 from typing import Any
 
 from convscope.data.load import BUILT_IN
-from convscope.errors import ConfigError
-from convscope.presets import preset_names
-from convscope.studio.guards import NotAllowed, TooMany, check
+from convscope.errors import ConfigError, ConvscopeError, SpecError
+from convscope.files import atomic_write_text
+from convscope.presets import get_preset, preset_names
+from convscope.studio.guards import AUGMENT_CHARS, SPEC_CHARS, NotAllowed, OutOfBounds, TooMany, check
+from convscope.studio.spec_lint import lint
 
 STOP_WAIT = 3.0  # seconds the studio waits, at shutdown, for its trainings to save after Ctrl-C before killing them
 
@@ -44,7 +55,49 @@ class Job:
         lines = self.log.read_text(errors="replace").splitlines() if self.log.is_file() else []
         errors = [line for line in lines if line.startswith("convscope:")]
         return {"name": self.name, "state": state, "exit_code": code, "message": errors[-1] if errors else "",
-                "command": " ".join(["convscope", *self.command[3:]]), "started": self.started}  # fmt: skip
+                "command": shown_command(self.command), "started": self.started}  # fmt: skip
+
+
+def shown_command(command: list[str]) -> str:
+    """The child's command as a person would type it: 'convscope train --model lenet5 …' (quoted where needed)."""
+    return shlex.join(["convscope", *command[3:]])
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A training checked and ready to start: its run folder's name, the child's command, what it resolves to."""
+
+    name: str
+    command: list[str]
+    recipe: str  # the recipe line the training prints when it starts ('' for a model without a recipe)
+    settings: str  # the resolved settings that matter most: 'epochs 1, batch_size 16, optimizer adamw, lr 0.002 …'
+    spec: str  # the spec's name, or the preset's
+    spec_file: str | None  # the file a written spec was saved to; None for a preset
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "command": shown_command(self.command), "recipe": self.recipe,
+                "settings": self.settings, "spec": self.spec, "spec_file": self.spec_file}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class TrainRequest:
+    """What the Train page asks for; None: not given (the model's recipe, then TrainConfig's default)."""
+
+    model: str  # a preset
+    data: str
+    epochs: int = 2
+    spec: str | None = None  # a spec's YAML text, written or pasted on the page
+    batch_size: int | None = None
+    lr: float | None = None
+    augment: str | None = None  # 'flip,translate=2', 'none'
+    device: str | None = None  # auto, cpu, cuda, cuda:N, mps: one this machine has
+    per_class: int | None = None  # images per class (seeded); None: all
+
+    def flags(self) -> list[str]:
+        """The settings given, as `convscope train` flags (their order fixed, so a preview is what starts)."""
+        given = [("--batch-size", self.batch_size), ("--lr", self.lr), ("--augment", self.augment),
+                 ("--per-class", self.per_class), ("--device", self.device)]  # fmt: skip
+        return [part for flag, value in given if value is not None for part in (flag, str(value))]  # 1e-05: exact
 
 
 class Jobs:
@@ -57,32 +110,81 @@ class Jobs:
         self._jobs: dict[str, Job] = {}
         self._lock = threading.Lock()
 
-    def start(self, model: str, data: str, epochs: int) -> Job:
-        """Train preset `model` on `data` (a built-in dataset, or a folder inside a data root: absolute, or relative to
-        the first data root where it exists) for `epochs` epochs.
-        Raises, before a process starts: ConfigError for an unknown model or missing folder, NotAllowed (403) for a
-        folder outside the data roots, OutOfBounds (422) for epochs, TooMany (429) when `max_trainings` run."""
-        if model not in preset_names():
+    def plan(self, request: TrainRequest | str, data: str = "", epochs: int = 2) -> Plan:
+        """Check `request` (or preset `request` on `data` for `epochs`) and say what would start; nothing starts (a
+        written spec is saved, under its hash).
+        Raises ConfigError for an unknown model or missing folder, SpecError (400) naming the line of a spec that
+        cannot run, NotAllowed (403) for a folder outside the data roots, OutOfBounds (422) for a field out of its
+        bounds (a number, the spec's or augment's length, a device this machine does not have)."""
+        r = TrainRequest(request, data, epochs) if isinstance(request, str) else request
+        if r.model not in preset_names():
             presets = ", ".join(preset_names())
-            raise ConfigError(f"model must be one of the presets: {presets}. Received: {model[:40]!r}")
-        check("epochs", epochs)
-        folder = data if data in BUILT_IN else str(self.check_data(data))
-        stem = re.sub(r"[^A-Za-z0-9._-]+", "-", f"{model}-{Path(data.rstrip('/')).name}")
-        name = f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+            raise ConfigError(f"model must be one of the presets: {presets}. Received: {r.model[:40]!r}")
+        for name in ("epochs", "batch_size", "lr", "per_class"):
+            if getattr(r, name) is not None:
+                check(name, getattr(r, name))
+        self._check_texts(r)
+        folder = r.data if r.data in BUILT_IN else str(self.check_data(r.data))
+        model, spec_name, spec_file = self._model(r)
+        settings = {"model": model, "data": folder, "epochs": r.epochs}
+        settings |= {k: getattr(r, k) for k in ("batch_size", "lr", "augment", "device", "per_class")}
+        config = _config({k: v for k, v in settings.items() if v is not None})
+        stem = re.sub(r"[^A-Za-z0-9._-]+", "-", f"{spec_name}-{Path(r.data.rstrip('/')).name}")
+        name = self._free(f"{stem[:80]}-{time.strftime('%Y%m%d-%H%M%S')}")
+        command = [sys.executable, "-m", "convscope", "train", "--model", model, "--data", folder,
+                   "--epochs", str(r.epochs), *r.flags(), "--out", str(self.runs_dir / name)]  # fmt: skip
+        return Plan(name, command, config.recipe_line(), _settings_line(config), spec_name, spec_file)
+
+    def start(self, request: TrainRequest | str, data: str = "", epochs: int = 2) -> Job:
+        """Start the training `request` asks for (or preset `request` on `data` for `epochs`), checked as `plan`
+        checks it. Raises as `plan` does, and TooMany (429) when `max_trainings` run."""
+        plan = self.plan(request, data, epochs)
         with self._lock:
             running = sum(job.process.poll() is None for job in self._jobs.values())
             if running >= self.max_trainings:
                 raise TooMany(f"{running} training(s) already running, the most this studio starts at once "
                               f"(convscope serve --max-trainings {self.max_trainings}): stop one or wait")  # fmt: skip
-            while name in self._jobs or (self.runs_dir / name).exists():
-                name += "x"
-            command = [sys.executable, "-m", "convscope", "train", "--model", model, "--data", folder,
-                       "--epochs", str(epochs), "--out", str(self.runs_dir / name)]  # fmt: skip
+            name = self._free(plan.name)
+            command = [*plan.command[:-1], str(self.runs_dir / name)]
             log = self.logs / f"{name}.log"
             with log.open("w") as out:
                 process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
             job = self._jobs[name] = Job(name, command, process, log)
         return job
+
+    def _free(self, name: str) -> str:
+        """`name`, or with x's added until no training of this studio and no folder in --runs has it."""
+        while name in self._jobs or (self.runs_dir / name).exists():
+            name += "x"
+        return name
+
+    def _check_texts(self, r: TrainRequest) -> None:
+        if r.spec is not None and len(r.spec) > SPEC_CHARS:
+            raise OutOfBounds(f"spec must be at most {SPEC_CHARS:,} characters of YAML. Received: {len(r.spec):,}")
+        if r.augment is not None:
+            try:
+                check_augment(r.augment)
+            except ConvscopeError as err:
+                raise OutOfBounds(str(err)) from None
+        if r.device is not None and r.device not in devices():
+            raise OutOfBounds(f"device must be one of this machine's: {', '.join(devices())}. "
+                              f"Received: {r.device[:40]!r}")  # fmt: skip
+
+    def _model(self, r: TrainRequest) -> tuple[str, str, str | None]:
+        """(--model's value, the network's name, the file a written spec is saved to). A spec that cannot run is a
+        SpecError naming its line; the chosen preset, unchanged, is the preset's name."""
+        if r.spec is None or not r.spec.strip():
+            return r.model, r.model, None
+        linted = lint(r.spec)
+        if linted.spec is None:
+            raise SpecError(linted.message())
+        if linted.spec == get_preset(r.model):
+            return r.model, r.model, None
+        digest = hashlib.sha256(r.spec.encode()).hexdigest()[:16]
+        path = self.logs / "specs" / f"{digest}.yaml"  # the studio's own temporary folder, never the user's data
+        if not path.is_file():
+            atomic_write_text(path, r.spec)
+        return str(path), linted.spec.name, str(path)
 
     def check_data(self, data: str, files: bool = False) -> Path:
         """The real path of the data folder `data` (absolute, or relative to the first data root that has it; with
@@ -135,3 +237,38 @@ class Jobs:
             except subprocess.TimeoutExpired:
                 job.process.kill()
                 job.process.wait()
+
+
+def check_augment(text: str) -> None:
+    """Augment words as `convscope train --augment` takes them; ConfigError otherwise (a classifier's words only)."""
+    from convscope.data.augment import Augment
+
+    if len(text) > AUGMENT_CHARS:
+        raise ConfigError(f"augment must be at most {AUGMENT_CHARS} characters. Received: {len(text):,}")
+    words = [w for w in text.split(",") if w.strip() not in ("scale", "color")]  # a detector's, as TrainConfig
+    Augment.parse(",".join(words) or "none")
+
+
+@functools.cache
+def devices() -> tuple[str, ...]:
+    """The --device values this machine takes: auto, cpu, and the GPUs it has (cuda, cuda:N, mps); found once."""
+    from convscope.device import available_devices
+
+    found = available_devices().split(", ")
+    return ("auto", *(["cuda"] if any(d.startswith("cuda") for d in found) else []), *found)
+
+
+def _config(settings: dict[str, Any]):
+    """The TrainConfig the child will resolve from these flags (the model's recipe filled in), as train reads them."""
+    from convscope.config import TrainConfig
+
+    return TrainConfig.from_dict(settings, "the Train page")
+
+
+def _settings_line(config) -> str:
+    """'epochs 1, batch_size 16, optimizer adamw, lr 0.002 (adamw's default), schedule onecycle, augment flip, all
+    images of each class, device auto': the settings the run will use, in the CLI's words."""
+    lr = f"lr {config.learning_rate:g}" + ("" if config.lr is not None else f" ({config.optimizer}'s default)")
+    each = "all images of each class" if config.per_class is None else f"per_class {config.per_class}"
+    return (f"epochs {config.epochs}, batch_size {config.batch_size}, optimizer {config.optimizer}, {lr}, schedule "
+            f"{config.schedule}, augment {config.augmentation().text()}, {each}, device {config.device}")  # fmt: skip
