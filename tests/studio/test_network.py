@@ -5,6 +5,7 @@ errors, a pretrained base's blocks as layers, and the page in a browser (a click
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 
 import numpy as np
@@ -206,3 +207,48 @@ def test_network_page_shows_every_layer_and_a_values_arithmetic(page):
     value = float(page.text_content("#walk-value"))
     assert -1 < value < 1
     page.screenshot(path=f"{SHOTS}/network-detail.png", full_page=True)
+
+
+def test_a_detector_shows_its_layers_without_top_classes(client):
+    image = client.post("/api/runs/boxes/predict", data={"sample": "astronaut"}).json()["image"]
+    answer = client.get(f"/api/runs/boxes/network?image={image}").json()
+    assert answer["detector"] and answer["top"] == [] and answer["input"]["shape"] == "64×64×3"
+    assert [(layer["name"], layer["shape_text"]) for layer in answer["layers"]][:2] == [
+        ("conv1", "32×32×8"), ("conv2", "16×16×16")]  # fmt: skip
+    walk = client.get(f"/api/runs/boxes/network/detail?image={image}&layer=conv2&filter=15&row=15&column=15").json()
+    assert walk["agrees"] and walk["pads"] == [0, 1, 0, 1] and walk["in_padding"][2] == [True] * 3  # 'same', stride 2
+
+
+def test_a_walk_through_stride_same_padding_and_a_batchnorm_after_it_agrees_everywhere():
+    """A spec of its own (random weights): stride 2 with TensorFlow's 'same' (the extra row/column bottom/right), a
+    conv without activation then a batchnorm, and a conv with bias false. Every position of one filter agrees."""
+    from types import SimpleNamespace
+
+    from convscope.builder import build
+    from convscope.inspect.conv_walk import conv_walk
+    from convscope.spec import NetSpec
+
+    spec = NetSpec.from_dict({"name": "walked", "input": "9x9x3", "layers": [
+        {"conv": {"filters": 4, "size": 3, "stride": 2, "padding": "same", "activation": "none"}},
+        "batchnorm", {"activation": {"function": "relu"}},
+        {"conv": {"filters": 2, "size": 2, "padding": 1, "activation": "gelu", "bias": False}},
+        "flatten", {"dense": {"units": 2}}]})  # fmt: skip
+    torch.manual_seed(0)
+    model = build(spec, pretrained=False).train(False)
+    model[1].running_mean.normal_()
+    model[1].running_var.uniform_(0.5, 2.0)
+    loaded = SimpleNamespace(model=model, run=SimpleNamespace(spec=spec))
+    x = torch.randn(1, 3, 9, 9)
+    names = spec.layer_names()
+    for layer, (h, w) in ((names[0], (5, 5)), (names[3], (6, 6))):
+        for r in range(h):
+            for c in range(w):
+                walk = conv_walk(loaded, x, layer, 1, r, c)
+                assert walk.agrees() and abs(walk.value - walk.network_value) < 1e-5
+    first = conv_walk(loaded, x, names[0], 0, 4, 4)
+    assert first.pads == (1, 1, 1, 1) and first.in_padding[2].all() and not first.in_padding[:2, :2].any()
+    assert first.note.startswith(f"batchnorm: {names[1]} follows as a layer of its own")
+    second = conv_walk(loaded, x, names[3], 0, 0, 0)
+    assert second.source == names[2] and second.bias == 0.0 and second.activation == "gelu"
+    assert second.note == "batchnorm: none right after this conv; nothing folded"
+    assert not dataclasses.replace(second, network_value=second.value + 0.01).agrees()  # a mismatch is reported
