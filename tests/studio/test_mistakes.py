@@ -148,9 +148,9 @@ def test_the_page_shows_the_planted_pairs_and_their_maps(page, planted_runs):
         page.wait_for_function("document.querySelectorAll('#gallery figure').length === 2")
         assert page.inner_text("#pair-title") == "light predicted as dark: 2 images"
         text = page.inner_text("#gallery")
-        assert (
-            len(re.findall(r"^predicted: dark \d+\.\d+%$", text, re.M)) == 2
-        )  # each predicted probability, as a percentage
+        # under each map its class, then the probability as a percentage
+        assert len(re.findall(r"^predicted: dark\n\d+\.\d+%$", text, re.M)) == 2
+        assert len(re.findall(r"^true: light\n\d+\.\d+%$", text, re.M)) == 2
         assert page.locator("#pairs tbody tr.chosen").inner_text().split()[0] == "light"
 
 

@@ -53,13 +53,15 @@ function startMistakes(name) {
         return;
       }
       if (mine !== shown) return;  // another pair was chosen meanwhile
-      const panel = (src, words) => el("div", {}, el("img", {src, alt: words, title: words}), words);
+      // each panel: the picture, then what it is and the probability on a line each (the figure keeps its width)
+      const panel = (src, what, value) => el("div", {}, el("img", {src, alt: `${what} ${value}`.trim()}),
+        el("div", {class: "what"}, what), el("div", {}, value));
       gallery.append(el("figure", {"data-index": image.index},
         el("div", {class: "trio"},
-          panel(maps.image, `test image ${image.index}`),
-          panel(maps.true_map, `true: ${pair.true} ${percent(image.true_probability)}`),
-          panel(maps.predicted_map, `predicted: ${pair.predicted} ${percent(image.predicted_probability)}`)),
-        el("figcaption", {class: "muted"}, `${maps.shape} · ${maps.method} at ${maps.layer}`)));
+          panel(maps.image, `test image ${image.index}`, maps.shape),
+          panel(maps.true_map, `true: ${pair.true}`, percent(image.true_probability)),
+          panel(maps.predicted_map, `predicted: ${pair.predicted}`, percent(image.predicted_probability))),
+        el("figcaption", {class: "muted"}, `${maps.method} at layer ${maps.layer}`)));
     }
   }
 
