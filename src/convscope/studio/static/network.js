@@ -5,7 +5,7 @@
 
 function startNetwork(name) {
   const base = `/api/runs/${encodeURIComponent(name)}`;
-  let token = null, scale = 3;
+  let token = null, scale = 3, picked = null;  // picked: the clicked map (its PNG and H×W)
 
   async function show(form) {
     showError("network-error", null);
@@ -74,6 +74,7 @@ function startNetwork(name) {
     const column = Math.min(w - 1, Math.max(0, Math.floor((event.clientX - box.left) / box.width * w)));
     document.querySelectorAll(".net-maps img.picked").forEach(i => i.classList.remove("picked"));
     img.classList.add("picked");
+    picked = {src: img.src, h, w};
     await showDetail(layer.name, filter, row, column);
   }
 
@@ -99,6 +100,13 @@ function startNetwork(name) {
     document.getElementById("walk-head").replaceChildren(
       `${walk.layer} (${walk.label}), filter ${walk.filter}, row ${walk.row}, column ${walk.column}: `,
       el("strong", {id: "walk-value"}, fmt(walk.value, 6)), check);
+    if (picked) {  // the output map with the value's square marked, beside the sentence
+      const k = Math.max(2, Math.floor(100 / Math.max(picked.h, picked.w)));
+      document.getElementById("walk-output").replaceChildren(el("div", {class: "frame"},
+        el("img", {src: picked.src, width: picked.w * k, height: picked.h * k, alt: `${walk.layer} map ${walk.filter}`}),
+        el("div", {class: "win", style: `left: ${walk.column * k + 1}px; top: ${walk.row * k + 1}px; width: ${k}px; height: ${k}px`})),
+        el("div", {class: "kind"}, `${walk.layer}, map ${walk.filter} (${walk.output_shape})`));
+    }
     const [top, bottom, left, right] = walk.pads;
     document.getElementById("walk-source").textContent =
       `It reads ${walk.source === "input" ? "the input (pixels / 255, standardised with the run's mean and std)" : `${walk.source}'s maps`}` +
