@@ -187,20 +187,32 @@ def test_the_page_lints_as_it_is_typed_and_previews_the_command(page, studio_dat
     assert page.locator("#spec").input_value().startswith("name: fashion-fast")
     page.select_option("#model", "lenet5")
     page.wait_for_function("() => document.querySelector('#summary b')?.textContent === 'lenet5'")
-    page.fill("#spec", TOO_LARGE)  # a bad line 5
+    page.fill("#spec", TINY)
+    page.wait_for_function("() => document.querySelector('#summary b')?.textContent === 'tiny-shades'")
+    # A bad line typed key by key after line 4 (the conv): a 20×20 window on the 18×18 maps.
+    page.evaluate("""() => { const s = document.querySelector('#spec');
+                             const end = s.value.indexOf('\\n', s.value.indexOf('- conv'));
+                             s.focus(); s.setSelectionRange(end, end); }""")
+    page.keyboard.type("\n- conv: {filters: 8, size: 20}")
     problem = page.locator("#spec-error")
-    page.wait_for_function("() => document.querySelector('#spec-error').dataset.line === '5'")
+    page.wait_for_function("() => document.querySelector('#spec-error').textContent.includes('at least 20×20')")
+    assert problem.get_attribute("data-line") == "5"
     assert problem.inner_text().startswith("line 5: layer 2 (conv 20×20, stride 1, valid): input is 18×18×4")
     editor, box = page.locator("#spec").bounding_box(), problem.bounding_box()
     assert editor["y"] + 8 + 5 * 20 <= box["y"] <= editor["y"] + 8 + 5 * 20 + 4  # just under line 5
     assert page.locator("#summary-table").count() == 0
     page.screenshot(path=shots / "train-error.png", full_page=True)
-    page.fill("#spec", TINY)  # fixed
-    page.locator("#summary-table").wait_for()
+    page.keyboard.press("ArrowLeft")  # fixed: size 20 → 3
+    page.keyboard.press("Backspace")
+    page.keyboard.press("Backspace")
+    page.keyboard.type("3")
+    page.locator("#summary-table tr", has_text="conv2").wait_for()
     assert not problem.is_visible()
     cells = [[c.inner_text() for c in row.locator("td").all()] for row in page.locator("#summary-table tr").all()[1:]]
     assert [row[1:4:2] + row[4:] for row in cells] == [["input", "20×20×1", ""], ["conv1", "18×18×4", "40"],
-        ["pool1", "9×9×4", "0"], ["flatten1", "324", "0"], ["dense1", "2", "650"]]  # fmt: skip
+        ["conv2", "16×16×8", "296"], ["pool1", "8×8×8", "0"], ["flatten1", "512", "0"],
+        ["dense1", "2", "1,026"]]  # fmt: skip
+    assert page.locator("#summary").inner_text().count("Total params: 1,362") == 1  # 40 + 296 + 1,026
     page.fill("#data", str(studio_data))
     page.fill("#epochs", "1")
     page.fill("#batch_size", "16")

@@ -99,11 +99,13 @@ async function preview() {
   try {
     const answer = await api("/api/jobs/preview", {method: "POST", body: formData()});
     if (asked !== previewAsked) return;
+    document.getElementById("preview").classList.remove("stale");
     command.replaceChildren(el("code", {}, answer.command));
     recipe.className = "muted";
     recipe.replaceChildren(...[answer.recipe, `settings: ${answer.settings}`].filter(Boolean).map(t => el("div", {}, t)));
   } catch (err) {
     if (asked !== previewAsked) return;
+    document.getElementById("preview").classList.remove("stale");
     command.replaceChildren(el("code", {}, "—"));
     recipe.className = "error";
     recipe.textContent = String(err.message || err);
@@ -139,7 +141,11 @@ spec.addEventListener("keydown", e => {  // Tab indents (two spaces, as YAML wan
   spec.dispatchEvent(new Event("input"));
 });
 document.getElementById("model").addEventListener("change", loadPreset);
-form.addEventListener("input", e => { if (e.target.id !== "model") previewTimer = later(previewTimer, preview, 400); });
+form.addEventListener("input", e => {
+  if (e.target.id === "model") return;
+  document.getElementById("preview").classList.add("stale");  // never a command that no longer holds, shown as one
+  previewTimer = later(previewTimer, preview, 400);
+});
 form.addEventListener("submit", async e => {
   e.preventDefault();
   showError("train-error", null);
