@@ -161,7 +161,7 @@ def test_wrong_layer_class_or_input_is_a_readable_error():
         gradcam(model, x, layer="dense1")
     with pytest.raises(DataError, match="class_index must be in 0..1"):
         gradcam(model, x, class_index=2)
-    with pytest.raises(DataError, match="method must be one of hirescam, gradcam. Received: 'cam'"):
+    with pytest.raises(DataError, match="method must be one of hirescam, gradcam, layercam. Received: 'cam'"):
         gradcam(model, x, method="cam")
     with pytest.raises(DataError, match="one image"):
         gradcam(model, torch.zeros(2, 1, SIZE, SIZE))
