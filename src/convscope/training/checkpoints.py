@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -28,6 +29,17 @@ from convscope.training.task import Task
 from convscope.weights import safetensors_bytes, save_weights
 
 CHANGEABLE = ("epochs", "threads", "device", "cache_limit")  # the settings `--resume` accepts
+
+
+def resumable(err: OutputError, folder: Path) -> OutputError:
+    """A write into the run folder `folder` failed (a full disk): `err`, with how to go on once the run has a
+    checkpoint (the file named is as it was, and the run resumes from its checkpoint)."""
+    if not (folder / CHECKPOINT).exists():
+        return err
+    return OutputError(
+        f"{err}; the run keeps its last checkpoint: resume with `convscope train --resume {folder}` once it can be "
+        "written"
+    )
 
 
 def is_finished(run: Run) -> bool:
@@ -213,12 +225,7 @@ class Checkpointing:
             )
             self._write_copies()
         except OutputError as err:  # a full disk: the file named is as it was, and the run resumes from its checkpoint
-            if not (self.run.path / CHECKPOINT).exists():
-                raise
-            raise OutputError(
-                f"{err}; the run keeps its last checkpoint: resume with `convscope train --resume "
-                f"{self.run.path}` once it can be written"
-            ) from None
+            raise resumable(err, self.run.path) from None
         self.group.barrier()
 
     def _write_copies(self) -> None:

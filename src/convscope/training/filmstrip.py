@@ -32,6 +32,7 @@ from convscope.errors import ConvscopeError, OutputError
 from convscope.files import atomic_write_bytes
 from convscope.preprocess import normalise, run_stats
 from convscope.run import FILMSTRIP, FILMSTRIP_FILE, PROBE, Run, filmstrip_file
+from convscope.training.checkpoints import resumable
 
 log = logging.getLogger("convscope.train")
 
@@ -82,21 +83,27 @@ class FilmstripWriter:
         thin out the earlier ones when the run was extended. OutputError when it cannot be written (a full disk)."""
         if not self.enabled or not wanted(epoch, self.epochs):
             return
-        if not (self.folder / PROBE).is_file():
-            from PIL import Image
-
-            from convscope.show import save_image
-
-            image = self.probe.permute(1, 2, 0).numpy()
-            save_image(Image.fromarray(image[:, :, 0] if image.shape[2] == 1 else image), self.folder / PROBE)
         try:
             arrays = self._arrays(model, epoch)
         except (RuntimeError, ValueError, ConvscopeError) as err:  # a network it cannot follow: training goes on
             log.warning("film strip: not saved from epoch %d on (%s)", epoch, str(err).splitlines()[0][:200])
             self.enabled = False
             return
-        atomic_write_bytes(self.folder / filmstrip_file(epoch), arrays)
-        self._thin()
+        try:
+            if not (self.folder / PROBE).is_file():
+                self._save_probe()
+            atomic_write_bytes(self.folder / filmstrip_file(epoch), arrays)
+            self._thin()
+        except OutputError as err:  # a full disk stops the training as a checkpoint's write would
+            raise resumable(err, self.folder.parent) from None
+
+    def _save_probe(self) -> None:
+        from PIL import Image
+
+        from convscope.show import save_image
+
+        image = self.probe.permute(1, 2, 0).numpy()
+        save_image(Image.fromarray(image[:, :, 0] if image.shape[2] == 1 else image), self.folder / PROBE)
 
     @torch.no_grad()
     def _arrays(self, model: torch.nn.Module, epoch: int) -> bytes:

@@ -20,8 +20,10 @@ import json
 import time
 from pathlib import Path
 
+from convscope.errors import OutputError
 from convscope.files import atomic_write_text
 from convscope.run import PROGRESS
+from convscope.training.checkpoints import resumable
 
 EVERY = 1.0  # seconds between two writes while an epoch runs
 
@@ -94,7 +96,10 @@ class ProgressFile:
             "stage": stage,
             "updated": round(time.time(), 3),
         }
-        atomic_write_text(self.path, json.dumps(body) + "\n")
+        try:
+            atomic_write_text(self.path, json.dumps(body) + "\n")
+        except OutputError as err:  # a full disk stops the training as a checkpoint's write would
+            raise resumable(err, self.path.parent) from None
 
 
 def _rounded(value: float | None, digits: int = 2) -> float | None:
