@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 import re
 import shutil
@@ -113,13 +114,19 @@ class Injector:
 def injected(root: str | os.PathLike, n: int, fault: str, kill: Callable[[], None] = _raise_killed,
              action: Callable[[], Any] | None = None) -> Iterator[Injector]:  # fmt: skip
     """Within the body, write number `n` under `root` goes wrong as `fault` says (see the module's docstring).
-    Patches `os.replace` and `os.fsync`, which convscope's atomic writes call through the `os` module."""
+    Patches `os.replace` and `os.fsync`, which convscope's atomic writes call through the `os` module. progress.json
+    is written only at each epoch's end meanwhile: its writes within an epoch come once a second, so their number
+    would depend on the machine's speed and write N would not be the same file in every run."""
+    from convscope.training import live
+
     injector = Injector(Path(root), n, fault, kill, action)
     os.replace, os.fsync = injector.replace, injector.fsync
+    every, live.EVERY = live.EVERY, math.inf
     try:
         yield injector
     finally:
         os.replace, os.fsync = injector._replace, injector._fsync
+        live.EVERY = every
 
 
 def write_boundaries(fn: Callable[[], Any], root: str | os.PathLike) -> tuple[Any, list[str]]:

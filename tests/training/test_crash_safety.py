@@ -58,12 +58,18 @@ def straight(folder, tmp_path_factory):
 
 def test_the_write_boundaries_are_the_ones_expected(straight):
     _, calls = straight
-    per_epoch = ["checkpoint.safetensors", "last.safetensors", "best.safetensors", "metrics.csv"]
+
+    def epoch(n):  # its film strip snapshot, its checkpoint and copies, its metrics, where the training is
+        per_epoch = ["checkpoint.safetensors", "last.safetensors", "best.safetensors", "metrics.csv", "progress.json"]
+        return [f"epoch-{n:04d}.npz", *per_epoch]
+
     # evaluation.json: the test evaluation (per class, confusion), saved so viewers read it instead of computing it;
     # confusion.png, its picture, is written atomically like every other picture
     tested = ["confusion.png", "evaluation.json", "results.json"]
-    # config.yaml twice: the run's settings, then the threads and precision chosen when training starts (autotune)
-    assert calls == ["spec.yaml", "config.yaml", "config.yaml", *per_epoch, *per_epoch, *tested]
+    # config.yaml twice: the run's settings, then the threads and precision chosen when training starts (autotune);
+    # the film strip's probe image and the untrained network's snapshot (epoch 0) in between
+    started = ["spec.yaml", "config.yaml", "probe.png", "epoch-0000.npz", "config.yaml"]
+    assert calls == [*started, *epoch(1), *epoch(2), *tested]
 
 
 @pytest.mark.parametrize(
@@ -213,12 +219,12 @@ def test_a_full_disk_mid_training_is_one_line_and_the_last_checkpoint_survives(f
     assert not differences(outcome(out), straight[0])
 
 
-def test_a_real_full_disk_at_the_checkpoint_is_one_line_and_the_run_resumes_once_space_is_freed(
+def test_a_real_full_disk_after_an_epoch_is_one_line_and_the_run_resumes_once_space_is_freed(
     folder, straight, tmp_path, capsys
 ):
-    """The run folder on a tmpfs of its own, filled up as epoch 1's files are written: epoch 2's checkpoint cannot be
-    written; the command says so in one line naming the file, epoch 1's checkpoint stays whole, and once space is
-    freed, `--resume` ends with the uninterrupted run's weights."""
+    """The run folder on a tmpfs of its own, filled up as epoch 1's files are written: the next write (where the
+    training is, progress.json) cannot be done; the command says so in one line naming the file, epoch 1's
+    checkpoint stays whole, and once space is freed, `--resume` ends with the uninterrupted run's weights."""
     last_of_epoch_1 = [k for k, name in enumerate(straight[1], start=1) if name == "metrics.csv"][0]
     with tmpfs(tmp_path / "disk", "16m") as disk:
         out = disk / "run"
@@ -228,7 +234,7 @@ def test_a_real_full_disk_at_the_checkpoint_is_one_line_and_the_run_resumes_once
         said = capsys.readouterr().err
         errors = [line for line in said.splitlines() if line.startswith("convscope:")]
         assert code == 2 and "Traceback" not in said and "Logging error" not in said
-        assert errors == [f"convscope: error: {out / CHECKPOINT}: cannot write (No space left on device); nothing "
+        assert errors == [f"convscope: error: {out / 'progress.json'}: cannot write (No space left on device); nothing "
                           f"was changed; the run keeps its last checkpoint: resume with `convscope train --resume "
                           f"{out}` once it can be written"]  # fmt: skip
         saved = read_checkpoint(out / CHECKPOINT)  # whole: its checksums hold
