@@ -54,6 +54,16 @@ def test_the_planted_pairs_are_found_with_their_counts(planted):
     assert found.to_dict()["pairs"][0]["count"] == 3
 
 
+def test_a_runs_most_confused_is_the_same_from_python(planted):
+    from convscope import load_run
+
+    found = load_run(planted.path).most_confused(per_pair=2)
+    assert [(p.true, p.predicted, p.count, len(p.images)) for p in found.pairs] == [
+        ("dark", "light", 3, 2),
+        ("light", "dark", 2, 2),
+    ]
+
+
 def test_the_counts_are_the_saved_evaluations(planted):
     """The same predictions as `convscope evaluate`: its saved confusion matrix has the same off-diagonal cells."""
     from convscope.classify.evaluate import saved_evaluation

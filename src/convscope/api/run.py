@@ -221,6 +221,15 @@ class Run(folder.Run):
 
         return read_filmstrip(self.path)
 
+    def most_confused(self, min_count: int = 1, most: int | None = None, per_pair: int = 12):
+        """The test split's most-confused pairs, as fastai's `most_confused`: (true class, predicted class, count),
+        the largest count first, each with up to `per_pair` of its images (the most confidently wrong first). A
+        Confusions (convscope.classify.confused); `class_maps(run.loaded, confusions.images[i], pair)` gives an
+        image's HiResCAM for both classes. SpecError for a detector, DataError when the test split is unreadable."""
+        from convscope.classify.confused import most_confused
+
+        return most_confused(self.loaded, min_count, most, per_pair)
+
     def report(self):
         """Write report.html (curves, per-class numbers, mistakes, feature maps) and return it: a Report that a
         notebook shows inline and whose `.path` is the file."""
