@@ -67,10 +67,11 @@ def add_parsers(sub, console: Console) -> None:
     p.add_argument("--layer", help="a layer with feature maps (default: the last conv block's output)")
     p.add_argument(
         "--method",
-        choices=("hirescam", "gradcam"),
+        choices=("hirescam", "gradcam", "layercam"),
         default="hirescam",
         help="hirescam (default: each position's own gradient, never all-zero for the predicted class in our "
-        "measurements) or gradcam (the original, one averaged weight per feature map)",
+        "measurements), gradcam (the original, one averaged weight per feature map) or layercam (each position's "
+        "positive gradient)",
     )
     p.add_argument(
         "--out",

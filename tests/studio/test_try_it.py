@@ -83,3 +83,13 @@ def test_try_it_shows_the_input_as_the_network_sees_it_beside_the_upload(page):
     assert "Where it looked (HiResCAM)" in page.content()
     page.locator("#maps figure").first.wait_for()
     page.screenshot(path="/tmp/shots/network-try.png", full_page=True)
+
+
+def test_a_detectors_class_map_is_refused_in_one_line(client):
+    """A detector has no one class score to explain: the class-map route says so (400), it does not fail (500)."""
+    image = client.post("/api/runs/boxes/predict", data={"sample": "astronaut"}).json()["image"]
+    answer = client.get(f"/api/runs/boxes/gradcam?image={image}")
+    detail = answer.json()["detail"]
+    assert answer.status_code == 400 and "\n" not in detail
+    assert detail.endswith("class maps (HiResCAM, Grad-CAM) are for classifiers; tiny-det is a detector "
+                           "(see its boxes with `convscope detect predict`)")  # fmt: skip

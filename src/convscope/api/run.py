@@ -151,8 +151,9 @@ class Run(folder.Run):
         the heatmap and the overlay. DataError for an unknown class or layer."""
         import torch
 
-        from convscope.inspect.gradcam import class_index, gradcam
+        from convscope.inspect.gradcam import class_index, gradcam, refuse_detector
 
+        refuse_detector(self)
         loaded = self.loaded
         picture = loaded.fit(image)
         if cls is None:  # the class predict gives (averaged with the mirror image where the run tests so)

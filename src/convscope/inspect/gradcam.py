@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from convscope.errors import DataError
+from convscope.errors import DataError, SpecError
 from convscope.inspect.cams import METHOD_NAMES, METHODS, activations_and_gradients, layer_map, upsampled
 from convscope.loaded import load
 from convscope.pretrained.catalog import lite0_cut
@@ -184,11 +184,22 @@ def gradcam_for_run(
     `predict` does; or what LoadedRun.fit takes) for a class named in the run (default: the predicted class),
     computed on `device`. `run`: a run folder, a convscope.run.Run, or a LoadedRun (then computed where it is)."""
     loaded = load(run, device)
+    refuse_detector(loaded.run)
     classes = loaded.classes
     index = None if class_name is None else class_index(classes, class_name, loaded.run.path)
     picture = loaded.fit(image_path)
     result = gradcam(loaded.model, loaded.tensor(picture), layer=layer, class_index=index, method=method)
     return replace(result, class_name=classes[result.class_index], image=picture.array)
+
+
+def refuse_detector(run) -> None:
+    """SpecError for a detector's run (a convscope.run.Run): a class map explains one class score of the whole image,
+    and a detector has one per position and box."""
+    if run.spec.is_detector:
+        raise SpecError(
+            f"{run.path}: class maps (HiResCAM, Grad-CAM) are for classifiers; {run.spec.name} is a detector "
+            "(see its boxes with `convscope detect predict`)"
+        )
 
 
 def class_index(classes: tuple[str, ...], name: str, where) -> int:
