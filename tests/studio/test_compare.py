@@ -111,8 +111,11 @@ def test_the_api_compares_two_classifiers(client):
         "rows"
     ][2]
     settings = {row["setting"]: row for row in answer["settings"]}
-    assert settings["learning rate"]["values"] == ["auto", 0.01] and settings["learning rate"]["differs"]
+    assert settings["learning rate"]["values"] == ["auto (0.002)", 0.01] and settings["learning rate"]["differs"]
     assert settings["epochs done / planned"]["values"] == ["3 / 3", "2 / 2"]
+    # what 'auto' became: the precision training chose (fp32 or bf16, per machine), the augmentation from the data
+    assert all(v in ("auto (fp32)", "auto (bf16)") for v in settings["precision"]["values"])
+    assert settings["augmentation"]["values"] == ["auto (flip,translate=2)"] * 2
     assert not settings["model"]["differs"] and not settings["classes"]["differs"]
     table = answer["per_class"]
     assert [row["class"] for row in table["rows"]] == ["dark", "light"] and table["notes"] == []
@@ -186,7 +189,8 @@ def test_the_compare_page_shows_two_runs_side_by_side(page, fast_run):
         "stroke-dasharray"
     )
     assert dashed and page.locator("#legend [data-run]").all_inner_texts() == ["shades", "shades-fast"]
-    assert page.locator("#settings tr.differs[data-setting='learning rate'] td").all_inner_texts() == ["auto", "0.01"]
+    learning_rate = page.locator("#settings tr.differs[data-setting='learning rate'] td").all_inner_texts()
+    assert learning_rate == ["auto (0.002)", "0.01"]
     assert page.locator("#settings tr[data-setting=model]:not(.differs) td").all_inner_texts() == ["lenet5", "lenet5"]
     assert page.locator("#per-class tbody tr").count() == 2 and page.locator("#metric").input_value() == "f1"
     page.click("#use-sample")

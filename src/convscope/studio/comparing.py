@@ -72,9 +72,17 @@ def curves(details: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return merged
 
 
-def _learning_rate(detail: dict[str, Any]) -> Any:
-    lr = detail["config"].get("lr")
-    return lr if lr is not None else "auto"
+def _chosen(key: str, resolved: str | None = None):
+    """A setting as given, or 'auto (what it became)' when convscope chose it (runs.resolved)."""
+
+    def read(detail: dict[str, Any]) -> Any:
+        given = detail["config"].get(key)
+        became = detail.get("resolved", {}).get(resolved or key)
+        if given not in (None, "auto") or became is None:
+            return given if given is not None else "auto"
+        return f"auto ({became:g})" if isinstance(became, float) else f"auto ({became})"
+
+    return read
 
 
 # The settings table: (row's name, what it reads from a run's detail). Values are compared as they are shown.
@@ -87,15 +95,16 @@ SETTINGS = (
     ("parameters", lambda d: d["params"]),
     ("epochs done / planned", lambda d: f"{d['epochs']} / {d['planned_epochs']}"),
     ("batch size", lambda d: d["config"].get("batch_size")),
-    ("learning rate", _learning_rate),
+    ("learning rate", _chosen("lr")),
     ("optimizer", lambda d: d["config"].get("optimizer")),
     ("schedule", lambda d: d["config"].get("schedule")),
     ("weight decay", lambda d: d["config"].get("weight_decay")),
     ("label smoothing", lambda d: d["config"].get("label_smoothing")),
-    ("augmentation", lambda d: d["config"].get("augment") or "none"),
+    ("augmentation", _chosen("augment")),
     ("image size", lambda d: d["config"].get("image_size") or "the model's"),
     ("fine-tuning epochs", lambda d: d["config"].get("finetune_epochs")),
-    ("precision", lambda d: d["config"].get("precision")),
+    ("precision", _chosen("precision")),
+    ("threads", _chosen("threads")),
     ("device", lambda d: d["config"].get("device")),
     ("seed", lambda d: d["config"].get("seed")),
     ("status", lambda d: d["status"]),

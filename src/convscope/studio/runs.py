@@ -166,6 +166,7 @@ def run_detail(path: Path) -> dict[str, Any]:
     ]
     return run_entry(path) | {
         "config": run.config.to_dict(),
+        "resolved": resolved(run),
         "results": json_ready(run.results()),
         "layers": layers,
         "input": "×".join(map(str, run.spec.input)),
@@ -173,6 +174,26 @@ def run_detail(path: Path) -> dict[str, Any]:
         "class_names": list(run.data.classes),
         "metrics": metrics(path),
         "pictures": [name for name in PICTURES if (path / name).is_file()],
+    }
+
+
+def resolved(run) -> dict[str, Any]:
+    """What the settings left to convscope became: the peak learning rate (the optimizer's default when none was
+    given), the augmentation (chosen from the data when none was given), and the threads and precision training
+    measured and chose, per phase (config.yaml's `tuning`, written when training starts; absent before)."""
+    from convscope.yamlfile import read_yaml
+
+    config = run.config
+    try:
+        tuning = read_yaml(run.path / CONFIG).get("tuning") or {}
+    except (ConvscopeError, AttributeError):  # unreadable or hand-edited into something else: nothing to show
+        tuning = {}
+    chosen = [t for _, t in sorted(tuning.items()) if isinstance(t, dict)]
+    return {
+        "lr": config.learning_rate,
+        "augment": config.augmentation().text(),
+        "precision": ", ".join(str(t.get("precision")) for t in chosen) or None,
+        "threads": ", ".join(str(t.get("threads")) for t in chosen) or None,
     }
 
 
