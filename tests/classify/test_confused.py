@@ -62,6 +62,10 @@ def test_a_runs_most_confused_is_the_same_from_python(planted):
         ("dark", "light", 3, 2),
         ("light", "dark", 2, 2),
     ]
+    shown = found.figure()  # in a notebook: a row per pair, its images titled with the wrong class's probability
+    titles = [ax.get_title() for ax in shown.axes if ax.get_title()]
+    assert len(shown.axes) == 2 * 6 and len(titles) == 4 and all(t.endswith("% light") for t in titles[:2])
+    assert found._repr_png_().startswith(b"\x89PNG")
 
 
 def test_the_counts_are_the_saved_evaluations(planted):

@@ -25,8 +25,10 @@ import numpy as np
 from convscope.errors import DataError, SpecError
 from convscope.loaded import LoadedRun, load, with_test_flips
 from convscope.run import Run
+from convscope.show import Drawable
 
 PER_PAIR = 12  # images kept per pair: a gallery's worth
+SHOWN_PAIRS, SHOWN_IMAGES = 6, 6  # the notebook picture's rows and columns
 
 
 @dataclass(frozen=True)
@@ -61,8 +63,9 @@ class ConfusedPair:
 
 
 @dataclass(frozen=True)
-class Confusions:
-    """The most-confused pairs of a run's test split, and the kept images as the network took them."""
+class Confusions(Drawable):
+    """The most-confused pairs of a run's test split, and the kept images as the network took them. Shown in a
+    notebook as a picture: a row per pair (the largest SHOWN_PAIRS), its first SHOWN_IMAGES images."""
 
     classes: tuple[str, ...]
     tested: int  # test images
@@ -85,6 +88,31 @@ class Confusions:
     def __repr__(self) -> str:
         shown = "; ".join(f"{p.true} → {p.predicted} ({p.count})" for p in self.pairs[:5])
         return f"Confusions({self.wrong} of {self.tested:,} test images wrong: {shown or 'no mistakes'})"
+
+    def figure(self):
+        """A row per pair (the largest SHOWN_PAIRS), each with its first SHOWN_IMAGES images (H×W×C as the network
+        took them), titled with the probability of the class it was taken for."""
+        from convscope.show import new_figure
+
+        pairs = self.pairs[:SHOWN_PAIRS]
+        if not pairs:
+            fig = new_figure(figsize=(6, 1))
+            fig.text(0.5, 0.5, f"no mistakes: all {self.tested:,} test images right", ha="center", va="center")
+            return fig
+        fig = new_figure(figsize=(1.6 * SHOWN_IMAGES, 1.9 * len(pairs) + 0.3), layout="constrained")
+        grid = fig.subplots(len(pairs), SHOWN_IMAGES, squeeze=False)
+        for row, pair in zip(grid, pairs, strict=True):
+            row[0].set_ylabel(f"{pair.true} →\n{pair.predicted}\n({pair.count})", fontsize=9)
+            for i, ax in enumerate(row):
+                ax.set_xticks([]), ax.set_yticks([])
+                if i >= len(pair.images):
+                    ax.set_frame_on(False)
+                    continue
+                image = self.images[pair.images[i].index]
+                ax.imshow(image[:, :, 0] if image.shape[2] == 1 else image, cmap="gray", vmin=0, vmax=255)
+                ax.set_title(f"{100 * pair.images[i].predicted_probability:.0f}% {pair.predicted}"[:24], fontsize=8)
+        fig.suptitle(f"most confused: {self.wrong:,} of {self.tested:,} test images wrong", fontsize=10)
+        return fig
 
     def to_dict(self) -> dict:
         return {
