@@ -34,12 +34,12 @@ from convscope.data.arrays import images_uint8
 from convscope.data.images import resolve_image
 from convscope.data.resize import fit_images
 from convscope.device import resolve_device
-from convscope.errors import DataError
+from convscope.errors import CheckpointError, DataError
 from convscope.fused import inference_copy
 from convscope.layers import MirrorAverage
 from convscope.preprocess import fit_image, normalise, prepare, run_stats, to_tensor
 from convscope.pretrained.bases import spec_base
-from convscope.run import CONFIG, SPEC, WEIGHTS, Run, load_run, weights_file
+from convscope.run import CHECKPOINT, CONFIG, SPEC, WEIGHTS, Run, load_run, weights_file
 from convscope.weights import load_weights
 
 EXIF_ORIENTATION = 0x0112  # the EXIF tag that says how the stored pixels are turned; 1 = upright
@@ -189,8 +189,14 @@ def _text(shape: tuple[int, ...]) -> str:
 def load_model(run: Run, which: str = "best", device="cpu"):
     """The run's network with its `best` or `last` weights, in eval mode, on `device` (a torch.device, or a name for
     convscope.device.resolve_device: auto, cpu, cuda, cuda:N, mps; ConfigError when this machine lacks it)."""
+    path = run.weights / weights_file(which)
+    if not path.exists() and not (run.path / CHECKPOINT).exists():  # started, stopped before its first epoch's end
+        raise CheckpointError(
+            f"{run.path}: no epoch has finished yet, so it has no weights to use; train it on with "
+            f"`convscope train --resume {run.path}`"
+        )
     model = build(run.spec, pretrained=False)  # the run's own weights replace any pretrained ones
-    load_weights(run.weights / weights_file(which), model)
+    load_weights(path, model)
     device = device if isinstance(device, torch.device) else resolve_device(device)
     return model.to(device).train(False)
 

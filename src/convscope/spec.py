@@ -206,6 +206,11 @@ class NetSpec:
                 )
             seen[name] = i
 
+    def conv_names(self) -> list[str]:
+        """The names of its own conv layers, in order (a pretrained base's convolutions, inside its blocks, are not
+        among them)."""
+        return [name for name, layer in zip(self.layer_names(), self.layers, strict=True) if layer.layer_type == "conv"]
+
     def layer_names(self) -> tuple[str, ...]:
         """Each layer's name: the one given, else its kind and a count (conv1, conv2, pool1, ...)."""
         counts: dict[str, int] = {}

@@ -179,9 +179,11 @@ def test_a_run_with_a_file_linking_outside_says_why_and_is_logged_once(tmp_path,
     caplog.set_level(logging.WARNING, logger="convscope.studio.runs")
     with TestClient(create_app(runs), base_url="http://127.0.0.1", headers=HEADERS) as client:
         assert client.get("/api/runs").json() == []
-        for url in ("/api/runs/leaky", "/api/runs/leaky/pictures/curves.png", "/runs/leaky", "/api/runs/leaky"):
+        for url in ("/api/runs/leaky", "/api/runs/leaky/pictures/curves.png", "/api/runs/leaky"):
             detail = one_line(client.get(url), 404)
             assert detail == "run leaky is not served: its file curves.png links outside the run folder"
+        page = client.get("/runs/leaky")  # its page says the same on a page
+        assert page.status_code == 404 and "its file curves.png links outside the run folder</p>" in page.text
         detail = one_line(client.get("/api/runs/dangling/metrics"), 404)
         assert detail == "run dangling is not served: its file weights/best.pt is a link that leads nowhere"
         assert "root:" not in client.get("/api/runs/leaky/pictures/curves.png").text
@@ -192,3 +194,37 @@ def test_a_run_with_a_file_linking_outside_says_why_and_is_logged_once(tmp_path,
         f"convscope studio: run leaky is not served: its file curves.png links outside the run folder "
         f"({runs / 'leaky'})",
     ]
+
+
+@pytest.mark.parametrize("page", ["/runs/nope", "/runs/nope/try", "/runs/nope/network", "/runs/nope/mistakes"])
+def test_a_page_for_no_run_is_a_page_saying_so_and_the_api_a_json_line(client, page):
+    answer = client.get(page)
+    assert answer.status_code == 404 and answer.headers["content-type"].startswith("text/html")
+    assert "no run named &#39;nope&#39; in " in answer.text and '<a href="/">' in answer.text
+    api = client.get("/api/runs/nope")
+    assert api.status_code == 404 and api.json()["detail"].startswith("no run named 'nope' in ")
+
+
+def test_a_run_stopped_before_its_first_epoch_says_so_instead_of_naming_a_missing_file(tmp_path, studio_runs):
+    """Its config and spec only (stopped before the first checkpoint): a page asking for its network is told why."""
+    runs = tmp_path / "runs"
+    (runs / "early").mkdir(parents=True)
+    for name in ("config.yaml", "spec.yaml"):
+        (runs / "early" / name).write_bytes((studio_runs / "shades" / name).read_bytes())
+    with TestClient(create_app(runs), base_url="http://127.0.0.1", headers=HEADERS) as early:
+        answer = early.post("/api/runs/early/predict", data={"sample": "coffee"})
+    assert answer.status_code == 400
+    assert answer.json()["detail"] == (
+        f"{runs / 'early'}: no epoch has finished yet, so it has no weights to use; train it on with "
+        f"`convscope train --resume {runs / 'early'}`"
+    )
+
+
+def test_the_page_of_a_training_started_here_waits_for_its_run_folder(tmp_path):
+    """A training started from the Train page makes its folder within seconds: its page is served meanwhile (its
+    script waits for the folder), while a name no training here has is still a 404."""
+    app = create_app(tmp_path / "runs")
+    app.state.jobs.list = lambda: [{"name": "cifar-3conv-data-20261208-000407"}]
+    with TestClient(app, base_url="http://127.0.0.1", headers=HEADERS) as waiting:
+        assert waiting.get("/runs/cifar-3conv-data-20261208-000407").status_code == 200
+        assert waiting.get("/runs/cifar-3conv-data-20261208-000408").status_code == 404

@@ -116,6 +116,7 @@ def test_the_api_compares_two_classifiers(client):
     # what 'auto' became: the precision training chose (fp32 or bf16, per machine), the augmentation from the data
     assert all(v in ("auto (fp32)", "auto (bf16)") for v in settings["precision"]["values"])
     assert settings["augmentation"]["values"] == ["auto (flip,translate=2)"] * 2
+    assert settings["images per class"]["values"] == ["all", "all"] and settings["parameters"]["values"][0] == "61,026"
     assert not settings["model"]["differs"] and not settings["classes"]["differs"]
     table = answer["per_class"]
     assert [row["class"] for row in table["rows"]] == ["dark", "light"] and table["notes"] == []

@@ -68,18 +68,23 @@ def training_copy(studio_runs):
     copy = studio_runs / "shades-live"
     shutil.copytree(studio_runs / "shades", copy)
     (copy / "results.json").unlink()
+    (copy / PROGRESS).unlink()  # the finished training's last one: this "training" has not written one yet
     started = time.strftime("%Y-%m-%d %H:%M:%S")
     (copy / ".lock").write_text(f"pid {os.getpid()} on {socket.gethostname()} since {started}: convscope train")
     body = {"epoch": 3, "epochs": 10, "batch": 30, "batches": 120, "images_per_s": 1234.5, "eta_epoch_s": 75.0,
             "eta_run_s": 655.0, "train_loss": 0.4321, "train_acc": 0.875, "phase": 1, "stage": "training",
             "updated": time.time()}  # fmt: skip
-    (copy / PROGRESS).write_text(json.dumps(body))
-    yield copy
+    yield copy, body
     shutil.rmtree(copy)
 
 
-def test_a_training_run_shows_its_progress_bar(page, training_copy, studio_url):
-    page.goto("/runs/shades-live")
+def test_a_training_run_shows_its_progress_bar(page, training_copy, studio_url, studio_runs):
+    training_copy, body = training_copy
+    page.goto("/runs/shades-live")  # before its first progress.json: the page keeps asking
+    page.locator("#layers tbody tr").first.wait_for()
+    assert page.locator("#live-progress").is_hidden()
+    assert page.locator("#per-class-note").inner_text().startswith("not tested yet")
+    (training_copy / PROGRESS).write_text(json.dumps(body))
     page.locator("#live-progress").wait_for()
     assert page.locator("#status").inner_text() == "running"
     assert page.locator("#live-epoch").inner_text() == "epoch 3 of 10 · batch 30 of 120"
@@ -94,9 +99,12 @@ def test_a_training_run_shows_its_progress_bar(page, training_copy, studio_url):
     page.wait_for_function("document.querySelector('#live-bar').style.width === '75%'")
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=SHOTS / "live-run-page.png", full_page=True)
-    # ended: the lock released, the answer is {} and the bar goes
+    # ended: the lock released, the answer is {} and the bar goes; the test's per-class numbers appear
+    (training_copy / "results.json").write_bytes((studio_runs / "shades" / "results.json").read_bytes())
     (training_copy / ".lock").write_text("")
     page.wait_for_selector("#live-progress", state="hidden")
+    page.locator("#per-class tbody tr").first.wait_for()
+    assert page.locator("#per-class tbody tr").all_inner_texts()[0].startswith("dark")
 
 
 def test_the_api_answers_and_refuses(page, studio_runs):

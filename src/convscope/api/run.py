@@ -182,9 +182,7 @@ class Run(folder.Run):
         from convscope.inspect.patterns import STEPS, filter_patterns
 
         if layer is None:
-            convs = [
-                n for n, one in zip(self.spec.layer_names(), self.spec.layers, strict=True) if one.layer_type == "conv"
-            ]
+            convs = self.spec.conv_names()
             if not convs:
                 raise DataError(f"{self.spec.name} has no conv layer: name the layer, e.g. patterns('base1')")
             layer = convs[0]

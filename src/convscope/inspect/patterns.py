@@ -223,14 +223,12 @@ def _jitter_scale_rotate(x: torch.Tensor, generator: torch.Generator) -> torch.T
 def report_layers(model: torch.nn.Module) -> list[str]:
     """A middle and a deep layer whose patterns the report shows: of the network's own conv layers, the middle one
     and the last; with a pretrained base, the base's middle block and its last block."""
-    from convscope.spec import Conv
 
     if model.base is not None:
         names = {id(module): name for name, module in model.named_modules()}
         blocks = [names[id(block)] for block in model.base.blocks]
         return [blocks[len(blocks) // 2], blocks[-1]]
-    convs = [name for name, layer in zip(model.spec.layer_names(), model.spec.layers, strict=True)
-             if isinstance(layer, Conv)]  # fmt: skip
+    convs = model.spec.conv_names()
     return list(dict.fromkeys([convs[(len(convs) - 1) // 2], convs[-1]])) if convs else []
 
 

@@ -153,7 +153,7 @@ def create_app(
     app.add_middleware(Guard, allowed_hosts=list(allowed_hosts), max_upload=max_upload)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     templates = Jinja2Templates(directory=HERE / "templates")
-    _error_answers(app, runs)
+    _error_answers(app, runs, templates)
     studio = Studio(runs, templates, uploads, work, jobs)
     for router in (
         _page_routes(studio),
@@ -169,10 +169,16 @@ def create_app(
     return app
 
 
-def _error_answers(app: FastAPI, runs: Path) -> None:
+def _error_answers(app: FastAPI, runs: Path, templates: Jinja2Templates) -> None:
     """A convscope error a user caused is a 400 (a refusal its own status), a run that is not in `runs` a 404, a
-    number out of bounds a 422: one-line JSON `detail` each. A request dropped because its client left: 499; one
-    in flight when the studio stops: 503."""
+    number out of bounds a 422: one-line JSON `detail` each (a page's address naming no run: the same line on a
+    page). A request dropped because its client left: 499; one in flight when the studio stops: 503."""
+
+    def not_found(request: Request, detail: str) -> Response:
+        if request.url.path.startswith("/api/"):
+            return JSONResponse({"detail": detail}, status_code=404)
+        context = {"nav": "runs", "runs_dir": str(runs), "detail": detail}
+        return templates.TemplateResponse(request, "missing.html", context, status_code=404)
 
     @app.exception_handler(ConvscopeError)
     async def convscope_error(_request, err: ConvscopeError):
@@ -196,12 +202,12 @@ def _error_answers(app: FastAPI, runs: Path) -> None:
         return Response(status_code=499)  # nobody reads it: the client closed the connection
 
     @app.exception_handler(RunNotFound)
-    async def no_run(_request, err: RunNotFound):
-        return JSONResponse({"detail": f"no run named {str(err)[:80]!r} in {runs}"}, status_code=404)
+    async def no_run(request: Request, err: RunNotFound):
+        return not_found(request, f"no run named {str(err)[:80]!r} in {runs}")
 
     @app.exception_handler(RunNotServed)
-    async def not_served(_request, err: RunNotServed):  # a run that is there, refused: the reason (runs.run_folder)
-        return JSONResponse({"detail": str(err)}, status_code=404)
+    async def not_served(request: Request, err: RunNotServed):  # a run that is there, refused (runs.run_folder)
+        return not_found(request, str(err))
 
 
 def _page_routes(studio: Studio) -> APIRouter:
@@ -215,7 +221,12 @@ def _page_routes(studio: Studio) -> APIRouter:
 
     @router.get("/runs/{name}", response_class=HTMLResponse)
     def run_page(request: Request, name: str):
-        return page(request, "run.html", "runs", name=run_folder(runs, name).name)
+        try:
+            name = run_folder(runs, name).name
+        except RunNotFound:  # a training just started here makes its folder within seconds: the page waits for it
+            if name not in {job["name"] for job in studio.jobs.list()}:
+                raise
+        return page(request, "run.html", "runs", name=name)
 
     @router.get("/runs/{name}/try", response_class=HTMLResponse)
     def try_page(request: Request, name: str):

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from fastapi import APIRouter, HTTPException, Request
 
-from convscope.run import FILMSTRIP, PROGRESS
+from convscope.run import FILMSTRIP, PROGRESS, load_run
 from convscope.studio.parts import Studio
 from convscope.studio.pictures import data_url, enlarged
 from convscope.studio.runs import run_folder, status
@@ -42,8 +42,8 @@ def filmstrip(path: Path) -> dict[str, Any]:
     shown of each), the first layer's filters, the probe image (a PNG data URL) and whether the run still trains."""
     epochs = snapshot_epochs(path)
     answer: dict[str, Any] = {"epochs": epochs, "running": status(path) == "running", "layers": [], "probe": None}
-    if not epochs:
-        return answer
+    if not epochs:  # why there is none: a network without conv layers of its own never has one
+        return answer | {"own_convs": bool(load_run(path).spec.conv_names())}
     snap = read_snapshot(path, epochs[-1])
     f, c, kh, kw = snap.filters.shape
     probe = read_probe(path)

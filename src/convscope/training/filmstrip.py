@@ -53,20 +53,13 @@ def wanted(epoch: int, epochs: int) -> bool:
     return epoch in (0, epochs) or epoch % stride(epochs) == 0
 
 
-def conv_layers(run: Run) -> list[str]:
-    """The names of the spec's own conv layers, in order (a pretrained base's convolutions are not among them)."""
-    return [
-        name for name, layer in zip(run.spec.layer_names(), run.spec.layers, strict=True) if layer.layer_type == "conv"
-    ]
-
-
 class FilmstripWriter:
     """Saves the snapshots of one training (see the module's docstring). `probe`: uint8 C×H×W, the probe image.
     A network without conv layers of its own, or a probe it cannot take, saves nothing (said once in the log)."""
 
     def __init__(self, run: Run, probe: torch.Tensor | None, epochs: int):
         self.folder, self.epochs, self.probe = run.path / FILMSTRIP, epochs, probe
-        self.names = conv_layers(run)
+        self.names = run.spec.conv_names()
         self.mean, self.std = run_stats(run)
         h, w, c = run.spec.input
         self.enabled = bool(self.names) and probe is not None and tuple(probe.shape) == (c, h, w)

@@ -179,6 +179,11 @@ def read_filmstrip(run_path: str | Path) -> Filmstrip:
     path = Path(run_path)
     epochs = snapshot_epochs(path)
     if not epochs:
+        from convscope.run import load_run
+
+        if not load_run(path).spec.conv_names():
+            raise DataError(f"{path}: has no film strip: its network has no conv layer of its own (a pretrained "
+                            "base's layers are not saved)")  # fmt: skip
         raise DataError(f"{path}: has no film strip (it is saved while training, from this convscope version on)")
     snaps = [read_snapshot(path, e) for e in epochs]
     last = snaps[-1]

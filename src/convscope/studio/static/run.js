@@ -3,7 +3,7 @@
 // A client of /api/runs/NAME, .../metrics, .../progress, .../filmstrip and .../filmstrip/EPOCH (studio/live.py).
 "use strict";
 const base = `/api/runs/${encodeURIComponent(NAME)}`;
-let detector = false, rows = [];
+let detector = false, rows = [], running = false;
 
 function smoothing() { return Number(document.getElementById("smoothing").value); }
 
@@ -28,6 +28,7 @@ document.getElementById("smoothing").addEventListener("input", () => {
 async function load() {
   const run = await api(base);
   detector = run.task === "detection";
+  running = run.status === "running";
   document.getElementById("score-title").textContent = detector ? "Validation mAP" : "Accuracy";
   document.getElementById("status").replaceChildren(statusBadge(run.status));
   const score = run.score === null ? "not tested yet" : `${run.score_name} ${detector ? fmt(run.score, 3) : percent(run.score)}`;
@@ -81,11 +82,11 @@ function showProgress(p) {
 }
 
 async function pollProgress() {
-  // Once a second while the run trains; the bar hides when it has finished (the answer is then {}).
+  // Once a second while the run trains (before its first progress.json too); the bar hides when it has finished.
   let p = {};
   try { p = await api(`${base}/progress`); } catch (err) { showError("run-error", err); }
   showProgress(p);
-  if (p.epoch !== undefined) setTimeout(pollProgress, 1000);
+  if (running) setTimeout(pollProgress, 1000);
 }
 
 // -- the film strip ------------------------------------------------------------------------------------------------
@@ -95,8 +96,9 @@ async function loadStrip() {
   const answer = await api(`${base}/filmstrip`);
   const note = document.getElementById("filmstrip-note"), body = document.getElementById("filmstrip-body");
   if (!answer.epochs.length) {
-    note.textContent = answer.running ? "the first snapshot is saved when training starts…"
-                                      : "this run has no film strip (trained before convscope saved them, or its network has no conv layer of its own)";
+    note.textContent = answer.own_convs === false ? "this network has no conv layer of its own (a pretrained base's layers are not saved), so there is no film strip"
+                     : answer.running ? "the first snapshot is saved when training starts…"
+                     : "this run has no film strip (it was trained before convscope saved them)";
     body.hidden = true;
     return answer;
   }
@@ -137,16 +139,31 @@ document.getElementById("filmstrip-epoch").addEventListener("input", event => {
 });
 
 async function follow(run) {
-  // While it trains: the curves, the film strip and the page every 2 seconds; the rest once it has finished.
-  if (run.status !== "running") return;
+  // While it trains: the curves, the film strip and the page every 2 seconds; once it has finished (or stopped),
+  // its per-class numbers and last snapshot once more.
+  if (run.status !== "running") {
+    showProgress({});
+    await loadStrip();
+    await perClass();
+    return;
+  }
   drawCurves(await api(`${base}/metrics`));
   await loadStrip();
   setTimeout(async () => follow(await load()), 2000);
 }
 
-load().then(run => {
-  if (run.status === "running") pollProgress();
-  loadStrip().catch(err => showError("run-error", err));
-  follow(run);
-  perClass();
+async function start() {
+  // A training started from the Train page has no run folder for its first seconds: wait for it, saying so.
+  for (let tries = 0; ; tries++) {
+    try { return await load(); } catch (err) {
+      if (!/^no run named/.test(err.message) || tries >= 60) throw err;
+      document.getElementById("headline").textContent = "starting: waiting for the training to make its run folder…";
+      await new Promise(resolve => setTimeout(resolve, 1000));
+    }
+  }
+}
+
+start().then(run => {
+  if (running) { pollProgress(); perClass(); }
+  return follow(run);
 }).catch(err => showError("run-error", err));
