@@ -192,3 +192,17 @@ def test_a_detector_gets_a_film_strip_of_its_own_conv_layers(tmp_path):
     assert snap.filters.shape == (8, 3, 3, 3)
     progress = json.loads((out / PROGRESS).read_text())
     assert progress["train_acc"] is None and progress["stage"] == "testing"
+
+
+def test_a_network_without_conv_layers_of_its_own_says_so_instead_of_a_missing_film_strip(folder, tmp_path):
+    from convscope.spec import NetSpec
+
+    spec = NetSpec.from_dict({"name": "dense-only", "input": "20x20x1", "layers": [
+        {"flatten": {}}, {"dense": {"units": 2}}]})  # fmt: skip
+    (tmp_path / "dense.yaml").write_text(spec.to_yaml())
+    out = tmp_path / "dense"
+    train(model=str(tmp_path / "dense.yaml"), data=str(folder), epochs=1, batch_size=16, threads=1, out=str(out),
+          report=False)  # fmt: skip
+    assert not (out / FILMSTRIP).exists()
+    with pytest.raises(DataError, match=r"dense: has no film strip: its network has no conv layer of its own"):
+        convscope.load_run(out).filmstrip()
