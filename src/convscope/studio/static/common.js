@@ -59,7 +59,7 @@ function lineChart(svg, rows, series, options = {}) {
   // (keys ending in "_acc") read as percentages. `options`: smoothing (0 to 0.99: the line is the smoothed curve and
   // the raw one is drawn faintly, the markers stay on the raw values), format (a value → its text), empty (the text
   // of a chart without values).
-  const width = 520, height = 260, left = 56, right = 12, top = 12, bottom = 32;
+  const width = 520, height = 260, left = 56, right = 12, top = 28, bottom = 32;  // the legend above the plot
   const smoothing = Math.min(Math.max(Number(options.smoothing) || 0, 0), 0.99);
   svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
   svg.replaceChildren();
@@ -108,6 +108,6 @@ function lineChart(svg, rows, series, options = {}) {
       const dot = add("circle", {cx: x(r.epoch), cy: y(r[key]), r: 3.5, fill: colour, "data-series": key});
       add("title", {}, `${label}, epoch ${r.epoch}: ${shown(r[key])}`, dot);
     }
-    add("text", {x: left + 8 + i * 120, y: top + 12, fill: colour, class: "legend"}, label);
+    add("text", {x: left + 8 + i * 120, y: 16, fill: colour, class: "legend"}, label);
   });
 }
