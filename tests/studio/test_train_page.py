@@ -1,6 +1,10 @@
 """The Train page (issue 30, round two): a spec written on the page, linted as it is typed with each problem on its
 line; the training settings bounded in the studio's words; the command and recipe shown before starting, and what
-starts is that command; a written spec trains, and its run keeps it."""
+starts is that command; a written spec trains, and its run keeps it.
+
+Round three (a new user's trial): the preview's run folder is the pattern it will have, named when it starts; a started
+written spec's command reads the run's own spec.yaml (the studio's copy is temporary); a data root or a detection data
+set given to a classifier is refused in one line; a long line of the spec scrolls sideways."""
 
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ import yaml
 from fastapi.testclient import TestClient
 from helpers import make_folder
 
-from convscope.presets import get_preset
+from convscope.presets import get_preset, resolve_spec
 from convscope.spec import NetSpec
 from convscope.studio.app import create_app
 from convscope.studio.guards import SPEC_CHARS
@@ -103,6 +107,8 @@ def test_the_preview_says_the_command_and_the_recipe(client):
     form = {"model": "lenet5", "data": str(client.data), "epochs": "3", "batch_size": "16", "lr": "0.01",
             "augment": "flip,translate=2", "per_class": "3", "device": "cpu"}  # fmt: skip
     answer = client.post("/api/jobs/preview", data=form).json()
+    assert answer["name"] == "lenet5-shades-YYYYMMDD-HHMMSS"  # named when it starts: the preview says the pattern
+    assert answer["named"] == "the run folder is named when it starts: YYYYMMDD-HHMMSS is its date and time"
     out = client.app.state.runs / answer["name"]
     assert answer["command"] == shlex.join(["convscope", "train", "--model", "lenet5", "--data", str(client.data),
         "--epochs", "3", "--batch-size", "16", "--lr", "0.01", "--augment", "flip,translate=2", "--per-class", "3",
@@ -169,11 +175,17 @@ def test_a_written_spec_trains_and_its_run_keeps_it(tmp_path, studio_data):
         started = client.post("/api/jobs", data=form)
         assert started.status_code == 200, started.text
         name = started.json()["name"]
-        assert started.json()["command"] == preview["command"].replace(preview["name"], name)  # what was shown
+        run = tmp_path / "runs" / name
+        assert re.fullmatch(r"tiny-shades-shades-data-\d{8}-\d{6}", name), name
+        # What was shown, but reading the run's own spec.yaml: the studio's copy goes when the studio stops.
+        shown = preview["command"].replace(preview["name"], name).replace(preview["spec_file"], str(run / "spec.yaml"))
+        assert started.json()["command"] == shown and started.json()["resume"] == f"convscope train --resume {run}"
         job = _finished(client, name)
-    run = tmp_path / "runs" / name
     assert job["state"] == "finished", (job, (app.state.uploads.folder / f"{name}.log").read_text()[-2000:])
     assert NetSpec.from_dict(yaml.safe_load((run / "spec.yaml").read_text())) == NetSpec.from_dict(yaml.safe_load(TINY))
+    # The studio's copy went with the studio; the shown command's --model, the run's own, reads as the spec written.
+    assert not Path(preview["spec_file"]).exists()
+    assert resolve_spec(str(run / "spec.yaml")) == NetSpec.from_dict(yaml.safe_load(TINY))
     config = yaml.safe_load((run / "config.yaml").read_text())["train"]
     assert (config["epochs"], config["batch_size"], config["device"]) == (1, 16, "cpu")
     assert len((run / "metrics.csv").read_text().strip().splitlines()) == 2  # the header and epoch 1
@@ -222,7 +234,66 @@ def test_the_page_lints_as_it_is_typed_and_previews_the_command(page, studio_dat
     )
     command = page.locator("#command").inner_text()
     assert re.fullmatch(rf"convscope train --model \S+/specs/[0-9a-f]{{16}}\.yaml --data {re.escape(str(studio_data))}"
-                        r" --epochs 1 --batch-size 16 --device cpu --out \S+/tiny-shades-shades-data-\d{8}-\d{6}",
+                        r" --epochs 1 --batch-size 16 --device cpu --out \S+/tiny-shades-shades-data-YYYYMMDD-HHMMSS",
                         command), command  # fmt: skip
     assert "settings: epochs 1, batch_size 16, optimizer adamw" in page.locator("#recipe").inner_text()
+    assert page.locator("#named").inner_text().startswith("the run folder is named when it starts")
     page.screenshot(path=shots / "train-summary.png", full_page=True)
+
+
+def _voc(folder: Path) -> Path:
+    """A Pascal VOC detection layout (what format_of recognises): Annotations/*.xml beside JPEGImages/."""
+    (folder / "Annotations").mkdir(parents=True)
+    (folder / "Annotations" / "a.xml").write_text("<annotation><filename>a.jpg</filename></annotation>")
+    (folder / "JPEGImages").mkdir()
+    (folder / "JPEGImages" / "a.jpg").write_bytes(b"")
+    return folder
+
+
+def test_a_data_root_or_a_detection_set_is_refused_for_a_classifier(tmp_path):
+    root = tmp_path / "data"
+    cats = make_folder(root / "cats-dogs" / "train", per_class=2, size=8).parent
+    make_folder(cats / "test", per_class=2, size=8)
+    voc = _voc(root / "cells-voc")
+    make_folder(root / "shades", per_class=2, size=8)  # a data set of its own: fine
+    app = create_app(tmp_path / "runs", data_roots=[root])
+    expected = "expected one subfolder of images per class (or train/ and test/ of them)"
+    cases = {
+        str(root): f"data {root}: its class folders cats-dogs, cells-voc are data sets themselves (train/ or test/, "
+                   f"or a detection layout): give one of them, e.g. {cats}; {expected}",
+        str(voc): f"data {voc}: is a detection data set (voc layout), but the network is a classifier: {expected}",
+    }  # fmt: skip
+    with TestClient(app, base_url="http://127.0.0.1", headers=HEADERS) as client:
+        for data, detail in cases.items():
+            for url in ("/api/jobs/preview", "/api/jobs"):
+                answer = client.post(url, data={"model": "lenet5", "data": data, "epochs": "1"})
+                assert (answer.status_code, answer.json()["detail"]) == (400, detail)
+        assert client.get("/api/jobs").json() == [] and list(client.app.state.runs.iterdir()) == []
+        for data in (cats, root / "shades"):  # a data set with train/ and test/, a flat one
+            answer = client.post("/api/jobs/preview", data={"model": "lenet5", "data": str(data), "epochs": "1"})
+            assert answer.status_code == 200, answer.text
+
+
+def test_a_long_line_of_the_spec_scrolls_sideways_with_the_gutter_and_band_in_place(page):
+    long = TINY.replace(
+        "{filters: 4, size: 3}", "{filters: 4, size: 3, activation: relu" + ", padding: valid" * 8 + "}"
+    )
+    page.goto("/train")
+    page.locator("#summary-table").wait_for()
+    page.fill("#spec", long.replace("- flatten\n", ""))  # line 6: dense without flatten, a problem to band
+    page.wait_for_function("() => document.querySelector('#spec-error').dataset.line === '6'")
+    sizes = page.evaluate("""() => { const s = document.querySelector('#spec'); s.scrollLeft = 10000;
+        return [s.scrollWidth, s.clientWidth, s.scrollLeft, s.scrollHeight, s.clientHeight,
+                getComputedStyle(s).overflowX]; }""")
+    width, seen, left, tall, high, overflow = sizes
+    assert overflow == "auto" and width > seen and left == width - seen > 0  # the line's end can be reached
+    assert tall == high  # no vertical scroll: line n stays at the gutter's n
+    spec, gutter = page.locator("#spec").bounding_box(), page.locator("#gutter").bounding_box()
+    band = page.locator("#bad-line").bounding_box()
+    assert spec["y"] == gutter["y"] and band["y"] == spec["y"] + 8 + 5 * 20  # line 6's band, beside number 6
+    assert gutter["x"] < spec["x"] and page.locator("#gutter").inner_text().split("\n")[5] == "6"
+    box, editor = page.locator("#spec-error").bounding_box(), page.locator("#editor").bounding_box()
+    assert box["y"] + box["height"] <= editor["y"] + editor["height"]  # the problem under the last lines, whole
+    shots = Path("/tmp/shots")
+    shots.mkdir(exist_ok=True)
+    page.screenshot(path=shots / "train-v2.png", full_page=True)

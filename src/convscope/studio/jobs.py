@@ -2,7 +2,8 @@
 
 A child process, not a thread: training keeps its own Ctrl-C handling (Stop sends SIGINT, so the run saves at the
 end of its batch and stays resumable, exactly as Ctrl-C in a terminal), its own thread count, and cannot block the
-web server. The run folder is named here, so the page can follow it from the first second.
+web server. The run folder is named here when the training starts (its date and time: a preview shows the pattern,
+never a name that would not be the one started), so the page can follow it from the first second.
 
 A page may start at most `max_trainings` at once (429 beyond), each on a built-in dataset or a folder inside one of
 the `data_roots` (403 otherwise: a page cannot make the studio read any folder of the machine). A relative folder
@@ -11,8 +12,12 @@ is looked up in the data roots, in their order (the first is `--runs`), never in
 A training is planned before it starts (`Jobs.plan`, what the page's preview shows): every field checked (422 in the
 studio's words), a spec's text linted (400 naming its line), the command and the recipe it resolves to. A spec
 written on the page is saved in the studio's own temporary folder under its SHA-256 (never beside the user's data):
-the child reads it with `--model FILE.yaml`, and the run folder keeps its own spec.yaml. A spec that is the chosen
-preset, unchanged, trains as the preset itself, so the preset's recipe applies.
+the child reads it with `--model FILE.yaml`, and the run folder keeps its own spec.yaml — the file a started job's
+command names, since the studio's folder is deleted when it stops. A spec that is the chosen preset, unchanged, trains
+as the preset itself, so the preset's recipe applies.
+
+A classifier's data folder is checked for what a new user gives by mistake: a folder of data sets (a data root: its
+would-be classes hold train/ or test/ or a detection layout) or a detection data set (format_of recognises it).
 """
 
 from __future__ import annotations
@@ -31,12 +36,16 @@ from pathlib import Path
 from typing import Any
 
 from convscope.data.load import BUILT_IN
-from convscope.errors import ConfigError, ConvscopeError, SpecError
+from convscope.errors import ConfigError, ConvscopeError, DataError, SpecError
 from convscope.files import atomic_write_text
 from convscope.presets import get_preset, preset_names
 from convscope.studio.guards import AUGMENT_CHARS, SPEC_CHARS, NotAllowed, OutOfBounds, TooMany, check
 from convscope.studio.spec_lint import lint
 
+WHEN = "YYYYMMDD-HHMMSS"  # the run folder's time stamp, as a preview shows it (time.strftime's %Y%m%d-%H%M%S)
+CLASSES_LOOKED_AT = (
+    32  # class folders checked for being data sets themselves: enough for a data root, cheap for ImageNet
+)
 STOP_WAIT = 3.0  # seconds the studio waits, at shutdown, for its trainings to save after Ctrl-C before killing them
 
 
@@ -48,6 +57,7 @@ class Job:
     log: Path  # the child's terminal output
     started: float = field(default_factory=time.time)
     stopped: bool = False  # Stop was pressed
+    shown: list[str] | None = None  # the command as shown: a written spec read from the run's own spec.yaml
 
     def to_dict(self) -> dict[str, Any]:
         code = self.process.poll()
@@ -55,7 +65,8 @@ class Job:
         lines = self.log.read_text(errors="replace").splitlines() if self.log.is_file() else []
         errors = [line for line in lines if line.startswith("convscope:")]
         return {"name": self.name, "state": state, "exit_code": code, "message": errors[-1] if errors else "",
-                "command": shown_command(self.command), "started": self.started}  # fmt: skip
+                "command": shown_command(self.shown or self.command), "started": self.started,
+                "resume": shlex.join(["convscope", "train", "--resume", self.command[-1]])}  # fmt: skip
 
 
 def shown_command(command: list[str]) -> str:
@@ -65,9 +76,10 @@ def shown_command(command: list[str]) -> str:
 
 @dataclass(frozen=True)
 class Plan:
-    """A training checked and ready to start: its run folder's name, the child's command, what it resolves to."""
+    """A training checked and ready to start: its run folder's name (less the time it starts), the child's command
+    (its --out the pattern), what it resolves to."""
 
-    name: str
+    stem: str  # the run folder's name is f"{stem}-{time it starts}"
     command: list[str]
     recipe: str  # the recipe line the training prints when it starts ('' for a model without a recipe)
     settings: str  # the resolved settings that matter most: 'epochs 1, batch_size 16, optimizer adamw, lr 0.002 …'
@@ -75,8 +87,9 @@ class Plan:
     spec_file: str | None  # the file a written spec was saved to; None for a preset
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "command": shown_command(self.command), "recipe": self.recipe,
-                "settings": self.settings, "spec": self.spec, "spec_file": self.spec_file}  # fmt: skip
+        return {"name": f"{self.stem}-{WHEN}", "command": shown_command(self.command), "recipe": self.recipe,
+                "settings": self.settings, "spec": self.spec, "spec_file": self.spec_file,
+                "named": f"the run folder is named when it starts: {WHEN} is its date and time"}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -124,16 +137,15 @@ class Jobs:
             if getattr(r, name) is not None:
                 check(name, getattr(r, name))
         self._check_texts(r)
-        folder = r.data if r.data in BUILT_IN else str(self.check_data(r.data))
-        model, spec_name, spec_file = self._model(r)
+        model, spec_name, spec_file, net = self._model(r)
+        folder = r.data if r.data in BUILT_IN else str(check_layout(self.check_data(r.data), net.is_detector))
         settings = {"model": model, "data": folder, "epochs": r.epochs}
         settings |= {k: getattr(r, k) for k in ("batch_size", "lr", "augment", "device", "per_class")}
         config = _config({k: v for k, v in settings.items() if v is not None})
-        stem = re.sub(r"[^A-Za-z0-9._-]+", "-", f"{spec_name}-{Path(r.data.rstrip('/')).name}")
-        name = self._free(f"{stem[:80]}-{time.strftime('%Y%m%d-%H%M%S')}")
+        stem = re.sub(r"[^A-Za-z0-9._-]+", "-", f"{spec_name}-{Path(r.data.rstrip('/')).name}")[:80]
         command = [sys.executable, "-m", "convscope", "train", "--model", model, "--data", folder,
-                   "--epochs", str(r.epochs), *r.flags(), "--out", str(self.runs_dir / name)]  # fmt: skip
-        return Plan(name, command, config.recipe_line(), _settings_line(config), spec_name, spec_file)
+                   "--epochs", str(r.epochs), *r.flags(), "--out", str(self.runs_dir / f"{stem}-{WHEN}")]  # fmt: skip
+        return Plan(stem, command, config.recipe_line(), _settings_line(config), spec_name, spec_file)
 
     def start(self, request: TrainRequest | str, data: str = "", epochs: int = 2) -> Job:
         """Start the training `request` asks for (or preset `request` on `data` for `epochs`), checked as `plan`
@@ -144,12 +156,15 @@ class Jobs:
             if running >= self.max_trainings:
                 raise TooMany(f"{running} training(s) already running, the most this studio starts at once "
                               f"(convscope serve --max-trainings {self.max_trainings}): stop one or wait")  # fmt: skip
-            name = self._free(plan.name)
+            name = self._free(f"{plan.stem}-{time.strftime('%Y%m%d-%H%M%S')}")
             command = [*plan.command[:-1], str(self.runs_dir / name)]
+            # A written spec's file goes when the studio stops; the run's own copy does not (it writes it first).
+            at = command.index("--model") + 1
+            shown = [*command[:at], str(self.runs_dir / name / "spec.yaml"), *command[at + 1 :]]
             log = self.logs / f"{name}.log"
             with log.open("w") as out:
                 process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-            job = self._jobs[name] = Job(name, command, process, log)
+            job = self._jobs[name] = Job(name, command, process, log, shown=shown if plan.spec_file else None)
         return job
 
     def _free(self, name: str) -> str:
@@ -170,21 +185,22 @@ class Jobs:
             raise OutOfBounds(f"device must be one of this machine's: {', '.join(devices())}. "
                               f"Received: {r.device[:40]!r}")  # fmt: skip
 
-    def _model(self, r: TrainRequest) -> tuple[str, str, str | None]:
-        """(--model's value, the network's name, the file a written spec is saved to). A spec that cannot run is a
-        SpecError naming its line; the chosen preset, unchanged, is the preset's name."""
+    def _model(self, r: TrainRequest) -> tuple[str, str, str | None, Any]:
+        """(--model's value, the network's name, the file a written spec is saved to, the NetSpec). A spec that cannot
+        run is a SpecError naming its line; the chosen preset, unchanged, is the preset's name."""
+        preset = get_preset(r.model)
         if r.spec is None or not r.spec.strip():
-            return r.model, r.model, None
+            return r.model, r.model, None, preset
         linted = lint(r.spec)
         if linted.spec is None:
             raise SpecError(linted.message())
-        if linted.spec == get_preset(r.model):
-            return r.model, r.model, None
+        if linted.spec == preset:
+            return r.model, r.model, None, preset
         digest = hashlib.sha256(r.spec.encode()).hexdigest()[:16]
         path = self.logs / "specs" / f"{digest}.yaml"  # the studio's own temporary folder, never the user's data
         if not path.is_file():
             atomic_write_text(path, r.spec)
-        return str(path), linted.spec.name, str(path)
+        return str(path), linted.spec.name, str(path), linted.spec
 
     def check_data(self, data: str, files: bool = False) -> Path:
         """The real path of the data folder `data` (absolute, or relative to the first data root that has it; with
@@ -237,6 +253,48 @@ class Jobs:
             except subprocess.TimeoutExpired:
                 job.process.kill()
                 job.process.wait()
+
+
+def check_layout(folder: Path, detector: bool) -> Path:
+    """`folder`, when its layout suits the network: a detection data set (convscope's own format_of) for a detector;
+    for a classifier, class folders (flat, or in train/ …: split_layout) that are neither data sets themselves (a data
+    root given by mistake) nor a detection data set. DataError (one line, naming the folder) otherwise."""
+    from convscope.data.detection.formats import format_of
+    from convscope.data.folder import VAL_NAMES, class_folders, split_layout
+
+    if detector:
+        format_of(folder)  # its DataError names the folder and the layouts a detector reads
+        return folder
+    expected = "one subfolder of images per class (or train/ and test/ of them)"
+    try:
+        found = format_of(folder)
+    except DataError:
+        found = None
+    if found is not None:
+        raise DataError(f"data {folder}: is a detection data set ({found.name} layout), but the network is a "
+                        f"classifier: expected {expected}")  # fmt: skip
+    splits = {"train", "test", *VAL_NAMES}
+    split, detection = [], []  # would-be classes that are classification data sets, detection data sets
+    for name, sub in list(class_folders(split_layout(folder)[0]["train"]).items())[:CLASSES_LOOKED_AT]:
+        if any(s.lower() in splits and class_folders(p) for s, p in class_folders(sub).items()):
+            split.append(name)
+        elif _detection(sub, format_of):
+            detection.append(name)
+    if split or detection:
+        sets = sorted(split + detection)
+        shown = ", ".join(sets[:4]) + (", …" if len(sets) > 4 else "")
+        raise DataError(f"data {folder}: its class folders {shown} are data sets themselves (train/ or test/, or a "
+                        f"detection layout): give one of them, e.g. {folder / (split or detection)[0]}; expected "
+                        f"{expected}")  # fmt: skip
+    return folder
+
+
+def _detection(folder: Path, format_of) -> bool:
+    try:
+        format_of(folder)
+    except DataError:
+        return False
+    return True
 
 
 def check_augment(text: str) -> None:

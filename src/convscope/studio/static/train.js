@@ -12,9 +12,12 @@ let lintAsked = 0, previewAsked = 0, lintTimer = null, previewTimer = null;
 function later(timer, fn, ms) { clearTimeout(timer); return setTimeout(fn, ms); }
 
 function fitEditor() {
-  // The textarea as tall as its text, the gutter numbering its lines.
-  const lines = spec.value.split("\n").length;
-  spec.style.height = `${lines * LINE + 2 * PAD}px`;
+  // The textarea as tall as its text (and its sideways scroll bar, when a long line has one), the gutter numbering its
+  // lines: never a vertical scroll, so the gutter and the band stay on their lines.
+  const lines = spec.value.split("\n").length, height = lines * LINE + 2 * PAD;
+  spec.style.height = `${height}px`;
+  const bar = spec.offsetHeight - spec.clientHeight;  // the horizontal scroll bar's height (0 when none)
+  if (bar > 0) spec.style.height = `${height + bar}px`;
   document.getElementById("gutter").textContent = Array.from({length: lines}, (_, i) => i + 1).join("\n");
 }
 
@@ -33,6 +36,8 @@ function loadPreset() {
 function showProblem(error) {
   // The problem in a box under its line (or under the text when it has no line), the line banded.
   const box = document.getElementById("spec-error"), band = document.getElementById("bad-line");
+  const editor = document.getElementById("editor");
+  editor.style.paddingBottom = "0px";
   if (!error) {
     box.style.display = band.style.display = "none";
     box.removeAttribute("data-line");
@@ -45,6 +50,9 @@ function showProblem(error) {
   box.style.top = `${PAD + line * LINE + 1}px`;
   box.dataset.line = error.line || "";
   box.textContent = error.line ? `line ${error.line}: ${error.message}` : error.message;
+  // A problem on the last lines: the editor grows under the text so that the box is not cut off by its edge.
+  const over = box.offsetTop + box.offsetHeight + 4 - editor.clientHeight;
+  if (over > 0) editor.style.paddingBottom = `${over}px`;
 }
 
 function showSummary(answer) {
@@ -101,12 +109,14 @@ async function preview() {
     if (asked !== previewAsked) return;
     document.getElementById("preview").classList.remove("stale");
     command.replaceChildren(el("code", {}, answer.command));
+    document.getElementById("named").textContent = answer.named;
     recipe.className = "muted";
     recipe.replaceChildren(...[answer.recipe, `settings: ${answer.settings}`].filter(Boolean).map(t => el("div", {}, t)));
   } catch (err) {
     if (asked !== previewAsked) return;
     document.getElementById("preview").classList.remove("stale");
     command.replaceChildren(el("code", {}, "—"));
+    document.getElementById("named").textContent = "";
     recipe.className = "error";
     recipe.textContent = String(err.message || err);
   }
@@ -118,7 +128,7 @@ async function refresh() {
     document.querySelector("#jobs tbody").replaceChildren(...jobs.map(job => el("tr", {"data-job": job.name},
       el("td", {}, el("a", {href: `/runs/${encodeURIComponent(job.name)}`}, job.name)),
       el("td", {}, statusBadge(job.state), job.message ? el("div", {class: "muted"}, job.message) : ""),
-      el("td", {}, el("code", {}, job.command)),
+      el("td", {}, el("code", {}, job.command), el("div", {class: "muted"}, "to continue it: ", el("code", {}, job.resume))),
       el("td", {}, job.state === "running" ? el("button", {class: "secondary", type: "button", onclick: () => stop(job.name)}, "Stop") : ""))));
     if (jobs.some(job => job.state === "running")) setTimeout(refresh, 1000);
   } catch (err) { showError("train-error", err); }
