@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import io
+import re
 
 import numpy as np
 import PIL.Image
@@ -80,7 +81,7 @@ def test_one_value_agrees_with_the_network_and_with_numpy(client, studio_runs, l
     walk = client.get(
         f"/api/runs/shades/network/detail?image={image}&layer={layer}&filter={f}&row={r}&column={c}"
     ).json()
-    assert walk["agrees"] and walk["source"] == (source or "input")
+    assert walk["agrees"] and walk["source"] == (source or "input") and walk["has_bias"]
     assert abs(walk["value"] - walk["network"]) <= 1e-4 * max(1.0, abs(walk["network"]))
     loaded = pictures.loaded_run(studio_runs / "shades")
     picture = pictures.fitted(loaded, client.app.state.uploads.path(image))
@@ -192,21 +193,80 @@ def test_network_page_shows_every_layer_and_a_values_arithmetic(page):
     shapes = page.eval_on_selector_all(".net-layer .shape", "nodes => nodes.map(n => n.textContent)")
     assert shapes[:5] == ["28×28×1", "28×28×6", "14×14×6", "10×10×16", "5×5×16"]
     sides = page.eval_on_selector_all(".net-maps img", "nodes => nodes.map(n => n.getBoundingClientRect().width)")
-    assert sides[0] == 28 * 4 and sides[1] == 28 * 4 and 14 * 4 in sides and 5 * 4 in sides  # pools shrink them
+    s = sides[0] / 28  # pixels per value: the largest whole number at which the network fits in one row
+    assert s in (1, 2, 3, 4) and sides[1] == 28 * s and 14 * s in sides and max(12, 5 * s) in sides  # pools shrink
+    # It reads left to right on a 1280 px screen: one row of 10 columns, conv1's 6 maps in a grid of 2 or more columns.
+    tops = page.eval_on_selector_all(".net-layer", "nodes => nodes.map(n => n.getBoundingClientRect().top)")
+    assert len(tops) == 10 and len(set(tops)) == 1
+    lefts = page.eval_on_selector_all(
+        ".net-layer[data-layer='conv1'] img", "nodes => nodes.map(n => n.getBoundingClientRect().left)"
+    )
+    assert len(lefts) == 6 and len(set(lefts)) >= 2
     assert page.text_content(".net-layer[data-layer='conv2']").count("+8 more") == 1
+    # The prediction's bars are proportional: 60 px for 100%, whatever the column's width.
+    rows = page.eval_on_selector_all(
+        ".net-top tr",
+        "rows => rows.map(r => [r.querySelector('.num').textContent,"
+        " r.querySelector('.bar').getBoundingClientRect().width])",
+    )
+    assert len(rows) == 2 and sum(float(p.rstrip("%")) for p, _ in rows) == pytest.approx(100, abs=0.2)
+    for text, width in rows:
+        assert abs(width - max(1, round(0.6 * float(text.rstrip("%"))))) <= 0.5
+    help_text = page.text_content("#network-help")
+    assert "Click a value of a conv layer's map (conv1, conv2) to see how it was computed." in help_text
     page.screenshot(path=f"{SHOTS}/network-overview.png", full_page=True)
-    conv2 = page.locator(".net-layer[data-layer='conv2'] img").nth(3)  # filter 3, 40×40 pixels for 10×10 values
-    conv2.click(position={"x": 4 * 5 + 2, "y": 4 * 4 + 2})  # row 4, column 5
+    conv2 = page.locator(".net-layer[data-layer='conv2'] img").nth(3)  # filter 3, 10×10 values at s px each
+    conv2.click(position={"x": 5 * s + s / 2, "y": 4 * s + s / 2})  # row 4, column 5
     page.wait_for_selector("#walk-value")
     head = page.text_content("#walk-head")
     assert "conv2" in head and "filter 3, row 4, column 5" in head and "✓" in head
     assert page.locator(".channel").count() == 6  # pool1's six maps, each with its window and kernel
     assert page.locator(".channel").first.locator("table.nums").count() == 3
     total = page.text_content("#walk-total")
-    assert "+ bias" in total and "tanh(" in total
+    assert total.startswith("sum of the 6 channel sums: ") and " (bias) = " in total and "; tanh(" in total
+    assert "+ -" not in total and ": =" not in total
     value = float(page.text_content("#walk-value"))
     assert -1 < value < 1
     page.screenshot(path=f"{SHOTS}/network-detail.png", full_page=True)
+
+
+def test_the_sentence_of_a_total_says_what_it_adds(page):
+    """Many channels (not listed), a negative bias, no bias, no activation: each said as a person would say it."""
+    page.goto("/runs/shades/network")
+    walk = {"channels_total": 64, "sums": [0.01] * 64, "bias": -0.1891, "has_bias": True, "total": 0.0906084 - 0.1891,
+            "activation": "relu", "value": 0.0}  # fmt: skip
+    said = page.evaluate("walk => totalSentence(walk)", walk)
+    assert said == "sum of the 64 channel sums = 0.0906084; − 0.1891 (bias) = -0.0984916; relu(-0.0984916) = 0"
+    walk.update(channels_total=2, sums=[0.5, -0.25], bias=0.0, has_bias=False, total=0.25, activation="none",
+                value=0.25)  # fmt: skip
+    said = page.evaluate("walk => totalSentence(walk)", walk)
+    assert said == "sum of the 2 channel sums: 0.5 − 0.25 = 0.25; no bias; no activation: the value is 0.25"
+    walk.update(activation="none", sums=[-0.42], channels_total=1, has_bias=True, bias=0.125, total=-0.295,
+                value=-0.295)  # fmt: skip
+    said = page.evaluate("walk => totalSentence(walk)", walk)
+    assert (
+        said == "sum of the 1 channel sums: -0.42 = -0.42; + 0.125 (bias) = -0.295; no activation: the value is -0.295"
+    )
+
+
+def test_without_a_conv_of_its_own_the_help_says_there_is_nothing_to_walk(page):
+    """A transfer run's answer (no conv layer of the spec's own), as the API gives it, drawn by the page."""
+
+    def no_conv(route):
+        response = route.fetch()
+        answer = response.json()
+        answer["detail_layers"] = []
+        for layer in answer["layers"]:
+            layer["detail"] = False
+        route.fulfill(response=response, json=answer)
+
+    page.route(re.compile(r"/api/runs/shades/network\?image="), no_conv)
+    page.goto("/runs/shades/network")
+    page.click("#use-sample")
+    page.wait_for_selector(".net-layer[data-layer='dense3']")
+    help_text = page.text_content("#network-help")
+    assert "Click a value" not in help_text and page.locator(".has-detail").count() == 0
+    assert "This network's own layers have no conv layer to walk through: its base's blocks are shown" in help_text
 
 
 def test_a_detector_shows_its_layers_without_top_classes(client):
@@ -251,4 +311,7 @@ def test_a_walk_through_stride_same_padding_and_a_batchnorm_after_it_agrees_ever
     second = conv_walk(loaded, x, names[3], 0, 0, 0)
     assert second.source == names[2] and second.bias == 0.0 and second.activation == "gelu"
     assert second.note == "batchnorm: none right after this conv; nothing folded"
+    assert not second.has_bias and "bias" not in second.formula() and first.has_bias
+    assert first.formula() == f"{names[0]}[4, 4, 0] = Σ_c Σ window·kernel + bias = {first.value:.6g}"  # no activation
+    assert second.formula().startswith(f"{names[3]}[0, 0, 0] = gelu(Σ_c Σ window·kernel) = gelu(")
     assert not dataclasses.replace(second, network_value=second.value + 0.01).agrees()  # a mismatch is reported

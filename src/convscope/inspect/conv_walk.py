@@ -25,7 +25,7 @@ import torch
 
 from convscope import reference
 from convscope.errors import DataError
-from convscope.spec import BatchNorm, Conv
+from convscope.spec import BatchNorm
 from convscope.spec_layers import shape_text
 
 # The activations of convscope.layers, on one float64 number (leaky_relu's slope is PyTorch's default, 0.01).
@@ -65,21 +65,22 @@ class ConvWalk:
     network_value: float  # the network's own output at (filter, row, column), float32
     output_shape: tuple[int, int, int]  # the layer's H×W×C
     note: str  # where batchnorm stands
+    has_bias: bool = True  # False for a conv with `bias: false` (then `bias` is 0.0 and no term at all)
 
     def agrees(self, relative: float = RELATIVE) -> bool:
         return abs(self.value - self.network_value) <= relative * max(1.0, abs(self.network_value))
 
     def formula(self) -> str:
-        act = "" if self.activation == "none" else self.activation
-        return (
-            f"{self.layer}[{self.at[0]}, {self.at[1]}, {self.filter}] = {act}(Σ_c Σ window·kernel + bias)"
-            f" = {act}({self.total:.6g}) = {self.value:.6g}"
-        )
+        where = f"{self.layer}[{self.at[0]}, {self.at[1]}, {self.filter}]"
+        inner = "Σ_c Σ window·kernel" + (" + bias" if self.has_bias else "")
+        if self.activation == "none":
+            return f"{where} = {inner} = {self.value:.6g}"
+        return f"{where} = {self.activation}({inner}) = {self.activation}({self.total:.6g}) = {self.value:.6g}"
 
 
 def conv_layers(spec) -> list[str]:
-    """The names of the spec's own conv layers: those that have a walk (a base's convolutions are inside blocks)."""
-    return [name for name, layer in zip(spec.layer_names(), spec.layers, strict=True) if isinstance(layer, Conv)]
+    """The spec's own conv layers: those that have a walk (NetSpec.conv_names)."""
+    return spec.conv_names()
 
 
 def conv_walk(loaded, x: torch.Tensor, layer: str, filter: int, row: int, column: int) -> ConvWalk:
@@ -88,7 +89,7 @@ def conv_walk(loaded, x: torch.Tensor, layer: str, filter: int, row: int, column
     a filter or position outside its output."""
     model, spec = loaded.model, loaded.run.spec
     names = spec.layer_names()
-    convs = conv_layers(spec)
+    convs = spec.conv_names()
     if layer not in convs:
         what = f"is a {spec.layers[names.index(layer)].layer_type} layer" if layer in names else "is not a layer"
         raise DataError(f"{spec.name}: {layer!r} {what}; conv layers have a walk: {', '.join(convs) or 'none'}")
@@ -128,7 +129,7 @@ def conv_walk(loaded, x: torch.Tensor, layer: str, filter: int, row: int, column
         layer, label, filter, (row, column), source, given, pads, corner, window, ~np.outer(in_rows, in_cols),
         kernels, products, products.sum(axis=(0, 1)), bias, total, module.activation_name,
         float(ACTIVATIONS[module.activation_name](total)), float(out[filter, row, column]), shape,
-        _batchnorm_note(spec, index, names),
+        _batchnorm_note(spec, index, names), module.bias is not None,
     )  # fmt: skip
 
 

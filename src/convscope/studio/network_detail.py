@@ -146,6 +146,7 @@ def walk_answer(walk) -> dict[str, Any]:
         "padded_shape": [walk.input.shape[0] + top + bottom, walk.input.shape[1] + left + right],
         "pads": list(walk.pads), "corner": list(walk.corner), "size": [kh, kw], "in_padding": walk.in_padding.tolist(),
         "channels": channels, "channels_total": cin, "sums": walk.sums.tolist(), "bias": walk.bias,
+        "has_bias": walk.has_bias,
         "total": walk.total, "activation": walk.activation, "value": walk.value, "network": walk.network_value,
         "difference": difference, "agrees": walk.agrees(), "formula": walk.formula(), "note": walk.note,
     }  # fmt: skip

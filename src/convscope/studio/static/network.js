@@ -3,6 +3,26 @@
 // the server how that one value was computed (window × kernel per input channel, sums, bias, activation).
 "use strict";
 
+const COLUMN = 84;  // a column's least content width in px (its text wraps inside); a vector layer's strip is this wide
+const MAPS_TALL = 380;  // px: a layer's maps stand at most this tall before they take another grid column
+const GAP = 4;  // px between maps (.net-maps gap)
+
+function signed(value, digits) {
+  // " + 0.12" or " − 0.12": a term added to a sum, its sign as the operator.
+  return value < 0 ? ` − ${fmt(-value, digits)}` : ` + ${fmt(value, digits)}`;
+}
+
+function totalSentence(walk) {
+  // The channel sums (listed when 16 or fewer), the bias, the activation: one sentence, as a person would say it.
+  const [first, ...rest] = walk.sums;
+  const listed = walk.channels_total <= 16 ? `: ${fmt(first, 4)}${rest.map(s => signed(s, 4)).join("")}` : "";
+  const sum = walk.total - walk.bias;
+  const bias = walk.has_bias ? `${signed(walk.bias, 4)} (bias) = ${fmt(walk.total, 6)}` : " no bias";
+  const act = walk.activation === "none" ? `no activation: the value is ${fmt(walk.value, 6)}`
+    : `${walk.activation}(${fmt(walk.total, 6)}) = ${fmt(walk.value, 6)}`;
+  return `sum of the ${walk.channels_total} channel sums${listed} = ${fmt(sum, 6)};${bias}; ${act}`;
+}
+
 function startNetwork(name) {
   const base = `/api/runs/${encodeURIComponent(name)}`;
   let token = null, scale = 3, picked = null;  // picked: the clicked map (its PNG and H×W)
@@ -22,25 +42,53 @@ function startNetwork(name) {
     return Math.max(12, Math.round(h * scale));
   }
 
+  function scales(h) {
+    // The scales to try, largest first: the input drawn about 112 px, then smaller until the layers fit in one row.
+    if (h >= 112) return [112 / h, 84 / h, 64 / h];
+    const most = Math.max(1, Math.floor(112 / h));
+    return Array.from({length: most}, (_, i) => most - i);
+  }
+
   function draw(net) {
     document.getElementById("detail").hidden = true;
     document.getElementById("network-help").hidden = false;
+    document.getElementById("network-click").textContent = net.detail_layers.length
+      ? `Click a value of a conv layer's map (${net.detail_layers.join(", ")}) to see how it was computed.`
+      : "This network's own layers have no conv layer to walk through: its base's blocks are shown, but not walked.";
     document.getElementById("network-conversion").textContent = `as the network sees it: ${net.input.conversion}`;
     const [h] = net.input.shape.split("×").map(Number);
-    scale = h >= 112 ? 112 / h : Math.max(1, Math.floor(112 / h));
-    const columns = [el("div", {class: "net-layer input"},
+    const row = document.getElementById("network");
+    // The network reads left to right: the largest scale at which every column stays on the first row.
+    for (scale of scales(h)) {
+      const columns = [inputColumn(net, h), ...net.layers.map(layerColumn)];
+      if (net.top.length) columns.push(topColumn(net.top));
+      row.replaceChildren(...columns);
+      if (columns.every(c => c.offsetTop === columns[0].offsetTop)) break;
+    }
+  }
+
+  function inputColumn(net, h) {
+    return el("div", {class: "net-layer input", style: `width: ${Math.max(COLUMN, side(h))}px`},
       el("h3", {}, "input"), el("div", {class: "kind"}, "as the network sees it"),
       el("div", {class: "shape"}, net.input.shape),
-      el("div", {class: "net-maps"}, el("img", {src: net.input.png, width: side(h), height: side(h), alt: "the input"})))];
-    for (const layer of net.layers) columns.push(layerColumn(layer));
-    if (net.top.length) {
-      columns.push(el("div", {class: "net-layer top"}, el("h3", {}, "prediction"),
-        el("div", {class: "kind"}, "softmax of the last layer"),
-        el("table", {class: "net-top"}, el("tbody", {}, ...net.top.map(({class: c, probability: p}) => el("tr", {},
-          el("td", {}, c), el("td", {class: "num"}, percent(p)),
-          el("td", {style: "width: 70px"}, el("div", {class: "bar", style: `width: ${Math.max(1, 100 * p)}%`}))))))));
-    }
-    document.getElementById("network").replaceChildren(...columns);
+      el("div", {class: "net-maps"}, el("img", {src: net.input.png, width: side(h), height: side(h), alt: "the input"})));
+  }
+
+  function topColumn(top) {
+    // Bars in pixels of a fixed 60 px track: proportional to the probability whatever the column's width.
+    return el("div", {class: "net-layer top"}, el("h3", {}, "prediction"),
+      el("div", {class: "kind"}, "softmax of the last layer"),
+      el("table", {class: "net-top"}, el("tbody", {}, ...top.map(({class: c, probability: p}) => el("tr", {},
+        el("td", {}, c), el("td", {class: "num"}, percent(p)),
+        el("td", {}, el("div", {class: "track"},
+          el("div", {class: "bar", style: `width: ${Math.max(1, Math.round(60 * p))}px`}))))))));
+  }
+
+  function grid(n, h, w) {
+    // Columns for n maps of h×w px: as many as fit in the column's least width, more when the maps would stand
+    // taller than MAPS_TALL (conv1's eight large maps: two columns of four).
+    const rows = Math.max(1, Math.floor((MAPS_TALL + GAP) / (h + GAP)));
+    return Math.min(n, Math.max(Math.ceil(n / rows), Math.floor((COLUMN + GAP) / (w + GAP))));
   }
 
   function layerColumn(layer) {
@@ -49,12 +97,14 @@ function startNetwork(name) {
       el("div", {class: "shape"}, layer.shape_text),
       el("div", {class: "kind"}, `values ${fmt(layer.min, 3)} … ${fmt(layer.max, 3)}`));
     if (layer.strip) {
+      column.style.width = `${COLUMN}px`;
       column.append(el("img", {class: "net-strip", src: layer.strip, alt: `${layer.name} values`}),
         el("div", {class: "kind"}, layer.strip_values < layer.shape[0] ? `the first ${layer.strip_values} values` : `${layer.shape[0]} values`));
       return column;
     }
-    const [h, w] = layer.shape;
-    const maps = el("div", {class: "net-maps"});
+    const [h, w] = layer.shape, cols = grid(layer.maps.length, side(h), side(w));
+    column.style.width = `${Math.max(COLUMN, cols * side(w) + (cols - 1) * GAP)}px`;
+    const maps = el("div", {class: "net-maps", style: `grid-template-columns: repeat(${cols}, ${side(w)}px)`});
     for (const m of layer.maps) {
       const img = el("img", {src: m.png, width: side(w), height: side(h), alt: `${layer.name} map ${m.index}`,
         title: `${layer.name}, map ${m.index}`, "data-index": m.index});
@@ -124,12 +174,7 @@ function startNetwork(name) {
     const more = walk.channels_total - walk.channels.length;
     document.getElementById("walk-more").textContent = more > 0
       ? `+${more} more input channels: their sums are in the total below` : "";
-    const sums = walk.sums.map(s => fmt(s, 4)).join(" + ");
-    const act = walk.activation === "none" ? "no activation" : walk.activation;
-    document.getElementById("walk-total").textContent =
-      `sum of the ${walk.channels_total} channel sums: ${walk.channels_total <= 16 ? sums + " " : ""}` +
-      `= ${fmt(walk.total - walk.bias, 6)}; + bias ${fmt(walk.bias, 4)} = ${fmt(walk.total, 6)}; ` +
-      `${act}(${fmt(walk.total, 6)}) = ${fmt(walk.value, 6)}`;
+    document.getElementById("walk-total").textContent = totalSentence(walk);
     document.getElementById("walk-note").textContent = walk.note;
     section.scrollIntoView({behavior: "instant", block: "start"});
   }
