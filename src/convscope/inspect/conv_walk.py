@@ -78,11 +78,6 @@ class ConvWalk:
         return f"{where} = {self.activation}({inner}) = {self.activation}({self.total:.6g}) = {self.value:.6g}"
 
 
-def conv_layers(spec) -> list[str]:
-    """The spec's own conv layers: those that have a walk (NetSpec.conv_names)."""
-    return spec.conv_names()
-
-
 def conv_walk(loaded, x: torch.Tensor, layer: str, filter: int, row: int, column: int) -> ConvWalk:
     """The walk of output (row, column) of `filter` in conv layer `layer` of `loaded` (a LoadedRun) for `x`, the image
     as loaded.tensor gives it (1×C×H×W, standardised). Raises DataError for a layer that is not a conv of the spec, or

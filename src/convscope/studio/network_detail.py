@@ -36,7 +36,6 @@ def overview(path: Path, image: Path) -> dict[str, Any]:
     import torch
 
     from convscope.classify.predict import predict_image
-    from convscope.inspect.conv_walk import conv_layers
     from convscope.inspect.featuremaps import layer_maps, map_layers
     from convscope.shapes import infer
     from convscope.tasks import DetectTask, task_of
@@ -53,7 +52,7 @@ def overview(path: Path, image: Path) -> dict[str, Any]:
         with torch.inference_mode():
             _, kept = loaded.model.forward_intermediates(x, vectors)
         top = [] if detector else predict_image(loaded, picture, 5).top
-    convs = set(conv_layers(spec))
+    convs = set(spec.conv_names())
     layers = []
     for name in map_layers(loaded.model) + vectors:
         if name in maps:
@@ -104,12 +103,12 @@ def detail(path: Path, image: Path, layer: str, filter: int, row: int, column: i
     """One conv output's arithmetic (inspect.conv_walk): per input channel its padded map with the window, the
     window, the kernel, the products and their sum; then the bias, the total, the activation and the value, with
     the network's own value beside it. 422 (OutOfBounds) for a layer without a detail or a position outside."""
-    from convscope.inspect.conv_walk import conv_layers, conv_walk
+    from convscope.inspect.conv_walk import conv_walk
     from convscope.shapes import infer
 
     loaded = loaded_run(path)
     spec = loaded.run.spec
-    convs = conv_layers(spec)
+    convs = spec.conv_names()
     if layer not in convs:
         names = spec.layer_names()
         if layer in names:
