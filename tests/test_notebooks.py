@@ -113,7 +113,7 @@ def test_cnn_tutorial(tmp_path, monkeypatch):
     assert pictures(cell(nb, "plot")) == 1 and pictures(cell(nb, "history")) == 1
     evaluation = text(cell(nb, "evaluate"))
     assert percent("test accuracy", evaluation) > 20  # 10 classes: chance is 10 %; measured 33–36 %
-    for tag in ("predict", "featuremaps", "gradcam", "filters"):
+    for tag in ("predict", "featuremaps", "gradcam", "filters", "filmstrip", "confused"):
         assert pictures(cell(nb, tag)) >= 1, tag
     assert "epoch 10/10: 100%" in text(cell(nb, "folder"))
     assert percent("test accuracy", text(cell(nb, "folder-run"))) > 20
