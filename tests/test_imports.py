@@ -146,6 +146,7 @@ FLOORS: list[tuple[str, ...]] = [
     ("convscope.loaded",),  # one run loaded for inference: model, preprocessing, classes
     (  # a run folder and what it is made of: settings, data, a built network
         "convscope.run",
+        "convscope.run_lock",  # the one writer of a run folder
         "convscope.config",
         "convscope.preprocess",
         "convscope.presets",

@@ -31,7 +31,8 @@ from safetensors.torch import load_file
 from convscope.cli import main
 from convscope.config import TrainConfig
 from convscope.errors import CheckpointError, ConfigError, OutputError
-from convscope.run import CHECKPOINT, RunLock
+from convscope.run import CHECKPOINT
+from convscope.run_lock import RunLock
 from convscope.tasks import ClassifyTask
 from convscope.tasks.train import train
 from convscope.training.checkpoint_file import read_checkpoint

@@ -19,6 +19,7 @@ from convscope import run as folder
 from convscope.api.progress import KERAS_NAMES, epoch_numbers, test_numbers
 from convscope.errors import CheckpointError, DataError
 from convscope.run import CONFIG
+from convscope.run_lock import training_alive
 from convscope.show import Picture, heading, img_tag, table
 
 
@@ -44,7 +45,7 @@ class Run(folder.Run):
     @property
     def status(self) -> str:
         """'finished', 'training' (another process holds it), 'stopped, resumable' or 'not started'."""
-        if folder.training_alive(self.path):
+        if training_alive(self.path):
             return "training"
         if self.results():
             return "finished"

@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from convscope.errors import ConvscopeError, RunNotFound
-from convscope.run import CHECKPOINT, CONFIG, RESULTS, WEIGHTS, load_run, training_alive
+from convscope.run import CHECKPOINT, CONFIG, RESULTS, WEIGHTS, load_run
+from convscope.run_lock import training_alive
 from convscope.tasks import task_of
 
 NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,254}")

@@ -2,7 +2,7 @@
 its spec (convscope.tasks.task_for).
 
 A new run: the data is loaded and the spec fitted to it and checked before any file is written; then the run folder
-is claimed (one writer at a time: run.RunLock) and the trainer runs. A resumed run: its settings and checkpoint are
+is claimed (one writer at a time: run_lock.RunLock) and the trainer runs. A resumed run: its settings and checkpoint are
 checked (training/checkpoints.py), then it continues exactly where its last checkpoint left it.
 """
 
@@ -29,7 +29,6 @@ from convscope.run import (
     SPEC,
     DataInfo,
     Run,
-    RunLock,
     check_not_foreign,
     check_run_folder_is_free,
     load_run,
@@ -37,6 +36,7 @@ from convscope.run import (
     remove_run_temp_files,
     remove_unfinished,
 )
+from convscope.run_lock import RunLock
 from convscope.shapes import infer
 from convscope.signals import StopRequest
 from convscope.spec import NetSpec
@@ -74,7 +74,7 @@ def train(
     raise `epochs` (to train longer) or set `threads` (training.checkpoints). A finished run is returned unchanged.
     `stop`: the StopRequest that Ctrl-C / SIGTERM feed (the CLI's); by default one is installed while training.
 
-    Only one training writes a run folder at a time (run.RunLock); a second one is refused with CheckpointError.
+    Only one training writes a run folder at a time (run_lock.RunLock); a second one is refused with CheckpointError.
     With `report` (the default) the run folder also gets confusion.png, curves.png and report.html at the end.
 
     Under torchrun (RANK, WORLD_SIZE … set: training/distributed.py) every process calls this with the same

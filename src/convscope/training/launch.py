@@ -17,7 +17,8 @@ from pathlib import Path
 
 from convscope.config import TrainConfig
 from convscope.errors import ConvscopeError, WorkersFailed
-from convscope.run import CHECKPOINT, RunLock, new_run_folder, remove_unfinished
+from convscope.run import CHECKPOINT, new_run_folder, remove_unfinished
+from convscope.run_lock import RunLock
 
 
 def launch(argv: list[str], nproc: int, max_restarts: int, config: TrainConfig | None) -> None:
