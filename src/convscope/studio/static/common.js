@@ -53,6 +53,24 @@ function smoothed(values, weight) {
   return values.map(v => { n += 1; average = average * weight + (1 - weight) * v; return average / (1 - weight ** n); });
 }
 
+function onImageChosen(form, errorId, send) {
+  // The image form (templates/image_form.html): `send` gets FormData with the user's file (`image`) or a bundled
+  // photo's name (`sample`), as POST /api/runs/NAME/predict takes them.
+  form.addEventListener("submit", e => {
+    e.preventDefault();
+    const file = form.querySelector("#upload").files[0];
+    if (!file) return showError(errorId, "choose an image file first");
+    const data = new FormData();
+    data.append("image", file);
+    send(data);
+  });
+  form.querySelector("#use-sample").addEventListener("click", () => {
+    const data = new FormData();
+    data.append("sample", form.querySelector("#sample").value);
+    send(data);
+  });
+}
+
 function lineChart(svg, rows, series, options = {}) {
   // Learning curves in an <svg>: `series` = [[key, colour, label]], x = epoch. Drawn again on every update. Each
   // epoch's value is a marker whose <title> is its value on hover; a run of one epoch draws that point; accuracies

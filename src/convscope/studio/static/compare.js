@@ -240,18 +240,6 @@ function startCompare(most) {
   document.getElementById("only-differences").addEventListener("change", showSettings);
   document.getElementById("metric").addEventListener("change", drawPerClass);
   document.getElementById("cam-class").addEventListener("change", showMaps);
-  document.getElementById("image-form").addEventListener("submit", e => {
-    e.preventDefault();
-    const file = document.getElementById("upload").files[0];
-    if (!file) return showError("image-error", "choose an image file first");
-    const form = new FormData();
-    form.append("image", file);
-    predict(form);
-  });
-  document.getElementById("use-sample").addEventListener("click", () => {
-    const form = new FormData();
-    form.append("sample", document.getElementById("sample").value);
-    predict(form);
-  });
+  onImageChosen(document.getElementById("image-form"), "image-error", predict);
   showPicker();
 }

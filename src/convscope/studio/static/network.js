@@ -179,17 +179,5 @@ function startNetwork(name) {
     section.scrollIntoView({behavior: "instant", block: "start"});
   }
 
-  document.getElementById("network-form").addEventListener("submit", e => {
-    e.preventDefault();
-    const file = document.getElementById("upload").files[0];
-    if (!file) return showError("network-error", "choose an image file first");
-    const form = new FormData();
-    form.append("image", file);
-    show(form);
-  });
-  document.getElementById("use-sample").addEventListener("click", () => {
-    const form = new FormData();
-    form.append("sample", document.getElementById("sample").value);
-    show(form);
-  });
+  onImageChosen(document.getElementById("network-form"), "network-error", show);
 }

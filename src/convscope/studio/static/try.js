@@ -99,19 +99,7 @@ function startTry(name) {
   }
 
   document.getElementById("enlarged").addEventListener("click", e => e.currentTarget.classList.remove("open"));
-  document.getElementById("upload-form").addEventListener("submit", e => {
-    e.preventDefault();
-    const file = document.getElementById("upload").files[0];
-    if (!file) return showError("try-error", "choose an image file first");
-    const form = new FormData();
-    form.append("image", file);
-    predict(form);
-  });
-  document.getElementById("use-sample").addEventListener("click", () => {
-    const form = new FormData();
-    form.append("sample", document.getElementById("sample").value);
-    predict(form);
-  });
+  onImageChosen(document.getElementById("upload-form"), "try-error", predict);
   document.getElementById("gradcam-class").addEventListener("change", showGradcam);
   document.getElementById("layer").addEventListener("change", showMaps);
   document.getElementById("min-score").addEventListener("input", drawBoxes);
