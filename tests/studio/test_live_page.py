@@ -83,7 +83,7 @@ def test_a_training_run_shows_its_progress_bar(page, training_copy, studio_url, 
     page.goto("/runs/shades-live")  # before its first progress.json: the page keeps asking
     page.locator("#layers tbody tr").first.wait_for()
     assert page.locator("#live-progress").is_hidden()
-    assert page.locator("#per-class-note").inner_text().startswith("not tested yet")
+    page.wait_for_function("document.querySelector('#per-class-note').textContent.startsWith('not tested yet')")
     (training_copy / PROGRESS).write_text(json.dumps(body))
     page.locator("#live-progress").wait_for()
     assert page.locator("#status").inner_text() == "running"
