@@ -14,19 +14,12 @@ import numpy as np
 
 from convscope.spec_layers import shape_text
 from convscope.studio.guards import OutOfBounds
-from convscope.studio.pictures import _model_lock, data_url, enlarged, fitted, loaded_run
+from convscope.studio.pictures import _model_lock, data_url, enlarged, fitted, gray, loaded_run
 
 MAPS_SHOWN = 8  # maps per layer on the overview; the rest are counted ("+k more")
 VALUES_SHOWN = 256  # a vector layer's values drawn as a strip
 CHANNELS_SHOWN = 16  # input channels whose window, kernel and products the detail sends (all their sums are sent)
 PADDING_COLOUR = (150, 190, 235)  # padding cells in a detail's input maps: light blue, never a gray value
-
-
-def gray(values: np.ndarray, low: float, high: float) -> np.ndarray:
-    """uint8 values stretched from `low` (black) to `high` (white); all black when they are equal."""
-    if high <= low:
-        return np.zeros(values.shape, np.uint8)
-    return np.clip((values - low) / (high - low) * 255, 0, 255).round().astype(np.uint8)
 
 
 def overview(path: Path, image: Path) -> dict[str, Any]:

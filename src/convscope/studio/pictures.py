@@ -46,6 +46,13 @@ def enlarged(array: np.ndarray, side: int = SHOWN) -> np.ndarray:
     return np.repeat(np.repeat(array, factor, axis=0), factor, axis=1)
 
 
+def gray(values: np.ndarray, low: float, high: float) -> np.ndarray:
+    """uint8 values stretched from `low` (black) to `high` (white); all black when they are equal."""
+    if high <= low:
+        return np.zeros(values.shape, np.uint8)
+    return np.clip((values - low) / (high - low) * 255, 0, 255).round().astype(np.uint8)
+
+
 def data_url(array: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(png_bytes(array)).decode()
 
@@ -153,8 +160,7 @@ def featuremaps(path: Path, image: Path, layer: str | None) -> dict[str, Any]:
     shown = []
     for i, values in enumerate(chosen.maps[:MAX_MAPS]):
         low, high = float(values.min()), float(values.max())
-        gray = np.zeros(values.shape, np.uint8) if high == low else ((values - low) / (high - low) * 255).round()
-        shown.append({"index": i, "min": low, "max": high, "png": data_url(enlarged(gray.astype(np.uint8), 96))})
+        shown.append({"index": i, "min": low, "max": high, "png": data_url(enlarged(gray(values, low, high), 96))})
     h, w, c = chosen.shape
     return {
         "layer": chosen.name,

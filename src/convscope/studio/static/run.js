@@ -139,7 +139,7 @@ document.getElementById("filmstrip-epoch").addEventListener("input", event => {
 });
 
 async function follow(run) {
-  // While it trains: the curves, the film strip and the page every 2 seconds; once it has finished (or stopped),
+  // While it trains: the page (its curves included) and the film strip every 2 seconds; once it has finished (or stopped),
   // its per-class numbers and last snapshot once more.
   if (run.status !== "running") {
     showProgress({});
@@ -147,8 +147,7 @@ async function follow(run) {
     await perClass();
     return;
   }
-  drawCurves(await api(`${base}/metrics`));
-  await loadStrip();
+  await loadStrip();  // the curves were drawn by load(), from the run's metrics
   setTimeout(async () => follow(await load()), 2000);
 }
 
