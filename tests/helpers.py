@@ -1,12 +1,18 @@
-"""Small builders the tests share: a learnable image folder and a `convscope train` command line."""
+"""Small builders the tests share: a learnable image folder, a `convscope train` command line, callbacks that stop a
+training at a batch, and an app served on 127.0.0.1."""
 
 import os
 import signal
+import socket
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from convscope.training.callbacks import Callback
 
 
 def make_folder(root: Path, per_class: int = 60, size: int = 20) -> Path:
@@ -55,6 +61,40 @@ class StopAt:
     def on_batch(self, epoch, batch, *args):
         if (epoch, batch) == self.at:
             os.kill(os.getpid(), signal.SIGINT)
+
+
+class StopRequestAt(Callback):
+    """A training callback that asks the trainer to stop, as SIGTERM does, after batch `batch` of epoch `epoch`
+    (0-based), through the StopRequest `stop` given to train()."""
+
+    def __init__(self, stop, epoch: int, batch: int):
+        self.stop, self.at = stop, (epoch, batch)
+
+    def on_batch(self, epoch, batch, loss, accuracy, images_per_s):
+        if (epoch, batch) == self.at:
+            self.stop.signal = signal.SIGTERM
+
+
+@contextmanager
+def served(app):
+    """The ASGI `app` (a studio) on a free port of 127.0.0.1, served by uvicorn in a thread: its base URL."""
+    import uvicorn
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline, "the studio did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
 
 
 def wait_for(predicate, proc, seconds=120):

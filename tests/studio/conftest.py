@@ -6,14 +6,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
-import threading
-import time
 from pathlib import Path
 
 import pytest
-from helpers import make_folder
+from helpers import make_folder, served
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -47,24 +44,11 @@ def studio_data(studio_runs) -> Path:
 @pytest.fixture(scope="session")
 def studio_url(studio_runs):
     """The studio on a free port of 127.0.0.1, served by uvicorn in a thread for the whole session."""
-    import uvicorn
-
     from convscope.studio.app import create_app
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     app = create_app(studio_runs, data_roots=[studio_runs.parent])  # the Train page may train on shades-data
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "the studio did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=30)
+    with served(app) as url:
+        yield url
 
 
 def _chromium() -> str | None:

@@ -5,15 +5,12 @@ and 2 dark ones as light) gives exactly those pairs and galleries; a detector ge
 from __future__ import annotations
 
 import re
-import socket
-import threading
-import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from helpers import served
 from PIL import Image
 
 from convscope.studio.app import create_app
@@ -104,30 +101,8 @@ def test_a_detector_gets_a_one_line_400(studio_runs):
         assert shades["tested"] > 0 and shades["wrong"] == sum(p["count"] for p in shades["pairs"])
 
 
-@contextmanager
-def served(runs: Path):
-    """The studio of `runs` on a free port of 127.0.0.1, served by uvicorn in a thread."""
-    import uvicorn
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(runs), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "the studio did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-
-
 def test_the_page_shows_the_planted_pairs_and_their_maps(page, planted_runs):
-    with served(planted_runs) as url:
+    with served(create_app(planted_runs)) as url:
         page.goto(f"{url}/runs/planted/mistakes")
         page.wait_for_selector("#gallery figure:nth-child(3) img:nth-child(1)")
         page.wait_for_function(

@@ -4,13 +4,12 @@ use it, and that a run stopped mid-epoch or killed at a checkpoint resumes to th
 from __future__ import annotations
 
 import math
-import signal
 
 import pytest
 import torch
 from fault_harness import Killed, again, differences, outcome, run_with_fault
 from fault_harness import write_boundaries as boundaries
-from helpers import make_folder
+from helpers import StopRequestAt, make_folder
 from safetensors.torch import load_file
 
 from convscope.config import TrainConfig
@@ -18,7 +17,6 @@ from convscope.errors import CheckpointError, ConfigError, Interrupted
 from convscope.run import CHECKPOINT
 from convscope.signals import StopRequest
 from convscope.tasks.train import train
-from convscope.training.callbacks import Callback
 from convscope.training.checkpoint_file import read_checkpoint
 from convscope.training.ema import ModelEMA
 
@@ -101,22 +99,11 @@ def test_the_saved_weights_are_the_average_and_the_checkpoint_keeps_both(folder,
     assert any(not torch.equal(last[k], cp.model[k]) for k in last if k.endswith("weight"))
 
 
-class _StopAt(Callback):
-    """Asks the trainer to stop (as SIGTERM does) after batch `batch` of epoch `epoch` (0-based)."""
-
-    def __init__(self, stop: StopRequest, epoch: int, batch: int):
-        self.stop, self.at = stop, (epoch, batch)
-
-    def on_batch(self, epoch, batch, loss, accuracy, images_per_s):
-        if (epoch, batch) == self.at:
-            self.stop.signal = signal.SIGTERM
-
-
 def test_a_run_stopped_mid_epoch_resumes_to_the_identical_average(folder, straight, tmp_path):
     expected, _ = straight
     out, stop = tmp_path / "stopped", StopRequest()
     with pytest.raises(Interrupted, match="epoch 2, batch 2/"):
-        _train(folder, out, stop=stop, callbacks=[_StopAt(stop, 1, 2)])
+        _train(folder, out, stop=stop, callbacks=[StopRequestAt(stop, 1, 2)])
     assert read_checkpoint(out / CHECKPOINT).extra["ema"]["updates"] > 0
     train(resume=out, report=False)
     assert not (problems := differences(outcome(out), expected)), problems

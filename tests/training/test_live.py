@@ -3,12 +3,11 @@ written by the trainer without changing what it trains (a resumed run stays bit-
 run.filmstrip()."""
 
 import json
-import signal
 
 import numpy as np
 import pytest
 from fault_harness import differences, outcome
-from helpers import make_folder
+from helpers import StopRequestAt, make_folder
 
 import convscope
 from convscope.config import TrainConfig
@@ -17,7 +16,6 @@ from convscope.run import FILMSTRIP, PROBE, PROGRESS, remove_unfinished
 from convscope.signals import StopRequest
 from convscope.tasks.train import train
 from convscope.training import filmstrip, live
-from convscope.training.callbacks import Callback
 from convscope.training.filmstrip_show import read_snapshot, snapshot_epochs
 
 
@@ -130,19 +128,10 @@ def test_the_film_strip_stays_bounded(tmp_path):
     assert len([e for e in range(11) if filmstrip.wanted(e, 10)]) == 11  # a short run: every epoch
 
 
-class _StopAt(Callback):
-    def __init__(self, stop: StopRequest, epoch: int, batch: int):
-        self.stop, self.at = stop, (epoch, batch)
-
-    def on_batch(self, epoch, batch, loss, accuracy, images_per_s):
-        if (epoch, batch) == self.at:
-            self.stop.signal = signal.SIGTERM
-
-
 def test_a_stopped_run_resumes_bit_identically_with_its_film_strip(folder, straight, tmp_path):
     out, stop = tmp_path / "stopped", StopRequest()
     with pytest.raises(Interrupted):
-        train(config(folder, out), report=False, stop=stop, callbacks=[_StopAt(stop, 1, 2)])
+        train(config(folder, out), report=False, stop=stop, callbacks=[StopRequestAt(stop, 1, 2)])
     assert snapshot_epochs(out) == [0, 1]
     train(resume=out, report=False)
     assert not (problems := differences(outcome(out), outcome(straight))), problems
